@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Both bootstrap .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test check lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# pycose 1.1 breaks with cbor2 6, so the independent COSE check runs in its own venv (SPEC.md 4.4)
+.venv-pycose/.installed:
+	$(PY) -m venv .venv-pycose
+	.venv-pycose/bin/pip install -q 'pycose==1.1.0' 'cbor2<6'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/citynode demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: $(BIN)/.installed .venv-pycose/.installed lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/protocol_bench.py
+
+clean:
+	rm -rf $(VENV) .venv-pycose var build *.egg-info

@@ -1,0 +1,1 @@
+# citynode gateway: serial/UDP ingest -> verify -> dedup -> durable outbox -> MQTT.

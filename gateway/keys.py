@@ -1,0 +1,53 @@
+# The keys file: one table per node, [nodes.<node-id>] key = "<hex>" (16..64 bytes).
+# Shared by the gateway (verification), provisioning and the technician tools.
+import tomllib
+
+from protocol.message import check_node_id
+
+MIN_KEY = 16
+MAX_KEY = 64
+
+
+class KeysError(ValueError):
+    pass
+
+
+def parse_keys(data, source="keys file"):
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict):
+        raise KeysError(f"{source}: no [nodes.<id>] tables")
+    keys = {}
+    for node, entry in nodes.items():
+        if not check_node_id(node):
+            raise KeysError(f"{source}: node id {node!r} must be 1..32 printable ASCII characters, no / + # or space")
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            raise KeysError(f"{source}: [nodes.{node}] needs key = \"<hex>\"")
+        try:
+            key = bytes.fromhex(entry["key"])
+        except ValueError:
+            raise KeysError(f"{source}: [nodes.{node}] key is not hex") from None
+        if not MIN_KEY <= len(key) <= MAX_KEY:
+            raise KeysError(f"{source}: [nodes.{node}] key must be {MIN_KEY}..{MAX_KEY} bytes, got {len(key)}")
+        keys[node] = key
+    return keys
+
+
+def load_keys(path):
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise KeysError(f"{path}: no such keys file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise KeysError(f"{path}: not valid TOML ({e})") from None
+    return parse_keys(data, str(path))
+
+
+def format_keys(keys):
+    # dict node -> key bytes -> keys file text
+    lines = ["# citynode node keys: keep this file secret (mode 0600)", ""]
+    for node in sorted(keys):
+        lines.append(f'[nodes."{node}"]' if not node.replace("-", "").replace("_", "").isalnum() else f"[nodes.{node}]")
+        lines.append(f'key = "{keys[node].hex()}"')
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+# citynode messages (SPEC.md section 6): the payload of every COSE_Mac0 is a CBOR map
+# with small integer keys. Data frames go node -> gateway; ACKs and commands go back.
+from protocol import cose, senml
+from protocol.cbor import FrameError, dumps, loads
+
+PROTOCOL_VERSION = 1
+
+# message types (key 0); a new protocol version gets new type numbers
+DATA = 1
+ACK = 2
+CMD = 3
+TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd"}
+
+# payload keys
+K_TYPE = 0
+K_BOOT = 1
+K_SEQ = 2
+K_UPTIME = 3
+K_TIME = 4
+K_RECORDS = 5
+K_QUALITY = 6
+K_FLAGS = 7
+K_INFO = 8
+K_CMD_RESULT = 9
+K_CUM = 10
+K_CMD_ID = 11
+K_OP = 12
+K_ARG = 13
+
+# info map keys (data frames, usually the first after boot)
+I_FW = 1  # firmware version, text
+I_RESET = 2  # reset cause, text
+I_BOARD = 3  # board name, text
+I_INTERVAL = 4  # reporting interval in seconds
+
+# flags (data frames)
+F_STORM = 1  # storm mode: sampling faster because the level rises
+F_ALARM = 2  # a level threshold is crossed; sent at once
+F_SAFE = 4  # safe mode after repeated boot failures
+F_BACKLOG = 8  # sent from the offline buffer, not live
+
+# quality status values
+Q_OK = 0
+Q_DEGRADED = 1  # some samples rejected, value still valid
+Q_FAULT = 2  # sensor fault; the record carries the last value or none
+Q_RANGE = 3  # out of the sensor's range (e.g. blind zone)
+
+OPS = ("interval", "thresholds", "reboot", "time")
+
+MAX_U32 = 0xFFFFFFFF
+MAX_U64 = 0xFFFFFFFFFFFFFFFF
+NODE_ID_MAX = 32
+
+
+def check_node_id(node):
+    # Node ids become MQTT topic levels and kids: printable ASCII, no space, / + #.
+    if not isinstance(node, str) or not 0 < len(node) <= NODE_ID_MAX:
+        return False
+    for c in node:
+        o = ord(c)
+        if o <= 0x20 or o >= 0x7F or c in "/+#":
+            return False
+    return True
+
+
+def _bad(detail):
+    raise FrameError("payload", detail)
+
+
+def _uint(p, k, name, limit, required=True):
+    v = p.get(k)
+    if v is None and not required:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
+        _bad("%s must be an unsigned integer up to %d" % (name, limit))
+    return v
+
+
+# ---------------------------------------------------------------- building
+
+
+def data_payload(boot, seq, uptime_ms, records, time_s=None, quality=None, flags=0,
+                 info=None, cmd_result=None):
+    # records: list of senml.record(...) maps; quality: {record index: [taken, rejected, status]}
+    p = {K_TYPE: DATA, K_BOOT: boot, K_SEQ: seq, K_UPTIME: uptime_ms}
+    if time_s is not None:
+        p[K_TIME] = time_s
+    p[K_RECORDS] = records
+    if quality:
+        p[K_QUALITY] = quality
+    if flags:
+        p[K_FLAGS] = flags
+    if info:
+        p[K_INFO] = info
+    if cmd_result is not None:
+        p[K_CMD_RESULT] = cmd_result
+    return dumps(p)
+
+
+def encode_data(key, node, boot, seq, uptime_ms, records, **kw):
+    return cose.sign(key, node.encode(), data_payload(boot, seq, uptime_ms, records, **kw))
+
+
+def encode_ack(key, node, boot, seq, cum=None):
+    # seq: the frame now durable at the gateway; cum: every seq <= cum of this boot is durable
+    p = {K_TYPE: ACK, K_BOOT: boot, K_SEQ: seq}
+    if cum is not None:
+        p[K_CUM] = cum
+    return cose.sign(key, node.encode(), dumps(p))
+
+
+def encode_cmd(key, node, boot, cmd_id, op, arg=None):
+    # A command for one boot of a node; cmd_id increases per command, so replays are refused.
+    p = {K_TYPE: CMD, K_BOOT: boot, K_CMD_ID: cmd_id, K_OP: op}
+    if arg is not None:
+        p[K_ARG] = arg
+    return cose.sign(key, node.encode(), dumps(p))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_payload(payload):
+    # payload bytes -> message dict (keys: type, boot, seq, ...). Raises FrameError.
+    p = loads(payload)
+    if not isinstance(p, dict):
+        _bad("payload must be a map")
+    for k in p:
+        if not isinstance(k, int) or isinstance(k, bool):
+            _bad("payload keys must be integers")
+    t = p.get(K_TYPE)
+    if t not in TYPE_NAMES:
+        raise FrameError("version", "message type %r unknown to protocol version %d" % (t, PROTOCOL_VERSION))
+    m = {"type": TYPE_NAMES[t], "boot": _uint(p, K_BOOT, "boot", MAX_U32)}
+    if t == DATA:
+        m["seq"] = _uint(p, K_SEQ, "seq", MAX_U32)
+        m["uptime_ms"] = _uint(p, K_UPTIME, "uptime_ms", MAX_U64)
+        m["time"] = _uint(p, K_TIME, "time", MAX_U64, False)
+        records = p.get(K_RECORDS)
+        senml.check_records(records, _bad)
+        m["records"] = records
+        q = p.get(K_QUALITY)
+        if q is not None:
+            if not isinstance(q, dict):
+                _bad("quality must be a map")
+            for i in q:
+                v = q[i]
+                if not isinstance(i, int) or not 0 <= i < len(records) or not isinstance(v, list) \
+                        or len(v) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
+                    _bad("quality entries are record index -> [taken, rejected, status]")
+        m["quality"] = q or {}
+        m["flags"] = _uint(p, K_FLAGS, "flags", MAX_U32, False) or 0
+        info = p.get(K_INFO)
+        if info is not None and not isinstance(info, dict):
+            _bad("info must be a map")
+        m["info"] = info or {}
+        cr = p.get(K_CMD_RESULT)
+        if cr is not None and not (isinstance(cr, list) and len(cr) == 2 and all(isinstance(x, int) for x in cr)):
+            _bad("cmd_result must be [cmd_id, status]")
+        m["cmd_result"] = cr
+    elif t == ACK:
+        m["seq"] = _uint(p, K_SEQ, "seq", MAX_U32)
+        m["cum"] = _uint(p, K_CUM, "cum", MAX_U32, False)
+    else:
+        m["cmd_id"] = _uint(p, K_CMD_ID, "cmd_id", MAX_U32)
+        op = p.get(K_OP)
+        if op not in OPS:
+            _bad("unknown command %r" % (op,))
+        m["op"] = op
+        m["arg"] = p.get(K_ARG)
+    return m
+
+
+def decode(msg, key_for, loads_fn=None):
+    # Verify and parse one COSE message. key_for(node id str) -> key bytes or None.
+    # Returns the message dict with "node" added. Raises FrameError(reason).
+    def lookup(kid):
+        try:
+            node = kid.decode()
+        except UnicodeError:
+            raise FrameError("kid", "kid is not text")
+        if not check_node_id(node):
+            raise FrameError("kid", "kid is not a valid node id")
+        return key_for(node)
+
+    kid, payload = cose.verify(msg, lookup, loads_fn)
+    m = parse_payload(payload)
+    m["node"] = kid.decode()
+    return m

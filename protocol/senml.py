@@ -1,0 +1,144 @@
+# SenML (RFC 8428) records with the CBOR integer labels of section 6, and the
+# citynode name registry: a registered name implies its SenML unit, so frames may
+# leave "u" out (SPEC.md section 5). Conversion to SenML JSON restores every unit.
+import struct
+
+# RFC 8428 Table 4
+BVER = -1
+BN = -2
+BT = -3
+BU = -4
+BV = -5
+BS = -6
+N = 0
+U = 1
+V = 2
+VS = 3
+VB = 4
+S = 5
+T = 6
+UT = 7
+VD = 8
+
+JSON_LABELS = {
+    BVER: "bver", BN: "bn", BT: "bt", BU: "bu", BV: "bv", BS: "bs",
+    N: "n", U: "u", V: "v", VS: "vs", VB: "vb", S: "s", T: "t", UT: "ut", VD: "vd",
+}
+
+# name -> (SenML unit, what it is). Units from the SenML units registry (RFC 8428 12.1).
+NAMES = {
+    "t": ("Cel", "air temperature"),
+    "h": ("%RH", "relative humidity"),
+    "p": ("Pa", "barometric pressure"),
+    "l": ("m", "water level above the shaft invert"),
+    "d": ("m", "distance from the level sensor to the water surface"),
+    "b": ("V", "battery voltage"),
+    "i": ("A", "4-20 mA loop current"),
+    "r": ("dBW", "radio signal strength"),
+}
+
+MAX_RECORDS = 32
+MAX_NAME = 24
+
+
+def unit_of(name):
+    entry = NAMES.get(name)
+    return entry[0] if entry else None
+
+
+def record(name, value, unit=None):
+    # One record in CBOR form. The unit is written only when it is not implied by the name.
+    r = {N: name}
+    if unit is not None and unit != unit_of(name):
+        r[U] = unit
+    if isinstance(value, bool):
+        r[VB] = value
+    elif isinstance(value, str):
+        r[VS] = value
+    else:
+        r[V] = value
+    return r
+
+
+def _narrow(x, fmt):
+    try:
+        return struct.unpack(fmt, struct.pack(fmt, x))[0] == x
+    except (OverflowError, ValueError):
+        return False
+
+
+def json_number(x):
+    # A float as the shortest decimal that round-trips at the narrowest IEEE width
+    # holding it exactly, so a binary32 21.53 reads 21.53, not 21.530000686645508.
+    if not isinstance(x, float) or x != x or x in (float("inf"), float("-inf")):
+        return x
+    for fmt in (">e", ">f"):
+        if _narrow(x, fmt):
+            for digits in range(3, 10):
+                s = float("%.*g" % (digits, x))
+                if struct.unpack(fmt, struct.pack(fmt, s))[0] == x:
+                    return s
+    return x
+
+
+def to_json(records, base_name=None, base_time=None):
+    # CBOR-labelled records -> SenML JSON records (dicts with string labels),
+    # units filled in from the registry. base_name/base_time go in the first record.
+    out = []
+    for i, rec in enumerate(records):
+        j = {}
+        if i == 0:
+            if base_name is not None:
+                j["bn"] = base_name
+            if base_time is not None:
+                j["bt"] = base_time
+        for k in rec:
+            label = JSON_LABELS.get(k, k)
+            j[label] = json_number(rec[k]) if k == V else rec[k]
+        if "u" not in j and "n" in j:
+            unit = unit_of(j["n"])
+            if unit:
+                j["u"] = unit
+        out.append(j)
+    return out
+
+
+def check_records(records, error):
+    # Validates a SenML pack from the wire; calls error(detail) (which raises) on the first fault.
+    if not isinstance(records, list) or not records or len(records) > MAX_RECORDS:
+        error("records must be a list of 1..%d SenML records" % MAX_RECORDS)
+    for rec in records:
+        if not isinstance(rec, dict):
+            error("a SenML record must be a map")
+        name = rec.get(N)
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            error("record needs a name (label 0) of 1..%d characters" % MAX_NAME)
+        values = 0
+        for k in rec:
+            v = rec[k]
+            if isinstance(k, str):
+                if k.endswith("_"):
+                    error("must-understand label %r not supported" % k)
+                continue
+            if k == V:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    error("v must be a number")
+                values += 1
+            elif k == VS:
+                if not isinstance(v, str):
+                    error("vs must be text")
+                values += 1
+            elif k == VB:
+                if not isinstance(v, bool):
+                    error("vb must be a boolean")
+                values += 1
+            elif k == U:
+                if not isinstance(v, str):
+                    error("u must be text")
+            elif k == T:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    error("t must be a number")
+            elif k != N:
+                error("SenML label %r not allowed in a citynode record" % k)
+        if values != 1:
+            error("record %r needs exactly one value" % name)

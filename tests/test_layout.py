@@ -1,0 +1,51 @@
+# The dependency rule of ARCHITECTURE.md, enforced by reading imports:
+# protocol imports nothing from the repo; firmware and gateway import protocol only;
+# tools may import all three.
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ("protocol", "firmware", "gateway", "tools", "hil_tests", "tests")
+ALLOWED = {
+    "protocol": {"protocol"},
+    "firmware": {"protocol", "firmware"},
+    "gateway": {"protocol", "gateway"},
+    "tools": {"protocol", "firmware", "gateway", "tools"},
+}
+
+
+def repo_imports(path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in PACKAGES:
+                yield node.lineno, top
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_dependency_rule(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    if package == "protocol":
+        assert files, "protocol/ has no sources"
+    bad = [
+        f"{f.relative_to(ROOT)}:{line} imports {top}"
+        for f in files
+        for line, top in repo_imports(f)
+        if top not in ALLOWED[package]
+    ]
+    assert not bad, "dependency rule broken:\n" + "\n".join(bad)
+
+
+def test_rule_checker_sees_violations(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("import gateway.outbox\nfrom firmware import sampler\nimport json\n")
+    assert [top for _, top in repo_imports(bad)] == ["gateway", "firmware"]

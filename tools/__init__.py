@@ -1,0 +1,1 @@
+# citynode technician tools: the `citynode` command.

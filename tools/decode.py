@@ -1,0 +1,102 @@
+# `citynode decode HEX|BASE64|-`: a frame in CBOR diagnostic notation and as readings.
+import base64
+import binascii
+import sys
+
+from protocol import cbor, cobs, cose, message, senml
+from protocol.cbor import FrameError
+
+
+def add_arguments(p):
+    p.add_argument("frame", help="the frame as hex or base64, or - to read it from stdin")
+    p.add_argument("--keys", help="keys file; with it the MAC is verified")
+
+
+def diag(obj):
+    # CBOR diagnostic notation (RFC 8949 section 8)
+    if isinstance(obj, cbor.Tag):
+        return f"{obj.tag}({diag(obj.value)})"
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, bytes):
+        try:
+            inner = cbor.loads(obj)
+            if isinstance(inner, dict | list):
+                return f"<< {diag(inner)} >>"
+        except FrameError:
+            pass
+        return f"h'{obj.hex()}'"
+    if isinstance(obj, str):
+        return '"' + obj.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(obj, list):
+        return "[" + ", ".join(diag(x) for x in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{diag(k)}: {diag(v)}" for k, v in obj.items()) + "}"
+    return repr(obj)
+
+
+def parse_input(text):
+    # hex, base64 or a serial capture (with 0x00 delimiters, as hex) -> COSE bytes
+    text = text.strip()
+    raw = None
+    try:
+        raw = bytes.fromhex(text.replace(" ", "").replace(":", ""))
+    except ValueError:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("input is neither hex nor base64") from None
+    if raw[:1] == b"\x00":  # a serial frame: strip COBS and CRC
+        for kind, body in cobs.Deframer().feed(raw):
+            if kind == "frame":
+                return body
+        raise ValueError("serial capture holds no frame with a valid CRC")
+    return raw
+
+
+def run(args):
+    text = sys.stdin.read() if args.frame == "-" else args.frame
+    try:
+        raw = parse_input(text)
+    except ValueError as e:
+        print(f"citynode decode: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(raw)} bytes")
+    try:
+        obj = cbor.loads(raw)
+    except FrameError as e:
+        print(f"not a valid frame: {e}")
+        return 1
+    print(diag(obj))
+    try:
+        kid, _protected, payload, _tag = cose.parse(raw)
+        m = message.parse_payload(payload)
+    except FrameError as e:
+        print(f"not a valid citynode message: {e}")
+        return 1
+    node = kid.decode(errors="replace")
+    status = 0
+    if args.keys:
+        from gateway.keys import KeysError, load_keys
+
+        try:
+            keys = load_keys(args.keys)
+        except KeysError as e:
+            print(f"citynode decode: {e}", file=sys.stderr)
+            return 2
+        try:
+            message.decode(raw, keys.get)
+            print(f"MAC: ok (key of {node})")
+        except FrameError as e:
+            print(f"MAC: FAILED ({e})")
+            status = 1
+    head = {k: v for k, v in m.items() if k not in ("records",)}
+    print(f"node {node}: " + ", ".join(f"{k}={v}" for k, v in head.items() if v not in (None, {}, 0) or k == "seq"))
+    for rec in senml.to_json(m.get("records") or []):
+        value = rec.get("v", rec.get("vs", rec.get("vb")))
+        print(f"  {rec['n']:<4} {value} {rec.get('u', '')}")
+    return status
