@@ -34,5 +34,7 @@ def run(script, *args, path=(), heap=HEAP, timeout=120, check=True, input=None):
     proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=str(ROOT), input=input)
     if check and proc.returncode != 0:
-        raise AssertionError(f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        raise AssertionError(
+            f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
     return proc
