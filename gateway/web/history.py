@@ -1,0 +1,110 @@
+# Short local history of readings for the status page's charts: SQLite, its own file
+# (the outbox's commit path stays untouched), bounded by age and by row count.
+# Writes are batched: add() only appends to a bounded list; a flusher thread commits.
+import sqlite3
+import threading
+import time
+
+KEEP_S = 24 * 3600
+MAX_ROWS = 200_000  # ~10 MB on disk; the oldest rows go first
+MAX_PENDING = 10_000  # rows waiting for the flusher; beyond this new rows are counted and dropped
+FLUSH_S = 1.0
+MAX_POINTS = 2000  # per node and query: older points are thinned for the browser
+
+
+class History:
+    def __init__(self, path, keep_s=KEEP_S, max_rows=MAX_ROWS, flush_s=FLUSH_S):
+        self.path = str(path)
+        self.keep_s = keep_s
+        self.max_rows = max_rows
+        self.flush_s = flush_s
+        self.dropped = 0
+        self._pending = []
+        self._lock = threading.Lock()
+        self._db_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # history may lose its last second on power loss
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS reading (node TEXT NOT NULL, ts REAL NOT NULL, name TEXT NOT NULL,"
+            " value REAL, flags INTEGER NOT NULL DEFAULT 0)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS reading_node_ts ON reading (node, ts)")
+        self._db.commit()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="history-flush", daemon=True)
+        self._thread.start()
+        return self
+
+    def add(self, node, ts, values, flags=0):
+        # values: {name: number}; non-numbers are not charted
+        rows = [(node, float(ts), name, float(v), int(flags)) for name, v in values.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)]
+        with self._lock:
+            if len(self._pending) + len(rows) > MAX_PENDING:
+                self.dropped += len(rows)
+                return
+            self._pending.extend(rows)
+
+    def flush(self):
+        with self._lock:
+            rows, self._pending = self._pending, []
+        with self._db_lock:
+            if rows:
+                self._db.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.execute("DELETE FROM reading WHERE ts < ?", (time.time() - self.keep_s,))
+            (count,) = self._db.execute("SELECT COUNT(*) FROM reading").fetchone()
+            if count > self.max_rows:
+                self._db.execute(
+                    "DELETE FROM reading WHERE rowid IN (SELECT rowid FROM reading ORDER BY ts LIMIT ?)",
+                    (count - self.max_rows,),
+                )
+            self._db.commit()
+
+    def _run(self):
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except sqlite3.Error:
+                pass  # a full disk must not stop the gateway; the rows stay pending up to the bound
+
+    def query(self, node, since_s=KEEP_S):
+        # -> {"t": [...], "series": {name: [...]}, "storm": [...]} aligned on t, oldest first
+        self.flush()
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT ts, name, value, flags FROM reading WHERE node = ? AND ts >= ? ORDER BY ts",
+                (node, time.time() - since_s),
+            ).fetchall()
+        times = sorted({r[0] for r in rows})
+        if len(times) > MAX_POINTS:  # thin evenly; the newest point always stays
+            step = len(times) / MAX_POINTS
+            keep = {times[int(i * step)] for i in range(MAX_POINTS)} | {times[-1]}
+            times = sorted(keep)
+        index = {t: i for i, t in enumerate(times)}
+        series = {}
+        storm = [0] * len(times)
+        for ts, name, value, flags in rows:
+            i = index.get(ts)
+            if i is None:
+                continue
+            series.setdefault(name, [None] * len(times))[i] = value
+            if flags & 1:
+                storm[i] = 1
+        return {"node": node, "t": times, "series": series, "storm": storm}
+
+    def rows(self):
+        with self._db_lock:
+            return self._db.execute("SELECT COUNT(*) FROM reading").fetchone()[0]
+
+    def close(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        try:
+            self.flush()
+        finally:
+            self._db.close()

@@ -1,0 +1,52 @@
+# Prometheus metrics at /metrics, read from the same status snapshot as the page,
+# at scrape time (no second set of counters to keep in step).
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class StatusCollector:
+    def __init__(self, status_fn):
+        self.status_fn = status_fn
+
+    def collect(self):
+        status = self.status_fn()
+        gw = status.get("gateway", {})
+        gauges = (
+            ("citynode_broker_connected", "1 while the MQTT broker connection is up", "broker_connected"),
+            ("citynode_outbox_depth", "frames durably stored and not yet acknowledged by the broker",
+             "outbox_depth"),
+            ("citynode_outbox_oldest_age_seconds", "age of the oldest frame in the outbox", "outbox_oldest_age_s"),
+            ("citynode_frames_per_second", "accepted frames per second, recent average", "frames_per_s"),
+            ("citynode_disk_free_bytes", "free bytes on the data_dir file system", "disk_free_bytes"),
+            ("citynode_uptime_seconds", "seconds since the gateway started", "uptime_s"),
+        )
+        for name, doc, key in gauges:
+            value = gw.get(key)
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, int | float):
+                g = GaugeMetricFamily(name, doc)
+                g.add_metric([], value)
+                yield g
+        info = GaugeMetricFamily("citynode_gateway_info", "gateway id and version", labels=["gateway", "version"])
+        info.add_metric([str(gw.get("id", "")), str(gw.get("version", ""))], 1)
+        yield info
+        accepted = CounterMetricFamily("citynode_frames_accepted", "frames accepted per node", labels=["node"])
+        rejected = CounterMetricFamily("citynode_frames_rejected", "frames rejected per node and reason",
+                                       labels=["node", "reason"])
+        gaps = CounterMetricFamily("citynode_sequence_gaps", "frames missing in the sequence per node",
+                                   labels=["node"])
+        seen = GaugeMetricFamily("citynode_node_last_seen_timestamp_seconds", "Unix time a node was last heard",
+                                 labels=["node"])
+        for node in status.get("nodes", []):
+            nid = str(node.get("id"))
+            accepted.add_metric([nid], node.get("accepted", 0))
+            for reason, n in (node.get("rejected") or {}).items():
+                rejected.add_metric([nid, str(reason)], n)
+            gaps.add_metric([nid], node.get("gaps", 0))
+            if node.get("last_seen"):
+                seen.add_metric([nid], node["last_seen"])
+        unattributed = CounterMetricFamily("citynode_rejects", "rejected input by reason, before a node is known",
+                                           labels=["reason"])
+        for reason, n in (gw.get("rejected") or {}).items():
+            unattributed.add_metric([str(reason)], n)
+        yield from (accepted, rejected, gaps, seen, unattributed)

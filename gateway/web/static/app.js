@@ -1,0 +1,208 @@
+// citynode status page. Node-supplied strings only ever reach the page through
+// textContent, never as HTML, so a hostile node id stays text.
+"use strict";
+
+const POLL_MS = 2000;
+const HISTORY_MS = 10000;
+const UNITS = { t: "°C", h: "%RH", p: "Pa", l: "m", d: "m", b: "V", i: "A", r: "dBW" };
+const TITLES = { t: "air temperature", h: "humidity", p: "pressure", l: "wastewater level",
+                 d: "distance to surface", b: "battery", i: "loop current", r: "signal" };
+let selected = null;
+let lastStatus = null;
+let charts = {};
+let historyTimer = null;
+
+function $(id) { return document.getElementById(id); }
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+  return td;
+}
+
+function ago(seconds) {
+  if (seconds == null || !isFinite(seconds)) return "never";
+  if (seconds < 1) return "just now";
+  if (seconds < 90) return Math.round(seconds) + " s ago";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min ago";
+  if (seconds < 172800) return Math.round(seconds / 3600) + " h ago";
+  return Math.round(seconds / 86400) + " d ago";
+}
+
+function duration(seconds) {
+  if (seconds == null) return "–";
+  const d = Math.floor(seconds / 86400), h = Math.floor(seconds % 86400 / 3600), m = Math.floor(seconds % 3600 / 60);
+  return d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m + "m " + Math.floor(seconds % 60) + "s";
+}
+
+function bytes(n) {
+  if (n == null) return "–";
+  const u = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return n.toFixed(i ? 1 : 0) + " " + u[i];
+}
+
+function setValue(id, text, state) {
+  const el = $(id);
+  el.textContent = text;
+  el.className = "value" + (state ? " " + state : "");
+}
+
+function renderHealth(s) {
+  const g = s.gateway || {};
+  $("gw-id").textContent = g.id || "";
+  setValue("h-broker", g.broker_connected ? "connected" : "disconnected", g.broker_connected ? "ok" : "bad");
+  setValue("h-outbox", g.outbox_depth == null ? "–" : String(g.outbox_depth), g.outbox_full ? "bad" : "");
+  setValue("h-oldest", g.outbox_oldest_age_s ? duration(g.outbox_oldest_age_s) : "–",
+           g.outbox_oldest_age_s > 300 ? "bad" : "");
+  setValue("h-rate", g.frames_per_s == null ? "–" : Number(g.frames_per_s).toFixed(1));
+  setValue("h-disk", bytes(g.disk_free_bytes), g.disk_free_bytes != null && g.disk_free_bytes < 50e6 ? "bad" : "");
+  setValue("h-uptime", duration(g.uptime_s));
+  setValue("h-version", g.version || "–");
+  $("stale-after").textContent = duration(s.stale_after_s);
+  $("updated").textContent = "updated " + new Date(s.now * 1000).toLocaleTimeString();
+}
+
+function rejectedText(r) {
+  const parts = Object.entries(r || {}).filter(([, n]) => n).map(([k, n]) => k + " " + n);
+  return parts.length ? parts.join(", ") : "0";
+}
+
+function renderNodes(s) {
+  const tbody = document.querySelector("#nodes tbody");
+  const rows = [];
+  const nodes = (s.nodes || []).slice().sort((a, b) => String(a.id).localeCompare(String(b.id)));
+  $("node-count").textContent = "(" + nodes.length + ")";
+  for (const n of nodes) {
+    const tr = document.createElement("tr");
+    const age = n.last_seen ? s.now - n.last_seen : null;
+    const stale = age == null || age > s.stale_after_s;
+    tr.dataset.node = n.id;
+    if (stale) tr.classList.add("stale");
+    if (n.id === selected) tr.classList.add("selected");
+    const idCell = cell(tr, n.id, "node-id");
+    if (stale) {
+      const b = document.createElement("span");
+      b.className = "badge stale";
+      b.textContent = "stale";
+      idCell.append(" ", b);
+    }
+    cell(tr, ago(age), "last-seen");
+    cell(tr, n.battery_v == null ? "–" : Number(n.battery_v).toFixed(2) + " V", "num");
+    cell(tr, n.link || "–");
+    cell(tr, n.firmware || "–");
+    cell(tr, String(n.accepted || 0), "num");
+    cell(tr, rejectedText(n.rejected), "rejected");
+    cell(tr, String(n.gaps || 0), "num");
+    const mode = cell(tr, "");
+    for (const [flag, label] of [["alarm", "alarm"], ["storm", "storm"], ["safe_mode", "safe mode"]]) {
+      if (n[flag]) {
+        const b = document.createElement("span");
+        b.className = "badge " + flag;
+        b.textContent = label;
+        mode.append(b, " ");
+      }
+    }
+    if (!mode.textContent) mode.textContent = "normal";
+    tr.addEventListener("click", () => select(n.id));
+    rows.push(tr);
+  }
+  tbody.replaceChildren(...rows);
+  if (selected == null && nodes.length) select(nodes[0].id);
+}
+
+function stormBands(u, storm) {
+  // shade the time ranges the node reported storm mode
+  const ctx = u.ctx, t = u.data[0];
+  ctx.save();
+  ctx.fillStyle = "rgba(59, 130, 246, 0.15)";
+  for (let i = 0; i < t.length; i++) {
+    if (!storm[i]) continue;
+    let j = i;
+    while (j + 1 < t.length && storm[j + 1]) j++;
+    const x0 = u.valToPos(t[i], "x", true), x1 = u.valToPos(t[Math.min(j + 1, t.length - 1)], "x", true);
+    ctx.fillRect(x0, u.bbox.top, Math.max(x1 - x0, 2), u.bbox.height);
+    i = j;
+  }
+  ctx.restore();
+}
+
+function chartFor(name, hist, node) {
+  const values = hist.series[name];
+  const data = [hist.t, values];
+  const series = [{}, { label: (TITLES[name] || name) + " (" + (UNITS[name] || "") + ")", stroke: "#1d4ed8",
+                        width: 1.5, spanGaps: true, points: { show: hist.t.length < 60 } }];
+  const th = (node && node.thresholds) || {};
+  if (name === "l") {
+    for (const [key, label, color] of [["alarm_m", "alarm threshold", "#b42318"],
+                                       ["storm_m", "storm threshold", "#f79009"]]) {
+      if (typeof th[key] === "number") {
+        data.push(hist.t.map(() => th[key]));
+        series.push({ label: label, stroke: color, dash: [6, 4], width: 1, points: { show: false } });
+      }
+    }
+  }
+  const box = document.createElement("div");
+  box.className = "chart";
+  box.dataset.reading = name;
+  const h3 = document.createElement("h3");
+  h3.textContent = (TITLES[name] || name);
+  box.appendChild(h3);
+  const width = Math.max(360, Math.min(700, ($("chart-grid").clientWidth || 800) / 2 - 24));
+  const opts = { width: width, height: 200, series: series, legend: { show: true },
+                 scales: { x: { time: true } },
+                 hooks: name === "l" ? { drawClear: [u => stormBands(u, hist.storm)] } : {} };
+  const plot = new uPlot(opts, data, box);
+  box.dataset.points = String(values.filter(v => v != null).length);
+  return { box: box, plot: plot };
+}
+
+async function loadHistory() {
+  if (selected == null) return;
+  const node = selected;
+  const res = await fetch("/api/nodes/" + encodeURIComponent(node) + "/history?hours=24");
+  if (!res.ok || node !== selected) return;
+  const hist = await res.json();
+  const info = (lastStatus && lastStatus.nodes || []).find(n => n.id === node);
+  for (const c of Object.values(charts)) c.plot.destroy();
+  charts = {};
+  const grid = $("chart-grid");
+  const boxes = [];
+  const order = ["l", "d", "t", "h", "p", "b", "i", "r"];
+  const names = Object.keys(hist.series).sort((a, b) => (order.indexOf(a) + 99) % 99 - (order.indexOf(b) + 99) % 99);
+  for (const name of names) {
+    charts[name] = chartFor(name, hist, info);
+    boxes.push(charts[name].box);
+  }
+  grid.replaceChildren(...boxes);
+  grid.dataset.node = node;
+}
+
+function select(node) {
+  selected = node;
+  $("chart-node").textContent = node;
+  for (const tr of document.querySelectorAll("#nodes tbody tr")) {
+    tr.classList.toggle("selected", tr.dataset.node === node);
+  }
+  loadHistory();
+  clearInterval(historyTimer);
+  historyTimer = setInterval(loadHistory, HISTORY_MS);
+}
+
+async function poll() {
+  try {
+    const res = await fetch("/api/status");
+    if (!res.ok) throw new Error("HTTP " + res.status);
+    lastStatus = await res.json();
+    renderHealth(lastStatus);
+    renderNodes(lastStatus);
+  } catch (e) {
+    $("updated").textContent = "gateway not reachable (" + e.message + ")";
+  }
+}
+
+poll();
+setInterval(poll, POLL_MS);
