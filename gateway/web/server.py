@@ -2,6 +2,7 @@
 # gateway. Read-only (GET only), loopback by default, a token for anything else.
 import ipaddress
 import json
+import logging
 import pathlib
 import secrets
 import threading
@@ -14,6 +15,7 @@ from werkzeug.serving import make_server
 
 from gateway.web.metrics import StatusCollector
 
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the journal
 STATIC = pathlib.Path(__file__).parent / "static"
 TOKEN_COOKIE = "citynode_token"
 CSP = (

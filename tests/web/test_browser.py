@@ -1,0 +1,86 @@
+# The status page in a real headless Chromium (Debian's /usr/bin/chromium driven by
+# Playwright), against a live site fed by simulated nodes.
+import pathlib
+import re
+import time
+
+import pytest
+
+from tests.web.site import HOSTILE_ID
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is part of .[dev]")
+CHROMIUM = "/usr/bin/chromium"
+STALE = re.compile(r"\bstale\b")
+ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not pathlib.Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run does this)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live_site):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.goto(live_site.url)
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors: {errors}"
+    outside = [u for u in requests if not u.startswith(live_site.url)]
+    assert not outside, f"the page loaded something from elsewhere: {outside}"
+
+
+def node_rows(pg):
+    return pg.locator("#nodes tbody tr")
+
+
+def test_table_lists_the_nodes(page, live_site):
+    sync_api.expect(node_rows(page)).to_have_count(len(live_site.nodes), timeout=15000)
+    ids = page.locator("#nodes tbody td.node-id").all_inner_texts()
+    for node in live_site.nodes:
+        assert any(text.startswith(node) for text in ids), (node, ids)
+    sync_api.expect(page.locator("#h-broker")).to_have_text("connected")
+
+
+def test_a_chart_shows_points(page, live_site):
+    page.locator("#nodes tbody tr", has_text=live_site.nodes[0]).first.click()
+    level = page.locator('.chart[data-reading="l"]')
+    sync_api.expect(level).to_be_visible(timeout=15000)
+    deadline = time.monotonic() + 20
+    while int(level.get_attribute("data-points") or 0) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+    assert int(level.get_attribute("data-points")) >= 2
+    assert level.locator("canvas").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+
+
+def test_a_node_that_stops_sending_turns_stale(page, live_site):
+    victim = live_site.nodes[-1]
+    row = page.locator("#nodes tbody tr", has=page.locator("td.node-id", has_text=victim))
+    sync_api.expect(row).not_to_have_class(STALE, timeout=15000)
+    live_site.silence(victim)
+    sync_api.expect(row).to_have_class(STALE, timeout=live_site.stale_after_s * 1000 + 15000)
+    sync_api.expect(row.locator(".badge.stale")).to_have_text("stale")
+
+
+def test_a_hostile_node_id_is_shown_as_text(page, live_site):
+    cell = page.locator("#nodes tbody td.node-id", has_text=HOSTILE_ID)
+    sync_api.expect(cell).to_have_count(1, timeout=15000)
+    assert cell.inner_text().startswith(HOSTILE_ID)
+    assert page.locator("#nodes b, #nodes i").count() == 0, "node id was parsed as HTML"
+    cell.click()
+    sync_api.expect(page.locator("#chart-node")).to_have_text(HOSTILE_ID)
+    assert page.evaluate("window.__xss === undefined")
