@@ -1,0 +1,74 @@
+# The node config that provisioning writes and flashing uploads: built and validated here,
+# on the big machine, so the node only loads a small, checked file (house rule 5).
+import json
+
+from protocol.message import check_node_id
+
+CONFIG_NAME = "config.json"
+DEFAULT_INTERVAL_S = 300
+BOARDS = ("esp32", "rp2", "linux", "sim")
+LINKS = ("uart", "udp")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_hostport(text, what="--gateway"):
+    host, sep, port = (text or "").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} must be HOST:PORT, e.g. 192.168.1.10:5683 (got {text!r})")
+    return host, int(port)
+
+
+def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, wifi_password="",
+          interval_s=DEFAULT_INTERVAL_S):
+    # -> config dict; raises ConfigError with one line that names the option
+    if not check_node_id(node):
+        raise ConfigError(f"node id {node!r} must be 1..32 printable ASCII characters, no space / + #")
+    if board not in BOARDS:
+        raise ConfigError(f"board must be one of {', '.join(BOARDS)} (got {board!r})")
+    if link not in LINKS:
+        raise ConfigError(f"link must be uart or udp (got {link!r})")
+    if not isinstance(interval_s, int) or not 1 <= interval_s <= 86400:
+        raise ConfigError(f"interval must be 1..86400 seconds (got {interval_s!r})")
+    link_conf = {"kind": link}
+    if link == "udp":
+        if not gateway:
+            raise ConfigError("--link udp needs --gateway HOST:PORT")
+        host, port = parse_hostport(gateway)
+        link_conf.update(host=host, port=port)
+        if board in ("esp32", "rp2"):
+            if not wifi_ssid:
+                raise ConfigError(f"--link udp on {board} needs --wifi-ssid (the node joins Wi-Fi itself)")
+            link_conf.update(wifi_ssid=wifi_ssid, wifi_password=wifi_password or "")
+    elif gateway:
+        raise ConfigError("--gateway is for --link udp; a uart node talks to the gateway's serial port")
+    return {"node": node, "key": key.hex(), "board": board, "link": link_conf, "interval_s": interval_s}
+
+
+def validate(config, source="node config"):
+    # A config read back from a file (flash uploads only what passes this)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: not a JSON object")
+    try:
+        key = bytes.fromhex(config.get("key", ""))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: key is not hex") from None
+    if not 16 <= len(key) <= 64:
+        raise ConfigError(f"{source}: key must be 16..64 bytes")
+    if not check_node_id(config.get("node")):
+        raise ConfigError(f"{source}: node id missing or invalid")
+    return config
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no node config here; run citynode provision first") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    return validate(config, str(path))

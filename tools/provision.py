@@ -1,0 +1,88 @@
+# `citynode provision --node ID --out DIR`: a fresh random key for one node, the node's
+# config for its board (validated here, on the big machine), and the node's entry in the
+# gateway keys file. An existing key is never replaced without --force: a replaced key
+# locks out a node that is already deployed until it is flashed again.
+import json
+import os
+import secrets
+import sys
+
+from gateway.keys import KeysError, format_keys, load_keys
+from protocol.message import check_node_id
+from tools import nodeconfig
+from tools.secretfiles import write_private
+
+KEY_BYTES = 16  # 128-bit HMAC key, the SPEC's minimum and plenty for HMAC 256/64
+CONFIG_NAME = nodeconfig.CONFIG_NAME
+
+
+class ProvisionError(Exception):
+    pass
+
+
+def add_arguments(p):
+    p.add_argument("--node", required=True, help="node id (1..32 printable ASCII, no space / + #)")
+    p.add_argument("--board", choices=sorted(nodeconfig.BOARDS), default="esp32", help="target board (esp32)")
+    p.add_argument("--link", choices=("uart", "udp"), default=None,
+                   help="how the node reaches the gateway (udp when --gateway is given, else uart)")
+    p.add_argument("--gateway", metavar="HOST:PORT", help="gateway UDP address (needed for --link udp)")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network (esp32/rp2 with --link udp)")
+    p.add_argument("--wifi-password", default="", help="Wi-Fi password (stored in the node config, mode 0600)")
+    p.add_argument("--interval", type=int, default=nodeconfig.DEFAULT_INTERVAL_S,
+                   help="reporting interval in seconds (%(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the node's config (created)")
+    p.add_argument("--keys", default="gateway-keys.toml", help="gateway keys file to add the node to (%(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing key for this node")
+
+
+def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi_ssid=None,
+              wifi_password="", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force=False):
+    # -> (config path, config dict). Raises ProvisionError with a one-line reason.
+    if not check_node_id(node):
+        raise ProvisionError(f"node id {node!r} must be 1..32 printable ASCII characters, no space / + #")
+    link = link or ("udp" if gateway else "uart")
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        config = nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
+                                  wifi_password=wifi_password, interval_s=interval_s)
+    except nodeconfig.ConfigError as e:
+        raise ProvisionError(str(e)) from None
+
+    keys = {}
+    if os.path.exists(keys_path):
+        try:
+            keys = load_keys(keys_path)
+        except KeysError as e:
+            raise ProvisionError(f"{e}; fix or move it, then provision again") from None
+    if node in keys and not force:
+        raise ProvisionError(f"{keys_path} already has a key for {node}; use --force to replace it "
+                             "(the node must then be flashed again)")
+    config_path = os.path.join(out, CONFIG_NAME)
+    if os.path.exists(config_path) and not force:
+        raise ProvisionError(f"{config_path} exists; use --force to replace it, or choose another --out")
+
+    os.makedirs(out, exist_ok=True)
+    # the node's copy first: if writing the keys file fails, no gateway accepts a key nobody holds
+    write_private(config_path, json.dumps(config, indent=1, sort_keys=True) + "\n")
+    keys[node] = key
+    write_private(keys_path, format_keys(keys))
+    return config_path, config
+
+
+def run(args):
+    try:
+        config_path, config = provision(args.node, args.out, args.keys, board=args.board, link=args.link,
+                                        gateway=args.gateway, wifi_ssid=args.wifi_ssid,
+                                        wifi_password=args.wifi_password, interval_s=args.interval,
+                                        force=args.force)
+    except ProvisionError as e:
+        print(f"citynode provision: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"citynode provision: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"provisioned {args.node} ({config['board']}, link {config['link']['kind']})")
+    print(f"  node config: {config_path} (mode 0600, holds the key)")
+    print(f"  gateway keys: {args.keys} (mode 0600)")
+    print(f"next: citynode flash --port PORT --node-dir {args.out}")
+    return 0
