@@ -1,0 +1,295 @@
+# Simulated parts that behave like their datasheets, behind machine-like bus objects:
+# a BME280 register map on an I2C bus, an A02YYUW streaming 0xFF H L SUM frames into a
+# UART FIFO, trigger/echo pins with time_pulse_us, and a 4-20 mA loop on an ADC.
+import struct
+
+from firmware.drivers import bme280 as _b
+
+ENODEV = 19  # what machine.I2C raises when nobody acknowledges the address
+EIO = 5
+
+# Bosch datasheet example trimming (BMP280 section 3.12 values, typical BME280 humidity trimming)
+DATASHEET_CALIB = {
+    "t1": 27504, "t2": 26435, "t3": -1000,
+    "p1": 36477, "p2": -10685, "p3": 3024, "p4": 2855, "p5": 140, "p6": -7, "p7": 15500, "p8": -14600,
+    "p9": 6000, "h1": 75, "h2": 362, "h3": 0, "h4": 324, "h5": 50, "h6": 30,
+}
+DATASHEET_RAW = (519888, 415148)  # adc_T, adc_P: 25.08 °C, 100653.27 Pa
+
+
+def calib_bytes(c):
+    # trimming dict -> (26 bytes for 0x88.., 7 bytes for 0xE1..), the chip's NVM layout
+    a = bytearray(26)
+    a[0:24] = struct.pack("<HhhHhhhhhhhh", c["t1"], c["t2"], c["t3"], c["p1"], c["p2"], c["p3"], c["p4"],
+                          c["p5"], c["p6"], c["p7"], c["p8"], c["p9"])
+    a[25] = c["h1"]
+    h4 = c["h4"] & 0xFFF
+    h5 = c["h5"] & 0xFFF
+    b = bytearray(7)
+    b[0:2] = struct.pack("<h", c["h2"])
+    b[2] = c["h3"]
+    b[3] = h4 >> 4
+    b[4] = (h4 & 0x0F) | ((h5 & 0x0F) << 4)
+    b[5] = h5 >> 4
+    b[6] = c["h6"] & 0xFF
+    return a, b
+
+
+def _search(f, target, bits, rising):
+    # smallest raw value in [0, 2**bits) whose f(raw) reaches target (f monotonic)
+    lo = 0
+    hi = (1 << bits) - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = f(mid)
+        if (v >= target) if rising else (v <= target):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+class BME280Sim:
+    def __init__(self, world=None, calib=None, clock=None):
+        self.world = world
+        self.clock = clock
+        self.regs = bytearray(256)
+        self.regs[0xD0] = _b.CHIP_ID
+        c = calib or DATASHEET_CALIB
+        a, b = calib_bytes(c)
+        self.regs[0x88 : 0x88 + 26] = a
+        self.regs[0xE1 : 0xE1 + 7] = b
+        self.cal = _b.Calibration(a, b)
+        self.raw = None  # fixed (adc_t, adc_p, adc_h) instead of the world's values
+        self.present = True
+        self.fail_next = 0  # the next n transfers raise EIO (a disturbed bus)
+        self._done_ms = 0
+        self.conversions = 0
+
+    def _invert(self):
+        # world values -> raw ADC values, by searching the Bosch compensation
+        c = self.cal
+        w = self.world
+        temp_cc = int(w.temp_c() * 100) if w else 2000
+        adc_t = _search(lambda r: _b.temperature_cc(_b.t_fine_of(c, r)), temp_cc, 20, True)
+        tf = _b.t_fine_of(c, adc_t)
+        p_q = int((w.pressure_pa() if w else 101325) * 256)
+        adc_p = _search(lambda r: _b.pressure_q24_8(c, tf, r) or 0, p_q, 20, False)
+        h_q = int((w.humidity_rh() if w else 50) * 1024)
+        adc_h = _search(lambda r: _b.humidity_q22_10(c, tf, r), h_q, 16, True)
+        return adc_t, adc_p, adc_h
+
+    def _convert(self):
+        r = self.regs
+        os_t = r[0xF4] >> 5
+        os_p = (r[0xF4] >> 2) & 7
+        os_h = r[0xF2] & 7
+        adc_t, adc_p, adc_h = self.raw or self._invert()
+        if not os_t:
+            adc_t = _b.SKIPPED_20
+        if not os_p:
+            adc_p = _b.SKIPPED_20
+        if not os_h:
+            adc_h = _b.SKIPPED_16
+        r[0xF7] = adc_p >> 12
+        r[0xF8] = (adc_p >> 4) & 0xFF
+        r[0xF9] = (adc_p & 0x0F) << 4
+        r[0xFA] = adc_t >> 12
+        r[0xFB] = (adc_t >> 4) & 0xFF
+        r[0xFC] = (adc_t & 0x0F) << 4
+        r[0xFD] = adc_h >> 8
+        r[0xFE] = adc_h & 0xFF
+        count = (0, 1, 2, 4, 8, 16)
+        wait = _b.measure_time_ms(count[min(os_t, 5)], count[min(os_p, 5)], count[min(os_h, 5)])
+        self._done_ms = (self.clock.ms() + wait) if self.clock else 0
+        self.conversions += 1
+
+    def _check(self):
+        if not self.present:
+            raise OSError(ENODEV)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError(EIO)
+
+    def read(self, reg, n):
+        self._check()
+        r = self.regs
+        if self.clock is not None and self.clock.ms() >= self._done_ms:
+            r[0xF3] &= ~0x08
+            if r[0xF4] & 3 != 3:  # forced mode falls back to sleep after the conversion
+                r[0xF4] &= 0xFC
+        return bytes(r[(reg + i) & 0xFF] for i in range(n))
+
+    def write(self, reg, data):
+        self._check()
+        for i in range(len(data)):
+            a = (reg + i) & 0xFF
+            v = data[i]
+            if a == 0xE0 and v == 0xB6:  # soft reset: registers to their reset values
+                self.regs[0xF2] = self.regs[0xF4] = self.regs[0xF5] = 0
+            elif a in (0xF2, 0xF5):
+                self.regs[a] = v
+            elif a == 0xF4:
+                self.regs[a] = v
+                if v & 3 in (1, 2):  # forced mode: one conversion
+                    self._convert()
+                    if self.clock is not None:
+                        self.regs[0xF3] |= 0x08
+
+
+class I2CBus:
+    # machine.I2C methods the drivers use; devices: {address: device with read/write}
+    def __init__(self, devices):
+        self.devices = devices
+        self._ptr = {}
+
+    def _dev(self, addr):
+        d = self.devices.get(addr)
+        if d is None or not getattr(d, "present", True):
+            raise OSError(ENODEV)
+        return d
+
+    def scan(self):
+        return sorted(a for a in self.devices if getattr(self.devices[a], "present", True))
+
+    def readfrom_mem_into(self, addr, reg, buf):
+        data = self._dev(addr).read(reg, len(buf))
+        for i in range(len(buf)):
+            buf[i] = data[i]
+
+    def readfrom_mem(self, addr, reg, n):
+        return self._dev(addr).read(reg, n)
+
+    def writeto_mem(self, addr, reg, buf):
+        self._dev(addr).write(reg, buf)
+
+    def writeto(self, addr, buf):
+        # first byte sets the register pointer, the rest is written from there
+        d = self._dev(addr)
+        if len(buf):
+            self._ptr[addr] = buf[0]
+            if len(buf) > 1:
+                d.write(buf[0], buf[1:])
+        return len(buf)
+
+    def readfrom_into(self, addr, buf):
+        data = self._dev(addr).read(self._ptr.get(addr, 0), len(buf))
+        for i in range(len(buf)):
+            buf[i] = data[i]
+
+
+class UltrasonicUart:
+    # An A02YYUW in mode 2: a frame every period_ms into a FIFO of fifo bytes (older bytes
+    # are lost when it overflows, as on a UART nobody reads). garbage_p inserts noise bytes.
+    def __init__(self, world, clock, period_ms=100, fifo=128, ref_speed_mm_s=343000, garbage_p=0.0):
+        self.world = world
+        self.clock = clock
+        self.period_ms = period_ms
+        self.fifo = fifo
+        self.ref = ref_speed_mm_s
+        self.garbage_p = garbage_p
+        self.connected = True
+        self._q = bytearray()
+        self._next_ms = clock.ms() + period_ms
+
+    def _speed(self):
+        from firmware.level import speed_of_sound_mm_s
+
+        return speed_of_sound_mm_s(self.world.temp_c())
+
+    def _fill(self):
+        now = self.clock.ms()
+        if now - self._next_ms > 20 * self.period_ms:  # long sleep: only the last frames matter
+            self._next_ms = now - 20 * self.period_ms
+        rng = self.world.rng
+        while self._next_ms <= now:
+            self._next_ms += self.period_ms
+            if not self.connected:
+                continue
+            if rng.chance(self.garbage_p):
+                for _ in range(1 + rng.u32() % 5):
+                    self._q.append(rng.u32() & 0xFF)
+            d = self.world.echo_mm()
+            if d is None:
+                continue
+            # the sensor converts its echo time at its fixed reference speed
+            mm = int(d * self.ref / self._speed())
+            mm = max(0, min(0xFFFF, mm))
+            h = mm >> 8
+            lo = mm & 0xFF
+            self._q.extend(bytes((0xFF, h, lo, (0xFF + h + lo) & 0xFF)))
+        if len(self._q) > self.fifo:
+            self._q = self._q[len(self._q) - self.fifo :]
+
+    def any(self):
+        self._fill()
+        return len(self._q)
+
+    def readinto(self, buf):
+        self._fill()
+        n = min(len(buf), len(self._q))
+        if not n:
+            return None
+        buf[0:n] = self._q[0:n]
+        self._q = self._q[n:]
+        return n
+
+    def write(self, data):
+        return len(data)
+
+
+class EchoPin:
+    def __init__(self):
+        self.level = 0
+
+    def value(self, v=None):
+        if v is None:
+            return self.level
+        self.level = v
+
+
+class EchoSensor:
+    # Trigger/echo sensor: time_pulse_us(echo, 1, timeout) gives the round trip of the world's echo
+    def __init__(self, world, clock):
+        self.world = world
+        self.clock = clock
+        self.trigger = EchoPin()
+        self.echo = EchoPin()
+        self.connected = True
+
+    def time_pulse_us(self, pin, level, timeout_us):
+        from firmware.level import speed_of_sound_mm_s
+
+        d = self.world.echo_mm() if self.connected else None
+        if d is None:
+            return -1
+        t = int(2 * d * 1000000 / speed_of_sound_mm_s(self.world.temp_c()))
+        if t > timeout_us:
+            return -2
+        return max(t, 1)
+
+    def sleep_us(self, us):
+        pass
+
+
+class LoopAdc:
+    # 4-20 mA hydrostatic probe over a shunt into a 16-bit ADC (read_u16)
+    def __init__(self, world, shunt_ohm=150, vref_mv=3300, span_mm=5000, offset_mm=0):
+        self.world = world
+        self.shunt_ohm = shunt_ohm
+        self.vref_mv = vref_mv
+        self.span_mm = span_mm
+        self.offset_mm = offset_mm
+
+    def current_ua(self):
+        f = self.world.probe_fault
+        if f == "open":
+            return 0.0
+        if f == "short":
+            return 25000.0
+        head = self.world.level_mm() - self.offset_mm
+        return 4000 + 16000 * max(0.0, head) / self.span_mm + self.world.rng.noise(2.0)
+
+    def read_u16(self):
+        mv = self.current_ua() * self.shunt_ohm / 1000
+        return max(0, min(65535, int(mv * 65535 / self.vref_mv + 0.5)))

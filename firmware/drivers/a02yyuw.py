@@ -1,0 +1,120 @@
+# DFRobot A02YYUW / JSN-SR04T (mode 2) ultrasonic distance over UART. The sensor streams
+# 4-byte frames about every 100 ms: 0xFF, distance_hi, distance_lo, checksum, where
+# checksum = (0xFF + hi + lo) & 0xFF and distance is in mm at the sensor's own fixed
+# speed of sound. Takes a machine.UART-like object (any, readinto). A bad checksum drops
+# only the 0xFF it started from, so the parser finds the next frame inside the bytes.
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+_HEADER = const(0xFF)
+REF_SPEED_MM_S = const(343000)  # the sensor converts echo time at about 343 m/s (20 °C)
+
+
+class A02YYUW:
+    def __init__(self, uart, min_mm=30, max_mm=4500, timeout_ms=300, ref_speed_mm_s=REF_SPEED_MM_S, clock=None):
+        # min_mm: blind zone (A02YYUW 30 mm, JSN-SR04T about 200 mm); max_mm: range end
+        self.uart = uart
+        self.min_mm = min_mm
+        self.max_mm = max_mm
+        self.timeout_ms = timeout_ms
+        self.ref_speed_mm_s = ref_speed_mm_s
+        self.clock = clock
+        self._rx = bytearray(32)
+        self._frame = bytearray(4)
+        self._fill = 0
+        self._latest = -1  # raw mm of the newest valid frame not yet returned
+        self.reason = None  # why the last read_mm gave None: blind, range, timeout
+        self.errors = {"checksum": 0, "junk": 0, "timeout": 0, "blind": 0, "range": 0}
+
+    def feed(self, data, n):
+        # Parse n bytes; remembers the newest valid distance. Returns frames found.
+        found = 0
+        f = self._frame
+        for i in range(n):
+            b = data[i]
+            if self._fill == 0:
+                if b == _HEADER:
+                    f[0] = b
+                    self._fill = 1
+                else:
+                    self.errors["junk"] += 1
+                continue
+            f[self._fill] = b
+            self._fill += 1
+            if self._fill < 4:
+                continue
+            if (_HEADER + f[1] + f[2]) & 0xFF == f[3]:
+                self._latest = (f[1] << 8) | f[2]
+                self._fill = 0
+                found += 1
+                continue
+            self.errors["checksum"] += 1
+            # resync: restart at the next 0xFF inside the rejected frame, if any
+            self._fill = 0
+            for j in (1, 2, 3):
+                if f[j] == _HEADER:
+                    k = 0
+                    for m in range(j, 4):
+                        f[k] = f[m]
+                        k += 1
+                    self._fill = k
+                    break
+        return found
+
+    def _drain(self):
+        found = 0
+        while self.uart.any():
+            n = self.uart.readinto(self._rx)
+            if not n:
+                break
+            found += self.feed(self._rx, n)
+        return found
+
+    def flush(self):
+        # Forget frames that waited in the UART FIFO (stale after a sleep)
+        self._drain()
+        self._latest = -1
+
+    def read_raw_mm(self):
+        # Next distance frame as the sensor reports it, or None after timeout_ms
+        waited = 0
+        while True:
+            self._drain()
+            if self._latest >= 0:
+                raw = self._latest
+                self._latest = -1
+                return raw
+            if waited >= self.timeout_ms:
+                self.errors["timeout"] += 1
+                self.reason = "timeout"
+                return None
+            if self.clock is not None:
+                self.clock.sleep_ms(10)
+            else:
+                import time
+
+                time.sleep(0.01)
+            waited += 10
+
+    def read_mm(self, speed_mm_s=REF_SPEED_MM_S):
+        # Distance in mm, corrected to the speed of sound at the measured air temperature,
+        # or None with self.reason set (blind zone and beyond range are not distances).
+        self.reason = None
+        raw = self.read_raw_mm()
+        if raw is None:
+            return None
+        mm = raw * speed_mm_s // self.ref_speed_mm_s
+        if mm < self.min_mm:
+            self.errors["blind"] += 1
+            self.reason = "blind"
+            return None
+        if mm > self.max_mm:
+            self.errors["range"] += 1
+            self.reason = "range"
+            return None
+        return mm
