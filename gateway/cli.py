@@ -1,0 +1,69 @@
+# `citynode gateway --config gateway.toml`: run until SIGTERM/SIGINT (SIGHUP reloads the
+# keys file). `citynode gateway --check-config FILE` only validates. A bad config is one
+# line on stderr naming the key, and exit code 2.
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+
+from gateway import config
+from gateway.keys import KeysError, load_keys
+
+EXIT_CONFIG = 2
+EXIT_START = 1
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", metavar="FILE", help="the gateway's TOML config (see deploy/gateway.toml)")
+    parser.add_argument("--check-config", metavar="FILE", help="validate FILE and its keys file, then exit")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="overrides [gateway] log_level")
+
+
+def _fail(text, code):
+    print(f"citynode gateway: {text}", file=sys.stderr)
+    return code
+
+
+def load(path):
+    # -> (settings, keys); raises ConfigError with the one line to show
+    settings = config.load(path)
+    try:
+        keys = load_keys(settings.keys_file)
+    except KeysError as e:
+        raise config.ConfigError(f"{path}: [nodes] keys_file: {e}") from None
+    return settings, keys
+
+
+def run(args):
+    path = args.check_config or args.config
+    if not path:
+        return _fail("give --config FILE (or --check-config FILE)", EXIT_CONFIG)
+    try:
+        settings, keys = load(path)
+    except config.ConfigError as e:
+        return _fail(f"config error: {e}", EXIT_CONFIG)
+    if args.check_config:
+        print(f"{path}: ok ({len(keys)} node keys, {len(settings.ingest)} ingest links, mqtt {settings.mqtt.url})")
+        return 0
+    logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway.daemon import Gateway  # after validation: --check-config stays light
+
+    gw = Gateway(settings, keys)
+    stop = threading.Event()
+    hup = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    try:
+        gw.start()
+    except (OSError, sqlite3.Error, ValueError) as e:
+        return _fail(f"cannot start: {e}", EXIT_START)
+    while not stop.wait(0.2):
+        if hup.is_set():
+            hup.clear()
+            gw.reload_keys()
+    gw.stop()
+    return 0

@@ -1,0 +1,278 @@
+# gateway.toml -> frozen settings. Every problem becomes one ConfigError line that names
+# the key ("[mqtt] url: ..."), so `citynode gateway` can refuse a bad file with exit 2.
+# Relative paths (data_dir, keys_file, TLS files) are relative to the config file.
+import dataclasses
+import pathlib
+import tomllib
+import urllib.parse
+
+from protocol.message import check_node_id
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttSettings:
+    url: str
+    host: str
+    port: int
+    tls: bool
+    topic_prefix: str = "citynode"
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    keepalive_s: int = 30
+    inflight: int = 1000  # unacknowledged QoS 1 publishes; paho's message ids wrap at 65535
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    state_interval_s: float = 30.0  # retained node and gateway state, at most this often
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IngestSettings:
+    kind: str  # "udp" | "serial"
+    listen: tuple[str, int] | None = None
+    port: str | None = None
+    baudrate: int = 115200
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutboxSettings:
+    max_messages: int = 1_000_000  # outbox rows; when full new frames are refused (not ACKed), nodes keep them
+    max_bytes: int = 0  # 0: no cap of its own; SQLite reports "disk full" at this size
+    min_free_mb: int = 50  # refuse new frames below this much free disk
+    batch_max: int = 512  # frames per group commit
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StreamMapping:
+    node: str
+    reading: str
+    datastream: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    path: str
+    gateway_id: str
+    data_dir: pathlib.Path
+    keys_file: pathlib.Path
+    mqtt: MqttSettings
+    ingest: tuple[IngestSettings, ...]
+    outbox: OutboxSettings = OutboxSettings()
+    queue_max: int = 10_000  # verified-frame input queue; beyond it input is refused and counted
+    log_level: str = "info"
+    downlink_max_per_node: int = 16
+    downlink_attempts: int = 5
+    aggregate_window_s: float = 0.0  # 0: no aggregates
+    sensorthings: tuple[StreamMapping, ...] = ()
+    web_listen: str | None = None
+    web_token: str | None = None
+    web_stale_after_s: float | None = None
+
+
+class _Table:
+    # Reads one TOML table, remembering which keys were used so unknown ones are refused.
+    def __init__(self, data, name):
+        if not isinstance(data, dict):
+            raise ConfigError(f"[{name}]: must be a table")
+        self.data = data
+        self.name = name
+        self.used = set()
+
+    def err(self, key, problem):
+        return ConfigError(f"[{self.name}] {key}: {problem}")
+
+    def get(self, key, kind, default=None, required=False):
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise self.err(key, "missing (required)")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.err(key, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
+        return value
+
+    def number(self, key, default, lo, hi=None, kind=int):
+        v = self.get(key, kind, default)
+        if v < lo or (hi is not None and v > hi):
+            raise self.err(key, f"must be between {lo} and {hi}, got {v}" if hi is not None else f"must be >= {lo}")
+        return v
+
+    def finish(self):
+        extra = sorted(set(self.data) - self.used)
+        if extra:
+            raise self.err(extra[0], "unknown key")
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "a table"}
+
+
+def parse_hostport(text, where):
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise where(f"must be HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _path(base, value):
+    p = pathlib.Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _mqtt(t, base, gw_id):
+    url = t.get("url", str, required=True)
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise t.err("url", f"must start with mqtt:// or mqtts://, got {url!r}")
+    if not u.hostname:
+        raise t.err("url", f"has no host: {url!r}")
+    try:
+        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise t.err("url", f"bad port in {url!r}") from None
+    tls = u.scheme == "mqtts"
+    prefix = t.get("topic_prefix", str, "citynode")
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
+        raise t.err("topic_prefix", f"must be a non-empty topic without + # or a leading/trailing /, got {prefix!r}")
+    files = {}
+    for k in ("ca", "cert", "key"):
+        v = t.get(k, str)
+        if v is not None:
+            p = _path(base, v)
+            if not p.is_file():
+                raise t.err(k, f"no such file: {p}")
+            files[k] = str(p)
+    if files and not tls:
+        raise t.err(next(iter(files)), "TLS files given but url is mqtt://; use mqtts:// (never plain text)")
+    if ("cert" in files) != ("key" in files):
+        raise t.err("cert" if "key" in files else "key", "cert and key go together")
+    username = t.get("username", str, u.username)
+    password = t.get("password", str, u.password)
+    if password is not None and username is None:
+        raise t.err("password", "given without username")
+    m = MqttSettings(
+        url=url, host=u.hostname, port=port, tls=tls, topic_prefix=prefix,
+        client_id=t.get("client_id", str, f"citynode-{gw_id}"),
+        username=username, password=password, ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"),
+        keepalive_s=t.number("keepalive_s", 30, 5, 3600),
+        inflight=t.number("inflight", 1000, 1, 20_000),
+        reconnect_min_s=t.number("reconnect_min_s", 0.5, 0.01, 60, float),
+        reconnect_max_s=t.number("reconnect_max_s", 30.0, 0.1, 3600, float),
+        state_interval_s=t.number("state_interval_s", 30.0, 0.1, 86400, float),
+    )
+    t.finish()
+    return m
+
+
+def _ingest(entries):
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("[[ingest]]: at least one ingest (kind = \"udp\" or \"serial\") is required")
+    out = []
+    for i, entry in enumerate(entries):
+        t = _Table(entry, f"ingest.{i}")
+        kind = t.get("kind", str, required=True)
+        if kind == "udp":
+            listen = t.get("listen", str, required=True)
+            out.append(IngestSettings(kind="udp", listen=parse_hostport(listen, lambda p, t=t: t.err("listen", p))))
+        elif kind == "serial":
+            out.append(IngestSettings(kind="serial", port=t.get("port", str, required=True),
+                                      baudrate=t.number("baudrate", 115200, 50, 4_000_000)))
+        else:
+            raise t.err("kind", f"must be \"udp\" or \"serial\", got {kind!r}")
+        t.finish()
+    return tuple(out)
+
+
+def _sensorthings(entries):
+    if not isinstance(entries, list):
+        raise ConfigError("[[sensorthings]]: must be an array of tables")
+    out = []
+    for i, entry in enumerate(entries):
+        t = _Table(entry, f"sensorthings.{i}")
+        ds = t.get("datastream", int, required=True)
+        if ds < 1:
+            raise t.err("datastream", f"must be a Datastream id >= 1, got {ds}")
+        out.append(StreamMapping(node=t.get("node", str, required=True), reading=t.get("reading", str, required=True),
+                                 datastream=ds))
+        t.finish()
+    return tuple(out)
+
+
+def parse(data, path="gateway.toml"):
+    base = pathlib.Path(path).resolve().parent
+    top = _Table(data, "top level")
+    gw = _Table(top.get("gateway", dict, required=True), "gateway")
+    gw_id = gw.get("id", str, required=True)
+    if not check_node_id(gw_id):
+        raise gw.err("id", f"must be 1..32 printable ASCII characters without / + # or space, got {gw_id!r}")
+    data_dir = _path(base, gw.get("data_dir", str, required=True))
+    log_level = gw.get("log_level", str, "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise gw.err("log_level", f"must be debug, info, warning or error, got {log_level!r}")
+    queue_max = gw.number("queue_max", 10_000, 10, 1_000_000)
+    gw.finish()
+
+    mqtt = _mqtt(_Table(top.get("mqtt", dict, required=True), "mqtt"), base, gw_id)
+    ingest = _ingest(top.get("ingest", list, required=True))
+
+    nodes = _Table(top.get("nodes", dict, required=True), "nodes")
+    keys_file = _path(base, nodes.get("keys_file", str, required=True))
+    nodes.finish()
+
+    ob = _Table(top.get("outbox", dict, {}), "outbox")
+    outbox = OutboxSettings(max_messages=ob.number("max_messages", 1_000_000, 1),
+                            max_bytes=ob.number("max_bytes", 0, 0),
+                            min_free_mb=ob.number("min_free_mb", 50, 0),
+                            batch_max=ob.number("batch_max", 512, 1, 10_000))
+    if outbox.max_bytes and outbox.max_bytes < 64 * 1024:
+        raise ob.err("max_bytes", "must be 0 (no cap) or at least 65536")
+    ob.finish()
+
+    dl = _Table(top.get("downlink", dict, {}), "downlink")
+    dl_max = dl.number("max_per_node", 16, 1, 1000)
+    dl_attempts = dl.number("attempts", 5, 1, 100)
+    dl.finish()
+
+    agg = _Table(top.get("aggregate", dict, {}), "aggregate")
+    agg_window = agg.number("window_s", 0.0, 0.0, 86400.0, float)
+    agg.finish()
+
+    web = _Table(top.get("web", dict, {}), "web")
+    web_listen = web.get("listen", str)
+    web_token = web.get("token", str)
+    web_stale = web.get("stale_after_s", float)
+    if web_listen is not None:
+        parse_hostport(web_listen, lambda p: web.err("listen", p))
+    web.finish()
+
+    st = _sensorthings(top.get("sensorthings", list, []))
+    top.finish()
+    return Settings(path=str(path), gateway_id=gw_id, data_dir=data_dir, keys_file=keys_file, mqtt=mqtt,
+                    ingest=ingest, outbox=outbox, queue_max=queue_max, log_level=log_level,
+                    downlink_max_per_node=dl_max, downlink_attempts=dl_attempts, aggregate_window_s=agg_window,
+                    sensorthings=st, web_listen=web_listen, web_token=web_token, web_stale_after_s=web_stale)
+
+
+def load(path):
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return parse(data, path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

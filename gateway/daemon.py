@@ -1,0 +1,186 @@
+# Gateway: the whole daemon as one object, so `citynode gateway` and the demo (which
+# embeds it next to an in-process broker) run the same code:
+#   gw = Gateway(settings).start(); ...; gw.counters(); gw.stop()
+import logging
+import threading
+import time
+
+from gateway import __version__
+from gateway.downlink import Downlink
+from gateway.ingest import UdpLink, open_links
+from gateway.keys import load_keys
+from gateway.mqtt import Forwarder
+from gateway.notify import notify, watchdog_interval_s
+from gateway.outputs import Aggregates, Envelope, SensorThings, iso
+from gateway.pipeline import Pipeline
+from gateway.stats import Stats
+from gateway.store import Store
+
+log = logging.getLogger("citynode.gateway")
+
+OUTBOX_WARN = 0.9  # alarm "outbox_filling" above this share of [outbox] max_messages
+
+
+class Gateway:
+    def __init__(self, settings, keys=None):
+        self.s = settings
+        self.keys = keys if keys is not None else load_keys(settings.keys_file)
+        self.stats = Stats()
+        self.started = None
+        self.links = []
+        self.web = None
+        self.history = None
+        self._watchdog = None
+        self._stop = threading.Event()
+        self._rate_mark = (time.monotonic(), 0)
+        self._rate_value = 0.0
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self):
+        s = self.s
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        db_path = s.data_dir / "outbox.sqlite"
+        self.store = Store(db_path, s.outbox.max_bytes)
+        queued, counters = self.store.downlink()
+        self.downlink = Downlink(s.downlink_max_per_node, s.downlink_attempts, queued, counters)
+        outputs = [Envelope(s.mqtt.topic_prefix, s.gateway_id)]
+        if s.sensorthings:
+            outputs.append(SensorThings(s.sensorthings, s.gateway_id))
+        if s.aggregate_window_s:
+            outputs.append(Aggregates(s.mqtt.topic_prefix, s.aggregate_window_s))
+        self.forwarder = Forwarder(settings=s, db_path=db_path, stats=self.stats, downlink=self.downlink,
+                                   keys_fn=lambda: self.keys, gateway_state_fn=self.gateway_state,
+                                   alarms_fn=self.alarms)
+        if s.web_listen:
+            self._start_web()
+        self.pipeline = Pipeline(settings=s, keys=self.keys, store=self.store, outputs=outputs, stats=self.stats,
+                                 downlink=self.downlink, forwarder=self.forwarder, history=self.history)
+        self.links = open_links(s.ingest, self.pipeline.submit, self.pipeline.reject)
+        self.started = time.time()
+        self.forwarder.start()
+        self.pipeline.start()
+        for link in self.links:
+            link.start()
+        log.info("gateway %s: %d node keys, %d messages in the outbox, ingest on %s", s.gateway_id, len(self.keys),
+                 self.pipeline.depth, ", ".join(link.name for link in self.links))
+        notify("READY=1\nSTATUS=forwarding")
+        interval = watchdog_interval_s()
+        if interval:
+            self._watchdog = threading.Thread(target=self._watchdog_loop, args=(interval,), name="watchdog",
+                                              daemon=True)
+            self._watchdog.start()
+        return self
+
+    def _start_web(self):
+        from gateway.web.history import History
+        from gateway.web.server import StatusWeb
+
+        self.history = History(self.s.data_dir / "history.sqlite").start()
+        self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
+                             token=self.s.web_token, stale_after_s=self.s.web_stale_after_s).start()
+        log.info("status page on %s", self.web.url)
+
+    def stop(self):
+        # Ingest first (nothing new arrives), then the pipeline finishes its queue and
+        # ACKs, then the publisher says offline and disconnects.
+        notify("STOPPING=1")
+        self._stop.set()
+        for link in self.links:
+            link.stop()
+        self.pipeline.stop()
+        self.forwarder.stop()
+        self.pipeline._commit_housekeeping()  # delete what was PUBACKed at the end
+        if self.web:
+            self.web.stop()
+        if self.history:
+            self.history.close()
+        self.store.close()
+        log.info("gateway %s stopped; %d messages wait in the outbox", self.s.gateway_id, self.pipeline.depth)
+
+    def reload_keys(self):
+        # SIGHUP: a bad file keeps the old keys (the daemon must not stop over a typo).
+        try:
+            keys = load_keys(self.s.keys_file)
+        except ValueError as e:
+            log.error("keys not reloaded, keeping %d old keys: %s", len(self.keys), e)
+            return False
+        self.keys = keys
+        self.pipeline.keys = keys
+        log.info("keys reloaded: %d nodes", len(keys))
+        return True
+
+    def _watchdog_loop(self, interval):
+        # Ping only while data moves: both threads went round their loops recently, and
+        # the input queue and the publisher's window are not stuck.
+        last_processed, last_pubacks = self.pipeline.processed, self.forwarder.pubacks
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            p, f = self.pipeline, self.forwarder
+            pipeline_ok = now - p.heartbeat < interval and (p.queue.empty() or p.processed != last_processed)
+            publisher_ok = now - f.heartbeat < max(interval, 2.0) and (
+                not f.connected or f.inflight == 0 or f.pubacks != last_pubacks)
+            last_processed, last_pubacks = p.processed, f.pubacks
+            if pipeline_ok and publisher_ok:
+                notify("WATCHDOG=1")
+            else:
+                log.warning("watchdog: pipeline %s, publisher %s; not pinging systemd",
+                            "ok" if pipeline_ok else "stuck", "ok" if publisher_ok else "stuck")
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def udp_addresses(self):
+        return [link.address for link in self.links if isinstance(link, UdpLink)]
+
+    def alarms(self):
+        p = self.pipeline
+        out = []
+        if p.refusing == "outbox_full" or p.depth >= self.s.outbox.max_messages:
+            out.append("outbox_full")
+        elif p.depth >= OUTBOX_WARN * self.s.outbox.max_messages:
+            out.append("outbox_filling")
+        if p.refusing == "disk_full" or p.store_error == "disk_full":
+            out.append("disk_full")
+        elif p.store_error:
+            out.append("storage_error")
+        return out
+
+    def counters(self):
+        counters, rejected, _ = self.stats.snapshot()
+        counters["rejected"] = rejected
+        counters["outbox_depth"] = self.pipeline.depth
+        counters["queue_depth"] = self.pipeline.queue.qsize()
+        counters["inflight"] = self.forwarder.inflight
+        counters["forwarded"] = self.forwarder.pubacks
+        counters["downlink_queued"] = self.downlink.depth()
+        counters["mqtt_connects"] = self.forwarder.connects
+        return counters
+
+    def gateway_state(self):
+        # The retained P/gateways/<id>/state payload while online.
+        return {"state": "online", "gateway": self.s.gateway_id, "version": __version__, "time": iso(time.time()),
+                "since": iso(self.started or time.time()), "alarms": self.alarms(), "counters": self.counters()}
+
+    def status(self):
+        # The status page's snapshot (gateway.web): gateway figures and one entry per node.
+        counters, rejected, nodes = self.stats.snapshot()
+        p = self.pipeline
+        gw = {"id": self.s.gateway_id, "version": __version__, "uptime_s": time.time() - (self.started or time.time()),
+              "broker_connected": self.forwarder.connected, "outbox_depth": p.depth,
+              "frames_per_s": self._rate(counters["accepted"]), "disk_free_bytes": p.disk_free,
+              "rejected": rejected, "alarms": self.alarms(), "counters": counters}
+        out = []
+        for node, st in sorted(nodes.items()):
+            st["id"] = node
+            out.append(st)
+        return {"gateway": gw, "nodes": out}
+
+    def _rate(self, accepted):
+        # accepted frames per second, averaged over the last 10 s or more
+        now = time.monotonic()
+        t0, a0 = self._rate_mark
+        if now - t0 >= 10.0:
+            self._rate_value = (accepted - a0) / (now - t0)
+            self._rate_mark = (now, accepted)
+        return round(self._rate_value, 2)

@@ -1,0 +1,184 @@
+# Links: where frames come from and where ACKs and commands go back. Each link runs
+# one reader thread that hands (message bytes, link, address, received time) to
+# submit(); submit() refuses when the bounded input queue is full (counted, not ACKed,
+# so the node keeps the frame and resends it). send(addr, message) answers on the link.
+import logging
+import socket
+import threading
+import time
+
+import serial
+
+from protocol import cobs
+
+log = logging.getLogger("citynode.gateway")
+
+UDP_RCVBUF = 4 * 1024 * 1024  # ride out bursts; the kernel caps it at net.core.rmem_max
+
+
+class UdpLink:
+    kind = "udp"
+
+    def __init__(self, host, port, submit, reject):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.25)
+        self.address = self.sock.getsockname()[:2]
+        self.name = f"udp {host}:{self.address[1]}"
+        self.submit = submit
+        self.reject = reject
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{self.name}", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def describe(self, addr):
+        return f"udp {addr[0]}:{addr[1]}"
+
+    def _run(self):
+        recv = self.sock.recvfrom
+        submit = self.submit
+        while not self._stop.is_set():
+            try:
+                data, addr = recv(4096)  # anything above MAX_MESSAGE is refused as oversize below
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
+                continue
+            if len(data) > cobs.MAX_MESSAGE:
+                self.reject("oversize", self.describe(addr), f"{len(data)} bytes")
+                continue
+            submit((data, self, addr, time.time()))
+
+    def send(self, addr, message):
+        try:
+            self.sock.sendto(message, addr)
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+class SerialLink:
+    # One serial port (USB adapter, RS-485, pty). A port that fails or is missing is
+    # reopened with backoff; a fresh Deframer resynchronises on the next 0x00.
+    kind = "serial"
+    BACKOFF_MIN_S = 0.2
+    BACKOFF_MAX_S = 5.0
+
+    def __init__(self, port, baudrate, submit, reject):
+        self.port = port
+        self.baudrate = baudrate
+        self.name = f"serial {port}"
+        self.submit = submit
+        self.reject = reject
+        self.ser = None
+        self.opened = 0  # times the port was (re)opened, for tests and the status page
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{self.name}", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def describe(self, addr):
+        return self.name
+
+    def _open(self):
+        ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.25, write_timeout=0.5)
+        with self._lock:
+            self.ser = ser
+        self.opened += 1
+        return ser
+
+    def _close(self):
+        with self._lock:
+            ser, self.ser = self.ser, None
+        if ser is not None:
+            try:
+                ser.close()
+            except (OSError, serial.SerialException):
+                pass
+
+    def _run(self):
+        backoff = self.BACKOFF_MIN_S
+        last_error = None
+        while not self._stop.is_set():
+            try:
+                ser = self._open()
+            except (OSError, ValueError, serial.SerialException) as e:
+                if str(e) != last_error:
+                    log.warning("%s: cannot open (%s); retrying with backoff", self.name, e)
+                    last_error = str(e)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.BACKOFF_MAX_S)
+                continue
+            log.info("%s: open at %d baud", self.name, self.baudrate)
+            backoff, last_error = self.BACKOFF_MIN_S, None
+            try:
+                self._read(ser)
+            except (OSError, serial.SerialException) as e:
+                log.warning("%s: lost (%s); reopening", self.name, e)
+            self._close()
+
+    def _read(self, ser):
+        deframer = cobs.Deframer()
+        while not self._stop.is_set():
+            data = ser.read(1)
+            if not data:
+                continue
+            waiting = ser.in_waiting
+            if waiting:
+                data += ser.read(waiting)
+            now = time.time()
+            for kind, value in deframer.feed(data):
+                if kind == "frame":
+                    self.submit((value, self, None, now))
+                elif kind == "noise":
+                    self.reject(value, self.name, "serial noise")
+                else:
+                    log.debug("%s console: %s", self.name, value.decode("ascii", "replace").rstrip())
+
+    def send(self, addr, message):
+        with self._lock:
+            ser = self.ser
+            if ser is None:
+                return False
+            try:
+                ser.write(cobs.encode(message))
+                return True
+            except (OSError, serial.SerialException):
+                return False  # the reader notices the loss and reopens
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._close()
+
+
+def open_links(settings_list, submit, reject):
+    links = []
+    try:
+        for s in settings_list:
+            if s.kind == "udp":
+                links.append(UdpLink(s.listen[0], s.listen[1], submit, reject))
+            else:
+                links.append(SerialLink(s.port, s.baudrate, submit, reject))
+    except OSError:
+        for link in links:
+            if isinstance(link, UdpLink):
+                link.sock.close()
+        raise
+    return links

@@ -1,0 +1,294 @@
+# The publisher: one thread owns one paho 2.x client and drives it with its own select
+# loop (loop_read/loop_write/loop_misc): no paho network thread, publish() from the
+# same thread (publishing from another thread while loop_start() runs halves the rate).
+# The outbox is the only queue: rows are read from SQLite after a cursor, published
+# QoS 1 within a window of unacknowledged messages (below paho's 65535 message-id wrap),
+# and handed to the pipeline for deletion on PUBACK. Every connection is a new client,
+# so after a reconnect the backlog is resent from the outbox in order, never from RAM.
+import json
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from gateway.downlink import CommandError, parse_command
+from gateway.outputs import iso
+from gateway.store import Reader
+
+log = logging.getLogger("citynode.gateway")
+
+READ_BATCH = 256
+CONNACK_TIMEOUT_S = 10.0
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+class Forwarder:
+    def __init__(self, *, settings, db_path, stats, downlink, keys_fn, gateway_state_fn, alarms_fn):
+        self.s = settings
+        self.m = settings.mqtt
+        self.prefix = settings.mqtt.topic_prefix
+        self.db_path = db_path
+        self.stats = stats
+        self.downlink = downlink
+        self.keys_fn = keys_fn  # -> current {node: key}
+        self.gateway_state_fn = gateway_state_fn  # -> dict for the retained online state
+        self.alarms_fn = alarms_fn  # -> list of alarm names, cheap; a change republishes the state
+        self.gw_topic = f"{self.prefix}/gateways/{settings.gateway_id}/state"
+        self.down_topic = f"{self.prefix}/nodes/+/down"
+        self.connected = False
+        self.connects = 0
+        self.inflight = 0
+        self.heartbeat = time.monotonic()
+        self.pubacks = 0
+        self._lock = threading.Lock()
+        self._acked = []  # outbox ids PUBACKed, not yet handed to the pipeline
+        self._skip = set()  # ids PUBACKed and not yet deleted: not resent after a reconnect
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self._conn_ok = False
+        self._connack = None
+        self._inflight = {}
+        self._last_error = None
+        self._state_versions = {}
+        self._alarms = None
+
+    # ------------------------------------------------------------ other threads
+
+    def wake(self):
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # already pending: one byte is enough
+
+    def take_acked(self):
+        with self._lock:
+            ids, self._acked = self._acked, []
+        return ids
+
+    def deleted(self, ids):
+        with self._lock:
+            self._skip.difference_update(ids)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.wake()
+        self._thread.join(timeout=10)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ------------------------------------------------------------ paho callbacks (this thread)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self._connack = reason_code
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._conn_ok = False
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        oid = self._inflight.pop(mid, None)
+        if oid is None:
+            return  # a retained state message, not an outbox row
+        self.pubacks += 1
+        with self._lock:
+            self._acked.append(oid)
+            self._skip.add(oid)
+
+    def _on_message(self, client, userdata, msg):
+        parts = msg.topic.split("/")
+        node = parts[-2] if len(parts) >= 3 else ""
+        try:
+            if node not in self.keys_fn():
+                raise CommandError(f"no key for node {node!r}")
+            op, arg = parse_command(msg.payload)
+            cmd_id = self.downlink.add(node, op, arg)
+        except CommandError as e:
+            self.stats.count("commands_refused")
+            log.warning("downlink: command on %s refused: %s", msg.topic, e)
+            return
+        log.info("downlink: %s %s queued for %s as cmd %d until it is next heard", op, arg, node, cmd_id)
+
+    # ------------------------------------------------------------ connection
+
+    def _client(self):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.m.client_id, clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        c.suppress_exceptions = True  # a bug in a callback must not kill the loop
+        c.max_inflight_messages_set(0)  # our own window (self.m.inflight) bounds it
+        c.will_set(self.gw_topic, _dumps({"state": "offline", "gateway": self.s.gateway_id}), qos=1, retain=True)
+        if self.m.username is not None:
+            c.username_pw_set(self.m.username, self.m.password)
+        if self.m.tls:
+            ctx = ssl.create_default_context(cafile=self.m.ca)  # system CAs when no ca is given
+            if self.m.cert:
+                ctx.load_cert_chain(self.m.cert, self.m.key)
+            c.tls_set_context(ctx)  # mqtts never falls back to plain text
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        return c
+
+    def _connect(self):
+        self._connack = None
+        try:
+            c = self._client()
+            c.connect(self.m.host, self.m.port, keepalive=self.m.keepalive_s)
+            deadline = time.monotonic() + CONNACK_TIMEOUT_S
+            while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+                sock = c.socket()
+                if sock is None:
+                    break
+                select.select([sock], [sock] if c.want_write() else [], [], 0.2)
+                if c.loop_read() or c.loop_write():
+                    break
+        except (OSError, ssl.SSLError, ValueError) as e:
+            self._log_failure(f"cannot connect to {self.m.url}: {e}")
+            return None
+        rc = self._connack
+        if rc is None or rc.is_failure:
+            self._log_failure(f"broker {self.m.url} refused the connection: {rc if rc is not None else 'no CONNACK'}")
+            sock = c.socket()
+            if sock is not None:
+                sock.close()
+            return None
+        return c
+
+    def _log_failure(self, text):
+        if text != self._last_error:
+            log.warning("mqtt: %s; retrying with backoff", text)
+            self._last_error = text
+
+    def _run(self):
+        self.reader = Reader(self.db_path)
+        backoff = self.m.reconnect_min_s
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                c = self._connect()
+                if c is None:
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.m.reconnect_max_s)
+                    continue
+                backoff = self.m.reconnect_min_s
+                self._last_error = None
+                self.connects += 1
+                log.info("mqtt: connected to %s", self.m.url)
+                self._session(c)
+        finally:
+            self.reader.close()
+
+    # ------------------------------------------------------------ one connection
+
+    def _publish_alarms(self, c, force=False):
+        alarms = self.alarms_fn()
+        if force or alarms != self._alarms:
+            self._alarms = alarms
+            if alarms:
+                log.warning("gateway alarms: %s", ", ".join(alarms))
+            c.publish(self.gw_topic, _dumps(self.gateway_state_fn()), qos=1, retain=True)
+
+    def _publish_states(self, c):
+        self._publish_alarms(c, force=True)
+        for node, st in self.stats.changed_nodes(self._state_versions):
+            if st["last_seen"] is not None:
+                st["last_seen"] = iso(st["last_seen"])
+            c.publish(f"{self.prefix}/nodes/{node}/state", _dumps(st), qos=1, retain=True)
+
+    def _session(self, c):
+        self._conn_ok = True
+        self.connected = True
+        self._inflight = {}
+        self._state_versions = {}
+        cursor = 0
+        dirty = True
+        window = self.m.inflight
+        c.subscribe(self.down_topic, qos=1)
+        self._publish_states(c)
+        next_state = time.monotonic() + self.m.state_interval_s
+        try:
+            while self._conn_ok and not self._stop.is_set():
+                now = time.monotonic()
+                self.heartbeat = now
+                if now >= next_state:
+                    self._publish_states(c)
+                    next_state = now + self.m.state_interval_s
+                else:
+                    self._publish_alarms(c)
+                free = window - len(self._inflight)
+                if dirty and free > 0:
+                    want = min(free, READ_BATCH)
+                    rows = self.reader.after(cursor, want)
+                    with self._lock:
+                        skip = self._skip.copy() if self._skip else ()
+                    for oid, topic, payload in rows:
+                        cursor = oid
+                        if oid in skip:
+                            continue
+                        info = c.publish(topic, payload, qos=1)
+                        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                            self._conn_ok = False
+                            break
+                        self._inflight[info.mid] = oid
+                    if len(rows) < want:
+                        dirty = False
+                self.inflight = len(self._inflight)
+                sock = c.socket()
+                if sock is None or not self._conn_ok:
+                    break
+                busy = dirty and len(self._inflight) < window
+                pending = sock.pending() if hasattr(sock, "pending") else 0
+                timeout = 0 if busy or pending else max(0.0, min(1.0, next_state - now))
+                r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [], timeout)
+                if self._wake_r in r:
+                    try:
+                        self._wake_r.recv(4096)
+                    except BlockingIOError:
+                        pass
+                    dirty = True
+                if (sock in r or pending) and c.loop_read():
+                    break
+                if sock in w and c.loop_write():
+                    break
+                if c.loop_misc():
+                    break
+            if self._stop.is_set() and self._conn_ok:
+                self._goodbye(c)
+        finally:
+            self.connected = False
+            self.inflight = 0
+            sock = c.socket()
+            if sock is not None:
+                sock.close()
+            if not self._stop.is_set():
+                log.warning("mqtt: connection to %s lost; the outbox keeps every frame", self.m.url)
+
+    def _goodbye(self, c):
+        # A clean stop: say offline ourselves (the will is only sent on an unclean loss),
+        # give in-flight PUBACKs a moment, then disconnect.
+        state = self.gateway_state_fn()
+        state["state"] = "offline"
+        info = c.publish(self.gw_topic, _dumps(state), qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and self._conn_ok and (not info.is_published() or self._inflight):
+            sock = c.socket()
+            if sock is None:
+                break
+            select.select([sock], [sock] if c.want_write() else [], [], 0.1)
+            if c.loop_read() or c.loop_write():
+                break
+        c.disconnect()
+        c.loop_write()

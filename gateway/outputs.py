@@ -1,0 +1,132 @@
+# Outputs turn one accepted frame into MQTT messages [(topic, payload bytes)]. They all
+# implement messages(frame); the pipeline stores what they return in the outbox in the
+# same group commit, so every output is as durable as the `up` envelope.
+import base64
+import json
+import time
+
+from protocol import senml
+
+
+def iso(t):
+    # Unix seconds -> ISO 8601 UTC with milliseconds ("2026-05-01T12:00:00.250Z")
+    ms = int(round(t * 1000))
+    s, ms = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % ms
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+class Frame:
+    # One accepted data frame and what the gateway knows about it.
+    __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link")
+
+    def __init__(self, node, msg, raw, received, time_s, time_source, link):
+        self.node = node
+        self.msg = msg  # protocol.message.decode() result
+        self.raw = raw  # the original COSE_Mac0 bytes
+        self.received = received  # gateway Unix time of reception
+        self.time_s = time_s  # absolute sampling time, fixed per SPEC section 8
+        self.time_source = time_source  # "node" | "received" | "uptime"
+        self.link = link  # "udp 127.0.0.1:40000" / "serial /dev/ttyUSB0"
+
+
+class Envelope:
+    # P/nodes/<node>/up: the contract payload of ARCHITECTURE.md, plus time_source.
+    def __init__(self, prefix, gateway_id):
+        self.prefix = prefix
+        self.gateway_id = gateway_id
+
+    def messages(self, f):
+        m = f.msg
+        body = {
+            "node": f.node, "boot": m["boot"], "seq": m["seq"],
+            "time": iso(f.time_s), "time_source": f.time_source, "received": iso(f.received),
+            "gateway": self.gateway_id, "uptime_ms": m["uptime_ms"],
+            "senml": senml.to_json(m["records"], base_name=f.node + ":", base_time=round(f.time_s, 3)),
+            "frame": base64.b64encode(f.raw).decode(),
+        }
+        if m["flags"]:
+            body["flags"] = m["flags"]
+        if m["quality"]:
+            body["quality"] = {str(k): v for k, v in m["quality"].items()}
+        return [(f"{self.prefix}/nodes/{f.node}/up", _dumps(body))]
+
+
+def _value(rec):
+    for label in (senml.V, senml.VS, senml.VB):
+        if label in rec:
+            return rec[label]
+    return None
+
+
+class SensorThings:
+    # OGC SensorThings v1.1 Observations for configured (node, reading) -> Datastream id.
+    def __init__(self, mappings, gateway_id):
+        self.streams = {(m.node, m.reading): m.datastream for m in mappings}
+        self.gateway_id = gateway_id
+
+    def messages(self, f):
+        out = []
+        m = f.msg
+        for rec in m["records"]:
+            ds = self.streams.get((f.node, rec.get(senml.N)))
+            value = _value(rec)
+            if ds is None or value is None:
+                continue
+            t = f.time_s + (rec.get(senml.T) or 0)
+            obs = {
+                "phenomenonTime": iso(t), "resultTime": iso(f.received),
+                "result": senml.json_number(value) if isinstance(value, float) else value,
+                "parameters": {"node": f.node, "boot": m["boot"], "seq": m["seq"], "gateway": self.gateway_id,
+                               "time_source": f.time_source, "frame": base64.b64encode(f.raw).decode()},
+            }
+            out.append((f"v1.1/Datastreams({ds})/Observations", _dumps(obs)))
+        return out
+
+
+class Aggregates:
+    # min/mean/max/count per node and numeric reading over fixed wall-clock windows,
+    # published to P/nodes/<node>/agg when the first frame of a later window arrives.
+    # The open window lives in memory: a restart loses at most that window's aggregate.
+    def __init__(self, prefix, window_s):
+        self.prefix = prefix
+        self.window_s = window_s
+        self.open = {}  # node -> (window index, {name: [min, sum, max, count, unit]})
+
+    def messages(self, f):
+        w = int(f.time_s // self.window_s)
+        cur = self.open.get(f.node)
+        out = []
+        if cur is not None and w < cur[0]:
+            return out  # a late backlog frame: its window was already published
+        if cur is not None and w > cur[0]:
+            out.append(self._publish(f.node, *cur))
+            cur = None
+        if cur is None:
+            cur = (w, {})
+            self.open[f.node] = cur
+        acc = cur[1]
+        for rec in f.msg["records"]:
+            v = rec.get(senml.V)
+            name = rec.get(senml.N)
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                continue
+            a = acc.get(name)
+            if a is None:
+                acc[name] = [v, v, v, 1, rec.get(senml.U) or senml.unit_of(name)]
+            else:
+                a[0] = min(a[0], v)
+                a[1] += v
+                a[2] = max(a[2], v)
+                a[3] += 1
+        return out
+
+    def _publish(self, node, w, acc):
+        readings = {name: {"min": senml.json_number(a[0]), "mean": round(a[1] / a[3], 6),
+                           "max": senml.json_number(a[2]), "count": a[3], "u": a[4]} for name, a in acc.items()}
+        body = {"node": node, "start": iso(w * self.window_s), "end": iso((w + 1) * self.window_s),
+                "window_s": self.window_s, "readings": readings}
+        return (f"{self.prefix}/nodes/{node}/agg", _dumps(body))

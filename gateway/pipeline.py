@@ -1,0 +1,292 @@
+# The pipeline thread: input queue -> decode + verify -> dedup -> outputs -> one group
+# commit (frames, dedup states, PUBACKed deletions, downlink changes) -> ACKs -> wake the
+# publisher. Nothing is ACKed before the commit that stored it has returned; a failed
+# commit (disk full, I/O error) ACKs nothing new and leaves the dedup state unchanged,
+# so the nodes resend and nothing acknowledged is ever lost.
+import logging
+import os
+import queue
+import threading
+import time
+
+import cbor2
+
+from gateway import dedup
+from gateway.outputs import Frame
+from gateway.store import StoreError
+from protocol import cose, message
+from protocol.cbor import FrameError
+
+log = logging.getLogger("citynode.gateway")
+
+IDLE_WAKE_S = 0.1  # idle wake-up: commit PUBACKed deletions and downlink changes
+DISK_CHECK_S = 1.0
+
+
+class Pipeline:
+    def __init__(self, *, settings, keys, store, outputs, stats, downlink, forwarder, history=None):
+        self.s = settings
+        self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
+        self.store = store
+        self.outputs = outputs
+        self.stats = stats
+        self.downlink = downlink
+        self.forwarder = forwarder
+        self.history = history
+        self.queue = queue.Queue(maxsize=settings.queue_max)
+        self.states = store.seq_states()
+        self.depth = store.depth()
+        self.live_ref = {}  # node -> (boot, uptime_ms, received) of its newest live frame
+        self.pending_deletes = []
+        self.store_error = None  # reason of the last failed commit, None once one succeeds
+        self.refusing = None  # "outbox_full" / "disk_full" while new frames are refused
+        self.disk_free = None
+        self._disk_checked = 0.0
+        self.heartbeat = time.monotonic()
+        self.processed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+
+    # ------------------------------------------------------------ called by links
+
+    def submit(self, item):
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.stats.reject("overload", None, item[1].describe(item[2]), "input queue full")
+
+    def reject(self, reason, where, detail=""):
+        self.stats.reject(reason, None, where, detail)
+
+    # ------------------------------------------------------------ thread
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        # Finish what is queued (its senders are waiting for ACKs), then stop.
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        q = self.queue
+        batch_max = self.s.outbox.batch_max
+        while True:
+            self.heartbeat = time.monotonic()
+            batch = []
+            try:
+                batch.append(q.get(timeout=IDLE_WAKE_S))
+                while len(batch) < batch_max:
+                    batch.append(q.get_nowait())
+            except queue.Empty:
+                pass
+            if not batch and self._stop.is_set():
+                self._commit_housekeeping()
+                return
+            try:
+                if batch:
+                    self._process(batch)
+                else:
+                    self._commit_housekeeping()
+            except Exception:  # noqa: BLE001 - the loop must survive; nothing unacked is lost
+                log.exception("pipeline: unexpected error; the batch is not ACKed and will be resent")
+
+    # ------------------------------------------------------------ one batch
+
+    def _capacity_check(self):
+        now = time.monotonic()
+        if now - self._disk_checked >= DISK_CHECK_S:
+            self._disk_checked = now
+            try:
+                st = os.statvfs(self.s.data_dir)
+                self.disk_free = st.f_bavail * st.f_frsize
+            except OSError:
+                self.disk_free = None
+        if self.disk_free is not None and self.disk_free < self.s.outbox.min_free_mb * 1024 * 1024:
+            return "disk_full"
+        if self.depth >= self.s.outbox.max_messages:
+            return "outbox_full"
+        return None
+
+    def _process(self, batch):
+        keys = self.keys
+        key_get = keys.get
+        decode = message.decode
+        loads = cbor2.loads
+        states = self.states
+        pending = {}  # node -> SeqState after this batch
+        rows = []
+        frames = []  # (Frame, gaps)
+        acks = []  # (node, boot, seq, link, addr, stored_before)
+        dups = []  # (node, link description, received)
+        refuse = self._capacity_check()
+        self.stats.count("received", len(batch))
+        for raw, link, addr, received in batch:
+            try:
+                m = decode(raw, key_get, loads)
+            except FrameError as e:
+                self._reject_frame(e.reason, raw, link, addr, str(e))
+                continue
+            node = m["node"]
+            if m["type"] != "data":
+                self.stats.reject("payload", node, link.describe(addr), f"a {m['type']} message sent to the gateway")
+                continue
+            boot, seq = m["boot"], m["seq"]
+            st = pending.get(node) or states.get(node)
+            verdict = dedup.classify(st, boot, seq)
+            if verdict == dedup.REPLAY:
+                self.stats.reject("replay", node, link.describe(addr), f"boot {boot} seq {seq}")
+                continue
+            if verdict == dedup.DUP:
+                acks.append((node, boot, seq, link, addr, node not in pending))
+                dups.append((node, link.describe(addr), received))
+                continue
+            if refuse is None and self.depth + len(rows) >= self.s.outbox.max_messages:
+                refuse = "outbox_full"
+            if refuse:
+                self.stats.reject(refuse, node, link.describe(addr), "frame refused (not ACKed); the node keeps it")
+                continue
+            f = Frame(node, m, raw, received, *self._fix_time(node, m, received), link.describe(addr))
+            for out in self.outputs:
+                rows.extend(out.messages(f))
+            new = dedup.advance(st, boot, seq)
+            pending[node] = new
+            frames.append((f, new.gaps))
+            acks.append((node, boot, seq, link, addr, False))
+        self._commit(rows, pending, frames, acks, dups, refuse)
+
+    def _reject_frame(self, reason, raw, link, addr, detail):
+        node = None
+        if reason in ("mac",):  # a known node's key did not verify: count it against that node
+            try:
+                node = cose.parse(raw, cbor2.loads)[0].decode()
+            except (FrameError, UnicodeError):
+                node = None
+        self.stats.reject(reason, node, link.describe(addr), detail)
+
+    def _fix_time(self, node, m, received):
+        # SPEC.md section 8 -> (absolute time, how it was fixed)
+        if m["time"] is not None:
+            return float(m["time"]), "node"
+        if m["flags"] & message.F_BACKLOG:
+            ref = self.live_ref.get(node)
+            if ref is not None and ref[0] == m["boot"] and ref[1] >= m["uptime_ms"]:
+                return ref[2] - (ref[1] - m["uptime_ms"]) / 1000.0, "uptime"
+            return received, "received"
+        ref = self.live_ref.get(node)
+        if ref is None or ref[0] != m["boot"] or ref[1] <= m["uptime_ms"]:
+            self.live_ref[node] = (m["boot"], m["uptime_ms"], received)
+        return received, "received"
+
+    def _take_deletes(self):
+        acked = self.forwarder.take_acked()
+        if acked:
+            self.pending_deletes.extend(acked)
+        return self.pending_deletes
+
+    def _commit_housekeeping(self):
+        deletes = self._take_deletes()
+        put, dele, cnt = self.downlink.take_changes()
+        if not (deletes or put or dele or cnt):
+            return
+        try:
+            self.store.commit(deletes=deletes, dl_put=put, dl_del=dele, counters=cnt)
+        except StoreError as e:
+            self.downlink.restore(put, dele, cnt)
+            self._store_failed(e)
+            return
+        self._deleted(deletes)
+
+    def _deleted(self, deletes):
+        if deletes:
+            self.depth -= len(deletes)
+            self.forwarder.deleted(deletes)
+            self.pending_deletes = []
+
+    def _store_failed(self, e):
+        if self.store_error != e.reason:
+            log.error("outbox: commit failed (%s); new frames are not ACKed until it works again", e)
+        self.store_error = e.reason
+
+    def _commit(self, rows, pending, frames, acks, dups, refuse):
+        deletes = self._take_deletes()
+        put, dele, cnt = self.downlink.take_changes()
+        ok = True
+        if rows or pending or deletes or put or dele or cnt:
+            try:
+                self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes,
+                                  dl_put=put, dl_del=dele, counters=cnt)
+            except StoreError as e:
+                ok = False
+                self.downlink.restore(put, dele, cnt)
+                self._store_failed(e)
+                for f, _ in frames:
+                    self.stats.reject(e.reason, f.node, f.link, "commit failed; not ACKed")
+        if ok:
+            if self.store_error:
+                log.info("outbox: commits work again")
+            self.store_error = None
+            self.states.update(pending)
+            self.depth += len(rows)
+            self._deleted(deletes)
+            if rows:
+                self.forwarder.wake()
+        self.refusing = refuse or (self.store_error if not ok else None)
+        with self.stats.lock:
+            c = self.stats.counters
+            if ok:
+                c["accepted"] += len(frames)
+                for f, gaps in frames:
+                    self.stats.accepted_locked(f, gaps)
+            c["duplicates"] += len(dups)
+            for node, where, received in dups:
+                self.stats.duplicate_locked(node, where, received)
+        if ok and self.history is not None:
+            for f, _ in frames:
+                self.history.add(f.node, f.time_s, _numbers(f.msg["records"]), f.msg["flags"])
+        self._send_acks(acks, ok)
+        self.processed += len(acks)
+
+    def _send_acks(self, acks, committed):
+        sent = 0
+        heard = {}
+        for node, boot, seq, link, addr, stored_before in acks:
+            if not (committed or stored_before):
+                continue
+            key = self.keys.get(node)
+            if key is None:
+                continue
+            st = self.states.get(node)
+            cum = st.cum if st is not None and st.boot == boot and st.cum >= 0 else None
+            if link.send(addr, message.encode_ack(key, node, boot, seq, cum)):
+                sent += 1
+            heard[node] = (boot, link, addr)
+        self.stats.count("acks_sent", sent)
+        for node, (boot, link, addr) in heard.items():
+            self._send_commands(node, boot, link, addr)
+
+    def _send_commands(self, node, boot, link, addr):
+        result = self.stats.nodes.get(node)
+        cmd_result = None
+        if result is not None and result.command:
+            cmd_result = (result.command["cmd_id"], result.command["status"])
+        send, done, expired = self.downlink.heard(node, cmd_result)
+        if done:
+            self.stats.count("commands_done", done)
+        if expired:
+            self.stats.count("commands_expired", expired)
+            log.warning("downlink: %d command(s) for %s expired unanswered", expired, node)
+        key = self.keys.get(node)
+        for cmd_id, op, arg in send:
+            if key is not None and link.send(addr, message.encode_cmd(key, node, boot, cmd_id, op, arg)):
+                self.stats.count("commands_sent")
+
+
+def _numbers(records):
+    out = {}
+    for rec in records:
+        v = rec.get(2)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[rec.get(0)] = v
+    return out

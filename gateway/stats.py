@@ -1,0 +1,138 @@
+# Counters and per-node state. The pipeline thread writes (one lock hold per batch);
+# the MQTT thread and the status page read snapshots. Rejects are counted by the
+# reason names of SPEC.md section 9 (plus the gateway's own: replay, overload,
+# outbox_full, disk_full, storage) and logged at most once per reason per interval.
+import logging
+import threading
+import time
+
+from protocol import senml
+from protocol.message import I_BOARD, I_FW, I_INTERVAL, I_RESET
+
+log = logging.getLogger("citynode.gateway")
+
+
+class RateLimitedLog:
+    def __init__(self, logger, interval_s=10.0):
+        self.logger = logger
+        self.interval_s = interval_s
+        self.last = {}  # key -> (time logged, suppressed since)
+        self.lock = threading.Lock()
+
+    def warning(self, key, msg, *args):
+        now = time.monotonic()
+        with self.lock:
+            t, suppressed = self.last.get(key, (-1e9, 0))
+            if now - t < self.interval_s:
+                self.last[key] = (t, suppressed + 1)
+                return
+            self.last[key] = (now, 0)
+        if suppressed:
+            msg += " (%d more like this not logged)"
+            args = (*args, suppressed)
+        self.logger.warning(msg, *args)
+
+
+class NodeState:
+    __slots__ = ("node", "last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board",
+                 "interval_s", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command", "version")
+
+    def __init__(self, node):
+        self.node = node
+        self.last_seen = None
+        self.boot = self.seq = None
+        self.battery_v = self.firmware = self.reset_cause = self.board = self.interval_s = None
+        self.link = None
+        self.accepted = 0
+        self.duplicates = 0
+        self.rejected = {}
+        self.gaps = 0
+        self.flags = 0
+        self.command = None  # {"cmd_id", "status"} of the last command result the node reported
+        self.version = 0  # bumped on every change; the MQTT thread republishes changed states
+
+    def as_dict(self):
+        return {
+            "node": self.node, "last_seen": self.last_seen, "boot": self.boot, "seq": self.seq,
+            "battery_v": self.battery_v, "firmware": self.firmware, "reset_cause": self.reset_cause,
+            "board": self.board, "interval_s": self.interval_s, "link": self.link, "accepted": self.accepted,
+            "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
+            "storm": bool(self.flags & 1), "alarm": bool(self.flags & 2), "safe_mode": bool(self.flags & 4),
+            "command": self.command,
+        }
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "acks_sent": 0, "forwarded": 0,
+                         "commands_sent": 0, "commands_done": 0, "commands_expired": 0, "commands_refused": 0}
+        self.rejected = {}
+        self.nodes = {}
+        self.rejects_log = RateLimitedLog(log)
+        self.started = time.time()
+
+    def node(self, node):
+        st = self.nodes.get(node)
+        if st is None:
+            st = self.nodes[node] = NodeState(node)
+        return st
+
+    def count(self, name, n=1):
+        with self.lock:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def reject(self, reason, node=None, where="", detail="", n=1):
+        # node: only for nodes that have a key (a forged kid must not grow this table)
+        with self.lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+            if node is not None:
+                st = self.node(node)
+                st.rejected[reason] = st.rejected.get(reason, 0) + n
+                st.version += 1
+        self.rejects_log.warning(reason, "rejected (%s) from %s%s%s", reason, where or "?",
+                                 f" node {node}" if node else "", f": {detail}" if detail else "")
+
+    def accepted_locked(self, frame, gaps):
+        # frame: outputs.Frame, stored; caller holds self.lock
+        m = frame.msg
+        st = self.node(frame.node)
+        st.last_seen = frame.received
+        st.boot, st.seq = m["boot"], m["seq"]
+        st.link = frame.link
+        st.accepted += 1
+        st.gaps = gaps
+        st.flags = m["flags"]
+        for rec in m["records"]:
+            if rec.get(senml.N) == "b" and isinstance(rec.get(senml.V), int | float):
+                st.battery_v = rec[senml.V]
+        info = m["info"]
+        if info:
+            st.firmware = info.get(I_FW, st.firmware)
+            st.reset_cause = info.get(I_RESET, st.reset_cause)
+            st.board = info.get(I_BOARD, st.board)
+            st.interval_s = info.get(I_INTERVAL, st.interval_s)
+        if m["cmd_result"]:
+            st.command = {"cmd_id": m["cmd_result"][0], "status": m["cmd_result"][1]}
+        st.version += 1
+
+    def duplicate_locked(self, node, link, received):
+        st = self.node(node)
+        st.duplicates += 1
+        st.last_seen = received
+        st.link = link
+        st.version += 1
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.counters), dict(self.rejected), {n: s.as_dict() for n, s in self.nodes.items()}
+
+    def changed_nodes(self, seen_versions):
+        # -> [(node, state dict)] for nodes whose version differs from seen_versions (updated in place)
+        out = []
+        with self.lock:
+            for n, s in self.nodes.items():
+                if seen_versions.get(n) != s.version:
+                    seen_versions[n] = s.version
+                    out.append((n, s.as_dict()))
+        return out

@@ -1,0 +1,123 @@
+# The durable outbox: SQLite in WAL mode with synchronous=FULL, so a commit is on disk
+# (fsync of the WAL) before it returns. One writer connection (the pipeline thread) does
+# group commits: a batch of frames, their dedup states and the PUBACKed deletions in one
+# transaction. The MQTT thread reads with its own connection (WAL readers never block
+# the writer). Rows get AUTOINCREMENT ids, so ids never go back and the publisher's
+# cursor (id > last) can never skip a row, even after the table was emptied.
+import json
+import sqlite3
+
+from gateway.dedup import SeqState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                                   payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seqstate (node TEXT PRIMARY KEY, boot INTEGER NOT NULL, hwm INTEGER NOT NULL,
+                                     cum INTEGER NOT NULL, bits BLOB NOT NULL, gaps INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS downlink (node TEXT NOT NULL, cmd_id INTEGER NOT NULL, op TEXT NOT NULL,
+                                     arg TEXT NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY (node, cmd_id));
+CREATE TABLE IF NOT EXISTS cmd_counter (node TEXT PRIMARY KEY, last INTEGER NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    def __init__(self, reason, detail):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason  # "disk_full" or "storage"
+
+
+def _reason(err):
+    text = str(err).lower()
+    return "disk_full" if "full" in text or "no space" in text else "storage"
+
+
+class Store:
+    def __init__(self, path, max_bytes=0):
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self.db = None
+        self.open()
+
+    def open(self):
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # the ACK to the node promises the frame is on disk
+        db.execute("PRAGMA busy_timeout=5000")
+        if self.max_bytes:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count={max(16, self.max_bytes // page)}")
+        db.executescript(SCHEMA)
+        self.db = db
+
+    def close(self):
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    # ------------------------------------------------------------ loading at start
+
+    def depth(self):
+        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def seq_states(self):
+        return {row[0]: SeqState.from_row(*row[1:])
+                for row in self.db.execute("SELECT node, boot, hwm, cum, bits, gaps FROM seqstate")}
+
+    def downlink(self):
+        # -> {node: [(cmd_id, op, arg, attempts)]} oldest first, and {node: last cmd_id}
+        queued = {}
+        for node, cmd_id, op, arg, attempts in self.db.execute(
+                "SELECT node, cmd_id, op, arg, attempts FROM downlink ORDER BY node, cmd_id"):
+            queued.setdefault(node, []).append((cmd_id, op, json.loads(arg), attempts))
+        counters = dict(self.db.execute("SELECT node, last FROM cmd_counter"))
+        return queued, counters
+
+    # ------------------------------------------------------------ the group commit
+
+    def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=()):
+        # rows: [(topic, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
+        # dl_put: [(node, cmd_id, op, arg, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)].
+        # All or nothing; raises StoreError (disk full, I/O) after rolling back.
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if deletes:
+                db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deletes])
+            if rows:
+                db.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", rows)
+            if states:
+                db.executemany("INSERT OR REPLACE INTO seqstate VALUES (?, ?, ?, ?, ?, ?)",
+                               [(node, *st.to_row()) for node, st in states])
+            if dl_put:
+                db.executemany("INSERT OR REPLACE INTO downlink VALUES (?, ?, ?, ?, ?)",
+                               [(n, c, op, json.dumps(arg), a) for n, c, op, arg, a in dl_put])
+            if dl_del:
+                db.executemany("DELETE FROM downlink WHERE node = ? AND cmd_id = ?", dl_del)
+            if counters:
+                db.executemany("INSERT OR REPLACE INTO cmd_counter VALUES (?, ?)", counters)
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                self.open()  # the connection may be unusable after an I/O error
+            raise StoreError(_reason(e), str(e)) from None
+
+
+class Reader:
+    # The publisher's view: rows after a cursor, in id (= arrival) order.
+    def __init__(self, path):
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout=5000")
+
+    def after(self, last_id, limit):
+        return self.db.execute("SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                               (last_id, limit)).fetchall()
+
+    def close(self):
+        self.db.close()

@@ -1,0 +1,156 @@
+# Fixtures for the gateway tests: keys, configs, a persistent-session subscriber, the
+# gateway in-process (fast) or as a real `citynode gateway` process (for kill -9).
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway import config
+from gateway.daemon import Gateway
+from gateway.keys import format_keys
+from tests.support.broker import free_port
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NODES = {"sew-01": bytes(range(16)), "sew-02": bytes(range(1, 33)), "air-03": bytes(range(7, 27))}
+
+
+def write_config(directory, broker_url, udp="127.0.0.1:0", extra_top="", serial=(), mqtt_extra="", **sections):
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "keys.toml").write_text(format_keys(NODES))
+    ingest = f'[[ingest]]\nkind = "udp"\nlisten = "{udp}"\n' if udp else ""
+    for port in serial:
+        ingest += f'[[ingest]]\nkind = "serial"\nport = "{port}"\nbaudrate = 115200\n'
+    text = (
+        f'[gateway]\nid = "gw-test"\ndata_dir = "var"\n{extra_top}\n'
+        f'[mqtt]\nurl = "{broker_url}"\ntopic_prefix = "cn"\nreconnect_min_s = 0.1\nreconnect_max_s = 0.5\n'
+        f"state_interval_s = 0.5\nkeepalive_s = 5\n{mqtt_extra}\n"
+        f"{ingest}\n"
+        '[nodes]\nkeys_file = "keys.toml"\n'
+    )
+    for name, body in sections.items():
+        text += f"\n[{name}]\n{body}\n"
+    path = directory / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+class Subscriber:
+    # A consumer with a persistent session (it must not miss messages across a broker
+    # restart), collecting everything under the prefix.
+    def __init__(self, port, topic="cn/#", client_id=None):
+        self.messages = []
+        self.lock = threading.Lock()
+        self.topic = topic
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{os.getpid()}-{port}",
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.c.on_message = self._on_message
+        self.c.reconnect_delay_set(0.05, 0.3)
+        self.c.connect("127.0.0.1", port, keepalive=5)
+        self.c.loop_start()
+        self.wait(lambda: self.c.is_connected(), 10)
+
+    def _on_message(self, c, u, msg):
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def on(self, suffix):
+        with self.lock:
+            return [(t, json.loads(p)) for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def ups(self):
+        return [j for _, j in self.on("/up")]
+
+    def keys_up(self):
+        return {(j["node"], j["boot"], j["seq"]) for j in self.ups()}
+
+    def wait(self, pred, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return pred()
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.fixture
+def subscriber(mosquitto):
+    s = Subscriber(mosquitto.port)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path, mosquitto):
+    started = []
+
+    def make(udp="127.0.0.1:0", **kw):
+        path = write_config(tmp_path / "gw", mosquitto.url, udp=udp, **kw)
+        gw = Gateway(config.load(path)).start()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        if gw.started and not gw._stop.is_set():
+            gw.stop()
+
+
+class GatewayProcess:
+    # `python -m tools.cli gateway --config FILE` as a child process we can kill -9.
+    def __init__(self, config_path, env=None):
+        self.config_path = config_path
+        self.env = env
+        self.proc = None
+        self.log = pathlib.Path(config_path).parent / "gateway.log"
+
+    def start(self, wait_port=None):
+        env = dict(os.environ, PYTHONPATH=str(REPO), **(self.env or {}))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "gateway", "--config",
+                                          str(self.config_path)], cwd=REPO, env=env, stdout=log, stderr=log)
+        if wait_port:
+            import socket
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    try:
+                        s.bind(("127.0.0.1", wait_port))
+                    except OSError:
+                        return self  # the gateway holds the port now
+                assert self.proc.poll() is None, self.log.read_text()[-2000:]
+                time.sleep(0.05)
+            raise AssertionError("gateway did not bind its UDP port: " + self.log.read_text()[-2000:])
+        return self
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+
+@pytest.fixture
+def udp_port():
+    import socket
+    return free_port(socket.SOCK_DGRAM)

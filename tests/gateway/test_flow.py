@@ -1,0 +1,108 @@
+# Normal flow through a real mosquitto: UDP frames -> verified -> outbox -> ACK -> MQTT,
+# with the contract payloads of ARCHITECTURE.md.
+import base64
+import datetime
+import json
+import time
+
+import cbor2
+import pytest
+
+from gateway import config
+from gateway.daemon import Gateway
+from protocol import message
+from tests.gateway.conftest import NODES, Subscriber, write_config
+from tests.support.udpnode import UdpNode, level_m, run_nodes
+
+pytestmark = pytest.mark.integration
+
+
+def test_normal_flow_contract_payloads(gateway_factory, subscriber):
+    gw = gateway_factory()
+    addr = gw.udp_addresses[0]
+    nodes = [UdpNode(n, k, addr) for n, k in NODES.items()]
+    assert all(run_nodes(nodes, 50, deadline_s=30))
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) == 150)
+    ups = subscriber.ups()
+    assert len(ups) == 150  # no duplicates in a calm run
+    for node in NODES:
+        seqs = [u["seq"] for u in ups if u["node"] == node]
+        assert seqs == list(range(50))  # per-node order
+    up = next(u for u in ups if u["node"] == "sew-01" and u["seq"] == 7)
+    assert set(up) >= {"node", "boot", "seq", "time", "received", "gateway", "senml", "frame", "time_source"}
+    assert up["gateway"] == "gw-test" and up["boot"] == 1 and up["time_source"] == "received"
+    assert datetime.datetime.fromisoformat(up["time"].replace("Z", "+00:00")).tzinfo is not None
+    assert up["senml"][0]["bn"] == "sew-01:" and up["senml"][0]["n"] == "l"
+    assert up["senml"][0]["v"] == level_m(7) and up["senml"][0]["u"] == "m"
+    # the frame is the node's own bytes: a consumer verifies the MAC without trusting the gateway
+    raw = base64.b64decode(up["frame"])
+    m = message.decode(raw, lambda n: NODES.get(n), cbor2.loads)
+    assert (m["node"], m["boot"], m["seq"]) == ("sew-01", 1, 7)
+    c = gw.counters()
+    assert c["accepted"] == 150 and c["rejected"] == {} and c["forwarded"] >= 150
+    # retained node state and gateway state
+    assert subscriber.wait(lambda: any(t == "cn/nodes/sew-01/state" for t, _ in subscriber.on("/state")
+                                       if _["accepted"] == 50))
+    st = [j for t, j in subscriber.on("/state") if t == "cn/nodes/sew-01/state"][-1]
+    assert st["firmware"] == "test-0.1" and st["reset_cause"] == "power" and st["battery_v"] == 3.7
+    assert st["link"].startswith("udp 127.0.0.1:") and st["gaps"] == 0 and st["interval_s"] == 60
+    gws = [j for t, j in subscriber.on("/state") if t == "cn/gateways/gw-test/state"]
+    assert gws and gws[-1]["state"] == "online" and "counters" in gws[-1]
+    assert subscriber.wait(lambda: gw.counters()["outbox_depth"] == 0, 5)
+    gw.stop()
+    assert subscriber.wait(lambda: [j for t, j in subscriber.on("/state")
+                                    if t == "cn/gateways/gw-test/state"][-1]["state"] == "offline", 5)
+
+
+def test_duplicates_acked_not_forwarded_and_state_survives_restart(tmp_path, mosquitto, subscriber):
+    path = write_config(tmp_path / "gw", mosquitto.url)
+    gw = Gateway(config.load(path)).start()
+    node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+    assert node.run(20, deadline_s=20)
+    assert subscriber.wait(lambda: len(subscriber.ups()) == 20)
+    gw.stop()
+    # a new gateway process on the same data_dir: the dedup window is on disk
+    gw = Gateway(config.load(path)).start()
+    node.gateway = gw.udp_addresses[0]
+    node.acked.clear()
+    node.cum = -1
+    assert node.run(25, deadline_s=20)  # seqs 0..19 again (retransmissions) plus 5 new
+    assert subscriber.wait(lambda: len(subscriber.ups()) >= 25)
+    c = gw.counters()
+    assert c["duplicates"] >= 20 and c["accepted"] == 5
+    assert sorted(u["seq"] for u in subscriber.ups()) == list(range(25))
+    gw.stop()
+
+
+def test_sensorthings_observations(tmp_path, mosquitto):
+    path = write_config(tmp_path / "gw", mosquitto.url)
+    with open(path, "a") as f:
+        f.write('\n[[sensorthings]]\nnode = "sew-02"\nreading = "l"\ndatastream = 42\n'
+                '\n[aggregate]\nwindow_s = 0.2\n')
+    sub_all = Subscriber(mosquitto.port, topic="#", client_id="st-sub")
+    gw = Gateway(config.load(path)).start()
+    try:
+        node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
+        for i in range(3):  # three aggregate windows
+            assert node.run(4, start=i * 4, deadline_s=10)
+            time.sleep(0.25)
+        assert sub_all.wait(lambda: len(sub_all.on("/Observations")) == 12)
+        obs = [j for _, j in sub_all.on("v1.1/Datastreams(42)/Observations")]
+        assert len(obs) == 12
+        o = obs[3]
+        assert o["result"] == level_m(o["parameters"]["seq"]) and o["parameters"]["node"] == "sew-02"
+        assert set(o) == {"phenomenonTime", "resultTime", "result", "parameters"} and "frame" in o["parameters"]
+        assert sub_all.wait(lambda: len(sub_all.on("/agg")) >= 2)
+        agg = sub_all.on("cn/nodes/sew-02/agg")[0][1]
+        r = agg["readings"]["l"]
+        assert r["min"] <= r["mean"] <= r["max"] and r["count"] >= 1 and r["u"] == "m"
+    finally:
+        gw.stop()
+        sub_all.close()
+
+
+def test_gateway_state_is_json(gateway_factory, subscriber):
+    gateway_factory()
+    assert subscriber.wait(lambda: subscriber.on("/gateways/gw-test/state"))
+    _, st = subscriber.on("/gateways/gw-test/state")[0]
+    assert st["state"] == "online" and st["alarms"] == [] and json.dumps(st)
