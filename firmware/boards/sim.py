@@ -1,0 +1,206 @@
+# The sim board: the simulated world's sensors on fake buses, a virtual clock, a watchdog
+# that bites in virtual time, flash as a host folder whose writes a test can cut off
+# mid-way (power loss), resets that survive as a reset cause, and an uplink chosen by the
+# caller (an in-process gateway, UDP, or this process's stdin/stdout as a serial line).
+import os
+import sys
+
+from firmware.boards.sim_devices import BME280Sim, EchoSensor, I2CBus, LoopAdc, UltrasonicUart
+from firmware.boards.sim_world import VirtualClock, World
+from firmware.node import Reset
+
+
+class PowerCut(BaseException):
+    # the supply died: nothing after this point happened
+    pass
+
+
+class _CutFile:
+    # a flash file whose writes stop after the board's byte budget runs out
+    def __init__(self, board, f):
+        self._b = board
+        self._f = f
+
+    def write(self, data):
+        budget = self._b.cut_after
+        if budget is not None:
+            if len(data) >= budget:
+                self._f.write(bytes(data[:budget]))
+                self._f.flush()
+                self._b.cut_after = None
+                raise PowerCut()
+            self._b.cut_after = budget - len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self._f.close()
+
+
+class SimWatchdog:
+    def __init__(self, clock, timeout_ms):
+        self.clock = clock
+        self.timeout_ms = timeout_ms
+        self.last = clock.ms()
+
+    def feed(self):
+        now = self.clock.ms()
+        if now - self.last > self.timeout_ms:
+            raise Reset("watchdog")  # the hardware would have reset the chip by now
+        self.last = now
+
+
+class StdioUart:
+    # This process's stdin/stdout (or given fds' streams) as a UART: a virtual board on a pty
+    def __init__(self, rx=None, tx=None):
+        import select
+
+        self.rx = rx or sys.stdin.buffer
+        self.tx = tx or sys.stdout.buffer
+        self._poll = select.poll()
+        self._poll.register(self.rx, select.POLLIN)
+
+    def any(self):
+        return 1 if self._poll.poll(0) else 0
+
+    def readinto(self, buf):
+        if not self._poll.poll(0):
+            return None
+        b = self.rx.read(1)  # one byte per readiness: never blocks
+        if not b:
+            return None
+        buf[0] = b[0]
+        return 1
+
+    def write(self, data):
+        n = self.tx.write(data)
+        self.tx.flush()
+        return n
+
+
+class SimBoard:
+    name = "sim"
+
+    def __init__(self, flash_dir, world=None, clock=None, uplink=None, log=None, bme280=True, **world_params):
+        self.clock = clock or (world.clock if world else VirtualClock())
+        self.world = world or World(self.clock, **world_params)
+        self.flash_dir = flash_dir
+        try:
+            os.mkdir(flash_dir)
+        except OSError:
+            pass
+        self.bme280 = BME280Sim(self.world, clock=self.clock)
+        self.bme280.present = bme280
+        self.i2c_bus = I2CBus({0x76: self.bme280})
+        self.ultrasonic = UltrasonicUart(self.world, self.clock)
+        self.echo = EchoSensor(self.world, self.clock)
+        self.loop = LoopAdc(self.world)
+        self.uplink_link = uplink
+        self._log = log
+        self.logs = []
+        self.cut_after = None  # bytes of flash writes left before a power cut (None: no cut)
+        self.resets = []
+
+    # ---- storage
+    def path(self, name):
+        return self.flash_dir + "/" + name
+
+    def open(self, path, mode="r"):
+        return _CutFile(self, open(path, mode))
+
+    # ---- buses and sensors
+    def i2c(self, settings=None):
+        return self.i2c_bus
+
+    def sensor_uart(self, settings=None):
+        return self.ultrasonic
+
+    def echo_pins(self, settings=None):
+        e = self.echo
+        return e.trigger, e.echo, e.time_pulse_us, e.sleep_us
+
+    def adc(self, settings=None):
+        s = settings or {}
+        lp = self.loop
+        lp.shunt_ohm = s.get("shunt_ohm", 150)
+        lp.span_mm = s.get("span_mm", 5000)
+        lp.offset_mm = s.get("offset_mm", 0)
+        return lp
+
+    def battery_mv(self):
+        return self.world.battery_mv()
+
+    # ---- power, watchdog, resets
+    def watchdog(self, timeout_ms):
+        return SimWatchdog(self.clock, timeout_ms)
+
+    def _mark(self, cause):
+        with open(self.path("_reset_cause"), "w") as f:
+            f.write(cause)
+        self.resets.append(cause)
+
+    def reset_cause(self):
+        try:
+            with open(self.path("_reset_cause")) as f:
+                cause = f.read()
+            os.remove(self.path("_reset_cause"))
+            return cause
+        except OSError:
+            return "power_on"
+
+    def reset(self):
+        self._mark("soft")
+        raise Reset("soft")
+
+    def deepsleep(self, ms):
+        self.clock.sleep_ms(ms)
+        self._mark("deepsleep")
+        raise Reset("deepsleep")
+
+    def sleep_ms(self, ms, light=True):
+        self.clock.sleep_ms(ms)
+
+    def watchdog_bite(self):
+        self._mark("watchdog")
+
+    # ---- uplink and console
+    def uplink(self, cfg):
+        return self.uplink_link
+
+    def log(self, text):
+        self.logs.append(text)
+        if len(self.logs) > 200:
+            self.logs = self.logs[-100:]
+        if self._log is not None:
+            self._log(text)
+
+
+def run(board, cfg, until_ms, link=None, max_boots=100):
+    # Boot and run a node until virtual time until_ms, rebooting it like hardware would
+    # after a reset, a watchdog bite, a deep sleep or a power cut. Returns the last Node.
+    from firmware.node import Node
+
+    node = None
+    for _ in range(max_boots):
+        if board.clock.ms() >= until_ms:
+            break
+        node = Node(board, cfg, link)
+        try:
+            node.start()
+            node.run(until_ms=until_ms)
+        except Reset as r:
+            if r.cause == "watchdog":
+                board.watchdog_bite()
+            board.clock.sleep_ms(200)  # boot time
+            continue
+        except PowerCut:
+            node.buffer.close()
+            board.clock.sleep_ms(1000)
+            continue
+        break
+    return node

@@ -1,0 +1,127 @@
+# The node's config on flash (config.json, written by `citynode provision`): node id,
+# key, link and interval, plus sensors, thresholds and buffer with defaults here.
+# Validated on load with one clear reason per fault; the loop only sees checked values.
+import json
+
+CONFIG_NAME = "config.json"
+
+DEFAULTS = {
+    "interval_s": 300,  # reporting interval in normal mode
+    "storm_interval_s": 30,  # sampling/reporting interval in storm mode
+    "heartbeat_s": 3600,  # report at least this often even when nothing changes
+    "board": "sim",
+    "link": {"kind": "uart"},
+    "sensors": {
+        "climate": {"kind": "bme280", "address": 0x76, "oversample": 1, "iir": 0},
+        "level": {"kind": "a02yyuw", "mount_mm": 3000, "min_mm": 250, "max_mm": 4500, "samples": 5,
+                  "max_dev_mm": 60, "delta_mm": 10},
+    },
+    "thresholds": {"alarm_mm": 2200, "storm_mm": 1200, "rise_mm_min": 20, "hysteresis_mm": 100},
+    "buffer_slots": 512,
+    "slot_bytes": 256,
+    "watchdog_ms": 30000,
+    "sleep": "light",  # light, deep or none
+    "safe_after": 3,  # boots in a row that never reached a healthy cycle -> safe mode
+}
+
+SENSOR_KINDS = ("bme280", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")
+_INTS = {
+    "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
+    "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),
+}
+_THRESHOLDS = ("alarm_mm", "storm_mm", "rise_mm_min", "hysteresis_mm")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base, over):
+    out = {}
+    for k in base:
+        out[k] = base[k]
+    for k in over:
+        if isinstance(out.get(k), dict) and isinstance(over[k], dict):
+            out[k] = _merge(out[k], over[k])
+        else:
+            out[k] = over[k]
+    return out
+
+
+def _int(cfg, key, lo, hi, where="config"):
+    v = cfg.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError("%s: %s must be an integer %d..%d (got %r)" % (where, key, lo, hi, v))
+    return v
+
+
+def validate(raw):
+    # raw dict (as read from flash) -> complete, checked config dict. Raises ConfigError.
+    if not isinstance(raw, dict):
+        raise ConfigError("config: not a JSON object")
+    cfg = _merge(DEFAULTS, raw)
+    node = cfg.get("node")
+    from protocol.message import check_node_id
+
+    if not check_node_id(node):
+        raise ConfigError("config: node must be 1..32 printable ASCII characters, no space / + #")
+    try:
+        key = bytes.fromhex(cfg.get("key") or "")
+    except (TypeError, ValueError):
+        raise ConfigError("config: key must be hex")
+    if not 16 <= len(key) <= 64:
+        raise ConfigError("config: key must be 16..64 bytes")
+    cfg["key_bytes"] = key
+    for k in _INTS:
+        _int(cfg, k, _INTS[k][0], _INTS[k][1])
+    if cfg["storm_interval_s"] > cfg["interval_s"]:
+        raise ConfigError("config: storm_interval_s must not exceed interval_s")
+    if cfg["sleep"] not in ("light", "deep", "none"):
+        raise ConfigError("config: sleep must be light, deep or none")
+    link = cfg["link"]
+    if not isinstance(link, dict) or link.get("kind") not in ("uart", "udp"):
+        raise ConfigError("config: link.kind must be uart or udp")
+    if link["kind"] == "udp":
+        if not isinstance(link.get("host"), str):
+            raise ConfigError("config: link.host must be the gateway's address")
+        _int(link, "port", 1, 65535, "config link")
+    th = cfg["thresholds"]
+    for k in _THRESHOLDS:
+        _int(th, k, 0, 100000, "config thresholds")
+    sensors = cfg["sensors"]
+    if not isinstance(sensors, dict):
+        raise ConfigError("config: sensors must be a map")
+    for name in sensors:
+        s = sensors[name]
+        if s is None:
+            continue
+        if not isinstance(s, dict) or s.get("kind") not in SENSOR_KINDS:
+            raise ConfigError("config: sensors.%s.kind must be one of %s" % (name, ", ".join(SENSOR_KINDS)))
+        for k in ("mount_mm", "min_mm", "max_mm", "samples", "max_dev_mm", "delta_mm", "span_mm", "shunt_ohm"):
+            if k in s:
+                _int(s, k, 1 if k in ("samples", "shunt_ohm") else 0, 100000, "config sensors.%s" % name)
+        if s.get("samples", 1) > 32:
+            raise ConfigError("config: sensors.%s.samples must be at most 32" % name)
+    return cfg
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except OSError:
+        raise ConfigError("%s: no config on flash; provision the node" % path)
+    except ValueError:
+        raise ConfigError("%s: config is not valid JSON" % path)
+    return validate(raw)
+
+
+def save(path, raw):
+    # write-then-rename so a power cut leaves the old or the new file, never half of one
+    validate(raw)
+    import os
+
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(raw))
+    os.rename(tmp, path)

@@ -1,0 +1,139 @@
+# Links to the gateway behind one small interface:
+#   send(message) -> bool    one COSE message out (False: the link could not take it)
+#   poll(timeout_ms) -> list messages that arrived (COSE bytes), waiting at most timeout_ms
+# UART frames messages with COBS + CRC (SPEC section 7) and passes console text by;
+# UDP carries one message per datagram. Rejects are counted, never raised.
+from protocol import cobs
+
+
+class UartLink:
+    def __init__(self, uart, clock=None):
+        # uart: machine.UART-like (write, any, readinto)
+        self.uart = uart
+        self.clock = clock
+        self.deframer = cobs.Deframer()
+        self._rx = bytearray(64)
+        self.counts = {"sent": 0, "received": 0, "text": 0, "noise": 0, "error": 0}
+        self.name = "uart"
+
+    def send(self, message):
+        try:
+            self.uart.write(cobs.encode(message))
+        except OSError:
+            self.counts["error"] += 1
+            return False
+        self.counts["sent"] += 1
+        return True
+
+    def _read(self, out):
+        while self.uart.any():
+            n = self.uart.readinto(self._rx)
+            if not n:
+                break
+            for ev in self.deframer.feed(self._rx[:n]):
+                if ev[0] == "frame":
+                    out.append(ev[1])
+                    self.counts["received"] += 1
+                elif ev[0] == "text":
+                    self.counts["text"] += 1
+                else:
+                    self.counts["noise"] += 1
+
+    def poll(self, timeout_ms):
+        out = []
+        waited = 0
+        while True:
+            self._read(out)
+            if out or waited >= timeout_ms:
+                return out
+            step = min(10, timeout_ms - waited)
+            if self.clock is not None:
+                self.clock.sleep_ms(step)
+            else:
+                import time
+
+                time.sleep(step / 1000)
+            waited += step
+
+
+class UdpLink:
+    def __init__(self, host, port, sock=None, local_port=0):
+        import socket
+
+        self.addr = socket.getaddrinfo(host, port)[0][-1]
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            local = "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
+            sock.bind(socket.getaddrinfo(local, local_port)[0][-1])
+        self.sock = sock
+        import select
+
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0}
+        self.name = "udp"
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def send(self, message):
+        try:
+            self.sock.sendto(message, self.addr)
+        except OSError:  # no route, interface down, ECONNREFUSED from an earlier datagram
+            self.counts["error"] += 1
+            return False
+        self.counts["sent"] += 1
+        return True
+
+    def poll(self, timeout_ms):
+        out = []
+        wait = timeout_ms
+        while self._poller.poll(wait):
+            wait = 0
+            try:
+                data = self.sock.recv(cobs.MAX_MESSAGE + 1)
+            except OSError:
+                self.counts["error"] += 1
+                break
+            if len(data) > cobs.MAX_MESSAGE:
+                self.counts["oversize"] += 1
+                continue
+            out.append(data)
+            self.counts["received"] += 1
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+class SimLink:
+    # The sim board's uplink: hands each message to `peer` (a callable: message -> list of
+    # replies, e.g. a gateway in the same process) unless the world says the link is down.
+    def __init__(self, world, clock, peer):
+        self.world = world
+        self.clock = clock
+        self.peer = peer
+        self._inbox = []
+        self.counts = {"sent": 0, "received": 0, "lost": 0}
+        self.name = "sim"
+
+    def send(self, message):
+        if not self.world.link_up():
+            self.counts["lost"] += 1
+            return True  # a radio cannot tell: the datagram just goes nowhere
+        self.counts["sent"] += 1
+        for r in self.peer(message):
+            self._inbox.append(r)
+        return True
+
+    def poll(self, timeout_ms):
+        if not self._inbox:
+            self.clock.sleep_ms(timeout_ms)
+            return []
+        out = self._inbox
+        self._inbox = []
+        if not self.world.link_up():
+            self.counts["lost"] += len(out)
+            return []
+        self.counts["received"] += len(out)
+        return out

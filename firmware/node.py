@@ -1,0 +1,366 @@
+# The node: boot bookkeeping, the sampling loop, storm mode and alarms, the offline
+# buffer and its backlog, ACKs and commands. Runs on any board (esp32, rp2, linux, sim).
+#
+# Every frame goes to the flash buffer before it is sent; the gateway's ACK removes it.
+# Unacknowledged frames are resent oldest first with the exact same bytes. While no ACK
+# comes back (link down) the node only probes with the oldest frame each cycle and marks
+# new frames as backlog, so the gateway dates them from uptime, not from arrival.
+from firmware import filters
+from firmware.buffer import Buffer
+from firmware.sampler import Sampler
+from firmware.state import State
+from protocol import message as msg
+from protocol.cbor import FrameError
+
+FIRMWARE_VERSION = "0.1.0"
+WINDOW = 8  # frames in flight while the gateway answers
+RETRY_MS = 3000  # resend a frame not acknowledged after this long
+ACK_WAIT_MS = 300  # how long to listen after sending
+OFFLINE_AFTER = 3  # sends in a row without any ACK: the link is down
+HEALTHY_AFTER = 2  # cycles that must complete before a boot counts as good
+CYCLE_BUDGET = 40  # send/listen rounds per cycle for draining a backlog
+
+
+class Reset(Exception):
+    # raised by a board's reset()/deepsleep() where the hardware would restart (sim, tests)
+    def __init__(self, cause):
+        super().__init__(cause)
+        self.cause = cause
+
+
+class Node:
+    def __init__(self, board, cfg, link=None):
+        self.board = board
+        self.cfg = cfg
+        self.clock = board.clock
+        self.node_id = cfg["node"]
+        self.key = cfg["key_bytes"]
+        self.interval_ms = cfg["interval_s"] * 1000
+        self.storm_interval_ms = cfg["storm_interval_s"] * 1000
+        th = cfg["thresholds"]
+        self.alarm_mm = th["alarm_mm"]
+        self.storm_mm = th["storm_mm"]
+        self.rise_mm_min = th["rise_mm_min"]
+        self.hysteresis_mm = th["hysteresis_mm"]
+        self.state = State(board.path("state.json"), board.open)
+        self.buffer = Buffer(board.path("buffer.bin"), cfg["buffer_slots"], cfg["slot_bytes"], board.open)
+        self.sent_ms = [None] * cfg["buffer_slots"]  # when each slot was last sent
+        self.link = link
+        self.sampler = None
+        self.wdt = None
+        self.boot = 0
+        self.seq = 0
+        self.safe = False
+        self.storm = False
+        self.alarm = False
+        self.calm_cycles = 0
+        self.prev_level = None
+        self.prev_ms = 0
+        self.cycles = 0
+        self.offline = False
+        self.unanswered = 0
+        self.last_cmd_id = 0
+        self.cmd_result = None
+        self.send_info = True
+        self.force_report = False
+        self.reboot_pending = False
+        self.last_report_ms = None
+        self.counts = {"frames": 0, "acked": 0, "resent": 0, "rejects": 0, "cmd_ignored": 0, "loop_errors": 0}
+        self.rejects = {}
+        self.reset_cause = "unknown"
+
+    # ------------------------------------------------------------ boot
+
+    def start(self):
+        st = self.state.load()
+        cause = self.board.reset_cause()
+        note = st.get("note")
+        if note:
+            cause = note
+        if cause == "deepsleep" and st.get("sleeping"):
+            # same boot, woken from deep sleep: continue its sequence numbers
+            self.boot = st["boot"]
+            self.seq = st.get("seq", 0)
+            self.last_cmd_id = st.get("cmd", 0)
+            self.send_info = False
+            unhealthy = st.get("unhealthy", 0)
+        else:
+            self.boot = st.get("boot", 0) + 1
+            unhealthy = st.get("unhealthy", 0) + 1  # cleared once this boot proves healthy
+        self.reset_cause = cause
+        self.safe = unhealthy > self.cfg["safe_after"]
+        # the new boot counter is on flash before any frame carries it
+        self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None)
+        self.wdt = self.board.watchdog(self.cfg["watchdog_ms"])
+        if self.link is None:
+            self.link = self.board.uplink(self.cfg)
+        if not self.safe:
+            self.sampler = Sampler(self.board, self.cfg)
+        self.board.log("citynode %s node %s boot %d reset %s%s" % (
+            FIRMWARE_VERSION, self.node_id, self.boot, cause, " SAFE MODE" if self.safe else ""))
+
+    # ------------------------------------------------------------ one cycle
+
+    def cycle(self):
+        # Sample, maybe report, transmit, listen. Returns ms until the next cycle.
+        self.feed()
+        now = self.clock.ms()
+        report = self.force_report or self.send_info or self.cmd_result is not None
+        if self.safe:
+            report = report or self.last_report_ms is None or now - self.last_report_ms >= self.interval_ms
+        else:
+            self.sampler.sample()
+            self.feed()
+            report = self._evaluate(now) or report
+        if report:
+            self.report()
+        self.transmit()
+        self.cycles += 1
+        if self.cycles == HEALTHY_AFTER:
+            self.state.save(unhealthy=0)
+        if self.reboot_pending:
+            self.board.log("rebooting on command")
+            self.state.save(note="command")
+            self.board.reset()
+        return self.storm_interval_ms if self.storm or self.alarm else self.interval_ms
+
+    def _evaluate(self, now):
+        # storm mode with hysteresis and the alarm threshold; -> True when a frame is due
+        s = self.sampler
+        lvl = s.level_mm
+        due = False
+        if lvl is not None and (s.level_q is None or s.level_q[2] != filters.FAULT):
+            rise = 0
+            if self.prev_level is not None:
+                rise = (lvl - self.prev_level) * 60000 // max(1, now - self.prev_ms)
+            self.prev_level = lvl
+            self.prev_ms = now
+            if not self.storm and (lvl >= self.storm_mm or rise >= self.rise_mm_min):
+                self.storm = True
+                self.calm_cycles = 0
+                self.board.log("storm mode on: level %d mm, rising %d mm/min" % (lvl, rise))
+            elif self.storm:
+                calm = lvl < self.storm_mm - self.hysteresis_mm and rise < self.rise_mm_min // 2
+                self.calm_cycles = self.calm_cycles + 1 if calm else 0
+                if self.calm_cycles >= 3:
+                    self.storm = False
+                    self.board.log("storm mode off: level %d mm" % lvl)
+            if not self.alarm and lvl >= self.alarm_mm:
+                self.alarm = True
+                due = True  # an alarm goes out at once
+                self.board.log("ALARM: level %d mm >= %d mm" % (lvl, self.alarm_mm))
+            elif self.alarm and lvl < self.alarm_mm - self.hysteresis_mm:
+                self.alarm = False
+                due = True
+                self.board.log("alarm cleared: level %d mm" % lvl)
+        if self.storm:
+            due = True
+        if s.reporter.due(lvl, now):
+            due = True
+        return due
+
+    def report(self):
+        # Encode one data frame, store it in the buffer, and let transmit() send it
+        now = self.clock.ms()
+        battery = self.board.battery_mv()
+        if self.safe:
+            from protocol.senml import record
+
+            recs = [record("b", battery / 1000)] if battery is not None else [record("status", "safe")]
+            quality = None
+        else:
+            recs, quality = self.sampler.records(battery)
+            if not recs:
+                recs = [record_status("no sensor")]
+            self.sampler.reporter.reported(self.sampler.level_mm, now)
+        flags = (msg.F_STORM if self.storm else 0) | (msg.F_ALARM if self.alarm else 0)
+        flags |= (msg.F_SAFE if self.safe else 0) | (msg.F_BACKLOG if self.offline else 0)
+        info = None
+        if self.send_info:
+            info = {msg.I_FW: FIRMWARE_VERSION, msg.I_RESET: self.reset_cause, msg.I_BOARD: self.board.name,
+                    msg.I_INTERVAL: self.interval_ms // 1000}
+        frame = msg.encode_data(self.key, self.node_id, self.boot, self.seq, now, recs,
+                                time_s=self.clock.time_s(), quality=quality, flags=flags, info=info,
+                                cmd_result=self.cmd_result)
+        slot = self.buffer.put(self.boot, self.seq, frame)
+        if slot < 0:
+            self.link.send(frame)  # too big for a slot: live only
+        else:
+            self.sent_ms[slot] = None
+        self.seq += 1
+        self.counts["frames"] += 1
+        self.send_info = False
+        self.cmd_result = None
+        self.force_report = False
+        self.last_report_ms = now
+        return frame
+
+    # ------------------------------------------------------------ link
+
+    def pump(self):
+        # Send what is due from the buffer, oldest first. Returns frames sent.
+        now = self.clock.ms()
+        limit = 1 if self.offline else WINDOW
+        sent = inflight = 0
+        pos = 0
+        buf = self.buffer
+        while sent + inflight < limit:
+            slot, pos = buf.oldest(pos)
+            if slot < 0:
+                break
+            pos += 1
+            last = self.sent_ms[slot]
+            if last is not None and now - last < RETRY_MS:
+                inflight += 1
+                continue
+            if last is not None:
+                self.counts["resent"] += 1
+            self.link.send(buf.frame(slot))
+            self.sent_ms[slot] = now
+            sent += 1
+            self.unanswered += 1
+            if self.unanswered >= OFFLINE_AFTER and not self.offline:
+                self.offline = True
+                self.board.log("link down: no ACK for %d frames" % self.unanswered)
+        return sent
+
+    def transmit(self):
+        # Send and listen until the buffer is empty, the link is quiet, or the budget is spent
+        for _ in range(CYCLE_BUDGET):
+            self.feed()
+            sent = self.pump()
+            if not sent and not self.buffer.live:
+                break
+            got = self.receive(self.link.poll(ACK_WAIT_MS))
+            if not got and not sent:
+                break
+            if not got and self.offline:
+                break
+
+    def receive(self, messages):
+        n = 0
+        for m in messages:
+            try:
+                d = msg.decode(m, self._key_for)
+            except FrameError as e:
+                self.counts["rejects"] += 1
+                self.rejects[e.reason] = self.rejects.get(e.reason, 0) + 1
+                continue
+            n += 1
+            if d["type"] == "ack":
+                self.counts["acked"] += self.buffer.ack(d["boot"], d["seq"], d["cum"])
+                self.unanswered = 0
+                if self.offline:
+                    self.offline = False
+                    self.board.log("link up: %d frames in backlog" % self.buffer.live)
+            elif d["type"] == "cmd":
+                self.command(d)
+        return n
+
+    def _key_for(self, node):
+        return self.key if node == self.node_id else None
+
+    # ------------------------------------------------------------ commands
+
+    def command(self, d):
+        cmd_id = d["cmd_id"]
+        if d["boot"] != self.boot or cmd_id <= self.last_cmd_id:
+            self.counts["cmd_ignored"] += 1  # another boot's command, or a replay
+            return
+        self.last_cmd_id = cmd_id
+        op = d["op"]
+        arg = d["arg"]
+        status = 1
+        if op == "interval":
+            if isinstance(arg, int) and not isinstance(arg, bool) and 1 <= arg <= 86400:
+                self.interval_ms = arg * 1000
+                self.storm_interval_ms = min(self.storm_interval_ms, self.interval_ms)
+                self.send_info = True
+                status = 0
+        elif op == "thresholds":
+            status = self._thresholds(arg)
+        elif op == "time":
+            if isinstance(arg, int) and not isinstance(arg, bool) and arg > 0:
+                self.clock.set_time(arg)
+                status = 0
+        elif op == "reboot":
+            self.reboot_pending = True
+            status = 0
+        else:
+            status = 2
+        self.cmd_result = [cmd_id, status]
+        self.force_report = True
+        self.board.log("command %d %s -> %d" % (cmd_id, op, status))
+        if self.reboot_pending:
+            self.report()  # the result must leave before the reset
+
+    def _thresholds(self, arg):
+        if not isinstance(arg, dict) or not arg:
+            return 1
+        new = {}
+        for k in arg:
+            v = arg[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                return 1
+            if k == "alarm_m" and v <= 100:
+                new["alarm_mm"] = int(v * 1000)
+            elif k == "storm_m" and v <= 100:
+                new["storm_mm"] = int(v * 1000)
+            elif k == "rise_mm_min" and v <= 100000:
+                new["rise_mm_min"] = int(v)
+            else:
+                return 1
+        for k in new:
+            setattr(self, k, new[k])
+        return 0
+
+    # ------------------------------------------------------------ running
+
+    def feed(self):
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    def sleep(self, ms):
+        # light sleep in slices the watchdog survives; deep sleep saves what the wake needs
+        mode = self.cfg["sleep"]
+        if mode == "deep" and hasattr(self.board, "deepsleep") and not self.buffer.live:
+            self.state.save(sleeping=True, seq=self.seq, cmd=self.last_cmd_id)
+            self.board.deepsleep(ms)
+            return
+        step = max(1, self.cfg["watchdog_ms"] // 2)
+        while ms > 0:
+            self.feed()
+            self.board.sleep_ms(min(ms, step), mode == "light")
+            ms -= step
+
+    def run(self, until_ms=None, max_cycles=None):
+        # The main loop. One try/except at its boundary: a failing cycle is counted, logged
+        # and retried; many in a row reset the board (the watchdog would anyway).
+        errors = 0
+        while True:
+            if until_ms is not None and self.clock.ms() >= until_ms:
+                return
+            if max_cycles is not None and self.cycles >= max_cycles:
+                return
+            try:
+                wait = self.cycle()
+                errors = 0
+            except Reset:
+                raise
+            except Exception as e:  # noqa: BLE001 - the loop must survive any one bad cycle
+                errors += 1
+                self.counts["loop_errors"] += 1
+                self.board.log("cycle failed: %r" % (e,))
+                if errors >= 5:
+                    self.state.save(note="loop_errors")
+                    self.board.reset()
+                wait = 5000
+            if until_ms is not None:
+                wait = min(wait, max(0, until_ms - self.clock.ms()))
+            self.sleep(wait)
+
+
+def record_status(text):
+    from protocol.senml import record
+
+    return record("status", text)

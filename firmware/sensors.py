@@ -1,0 +1,51 @@
+# Sensor registry: config kind -> factory(board, settings) -> driver. A new sensor is one
+# driver file and one entry here. Drivers are imported only when configured (RAM).
+
+
+def _bme280(board, s):
+    from firmware.drivers.bme280 import BME280
+
+    o = s.get("oversample", 1)
+    return BME280(board.i2c(s), s.get("address", 0x76), oversample_t=o, oversample_p=o, oversample_h=o,
+                  iir=s.get("iir", 0), clock=board.clock)
+
+
+def _uart_ultrasonic(board, s):
+    from firmware.drivers.a02yyuw import A02YYUW
+
+    return A02YYUW(board.sensor_uart(s), min_mm=s.get("min_mm", 30), max_mm=s.get("max_mm", 4500),
+                   clock=board.clock)
+
+
+def _echo(board, s):
+    from firmware.drivers.hcsr04 import HCSR04
+
+    trigger, echo, pulse, sleep_us = board.echo_pins(s)
+    return HCSR04(trigger, echo, min_mm=s.get("min_mm", 20), max_mm=s.get("max_mm", 4000),
+                  timeout_us=s.get("timeout_us", 30000), time_pulse_us=pulse, sleep_us=sleep_us)
+
+
+def _hydrostatic(board, s):
+    from firmware.drivers.hydrostatic import Hydrostatic
+
+    return Hydrostatic(board.adc(s), shunt_ohm=s.get("shunt_ohm", 150), vref_mv=s.get("vref_mv", 3300),
+                       span_mm=s.get("span_mm", 5000), offset_mm=s.get("offset_mm", 0))
+
+
+REGISTRY = {
+    "bme280": _bme280,
+    "a02yyuw": _uart_ultrasonic,
+    "jsn_sr04t": _uart_ultrasonic,  # mode 2 speaks the same 0xFF H L SUM frames
+    "hcsr04": _echo,
+    "hydrostatic": _hydrostatic,
+}
+DISTANCE_KINDS = ("a02yyuw", "jsn_sr04t", "hcsr04")  # level = mount_mm - distance
+
+
+def build(board, settings):
+    # -> driver, or None with the reason printed (a missing sensor is a fault, not a crash)
+    try:
+        return REGISTRY[settings["kind"]](board, settings)
+    except (OSError, ValueError) as e:
+        board.log("sensor %s: %s" % (settings["kind"], e))
+        return None
