@@ -41,6 +41,9 @@ class Mosquitto:
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
+            # started as root, mosquitto drops to user "mosquitto", which cannot write its
+            # persistence file into a pytest tmp dir: a restart would lose every session
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"{self.extra_conf}\n"
         )
 
