@@ -113,7 +113,7 @@ class Node:
             self.feed()
             report = self._evaluate(now) or report
         if report:
-            self.report()
+            self.report(now)
         self.transmit()
         self.cycles += 1
         if self.cycles == HEALTHY_AFTER:
@@ -159,9 +159,10 @@ class Node:
             due = True
         return due
 
-    def report(self):
+    def report(self, cycle_ms=None):
         # Encode one data frame, store it in the buffer, and let transmit() send it
         now = self.clock.ms()
+        cycle_ms = now if cycle_ms is None else cycle_ms
         battery = self.board.battery_mv()
         if self.safe:
             from protocol.senml import record
@@ -172,7 +173,7 @@ class Node:
             recs, quality = self.sampler.records(battery)
             if not recs:
                 recs = [record_status("no sensor")]
-            self.sampler.reporter.reported(self.sampler.level_mm, now)
+            self.sampler.reporter.reported(self.sampler.level_mm, cycle_ms)
         flags = (msg.F_STORM if self.storm else 0) | (msg.F_ALARM if self.alarm else 0)
         flags |= (msg.F_SAFE if self.safe else 0) | (msg.F_BACKLOG if self.offline else 0)
         info = None
@@ -192,7 +193,7 @@ class Node:
         self.send_info = False
         self.cmd_result = None
         self.force_report = False
-        self.last_report_ms = now
+        self.last_report_ms = cycle_ms
         return frame
 
     # ------------------------------------------------------------ link
@@ -342,8 +343,10 @@ class Node:
                 return
             if max_cycles is not None and self.cycles >= max_cycles:
                 return
+            started = self.clock.ms()
             try:
-                wait = self.cycle()
+                # a fixed cadence: the time the cycle took comes off the sleep
+                wait = max(0, self.cycle() - (self.clock.ms() - started))
                 errors = 0
             except Reset:
                 raise

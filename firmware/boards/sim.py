@@ -180,27 +180,43 @@ class SimBoard:
             self._log(text)
 
 
-def run(board, cfg, until_ms, link=None, max_boots=100):
-    # Boot and run a node until virtual time until_ms, rebooting it like hardware would
-    # after a reset, a watchdog bite, a deep sleep or a power cut. Returns the last Node.
-    from firmware.node import Node
+class Runner:
+    # Runs a node on a sim board until a virtual time, and on from there in later calls;
+    # reboots it like hardware would after a reset, a watchdog bite, a deep sleep or a
+    # power cut (a new Node object: RAM is gone, flash stays).
+    def __init__(self, board, cfg, link=None):
+        self.board = board
+        self.cfg = cfg
+        self.link = link
+        self.node = None
+        self.boots = 0
 
-    node = None
-    for _ in range(max_boots):
-        if board.clock.ms() >= until_ms:
-            break
-        node = Node(board, cfg, link)
-        try:
-            node.start()
-            node.run(until_ms=until_ms)
-        except Reset as r:
-            if r.cause == "watchdog":
-                board.watchdog_bite()
-            board.clock.sleep_ms(200)  # boot time
-            continue
-        except PowerCut:
+    def run(self, until_ms, max_boots=100):
+        from firmware.node import Node
+
+        board = self.board
+        for _ in range(max_boots):
+            if self.node is None:
+                if board.clock.ms() >= until_ms:
+                    break
+                self.node = Node(board, self.cfg, self.link)
+            node = self.node
+            try:
+                if node.wdt is None:
+                    self.boots += 1
+                    node.start()
+                node.run(until_ms=until_ms)
+                return node
+            except Reset as r:
+                if r.cause == "watchdog":
+                    board.watchdog_bite()
+                board.clock.sleep_ms(200)  # boot time
+            except PowerCut:
+                board.clock.sleep_ms(1000)
             node.buffer.close()
-            board.clock.sleep_ms(1000)
-            continue
-        break
-    return node
+            self.node = None
+        return self.node
+
+
+def run(board, cfg, until_ms, link=None):
+    return Runner(board, cfg, link).run(until_ms)

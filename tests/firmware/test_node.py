@@ -1,0 +1,206 @@
+# The sampling loop on the sim board against an in-process gateway: dry weather, storm
+# and alarm, sensor faults, UART garbage, hours without a link, power cuts, watchdog,
+# safe mode, commands, boot counter.
+from protocol import message as msg
+from tests.firmware.conftest import KEY, NODE
+
+
+def contiguous(seqs):
+    return seqs == list(range(len(seqs)))
+
+
+def test_dry_weather_reports_on_change_and_heartbeat(rig):
+    r = rig({"heartbeat_s": 3600, "sensors": {"level": {"delta_mm": 50}}}, dropout_p=0, spike_p=0)
+    node = r.run(6)
+    seqs = r.seqs(1)
+    assert contiguous(seqs) and node.buffer.live == 0
+    # every 5 min sampled, reported on a 50 mm change or hourly: far fewer than 72 frames
+    assert 6 <= len(seqs) < 30
+    first = r.gw.decoded[0]
+    assert first["info"][msg.I_BOARD] == "sim" and first["info"][msg.I_RESET] == "power_on"
+    assert first["info"][msg.I_INTERVAL] == 300
+    names = [rec[0] for rec in first["records"]]
+    assert names == ["t", "h", "p", "l", "d", "b"]
+    assert all(d["flags"] & (msg.F_STORM | msg.F_ALARM) == 0 for d in r.gw.decoded)
+    assert not r.gw.rejects and r.gw.duplicates == 0
+
+
+def test_storm_alarm_at_once_and_hysteresis(rig):
+    r = rig(rain_start_s=3600)
+    r.run(6)
+    d = r.gw.decoded
+    storm = [x for x in d if x["flags"] & msg.F_STORM]
+    alarm = [x for x in d if x["flags"] & msg.F_ALARM]
+    assert storm and alarm
+    levels = r.values("l")
+    assert max(levels) > 2.2
+    # the first alarm frame follows the crossing at once, not at the next 5-minute report
+    first_alarm = alarm[0]
+    before = [x for x in d if x["uptime_ms"] < first_alarm["uptime_ms"]]
+    assert first_alarm["uptime_ms"] - before[-1]["uptime_ms"] <= 31000
+    # storm mode ends after the drain; the last frames are calm again
+    assert not d[-1]["flags"] & msg.F_STORM
+    gaps = [b["uptime_ms"] - a["uptime_ms"] for a, b in zip(storm, storm[1:], strict=False)]
+    assert min(gaps) <= 30000
+    # the blind zone near overflow reads as a clamped level with status "out of range"
+    ranged = [x for x in d if any(q[2] == msg.Q_RANGE for q in x["quality"].values())]
+    assert ranged and all(rec[2] == 2.75 for x in ranged for rec in x["records"] if rec[0] == "l")
+    assert contiguous(r.seqs(1))
+
+
+def test_six_hour_outage_loses_no_reading_with_512_slots(rig):
+    r = rig({"buffer_slots": 512, "interval_s": 60, "heartbeat_s": 60}, outages=((1800, 1800 + 6 * 3600),))
+    node = r.run(8)
+    seqs = r.seqs(1)
+    assert contiguous(seqs), "lost frames"
+    assert node.buffer.live == 0 and node.buffer.counts["dropped"] == 0
+    during = [x for x in r.gw.decoded if 1800 * 1000 + 10000 < x["uptime_ms"] < (1800 + 6 * 3600) * 1000]
+    assert len(during) > 300  # one a minute for six hours, all delivered afterwards
+    # frames made once the node noticed the outage (3 sends without an ACK) say "backlog"
+    live = [x["seq"] for x in during if not x["flags"] & msg.F_BACKLOG]
+    assert 1 <= len(live) <= 2 and live[0] == during[0]["seq"]
+    assert "link down" in " ".join(node.board.logs)
+
+
+def test_outage_longer_than_the_buffer_drops_oldest_and_counts(rig):
+    r = rig({"buffer_slots": 16, "interval_s": 60, "heartbeat_s": 60}, outages=((600, 600 + 3600),))
+    node = r.run(2)
+    assert node.buffer.counts["dropped"] > 0
+    assert node.buffer.live == 0
+    seqs = r.seqs(1)
+    assert len(seqs) + node.buffer.counts["dropped"] == node.seq
+
+
+def test_missing_bme280_then_plugged_in(rig):
+    r = rig(dropout_p=0)
+    r.board.bme280.present = False
+    r.run(0.5)
+    assert r.values("t") == [] and r.values("l")  # level still reported (speed of sound at 20 °C)
+    assert any("sensor bme280" in line for line in r.board.logs)
+    r.board.bme280.present = True
+    r.run(0.5)  # retried after 10 minutes
+    assert r.values("t")
+
+
+def test_bus_error_marks_fault_and_keeps_last_value(rig):
+    r = rig({"interval_s": 60, "heartbeat_s": 60})
+    r.run(0.1)
+    r.board.bme280.fail_next = 1
+    n = len(r.gw.decoded)
+    r.run(0.02)
+    faulty = [x for x in r.gw.decoded[n:] if 0 in x["quality"]]
+    assert faulty and faulty[0]["quality"][0] == [1, 1, msg.Q_FAULT]
+    assert faulty[0]["records"][0][2] == r.gw.decoded[n - 1]["records"][0][2]
+
+
+def test_uart_garbage_and_dead_level_sensor(rig):
+    r = rig({"interval_s": 60, "heartbeat_s": 60})
+    r.board.ultrasonic.garbage_p = 0.4
+    r.run(0.5)
+    assert r.node.sampler.level.errors["junk"] > 0
+    assert all(x["quality"].get(3, [0, 0, 0])[2] != msg.Q_FAULT for x in r.gw.decoded)
+    r.board.ultrasonic.connected = False
+    n = len(r.gw.decoded)
+    r.run(0.1)
+    late = r.gw.decoded[n:]
+    assert late and all(x["quality"][3][2] == msg.Q_FAULT for x in late)
+
+
+def test_power_cut_in_the_middle_of_a_buffer_write(rig):
+    r = rig({"interval_s": 60, "heartbeat_s": 60}, outages=((0, 1800),))
+    r.run(0.2)  # frames pile up in the buffer
+    live = r.node.buffer.live
+    assert live >= 5
+    r.board.cut_after = 60  # the next flash write stops after 60 bytes
+    r.run(0.1)
+    assert r.board.cut_after is None
+    r.run(1)
+    node = r.node
+    assert node.boot == 2
+    assert node.buffer.live == 0
+    # the torn slot was detected by its CRC and never sent; everything durable arrived
+    assert not r.gw.rejects
+    assert contiguous(r.seqs(1)[: live]) and len(r.seqs(1)) >= live
+
+
+def test_watchdog_resets_a_hung_node(rig):
+    r = rig({"watchdog_ms": 10000})
+    r.run(0.05)
+    real = r.board.ultrasonic.readinto
+
+    def hang(buf):
+        r.board.clock.sleep_ms(20000)  # a driver stuck longer than the watchdog allows
+        r.board.ultrasonic.readinto = real
+        return real(buf)
+
+    r.board.ultrasonic.readinto = hang
+    r.node.sampler.level.flush = lambda: None
+    r.run(0.5)
+    assert "watchdog" in r.board.resets
+    boots = {d["boot"]: d for d in r.gw.decoded if d["info"]}
+    assert boots[2]["info"][msg.I_RESET] == "watchdog"
+
+
+def test_safe_mode_after_repeated_boot_failures(rig):
+    r = rig({"safe_after": 2})
+    import firmware.sampler as sampler
+
+    orig = sampler.Sampler.sample
+
+    def crash(self):
+        raise RuntimeError("driver bug")
+
+    sampler.Sampler.sample = crash
+    try:
+        r.run(1)
+    finally:
+        sampler.Sampler.sample = orig
+    node = r.node
+    assert node.safe and node.boot >= 3
+    safe = [x for x in r.gw.decoded if x["flags"] & msg.F_SAFE]
+    assert safe and safe[0]["records"][0][0] == "b"
+    assert node.counts["loop_errors"] == 0  # safe mode runs no sensor code
+
+
+def test_commands_applied_acknowledged_and_replays_ignored(rig):
+    r = rig({"interval_s": 300, "heartbeat_s": 300})
+    r.run(0.1)
+    r.gw.commands += [(NODE, "interval", 60), (NODE, "thresholds", {"alarm_m": 0.1, "storm_m": 0.05}),
+                      (NODE, "time", 1_800_000_000), (NODE, "interval", 0)]
+    r.run(1)
+    node = r.node
+    assert node.interval_ms == 60000 and node.alarm_mm == 100 and node.storm_mm == 50
+    results = [x["cmd_result"] for x in r.gw.decoded if x["cmd_result"]]
+    assert results == [[1, 0], [2, 0], [3, 0], [4, 1]]
+    assert any(x["time"] and x["time"] >= 1_800_000_000 for x in r.gw.decoded)
+    assert any(x["flags"] & msg.F_ALARM for x in r.gw.decoded)  # the new 0.1 m alarm threshold
+    # a replayed command id and another boot's command are ignored
+    before = node.counts["cmd_ignored"]
+    node.receive([msg.encode_cmd(KEY, NODE, node.boot, 2, "interval", 10),
+                  msg.encode_cmd(KEY, NODE, node.boot + 5, 99, "interval", 10),
+                  msg.encode_cmd(bytes(16), NODE, node.boot, 100, "interval", 10)])
+    assert node.counts["cmd_ignored"] == before + 2 and node.rejects == {"mac": 1}
+    assert node.interval_ms == 60000
+
+
+def test_reboot_command_and_boot_counter(rig):
+    r = rig()
+    r.run(0.1)
+    r.gw.commands.append((NODE, "reboot", None))
+    r.run(1.5)  # delivered with the reply to the next frame (hourly heartbeat at the latest)
+    assert r.node.boot == 2
+    assert [1, 0] in [x["cmd_result"] for x in r.gw.decoded if x["boot"] == 1]
+    info = [x["info"] for x in r.gw.decoded if x["boot"] == 2 and x["info"]]
+    assert info[0][msg.I_RESET] == "command"
+    # a power cycle later: a fresh rig on the same flash continues counting
+    r2 = type(r)(r.board.flash_dir, None)
+    r2.run(0.05)
+    assert r2.node.boot == 3
+
+
+def test_deep_sleep_keeps_the_boot_and_sequence(rig):
+    r = rig({"sleep": "deep", "interval_s": 60, "heartbeat_s": 60})
+    r.run(0.5)
+    assert r.board.resets.count("deepsleep") >= 20
+    assert {d["boot"] for d in r.gw.decoded} == {1}
+    assert contiguous(r.seqs(1))
