@@ -1,0 +1,113 @@
+# Zero loss under faults: the broker restarted or down for a while, the gateway killed
+# with SIGKILL mid-stream (nodes retransmit what is not ACKed), a full disk.
+import threading
+import time
+
+import pytest
+
+from tests.gateway.conftest import NODES, GatewayProcess, write_config
+from tests.support.udpnode import UdpNode, run_nodes
+
+pytestmark = pytest.mark.integration
+
+
+def first_seen_order(ups, node):
+    seen, order = set(), []
+    for u in ups:
+        if u["node"] == node and u["seq"] not in seen:
+            seen.add(u["seq"])
+            order.append(u["seq"])
+    return order
+
+
+def run_in_background(nodes, count, rate, deadline_s):
+    results = []
+    t = threading.Thread(target=lambda: results.extend(run_nodes(nodes, count, deadline_s=deadline_s, rate=rate)),
+                         daemon=True)
+    t.start()
+    return t, results
+
+
+def test_broker_down_for_a_while_zero_loss_in_order(gateway_factory, mosquitto, subscriber):
+    gw = gateway_factory()
+    nodes = [UdpNode(n, k, gw.udp_addresses[0]) for n, k in NODES.items()]
+    t, results = run_in_background(nodes, 150, rate=100, deadline_s=40)
+    time.sleep(0.4)
+    mosquitto.stop()
+    time.sleep(2.5)  # frames keep coming, are stored and ACKed while the broker is away
+    assert gw.counters()["outbox_depth"] > 0 and not gw.forwarder.connected
+    mosquitto.start()
+    t.join(45)
+    assert results == [True, True, True]  # every frame was ACKed
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) == 450, 30), len(subscriber.keys_up())
+    ups = subscriber.ups()
+    for node in NODES:
+        assert first_seen_order(ups, node) == list(range(150))  # the backlog drained in order
+    assert subscriber.wait(lambda: gw.counters()["outbox_depth"] == 0, 5)
+    assert gw.forwarder.connects >= 2
+
+
+@pytest.mark.slow
+def test_acceptance_broker_restart_and_gateway_kill9(tmp_path, mosquitto, subscriber, udp_port):
+    # 3 nodes x 200 frames over UDP; mosquitto restarts and the gateway is killed with
+    # SIGKILL and restarted during the run: every (node, boot, seq) reaches P/nodes/+/up.
+    path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{udp_port}")
+    gwp = GatewayProcess(path).start(wait_port=udp_port)
+    try:
+        nodes = [UdpNode(n, k, ("127.0.0.1", udp_port)) for n, k in NODES.items()]
+        t, results = run_in_background(nodes, 200, rate=80, deadline_s=60)
+        time.sleep(0.6)
+        mosquitto.restart(down_s=0.5)
+        time.sleep(0.5)
+        gwp.kill9()  # mid-stream: stored-but-unACKed, ACKed-but-unpublished and in-flight rows all exist
+        time.sleep(0.5)
+        gwp.start(wait_port=udp_port)
+        t.join(65)
+        assert results == [True, True, True]
+        want = {(n, 1, s) for n in NODES for s in range(200)}
+        assert subscriber.wait(lambda: subscriber.keys_up() >= want, 30), len(want - subscriber.keys_up())
+        assert subscriber.keys_up() == want  # nothing else was forwarded
+        assert sum(u["node"] in NODES for u in subscriber.ups()) >= 600
+    finally:
+        assert gwp.terminate() == 0
+
+
+def test_full_disk_refuses_then_recovers(gateway_factory, mosquitto, subscriber):
+    # The outbox may grow to 160 KiB (SQLite reports "database or disk is full" at the cap,
+    # as on a real full disk). With the broker away it fills: frames are refused, not
+    # ACKed, an alarm is raised; when the broker is back it drains and every frame arrives.
+    mosquitto.stop()
+    gw = gateway_factory(outbox="max_bytes = 163840\nmin_free_mb = 0")
+    node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0], resend_s=0.2)
+    done = []
+    t = threading.Thread(target=lambda: done.append(node.run(600, deadline_s=40)), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not gw.counters()["rejected"].get("disk_full"):
+        time.sleep(0.05)
+    c = gw.counters()
+    assert c["rejected"].get("disk_full", 0) > 0, c
+    assert "disk_full" in gw.alarms()
+    stored = c["outbox_depth"]
+    assert 50 < stored < 600
+    assert len(node.acked) <= stored  # nothing refused was ACKed
+    mosquitto.start()
+    t.join(45)
+    assert done == [True]
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) == 600, 30)
+    assert [u["seq"] for u in subscriber.ups() if True] and subscriber.keys_up() == {("sew-01", 1, s)
+                                                                                     for s in range(600)}
+    assert gw.alarms() == []
+
+
+def test_outbox_message_cap_refuses_with_alarm(gateway_factory, mosquitto, subscriber):
+    mosquitto.stop()
+    gw = gateway_factory(outbox="max_messages = 40")
+    node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
+    assert not node.run(60, deadline_s=1.5)
+    c = gw.counters()
+    assert c["outbox_depth"] == 40 and c["rejected"]["outbox_full"] > 0
+    assert len(node.acked) == 40 and gw.alarms() == ["outbox_full"]
+    mosquitto.start()
+    assert node.run(60, deadline_s=20)
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) == 60, 20)
