@@ -1,0 +1,96 @@
+# The virtual rig behaves like a MicroPython board on USB serial: main.py runs when the
+# port is opened, Ctrl-C stops it, and real mpremote works against the host folder as flash.
+import hashlib
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+from tools.rig import VirtualRig
+
+MPREMOTE = [sys.executable, "-m", "mpremote"]
+TICKER = 'import time\nprint("node up")\nn = 0\nwhile True:\n    n += 1\n    print("tick", n)\n    time.sleep(0.05)\n'
+
+
+@pytest.fixture
+def rig(tmp_path):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "main.py").write_text(TICKER)
+    r = VirtualRig(flash).start()
+    yield r
+    r.stop()
+
+
+def read_until(port, marker, timeout=10.0):
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        buf += port.read(4096)
+    assert marker in buf, f"{marker!r} not seen in {buf[-300:]!r}"
+    return buf
+
+
+def mpremote(rig, *args):
+    proc = subprocess.run([*MPREMOTE, "connect", rig.port, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.micropython
+def test_boots_on_open_and_ctrl_c_gives_the_repl(rig):
+    with serial.Serial(rig.port, 115200, timeout=0.1) as port:
+        read_until(port, b"tick 2")
+        port.write(b"\x03")
+        read_until(port, b">>> ")
+        port.write(b"6*7\r")
+        read_until(port, b"42")
+        port.write(b"\x01")
+        read_until(port, b"raw REPL; CTRL-B to exit\r\n>")
+        port.write(b"\x05A\x01")
+        assert read_until(port, b"R\x00") == b"R\x00"  # raw-paste refused
+        port.write(b"print('out')\nraise ValueError('bad')\x04")
+        reply = read_until(port, b"\x04>")
+        assert reply.startswith(b"OKout\n\x04") and b"ValueError: bad" in reply
+        port.write(b"\x02\x04")  # friendly REPL, then soft reset: main.py again
+        assert b"MPY: soft reboot" in read_until(port, b"node up")
+    assert rig.boots >= 2
+
+
+@pytest.mark.micropython
+def test_mpremote_fs_against_the_host_folder(rig, tmp_path):
+    payload = bytes(range(256)) * 12
+    (tmp_path / "blob.bin").write_bytes(payload)
+    mpremote(rig, "fs", "mkdir", ":lib")
+    mpremote(rig, "fs", "cp", str(tmp_path / "blob.bin"), ":lib/blob.bin")
+    assert (tmp_path / "flash" / "lib" / "blob.bin").read_bytes() == payload
+    out = mpremote(rig, "fs", "sha256sum", ":lib/blob.bin")
+    assert hashlib.sha256(payload).hexdigest() in out
+    listing = mpremote(rig, "fs", "ls", ":/lib")
+    assert f"{len(payload)} blob.bin" in listing
+    assert "2" in mpremote(rig, "exec", "print(1+1)")
+    mpremote(rig, "soft-reset")
+
+
+@pytest.mark.micropython
+def test_root_is_jailed_to_the_flash_folder(rig, tmp_path):
+    out = mpremote(rig, "exec", "import os\nos.chdir('/..')\nprint(os.getcwd(), sorted(os.listdir('/')))")
+    assert "/ ['main.py']" in out
+    mpremote(rig, "exec", "open('/../../escaped.txt', 'w').write('x')")
+    assert (tmp_path / "flash" / "escaped.txt").exists()
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+@pytest.mark.micropython
+def test_keeps_running_while_the_port_is_closed(rig):
+    with serial.Serial(rig.port, 115200, timeout=0.1) as port:
+        first = read_until(port, b"tick 3")
+    time.sleep(0.5)
+    with serial.Serial(rig.port, 115200, timeout=0.1) as port:
+        buf = read_until(port, b"\n", timeout=5)
+        buf = read_until(port, b"tick", timeout=5)
+    numbers = [int(x) for x in buf.replace(b"\n", b" ").split(b"tick ")[1:] if x.strip().isdigit()]
+    assert numbers and numbers[0] > 8, (first, buf)  # counted on while nobody listened
+    assert rig.boots == 1 and rig.dropped > 0

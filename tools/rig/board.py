@@ -1,0 +1,407 @@
+# The virtual rig: a simulated board on "USB serial". It owns a pty (its slave path is the
+# port a technician or a test opens) and, behind it, a MicroPython process (rig/agent.py)
+# with a host folder as the board's flash. Like a board it prints what main.py prints
+# (console lines and COBS frames), stops main.py on Ctrl-C, and speaks the MicroPython
+# raw REPL, so mpremote and `citynode flash` work against it:
+#   Ctrl-A raw mode ("raw REPL; CTRL-B to exit\r\n>"), Ctrl-D runs the block and answers
+#   OK<stdout>\x04<stderr>\x04>, raw-paste is refused (R\x00), Ctrl-B back to the friendly
+#   REPL, Ctrl-D at ">>> " or in raw mode with no code = soft reset (a fresh interpreter).
+# The board powers on when the port is first opened (pyserial flushes input on open, so
+# anything printed earlier would be lost), and keeps running while the port is closed;
+# what it prints meanwhile is dropped, as a board with no USB host attached would.
+import os
+import pathlib
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+AGENT = str(pathlib.Path(__file__).with_name("agent.py"))
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+SETTLE_S = 0.2  # after the port opens: pyserial configures and flushes it first
+MAX_PENDING = 1 << 20  # output kept while the host is slow to read; oldest dropped beyond
+INTERRUPT_GRACE_S = 2.0  # a program that ignores Ctrl-C this long is killed (like a watchdog)
+
+# states
+OFF = "off"  # not powered: nobody has opened the port yet
+STARTING = "starting"  # the interpreter starts; input waits (a Ctrl-C now would kill it outright)
+RUNNING = "running"  # boot.py / main.py run; input is the program's UART
+INTERRUPTING = "interrupting"  # Ctrl-C sent, waiting for the REPL
+FRIENDLY = "friendly"  # ">>> "
+FRIENDLY_EXEC = "friendly-exec"
+RAW = "raw"
+EXEC = "exec"  # a raw REPL block runs
+RESETTING = "resetting"  # soft reset from raw mode: fresh interpreter, back to raw
+
+
+def micropython_binary():
+    exe = pathlib.Path(sys.executable).parent / "micropython"
+    return str(exe) if exe.exists() else "micropython"
+
+
+class VirtualRig:
+    def __init__(self, flash_dir, board="sim", heap="256k", micropython=None, log=None):
+        self.flash = str(pathlib.Path(flash_dir).resolve())
+        self.board = board
+        self.heap = heap
+        self.micropython = micropython or micropython_binary()
+        self.log = log  # callable(str) for the rig's own diagnostics, or None
+        self.banner = ("MicroPython on citynode virtual rig; %s board with unix port\r\n"
+                       'Type "help()" for more information.\r\n' % board).encode()
+        self.state = OFF
+        self.port = None
+        self.boots = 0  # soft and hard boots so far (tests read it)
+        self.dropped = 0  # output bytes dropped while no host had the port open
+        self._proc = None
+        self._line = bytearray()  # REPL input being typed
+        self._held = bytearray()  # input that arrived while the board was changing state
+        self._out = bytearray()
+        self._in_frame = False  # inside a COBS frame on the UART (a 0x03 there is data, not Ctrl-C)
+        self._connected = False
+        self._interrupt_at = 0.0
+        self._reset_requested = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self):
+        os.makedirs(self.flash, exist_ok=True)
+        self._master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no CR/LF mangling of binary frames before a client sets it
+        self.port = os.ttyname(slave)
+        os.close(slave)  # keep no slave open: POLLHUP then tells us whether a host holds the port
+        os.set_blocking(self._master, False)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name="virtual-rig", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        if self._thread:
+            self._thread.join(5)
+        self._kill()
+        for fd in (self._master, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def hard_reset(self):
+        # the reset button: from another thread
+        with self._lock:
+            self._reset_requested = True
+        os.write(self._wake_w, b"x")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ------------------------------------------------------------ the interpreter process
+
+    def _spawn(self, mode):
+        self._kill()
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join([self.flash, self.flash + "/lib", ".frozen"]),
+                   RIG_BANNER=self.banner.decode())
+        self._proc = subprocess.Popen(
+            [self.micropython, "-X", "heapsize=" + self.heap, AGENT, self.flash, self.board, mode],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.flash, env=env)
+        self.boots += 1
+        self._stderr_buf = b""
+        self._open_pipes = 2
+        for f in (self._proc.stdout, self._proc.stderr):
+            os.set_blocking(f.fileno(), False)
+            self._sel.register(f, selectors.EVENT_READ, "proc")
+
+    def _kill(self):
+        p, self._proc = self._proc, None
+        if p is None:
+            return
+        for f in (p.stdout, p.stderr):
+            try:
+                self._sel.unregister(f)
+            except (KeyError, ValueError, AttributeError):
+                pass
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        for f in (p.stdin, p.stdout, p.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def _to_proc(self, data):
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (OSError, AttributeError):
+            pass  # the program ended; its exit is handled by the loop
+
+    def _command(self, kind, code):
+        self._to_proc(b"%s %d\n" % (kind, len(code)) + code)
+
+    # ------------------------------------------------------------ output to the port
+
+    def _emit(self, data):
+        if not self._connected:
+            self.dropped += len(data)
+            return
+        self._out += data
+        if len(self._out) > MAX_PENDING:
+            cut = len(self._out) - MAX_PENDING
+            self.dropped += cut
+            del self._out[:cut]
+
+    def _flush_out(self):
+        while self._out and self._connected:
+            try:
+                n = os.write(self._master, self._out[:4096])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._connected = False
+                return
+            del self._out[:n]
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self):
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._kill()
+            self._sel.close()
+
+    def _step(self):
+        if not self._connected:
+            if self._host_attached():
+                time.sleep(SETTLE_S)
+                self._connected = True
+                self._in_frame = False
+                self._sel.register(self._master, selectors.EVENT_READ, "port")
+                if self.state == OFF:
+                    self._power_on()
+        with self._lock:
+            reset, self._reset_requested = self._reset_requested, False
+        if reset:
+            self._power_on()
+        if self.state == INTERRUPTING and time.monotonic() - self._interrupt_at > INTERRUPT_GRACE_S:
+            self._spawn("repl")  # main.py ignored Ctrl-C: a fresh interpreter at the REPL instead
+        if self._out and self._connected:
+            self._flush_out()
+        timeout = 0.05 if (not self._connected or self._out or self.state == INTERRUPTING) else 0.5
+        for key, _ in self._sel.select(timeout):
+            if key.data == "wake":
+                os.read(self._wake_r, 64)
+            elif key.data == "port":
+                self._read_port()
+            elif self._proc is not None and key.fileobj in (self._proc.stdout, self._proc.stderr):
+                self._read_proc(key.fileobj)
+
+    def _host_attached(self):
+        import select
+
+        p = select.poll()
+        p.register(self._master, select.POLLIN)
+        return not any(ev & select.POLLHUP for _fd, ev in p.poll(0))
+
+    def _read_port(self):
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the last client closed the port
+            data = b""
+        if not data:
+            self._connected = False
+            self._sel.unregister(self._master)
+            self._out.clear()
+            if self.log:
+                self.log("port closed by the host; the board keeps running")
+            return
+        self._input(data)
+
+    def _read_proc(self, f):
+        try:
+            data = os.read(f.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self._sel.unregister(f)
+            self._open_pipes -= 1
+            if self._open_pipes == 0:
+                self._proc_exited()
+            return
+        if f is self._proc.stdout:
+            self._emit(data)
+            return
+        # The agent writes its output before the control line, but on another pipe:
+        # relay what stdout already holds first, or a prompt could overtake the output.
+        self._drain_stdout()
+        self._stderr_buf += data
+        *lines, self._stderr_buf = self._stderr_buf.split(b"\n")
+        for line in lines:
+            if line.startswith(b"@@rig "):
+                self._control(line[6:].decode())
+            else:
+                self._emit(line + b"\r\n")  # the interpreter's own complaints, on the console
+
+    def _drain_stdout(self):
+        while True:
+            try:
+                data = os.read(self._proc.stdout.fileno(), 65536)
+            except (BlockingIOError, ValueError):
+                return
+            if not data:
+                return
+            self._emit(data)
+
+    def _proc_exited(self):
+        self._proc.wait()
+        code = self._proc.returncode
+        if self.log:
+            self.log("interpreter exited with %s in state %s" % (code, self.state))
+        if self.state == INTERRUPTING:  # stopped by the Ctrl-C itself: the REPL comes up
+            self._spawn("repl")
+        else:  # main.py ended the process (machine.reset, a crash): a board resets and boots again
+            self._power_on()
+
+    def _power_on(self):
+        self._line.clear()
+        self._held.clear()
+        self._spawn("boot")
+        self.state = STARTING
+
+    def _control(self, what):
+        if what == "running":
+            self.state = RUNNING
+            self._in_frame = False
+        elif what == "repl":
+            self.state = FRIENDLY
+            self._emit(b">>> ")
+        elif what == "idle":
+            if self.state == RESETTING:
+                self._emit(RAW_BANNER)
+                self.state = RAW
+            elif self.state == EXEC:
+                self._emit(b">")
+                self.state = RAW
+            elif self.state in (FRIENDLY_EXEC, INTERRUPTING):
+                self._emit(b">>> ")
+                self.state = FRIENDLY
+        if self._held and self.state in (FRIENDLY, RAW, RUNNING):
+            held, self._held = bytes(self._held), bytearray()
+            self._input(held)
+
+    # ------------------------------------------------------------ input from the port
+
+    def _input(self, data):
+        if self.state in (OFF, STARTING):
+            self._held += data
+            return
+        if self.state == RUNNING:
+            data = self._uart_input(data)
+            if not data:
+                return
+        for i in range(len(data)):
+            if self.state in (STARTING, INTERRUPTING, FRIENDLY_EXEC, RESETTING, RUNNING):
+                self._held += data[i:]
+                return
+            if self.state == EXEC:
+                if data[i] == 3:
+                    self._proc.send_signal(signal.SIGINT)
+                continue  # a raw REPL block reads no input here
+            if self.state == FRIENDLY:
+                self._friendly_byte(data[i])
+            else:
+                self._raw_byte(data[i])
+
+    def _uart_input(self, data):
+        # pass bytes to the running program; a Ctrl-C outside a COBS frame interrupts it
+        # and the rest is REPL input. -> the bytes left for the REPL
+        for i, b in enumerate(data):
+            if b == 0:
+                self._in_frame = not self._in_frame
+            elif b == 3 and not self._in_frame:
+                self._to_proc(data[:i])
+                self._interrupt()
+                return data[i + 1:]
+        self._to_proc(data)
+        return b""
+
+    def _interrupt(self):
+        self.state = INTERRUPTING
+        self._interrupt_at = time.monotonic()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+
+    def _friendly_byte(self, b):
+        line = self._line
+        if b in (13, 10):
+            self._emit(b"\r\n")
+            if line.strip():
+                self._command(b"S", bytes(line))
+                self.state = FRIENDLY_EXEC
+            else:
+                self._emit(b">>> ")
+            line.clear()
+        elif b == 1:  # Ctrl-A
+            line.clear()
+            self._emit(b"\r\n" + RAW_BANNER)
+            self.state = RAW
+        elif b == 2:  # Ctrl-B
+            line.clear()
+            self._emit(b"\r\n" + self.banner + b">>> ")
+        elif b == 3:  # Ctrl-C
+            line.clear()
+            self._emit(b"\r\n>>> ")
+        elif b == 4:  # Ctrl-D: soft reset, then boot.py and main.py
+            line.clear()
+            self._emit(b"\r\nMPY: soft reboot\r\n")
+            self._power_on()
+        elif b in (8, 127):
+            if line:
+                line.pop()
+                self._emit(b"\x08 \x08")
+        elif 32 <= b < 127 or b == 9:
+            line.append(b)
+            self._emit(bytes([b]))
+
+    def _raw_byte(self, b):
+        line = self._line
+        if b == 1:  # Ctrl-A: a fresh raw REPL, or the raw-paste request \x05 A \x01
+            if bytes(line) == b"\x05A":
+                self._emit(b"R\x00")  # raw-paste not supported: the host falls back to plain raw mode
+            else:
+                self._emit(RAW_BANNER)
+            line.clear()
+        elif b == 2:  # Ctrl-B: friendly REPL
+            line.clear()
+            self._emit(b"\r\n" + self.banner + b">>> ")
+            self.state = FRIENDLY
+        elif b == 3:  # Ctrl-C: drop the block typed so far
+            line.clear()
+        elif b == 4:  # Ctrl-D: run the block, or soft reset when there is none
+            if line:
+                self._emit(b"OK")
+                self._command(b"E", bytes(line))
+                self.state = EXEC
+            else:
+                self._emit(b"OK\r\nMPY: soft reboot\r\n")
+                self._spawn("raw")
+                self.state = RESETTING
+            line.clear()
+        else:
+            line.append(b)
