@@ -48,7 +48,10 @@ class Buffer:
         for i in range(self.slots):
             f.seek(i * self.slot_bytes)
             n = f.readinto(self._buf)
-            if not n or n < HEADER or self._buf[0:2] != MAGIC:
+            if not n or n < 2 or self._buf[0:2] != MAGIC:
+                continue
+            if n < HEADER:
+                self.counts["torn"] += 1
                 continue
             wc, boot, seq, length = struct.unpack_from(_HDR, self._buf, 2)
             crc = (self._buf[16] << 8) | self._buf[17]

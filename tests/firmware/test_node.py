@@ -117,6 +117,7 @@ def test_power_cut_in_the_middle_of_a_buffer_write(rig):
     r.run(1)
     node = r.node
     assert node.boot == 2
+    assert node.buffer.counts["torn"] == 1
     assert node.buffer.live == 0
     # the torn slot was detected by its CRC and never sent; everything durable arrived
     assert not r.gw.rejects
