@@ -253,7 +253,12 @@ def parse(data, path="gateway.toml"):
     web_token = web.get("token", str)
     web_stale = web.get("stale_after_s", float)
     if web_listen is not None:
-        parse_hostport(web_listen, lambda p: web.err("listen", p))
+        from gateway.web.server import WebConfigError, parse_listen  # Flask loads only when a page is wanted
+
+        try:
+            parse_listen(web_listen, web_token)
+        except WebConfigError as e:
+            raise web.err("listen", str(e).removeprefix("web.listen: ")) from None
     web.finish()
 
     st = _sensorthings(top.get("sensorthings", list, []))

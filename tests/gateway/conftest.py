@@ -45,7 +45,7 @@ def write_config(directory, broker_url, udp="127.0.0.1:0", extra_top="", serial=
 class Subscriber:
     # A consumer with a persistent session (it must not miss messages across a broker
     # restart), collecting everything under the prefix.
-    def __init__(self, port, topic="cn/#", client_id=None):
+    def __init__(self, port, topic="cn/#", client_id=None, tls=None, username=None, password=None):
         self.messages = []
         self.lock = threading.Lock()
         self.topic = topic
@@ -54,6 +54,10 @@ class Subscriber:
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.c.on_message = self._on_message
         self.c.reconnect_delay_set(0.05, 0.3)
+        if tls:
+            self.c.tls_set(**tls)
+        if username:
+            self.c.username_pw_set(username, password)
         self.c.connect("127.0.0.1", port, keepalive=5)
         self.c.loop_start()
         self.wait(lambda: self.c.is_connected(), 10)

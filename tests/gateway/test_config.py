@@ -1,0 +1,75 @@
+# A bad config is refused with exit code 2 and one line naming the key; a good one
+# passes --check-config. Most cases run the CLI in-process; one runs the real command.
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from gateway import cli, config
+from tests.gateway.conftest import REPO, write_config
+
+GOOD_URL = "mqtt://127.0.0.1:1883"
+
+
+def check(path):
+    args = argparse.Namespace(config=None, check_config=str(path), log_level=None)
+    return cli.run(args)
+
+
+def test_good_config_checks(tmp_path, capsys):
+    path = write_config(tmp_path, GOOD_URL)
+    assert check(path) == 0
+    assert "ok (3 node keys" in capsys.readouterr().out
+    s = config.load(path)
+    assert s.data_dir == tmp_path / "var" and s.mqtt.port == 1883 and not s.mqtt.tls
+    assert s.mqtt.client_id == "citynode-gw-test" and s.ingest[0].listen == ("127.0.0.1", 0)
+
+
+BAD = [
+    # (what to change in the text, key the message must name)
+    (lambda t: t.replace('url = "mqtt://127.0.0.1:1883"', 'url = "http://127.0.0.1"'), "[mqtt] url"),
+    (lambda t: t.replace('url = "mqtt://127.0.0.1:1883"\n', ""), "[mqtt] url"),
+    (lambda t: t.replace('topic_prefix = "cn"', 'topic_prefix = "cn/#"'), "[mqtt] topic_prefix"),
+    (lambda t: t.replace('id = "gw-test"', 'id = "gw test"'), "[gateway] id"),
+    (lambda t: t.replace('data_dir = "var"', "data_dir = 5"), "[gateway] data_dir"),
+    (lambda t: t.replace('kind = "udp"', 'kind = "lora"'), "[ingest.0] kind"),
+    (lambda t: t.replace('listen = "127.0.0.1:0"', 'listen = "localhost"'), "[ingest.0] listen"),
+    (lambda t: t.replace("keepalive_s = 5", "keepalive_s = 5\nkeepalive = 5"), "[mqtt] keepalive"),
+    (lambda t: t.replace("keepalive_s = 5", "keepalive_s = 1"), "[mqtt] keepalive_s"),
+    (lambda t: t + '\n[outbox]\nmax_messages = "lots"\n', "[outbox] max_messages"),
+    (lambda t: t.replace('keys_file = "keys.toml"', 'keys_file = "nope.toml"'), "[nodes] keys_file"),
+    (lambda t: t.replace("keepalive_s = 5", 'keepalive_s = 5\nca = "keys.toml"'), "[mqtt] ca"),
+    (lambda t: t.replace("[gateway]", "[gatway]"), "[top level] gateway"),
+    (lambda t: t.replace("[nodes]", "nodes = 3\n[x]"), "nodes"),
+    (lambda t: t + "\n[web]\nlisten = \"0.0.0.0:8080\"\n", "[web] listen"),  # not loopback, no token
+    (lambda t: t + "\n[web]\nlisten = \"here\"\n", "[web] listen"),
+    (lambda t: t + "\n[[sensorthings]]\nnode = \"sew-01\"\nreading = \"l\"\n", "[sensorthings.0] datastream"),
+    (lambda t: t + "\nthis is not toml\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("edit,key", BAD, ids=[b[1] for b in BAD])
+def test_bad_config_one_line_naming_the_key(tmp_path, capsys, edit, key):
+    path = write_config(tmp_path, GOOD_URL)
+    path.write_text(edit(path.read_text()))
+    assert check(path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("citynode gateway: config error: ") and key in err, err
+
+
+def test_bad_key_in_keys_file(tmp_path, capsys):
+    path = write_config(tmp_path, GOOD_URL)
+    (tmp_path / "keys.toml").write_text('[nodes.sew-01]\nkey = "abc"\n')
+    assert check(path) == 2
+    err = capsys.readouterr().err
+    assert "[nodes] keys_file" in err and "[nodes.sew-01] key" in err and err.count("\n") == 1
+
+
+def test_real_command_exit_code_2(tmp_path):
+    path = write_config(tmp_path, "mqtts://")
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "gateway", "--config", str(path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "[mqtt] url" in r.stderr
