@@ -41,8 +41,8 @@ def test_normal_flow_contract_payloads(gateway_factory, subscriber):
     c = gw.counters()
     assert c["accepted"] == 150 and c["rejected"] == {} and c["forwarded"] >= 150
     # retained node state and gateway state
-    assert subscriber.wait(lambda: any(t == "cn/nodes/sew-01/state" for t, _ in subscriber.on("/state")
-                                       if _["accepted"] == 50))
+    assert subscriber.wait(lambda: any(j["accepted"] == 50 for t, j in subscriber.on("/state")
+                                       if t == "cn/nodes/sew-01/state"))
     st = [j for t, j in subscriber.on("/state") if t == "cn/nodes/sew-01/state"][-1]
     assert st["firmware"] == "test-0.1" and st["reset_cause"] == "power" and st["battery_v"] == 3.7
     assert st["link"].startswith("udp 127.0.0.1:") and st["gaps"] == 0 and st["interval_s"] == 60
