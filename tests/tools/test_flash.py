@@ -1,0 +1,99 @@
+# citynode flash: uploads to the virtual rig, verifies by sha256 and reboots it; every
+# failure a technician can cause is one line and a non-zero exit, never a traceback.
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+import serial
+
+from tools import cli
+from tools.rig import VirtualRig
+from tools.upload import build_bundle
+
+
+def citynode(*args, timeout=120):
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def one_clear_line(err, *words):
+    lines = [line for line in err.splitlines() if line.startswith("citynode flash:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def node_dir(tmp_path):
+    assert cli.main(["provision", "--node", "rig-1", "--board", "sim", "--out", str(tmp_path / "node"),
+                     "--keys", str(tmp_path / "keys.toml")]) == 0
+    return tmp_path / "node"
+
+
+@pytest.fixture
+def silent_pty():
+    # a port with nothing behind it: no bootloader, no REPL
+    master, slave = os.openpty()
+    yield os.ttyname(slave)
+    os.close(slave)
+    os.close(master)
+
+
+def test_no_such_port(node_dir):
+    rc, _, err = citynode("flash", "--port", "/dev/ttyUSB97", "--node-dir", str(node_dir))
+    assert rc == 1
+    one_clear_line(err, "no such port /dev/ttyUSB97")
+
+
+def test_no_repl_answers(silent_pty, node_dir):
+    rc, _, err = citynode("flash", "--port", silent_pty, "--node-dir", str(node_dir), "--timeout", "1.5")
+    assert rc == 1
+    one_clear_line(err, "no MicroPython REPL answered", silent_pty)
+
+
+def test_no_chip_answers_esptool(silent_pty, tmp_path):
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(b"\xe9" + bytes(4095))
+    rc, _, err = citynode("flash", "--port", silent_pty, "--image", str(image), "--chip", "esp32")
+    assert rc == 1
+    one_clear_line(err, "no chip answered on " + silent_pty)
+
+
+def test_bad_node_config_and_dry_run(tmp_path, node_dir):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"node": "x", "key": "00"}')
+    rc, _, err = citynode("flash", "--port", "/dev/ttyUSB97", "--node-dir", str(tmp_path / "bad"))
+    assert rc == 1
+    one_clear_line(err, "key must be 16..64 bytes")
+    rc, out, err = citynode("flash", "--port", "/dev/ttyUSB97", "--node-dir", str(node_dir), "--dry-run",
+                            "--image", "mp.bin")
+    assert rc == 0, err
+    assert "write-flash 0x1000 mp.bin" in out and ":lib/firmware/node.mpy" in out and ":config.json" in out
+
+
+@pytest.mark.micropython
+def test_flash_to_the_virtual_rig(tmp_path, node_dir):
+    flash = tmp_path / "flash"
+    with VirtualRig(flash) as rig:
+        with serial.Serial(rig.port, exclusive=True):
+            rc, _, err = citynode("flash", "--port", rig.port, "--node-dir", str(node_dir))
+            assert rc == 1
+            one_clear_line(err, "busy")
+        rc, out, err = citynode("flash", "--port", rig.port, "--node-dir", str(node_dir))
+        assert rc == 0, err
+        assert "sha256 ok" in err
+        assert "node rig-1 runs citynode" in out and "verified by sha256" in out
+        # every file of the bundle is on the board's flash, byte for byte
+        files = build_bundle(__import__("json").loads((node_dir / "config.json").read_text()))
+        for path, data in files:
+            assert hashlib.sha256((flash / path).read_bytes()).digest() == hashlib.sha256(data).digest(), path
+        boots = rig.boots
+        # again: nothing changed, nothing written, still verified, rebooted into it
+        rc, out, err = citynode("flash", "--port", rig.port, "--node-dir", str(node_dir))
+        assert rc == 0, err
+        assert "flashed" in out and ": 0 files written" in out
+        assert rig.boots > boots

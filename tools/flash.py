@@ -1,0 +1,228 @@
+# `citynode flash --port PORT [--image MICROPYTHON.bin] [--chip esp32] [--node-dir DIR]`
+#   1. with --image: erase the chip and write MicroPython with esptool 5 (at the chip's offset)
+#   2. compile protocol/ and firmware/ to .mpy, add main.py and the node's config
+#   3. upload over the raw REPL, only files whose sha256 differs, then verify every file
+#      by sha256 computed on the board
+#   4. soft reset and wait for the node's boot banner
+# Every failure a technician can cause is one line and exit 1; --dry-run prints the plan.
+import contextlib
+import io
+import os
+import sys
+import time
+
+from tools import nodeconfig
+from tools.progress import Bar
+from tools.upload import BoardFs, UploadError, build_bundle, sha256_hex
+
+# chip -> (esptool name, CHIP_NAME esptool reports, MicroPython image offset)
+CHIPS = {
+    "esp32": ("esp32", "ESP32", 0x1000),
+    "esp32s3": ("esp32s3", "ESP32-S3", 0x0),
+    "esp32c3": ("esp32c3", "ESP32-C3", 0x0),
+    "rp2": (None, "RP2040", None),
+}
+BANNER = rb"citynode (\S+) node (\S+) boot (\d+)"
+CONFIG_ERROR = rb"[^\r\n]*(?:config|ConfigError)[^\r\n]*(?:provision|must|not valid)[^\r\n]*"
+
+
+class FlashError(Exception):
+    pass
+
+
+def add_arguments(p):
+    p.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    p.add_argument("--image", metavar="BIN", help="MicroPython firmware image: erase the chip and write it first")
+    p.add_argument("--chip", choices=sorted(CHIPS), default="esp32", help="board's chip (%(default)s)")
+    p.add_argument("--node-dir", metavar="DIR", help="provisioned node folder (config.json from citynode provision)")
+    p.add_argument("--baud", type=int, default=460800, help="baud rate for writing the image (%(default)s)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the REPL and the boot banner")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_port(port):
+    if port.startswith(("/", ".")) and not os.path.exists(port):
+        raise FlashError(f"no such port {port}: is the board plugged in? (ls /dev/ttyUSB* /dev/ttyACM*)")
+
+
+def probe_port(port):
+    # open it exclusively once: tells "busy" apart from everything else
+    import serial
+
+    try:
+        serial.Serial(port, 115200, exclusive=True).close()
+    except serial.SerialException as e:
+        text = str(e)
+        if "exclusive" in text.lower() or "busy" in text.lower() or "Errno 16" in text:
+            raise FlashError(f"port {port} is busy: another program (citynode monitor, the gateway, "
+                             "mpremote, a terminal) has it open; close that and retry") from None
+        if "Errno 2" in text:
+            raise FlashError(f"no such port {port}: is the board plugged in?") from None
+        if "Errno 13" in text:
+            raise FlashError(f"no permission to open {port}: add yourself to the dialout group") from None
+        raise FlashError(f"cannot open {port}: {text}") from None
+
+
+def load_node_config(node_dir):
+    if node_dir is None:
+        return None
+    from firmware.config import ConfigError as FirmwareConfigError
+    from firmware.config import validate
+
+    path = os.path.join(node_dir, nodeconfig.CONFIG_NAME)
+    try:
+        config = nodeconfig.load(path)
+        validate(dict(config))  # the node's own check, run here so a bad file never reaches a board
+    except (nodeconfig.ConfigError, FirmwareConfigError) as e:
+        raise FlashError(str(e)) from None
+    return config
+
+
+# ------------------------------------------------------------------ steps
+
+
+def write_image(port, chip, image, baud):
+    name, expected, offset = CHIPS[chip]
+    if name is None:
+        raise FlashError("rp2 boards take MicroPython as a .uf2 file: hold BOOTSEL, plug in, copy it to the "
+                         "RPI-RP2 drive; then run citynode flash without --image")
+    if not os.path.isfile(image):
+        raise FlashError(f"no such image file {image}")
+    from esptool.cmds import attach_flash, detect_chip, erase_flash, reset_chip, run_stub, write_flash
+    from esptool.util import FatalError
+
+    print(f"erasing and writing {image} to {chip} at 0x{offset:x}", file=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            esp = detect_chip(port, connect_attempts=2)
+        with esp:
+            if esp.CHIP_NAME != expected:
+                raise FlashError(f"{port} has an {esp.CHIP_NAME}, not an {expected}: "
+                                 f"use --chip {esp.CHIP_NAME.lower().replace('-', '')}")
+            with contextlib.redirect_stdout(sys.stderr):  # esptool's own progress bars
+                esp = run_stub(esp)
+                if baud != esp.ESP_ROM_BAUD:
+                    esp.change_baud(baud)
+                attach_flash(esp)
+                erase_flash(esp)
+                write_flash(esp, [(offset, image)])
+                reset_chip(esp, "hard-reset")
+    except FatalError as e:
+        first = str(e).strip().splitlines()[0]
+        if "No serial data received" in first or "Failed to connect" in first:
+            raise FlashError(f"no chip answered on {port}: hold BOOT while plugging in, and check that the "
+                             "cable carries data") from None
+        if "busy" in first:
+            raise FlashError(f"port {port} is busy or gone: {first}") from None
+        raise FlashError(f"esptool: {first}") from None
+    time.sleep(2)  # MicroPython's first boot makes its filesystem
+
+
+def connect(port, timeout_s):
+    from mpremote.transport import TransportError
+    from mpremote.transport_serial import SerialTransport
+
+    try:
+        # a read timeout: on a pty mpremote reads without checking what is waiting, and a
+        # silent port would block it forever
+        t = SerialTransport(port, baudrate=115200, timeout=1)
+    except TransportError:
+        raise FlashError(f"cannot open {port} (busy, or unplugged just now)") from None
+    fs = BoardFs(t)
+    if not fs.enter(timeout_s):
+        t.close()
+        raise FlashError(f"no MicroPython REPL answered on {port}: is MicroPython on the board? "
+                         "(write it with --image) Is this the right port?")
+    return fs
+
+
+def upload(fs, files):
+    paths = [p for p, _ in files]
+    before = fs.hashes(paths)
+    todo = [(p, d) for (p, d), h in zip(files, before) if h != sha256_hex(d)]
+    total = sum(len(d) for _, d in todo)
+    print(f"uploading {len(todo)} of {len(files)} files ({total} bytes; {len(files) - len(todo)} unchanged)",
+          file=sys.stderr)
+    if todo:
+        fs.makedirs([p for p, _ in todo])
+        bar = Bar("upload", total, " B")
+        for path, data in todo:
+            fs.write(path, data, on_bytes=lambda n, path=path: bar.step(n, path))
+        bar.finish()
+    after = fs.hashes(paths)
+    bar = Bar("verify", len(files), " files")
+    for (path, data), h in zip(files, after):
+        if h != sha256_hex(data):
+            raise FlashError(f"upload mismatch: {path} on the board has sha256 {h or 'nothing'}, "
+                             f"expected {sha256_hex(data)}; run citynode flash again")
+        bar.step(1, path)
+    bar.finish("sha256 ok")
+    return len(todo)
+
+
+def print_plan(args, files):
+    print("plan (dry run, nothing is written):")
+    if args.image:
+        name, _, offset = CHIPS[args.chip]
+        print(f"  esptool --chip {name} -p {args.port} erase-flash")
+        print(f"  esptool --chip {name} -p {args.port} -b {args.baud} write-flash 0x{offset:x} {args.image}")
+    print(f"  upload over the raw REPL on {args.port}, only files whose sha256 differs:")
+    for path, data in files:
+        print(f"    :{path:<40} {len(data):6d} B  sha256 {sha256_hex(data)[:16]}")
+    print("  verify every file by sha256 on the board")
+    print("  soft reset, wait for the boot banner")
+
+
+def run(args):
+    try:
+        return flash(args)
+    except FlashError as e:
+        print(f"citynode flash: {e}", file=sys.stderr)
+        return 1
+    except UploadError as e:
+        print(f"citynode flash: {e}", file=sys.stderr)
+        return 1
+
+
+def flash(args):
+    config = load_node_config(args.node_dir)
+    if not args.dry_run:
+        check_port(args.port)
+        probe_port(args.port)
+    bars = []
+
+    def compiled(i, n):
+        if not bars:
+            bars.append(Bar("compile", n, " files"))
+        bars[0].update(i)
+
+    files = build_bundle(config, progress=compiled)
+    if bars:
+        bars[0].finish()
+    if args.dry_run:
+        print_plan(args, files)
+        return 0
+    if args.image:
+        write_image(args.port, args.chip, args.image, args.baud)
+    fs = connect(args.port, args.timeout)
+    try:
+        changed = upload(fs, files)
+        fs.t.serial.timeout = 0.2
+        m, seen = fs.soft_reset_and_wait(BANNER, args.timeout)
+    finally:
+        with contextlib.suppress(OSError):
+            fs.t.close()
+    if m is None:
+        import re
+
+        err = re.search(CONFIG_ERROR, seen)
+        hint = f" (board said: {err.group(0).decode(errors='replace').strip()})" if err else ""
+        raise FlashError(f"uploaded and verified, but no boot banner within {args.timeout:.0f} s after the "
+                         f"reset{hint}; watch it with citynode monitor --port {args.port}")
+    version, node, boot = (x.decode() for x in m.groups())
+    print(f"flashed {args.port}: {changed} files written, {len(files)} verified by sha256; "
+          f"node {node} runs citynode {version}, boot {boot}")
+    return 0

