@@ -1,0 +1,72 @@
+# citynode monitor decodes frames live from a pty and from UDP: readings, MAC ok/failed,
+# gaps, and the node's console lines, including a last line that has no newline yet.
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from gateway.keys import format_keys
+from protocol import cobs, message, senml
+
+KEY = bytes(range(16))
+
+
+def frame(seq, key=KEY, node="sew-07", boot=3, level=0.42):
+    return message.encode_data(key, node, boot, seq, 1000 * seq,
+                               [senml.record("l", level), senml.record("t", 21.5)], flags=message.F_STORM)
+
+
+def start_monitor(tmp_path, *source):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(format_keys({"sew-07": KEY}))
+    return subprocess.Popen([sys.executable, "-m", "tools.cli", "monitor", *source, "--keys", str(keys),
+                             "--duration", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_monitor_on_a_pty(tmp_path):
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    proc = start_monitor(tmp_path, "--port", port)
+    time.sleep(1.5)  # the monitor opens the port (pyserial flushes input when it does)
+    stream = (b"citynode 0.1.0 node sew-07 boot 3\n" + cobs.encode(frame(0)) + cobs.encode(frame(1))
+              + b"\x00\x07\xff\xfe\x00"  # noise between delimiters
+              + cobs.encode(frame(4)) + cobs.encode(frame(5, key=bytes(16))) + b"storm mode on: level 1250 mm")
+    os.write(master, stream)
+    out, err = proc.communicate(timeout=30)
+    os.close(master)
+    os.close(slave)
+    assert proc.returncode == 0, err
+    assert "| citynode 0.1.0 node sew-07 boot 3" in out
+    assert "| storm mode on: level 1250 mm" in out  # flushed on idle, no newline needed
+    rows = [line for line in out.splitlines() if "sew-07" in line and "/" in line and "|" not in line]
+    assert len(rows) == 4, out
+    assert "l=0.42m" in rows[0] and "t=21.5Cel" in rows[0] and "storm" in rows[0] and " ok " in rows[0]
+    assert "+2" in rows[2]  # seq 2 and 3 missing
+    assert "FAILED" in rows[3]
+    assert "sew-07: 4 frames, MAC ok 3 failed 1, 2 missing seq, 0 resent" in out
+    assert "4 frames from 1 nodes" in out
+
+
+def test_monitor_on_udp(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start_monitor(tmp_path, "--udp", f"127.0.0.1:{port}")
+    time.sleep(1.5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for seq in (7, 8, 8):
+            s.sendto(frame(seq), ("127.0.0.1", port))
+        s.sendto(b"\xd1\x84garbage", ("127.0.0.1", port))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "resend" in out
+    assert "rejected: truncated" in out or "rejected:" in out
+    assert "3 frames from 1 nodes" in out
+
+
+def test_monitor_port_missing_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "monitor", "--port", "/dev/ttyUSB98"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "citynode monitor: cannot use /dev/ttyUSB98" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,219 @@
+# `citynode monitor (--port PORT | --udp HOST:PORT) [--keys FILE]`: what a node sends, live.
+# One row per frame (node, boot/seq, gaps, MAC, flags, readings) and the node's console
+# lines as they come; a summary per node at the end. Passive: it never answers a node.
+import socket
+import sys
+import time
+
+from protocol import cobs, cose, message, senml
+from protocol.cbor import FrameError
+
+FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F_SAFE, "safe"),
+              (message.F_BACKLOG, "backlog"))
+IDLE_FLUSH_S = 0.2  # console text without a delimiter is shown after this much quiet
+
+
+def add_arguments(p):
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0")
+    src.add_argument("--udp", metavar="HOST:PORT", help="listen for UDP frames here (instead of the gateway)")
+    p.add_argument("--baud", type=int, default=115200, help="serial baud rate (%(default)s)")
+    p.add_argument("--keys", help="gateway keys file: verify each frame's MAC")
+    p.add_argument("--count", type=int, help="stop after this many frames")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+
+
+class FrameTable:
+    # Decodes frames and keeps per-node counts: frames, MAC ok/failed, gaps, resends
+    def __init__(self, keys=None, out=None):
+        self.keys = keys
+        self.out = out or sys.stdout
+        self.nodes = {}  # node -> dict of counts and last (boot, seq)
+        self.rejects = {}
+        self.frames = 0
+        self._header = False
+
+    def _node(self, node):
+        return self.nodes.setdefault(node, {"frames": 0, "mac_ok": 0, "mac_failed": 0, "gaps": 0,
+                                            "resent": 0, "boot": None, "seq": None})
+
+    def row(self, text):
+        if not self._header:
+            self.out.write(f"{'time':8} {'node':12} {'boot/seq':>10} {'gap':>6} {'MAC':6} {'flags':8} readings\n")
+            self._header = True
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def console(self, text, source=""):
+        line = text.decode("utf-8", "replace").rstrip("\r\n")
+        for part in line.splitlines() or [""]:
+            self.out.write(f"{time.strftime('%H:%M:%S')} {source}| {part}\n")
+        self.out.flush()
+
+    def noise(self, reason):
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+
+    def frame(self, raw):
+        now = time.strftime("%H:%M:%S")
+        try:
+            kid, _prot, payload, _tag = cose.parse(raw)
+            m = message.parse_payload(payload)
+            node = kid.decode()
+        except (FrameError, UnicodeError) as e:
+            reason = getattr(e, "reason", "kid")
+            self.noise(reason)
+            self.row(f"{now:8} {'?':12} {'':>10} {'':>6} {'-':6} {'':8} rejected: {reason} ({len(raw)} bytes)")
+            return None
+        mac = "-"
+        st = self._node(node)
+        if self.keys is not None:
+            try:
+                message.decode(raw, self.keys.get)
+                mac = "ok"
+                st["mac_ok"] += 1
+            except FrameError as e:
+                mac = "FAILED" if e.reason == "mac" else e.reason
+                st["mac_failed"] += 1
+        if m["type"] != "data":
+            self.row(f"{now:8} {node:12} {m['boot']:>5}/{m.get('seq', '-')!s:<4} {'':>6} {mac:6} {m['type']}")
+            return m
+        gap = self._gap(st, m["boot"], m["seq"])
+        st["frames"] += 1
+        self.frames += 1
+        flags = ",".join(name for bit, name in FLAG_NAMES if m["flags"] & bit)
+        readings = " ".join(f"{r['n']}={r.get('v', r.get('vs', r.get('vb')))}{r.get('u', '')}"
+                            for r in senml.to_json(m["records"]))
+        if m["info"]:
+            readings += "  info " + " ".join(f"{k}={v}" for k, v in sorted(m["info"].items()))
+        if m["cmd_result"]:
+            readings += "  cmd %d -> %d" % tuple(m["cmd_result"])
+        self.row(f"{now:8} {node:12} {m['boot']:>5}/{m['seq']:<4} {gap:>6} {mac:6} {flags:8} {readings}")
+        m["node"] = node
+        return m
+
+    def _gap(self, st, boot, seq):
+        last_boot, last_seq = st["boot"], st["seq"]
+        if last_boot is None or boot != last_boot:
+            st["boot"], st["seq"] = boot, seq
+            return "boot" if last_boot is not None else ""
+        if seq <= last_seq:
+            st["resent"] += 1
+            return "resend"
+        st["seq"] = seq
+        if seq > last_seq + 1:
+            st["gaps"] += seq - last_seq - 1
+            return f"+{seq - last_seq - 1}"
+        return ""
+
+    def summary(self):
+        lines = []
+        for node, st in sorted(self.nodes.items()):
+            mac = f", MAC ok {st['mac_ok']} failed {st['mac_failed']}" if self.keys is not None else ""
+            lines.append(f"{node}: {st['frames']} frames{mac}, {st['gaps']} missing seq, {st['resent']} resent")
+        if self.rejects:
+            lines.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejects.items())))
+        lines.append(f"{self.frames} frames from {len(self.nodes)} nodes")
+        return lines
+
+
+def watch_serial(port, baud, table, stop):
+    import serial
+
+    deframer = cobs.Deframer()
+    ser = serial.Serial(port, baud, timeout=0.05)
+    quiet_since = time.monotonic()
+    try:
+        while not stop():
+            try:
+                data = ser.read(4096)
+            except serial.SerialException:
+                table.console(b"[port went away; waiting for it to come back]", "monitor ")
+                ser.close()
+                ser = reopen(port, baud, stop)
+                if ser is None:
+                    return
+                continue
+            if data:
+                quiet_since = time.monotonic()
+                for kind, body in deframer.feed(data):
+                    if kind == "frame":
+                        table.frame(body)
+                    elif kind == "text":
+                        table.console(body)
+                    else:
+                        table.noise(body)
+            elif time.monotonic() - quiet_since > IDLE_FLUSH_S:
+                text = deframer.pending_text()
+                if text:
+                    table.console(text)
+    finally:
+        ser.close()
+
+
+def reopen(port, baud, stop):
+    import serial
+
+    while not stop():
+        try:
+            return serial.Serial(port, baud, timeout=0.05)
+        except serial.SerialException:
+            time.sleep(0.5)
+    return None
+
+
+def watch_udp(addr, table, stop):
+    from tools.nodeconfig import parse_hostport
+
+    host, port = parse_hostport(addr, "--udp")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, port))
+        sock.settimeout(0.1)
+        while not stop():
+            try:
+                data, _ = sock.recvfrom(cobs.MAX_MESSAGE + 1)
+            except TimeoutError:
+                continue
+            if len(data) > cobs.MAX_MESSAGE:
+                table.noise("oversize")
+                continue
+            table.frame(data)
+
+
+def run(args):
+    keys = None
+    if args.keys:
+        from gateway.keys import KeysError, load_keys
+
+        try:
+            keys = load_keys(args.keys)
+        except KeysError as e:
+            print(f"citynode monitor: {e}", file=sys.stderr)
+            return 2
+    table = FrameTable(keys)
+    deadline = time.monotonic() + args.duration if args.duration else None
+
+    def stop():
+        return (deadline is not None and time.monotonic() >= deadline) or \
+            (args.count is not None and table.frames >= args.count)
+
+    source = args.port or args.udp
+    print(f"monitoring {source}" + (f" with keys from {args.keys}" if keys else " (no --keys: MAC not checked)"),
+          file=sys.stderr)
+    import serial
+
+    try:
+        if args.port:
+            watch_serial(args.port, args.baud, table, stop)
+        else:
+            watch_udp(args.udp, table, stop)
+    except KeyboardInterrupt:
+        pass
+    except (OSError, serial.SerialException) as e:
+        detail = getattr(e, "strerror", None) or str(e)
+        print(f"citynode monitor: cannot use {source}: {detail}", file=sys.stderr)
+        return 1
+    finally:
+        for line in table.summary():
+            print(line)
+    return 0
