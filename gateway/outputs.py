@@ -7,12 +7,17 @@ import time
 
 from protocol import senml
 
+_iso_second = (None, "")  # the last second formatted: most frames share it
+
 
 def iso(t):
     # Unix seconds -> ISO 8601 UTC with milliseconds ("2026-05-01T12:00:00.250Z")
-    ms = int(round(t * 1000))
-    s, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % ms
+    global _iso_second
+    s, ms = divmod(int(round(t * 1000)), 1000)
+    cached = _iso_second
+    if cached[0] != s:
+        cached = _iso_second = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+    return "%s.%03dZ" % (cached[1], ms)
 
 
 def _dumps(obj):

@@ -90,7 +90,7 @@ def test_full_disk_refuses_then_recovers(gateway_factory, mosquitto, subscriber)
     assert "disk_full" in gw.alarms()
     stored = c["outbox_depth"]
     assert 50 < stored < 600
-    assert len(node.acked) <= stored  # nothing refused was ACKed
+    assert len(node.acknowledged()) <= stored  # nothing refused was ACKed
     mosquitto.start()
     t.join(45)
     assert done == [True]
@@ -107,7 +107,7 @@ def test_outbox_message_cap_refuses_with_alarm(gateway_factory, mosquitto, subsc
     assert not node.run(60, deadline_s=1.5)
     c = gw.counters()
     assert c["outbox_depth"] == 40 and c["rejected"]["outbox_full"] > 0
-    assert len(node.acked) == 40 and gw.alarms() == ["outbox_full"]
+    assert len(node.acknowledged()) == 40 and gw.alarms() == ["outbox_full"]
     mosquitto.start()
     assert node.run(60, deadline_s=20)
     assert subscriber.wait(lambda: len(subscriber.keys_up()) == 60, 20)

@@ -81,6 +81,10 @@ class UdpNode:
             elif m["type"] == "cmd":
                 self.commands.append(m)
 
+    def acknowledged(self):
+        # every seq the gateway confirmed, one by one or through cum
+        return self.acked | set(range(self.cum + 1))
+
     def done(self, count, start=0):
         return all(s in self.acked or s <= self.cum for s in range(start, start + count))
 

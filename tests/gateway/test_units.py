@@ -1,0 +1,83 @@
+# Unit checks of gateway pieces that have an independent reference.
+import random
+
+import pytest
+
+from gateway import dedup
+from gateway.acks import encode_ack
+from gateway.downlink import CommandError, Downlink, parse_command
+from gateway.outputs import iso
+from protocol import message
+
+
+def test_fast_ack_is_byte_identical_to_protocol():
+    rng = random.Random(1)
+    for _ in range(500):
+        key = rng.randbytes(rng.choice((16, 32, 64)))
+        node = "n" + str(rng.randrange(10**rng.randrange(1, 9)))
+        boot, seq = rng.randrange(2**rng.randrange(1, 33)), rng.randrange(2**rng.randrange(1, 33))
+        cum = rng.choice((None, rng.randrange(2**rng.randrange(1, 33))))
+        assert encode_ack(key, node, boot, seq, cum) == message.encode_ack(key, node, boot, seq, cum)
+
+
+def test_dedup_window_cum_and_replays():
+    st = None
+    for seq in (0, 1, 2, 5, 4):
+        assert dedup.classify(st, 7, seq) == dedup.NEW
+        st = dedup.advance(st, 7, seq)
+    assert (st.hwm, st.cum, st.gaps) == (5, 2, 1)  # 3 is missing
+    assert dedup.classify(st, 7, 4) == dedup.DUP and dedup.classify(st, 7, 0) == dedup.DUP
+    assert dedup.classify(st, 7, 3) == dedup.NEW
+    st = dedup.advance(st, 7, 3)
+    assert (st.cum, st.gaps) == (5, 0)
+    assert dedup.classify(st, 6, 100) == dedup.REPLAY  # an older boot
+    st = dedup.advance(st, 7, 5 + dedup.WINDOW + 10)  # far ahead: 6.. are gaps, below the window soon
+    assert dedup.classify(st, 7, 6) == dedup.REPLAY  # below the window and never stored
+    assert dedup.classify(st, 7, 5) == dedup.DUP  # below the window but <= cum: stored
+    assert dedup.classify(st, 8, 0) == dedup.NEW
+    new = dedup.advance(st, 8, 0)
+    assert (new.boot, new.hwm, new.cum) == (8, 0, 0)
+    row = new.to_row()
+    again = dedup.SeqState.from_row(*row)
+    assert (again.boot, again.hwm, again.cum, again.bits, again.gaps) == (8, 0, 0, 1, new.gaps)
+
+
+@pytest.mark.parametrize("payload,ok", [
+    (b'{"op": "interval", "arg": 60}', True),
+    (b'{"op": "interval", "arg": 0}', False),
+    (b'{"op": "thresholds", "arg": {"alarm_m": 0.8}}', True),
+    (b'{"op": "thresholds", "arg": {"alarm": 0.8}}', False),
+    (b'{"op": "reboot"}', True),
+    (b'{"op": "reboot", "arg": 1}', False),
+    (b'{"op": "time", "arg": 1790000000}', True),
+    (b'{"op": "format"}', False),
+    (b"not json", False),
+    (b'{"op": "reboot", "extra": 1}', False),
+])
+def test_command_validation(payload, ok):
+    if ok:
+        parse_command(payload)
+    else:
+        with pytest.raises(CommandError):
+            parse_command(payload)
+
+
+def test_downlink_queue_resend_done_and_expiry():
+    d = Downlink(max_per_node=2, attempts=2)
+    assert d.add("n", "interval", 60) == 1 and d.add("n", "reboot", None) == 2
+    with pytest.raises(CommandError):
+        d.add("n", "reboot", None)
+    send, done, expired = d.heard("n", None)
+    assert [c[0] for c in send] == [1, 2] and (done, expired) == (0, 0)
+    send, done, expired = d.heard("n", (1, 0))  # the node applied 1
+    assert [c[0] for c in send] == [2] and done == 1
+    send, done, expired = d.heard("n", (1, 0))
+    assert send == [] and expired == 1 and d.depth() == 0
+    put, dele, cnt = d.take_changes()
+    assert set(dele) == {("n", 1), ("n", 2)} and cnt == [("n", 2)]
+
+
+def test_iso_times():
+    assert iso(0) == "1970-01-01T00:00:00.000Z"
+    assert iso(1790000000.2506) == "2026-09-21T14:13:20.251Z"
+    assert iso(1790000000.9996) == "2026-09-21T14:13:21.000Z"
