@@ -73,3 +73,17 @@ def test_real_command_exit_code_2(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "[mqtt] url" in r.stderr
+
+
+def test_deploy_example_config_is_valid(tmp_path):
+    # deploy/gateway.toml must stay a valid config (its /etc paths swapped for test files)
+    import tomllib
+
+    data = tomllib.loads((REPO / "deploy" / "gateway.toml").read_text())
+    for k in ("ca", "cert", "key"):
+        (tmp_path / k).write_text("x")
+        data["mqtt"][k] = str(tmp_path / k)
+    data["nodes"]["keys_file"] = str(tmp_path / "keys.toml")
+    s = config.parse(data, tmp_path / "gateway.toml")
+    assert s.mqtt.tls and s.mqtt.port == 8883 and [i.kind for i in s.ingest] == ["udp", "serial"]
+    assert s.outbox.max_messages == 1_000_000
