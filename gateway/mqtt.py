@@ -111,6 +111,8 @@ class Forwarder:
         parts = msg.topic.split("/")
         node = parts[-2] if len(parts) >= 3 else ""
         try:
+            if msg.retain:  # a retained command would be applied again on every reconnect
+                raise CommandError("retained commands are refused; publish without retain")
             if node not in self.keys_fn():
                 raise CommandError(f"no key for node {node!r}")
             op, arg = parse_command(msg.payload)

@@ -106,3 +106,43 @@ def test_gateway_state_is_json(gateway_factory, subscriber):
     assert subscriber.wait(lambda: subscriber.on("/gateways/gw-test/state"))
     _, st = subscriber.on("/gateways/gw-test/state")[0]
     assert st["state"] == "online" and st["alarms"] == [] and json.dumps(st)
+
+
+def test_time_sources_node_received_uptime(gateway_factory, subscriber):
+    from protocol import senml
+
+    gw = gateway_factory()
+    node = UdpNode("air-03", NODES["air-03"], gw.udp_addresses[0])
+    key = NODES["air-03"]
+    rec = [senml.record("t", 21.5)]
+    live = message.encode_data(key, "air-03", 4, 10, 600_000, rec)  # uptime 600 s, no clock
+    backlog = message.encode_data(key, "air-03", 4, 5, 540_000, rec, flags=message.F_BACKLOG)  # 60 s older
+    clock = message.encode_data(key, "air-03", 4, 11, 601_000, rec, time_s=1_790_000_000)
+    for f in (live, backlog, clock):
+        node.send_raw(f)
+        time.sleep(0.1)
+    assert subscriber.wait(lambda: len(subscriber.ups()) == 3)
+    by_seq = {u["seq"]: u for u in subscriber.ups()}
+    assert by_seq[10]["time_source"] == "received" and by_seq[10]["time"] == by_seq[10]["received"]
+    assert by_seq[11]["time_source"] == "node" and by_seq[11]["time"] == "2026-09-21T14:13:20.000Z"
+    b = by_seq[5]
+    assert b["time_source"] == "uptime" and b["flags"] == message.F_BACKLOG
+    t_live = datetime.datetime.fromisoformat(by_seq[10]["received"].replace("Z", "+00:00"))
+    t_back = datetime.datetime.fromisoformat(b["time"].replace("Z", "+00:00"))
+    assert abs((t_live - t_back).total_seconds() - 60.0) < 0.01
+    assert b["senml"][0]["bt"] == pytest.approx(t_back.timestamp(), abs=0.002)
+
+
+def test_status_page_serves_the_live_gateway(gateway_factory, subscriber):
+    import urllib.request
+
+    gw = gateway_factory(web='listen = "127.0.0.1:0"')
+    node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
+    assert node.run(5, deadline_s=10)
+    with urllib.request.urlopen(gw.web.url + "api/status", timeout=5) as r:
+        st = json.loads(r.read())
+    assert st["gateway"]["id"] == "gw-test" and st["gateway"]["broker_connected"] is True
+    n = st["nodes"][0]
+    assert n["id"] == "sew-02" and n["accepted"] == 5 and n["link"].startswith("udp ")
+    with urllib.request.urlopen(gw.web.url + "metrics", timeout=5) as r:
+        assert 'citynode_frames_accepted_total{node="sew-02"} 5.0' in r.read().decode()
