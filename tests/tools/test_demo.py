@@ -1,0 +1,40 @@
+# citynode demo: simulated nodes -> the real gateway -> MQTT, with no broker installed
+# (embedded amqtt) or against a given broker; one summary line "<F> frames from <M> nodes".
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+SUMMARY = re.compile(r"(\d+) frames from (\d+) nodes")
+
+
+def demo(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tools.cli", "demo", *args], capture_output=True, text=True,
+                          timeout=90, env=env)
+
+
+def test_demo_with_the_embedded_broker_shows_a_storm():
+    # no mosquitto reachable: PATH without the system folders it lives in
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    proc = demo("--duration", "7", "--nodes", "2", env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    m = SUMMARY.search(last)
+    assert m, last
+    frames, nodes = int(m.group(1)), int(m.group(2))
+    assert nodes == 2 and frames >= 20
+    assert "embedded amqtt" in proc.stderr
+    # the rain arrives after ~2 s: storm mode (faster reporting) and a level well above dry weather
+    assert re.search(r"sew-0[12].*\b(storm|ALARM)\b", proc.stdout), proc.stdout[-1500:]
+    assert float(re.search(r"highest level ([\d.]+) m", last).group(1)) > 1.0
+
+
+@pytest.mark.integration
+def test_demo_against_a_given_broker(mosquitto):
+    proc = demo("--duration", "3", "--nodes", "3", "--mqtt", mosquitto.url)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    m = SUMMARY.search(proc.stdout.strip().splitlines()[-1])
+    assert m and int(m.group(2)) == 3 and int(m.group(1)) >= 3
+    assert "embedded" not in proc.stderr
