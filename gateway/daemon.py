@@ -118,8 +118,9 @@ class Gateway:
             now = time.monotonic()
             p, f = self.pipeline, self.forwarder
             pipeline_ok = now - p.heartbeat < interval and (p.queue.empty() or p.processed != last_processed)
-            publisher_ok = now - f.heartbeat < max(interval, 2.0) and (
-                not f.connected or f.inflight == 0 or f.pubacks != last_pubacks)
+            # while disconnected the publisher is (re)connecting with backoff, which is its job
+            publisher_ok = not f.connected or (now - f.heartbeat < max(interval, 2.0) and (
+                f.inflight == 0 or f.pubacks != last_pubacks))
             last_processed, last_pubacks = p.processed, f.pubacks
             if pipeline_ok and publisher_ok:
                 notify("WATCHDOG=1")

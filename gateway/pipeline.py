@@ -123,6 +123,7 @@ class Pipeline:
         dups = []  # (node, link description, received)
         refuse = self._capacity_check()
         self.stats.count("received", len(batch))
+        self.processed += len(batch)  # taken off the queue, whatever became of them (watchdog)
         for raw, link, addr, received in batch:
             try:
                 m = decode(raw, key_get, loads)
@@ -247,7 +248,6 @@ class Pipeline:
             for f, _ in frames:
                 self.history.add(f.node, f.time_s, _numbers(f.msg["records"]), f.msg["flags"])
         self._send_acks(acks, ok)
-        self.processed += len(acks)
 
     def _send_acks(self, acks, committed):
         # One ACK per frame would be one syscall per frame. Frames of a node that are
