@@ -63,3 +63,42 @@ def test_keys_reload_keeps_old_keys_on_a_bad_file(gateway_factory, tmp_path):
     assert not gw.reload_keys()
     node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
     assert node.run(3, deadline_s=5)
+
+
+def test_watchdog_pings_only_while_the_pipeline_moves(tmp_path, monkeypatch, gateway_factory):
+    import threading
+
+    notify_path = str(tmp_path / "wd.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(notify_path)
+    ns.settimeout(0.05)
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s while healthy
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    gw = gateway_factory()
+
+    def pings(for_s):
+        n, deadline = 0, time.monotonic() + for_s
+        while time.monotonic() < deadline:
+            try:
+                n += ns.recv(100).decode().count("WATCHDOG=1")
+            except TimeoutError:
+                pass
+        return n
+
+    try:
+        assert pings(0.6) >= 3
+        release = threading.Event()
+        real_commit = gw.store.commit
+        gw.store.commit = lambda **kw: (release.wait(10), real_commit(**kw))[1]  # a hung disk
+        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        node.send_raw(node.frame(0))
+        node.send_raw(node.frame(1))
+        time.sleep(0.3)
+        assert pings(0.6) == 0  # stuck: systemd would restart us
+        release.set()
+        gw.store.commit = real_commit
+        assert node.run(3, deadline_s=5)
+        assert pings(0.6) >= 3
+    finally:
+        ns.close()
