@@ -20,9 +20,7 @@ CHUNK = 1536  # bytes per raw-REPL write (base64 ~2 KB of command, like mpremote
 # main.py for boards whose firmware has no device entry file of its own
 DEFAULT_MAIN = "# citynode boot entry, written by citynode flash\nimport firmware.main  # noqa: F401\n"
 # main.py for the sim board (the virtual rig): the node with the console line as its UART
-SIM_MAIN = ("# citynode boot entry for the sim board, written by citynode flash\n"
-            "from firmware import sim_node\n"
-            "sim_node.main([\"serial\", \"--flash\", \".\"])\n")
+SIM_MAIN = ROOT / "tools" / "rig" / "sim_main.py"
 
 
 class UploadError(Exception):
@@ -55,7 +53,7 @@ def sources():
 def main_source(board):
     # the boot entry for a board: the sim board (virtual rig) runs the node on its serial line
     if board == "sim":
-        return SIM_MAIN
+        return SIM_MAIN.read_text()
     entry = ROOT / "firmware" / "main.py"
     return entry.read_text() if entry.exists() else DEFAULT_MAIN
 
@@ -175,3 +173,11 @@ class BoardFs:
             if m:
                 return m, seen
         return None, seen
+
+
+def write_bundle(folder, files):
+    # the same files straight into a host folder: a virtual rig's flash, prepared without a REPL
+    for path, data in files:
+        target = pathlib.Path(folder) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
