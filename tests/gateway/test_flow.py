@@ -146,3 +146,37 @@ def test_status_page_serves_the_live_gateway(gateway_factory, subscriber):
     assert n["id"] == "sew-02" and n["accepted"] == 5 and n["link"].startswith("udp ")
     with urllib.request.urlopen(gw.web.url + "metrics", timeout=5) as r:
         assert 'citynode_frames_accepted_total{node="sew-02"} 5.0' in r.read().decode()
+
+
+def test_downlink_survives_a_restart_and_completes(tmp_path, mosquitto, subscriber):
+    import paho.mqtt.publish as publish
+
+    from protocol import senml
+
+    path = write_config(tmp_path / "gw", mosquitto.url)
+    gw = Gateway(config.load(path)).start()
+    node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+    assert node.run(2, deadline_s=5)
+    publish.single("cn/nodes/sew-01/down", '{"op": "thresholds", "arg": {"alarm_m": 0.9}}', qos=1,
+                   hostname="127.0.0.1", port=mosquitto.port)
+    assert subscriber.wait(lambda: gw.counters()["downlink_queued"] == 1, 5)
+    time.sleep(0.3)  # the next housekeeping commit stores it
+    gw.stop()
+    gw = Gateway(config.load(path)).start()  # the queue is on disk
+    try:
+        assert gw.counters()["downlink_queued"] == 1
+        node.gateway = gw.udp_addresses[0]
+        assert node.run(1, start=2, deadline_s=5)
+        assert subscriber.wait(lambda: node._receive(0.05) or node.commands, 5)
+        cmd = node.commands[0]
+        assert (cmd["op"], cmd["arg"], cmd["cmd_id"]) == ("thresholds", {"alarm_m": 0.9}, 1)
+        # the node reports the command applied: done, no more resends
+        report = message.encode_data(NODES["sew-01"], "sew-01", 1, 3, 9000, [senml.record("l", 0.5)],
+                                     cmd_result=[1, 0])
+        node.send_raw(report)
+        assert subscriber.wait(lambda: gw.counters()["commands_done"] == 1, 5)
+        assert gw.counters()["downlink_queued"] == 0
+        assert subscriber.wait(lambda: any(j.get("command") == {"cmd_id": 1, "status": 0}
+                                           for t, j in subscriber.on("/state") if t == "cn/nodes/sew-01/state"))
+    finally:
+        gw.stop()
