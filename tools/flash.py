@@ -69,16 +69,10 @@ def probe_port(port):
 def load_node_config(node_dir):
     if node_dir is None:
         return None
-    from firmware.config import ConfigError as FirmwareConfigError
-    from firmware.config import validate
-
-    path = os.path.join(node_dir, nodeconfig.CONFIG_NAME)
-    try:
-        config = nodeconfig.load(path)
-        validate(dict(config))  # the node's own check, run here so a bad file never reaches a board
-    except (nodeconfig.ConfigError, FirmwareConfigError) as e:
+    try:  # checked by tools.nodeconfig and by the firmware's own config validation
+        return nodeconfig.load(os.path.join(node_dir, nodeconfig.CONFIG_NAME))
+    except nodeconfig.ConfigError as e:
         raise FlashError(str(e)) from None
-    return config
 
 
 # ------------------------------------------------------------------ steps

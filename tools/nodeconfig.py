@@ -6,6 +6,7 @@ from protocol.message import check_node_id
 
 CONFIG_NAME = "config.json"
 DEFAULT_INTERVAL_S = 300
+STORM_INTERVAL_S = 30  # firmware/config.py's default storm_interval_s
 BOARDS = ("esp32", "rp2", "linux", "sim")
 LINKS = ("uart", "udp")
 
@@ -45,7 +46,22 @@ def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, w
             link_conf.update(wifi_ssid=wifi_ssid, wifi_password=wifi_password or "")
     elif gateway:
         raise ConfigError("--gateway is for --link udp; a uart node talks to the gateway's serial port")
-    return {"node": node, "key": key.hex(), "board": board, "link": link_conf, "interval_s": interval_s}
+    config = {"node": node, "key": key.hex(), "board": board, "link": link_conf, "interval_s": interval_s}
+    if interval_s < STORM_INTERVAL_S:  # storm mode never reports slower than normal mode
+        config["storm_interval_s"] = interval_s
+    return check_with_firmware(config)
+
+
+def check_with_firmware(config, source="node config"):
+    # the node's own validation (firmware/config.py), run here so a bad config never reaches a board
+    from firmware.config import ConfigError as FirmwareConfigError
+    from firmware.config import validate as firmware_validate
+
+    try:
+        firmware_validate(dict(config))
+    except FirmwareConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return config
 
 
 def validate(config, source="node config"):
@@ -60,7 +76,7 @@ def validate(config, source="node config"):
         raise ConfigError(f"{source}: key must be 16..64 bytes")
     if not check_node_id(config.get("node")):
         raise ConfigError(f"{source}: node id missing or invalid")
-    return config
+    return check_with_firmware(config, source)
 
 
 def load(path):

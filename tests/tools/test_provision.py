@@ -78,3 +78,13 @@ def test_console_script_runs(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "citynode flash" in proc.stdout
+
+
+def test_short_interval_passes_the_firmware_config_check(tmp_path):
+    # firmware/config.py refuses storm_interval_s > interval_s; provision keeps them consistent
+    from firmware.config import validate
+
+    assert provision(tmp_path, "--interval", "5", "--board", "sim") == 0
+    config = json.loads((tmp_path / "node" / "config.json").read_text())
+    assert config["interval_s"] == 5 and config["storm_interval_s"] == 5
+    assert validate(config)["key_bytes"] == bytes.fromhex(config["key"])
