@@ -3,13 +3,17 @@
 #
 # Encoder: definite lengths, shortest integer heads, floats in the shortest of
 # binary16/32/64 that holds the value exactly (what cbor2 does with canonical=True).
-# Maps are written in the order given; message builders give keys in canonical order.
+# Map keys are written in canonical order (length-first), so the bytes never depend on
+# dict order, which MicroPython does not keep.
+# The encoder refuses (FrameError) what the decoder would refuse: other tags, map keys
+# that are not integers or text, nesting deeper than MAX_DEPTH.
 #
 # Decoder: accepts only well-formed, preferred-serialisation input of the subset and
 # raises FrameError(reason) for anything else. It never raises another exception type.
+# Floats of any width are accepted; map keys need not be in canonical order.
 import struct
 
-MAX_DEPTH = 8  # arrays/maps/tags nested deeper than this are rejected
+MAX_DEPTH = 8  # arrays, maps and tags nest at most 8 levels (the outermost is level 1)
 
 
 class FrameError(ValueError):
@@ -43,12 +47,16 @@ def _head(out, major, n):
     elif n < 0x100:
         out.append(mt | 24)
         out.append(n)
-    elif n < 0x10000:
+    elif n < 0x10000:  # byte by byte: no temporary object on MicroPython's heap
         out.append(mt | 25)
-        out.extend(struct.pack(">H", n))
+        out.append(n >> 8)
+        out.append(n & 0xFF)
     elif n < 0x100000000:
         out.append(mt | 26)
-        out.extend(struct.pack(">I", n))
+        out.append(n >> 24)
+        out.append((n >> 16) & 0xFF)
+        out.append((n >> 8) & 0xFF)
+        out.append(n & 0xFF)
     elif n < 0x10000000000000000:
         out.append(mt | 27)
         out.extend(struct.pack(">Q", n))
@@ -73,9 +81,33 @@ def _float(out, x):
     out.extend(struct.pack(">d", x))
 
 
+def _uint_keys(m):
+    # The keys of m in ascending order when all are unsigned integers (the usual case, where
+    # numeric order is canonical order), else None.
+    for k in m:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            return None
+    return sorted(m)
+
+
+def _canonical_pairs(m):
+    # [(encoded key, key)] in canonical order: RFC 8949 section 4.2.3 length-first ordering,
+    # what cbor2 writes with canonical=True
+    pairs = []
+    for k in m:
+        if not isinstance(k, (int, str)) or isinstance(k, bool):
+            raise FrameError("type", "map key must be an integer or text")
+        pairs.append((dumps(k), k))
+    pairs.sort(key=_canonical)
+    return pairs
+
+
+def _canonical(pair):
+    return len(pair[0]), pair[0]
+
+
 def _enc(out, obj, depth):
-    if depth > MAX_DEPTH:
-        raise FrameError("depth", "nested deeper than %d" % MAX_DEPTH)
+    # depth of obj: 0 for the outermost item. Encodes only what loads() accepts back.
     if obj is None:
         out.append(0xF6)
     elif obj is True:
@@ -87,25 +119,40 @@ def _enc(out, obj, depth):
             _head(out, 0, obj)
         else:
             _head(out, 1, -1 - obj)
+    elif isinstance(obj, float):
+        _float(out, obj)
+    elif isinstance(obj, str):
+        try:
+            b = obj.encode()
+        except UnicodeError:
+            raise FrameError("utf8", "text cannot be encoded as UTF-8")
+        _head(out, 3, len(b))
+        out.extend(b)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         _head(out, 2, len(obj))
         out.extend(obj)
-    elif isinstance(obj, str):
-        b = obj.encode()
-        _head(out, 3, len(b))
-        out.extend(b)
+    elif depth >= MAX_DEPTH and isinstance(obj, (list, tuple, dict, Tag)):
+        raise FrameError("depth", "nested deeper than %d" % MAX_DEPTH)
     elif isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
         for item in obj:
             _enc(out, item, depth + 1)
     elif isinstance(obj, dict):
+        # keys in canonical order whatever order the dict iterates in (MicroPython's dicts
+        # do not keep insertion order), so the bytes are deterministic
         _head(out, 5, len(obj))
-        for k in obj:
-            _enc(out, k, depth + 1)
-            _enc(out, obj[k], depth + 1)
-    elif isinstance(obj, float):
-        _float(out, obj)
+        keys = _uint_keys(obj)
+        if keys is not None:
+            for k in keys:
+                _head(out, 0, k)
+                _enc(out, obj[k], depth + 1)
+        else:
+            for kb, k in _canonical_pairs(obj):
+                out.extend(kb)
+                _enc(out, obj[k], depth + 1)
     elif isinstance(obj, Tag):
+        if obj.tag != 17 or depth:
+            raise FrameError("tag", "only tag 17, only as the outermost item")
         _head(out, 6, obj.tag)
         _enc(out, obj.value, depth + 1)
     else:
@@ -144,41 +191,39 @@ def _arg(buf, pos, ai, end):
     size = 1 << (ai - 24)
     if pos + size > end:
         raise FrameError("truncated", "head needs %d more bytes" % size)
-    if size == 1:
-        n = buf[pos]
-    elif size == 2:
-        n = (buf[pos] << 8) | buf[pos + 1]
-    elif size == 4:
-        n = struct.unpack(">I", bytes(buf[pos : pos + 4]))[0]
-    else:
-        n = struct.unpack(">Q", bytes(buf[pos : pos + 8]))[0]
+    n = 0
+    for i in range(pos, pos + size):
+        n = (n << 8) | buf[i]
     if n < _MINIMUM[ai - 23]:
         raise FrameError("overlong", "integer or length not in its shortest form")
     return n, pos + size
 
 
+def _simple(buf, pos, end, ib):
+    # major type 7: false, true, null and floats of any width; nothing else is in the subset
+    if ib == 0xF4:
+        return False, pos
+    if ib == 0xF5:
+        return True, pos
+    if ib == 0xF6:
+        return None, pos
+    if not 0xF9 <= ib <= 0xFB:
+        raise FrameError("type", "simple value or break 0x%02x not in the subset" % ib)
+    size = 1 << (ib - 0xF8)
+    if pos + size > end:
+        raise FrameError("truncated", "float needs %d bytes" % size)
+    return struct.unpack_from(">e" if size == 2 else (">f" if size == 4 else ">d"), buf, pos)[0], pos + size
+
+
 def _dec(buf, pos, end, depth):
+    # buf is bytes; depth is the nesting level of the item at pos (0 for the outermost)
     if pos >= end:
         raise FrameError("truncated", "data item expected at offset %d" % pos)
     ib = buf[pos]
     major = ib >> 5
-    ai = ib & 0x1F
-    pos += 1
     if major == 7:
-        if ai == 20:
-            return False, pos
-        if ai == 21:
-            return True, pos
-        if ai == 22:
-            return None, pos
-        if 25 <= ai <= 27:
-            size = 1 << (ai - 24)
-            if pos + size > end:
-                raise FrameError("truncated", "float needs %d bytes" % size)
-            fmt = ">e" if size == 2 else (">f" if size == 4 else ">d")
-            return struct.unpack(fmt, bytes(buf[pos : pos + size]))[0], pos + size
-        raise FrameError("type", "simple value or break 0x%02x not in the subset" % ib)
-    n, pos = _arg(buf, pos, ai, end)
+        return _simple(buf, pos + 1, end, ib)
+    n, pos = _arg(buf, pos + 1, ib & 0x1F, end)
     if major == 0:
         return n, pos
     if major == 1:
@@ -186,7 +231,7 @@ def _dec(buf, pos, end, depth):
     if major == 2 or major == 3:
         if n > end - pos:
             raise FrameError("truncated", "string of %d bytes, %d left" % (n, end - pos))
-        raw = bytes(buf[pos : pos + n])
+        raw = buf[pos : pos + n]
         if major == 2:
             return raw, pos + n
         try:
@@ -195,12 +240,13 @@ def _dec(buf, pos, end, depth):
             raise FrameError("utf8", "text string is not valid UTF-8")
     if depth >= MAX_DEPTH:
         raise FrameError("depth", "nested deeper than %d" % MAX_DEPTH)
+    depth += 1
     if major == 4:
         if n > end - pos:  # every item takes at least one byte
             raise FrameError("truncated", "array of %d items, %d bytes left" % (n, end - pos))
         items = []
         for _ in range(n):
-            item, pos = _dec(buf, pos, end, depth + 1)
+            item, pos = _dec(buf, pos, end, depth)
             items.append(item)
         return items, pos
     if major == 5:
@@ -208,24 +254,28 @@ def _dec(buf, pos, end, depth):
             raise FrameError("truncated", "map of %d pairs, %d bytes left" % (n, end - pos))
         m = {}
         for _ in range(n):
-            k, pos = _dec(buf, pos, end, depth + 1)
+            k, pos = _dec(buf, pos, end, depth)
             if not isinstance(k, (int, str)) or isinstance(k, bool):
                 raise FrameError("type", "map key must be an integer or text")
             if k in m:
                 raise FrameError("dupkey", "map key %r repeated" % (k,))
-            m[k], pos = _dec(buf, pos, end, depth + 1)
+            m[k], pos = _dec(buf, pos, end, depth)
         return m, pos
-    # major 6: tags
+    # major 6: tags; only tag 17 (COSE_Mac0), only as the outermost item
     if n != 17:
         raise FrameError("tag", "tag %d not in the subset (only 17)" % n)
-    value, pos = _dec(buf, pos, end, depth + 1)
+    if depth != 1:
+        raise FrameError("tag", "tag 17 is allowed only as the outermost item")
+    value, pos = _dec(buf, pos, end, depth)
     return Tag(n, value), pos
 
 
 def loads(buf):
     # Decode exactly one data item that fills buf; raise FrameError otherwise.
-    if not isinstance(buf, (bytes, bytearray, memoryview)):
-        raise FrameError("type", "expected bytes")
+    if not isinstance(buf, bytes):
+        if not isinstance(buf, (bytearray, memoryview)):
+            raise FrameError("type", "expected bytes")
+        buf = bytes(buf)
     end = len(buf)
     obj, pos = _dec(buf, 0, end, 0)
     if pos != end:

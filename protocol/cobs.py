@@ -1,12 +1,25 @@
 # Serial framing (SPEC.md section 7): 0x00, COBS(message || CRC-16/CCITT-FALSE), 0x00.
 # Console text may appear between frames; it never contains 0x00.
-MAX_MESSAGE = 512  # largest COSE message a link carries (bytes)
-MAX_ENCODED = MAX_MESSAGE + 2 + (MAX_MESSAGE + 2) // 254 + 1  # COBS body without delimiters
+from protocol.cbor import FrameError
+from protocol.cose import MAX_MESSAGE  # largest COSE message a link carries (bytes)
+
+MAX_ENCODED = MAX_MESSAGE + 2 + (MAX_MESSAGE + 2) // 254 + 1  # COBS body without delimiters: 517
+
+try:  # CPython: the same CRC in C
+    from binascii import crc_hqx as _crc_hqx
+except ImportError:  # MicroPython's binascii has no crc_hqx
+    _crc_hqx = None
 
 
 def crc16(data, crc=0xFFFF):
     # CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no xorout.
-    # Same result as CPython's binascii.crc_hqx(data, 0xFFFF).
+    if _crc_hqx is not None:
+        return _crc_hqx(data, crc)
+    return crc16_portable(data, crc)
+
+
+def crc16_portable(data, crc=0xFFFF):
+    # The bitwise CRC above, for MicroPython; equal to CPython's binascii.crc_hqx(data, crc).
     for b in data:
         crc ^= b << 8
         for _ in range(8):
@@ -48,7 +61,7 @@ def cobs_decode(data):
         if code == 0 or end > n:
             return None
         seg = data[i + 1 : end]
-        if 0 in seg:
+        if seg.find(b"\x00") >= 0:  # (`0 in bytearray` is not implemented on MicroPython)
             return None
         out.extend(seg)
         i = end
@@ -60,7 +73,7 @@ def cobs_decode(data):
 def encode(message):
     # A COSE message -> bytes to write on the serial link, delimiters included.
     if len(message) > MAX_MESSAGE:
-        raise ValueError("message of %d bytes exceeds %d" % (len(message), MAX_MESSAGE))
+        raise FrameError("oversize", "message of %d bytes exceeds %d" % (len(message), MAX_MESSAGE))
     crc = crc16(message)
     body = bytearray(message)
     body.append(crc >> 8)
@@ -94,7 +107,7 @@ class Deframer:
                 buf = self._buf
             elif not self._overflow:
                 buf.append(b)
-                if len(buf) >= MAX_ENCODED:
+                if len(buf) > MAX_ENCODED:
                     if _printable(buf):  # a long console line, not a frame
                         events.append(("text", bytes(buf)))
                     else:

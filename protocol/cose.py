@@ -1,25 +1,35 @@
 # COSE_Mac0 (RFC 9052 section 6.2) with HMAC 256/64 (COSE alg 4), kid in the
 # protected header so the node id is covered by the MAC. SPEC.md section 4.
 import hashlib
+import sys
 
 from protocol.cbor import FrameError, Tag, dumps, head, loads
 
 ALG_HMAC_256_64 = 4
 TAG_MAC0 = 17
 MAC_LEN = 8
+MAX_MESSAGE = 512  # largest COSE message on any link, in bytes (SPEC.md section 2)
 _H_ALG = 1
 _H_KID = 4
 
-try:  # CPython: the C implementation, about 3x faster than the one below
-    from hmac import digest as _hmac_digest
-except ImportError:  # MicroPython has no hmac module
-    _hmac_digest = None
+if sys.implementation.name == "micropython":  # no hmac module; the gateway's hot path stays off the heap
+    _keyed_hmac = _compare_digest = _fast_envelope = None
+else:
+    from hmac import compare_digest as _compare_digest
+
+    from protocol.fast import envelope as _fast_envelope
+    from protocol.fast import hmac_sha256 as _keyed_hmac
+
+
+_PROTECTED = {}  # kid -> protected header bytes (sign)
 
 
 def hmac_sha256(key, msg):
     # RFC 2104 on hashlib.sha256; keys longer than the 64-byte block are hashed first.
-    if _hmac_digest is not None:
-        return _hmac_digest(key, msg, "sha256")
+    # CPython keeps the keyed hash states per key (protocol/fast.py); MicroPython's hashlib
+    # cannot copy a state, so the portable version hashes both pads every time.
+    if _keyed_hmac is not None:
+        return _keyed_hmac(key, msg)
     return hmac_sha256_portable(key, msg)
 
 
@@ -45,15 +55,18 @@ def protected_header(kid):
     return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid})
 
 
+def _bstr_head(n):
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    return head(2, n)
+
+
 def _mac_structure(protected, payload):
     # MAC_structure = ["MAC0", protected (bstr), external_aad = h'', payload (bstr)]
-    out = bytearray(b"\x84\x64MAC0")
-    out.extend(head(2, len(protected)))
-    out.extend(protected)
-    out.append(0x40)
-    out.extend(head(2, len(payload)))
-    out.extend(payload)
-    return out
+    return b"".join((b"\x84\x64MAC0", _bstr_head(len(protected)), protected, b"\x40",
+                     _bstr_head(len(payload)), payload))
 
 
 def mac0_tag(key, protected, payload):
@@ -61,14 +74,25 @@ def mac0_tag(key, protected, payload):
 
 
 def sign(key, kid, payload):
-    # -> the bytes of a tagged COSE_Mac0 message
-    protected = protected_header(kid)
-    tag = mac0_tag(key, protected, payload)
-    return dumps(Tag(TAG_MAC0, [protected, {}, payload, tag]))
+    # -> the bytes of a tagged COSE_Mac0 message; FrameError("oversize") past MAX_MESSAGE.
+    # Written directly (the same bytes cbor.dumps gives): on MicroPython this halves the heap
+    # a frame costs. The protected header is kept per kid: a node signs with one kid.
+    protected = _PROTECTED.get(kid)
+    if protected is None:
+        if len(_PROTECTED) >= 16:
+            _PROTECTED.clear()
+        protected = _PROTECTED[kid] = protected_header(kid)
+    msg = b"".join((b"\xd1\x84", _bstr_head(len(protected)), protected, b"\xa0", _bstr_head(len(payload)),
+                    payload, b"\x48", mac0_tag(key, protected, payload)))
+    if len(msg) > MAX_MESSAGE:
+        raise FrameError("oversize", "message of %d bytes exceeds %d" % (len(msg), MAX_MESSAGE))
+    return msg
 
 
 def _eq(a, b):
     # constant-time comparison of two byte strings of equal length
+    if _compare_digest is not None:
+        return _compare_digest(a, b)
     if len(a) != len(b):
         return False
     d = 0
@@ -77,36 +101,50 @@ def _eq(a, b):
     return d == 0
 
 
+def _kid(protected):
+    # The kid from a protected header {1: 4, 4: kid}
+    hdr = loads(protected)
+    alg = hdr.get(_H_ALG) if isinstance(hdr, dict) else None
+    if not isinstance(alg, int) or isinstance(alg, bool) or alg != ALG_HMAC_256_64:
+        raise FrameError("alg", "protected header must say alg 4 (HMAC 256/64)")
+    kid = hdr.get(_H_KID)
+    if not isinstance(kid, bytes) or not kid:
+        raise FrameError("kid", "protected header has no kid")
+    return kid
+
+
 def parse(msg, loads_fn=None):
     # Structure checks only: -> (kid, protected, payload, tag). No key needed.
-    # loads_fn lets the gateway use cbor2's C decoder; its errors become FrameError.
-    if loads_fn is None:
-        obj = loads(msg)
-    else:
-        try:
-            obj = loads_fn(msg)
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a malformed frame
-            raise FrameError("cbor", str(e)[:80])
-    if getattr(obj, "tag", None) != TAG_MAC0:
+    # loads_fn is accepted for compatibility and not used: on CPython the usual envelope is read
+    # in place (protocol/fast.py), which is strict and faster than cbor2; SPEC.md section 4.3.
+    if not isinstance(msg, bytes):
+        if not isinstance(msg, (bytearray, memoryview)):
+            raise FrameError("type", "expected bytes")
+        msg = bytes(msg)
+    if len(msg) > MAX_MESSAGE:
+        raise FrameError("oversize", "message of %d bytes exceeds %d" % (len(msg), MAX_MESSAGE))
+    parts = _fast_envelope(msg) if _fast_envelope is not None else None
+    if parts is not None:
+        return parts
+    protected, payload, tag = _decode_envelope(msg)
+    return _kid(protected), protected, payload, tag
+
+
+def _decode_envelope(msg):
+    obj = loads(msg)
+    if not isinstance(obj, Tag):
         raise FrameError("tag", "not a tagged COSE_Mac0 (tag 17)")
     arr = obj.value
-    if not isinstance(arr, (list, tuple)) or len(arr) != 4:
+    if not isinstance(arr, list) or len(arr) != 4:
         raise FrameError("cose", "COSE_Mac0 must be an array of 4")
     protected, unprotected, payload, tag = arr
     if not isinstance(protected, bytes) or not isinstance(payload, bytes):
         raise FrameError("cose", "protected header and payload must be byte strings")
     if not isinstance(tag, bytes) or len(tag) != MAC_LEN:
         raise FrameError("cose", "MAC tag must be %d bytes" % MAC_LEN)
-    if isinstance(unprotected, (bytes, str, list, tuple)) or not hasattr(unprotected, "keys") \
-            or len(unprotected):
+    if not isinstance(unprotected, dict) or unprotected:
         raise FrameError("cose", "unprotected header must be an empty map in version 1")
-    hdr = loads(protected)
-    if not isinstance(hdr, dict) or hdr.get(_H_ALG) != ALG_HMAC_256_64:
-        raise FrameError("alg", "protected header must say alg 4 (HMAC 256/64)")
-    kid = hdr.get(_H_KID)
-    if not isinstance(kid, bytes) or not kid:
-        raise FrameError("kid", "protected header has no kid")
-    return kid, protected, payload, tag
+    return protected, payload, tag
 
 
 def verify(msg, key_for, loads_fn=None):

@@ -1,7 +1,14 @@
 # citynode messages (SPEC.md section 6): the payload of every COSE_Mac0 is a CBOR map
 # with small integer keys. Data frames go node -> gateway; ACKs and commands go back.
+import sys
+
 from protocol import cose, senml
 from protocol.cbor import FrameError, dumps, loads
+
+if sys.implementation.name == "micropython":  # a node: keep the gateway's hot path off its heap
+    _fast_data = None
+else:
+    from protocol.fast import data as _fast_data
 
 PROTOCOL_VERSION = 1
 
@@ -67,11 +74,15 @@ def _bad(detail):
     raise FrameError("payload", detail)
 
 
+def _is_uint(v, limit):
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= limit
+
+
 def _uint(p, k, name, limit, required=True):
     v = p.get(k)
     if v is None and not required:
         return None
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
+    if not _is_uint(v, limit):
         _bad("%s must be an unsigned integer up to %d" % (name, limit))
     return v
 
@@ -119,17 +130,15 @@ def encode_cmd(key, node, boot, cmd_id, op, arg=None):
 
 # ---------------------------------------------------------------- parsing
 
-
-def parse_payload(payload):
-    # payload bytes -> message dict (keys: type, boot, seq, ...). Raises FrameError.
-    p = loads(payload)
+def _check(p):
+    # A decoded payload map -> message dict (keys: type, boot, seq, ...). Raises FrameError.
     if not isinstance(p, dict):
         _bad("payload must be a map")
     for k in p:
         if not isinstance(k, int) or isinstance(k, bool):
             _bad("payload keys must be integers")
     t = p.get(K_TYPE)
-    if t not in TYPE_NAMES:
+    if not isinstance(t, int) or t not in TYPE_NAMES:
         raise FrameError("version", "message type %r unknown to protocol version %d" % (t, PROTOCOL_VERSION))
     m = {"type": TYPE_NAMES[t], "boot": _uint(p, K_BOOT, "boot", MAX_U32)}
     if t == DATA:
@@ -146,16 +155,21 @@ def parse_payload(payload):
             for i in q:
                 v = q[i]
                 if not isinstance(i, int) or not 0 <= i < len(records) or not isinstance(v, list) \
-                        or len(v) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
+                        or len(v) != 3 or not all(_is_uint(x, MAX_U64) for x in v):
                     _bad("quality entries are record index -> [taken, rejected, status]")
         m["quality"] = q or {}
         m["flags"] = _uint(p, K_FLAGS, "flags", MAX_U32, False) or 0
         info = p.get(K_INFO)
-        if info is not None and not isinstance(info, dict):
-            _bad("info must be a map")
+        if info is not None:
+            if not isinstance(info, dict):
+                _bad("info must be a map")
+            for k in info:
+                if not _is_uint(k, MAX_U32):
+                    _bad("info keys must be unsigned integers")
         m["info"] = info or {}
         cr = p.get(K_CMD_RESULT)
-        if cr is not None and not (isinstance(cr, list) and len(cr) == 2 and all(isinstance(x, int) for x in cr)):
+        if cr is not None and not (isinstance(cr, list) and len(cr) == 2 and _is_uint(cr[0], MAX_U32)
+                                   and _is_uint(cr[1], MAX_U32)):
             _bad("cmd_result must be [cmd_id, status]")
         m["cmd_result"] = cr
     elif t == ACK:
@@ -164,16 +178,23 @@ def parse_payload(payload):
     else:
         m["cmd_id"] = _uint(p, K_CMD_ID, "cmd_id", MAX_U32)
         op = p.get(K_OP)
-        if op not in OPS:
+        if not isinstance(op, str) or op not in OPS:
             _bad("unknown command %r" % (op,))
         m["op"] = op
         m["arg"] = p.get(K_ARG)
     return m
 
 
+def parse_payload(payload):
+    # payload bytes -> message dict (keys: type, boot, seq, ...). Raises FrameError.
+    m = _fast_data(payload) if _fast_data is not None and isinstance(payload, bytes) else None
+    return m if m is not None else _check(loads(payload))
+
+
 def decode(msg, key_for, loads_fn=None):
     # Verify and parse one COSE message. key_for(node id str) -> key bytes or None.
     # Returns the message dict with "node" added. Raises FrameError(reason).
+    # loads_fn is accepted for compatibility and not used (see cose.parse).
     def lookup(kid):
         try:
             node = kid.decode()
@@ -183,7 +204,7 @@ def decode(msg, key_for, loads_fn=None):
             raise FrameError("kid", "kid is not a valid node id")
         return key_for(node)
 
-    kid, payload = cose.verify(msg, lookup, loads_fn)
+    kid, payload = cose.verify(msg, lookup)
     m = parse_payload(payload)
     m["node"] = kid.decode()
     return m

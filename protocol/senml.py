@@ -103,6 +103,15 @@ def to_json(records, base_name=None, base_time=None):
     return out
 
 
+def _finite(v):
+    # an int or a float that SenML JSON can carry (no NaN, no infinity)
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, float):
+        return v - v == 0
+    return isinstance(v, int)
+
+
 def check_records(records, error):
     # Validates a SenML pack from the wire; calls error(detail) (which raises) on the first fault.
     if not isinstance(records, list) or not records or len(records) > MAX_RECORDS:
@@ -121,8 +130,8 @@ def check_records(records, error):
                     error("must-understand label %r not supported" % k)
                 continue
             if k == V:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    error("v must be a number")
+                if not _finite(v):
+                    error("v must be a finite number")
                 values += 1
             elif k == VS:
                 if not isinstance(v, str):
@@ -136,8 +145,8 @@ def check_records(records, error):
                 if not isinstance(v, str):
                     error("u must be text")
             elif k == T:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    error("t must be a number")
+                if not _finite(v):
+                    error("t must be a finite number")
             elif k != N:
                 error("SenML label %r not allowed in a citynode record" % k)
         if values != 1:

@@ -1,0 +1,30 @@
+# The protocol tests on the real MicroPython VM, heap capped at 100k like an ESP32 without
+# PSRAM: every golden vector, CRC/HMAC/COBS, mutated vectors, and the heap cost of building
+# one frame (tests/protocol/mp_vectors.py does the work; this reads its report).
+import re
+
+import pytest
+
+from tests.support import mpvm
+
+pytestmark = pytest.mark.micropython
+
+HEAP_CEILING = 8000  # bytes allocated to encode and MAC one typical frame (measured: ~4.7k on the unix port)
+
+
+def test_protocol_on_micropython():
+    proc = mpvm.run("tests/protocol/mp_vectors.py", check=False)
+    out = proc.stdout
+    print(out)
+    assert proc.returncode == 0, out + proc.stderr
+    values = dict(re.findall(r"^(\w+) (\S+)$", out, re.M))
+    assert "FAIL" not in out
+    assert int(values["valid"]) >= 10
+    assert int(values["invalid"]) >= 30
+    assert int(values["streams"]) >= 8
+    assert values["crc_hmac_cobs"] == "ok"
+    assert int(values["fuzzed"]) >= 1000
+    assert values["failures"] == "0"
+    assert int(values["frame_bytes"]) <= 100
+    assert 0 < int(values["heap_encode_mac"]) < HEAP_CEILING
+    assert int(values["heap_kept"]) < 400  # the frame itself and little else
