@@ -8,6 +8,7 @@
 # order, so ring order from the slot after the newest is oldest-first; when the writer
 # reaches a frame still unacknowledged, that oldest frame is dropped and counted.
 import struct
+from array import array
 
 from protocol.cobs import crc16
 
@@ -25,9 +26,9 @@ class Buffer:
         self._open = opener
         self._buf = bytearray(slot_bytes)
         self._mv = memoryview(self._buf)
-        self.wc = [0] * slots  # 0: empty slot
-        self.boot = [0] * slots
-        self.seq = [0] * slots
+        self.wc = array("I", bytes(4 * slots))  # 0: empty slot
+        self.boot = array("I", bytes(4 * slots))
+        self.seq = array("I", bytes(4 * slots))
         self.live = 0
         self.next = 0
         self.counts = {"torn": 0, "dropped": 0, "oversize": 0}

@@ -5,6 +5,8 @@
 # Unacknowledged frames are resent oldest first with the exact same bytes. While no ACK
 # comes back (link down) the node only probes with the oldest frame each cycle and marks
 # new frames as backlog, so the gateway dates them from uptime, not from arrival.
+from array import array
+
 from firmware import filters
 from firmware.buffer import Buffer
 from firmware.sampler import Sampler
@@ -29,10 +31,14 @@ class Reset(Exception):
 
 
 class Node:
-    def __init__(self, board, cfg, link=None):
+    def __init__(self, board, cfg, link=None, link_clock=None):
+        # link_clock: times resends (default: the board clock; a simulation whose sensors run
+        # on virtual time passes a real clock here)
         self.board = board
         self.cfg = cfg
         self.clock = board.clock
+        self.link_clock = link_clock or board.clock
+        self.window = WINDOW
         self.node_id = cfg["node"]
         self.key = cfg["key_bytes"]
         self.interval_ms = cfg["interval_s"] * 1000
@@ -44,7 +50,8 @@ class Node:
         self.hysteresis_mm = th["hysteresis_mm"]
         self.state = State(board.path("state.json"), board.open)
         self.buffer = Buffer(board.path("buffer.bin"), cfg["buffer_slots"], cfg["slot_bytes"], board.open)
-        self.sent_ms = [None] * cfg["buffer_slots"]  # when each slot was last sent
+        # when each slot was last sent, as link-clock ms + 1 modulo 2**32 (0: not yet)
+        self.sent_ms = array("I", bytes(4 * cfg["buffer_slots"]))
         self.link = link
         self.sampler = None
         self.wdt = None
@@ -187,7 +194,7 @@ class Node:
         if slot < 0:
             self.link.send(frame)  # too big for a slot: live only
         else:
-            self.sent_ms[slot] = None
+            self.sent_ms[slot] = 0
         self.seq += 1
         self.counts["frames"] += 1
         self.send_info = False
@@ -200,8 +207,8 @@ class Node:
 
     def pump(self):
         # Send what is due from the buffer, oldest first. Returns frames sent.
-        now = self.clock.ms()
-        limit = 1 if self.offline else WINDOW
+        now = self.link_clock.ms()
+        limit = 1 if self.offline else self.window
         sent = inflight = 0
         pos = 0
         buf = self.buffer
@@ -211,13 +218,13 @@ class Node:
                 break
             pos += 1
             last = self.sent_ms[slot]
-            if last is not None and now - last < RETRY_MS:
+            if last and ((now + 1 - last) & 0xFFFFFFFF) < RETRY_MS:
                 inflight += 1
                 continue
-            if last is not None:
+            if last:
                 self.counts["resent"] += 1
             self.link.send(buf.frame(slot))
-            self.sent_ms[slot] = now
+            self.sent_ms[slot] = ((now + 1) & 0xFFFFFFFF) or 1
             sent += 1
             self.unanswered += 1
             if self.unanswered >= OFFLINE_AFTER and not self.offline:

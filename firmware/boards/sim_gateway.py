@@ -6,8 +6,11 @@ from protocol.cbor import FrameError
 
 
 class SimGateway:
-    def __init__(self, keys):
+    def __init__(self, keys, sink=None):
+        # sink(message, decoded): called for each new frame instead of keeping it (small heaps)
         self.keys = keys  # node id -> key bytes
+        self.sink = sink
+        self.accepted = 0
         self.frames = []  # accepted frames, raw bytes, in arrival order
         self.decoded = []
         self.seen = {}  # (node, boot) -> set of seqs
@@ -33,8 +36,12 @@ class SimGateway:
             self.duplicates += 1
         else:
             seen.add(d["seq"])
-            self.frames.append(message)
-            self.decoded.append(d)
+            self.accepted += 1
+            if self.sink is not None:
+                self.sink(message, d)
+            else:
+                self.frames.append(message)
+                self.decoded.append(d)
             c = self.cum.get(k, -1)
             while c + 1 in seen:
                 c += 1

@@ -67,8 +67,11 @@ class A02YYUW:
         return found
 
     def _drain(self):
+        # at most 8 reads per call: a UART spewing bytes cannot hold the loop
         found = 0
-        while self.uart.any():
+        for _ in range(8):
+            if not self.uart.any():
+                break
             n = self.uart.readinto(self._rx)
             if not n:
                 break

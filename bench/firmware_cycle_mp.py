@@ -1,0 +1,136 @@
+# MicroPython side of the firmware heap benchmark and test (run by bench/firmware_bench.py
+# and tests/firmware/test_micropython.py): the real node, drivers, buffer and protocol on
+# parts that allocate nothing themselves (as machine.I2C/UART in C do on a board), so
+# every byte counted is the firmware's or the protocol's.
+#   micropython firmware_cycle_mp.py FLASH_DIR CYCLES
+import gc
+import sys
+import time
+
+import micropython
+
+from firmware import config
+from firmware.boards.sim import SimBoard
+from firmware.boards.sim_devices import BME280Sim
+from firmware.node import Node
+from protocol import message as msg
+
+KEY = bytes(range(16))
+
+
+class QuietI2C:
+    # register reads copy preset bytes into the caller's buffer; no allocation
+    def __init__(self, regs):
+        self.regs = regs
+
+    def readfrom_mem_into(self, addr, reg, buf):
+        r = self.regs
+        for i in range(len(buf)):
+            buf[i] = r[(reg + i) & 0xFF]
+
+    def writeto_mem(self, addr, reg, buf):
+        pass
+
+
+class QuietUart:
+    # an A02YYUW frame always waiting, copied byte by byte; no allocation
+    def __init__(self):
+        self.frame = bytearray(b"\xff\x0b\xb8\xc2")  # 3000 mm
+        self.ready = True
+
+    def any(self):
+        if self.ready:
+            return 4
+        self.ready = True  # the next frame arrives while the caller waits
+        return 0
+
+    def readinto(self, buf):
+        self.ready = False
+        f = self.frame
+        for i in range(4):
+            buf[i] = f[i]
+        return 4
+
+
+class LoopbackLink:
+    # takes frames, answers each send with one ACK that covers everything (pre-encoded)
+    def __init__(self):
+        self.ack = None
+        self.pending = False
+        self.empty = []
+        self.replies = [None]
+        self.sent = 0
+
+    def send(self, message):
+        self.sent += 1
+        self.pending = True
+        return True
+
+    def poll(self, timeout_ms):
+        if not self.pending:
+            return self.empty
+        self.pending = False
+        self.replies[0] = self.ack
+        return self.replies
+
+
+def main(flash, cycles):
+    cfg = config.validate({"node": "n1", "key": KEY.hex(), "buffer_slots": 64, "interval_s": 60,
+                           "heartbeat_s": 60})
+    board = SimBoard(flash)
+    dev = BME280Sim()
+    dev.raw = (519888, 415148, 30000)
+    dev.regs[0xF4] = 0x25
+    dev.regs[0xF2] = 1
+    dev._convert()
+    board.i2c_bus = QuietI2C(dev.regs)
+    board.ultrasonic = QuietUart()
+    link = LoopbackLink()
+    node = Node(board, cfg, link)
+    node.start()
+    link.ack = msg.encode_ack(KEY, "n1", node.boot, 0, 0xFFFFFFFF)
+    proto = [0]
+    enc = msg.encode_data
+    dec = msg.decode
+
+    def encode_data(key, node_id, boot, seq, up, recs, time_s=None, quality=None, flags=0, info=None,
+                    cmd_result=None):
+        t = micropython.mem_total()
+        r = enc(key, node_id, boot, seq, up, recs, time_s=time_s, quality=quality, flags=flags, info=info,
+                cmd_result=cmd_result)
+        proto[0] += micropython.mem_total() - t
+        return r
+
+    def decode(m, key_for):
+        t = micropython.mem_total()
+        r = dec(m, key_for)
+        proto[0] += micropython.mem_total() - t
+        return r
+
+    msg.encode_data = encode_data
+    msg.decode = decode
+    for _ in range(20):  # warm up: first frame carries info, sensors set up, health recorded
+        node.cycle()
+        node.sleep(60000)
+    gc.collect()
+    base = gc.mem_alloc()
+    peak = total = ptotal = 0
+    t0 = time.ticks_us()
+    for _ in range(cycles):
+        p0 = proto[0]
+        t = micropython.mem_total()
+        node.cycle()
+        used = micropython.mem_total() - t
+        p = proto[0] - p0
+        peak = max(peak, used - p)
+        total += used - p
+        ptotal += p
+        node.sleep(60000)
+    us = time.ticks_diff(time.ticks_us(), t0)
+    gc.collect()
+    print("PEAK %d GROWTH %d MEAN %d PROTOCOL %d FRAMES %d SENT %d US_PER_CYCLE %d LIVE %d" % (
+        peak, gc.mem_alloc() - base, total // cycles, ptotal // cycles, node.seq, link.sent, us // cycles,
+        node.buffer.live))
+
+
+main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,167 @@
+# A simulated node: the real firmware on the sim board, runnable on MicroPython and CPython.
+#
+#   micropython firmware/sim_node.py storm --flash DIR [--hours 8] [--seed 1]
+#       full storm scenario against an in-process gateway; prints FRAME <hex> per frame
+#   micropython firmware/sim_node.py serial --flash DIR
+#       a node on a serial line: stdin/stdout is its UART (COBS frames, console text between)
+#   micropython firmware/sim_node.py udp --flash DIR --frames K [--rate R] [--timeout S] [--window W]
+#       send K frames to the gateway in DIR/config.json, as fast as ACKs come back
+#
+# DIR is the node's flash: config.json (from `citynode provision` or `citynode simulate`),
+# state.json (boot counter), buffer.bin (offline buffer). (CPython: python -m firmware.sim_node ...)
+import sys
+
+from firmware import config
+from firmware.boards.sim import Runner, SimBoard, StdioUart
+from firmware.clock import Clock
+from firmware.links import SimLink, UartLink, UdpLink
+from firmware.node import Node
+
+OPTIONS = {"--flash": None, "--hours": "8", "--seed": "1", "--frames": "10", "--rate": None, "--timeout": "30",
+           "--window": "16", "--node": None, "--key": None, "--interval": None}
+
+
+def parse(argv):
+    if not argv or argv[0] not in ("storm", "serial", "udp"):
+        raise SystemExit("usage: sim_node.py storm|serial|udp --flash DIR [options]; see firmware/README.md")
+    opts = dict(OPTIONS)
+    i = 1
+    while i < len(argv):
+        if argv[i] not in opts or i + 1 >= len(argv):
+            raise SystemExit("sim_node: unknown option or missing value: %s" % argv[i])
+        opts[argv[i]] = argv[i + 1]
+        i += 2
+    if not opts["--flash"]:
+        raise SystemExit("sim_node: --flash DIR is required")
+    return argv[0], opts
+
+
+def load_config(board, opts, link):
+    raw = None
+    try:
+        import json
+
+        with open(board.path(config.CONFIG_NAME)) as f:
+            raw = json.loads(f.read())
+    except OSError:
+        raw = {}
+    if opts["--node"]:
+        raw["node"] = opts["--node"]
+    if opts["--key"]:
+        raw["key"] = opts["--key"]
+    if opts["--interval"]:
+        raw["interval_s"] = int(opts["--interval"])
+        raw["storm_interval_s"] = min(raw.get("storm_interval_s", 30), raw["interval_s"])
+    if link:
+        raw["link"] = link
+    raw["board"] = "sim"
+    return config.validate(raw)
+
+
+def storm(opts):
+    # dry weather, rain, overflow alarm, drain, with the link dropping out twice
+    hour = 3600
+    board = SimBoard(opts["--flash"], seed=int(opts["--seed"]), rain_start_s=2 * hour,
+                     outages=((int(1.5 * hour), int(2.2 * hour)), (int(3.2 * hour), int(3.6 * hour))),
+                     log=lambda t: print("LOG " + t))
+    cfg = load_config(board, opts, None)
+
+    def sink(message, d):
+        print("FRAME " + message.hex())
+
+    from firmware.boards.sim_gateway import SimGateway
+
+    gw = SimGateway({cfg["node"]: cfg["key_bytes"]}, sink=sink)
+    runner = Runner(board, cfg, SimLink(board.world, board.clock, gw))
+    node = runner.run(int(float(opts["--hours"]) * hour * 1000))
+    import gc
+
+    gc.collect()
+    print("DONE accepted=%d duplicates=%d rejects=%d boot=%d seq=%d live=%d free=%d" % (
+        gw.accepted, gw.duplicates, len(gw.rejects), node.boot, node.seq, node.buffer.live, gc.mem_free()))
+
+
+def serial(opts):
+    # stdout carries COBS frames and console lines; stdin brings ACKs and commands
+    uart = StdioUart()
+
+    def console(text):
+        uart.write((text + "\n").encode())
+
+    board = SimBoard(opts["--flash"], seed=int(opts["--seed"]), log=console)
+    cfg = load_config(board, opts, {"kind": "uart"})
+    link = UartLink(uart, board.clock)
+    # real time here: the gateway answers in real time
+    board.clock.sleep_ms(0)
+    console("citynode sim board ready (node %s)" % cfg["node"])
+    Runner(board, cfg, link).run(int(float(opts["--hours"]) * 3600 * 1000))
+
+
+class Blaster:
+    # Drives one node for `citynode simulate`: K frames, at most `window` unacknowledged,
+    # optionally at `rate` frames/s; the node's own buffer, pump and ACK handling do the rest.
+    def __init__(self, node, frames, rate=None, window=16, real=None):
+        self.node = node
+        self.frames = frames
+        self.rate = rate
+        self.real = real or node.link_clock
+        node.window = window
+        self.made = 0
+        self.t0 = self.real.ms()
+
+    def step(self):
+        node = self.node
+        now = self.real.ms()
+        while self.made < self.frames and node.buffer.live < node.window:
+            if self.rate and now < self.t0 + self.made * 1000 / self.rate:
+                break
+            node.board.clock.sleep_ms(node.interval_ms)  # the simulated world moves on
+            node.feed()
+            node.sampler.sample()
+            t = node.clock.ms()
+            node._evaluate(t)
+            node.report(t)
+            self.made += 1
+        node.pump()
+
+    def done(self):
+        return self.made >= self.frames and self.node.buffer.live == 0
+
+    def unacked(self):
+        return self.frames - self.made + self.node.buffer.live
+
+
+def udp(opts):
+    board = SimBoard(opts["--flash"], seed=int(opts["--seed"]), log=print)
+    cfg = load_config(board, opts, None)
+    if cfg["link"]["kind"] != "udp":
+        raise SystemExit("sim_node udp: the config's link must be udp with host and port")
+    real = Clock()
+    link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
+    node = Node(board, cfg, link, link_clock=real)
+    node.start()
+    b = Blaster(node, int(opts["--frames"]), float(opts["--rate"]) if opts["--rate"] else None,
+                int(opts["--window"]), real)
+    deadline = real.ms() + int(float(opts["--timeout"]) * 1000)
+    while not b.done() and real.ms() < deadline:
+        b.step()
+        node.receive(link.poll(5))
+    ok = b.done()
+    print("RESULT node=%s boot=%d sent=%d acked=%d unacked=%d resent=%d" % (
+        cfg["node"], node.boot, b.made, node.counts["acked"], b.unacked(), node.counts["resent"]))
+    return 0 if ok else 1
+
+
+def main(argv):
+    mode, opts = parse(argv)
+    if mode == "storm":
+        storm(opts)
+        return 0
+    if mode == "serial":
+        serial(opts)
+        return 0
+    return udp(opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
