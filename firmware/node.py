@@ -39,6 +39,7 @@ class Node:
         self.clock = board.clock
         self.link_clock = link_clock or board.clock
         self.window = WINDOW
+        self.retry_ms = RETRY_MS
         self.node_id = cfg["node"]
         self.key = cfg["key_bytes"]
         self.interval_ms = cfg["interval_s"] * 1000
@@ -218,7 +219,7 @@ class Node:
                 break
             pos += 1
             last = self.sent_ms[slot]
-            if last and ((now + 1 - last) & 0xFFFFFFFF) < RETRY_MS:
+            if last and ((now + 1 - last) & 0xFFFFFFFF) < self.retry_ms:
                 inflight += 1
                 continue
             if last:

@@ -100,8 +100,10 @@ def serial(opts):
 class Blaster:
     # Drives one node for `citynode simulate`: K frames, at most `window` unacknowledged,
     # optionally at `rate` frames/s; the node's own buffer, pump and ACK handling do the rest.
-    def __init__(self, node, frames, rate=None, window=16, real=None):
+    def __init__(self, node, frames, rate=None, window=16, real=None, retry_ms=500):
+        # retry_ms: a gateway on the LAN answers in milliseconds; resend sooner than in the field
         self.node = node
+        node.retry_ms = retry_ms
         self.frames = frames
         self.rate = rate
         self.real = real or node.link_clock
@@ -115,7 +117,7 @@ class Blaster:
         while self.made < self.frames and node.buffer.live < node.window:
             if self.rate and now < self.t0 + self.made * 1000 / self.rate:
                 break
-            node.board.clock.sleep_ms(node.interval_ms)  # the simulated world moves on
+            node.sleep(node.interval_ms)  # the simulated world moves on (watchdog fed)
             node.feed()
             node.sampler.sample()
             t = node.clock.ms()

