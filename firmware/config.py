@@ -24,7 +24,7 @@ DEFAULTS = {
     "safe_after": 3,  # boots in a row that never reached a healthy cycle -> safe mode
 }
 
-SENSOR_KINDS = ("bme280", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")
+SENSOR_KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")
 _INTS = {
     "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
     "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),

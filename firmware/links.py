@@ -6,6 +6,36 @@
 from protocol import cobs
 
 
+class StdioUart:
+    # This process's stdin/stdout as a UART (a sim board on a pty, or a board's USB console):
+    # frames and console text share the line, as SPEC section 7 allows
+    def __init__(self, rx=None, tx=None):
+        import select
+        import sys
+
+        self.rx = rx or sys.stdin.buffer
+        self.tx = tx or sys.stdout.buffer
+        self._poll = select.poll()
+        self._poll.register(self.rx, select.POLLIN)
+
+    def any(self):
+        return 1 if self._poll.poll(0) else 0
+
+    def readinto(self, buf):
+        if not self._poll.poll(0):
+            return None
+        b = self.rx.read(1)  # one byte per readiness: never blocks
+        if not b:
+            return None
+        buf[0] = b[0]
+        return 1
+
+    def write(self, data):
+        n = self.tx.write(data)
+        self.tx.flush()
+        return n
+
+
 class UartLink:
     def __init__(self, uart, clock=None):
         # uart: machine.UART-like (write, any, readinto)

@@ -336,7 +336,7 @@ class Node:
             self.state.save(sleeping=True, seq=self.seq, cmd=self.last_cmd_id)
             self.board.deepsleep(ms)
             return
-        step = max(1, self.cfg["watchdog_ms"] // 2)
+        step = max(1, getattr(self.wdt, "timeout_ms", self.cfg["watchdog_ms"]) // 2)
         while ms > 0:
             self.feed()
             self.board.sleep_ms(min(ms, step), mode == "light")

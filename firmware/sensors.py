@@ -32,8 +32,13 @@ def _hydrostatic(board, s):
                        span_mm=s.get("span_mm", 5000), offset_mm=s.get("offset_mm", 0))
 
 
+def _bme280_adafruit(board, s):
+    return board.bme280_adafruit(s)  # Linux boards only (Blinka)
+
+
 REGISTRY = {
     "bme280": _bme280,
+    "bme280_adafruit": _bme280_adafruit,
     "a02yyuw": _uart_ultrasonic,
     "jsn_sr04t": _uart_ultrasonic,  # mode 2 speaks the same 0xFF H L SUM frames
     "hcsr04": _echo,
@@ -46,6 +51,6 @@ def build(board, settings):
     # -> driver, or None with the reason printed (a missing sensor is a fault, not a crash)
     try:
         return REGISTRY[settings["kind"]](board, settings)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, AttributeError, ImportError) as e:
         board.log("sensor %s: %s" % (settings["kind"], e))
         return None

@@ -3,10 +3,10 @@
 # mid-way (power loss), resets that survive as a reset cause, and an uplink chosen by the
 # caller (an in-process gateway, UDP, or this process's stdin/stdout as a serial line).
 import os
-import sys
 
 from firmware.boards.sim_devices import BME280Sim, EchoSensor, I2CBus, LoopAdc, UltrasonicUart
 from firmware.boards.sim_world import VirtualClock, World
+from firmware.links import StdioUart  # noqa: F401 - the virtual rig imports it from here
 from firmware.node import Reset
 
 
@@ -53,34 +53,6 @@ class SimWatchdog:
         if now - self.last > self.timeout_ms:
             raise Reset("watchdog")  # the hardware would have reset the chip by now
         self.last = now
-
-
-class StdioUart:
-    # This process's stdin/stdout (or given fds' streams) as a UART: a virtual board on a pty
-    def __init__(self, rx=None, tx=None):
-        import select
-
-        self.rx = rx or sys.stdin.buffer
-        self.tx = tx or sys.stdout.buffer
-        self._poll = select.poll()
-        self._poll.register(self.rx, select.POLLIN)
-
-    def any(self):
-        return 1 if self._poll.poll(0) else 0
-
-    def readinto(self, buf):
-        if not self._poll.poll(0):
-            return None
-        b = self.rx.read(1)  # one byte per readiness: never blocks
-        if not b:
-            return None
-        buf[0] = b[0]
-        return 1
-
-    def write(self, data):
-        n = self.tx.write(data)
-        self.tx.flush()
-        return n
 
 
 class SimBoard:

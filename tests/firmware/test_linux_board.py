@@ -1,0 +1,72 @@
+# The Linux (Raspberry Pi) board on CPython: its UART uplink is a real pty driven through
+# pyserial, the host side deframes, verifies and ACKs; the node prunes its buffer.
+import os
+import pty
+import threading
+import time
+
+from firmware import config
+from firmware.boards.linux import Board
+from firmware.node import Node
+from protocol import cobs
+from protocol import message as msg
+from tests.firmware.conftest import KEY, NODE
+
+
+def test_linux_board_node_over_a_pty(tmp_path):
+    master, slave = pty.openpty()
+    import tty
+
+    tty.setraw(slave)
+    port = os.ttyname(slave)
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "board": "linux", "interval_s": 1, "storm_interval_s": 1,
+                           "heartbeat_s": 1, "link": {"kind": "uart", "port": port, "baudrate": 115200},
+                           "sensors": {"climate": None, "level": None}})
+    logs = []
+    board = Board(str(tmp_path), log=logs.append)
+    node = Node(board, cfg)
+    node.start()
+    got = []
+    stop = threading.Event()
+
+    def gateway():
+        deframer = cobs.Deframer()
+        os.set_blocking(master, False)
+        while not stop.is_set():
+            try:
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            for kind, body in deframer.feed(data):
+                if kind == "frame":
+                    d = msg.decode(body, {NODE: KEY}.get)
+                    got.append(d)
+                    os.write(master, cobs.encode(msg.encode_ack(KEY, NODE, d["boot"], d["seq"])))
+
+    t = threading.Thread(target=gateway, daemon=True)
+    t.start()
+    try:
+        node.run(max_cycles=3)
+    finally:
+        stop.set()
+        t.join(2)
+        node.link.uart.port.close()
+        os.close(master)
+        os.close(slave)
+    assert [d["seq"] for d in got] == [0, 1, 2]
+    assert got[0]["info"][msg.I_BOARD] == "linux" and got[0]["records"][0][0] == "status"
+    assert node.buffer.live == 0 and node.counts["acked"] == 3
+    assert any("boot 1" in line for line in logs)
+
+
+def test_linux_board_refuses_sensors_it_cannot_read(tmp_path):
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "board": "linux", "link": {"kind": "udp",
+                           "host": "127.0.0.1", "port": 9}, "sensors": {"climate": None,
+                           "level": {"kind": "hcsr04"}}})
+    logs = []
+    board = Board(str(tmp_path), log=logs.append)
+    from firmware import sensors
+
+    assert sensors.build(board, cfg["sensors"]["level"]) is None
+    assert "time_pulse_us" in logs[0]
