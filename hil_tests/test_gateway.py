@@ -48,6 +48,7 @@ keys_file = "{hil_node['keys_file']}"
         proc.kill()
         proc.wait()
     log.close()
+    print("--- gateway log (tail)\n" + (tmp_path / "gateway.log").read_text()[-3000:], file=sys.stderr)
 
 
 @pytest.fixture

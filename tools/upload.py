@@ -17,7 +17,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "firmware")
 CHUNK = 1536  # bytes per raw-REPL write (base64 ~2 KB of command, like mpremote's own pace)
-# main.py for boards whose firmware has no device entry file of its own
+# main.py for real boards: firmware/main.py (compiled into /lib) is the device entry
 DEFAULT_MAIN = "# citynode boot entry, written by citynode flash\nimport firmware.main  # noqa: F401\n"
 # main.py for the sim board (the virtual rig): the node with the console line as its UART
 SIM_MAIN = ROOT / "tools" / "rig" / "sim_main.py"
@@ -45,17 +45,17 @@ def sources():
     for pkg in PACKAGES:
         for src in sorted((ROOT / pkg).rglob("*.py")):
             rel = src.relative_to(ROOT)
-            if "__pycache__" in rel.parts or rel.name == "main.py" and len(rel.parts) == 2:
+            if "__pycache__" in rel.parts:
                 continue
             yield src, rel
 
 
 def main_source(board):
-    # the boot entry for a board: the sim board (virtual rig) runs the node on its serial line
+    # the boot entry for a board: firmware.main picks the board from the config and runs the
+    # node; the sim board (virtual rig) runs the node on its console line instead
     if board == "sim":
         return SIM_MAIN.read_text()
-    entry = ROOT / "firmware" / "main.py"
-    return entry.read_text() if entry.exists() else DEFAULT_MAIN
+    return DEFAULT_MAIN
 
 
 def build_bundle(node_config=None, progress=None):
