@@ -14,6 +14,7 @@ COMMANDS = {
     "monitor": ("tools.monitor", "decode frames and console lines from a port or UDP live"),
     "demo": ("tools.demo", "simulated nodes, gateway and an embedded broker in one command"),
     "bench": ("tools.bench", "run the benchmarks"),
+    "rig": ("tools.rig.cli", "a virtual board on a pty (the HIL tests' virtual rig)"),
 }
 
 

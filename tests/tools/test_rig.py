@@ -94,3 +94,26 @@ def test_keeps_running_while_the_port_is_closed(rig):
     numbers = [int(x) for x in buf.replace(b"\n", b" ").split(b"tick ")[1:] if x.strip().isdigit()]
     assert numbers and numbers[0] > 8, (first, buf)  # counted on while nobody listened
     assert rig.boots == 1 and rig.dropped > 0
+
+
+@pytest.mark.micropython
+def test_technician_workflow_provision_rig_monitor(tmp_path):
+    # provision -> a virtual board with that node installed -> citynode monitor verifies its frames
+    from tools import cli
+
+    assert cli.main(["provision", "--node", "bench-1", "--board", "sim", "--interval", "1", "--out",
+                     str(tmp_path / "node"), "--keys", str(tmp_path / "keys.toml")]) == 0
+    rig = subprocess.Popen([sys.executable, "-m", "tools.cli", "rig", "--flash", str(tmp_path / "flash"),
+                            "--node-dir", str(tmp_path / "node")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        port = rig.stdout.readline().split()[1]
+        mon = subprocess.run([sys.executable, "-m", "tools.cli", "monitor", "--port", port, "--keys",
+                              str(tmp_path / "keys.toml"), "--count", "2", "--duration", "30"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        rig.terminate()
+        rig.wait(10)
+    assert mon.returncode == 0, mon.stderr
+    assert "| citynode" in mon.stdout and "node bench-1 boot 1" in mon.stdout  # the boot banner, as console
+    assert "bench-1: 2 frames, MAC ok 2 failed 0" in mon.stdout, mon.stdout
