@@ -102,3 +102,19 @@ def test_flash_to_the_virtual_rig(tmp_path, node_dir):
         assert rc == 0, err
         assert "flashed" in out and ": 0 files written" in out
         assert rig.boots > boots
+
+
+@pytest.mark.micropython
+def test_upload_mismatch_is_caught_by_the_board_side_sha256(tmp_path):
+    # two versions of one file in a single upload: the board ends with the second, so the
+    # sha256 computed on the board cannot match the first and flash must say so
+    from tools.flash import FlashError, connect, upload
+
+    with VirtualRig(tmp_path / "flash") as rig:
+        fs = connect(rig.port, 10)
+        try:
+            with pytest.raises(FlashError, match=r"upload mismatch: lib/x.bin on the board has sha256 [0-9a-f]{64}"):
+                upload(fs, [("lib/x.bin", b"first" * 300), ("lib/x.bin", b"second" * 300)])
+        finally:
+            fs.t.close()
+    assert (tmp_path / "flash" / "lib" / "x.bin").read_bytes() == b"second" * 300
