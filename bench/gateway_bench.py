@@ -120,6 +120,29 @@ def ceiling(port, sub, n, size, window=1000):
 
 
 def proc_stats(pid):
+    # CPU seconds and RSS of the gateway and its children (the publisher process)
+    cpu, rss = _one_proc_stats(pid)
+    for child in _children(pid):
+        c_cpu, c_rss = _one_proc_stats(child)
+        cpu += c_cpu
+        rss += c_rss
+    return cpu, rss
+
+
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _one_proc_stats(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -6,13 +6,14 @@ import threading
 import time
 
 from gateway import __version__
-from gateway.downlink import Downlink
+from gateway.downlink import Downlink, handle_command
 from gateway.ingest import UdpLink, open_links
 from gateway.keys import load_keys
 from gateway.mqtt import Forwarder
 from gateway.notify import notify, watchdog_interval_s
 from gateway.outputs import Aggregates, Envelope, SensorThings, iso
 from gateway.pipeline import Pipeline
+from gateway.pubproc import PublisherProcess
 from gateway.stats import Stats
 from gateway.store import Store
 
@@ -49,8 +50,9 @@ class Gateway:
             outputs.append(SensorThings(s.sensorthings, s.gateway_id))
         if s.aggregate_window_s:
             outputs.append(Aggregates(s.mqtt.topic_prefix, s.aggregate_window_s))
-        self.forwarder = Forwarder(settings=s, db_path=db_path, stats=self.stats, downlink=self.downlink,
-                                   keys_fn=lambda: self.keys, gateway_state_fn=self.gateway_state,
+        publisher = PublisherProcess if s.mqtt.publisher == "process" else Forwarder
+        self.forwarder = publisher(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
+                                   on_command=self._command, gateway_state_fn=self.gateway_state,
                                    alarms_fn=self.alarms)
         if s.web_listen:
             self._start_web()
@@ -97,6 +99,9 @@ class Gateway:
             self.history.close()
         self.store.close()
         log.info("gateway %s stopped; %d messages wait in the outbox", self.s.gateway_id, self.pipeline.depth)
+
+    def _command(self, topic, payload, retained):
+        handle_command(topic, payload, retained, self.keys, self.downlink, self.stats)
 
     def reload_keys(self):
         # SIGHUP: a bad file keeps the old keys (the daemon must not stop over a typo).

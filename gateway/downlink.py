@@ -4,11 +4,13 @@
 # until the node reports its result (cmd_result in a data frame) or the attempts run out.
 # Queues persist in the outbox database with the pipeline's next group commit.
 import json
+import logging
 import threading
 
 from protocol.message import MAX_U32, OPS
 
 THRESHOLD_KEYS = ("alarm_m", "storm_m", "rise_mm_min")
+log = logging.getLogger("citynode.gateway")
 
 
 class CommandError(ValueError):
@@ -115,3 +117,21 @@ class Downlink:
     def depth(self):
         with self.lock:
             return sum(len(q) for q in self.queued.values())
+
+
+def handle_command(topic, payload, retained, keys, downlink, stats):
+    # A message on P/nodes/<node>/down: checked, then queued for the node (or refused, counted).
+    parts = topic.split("/")
+    node = parts[-2] if len(parts) >= 3 else ""
+    try:
+        if retained:  # a retained command would be applied again on every reconnect
+            raise CommandError("retained commands are refused; publish without retain")
+        if node not in keys:
+            raise CommandError(f"no key for node {node!r}")
+        op, arg = parse_command(payload)
+        cmd_id = downlink.add(node, op, arg)
+    except CommandError as e:
+        stats.count("commands_refused")
+        log.warning("downlink: command on %s refused: %s", topic, e)
+        return
+    log.info("downlink: %s %s queued for %s as cmd %d until it is next heard", op, arg, node, cmd_id)

@@ -15,7 +15,6 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from gateway.downlink import CommandError, parse_command
 from gateway.outputs import iso
 from gateway.store import Reader
 
@@ -30,14 +29,13 @@ def _dumps(obj):
 
 
 class Forwarder:
-    def __init__(self, *, settings, db_path, stats, downlink, keys_fn, gateway_state_fn, alarms_fn):
+    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn):
         self.s = settings
         self.m = settings.mqtt
         self.prefix = settings.mqtt.topic_prefix
         self.db_path = db_path
-        self.stats = stats
-        self.downlink = downlink
-        self.keys_fn = keys_fn  # -> current {node: key}
+        self.states_fn = states_fn  # (seen versions) -> [(node, state dict)] changed since
+        self.on_command = on_command  # (topic, payload bytes, retained) for P/nodes/+/down
         self.gateway_state_fn = gateway_state_fn  # -> dict for the retained online state
         self.alarms_fn = alarms_fn  # -> list of alarm names, cheap; a change republishes the state
         self.gw_topic = f"{self.prefix}/gateways/{settings.gateway_id}/state"
@@ -108,20 +106,7 @@ class Forwarder:
             self._skip.add(oid)
 
     def _on_message(self, client, userdata, msg):
-        parts = msg.topic.split("/")
-        node = parts[-2] if len(parts) >= 3 else ""
-        try:
-            if msg.retain:  # a retained command would be applied again on every reconnect
-                raise CommandError("retained commands are refused; publish without retain")
-            if node not in self.keys_fn():
-                raise CommandError(f"no key for node {node!r}")
-            op, arg = parse_command(msg.payload)
-            cmd_id = self.downlink.add(node, op, arg)
-        except CommandError as e:
-            self.stats.count("commands_refused")
-            log.warning("downlink: command on %s refused: %s", msg.topic, e)
-            return
-        log.info("downlink: %s %s queued for %s as cmd %d until it is next heard", op, arg, node, cmd_id)
+        self.on_command(msg.topic, msg.payload, msg.retain)
 
     # ------------------------------------------------------------ connection
 
@@ -205,9 +190,9 @@ class Forwarder:
 
     def _publish_states(self, c):
         self._publish_alarms(c, force=True)
-        for node, st in self.stats.changed_nodes(self._state_versions):
+        for node, st in self.states_fn(self._state_versions):
             if st["last_seen"] is not None:
-                st["last_seen"] = iso(st["last_seen"])
+                st = dict(st, last_seen=iso(st["last_seen"]))
             c.publish(f"{self.prefix}/nodes/{node}/state", _dumps(st), qos=1, retain=True)
 
     def _session(self, c):

@@ -139,6 +139,7 @@ def test_status_page_serves_the_live_gateway(gateway_factory, subscriber):
     gw = gateway_factory(web='listen = "127.0.0.1:0"')
     node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
     assert node.run(5, deadline_s=10)
+    assert subscriber.wait(lambda: gw.forwarder.connected and len(subscriber.ups()) == 5, 5)
     with urllib.request.urlopen(gw.web.url + "api/status", timeout=5) as r:
         st = json.loads(r.read())
     assert st["gateway"]["id"] == "gw-test" and st["gateway"]["broker_connected"] is True
@@ -157,6 +158,7 @@ def test_downlink_survives_a_restart_and_completes(tmp_path, mosquitto, subscrib
     gw = Gateway(config.load(path)).start()
     node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
     assert node.run(2, deadline_s=5)
+    assert subscriber.wait(lambda: gw.forwarder.connected, 5)  # subscribed to the down topic
     publish.single("cn/nodes/sew-01/down", '{"op": "thresholds", "arg": {"alarm_m": 0.9}}', qos=1,
                    hostname="127.0.0.1", port=mosquitto.port)
     assert subscriber.wait(lambda: gw.counters()["downlink_queued"] == 1, 5)

@@ -44,6 +44,7 @@ def test_ack_goes_back_on_the_serial_link_and_commands_follow(tmp_path, gateway_
         gw = gateway_factory(udp="", serial=[port.path])
         node = SerialNode("air-03", NODES["air-03"], port)
         assert node.run(range(3))
+        assert subscriber.wait(lambda: gw.forwarder.connected, 5)  # subscribed to the down topic
         publish.single("cn/nodes/air-03/down", '{"op": "interval", "arg": 120}', qos=1, hostname="127.0.0.1",
                        port=mosquitto.port)
         publish.single("cn/nodes/air-03/down", '{"op": "interval", "arg": "soon"}', qos=1, hostname="127.0.0.1",
