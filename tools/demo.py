@@ -73,6 +73,8 @@ def subscribe(url, readings):
     import paho.mqtt.client as mqtt
 
     u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ValueError(f"--mqtt must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"citynode-demo-{secrets.token_hex(3)}",
                          protocol=mqtt.MQTTv311)
     if u.scheme == "mqtts":
@@ -92,7 +94,11 @@ def subscribe(url, readings):
 
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect(u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883), keepalive=30)
+    try:
+        client.connect(u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883), keepalive=30)
+    except OSError as e:
+        raise RuntimeError(f"cannot reach the MQTT broker at {url} ({e.strerror or e}); start it, or leave out "
+                           "--mqtt to use the embedded broker") from None
     client.loop_start()
     return client
 

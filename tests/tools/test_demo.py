@@ -38,3 +38,10 @@ def test_demo_against_a_given_broker(mosquitto):
     m = SUMMARY.search(proc.stdout.strip().splitlines()[-1])
     assert m and int(m.group(2)) == 3 and int(m.group(1)) >= 3
     assert "embedded" not in proc.stderr
+
+
+def test_demo_with_an_unreachable_broker_says_so_in_one_line():
+    proc = demo("--duration", "2", "--mqtt", "mqtt://127.0.0.1:1")
+    assert proc.returncode == 1
+    assert "citynode demo: cannot reach the MQTT broker at mqtt://127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
