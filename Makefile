@@ -17,13 +17,20 @@ $(BIN)/.installed: pyproject.toml
 	.venv-pycose/bin/pip install -q 'pycose==1.1.0' 'cbor2<6'
 	touch $@
 
+# MicroPython API stubs for the firmware type-check (typings/ is not in git; RECIPES.md).
+# Same pins as tests/firmware/test_typecheck.py.
+typings/.installed: $(BIN)/.installed
+	$(BIN)/pip install -q --target typings/esp32 'micropython-esp32-stubs==1.29.0.post1'
+	$(BIN)/pip install -q --target typings/rp2 'micropython-rp2-stubs==1.29.0.post1'
+	touch $@
+
 demo: $(BIN)/.installed
 	$(BIN)/citynode demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-test: $(BIN)/.installed .venv-pycose/.installed lint
+test: $(BIN)/.installed .venv-pycose/.installed typings/.installed lint
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed

@@ -9,8 +9,10 @@ try:
     _sleep_ms = time.sleep_ms  # type: ignore[attr-defined]
 except AttributeError:  # CPython
 
+    _monotonic = getattr(time, "monotonic")  # noqa: B009 - CPython only; the MicroPython stubs lack it
+
     def _ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(_monotonic() * 1000)
 
     def _ticks_diff(a, b):
         return a - b

@@ -103,9 +103,6 @@ class UdpLink:
         self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0}
         self.name = "udp"
 
-    def fileno(self):
-        return self.sock.fileno()
-
     def send(self, message):
         try:
             self.sock.sendto(message, self.addr)

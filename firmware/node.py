@@ -53,8 +53,8 @@ class Node:
         self.buffer = Buffer(board.path("buffer.bin"), cfg["buffer_slots"], cfg["slot_bytes"], board.open)
         # when each slot was last sent, as link-clock ms + 1 modulo 2**32 (0: not yet)
         self.sent_ms = array("I", bytes(4 * cfg["buffer_slots"]))
-        self.link = link
-        self.sampler = None
+        self.link = link if link is not None else board.uplink(cfg)
+        self.sampler = None  # stays None in safe mode: no sensor code runs
         self.wdt = None
         self.boot = 0
         self.seq = 0
@@ -100,8 +100,6 @@ class Node:
         # the new boot counter is on flash before any frame carries it
         self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None)
         self.wdt = self.board.watchdog(self.cfg["watchdog_ms"])
-        if self.link is None:
-            self.link = self.board.uplink(self.cfg)
         if not self.safe:
             self.sampler = Sampler(self.board, self.cfg)
         self.board.log("citynode %s node %s boot %d reset %s%s" % (
@@ -114,12 +112,13 @@ class Node:
         self.feed()
         now = self.clock.ms()
         report = self.force_report or self.send_info or self.cmd_result is not None
-        if self.safe:
+        s = self.sampler
+        if s is None:
             report = report or self.last_report_ms is None or now - self.last_report_ms >= self.interval_ms
         else:
-            self.sampler.sample()
+            s.sample()
             self.feed()
-            report = self._evaluate(now) or report
+            report = self._evaluate(now, s) or report
         if report:
             self.report(now)
         self.transmit()
@@ -132,9 +131,8 @@ class Node:
             self.board.reset()
         return self.storm_interval_ms if self.storm or self.alarm else self.interval_ms
 
-    def _evaluate(self, now):
+    def _evaluate(self, now, s):
         # storm mode with hysteresis and the alarm threshold; -> True when a frame is due
-        s = self.sampler
         lvl = s.level_mm
         due = False
         if lvl is not None and (s.level_q is None or s.level_q[2] != filters.FAULT):
@@ -172,16 +170,17 @@ class Node:
         now = self.clock.ms()
         cycle_ms = now if cycle_ms is None else cycle_ms
         battery = self.board.battery_mv()
-        if self.safe:
+        s = self.sampler
+        if s is None:
             from protocol.senml import record
 
             recs = [record("b", battery / 1000)] if battery is not None else [record("status", "safe")]
             quality = None
         else:
-            recs, quality = self.sampler.records(battery)
+            recs, quality = s.records(battery)
             if not recs:
                 recs = [record_status("no sensor")]
-            self.sampler.reporter.reported(self.sampler.level_mm, cycle_ms)
+            s.reporter.reported(s.level_mm, cycle_ms)
         flags = (msg.F_STORM if self.storm else 0) | (msg.F_ALARM if self.alarm else 0)
         flags |= (msg.F_SAFE if self.safe else 0) | (msg.F_BACKLOG if self.offline else 0)
         info = None

@@ -42,19 +42,20 @@ class Sampler:
         self.level_q = None
         self.faults = 0
 
-    def _setup(self, name, conf):
+    def _due(self, name, conf):
+        # set up a sensor now? (configured, and not tried in the last RETRY_SETUP_MS)
         now = self.clock.ms()
         last = self._tried_ms.get(name)
         if conf is None or (last is not None and now - last < RETRY_SETUP_MS):
-            return None
+            return False
         self._tried_ms[name] = now
-        return sensors.build(self.board, conf)
+        return True
 
     def sample(self):
-        if self.climate is None:
-            self.climate = self._setup("climate", self.climate_cfg)
-        if self.level is None:
-            self.level = self._setup("level", self.level_cfg)
+        if self.climate is None and self._due("climate", self.climate_cfg):
+            self.climate = sensors.build_climate(self.board, self.climate_cfg)
+        if self.level is None and self._due("level", self.level_cfg):
+            self.level = sensors.build(self.board, self.level_cfg)
         self._sample_climate()
         self._sample_level()
 
@@ -84,8 +85,9 @@ class Sampler:
             self.faults += 1
             return
         speed = level.speed_of_sound_mm_s(self.temp_c)
-        if hasattr(drv, "flush"):
-            drv.flush()
+        flush = getattr(drv, "flush", None)
+        if flush is not None:
+            flush()
         blind = beyond = partial = 0
         for _ in range(b.n):
             v = drv.read_mm(speed)

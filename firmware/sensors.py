@@ -36,9 +36,11 @@ def _bme280_adafruit(board, s):
     return board.bme280_adafruit(s)  # Linux boards only (Blinka)
 
 
-REGISTRY = {
+CLIMATE = {
     "bme280": _bme280,
     "bme280_adafruit": _bme280_adafruit,
+}
+LEVEL = {
     "a02yyuw": _uart_ultrasonic,
     "jsn_sr04t": _uart_ultrasonic,  # mode 2 speaks the same 0xFF H L SUM frames
     "hcsr04": _echo,
@@ -47,10 +49,22 @@ REGISTRY = {
 DISTANCE_KINDS = ("a02yyuw", "jsn_sr04t", "hcsr04")  # level = mount_mm - distance
 
 
-def build(board, settings):
-    # -> driver, or None with the reason printed (a missing sensor is a fault, not a crash)
+def build_climate(board, settings):
+    # -> driver with read() -> (temperature_C, pressure_Pa, humidity_RH), or None with the reason logged
     try:
-        return REGISTRY[settings["kind"]](board, settings)
-    except (OSError, ValueError, AttributeError, ImportError) as e:
+        return CLIMATE[settings["kind"]](board, settings)
+    except (OSError, ValueError, AttributeError, ImportError, KeyError) as e:
+        board.log("sensor %s: %s" % (settings["kind"], e))
+        return None
+
+
+def build(board, settings):
+    # level sensor -> driver with read_mm(speed_mm_s) and reason, or None with the reason logged
+    # (a missing sensor is a fault, not a crash)
+    if settings["kind"] in CLIMATE:
+        return None
+    try:
+        return LEVEL[settings["kind"]](board, settings)
+    except (OSError, ValueError, AttributeError, ImportError, KeyError) as e:
         board.log("sensor %s: %s" % (settings["kind"], e))
         return None

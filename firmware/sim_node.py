@@ -74,6 +74,8 @@ def storm(opts):
     gw = SimGateway({cfg["node"]: cfg["key_bytes"]}, sink=sink)
     runner = Runner(board, cfg, SimLink(board.world, board.clock, gw))
     node = runner.run(int(float(opts["--hours"]) * hour * 1000))
+    if node is None:
+        raise SystemExit("storm: the node never booted")
     import gc
 
     gc.collect()
@@ -121,7 +123,7 @@ class Blaster:
             node.feed()
             node.sampler.sample()
             t = node.clock.ms()
-            node._evaluate(t)
+            node._evaluate(t, node.sampler)
             node.report(t)
             self.made += 1
         node.pump()

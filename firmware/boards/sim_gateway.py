@@ -31,8 +31,8 @@ class SimGateway:
             return []
         node = d["node"]
         k = (node, d["boot"])
-        seen = self.seen.setdefault(k, set())
-        if d["seq"] in seen:
+        seen = self.seen.setdefault(k, set())  # seqs above cum only: the set stays small
+        if d["seq"] <= self.cum.get(k, -1) or d["seq"] in seen:
             self.duplicates += 1
         else:
             seen.add(d["seq"])
@@ -45,6 +45,7 @@ class SimGateway:
             c = self.cum.get(k, -1)
             while c + 1 in seen:
                 c += 1
+                seen.discard(c)
             self.cum[k] = c
         key = self.keys[node]
         c = self.cum[k]

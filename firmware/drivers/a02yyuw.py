@@ -4,10 +4,10 @@
 # speed of sound. Takes a machine.UART-like object (any, readinto). A bad checksum drops
 # only the 0xFF it started from, so the parser finds the next frame inside the bytes.
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:
 
-    def const(x):
+    def const(x):  # CPython stand-in for micropython.const
         return x
 
 

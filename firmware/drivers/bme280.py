@@ -4,10 +4,10 @@
 # bus (readfrom_mem_into, writeto_mem). Raises only in __init__; read() returns None
 # values and counts the reason in self.errors.
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:
 
-    def const(x):
+    def const(x):  # CPython stand-in for micropython.const
         return x
 
 
