@@ -1,54 +1,53 @@
-# A live status site for the browser tests. (Interim: status from simulated node
-# state; replaced by a real gateway with simulated nodes once the gateway lands.)
-import math
+# A live status site for the browser tests: a real gateway (with its status page on a
+# free loopback port) behind a real mosquitto, fed over UDP by simulated nodes that run
+# the real firmware code (tools.fleet: sim board, compressed time, storm scenario).
+import secrets
 import threading
-import time
 
-from gateway.web.history import History
-from gateway.web.server import StatusWeb
+from gateway.config import parse
+from gateway.daemon import Gateway
+from gateway.keys import format_keys
+from tests.support.broker import Mosquitto, free_port
+from tools import fleet
 
-HOSTILE_ID = "<b>evil<i>\"'&amp;"
+# A hostile node id: legal on the wire (printable ASCII, no space / + #), HTML if unescaped.
+HOSTILE_ID = "<b>evil<i>'&amp;"
 
 
 class Site:
     def __init__(self, tmp, nodes, stale_after_s=4):
         self.nodes = nodes
         self.stale_after_s = stale_after_s
-        self.history = History(tmp / "history.sqlite", flush_s=0.2).start()
-        self.state = {n: {"id": n, "last_seen": None, "accepted": 0, "rejected": {}, "gaps": 0,
-                          "thresholds": {"alarm_m": 0.8, "storm_m": 0.5}} for n in nodes}
-        self.silent = set()
-        self.stop_evt = threading.Event()
-        self.web = StatusWeb(listen="127.0.0.1:0", status_fn=self.status, history=self.history,
-                             stale_after_s=stale_after_s).start()
-        self.url = self.web.url
-        self.thread = threading.Thread(target=self.feed, daemon=True)
-        self.thread.start()
-
-    def status(self):
-        return {"gateway": {"id": "gw-test", "version": "test", "broker_connected": True, "uptime_s": 1,
-                            "outbox_depth": 0, "frames_per_s": 1.0},
-                "nodes": [dict(s) for s in self.state.values()]}
-
-    def feed(self):
-        i = 0
-        while not self.stop_evt.wait(0.3):
-            i += 1
-            for n in self.nodes:
-                if n in self.silent:
-                    continue
-                now = time.time()
-                level = 0.3 + 0.3 * math.sin(i / 10)
-                self.history.add(n, now, {"l": level, "t": 20 + math.cos(i / 20)}, flags=1 if level > 0.5 else 0)
-                st = self.state[n]
-                st["last_seen"] = now
-                st["accepted"] += 1
+        self.broker = Mosquitto(tmp / "mosquitto").start()
+        keys = {n: secrets.token_bytes(16) for n in nodes}
+        (tmp / "keys.toml").write_text(format_keys(keys))
+        udp = free_port()
+        settings = parse({
+            "gateway": {"id": "gw-web-test", "data_dir": str(tmp / "var"), "log_level": "warning"},
+            "mqtt": {"url": self.broker.url, "topic_prefix": "cn"},
+            "ingest": [{"kind": "udp", "listen": f"127.0.0.1:{udp}"}],
+            "nodes": {"keys_file": str(tmp / "keys.toml")},
+            "web": {"listen": "127.0.0.1:0", "stale_after_s": float(stale_after_s)},
+        }, str(tmp / "gateway.toml"))
+        self.gateway = Gateway(settings, keys).start()
+        self.url = self.gateway.web.url
+        self.stops = {n: threading.Event() for n in nodes}
+        self.sims = []
+        for i, n in enumerate(nodes):
+            sim = fleet.SimNode(i, n, keys[n], ("127.0.0.1", udp), str(tmp / "nodes"), stop=self.stops[n])
+            sim.start()
+            self.sims.append(sim)
 
     def silence(self, node):
-        self.silent.add(node)
+        # the node stops sending (as if its battery died)
+        self.stops[node].set()
 
     def close(self):
-        self.stop_evt.set()
-        self.thread.join(2)
-        self.web.stop()
-        self.history.close()
+        for ev in self.stops.values():
+            ev.set()
+        for sim in self.sims:
+            sim.join(3)
+        self.gateway.stop()
+        self.broker.stop()
+        errors = [f"{s.node_id}: {s.error}" for s in self.sims if s.error]
+        assert not errors, errors
