@@ -154,6 +154,9 @@ function chartFor(name, hist, node) {
   const width = Math.max(360, Math.min(700, ($("chart-grid").clientWidth || 800) / 2 - 24));
   const opts = { width: width, height: 200, series: series, legend: { show: true },
                  scales: { x: { time: true } },
+                 // y axis wide enough for its longest tick label (101,300 Pa must not lose digits)
+                 axes: [{}, { size: (u, vals) => vals && vals.length ?
+                              Math.max(...vals.map(v => String(v).length)) * 8 + 18 : 50 }],
                  hooks: name === "l" ? { drawClear: [u => stormBands(u, hist.storm)] } : {} };
   const plot = new uPlot(opts, data, box);
   box.dataset.points = String(values.filter(v => v != null).length);
