@@ -199,8 +199,10 @@ class UltrasonicUart:
 
     def _fill(self):
         now = self.clock.ms()
-        if now - self._next_ms > 20 * self.period_ms:  # long sleep: only the last frames matter
-            self._next_ms = now - 20 * self.period_ms
+        if now < self._next_ms:
+            return
+        if now - self._next_ms > 3 * self.period_ms:  # after a long sleep only the newest frames matter
+            self._next_ms = now - 3 * self.period_ms
         rng = self.world.rng
         while self._next_ms <= now:
             self._next_ms += self.period_ms
