@@ -89,8 +89,3 @@ def test_short_interval_passes_the_firmware_config_check(tmp_path):
     assert config["interval_s"] == 5 and config["storm_interval_s"] == 5
     assert validate(config)["key_bytes"] == bytes.fromhex(config["key"])
 
-
-def test_bench_names_are_checked(capsys):
-    # citynode bench runs the scripts in bench/; an unknown name is one line, exit 2
-    assert cli.main(["bench", "nosuch"]) == 2
-    assert "no benchmark 'nosuch'; choose from protocol, firmware, gateway" in capsys.readouterr().err

@@ -1,0 +1,18 @@
+# The citynode command: every technician subcommand of the registry is there and loads.
+import subprocess
+import sys
+
+from tools import cli
+
+
+def test_every_subcommand_is_listed():
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("decode", "provision", "flash", "monitor", "demo", "bench", "rig", "gateway", "simulate"):
+        assert f"    {name}" in proc.stdout, name
+
+
+def test_bench_names_are_checked(capsys):
+    # citynode bench runs the scripts in bench/; an unknown name is one line, exit 2
+    assert cli.main(["bench", "nosuch"]) == 2
+    assert "no benchmark 'nosuch'; choose from protocol, firmware, gateway" in capsys.readouterr().err
