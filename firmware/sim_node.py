@@ -92,11 +92,13 @@ def serial(opts):
 
     board = SimBoard(opts["--flash"], seed=int(opts["--seed"]), log=console)
     cfg = load_config(board, opts, {"kind": "uart"})
-    link = UartLink(uart, board.clock)
-    # real time here: the gateway answers in real time
-    board.clock.sleep_ms(0)
+    # the world runs on virtual time; waiting for ACKs takes real time (the gateway is real)
+    real = Clock()
+    link = UartLink(uart, real)
     console("citynode sim board ready (node %s)" % cfg["node"])
-    Runner(board, cfg, link).run(int(float(opts["--hours"]) * 3600 * 1000))
+    node = Runner(board, cfg, link, real).run(int(float(opts["--hours"]) * 3600 * 1000))
+    if node is not None:
+        console("sim done: %d frames, %d unacknowledged" % (node.seq, node.buffer.live))
 
 
 class Blaster:

@@ -156,10 +156,11 @@ class Runner:
     # Runs a node on a sim board until a virtual time, and on from there in later calls;
     # reboots it like hardware would after a reset, a watchdog bite, a deep sleep or a
     # power cut (a new Node object: RAM is gone, flash stays).
-    def __init__(self, board, cfg, link=None):
+    def __init__(self, board, cfg, link=None, link_clock=None):
         self.board = board
         self.cfg = cfg
         self.link = link
+        self.link_clock = link_clock
         self.node = None
         self.boots = 0
 
@@ -171,7 +172,7 @@ class Runner:
             if self.node is None:
                 if board.clock.ms() >= until_ms:
                     break
-                self.node = Node(board, self.cfg, self.link)
+                self.node = Node(board, self.cfg, self.link, self.link_clock)
             node = self.node
             try:
                 if node.wdt is None:
