@@ -117,3 +117,20 @@ def test_technician_workflow_provision_rig_monitor(tmp_path):
     assert mon.returncode == 0, mon.stderr
     assert "| citynode" in mon.stdout and "node bench-1 boot 1" in mon.stdout  # the boot banner, as console
     assert "bench-1: 2 frames, MAC ok 2 failed 0" in mon.stdout, mon.stdout
+
+
+@pytest.mark.micropython
+def test_ctrl_c_inside_a_frame_is_data_outside_it_interrupts(tmp_path):
+    # the running program reads its UART; a 0x03 in a COBS frame (ACKs have them) must reach
+    # it, a 0x03 between frames stops it, as the node's firmware does on a real console
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "main.py").write_text(
+        "import sys\nprint('echo ready')\nwhile True:\n"
+        "    b = sys.stdin.buffer.read(1)\n    sys.stdout.write('got %d\\n' % b[0])\n")
+    with VirtualRig(flash) as rig, serial.Serial(rig.port, 115200, timeout=0.1) as port:
+        read_until(port, b"echo ready")
+        port.write(b"\x00\x05\x03\x03\x00")
+        assert b"got 3\ngot 3\ngot 0" in read_until(port, b"got 0\n")
+        port.write(b"\x03")
+        read_until(port, b">>> ")

@@ -19,6 +19,8 @@ import threading
 import time
 import tty
 
+from protocol import cobs
+
 AGENT = str(pathlib.Path(__file__).with_name("agent.py"))
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 SETTLE_S = 0.2  # after the port opens: pyserial configures and flushes it first
@@ -60,6 +62,7 @@ class VirtualRig:
         self._held = bytearray()  # input that arrived while the board was changing state
         self._out = bytearray()
         self._in_frame = False  # inside a COBS frame on the UART (a 0x03 there is data, not Ctrl-C)
+        self._frame_len = 0
         self._connected = False
         self._interrupt_at = 0.0
         self._reset_requested = False
@@ -334,7 +337,12 @@ class VirtualRig:
         for i, b in enumerate(data):
             if b == 0:
                 self._in_frame = not self._in_frame
-            elif b == 3 and not self._in_frame:
+                self._frame_len = 0
+            elif self._in_frame:
+                self._frame_len += 1
+                if self._frame_len > cobs.MAX_ENCODED:  # no frame is this long: a stray 0x00 misled us
+                    self._in_frame = False
+            if b == 3 and not self._in_frame:
                 self._to_proc(data[:i])
                 self._interrupt()
                 return data[i + 1:]
