@@ -102,6 +102,13 @@ def validate(raw):
                 _int(s, k, 1 if k in ("samples", "shunt_ohm") else 0, 100000, "config sensors.%s" % name)
         if s.get("samples", 1) > 32:
             raise ConfigError("config: sensors.%s.samples must be at most 32" % name)
+        a = s.get("ema_alpha")
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1):
+            raise ConfigError("config: sensors.%s.ema_alpha must be a number in (0, 1]" % name)
+        c = s.get("clamp_mm")
+        if c is not None and not (isinstance(c, list) and len(c) == 2 and all(isinstance(x, int) for x in c)
+                                  and c[0] < c[1]):
+            raise ConfigError("config: sensors.%s.clamp_mm must be [low, high] in mm" % name)
     return cfg
 
 

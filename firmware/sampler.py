@@ -33,7 +33,9 @@ class Sampler:
         self.mount_mm = lc.get("mount_mm", 3000)
         self.min_mm = lc.get("min_mm", 30)
         self.max_mm = lc.get("max_mm", 4500)
-        self.burst = filters.Burst(lc.get("samples", 5), max_dev=lc.get("max_dev_mm", 60))
+        clamp = lc.get("clamp_mm") or (None, None)
+        self.burst = filters.Burst(lc.get("samples", 5), max_dev=lc.get("max_dev_mm", 60), lo=clamp[0], hi=clamp[1],
+                                   ema_alpha=lc.get("ema_alpha"))
         self.reporter = filters.Reporter(lc.get("delta_mm", 10), cfg["heartbeat_s"] * 1000)
         # last results
         self.temp_c = self.pressure_pa = self.humidity_rh = None

@@ -83,6 +83,8 @@ def test_config_defaults_and_rejects():
         ({"node": "n", "key": key, "sensors": {"level": {"kind": "laser"}}}, "sensors.level.kind"),
         ({"node": "n", "key": key, "sensors": {"level": {"samples": 99}}}, "samples"),
         ({"node": "n", "key": key, "sleep": "hibernate"}, "sleep"),
+        ({"node": "n", "key": key, "sensors": {"level": {"ema_alpha": 2}}}, "ema_alpha"),
+        ({"node": "n", "key": key, "sensors": {"level": {"clamp_mm": [500, 100]}}}, "clamp_mm"),
         ([], "JSON object"),
     ]
     for raw, words in bad:

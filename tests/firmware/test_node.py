@@ -1,6 +1,8 @@
 # The sampling loop on the sim board against an in-process gateway: dry weather, storm
 # and alarm, sensor faults, UART garbage, hours without a link, power cuts, watchdog,
 # safe mode, commands, boot counter.
+import pytest
+
 from protocol import message as msg
 from tests.firmware.conftest import KEY, NODE
 
@@ -205,3 +207,13 @@ def test_deep_sleep_keeps_the_boot_and_sequence(rig):
     assert r.board.resets.count("deepsleep") >= 20
     assert {d["boot"] for d in r.gw.decoded} == {1}
     assert contiguous(r.seqs(1))
+
+
+def test_level_filters_from_config_smooth_and_clamp(rig):
+    r = rig({"interval_s": 60, "heartbeat_s": 60, "sensors": {"level": {"ema_alpha": 0.2, "clamp_mm": [2700, 2800]}}})
+    r.run(0.4)
+    # dry weather: the water is ~2.82 m below the sensor; clamped to 2.8 m, the level reads
+    # 0.2 m with status "out of range"
+    assert all(v == pytest.approx(0.2) for v in r.values("l"))
+    assert all(x["quality"][3][2] == msg.Q_RANGE for x in r.gw.decoded)
+    assert r.node.sampler.burst.ema.alpha == 0.2
