@@ -2,7 +2,7 @@
 # port a technician or a test opens) and, behind it, a MicroPython process (rig/agent.py)
 # with a host folder as the board's flash. Like a board it prints what main.py prints
 # (console lines and COBS frames), stops main.py on Ctrl-C, and speaks the MicroPython
-# raw REPL, so mpremote and `citynode flash` work against it:
+# raw REPL (the keys are in rig/repl.py), so mpremote and `citynode flash` work against it:
 #   Ctrl-A raw mode ("raw REPL; CTRL-B to exit\r\n>"), Ctrl-D runs the block and answers
 #   OK<stdout>\x04<stderr>\x04>, raw-paste is refused (R\x00), Ctrl-B back to the friendly
 #   REPL, Ctrl-D at ">>> " or in raw mode with no code = soft reset (a fresh interpreter).
@@ -20,9 +20,9 @@ import time
 import tty
 
 from protocol import cobs
+from tools.rig.repl import EXEC, FRIENDLY, FRIENDLY_EXEC, RAW, RAW_BANNER, RESETTING, ReplKeys
 
 AGENT = str(pathlib.Path(__file__).with_name("agent.py"))
-RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 SETTLE_S = 0.2  # after the port opens: pyserial configures and flushes it first
 MAX_PENDING = 1 << 20  # output kept while the host is slow to read; oldest dropped beyond
 INTERRUPT_GRACE_S = 2.0  # a program that ignores Ctrl-C this long is killed (like a watchdog)
@@ -32,11 +32,6 @@ OFF = "off"  # not powered: nobody has opened the port yet
 STARTING = "starting"  # the interpreter starts; input waits (a Ctrl-C now would kill it outright)
 RUNNING = "running"  # boot.py / main.py run; input is the program's UART
 INTERRUPTING = "interrupting"  # Ctrl-C sent, waiting for the REPL
-FRIENDLY = "friendly"  # ">>> "
-FRIENDLY_EXEC = "friendly-exec"
-RAW = "raw"
-EXEC = "exec"  # a raw REPL block runs
-RESETTING = "resetting"  # soft reset from raw mode: fresh interpreter, back to raw
 
 
 def micropython_binary():
@@ -44,7 +39,7 @@ def micropython_binary():
     return str(exe) if exe.exists() else "micropython"
 
 
-class VirtualRig:
+class VirtualRig(ReplKeys):
     def __init__(self, flash_dir, board="sim", heap="256k", micropython=None, log=None):
         self.flash = str(pathlib.Path(flash_dir).resolve())
         self.board = board
@@ -354,62 +349,3 @@ class VirtualRig:
         self._interrupt_at = time.monotonic()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
-
-    def _friendly_byte(self, b):
-        line = self._line
-        if b in (13, 10):
-            self._emit(b"\r\n")
-            if line.strip():
-                self._command(b"S", bytes(line))
-                self.state = FRIENDLY_EXEC
-            else:
-                self._emit(b">>> ")
-            line.clear()
-        elif b == 1:  # Ctrl-A
-            line.clear()
-            self._emit(b"\r\n" + RAW_BANNER)
-            self.state = RAW
-        elif b == 2:  # Ctrl-B
-            line.clear()
-            self._emit(b"\r\n" + self.banner + b">>> ")
-        elif b == 3:  # Ctrl-C
-            line.clear()
-            self._emit(b"\r\n>>> ")
-        elif b == 4:  # Ctrl-D: soft reset, then boot.py and main.py
-            line.clear()
-            self._emit(b"\r\nMPY: soft reboot\r\n")
-            self._power_on()
-        elif b in (8, 127):
-            if line:
-                line.pop()
-                self._emit(b"\x08 \x08")
-        elif 32 <= b < 127 or b == 9:
-            line.append(b)
-            self._emit(bytes([b]))
-
-    def _raw_byte(self, b):
-        line = self._line
-        if b == 1:  # Ctrl-A: a fresh raw REPL, or the raw-paste request \x05 A \x01
-            if bytes(line) == b"\x05A":
-                self._emit(b"R\x00")  # raw-paste not supported: the host falls back to plain raw mode
-            else:
-                self._emit(RAW_BANNER)
-            line.clear()
-        elif b == 2:  # Ctrl-B: friendly REPL
-            line.clear()
-            self._emit(b"\r\n" + self.banner + b">>> ")
-            self.state = FRIENDLY
-        elif b == 3:  # Ctrl-C: drop the block typed so far
-            line.clear()
-        elif b == 4:  # Ctrl-D: run the block, or soft reset when there is none
-            if line:
-                self._emit(b"OK")
-                self._command(b"E", bytes(line))
-                self.state = EXEC
-            else:
-                self._emit(b"OK\r\nMPY: soft reboot\r\n")
-                self._spawn("raw")
-                self.state = RESETTING
-            line.clear()
-        else:
-            line.append(b)
