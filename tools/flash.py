@@ -133,6 +133,24 @@ def connect(port, timeout_s):
     return fs
 
 
+# the node config's board -> sys.platform of the MicroPython that board runs
+PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "linux": "linux", "sim": "linux"}
+
+
+def check_board(fs, config, port):
+    # the firmware picks its board module from the config: a config for another board would
+    # upload fine and then crash on the first Pin. Ask the board what it is before writing.
+    if config is None:
+        return
+    platform = fs.exec("import sys\nprint(sys.platform)").decode().strip()
+    board = config.get("board", "sim")
+    if PLATFORMS.get(board) != platform:
+        fits = [b for b, p in PLATFORMS.items() if p == platform and b != "sim"]
+        hint = f"provision it with --board {fits[0]}" if fits else "this board type is not supported"
+        raise FlashError(f"wrong board: {port} runs MicroPython for {platform}, but the node config is for "
+                         f"{board}; {hint}")
+
+
 def upload(fs, files):
     paths = [p for p, _ in files]
     before = fs.hashes(paths)
@@ -203,6 +221,7 @@ def flash(args):
         write_image(args.port, args.chip, args.image, args.baud)
     fs = connect(args.port, args.timeout)
     try:
+        check_board(fs, config, args.port)
         changed = upload(fs, files)
         fs.t.serial.timeout = 0.2
         m, seen = fs.soft_reset_and_wait(BANNER, args.timeout)

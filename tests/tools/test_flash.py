@@ -118,3 +118,14 @@ def test_upload_mismatch_is_caught_by_the_board_side_sha256(tmp_path):
         finally:
             fs.t.close()
     assert (tmp_path / "flash" / "lib" / "x.bin").read_bytes() == b"second" * 300
+
+
+@pytest.mark.micropython
+def test_wrong_board_is_refused_before_writing(tmp_path):
+    assert cli.main(["provision", "--node", "esp-1", "--board", "esp32", "--out", str(tmp_path / "node"),
+                     "--keys", str(tmp_path / "keys.toml")]) == 0
+    with VirtualRig(tmp_path / "flash") as rig:  # the rig runs the unix port: sys.platform "linux"
+        rc, _, err = citynode("flash", "--port", rig.port, "--node-dir", str(tmp_path / "node"))
+    assert rc == 1
+    one_clear_line(err, "wrong board", "for linux", "config is for esp32", "--board linux")
+    assert not (tmp_path / "flash" / "lib").exists()  # nothing written
