@@ -190,6 +190,8 @@ def main():
     ap.add_argument("--latency-s", type=float, default=10.0)
     ap.add_argument("--flood-s", type=float, default=0.0, help="then flood this long, sampling RSS")
     ap.add_argument("--flood-rate", type=int, default=2000)
+    ap.add_argument("--publisher", choices=("process", "thread"), default="thread",
+                    help="[mqtt] publisher of the gateway under test")
     args = ap.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="citynode-bench-"))
@@ -199,7 +201,7 @@ def main():
     udp = free_port(socket.SOCK_DGRAM)
     (work / "gateway.toml").write_text(
         f'[gateway]\nid = "gw-bench"\ndata_dir = "var"\nlog_level = "warning"\nqueue_max = 20000\n'
-        f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{PREFIX}"\n'
+        f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{PREFIX}"\npublisher = "{args.publisher}"\n'
         f'[[ingest]]\nkind = "udp"\nlisten = "127.0.0.1:{udp}"\n[nodes]\nkeys_file = "keys.toml"\n')
     import subprocess
     gw = subprocess.Popen([sys.executable, "-m", "tools.cli", "gateway", "--config", str(work / "gateway.toml")],

@@ -31,7 +31,7 @@ class MqttSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     state_interval_s: float = 30.0  # retained node and gateway state, at most this often
-    publisher: str = "process"  # "process": paho in a child process (its own core); "thread": in-process
+    publisher: str = "thread"  # "thread": in-process; "process": paho in a child process (its own core)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -171,7 +171,7 @@ def _mqtt(t, base, gw_id):
         reconnect_min_s=t.number("reconnect_min_s", 0.5, 0.01, 60, float),
         reconnect_max_s=t.number("reconnect_max_s", 30.0, 0.1, 3600, float),
         state_interval_s=t.number("state_interval_s", 30.0, 0.1, 86400, float),
-        publisher=t.get("publisher", str, "process"),
+        publisher=t.get("publisher", str, "thread"),
     )
     if m.publisher not in ("process", "thread"):
         raise t.err("publisher", f"must be \"process\" or \"thread\", got {m.publisher!r}")

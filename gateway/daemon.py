@@ -20,6 +20,7 @@ from gateway.store import Store
 log = logging.getLogger("citynode.gateway")
 
 OUTBOX_WARN = 0.9  # alarm "outbox_filling" above this share of [outbox] max_messages
+ALARM_HOLD_S = 5.0  # a refusal keeps its alarm up this long, so a disk at the edge does not flap
 
 
 class Gateway:
@@ -141,14 +142,15 @@ class Gateway:
 
     def alarms(self):
         p = self.pipeline
+        recent = p.last_failure[0] if time.monotonic() - p.last_failure[1] < ALARM_HOLD_S else None
         out = []
-        if p.refusing == "outbox_full" or p.depth >= self.s.outbox.max_messages:
+        if recent == "outbox_full" or p.depth >= self.s.outbox.max_messages:
             out.append("outbox_full")
         elif p.depth >= OUTBOX_WARN * self.s.outbox.max_messages:
             out.append("outbox_filling")
-        if p.refusing == "disk_full" or p.store_error == "disk_full":
+        if recent == "disk_full" or p.store_error == "disk_full":
             out.append("disk_full")
-        elif p.store_error:
+        elif recent == "storage" or p.store_error:
             out.append("storage_error")
         return out
 

@@ -40,6 +40,7 @@ class Pipeline:
         self.live_ref = {}  # node -> (boot, uptime_ms, received) of its newest live frame
         self.pending_deletes = []
         self.store_error = None  # reason of the last failed commit, None once one succeeds
+        self.last_failure = (None, -1e9)  # (reason, monotonic time): alarms hold a while, not flap
         self.refusing = None  # "outbox_full" / "disk_full" while new frames are refused
         self.disk_free = None
         self._disk_checked = 0.0
@@ -210,6 +211,7 @@ class Pipeline:
         if self.store_error != e.reason:
             log.error("outbox: commit failed (%s); new frames are not ACKed until it works again", e)
         self.store_error = e.reason
+        self.last_failure = (e.reason, time.monotonic())
 
     def _commit(self, rows, pending, frames, acks, dups, refuse):
         deletes = self._take_deletes()
@@ -235,6 +237,8 @@ class Pipeline:
             if rows:
                 self.forwarder.wake()
         self.refusing = refuse or (self.store_error if not ok else None)
+        if refuse:
+            self.last_failure = (refuse, time.monotonic())
         with self.stats.lock:
             c = self.stats.counters
             if ok:

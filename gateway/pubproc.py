@@ -168,12 +168,23 @@ class _ChildHost:
         self.send(("command", topic, payload, retained))
 
 
+class _Terminate(Exception):
+    pass
+
+
+def _terminate(signum, frame):
+    raise _Terminate()
+
+
 def child_main(settings, db_path, conn, log_level):
     from gateway.mqtt import Forwarder
 
-    # systemd signals the whole group: the parent decides when the publisher stops
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    # Ctrl-C and SIGHUP reach the whole process group: the parent handles them. SIGTERM
+    # (systemd signals the whole group; multiprocessing's terminate()) ends the child
+    # cleanly; the parent's outbox keeps whatever it did not get to publish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
     send_lock = threading.Lock()
@@ -210,8 +221,8 @@ def child_main(settings, db_path, conn, log_level):
         while True:
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
+            except (EOFError, OSError, _Terminate):
+                break  # the parent is gone, or we were told to stop
             kind = msg[0]
             if kind == "wake":
                 fwd.wake()
@@ -226,6 +237,7 @@ def child_main(settings, db_path, conn, log_level):
             elif kind == "stop":
                 break
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the goodbye
         fwd.stop()
         done.set()
         pumper.join(1)
