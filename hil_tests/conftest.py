@@ -8,6 +8,7 @@
 import json
 import shutil
 import sys
+import time
 
 import pytest
 
@@ -81,6 +82,16 @@ def port(request, rig):
     if rig is None:
         return request.config.getoption("port")
     return rig.port
+
+
+def reboot_real_board(request, dut):
+    # A virtual rig powers on when the test opens its port; a real board may already have
+    # printed its banner (boards with native USB do not reset on open): Ctrl-C stops the
+    # node, Ctrl-D at the REPL soft-resets it, and the banner comes again.
+    if real_board(request):
+        dut.serial.proc.write(b"\r\x03")
+        time.sleep(0.5)
+        dut.serial.proc.write(b"\x04")
 
 
 class FrameReader:

@@ -4,11 +4,12 @@ import time
 
 import pytest
 
-from hil_tests.conftest import INTERVAL_S, NEEDS_HARDWARE, NODE, FrameReader, real_board
+from hil_tests.conftest import INTERVAL_S, NEEDS_HARDWARE, NODE, FrameReader, real_board, reboot_real_board
 from protocol import message
 
 
-def test_boot_banner_and_config(dut, hil_node):
+def test_boot_banner_and_config(request, dut, hil_node):
+    reboot_real_board(request, dut)
     m = dut.expect(rb"citynode (\S+) node (\S+) boot (\d+) reset (\S+)", timeout=20)
     version, node, boot = m.group(1).decode(), m.group(2).decode(), int(m.group(3))
     assert node == NODE and boot >= 1
