@@ -6,6 +6,7 @@
 # provisions a test node and flashes it with `citynode flash`, so both kinds of board run
 # the same firmware, the same config and the same tests.
 import json
+import re
 import shutil
 import sys
 import time
@@ -103,9 +104,6 @@ class FrameReader:
         self.deframer = cobs.Deframer()
 
     def next(self, timeout=15, ack=True):
-        import re
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = self.dut.expect(re.compile(rb"\x00[^\x00]+\x00"), timeout=max(0.1, deadline - time.monotonic()))
