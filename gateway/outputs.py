@@ -3,6 +3,7 @@
 # same group commit, so every output is as durable as the `up` envelope.
 import base64
 import json
+import math
 import time
 
 from protocol import senml
@@ -21,7 +22,23 @@ def iso(t):
 
 
 def _dumps(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, TypeError):  # NaN/inf (a faulted sensor) or bytes in a SenML extension
+        return json.dumps(_json_safe(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _json_safe(x):
+    # JSON has no NaN, infinity or bytes: null and base64 instead (`frame` keeps the original)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, bytes | bytearray):
+        return base64.b64encode(x).decode()
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 class Frame:

@@ -20,6 +20,8 @@ from protocol.cbor import FrameError
 
 log = logging.getLogger("citynode.gateway")
 
+CLOCK_MIN_S = 946684800  # 2000-01-01
+CLOCK_AHEAD_S = 86400
 IDLE_WAKE_S = 0.1  # idle wake-up: commit PUBACKed deletions and downlink changes
 DISK_CHECK_S = 1.0
 
@@ -151,8 +153,12 @@ class Pipeline:
                 self.stats.reject(refuse, node, link.describe(addr), "frame refused (not ACKed); the node keeps it")
                 continue
             f = Frame(node, m, raw, received, *self._fix_time(node, m, received), link.describe(addr))
-            for out in self.outputs:
-                rows.extend(out.messages(f))
+            try:
+                made = [row for out in self.outputs for row in out.messages(f)]
+            except Exception as e:  # noqa: BLE001 - one odd frame must not hold up its batch
+                self.stats.reject("payload", node, link.describe(addr), f"cannot convert: {e!r}"[:200])
+                continue
+            rows.extend(made)
             new = dedup.advance(st, boot, seq)
             pending[node] = new
             frames.append((f, new.gaps))
@@ -169,9 +175,14 @@ class Pipeline:
         self.stats.reject(reason, node, link.describe(addr), detail)
 
     def _fix_time(self, node, m, received):
-        # SPEC.md section 8 -> (absolute time, how it was fixed)
-        if m["time"] is not None:
-            return float(m["time"]), "node"
+        # SPEC.md section 8 -> (absolute time, how it was fixed). A node clock before 2000
+        # or more than a day ahead (an RTC that lost power) is ignored, as if absent.
+        t = m["time"]
+        if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
+            return float(t), "node"
+        if t is not None:
+            self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the gateway",
+                                           node, t)
         if m["flags"] & message.F_BACKLOG:
             ref = self.live_ref.get(node)
             if ref is not None and ref[0] == m["boot"] and ref[1] >= m["uptime_ms"]:

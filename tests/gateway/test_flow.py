@@ -182,3 +182,30 @@ def test_downlink_survives_a_restart_and_completes(tmp_path, mosquitto, subscrib
                                            for t, j in subscriber.on("/state") if t == "cn/nodes/sew-01/state"))
     finally:
         gw.stop()
+
+
+def test_odd_values_and_clocks_do_not_hold_up_a_batch(gateway_factory, subscriber):
+    # NaN (refused by the protocol: SenML has no NaN), bytes in a SenML extension (base64 in
+    # JSON), a clock at 1970 or in year 5000 (gateway time instead): none blocks the others.
+    from protocol import senml
+
+    gw = gateway_factory()
+    key = NODES["sew-01"]
+    node = UdpNode("sew-01", key, gw.udp_addresses[0])
+    nan = dict(senml.record("t", float("nan")))
+    ext = dict(senml.record("l", 0.5), raw_x=b"\x01\x02")
+    frames = [
+        message.encode_data(key, "sew-01", 1, 0, 1000, [nan]),
+        message.encode_data(key, "sew-01", 1, 1, 2000, [ext]),
+        message.encode_data(key, "sew-01", 1, 2, 3000, [senml.record("l", 0.4)], time_s=5),
+        message.encode_data(key, "sew-01", 1, 3, 4000, [senml.record("l", 0.4)], time_s=10**11),
+    ]
+    for f in frames:
+        node.send_raw(f)
+    assert node.run(6, start=0, deadline_s=10)  # 4 odd ones plus two ordinary frames, all ACKed
+    assert subscriber.wait(lambda: len(subscriber.ups()) == 6)
+    by_seq = {u["seq"]: u for u in subscriber.ups()}
+    assert by_seq[0]["senml"][0]["n"] == "l"  # the node's ordinary seq 0, after the NaN one was refused
+    assert by_seq[1]["senml"][0]["raw_x"] == "AQI="
+    assert by_seq[2]["time_source"] == "received" and by_seq[3]["time_source"] == "received"
+    assert gw.counters()["rejected"] == {"payload": 1}

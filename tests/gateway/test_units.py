@@ -81,3 +81,9 @@ def test_iso_times():
     assert iso(0) == "1970-01-01T00:00:00.000Z"
     assert iso(1790000000.2506) == "2026-09-21T14:13:20.251Z"
     assert iso(1790000000.9996) == "2026-09-21T14:13:21.000Z"
+
+
+def test_json_never_fails_on_values_json_lacks():
+    from gateway.outputs import _dumps
+
+    assert _dumps({"a": float("nan"), "b": b"\x01", 3: [float("inf"), 1.5]}) == b'{"a":null,"b":"AQ==","3":[null,1.5]}'
