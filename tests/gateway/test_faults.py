@@ -113,3 +113,17 @@ def test_outbox_message_cap_refuses_with_alarm(gateway_factory, mosquitto, subsc
     mosquitto.start()
     assert node.run(60, deadline_s=20)
     assert subscriber.wait(lambda: len(subscriber.keys_up()) == 60, 20)
+
+
+def test_publisher_process_killed_is_restarted(gateway_factory, subscriber):
+    import os
+    import signal
+
+    gw = gateway_factory(mqtt_extra='publisher = "process"')
+    node = UdpNode("air-03", NODES["air-03"], gw.udp_addresses[0])
+    assert node.run(50, deadline_s=10)
+    assert subscriber.wait(lambda: gw.forwarder.connected and len(subscriber.keys_up()) == 50, 10)
+    os.kill(gw.forwarder._proc.pid, signal.SIGKILL)  # e.g. the OOM killer
+    assert node.run(50, start=50, deadline_s=10)  # ingest and ACKs never depended on it
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) == 100, 15)
+    assert gw.forwarder.restarts == 1
