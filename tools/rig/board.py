@@ -15,6 +15,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 import tty
@@ -23,7 +24,12 @@ from protocol import cobs
 from tools.rig.repl import EXEC, FRIENDLY, FRIENDLY_EXEC, RAW, RAW_BANNER, RESETTING, ReplKeys
 
 AGENT = str(pathlib.Path(__file__).with_name("agent.py"))
-SETTLE_S = 0.2  # after the port opens: pyserial configures and flushes it first
+# pyserial flushes the input when it opens a port, right after setting the line up: the rig
+# marks the line with an odd speed and waits until the client has replaced it (then the
+# flush is microseconds away), or SETTLE_MAX_S for clients that set nothing (cat, screen -R)
+MARK_SPEED = termios.B50
+SETTLE_S = 0.05
+SETTLE_MAX_S = 1.0
 MAX_PENDING = 1 << 20  # output kept while the host is slow to read; oldest dropped beyond
 INTERRUPT_GRACE_S = 2.0  # a program that ignores Ctrl-C this long is killed (like a watchdog)
 
@@ -71,6 +77,7 @@ class VirtualRig(ReplKeys):
         os.makedirs(self.flash, exist_ok=True)
         self._master, slave = os.openpty()
         tty.setraw(slave)  # no echo, no CR/LF mangling of binary frames before a client sets it
+        _set_speed(slave, MARK_SPEED)
         self.port = os.ttyname(slave)
         os.close(slave)  # keep no slave open: POLLHUP then tells us whether a host holds the port
         os.set_blocking(self._master, False)
@@ -185,7 +192,7 @@ class VirtualRig(ReplKeys):
     def _step(self):
         if not self._connected:
             if self._host_attached():
-                time.sleep(SETTLE_S)
+                self._wait_for_client_setup()
                 self._connected = True
                 self._in_frame = False
                 self._sel.register(self._master, selectors.EVENT_READ, "port")
@@ -208,6 +215,17 @@ class VirtualRig(ReplKeys):
             elif self._proc is not None and key.fileobj in (self._proc.stdout, self._proc.stderr):
                 self._read_proc(key.fileobj)
 
+    def _wait_for_client_setup(self):
+        deadline = time.monotonic() + SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            try:
+                if termios.tcgetattr(self._master)[4] != MARK_SPEED:
+                    break
+            except termios.error:
+                break
+            time.sleep(0.01)
+        time.sleep(SETTLE_S)
+
     def _host_attached(self):
         import select
 
@@ -225,6 +243,7 @@ class VirtualRig(ReplKeys):
         if not data:
             self._connected = False
             self._sel.unregister(self._master)
+            _set_speed(self._master, MARK_SPEED)  # so the next open is seen being set up
             self._out.clear()
             if self.log:
                 self.log("port closed by the host; the board keeps running")
@@ -349,3 +368,12 @@ class VirtualRig(ReplKeys):
         self._interrupt_at = time.monotonic()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
+
+
+def _set_speed(fd, speed):
+    try:
+        attrs = termios.tcgetattr(fd)
+        attrs[4] = attrs[5] = speed
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except termios.error:
+        pass
