@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from protocol import message as msg  # noqa: E402
 from protocol.senml import record  # noqa: E402
-from tests.firmware.test_micropython import STORM_HEAP, compile_tree  # noqa: E402
+from tests.firmware.test_micropython import DEVICE_HEAP, compile_tree  # noqa: E402
 from tests.support import mpvm  # noqa: E402
 
 KEY = bytes(range(16))
@@ -30,7 +30,7 @@ def micropython_cycle(cycles):
         if failures:
             raise SystemExit("mpy-cross failed:\n" + "\n".join(failures))
         env = dict(os.environ, MICROPYPATH=str(tree))
-        p = subprocess.run([mpvm.micropython_binary(), "-X", "heapsize=" + STORM_HEAP,
+        p = subprocess.run([mpvm.micropython_binary(), "-X", "heapsize=" + DEVICE_HEAP,
                             str(ROOT / "bench" / "firmware_cycle_mp.py"), str(pathlib.Path(d) / "flash"), str(cycles)],
                            capture_output=True, text=True, env=env, cwd=d, timeout=1800)
         if p.returncode:
@@ -111,10 +111,11 @@ def main():
     ap.add_argument("--frames", type=int, default=3000)
     a = ap.parse_args()
     f = micropython_cycle(a.cycles)
-    print(f"MicroPython VM (heap {STORM_HEAP}), {a.cycles} cycles of sample + encode + buffer + send + ACK:")
+    print(f"MicroPython VM (heap {DEVICE_HEAP}), {a.cycles} cycles of sample + encode + buffer + send + ACK:")
     print(f"  firmware heap per cycle: peak {f['PEAK']} B, mean {f['MEAN']} B (goal < 8192 B)")
     print(f"  protocol encode+decode per cycle: {f['PROTOCOL']} B  -> total {f['MEAN'] + f['PROTOCOL']} B")
     print(f"  heap growth over {a.cycles} cycles: {f['GROWTH']} B; wall time {f['US_PER_CYCLE']} us per cycle")
+    print(f"  heap in use with code, 512-slot buffer and node: {f['HEAP_USED']} B")
     enc = encode_rate()
     rate, resent = node_rate(a.frames)
     print(f"CPython: one simulated node over UDP: {rate:.0f} frames/s ({resent} resent); bare encode_data "
