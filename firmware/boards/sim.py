@@ -25,7 +25,7 @@ class _CutFile:
         budget = self._b.cut_after
         if budget is not None:
             if len(data) >= budget:
-                self._f.write(bytes(data[:budget]))
+                self._f.write(data[:budget] if isinstance(data, str) else bytes(data[:budget]))
                 self._f.flush()
                 self._b.cut_after = None
                 raise PowerCut()

@@ -151,3 +151,23 @@ def test_bus_error_in_the_loop_gives_none_and_counts():
     assert s.errors["bus"] == 2
     dev.present = True
     assert s.read()[0] == pytest.approx(25.08)
+
+
+def test_linux_board_adafruit_wrapper_reads_like_our_driver(monkeypatch):
+    # the Raspberry Pi path: adafruit-circuitpython-bme280 on Blinka's board.I2C(), here a
+    # busio-like adapter over the simulated chip; same read() tuple as firmware.drivers.bme280
+    import sys
+    import types
+
+    from firmware.boards.linux import AdafruitBME280
+
+    clock = VirtualClock()
+    world = World(clock)
+    dev = BME280Sim(world=world)
+    fake_board = types.ModuleType("board")
+    fake_board.I2C = lambda: BusioI2C(I2CBus({0x76: dev}))
+    monkeypatch.setitem(sys.modules, "board", fake_board)
+    t, p, h = AdafruitBME280(0x76).read()
+    assert t == pytest.approx(world.temp_c(), abs=0.02)
+    assert p == pytest.approx(world.pressure_pa(), abs=2)
+    assert h == pytest.approx(world.humidity_rh(), abs=0.2)

@@ -217,3 +217,19 @@ def test_level_filters_from_config_smooth_and_clamp(rig):
     assert all(v == pytest.approx(0.2) for v in r.values("l"))
     assert all(x["quality"][3][2] == msg.Q_RANGE for x in r.gw.decoded)
     assert r.node.sampler.burst.ema.alpha == 0.2
+
+
+def test_power_cuts_while_the_boot_counter_is_written_never_reuse_a_sent_boot(rig):
+    r = rig({"interval_s": 60, "heartbeat_s": 60})
+    r.run(0.05)
+    for cut in (0, 3, 9, 17, 30, 60):
+        r.board.cut_after = cut  # the next flash write (the state file at boot, or a slot) stops here
+        r.runner.node = None if cut % 2 else r.runner.node  # half of them: cut during the next boot
+        r.run(0.05)
+    boots = [d["boot"] for d in r.gw.decoded]
+    assert boots == sorted(boots)  # frames of a later boot never carry an earlier boot number
+    per_boot = {}
+    for d in r.gw.decoded:
+        per_boot.setdefault(d["boot"], []).append(d["seq"])
+    assert all(s == list(range(len(s))) for s in per_boot.values())
+    assert r.node.boot >= 4
