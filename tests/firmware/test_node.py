@@ -184,6 +184,13 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
                   msg.encode_cmd(bytes(16), NODE, node.boot, 100, "interval", 10)])
     assert node.counts["cmd_ignored"] == before + 2 and node.rejects == {"mac": 1}
     assert node.interval_ms == 60000
+    # what the gateway set survives a reset
+    r.runner.node = None
+    r.run(0.1)
+    assert r.node.boot == node.boot + 1
+    assert r.node.interval_ms == 60000 and r.node.alarm_mm == 100 and r.node.storm_mm == 50
+    first = [x for x in r.gw.decoded if x["boot"] == r.node.boot][0]
+    assert first["info"][msg.I_INTERVAL] == 60
 
 
 def test_reboot_command_and_boot_counter(rig):
