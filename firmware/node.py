@@ -97,11 +97,13 @@ class Node:
             unhealthy = st.get("unhealthy", 0) + 1  # cleared once this boot proves healthy
         self.reset_cause = cause
         self.safe = unhealthy > self.cfg["safe_after"]
-        # interval and thresholds set by the gateway outlive a reset
+        # interval and thresholds set by the gateway outlive a reset, unless the config on
+        # flash changed since (a technician's new config wins)
         kept = st.get("set") or {}
-        for k in ("interval_ms", "storm_interval_ms", "alarm_mm", "storm_mm", "rise_mm_min"):
-            if isinstance(kept.get(k), int):
-                setattr(self, k, kept[k])
+        if kept.get("base") == self._config_base():
+            for k in ("interval_ms", "storm_interval_ms", "alarm_mm", "storm_mm", "rise_mm_min"):
+                if isinstance(kept.get(k), int):
+                    setattr(self, k, kept[k])
         # the new boot counter is on flash before any frame carries it
         self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None)
         self.wdt = self.board.watchdog(self.cfg["watchdog_ms"])
@@ -306,10 +308,15 @@ class Node:
         if status == 0 and op in ("interval", "thresholds"):
             self.state.save(set={"interval_ms": self.interval_ms, "storm_interval_ms": self.storm_interval_ms,
                                  "alarm_mm": self.alarm_mm, "storm_mm": self.storm_mm,
-                                 "rise_mm_min": self.rise_mm_min})
+                                 "rise_mm_min": self.rise_mm_min, "base": self._config_base()})
         self.board.log("command %d %s -> %d" % (cmd_id, op, status))
         if self.reboot_pending:
             self.report()  # the result must leave before the reset
+
+    def _config_base(self):
+        th = self.cfg["thresholds"]
+        return [self.cfg["interval_s"], self.cfg["storm_interval_s"], th["alarm_mm"], th["storm_mm"],
+                th["rise_mm_min"]]
 
     def _thresholds(self, arg):
         if not isinstance(arg, dict) or not arg:

@@ -191,6 +191,13 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
     assert r.node.interval_ms == 60000 and r.node.alarm_mm == 100 and r.node.storm_mm == 50
     first = [x for x in r.gw.decoded if x["boot"] == r.node.boot][0]
     assert first["info"][msg.I_INTERVAL] == 60
+    # a newly flashed config with other values wins over what the gateway set
+    from firmware import config
+
+    r.runner.cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 600, "storm_interval_s": 30})
+    r.runner.node = None
+    r.run(0.1)
+    assert r.node.interval_ms == 600000 and r.node.alarm_mm == 2200
 
 
 def test_reboot_command_and_boot_counter(rig):
