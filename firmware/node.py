@@ -99,8 +99,8 @@ class Node:
         self.safe = unhealthy > self.cfg["safe_after"]
         # interval and thresholds set by the gateway outlive a reset, unless the config on
         # flash changed since (a technician's new config wins)
-        kept = st.get("set") or {}
-        if kept.get("base") == self._config_base():
+        kept = st.get("set")
+        if isinstance(kept, dict) and kept.get("base") == self._config_base():
             for k in ("interval_ms", "storm_interval_ms", "alarm_mm", "storm_mm", "rise_mm_min"):
                 if isinstance(kept.get(k), int):
                     setattr(self, k, kept[k])
