@@ -164,11 +164,14 @@ class Runner:
         self.node = None
         self.boots = 0
 
-    def run(self, until_ms, max_boots=100):
+    def run(self, until_ms, max_boots=None):
+        # max_boots: give up after that many boots in this call (None: never, like hardware)
         from firmware.node import Node
 
         board = self.board
-        for _ in range(max_boots):
+        boots = 0
+        while max_boots is None or boots < max_boots:
+            boots += 1
             if self.node is None:
                 if board.clock.ms() >= until_ms:
                     break
