@@ -61,6 +61,9 @@ class Downlink:
         # From the MQTT thread. -> cmd_id; CommandError when the node's queue is full.
         with self.lock:
             q = self.queued.setdefault(node, [])
+            for c in q:
+                if c[1] == op and c[2] == arg and c[3] == 0:
+                    return c[0]  # the broker redelivered it (QoS 1 after a reconnect): queued once
             if len(q) >= self.max_per_node:
                 raise CommandError(f"{len(q)} commands already queued for {node}")
             cmd_id = self.counters.get(node, 0) + 1

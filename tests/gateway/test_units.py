@@ -65,8 +65,9 @@ def test_command_validation(payload, ok):
 def test_downlink_queue_resend_done_and_expiry():
     d = Downlink(max_per_node=2, attempts=2)
     assert d.add("n", "interval", 60) == 1 and d.add("n", "reboot", None) == 2
+    assert d.add("n", "reboot", None) == 2  # a redelivery of the same, not yet sent: not queued twice
     with pytest.raises(CommandError):
-        d.add("n", "reboot", None)
+        d.add("n", "time", 5)
     send, done, expired = d.heard("n", None)
     assert [c[0] for c in send] == [1, 2] and (done, expired) == (0, 0)
     send, done, expired = d.heard("n", (1, 0))  # the node applied 1
