@@ -56,8 +56,14 @@ class UartLink:
         return True
 
     def _read(self, out):
-        while self.uart.any():
-            n = self.uart.readinto(self._rx)
+        for _ in range(64):  # bounded: a flood of bytes cannot hold the loop
+            try:
+                if not self.uart.any():
+                    break
+                n = self.uart.readinto(self._rx)
+            except OSError:  # a USB serial adapter that vanished: counted, retried next poll
+                self.counts["error"] += 1
+                break
             if not n:
                 break
             for ev in self.deframer.feed(self._rx[:n]):

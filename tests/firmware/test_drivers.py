@@ -170,3 +170,34 @@ def test_clamp_ema_reporter():
     assert r.due(111, 1000)
     assert r.due(100, 60000)  # heartbeat
     assert r.due(None, 2000)  # a value that disappeared is news
+
+
+def test_uart_link_deframes_ignores_garbage_and_counts_errors():
+    from firmware.links import UartLink
+    from protocol import cobs
+
+    class Line(ByteUart):
+        def __init__(self, data=b""):
+            super().__init__(data)
+            self.written = bytearray()
+            self.broken = False
+
+        def any(self):
+            if self.broken:
+                raise OSError(5)
+            return super().any()
+
+        def write(self, data):
+            if self.broken:
+                raise OSError(5)
+            self.written += data
+
+    line = Line(b"boot text\n\x00" + b"\x13\x37\xfe" + cobs.encode(b"hello") + b"\x00\x01\x02\x00"
+                + cobs.encode(b"x" * 300))
+    link = UartLink(line, VirtualClock())
+    assert link.poll(0) == [b"hello", b"x" * 300]
+    assert link.counts["text"] == 1 and link.counts["noise"] >= 1
+    assert link.send(b"abc") and cobs.Deframer().feed(bytes(line.written)) == [("frame", b"abc")]
+    line.broken = True
+    assert link.poll(50) == [] and link.counts["error"] >= 1
+    assert not link.send(b"abc") and link.counts["error"] >= 2
