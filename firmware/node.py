@@ -9,7 +9,7 @@ from array import array
 
 from firmware import filters
 from firmware.buffer import Buffer
-from firmware.sampler import Sampler
+from firmware.sampler import Sampler, f16
 from firmware.state import State
 from protocol import message as msg
 from protocol.cbor import FrameError
@@ -181,7 +181,7 @@ class Node:
         if s is None:
             from protocol.senml import record
 
-            recs = [record("b", battery / 1000)] if battery is not None else [record("status", "safe")]
+            recs = [record("b", f16(battery / 1000))] if battery is not None else [record("status", "safe")]
             quality = None
         else:
             recs, quality = s.records(battery)
