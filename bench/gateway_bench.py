@@ -32,8 +32,29 @@ from tests.support.udpnode import UdpNode, make_frame  # noqa: E402
 PREFIX = "bench"
 
 
-def node_keys(n):
-    return {f"bench-{i:02d}": bytes([i + 1]) * 16 for i in range(n)}
+def node_keys(n, prefix="bench"):
+    return {f"{prefix}-{i:02d}": bytes([i + 1]) * 16 for i in range(n)}
+
+
+def simulate_run(work, sim_keys, udp, frames, sub):
+    # `citynode simulate` (the firmware's own sampling and sending code on simulated boards),
+    # one process per node, as the sender. -> (frames, seconds until all were delivered)
+    import subprocess
+    sub.reset()
+    t0 = time.perf_counter()
+    procs = []
+    for i, (node, key) in enumerate(sim_keys.items()):
+        kf = work / f"sim-keys-{i}.toml"
+        kf.write_text(format_keys({node: key}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "simulate", "--nodes", "1", "--frames", str(frames),
+             "--to", f"udp://127.0.0.1:{udp}", "--keys", str(kf), "--state", str(work / "sim-state"),
+             "--window", "64", "--timeout", "300"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL))
+    ok = all(p.wait() == 0 for p in procs)
+    total = frames * len(sim_keys)
+    sub.wait_count(total, 60)
+    return ok, len(sub.arrived), time.perf_counter() - t0
 
 
 def up_payload_size():
@@ -190,6 +211,8 @@ def main():
     ap.add_argument("--latency-s", type=float, default=10.0)
     ap.add_argument("--flood-s", type=float, default=0.0, help="then flood this long, sampling RSS")
     ap.add_argument("--flood-rate", type=int, default=2000)
+    ap.add_argument("--simulate-frames", type=int, default=1000,
+                    help="frames per node for the run with `citynode simulate` as the sender (0: skip)")
     ap.add_argument("--publisher", choices=("process", "thread"), default="thread",
                     help="[mqtt] publisher of the gateway under test")
     args = ap.parse_args()
@@ -197,7 +220,8 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="citynode-bench-"))
     broker = Mosquitto(work / "mq").start()
     keys = node_keys(args.nodes)
-    (work / "keys.toml").write_text(format_keys(keys))
+    sim_keys = node_keys(args.nodes, "sim")
+    (work / "keys.toml").write_text(format_keys({**keys, **sim_keys}))
     udp = free_port(socket.SOCK_DGRAM)
     (work / "gateway.toml").write_text(
         f'[gateway]\nid = "gw-bench"\ndata_dir = "var"\nlog_level = "warning"\nqueue_max = 20000\n'
@@ -254,6 +278,12 @@ def main():
               f"p99 {percentile(lat, 0.99):.1f} ms, max {max(lat):.1f} ms")
         _, rss = proc_stats(gw.pid)
         print(f"RSS after the runs: {rss / 2**20:.1f} MiB")
+
+        if args.simulate_frames:
+            ok, got, secs = simulate_run(work, sim_keys, udp, args.simulate_frames, sub)
+            print(f"with `citynode simulate` as the sender ({args.nodes} processes, firmware code): {got} frames "
+                  f"delivered in {secs:.2f} s = {got / secs:,.0f} frames/s ({'all ACKed' if ok else 'NOT all ACKed'}; "
+                  f"the simulated nodes, not the gateway, set this pace)")
 
         if args.flood_s:
             start = per_node + n_lat
