@@ -27,6 +27,8 @@ def add_arguments(p):
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes, 1..20 (%(default)s)")
     p.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
+    p.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080",
+                   help="the gateway's status page (%(default)s; a free port if that one is taken; 'off' for none)")
 
 
 class Readings:
@@ -135,7 +137,20 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
-def start_gateway(tmp, keys, mqtt_url):
+def web_listen(wanted):
+    # the asked-for port if it is free, else any free loopback port
+    if wanted == "off":
+        return None
+    host, _, port = wanted.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as s:
+        try:
+            s.bind((host.strip("[]"), int(port)))
+            return wanted
+        except (OSError, ValueError):
+            return f"{host}:0"
+
+
+def start_gateway(tmp, keys, mqtt_url, web=None):
     from gateway.config import parse
     from gateway.daemon import Gateway
     from gateway.keys import format_keys
@@ -149,6 +164,7 @@ def start_gateway(tmp, keys, mqtt_url):
         "mqtt": {"url": mqtt_url, "topic_prefix": PREFIX, "client_id": f"citynode-demo-gw-{secrets.token_hex(3)}"},
         "ingest": [{"kind": "udp", "listen": f"127.0.0.1:{port}"}],
         "nodes": {"keys_file": keys_file},
+        **({"web": {"listen": web, "stale_after_s": 30.0}} if web else {}),
     }, f"{tmp}/gateway.toml")
     return Gateway(settings, keys).start(), ("127.0.0.1", port)
 
@@ -178,7 +194,9 @@ def run(args):
                   f"time x{fleet.FACTOR}; Ctrl-C stops", file=sys.stderr)
             client = subscribe(url, readings)
             keys = {f"sew-{i + 1:02d}": secrets.token_bytes(16) for i in range(args.nodes)}
-            gateway, address = start_gateway(tmp, keys, url)
+            gateway, address = start_gateway(tmp, keys, url, web_listen(args.web))
+            if gateway.web:
+                print(f"demo: status page {gateway.web.url}", file=sys.stderr)
             for i, (node, key) in enumerate(sorted(keys.items())):
                 sim = fleet.SimNode(i, node, key, address, f"{tmp}/nodes", stop=stop)
                 sim.start()
