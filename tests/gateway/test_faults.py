@@ -1,5 +1,6 @@
 # Zero loss under faults: the broker restarted or down for a while, the gateway killed
 # with SIGKILL mid-stream (nodes retransmit what is not ACKed), a full disk.
+import datetime
 import threading
 import time
 
@@ -61,9 +62,16 @@ def test_acceptance_broker_restart_and_gateway_kill9(tmp_path, mosquitto, subscr
         t, results = run_in_background(nodes, 200, rate=80, deadline_s=60)
         time.sleep(0.6)
         mosquitto.restart(down_s=0.5)
-        time.sleep(0.5)
+        back = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # reconnected (an "online" state stamped after the restart), then killed while frames flow
+        assert subscriber.wait(lambda: any(j["state"] == "online" and j["time"] >= back
+                                           for _, j in subscriber.on("/gateways/gw-test/state")), 10)
+        time.sleep(0.2)
         gwp.kill9()  # mid-stream: stored-but-unACKed, ACKed-but-unpublished and in-flight rows all exist
-        time.sleep(0.5)
+        # the broker publishes the retained last will (or the publisher child says goodbye)
+        assert subscriber.wait(lambda: [j for t, j in subscriber.on("/gateways/gw-test/state")][-1]["state"]
+                               == "offline", 5)
+        time.sleep(0.3)
         gwp.start(wait_port=udp_port)
         t.join(65)
         assert results == [True, True, True]
