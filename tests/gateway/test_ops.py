@@ -96,6 +96,8 @@ def test_watchdog_pings_only_while_the_pipeline_moves(tmp_path, monkeypatch, gat
         node.send_raw(node.frame(1))
         time.sleep(0.3)
         assert pings(0.6) == 0  # stuck: systemd would restart us
+        node._receive(0.05)
+        assert not node.acknowledged()  # nothing is ACKed before its commit returns
         release.set()
         gw.store.commit = real_commit
         assert node.run(3, deadline_s=5)
