@@ -15,6 +15,14 @@ class StdioUart:
 
         self.rx = rx or sys.stdin.buffer
         self.tx = tx or sys.stdout.buffer
+        self.console = rx is None  # the board's own console: Ctrl-C is ours to handle
+        if self.console:
+            try:  # 0x03 inside an ACK or command must not stop the node (MicroPython's Ctrl-C)
+                import micropython
+
+                micropython.kbd_intr(-1)
+            except (ImportError, AttributeError):
+                pass
         self._poll = select.poll()
         self._poll.register(self.rx, select.POLLIN)
 
@@ -43,6 +51,11 @@ class UartLink:
         self.clock = clock
         self.deframer = cobs.Deframer()
         self._rx = bytearray(64)
+        # Ctrl-C from a technician's terminal (or mpremote's "\r\x03\x03") still interrupts:
+        # a 0x03 counts when only CR/LF/0x03 came since the last delimiter. Inside a frame the
+        # second byte is always 0xd1 (COSE tag 17), so a frame's 0x03 never qualifies.
+        self._interruptible = getattr(uart, "console", False)
+        self._prefix_clear = True
         self.counts = {"sent": 0, "received": 0, "text": 0, "noise": 0, "error": 0}
         self.name = "uart"
 
@@ -66,6 +79,8 @@ class UartLink:
                 break
             if not n:
                 break
+            if self._interruptible:
+                self._check_interrupt(n)
             for ev in self.deframer.feed(self._rx[:n]):
                 if ev[0] == "frame":
                     out.append(ev[1])
@@ -74,6 +89,23 @@ class UartLink:
                     self.counts["text"] += 1
                 else:
                     self.counts["noise"] += 1
+
+    def _check_interrupt(self, n):
+        rx = self._rx
+        for i in range(n):
+            b = rx[i]
+            if b == 0:
+                self._prefix_clear = True
+            elif b == 3 and self._prefix_clear:
+                try:
+                    import micropython
+
+                    micropython.kbd_intr(3)
+                except (ImportError, AttributeError):
+                    pass
+                raise KeyboardInterrupt
+            elif b != 13 and b != 10:
+                self._prefix_clear = False
 
     def poll(self, timeout_ms):
         out = []
@@ -117,6 +149,23 @@ class UdpLink:
             return False
         self.counts["sent"] += 1
         return True
+
+    def _check_interrupt(self, n):
+        rx = self._rx
+        for i in range(n):
+            b = rx[i]
+            if b == 0:
+                self._prefix_clear = True
+            elif b == 3 and self._prefix_clear:
+                try:
+                    import micropython
+
+                    micropython.kbd_intr(3)
+                except (ImportError, AttributeError):
+                    pass
+                raise KeyboardInterrupt
+            elif b != 13 and b != 10:
+                self._prefix_clear = False
 
     def poll(self, timeout_ms):
         out = []
