@@ -135,3 +135,41 @@ def test_publisher_process_killed_is_restarted(gateway_factory, subscriber):
     assert node.run(50, start=50, deadline_s=10)  # ingest and ACKs never depended on it
     assert subscriber.wait(lambda: len(subscriber.keys_up()) == 100, 15)
     assert gw.forwarder.restarts == 1
+
+
+@pytest.mark.slow
+def test_acceptance_with_citynode_simulate(tmp_path, mosquitto, subscriber, udp_port):
+    # The acceptance run with the firmware's own node code as the sender: `citynode simulate`
+    # (3 nodes x 200 frames over UDP) while mosquitto restarts and the gateway is killed
+    # with SIGKILL and restarted. Every (node, boot, seq) reaches P/nodes/+/up.
+    import subprocess
+    import sys
+
+    from tests.gateway.conftest import REPO
+
+    path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{udp_port}")
+    gwp = GatewayProcess(path).start(wait_port=udp_port)
+    sim = subprocess.Popen([sys.executable, "-m", "tools.cli", "simulate", "--nodes", "3", "--frames", "200",
+                            "--rate", "60", "--to", f"udp://127.0.0.1:{udp_port}", "--keys",
+                            str(tmp_path / "gw" / "keys.toml"), "--state", str(tmp_path / "sim"), "--timeout", "60"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        mosquitto.restart(down_s=0.5)
+        time.sleep(0.8)
+        gwp.kill9()
+        time.sleep(0.5)
+        gwp.start(wait_port=udp_port)
+        out, _ = sim.communicate(timeout=90)
+        assert sim.returncode == 0, out
+        assert subscriber.wait(lambda: len(subscriber.keys_up()) >= 600, 30)
+        boots = {(u["node"], u["boot"]) for u in subscriber.ups()}
+        assert len(boots) == 3, boots  # one boot per simulated node
+        want = {(n, b, s) for n, b in boots for s in range(200)}
+        assert subscriber.wait(lambda: subscriber.keys_up() >= want, 30), len(want - subscriber.keys_up())
+        assert subscriber.keys_up() == want
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait()
+        assert gwp.terminate() == 0
