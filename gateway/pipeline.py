@@ -22,6 +22,7 @@ log = logging.getLogger("citynode.gateway")
 
 CLOCK_MIN_S = 946684800  # 2000-01-01
 CLOCK_AHEAD_S = 86400
+FULL_RETRY_S = 0.25  # after "disk full", new frames are refused this long before trying again
 IDLE_WAKE_S = 0.1  # idle wake-up: commit PUBACKed deletions and downlink changes
 DISK_CHECK_S = 1.0
 
@@ -43,6 +44,7 @@ class Pipeline:
         self.pending_deletes = []
         self.store_error = None  # reason of the last failed commit, None once one succeeds
         self.last_failure = (None, -1e9)  # (reason, monotonic time): alarms hold a while, not flap
+        self.disk_full_at = -1e9  # when SQLite last said the disk (or max_bytes) is full
         self.refusing = None  # "outbox_full" / "disk_full" while new frames are refused
         self.disk_free = None
         self._disk_checked = 0.0
@@ -109,6 +111,8 @@ class Pipeline:
                 self.disk_free = None
         if self.disk_free is not None and self.disk_free < self.s.outbox.min_free_mb * 1024 * 1024:
             return "disk_full"
+        if now - self.disk_full_at < FULL_RETRY_S:
+            return "disk_full"  # do not hammer a full disk with inserts that cannot fit
         if self.depth >= self.s.outbox.max_messages:
             return "outbox_full"
         return None
@@ -223,6 +227,8 @@ class Pipeline:
             log.error("outbox: commit failed (%s); new frames are not ACKed until it works again", e)
         self.store_error = e.reason
         self.last_failure = (e.reason, time.monotonic())
+        if e.reason == "disk_full":
+            self.disk_full_at = time.monotonic()
 
     def _commit(self, rows, pending, frames, acks, dups, refuse):
         deletes = self._take_deletes()
@@ -238,6 +244,9 @@ class Pipeline:
                 self._store_failed(e)
                 for f, _ in frames:
                     self.stats.reject(e.reason, f.node, f.link, "commit failed; not ACKed")
+                # Deletions free space: they must not wait for a batch of new frames that fits,
+                # or a full outbox under a steady stream of resends would never drain.
+                self._commit_housekeeping()
         if ok:
             if self.store_error:
                 log.info("outbox: commits work again")
