@@ -170,15 +170,15 @@ class SerialLink:
 
 def open_links(settings_list, submit, reject):
     links = []
-    try:
-        for s in settings_list:
-            if s.kind == "udp":
+    for i, s in enumerate(settings_list):
+        if s.kind == "udp":
+            try:
                 links.append(UdpLink(s.listen[0], s.listen[1], submit, reject))
-            else:
-                links.append(SerialLink(s.port, s.baudrate, submit, reject))
-    except OSError:
-        for link in links:
-            if isinstance(link, UdpLink):
-                link.sock.close()
-        raise
+            except OSError as e:
+                for link in links:
+                    if isinstance(link, UdpLink):
+                        link.sock.close()
+                raise OSError(f"[ingest.{i}] listen {s.listen[0]}:{s.listen[1]}: {e.strerror or e}") from None
+        else:
+            links.append(SerialLink(s.port, s.baudrate, submit, reject))  # opened (and retried) by its thread
     return links

@@ -87,3 +87,17 @@ def test_deploy_example_config_is_valid(tmp_path):
     s = config.parse(data, tmp_path / "gateway.toml")
     assert s.mqtt.tls and s.mqtt.port == 8883 and [i.kind for i in s.ingest] == ["udp", "serial"]
     assert s.outbox.max_messages == 1_000_000
+
+
+def test_port_in_use_is_one_line_naming_the_listener(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        path = write_config(tmp_path, GOOD_URL, udp=f"127.0.0.1:{port}")
+        r = subprocess.run([sys.executable, "-m", "tools.cli", "gateway", "--config", str(path)], cwd=REPO,
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"citynode gateway: cannot start: [ingest.0] listen 127.0.0.1:{port}: "
+                                                 "Address already in use")
