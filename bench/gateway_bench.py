@@ -213,7 +213,7 @@ def main():
     ap.add_argument("--flood-rate", type=int, default=2000)
     ap.add_argument("--simulate-frames", type=int, default=1000,
                     help="frames per node for the run with `citynode simulate` as the sender (0: skip)")
-    ap.add_argument("--publisher", choices=("process", "thread"), default="thread",
+    ap.add_argument("--publisher", choices=("process", "thread"), default="process",
                     help="[mqtt] publisher of the gateway under test")
     args = ap.parse_args()
 
@@ -237,7 +237,7 @@ def main():
         sub = Subscriber(broker.port)
         size = up_payload_size()
         ceil_puback, ceil_sub, ceil_cpu = ceiling(broker.port, sub, args.frames, size)
-        print(f"payload {size} bytes (the `up` JSON of one frame)")
+        print(f"payload {size} bytes (the `up` JSON of one frame); gateway publisher = {args.publisher}")
         print(f"ceiling: one paho client, QoS 1: {ceil_puback:,.0f} msg/s to PUBACK, "
               f"{ceil_sub:,.0f} msg/s delivered to the subscriber; {ceil_cpu:.3f} CPU-s per 1,000 messages")
 
