@@ -71,17 +71,19 @@ def mqtt_tls_lines(pki, ca=None):
             'username = "gw"\npassword = "s3cret"\n')
 
 
-def test_tls_with_client_certificate_and_password(tmp_path, tls_broker):
+@pytest.mark.parametrize("publisher", ["thread", "process"])
+def test_tls_with_client_certificate_and_password(tmp_path, tls_broker, publisher):
     broker, pki = tls_broker
     sub = Subscriber(broker.port, tls={"ca_certs": str(pki["ca"]), "certfile": str(pki["client"]),
                                        "keyfile": str(pki["client_key"])}, username="gw", password="s3cret")
-    path = write_config(tmp_path / "gw", f"mqtts://127.0.0.1:{broker.port}", mqtt_extra=mqtt_tls_lines(pki))
+    path = write_config(tmp_path / "gw", f"mqtts://127.0.0.1:{broker.port}",
+                        mqtt_extra=mqtt_tls_lines(pki) + f'publisher = "{publisher}"\n')
     gw = Gateway(config.load(path)).start()
     try:
         node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
         assert node.run(30, deadline_s=15)
         assert sub.wait(lambda: len(sub.keys_up()) == 30)
-        assert gw.forwarder.connected
+        assert sub.wait(lambda: gw.forwarder.connected, 2)
     finally:
         gw.stop()
         sub.close()
