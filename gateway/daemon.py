@@ -155,7 +155,7 @@ class Gateway:
         return out
 
     def counters(self):
-        counters, rejected, _ = self.stats.snapshot()
+        counters, rejected = self.stats.counters_snapshot()
         counters["rejected"] = rejected
         counters["outbox_depth"] = self.pipeline.depth
         counters["queue_depth"] = self.pipeline.queue.qsize()

@@ -123,6 +123,10 @@ class Stats:
         st.link = link
         st.version += 1
 
+    def counters_snapshot(self):
+        with self.lock:
+            return dict(self.counters), dict(self.rejected)
+
     def snapshot(self):
         with self.lock:
             return dict(self.counters), dict(self.rejected), {n: s.as_dict() for n, s in self.nodes.items()}
