@@ -150,23 +150,6 @@ class UdpLink:
         self.counts["sent"] += 1
         return True
 
-    def _check_interrupt(self, n):
-        rx = self._rx
-        for i in range(n):
-            b = rx[i]
-            if b == 0:
-                self._prefix_clear = True
-            elif b == 3 and self._prefix_clear:
-                try:
-                    import micropython
-
-                    micropython.kbd_intr(3)
-                except (ImportError, AttributeError):
-                    pass
-                raise KeyboardInterrupt
-            elif b != 13 and b != 10:
-                self._prefix_clear = False
-
     def poll(self, timeout_ms):
         out = []
         wait = timeout_ms
