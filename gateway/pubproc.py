@@ -81,7 +81,9 @@ class PublisherProcess:
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
         parent_end, child_end = ctx.Pipe(duplex=True)
         level = logging.getLogger().getEffectiveLevel()
-        proc = ctx.Process(target=child_main, args=(self.s, self.db_path, child_end, level),
+        # the child's first "online" must already carry time and counters (the contract)
+        initial = (self.gateway_state_fn(), self.alarms_fn())
+        proc = ctx.Process(target=child_main, args=(self.s, self.db_path, child_end, level, initial),
                            name="citynode-mqtt", daemon=True)
         proc.start()
         child_end.close()
@@ -142,11 +144,10 @@ class PublisherProcess:
 
 class _ChildHost:
     # What the Forwarder asks its host for, fed from the parent's messages.
-    def __init__(self, conn, send):
+    def __init__(self, conn, send, initial):
         self.conn = conn
         self.send = send
-        self.gw = {"state": "online"}
-        self.alarm_list = []
+        self.gw, self.alarm_list = initial
         self.states = {}  # node -> (version, state dict)
         self.version = 0
 
@@ -176,7 +177,7 @@ def _terminate(signum, frame):
     raise _Terminate()
 
 
-def child_main(settings, db_path, conn, log_level):
+def child_main(settings, db_path, conn, log_level, initial):
     from gateway.mqtt import Forwarder
 
     # Ctrl-C and SIGHUP reach the whole process group: the parent handles them. SIGTERM
@@ -193,7 +194,7 @@ def child_main(settings, db_path, conn, log_level):
         with send_lock:
             conn.send(msg)
 
-    host = _ChildHost(conn, send)
+    host = _ChildHost(conn, send, initial)
     fwd = Forwarder(settings=settings, db_path=db_path, states_fn=host.changed_nodes, on_command=host.command,
                     gateway_state_fn=host.gateway_state, alarms_fn=host.alarms)
     done = threading.Event()
