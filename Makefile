@@ -34,7 +34,7 @@ test: $(BIN)/.installed .venv-pycose/.installed typings/.installed lint
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/protocol_bench.py
+	$(BIN)/citynode bench
 
 clean:
 	rm -rf $(VENV) .venv-pycose var build *.egg-info
