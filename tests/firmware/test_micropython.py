@@ -21,26 +21,10 @@ DEVICE_HEAP = "100k"
 STORM_HEAP = "160k"
 
 
-def compile_tree(out):
-    # mpy-cross every .py of protocol/ and firmware/ into out/; -> list of failures
-    exe = pathlib.Path(mpvm.micropython_binary()).parent / "mpy-cross"
-    failures = []
-    for pkg in ("protocol", "firmware"):
-        for src in sorted((ROOT / pkg).rglob("*.py")):
-            rel = src.relative_to(ROOT)
-            dst = out / rel.with_suffix(".mpy")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            p = subprocess.run([str(exe), "-O2", "-o", str(dst), "-s", str(rel), str(src)],
-                               capture_output=True, text=True)
-            if p.returncode:
-                failures.append(f"{rel}: {p.stderr.strip()}")
-    return failures
-
-
 @pytest.fixture(scope="session")
 def mpy_tree(tmp_path_factory):
     out = tmp_path_factory.mktemp("device")
-    failures = compile_tree(out)
+    failures = mpvm.compile_tree(out)
     assert not failures, "mpy-cross rejects:\n" + "\n".join(failures)
     return out
 

@@ -12,8 +12,18 @@ pytestmark = pytest.mark.micropython
 HEAP_CEILING = 8000  # bytes allocated to encode and MAC one typical frame (measured: ~4.7k on the unix port)
 
 
-def test_protocol_on_micropython():
-    proc = mpvm.run("tests/protocol/mp_vectors.py", check=False)
+@pytest.fixture(scope="module")
+def protocol_mpy(tmp_path_factory):
+    # protocol/ as .mpy, the way it goes onto a board (compiling sources would take RAM a board
+    # never spends on it)
+    out = tmp_path_factory.mktemp("protocol-mpy")
+    failures = mpvm.compile_tree(out, ("protocol",))
+    assert not failures, failures
+    return out
+
+
+def test_protocol_on_micropython(protocol_mpy):
+    proc = mpvm.run("tests/protocol/mp_vectors.py", path=[protocol_mpy], check=False)
     out = proc.stdout
     print(out)
     assert proc.returncode == 0, out + proc.stderr

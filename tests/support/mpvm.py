@@ -38,3 +38,20 @@ def run(script, *args, path=(), heap=HEAP, timeout=120, check=True, input=None):
             f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc
+
+
+def compile_tree(out, packages=("protocol", "firmware")):
+    # mpy-cross every .py of the packages into out/ (as `citynode flash` puts them on a board):
+    # -> list of failures. Code loaded from .mpy takes far less heap than compiling sources.
+    exe = pathlib.Path(micropython_binary()).parent / "mpy-cross"
+    failures = []
+    for pkg in packages:
+        for src in sorted((ROOT / pkg).rglob("*.py")):
+            rel = src.relative_to(ROOT)
+            dst = pathlib.Path(out) / rel.with_suffix(".mpy")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            p = subprocess.run([str(exe), "-O2", "-o", str(dst), "-s", str(rel), str(src)],
+                               capture_output=True, text=True)
+            if p.returncode:
+                failures.append(f"{rel}: {p.stderr.strip()}")
+    return failures
