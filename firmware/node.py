@@ -193,7 +193,7 @@ class Node:
         info = None
         if self.send_info:
             info = {msg.I_FW: FIRMWARE_VERSION, msg.I_RESET: self.reset_cause, msg.I_BOARD: self.board.name,
-                    msg.I_INTERVAL: self.interval_ms // 1000}
+                    msg.I_INTERVAL: self.interval_ms // 1000, msg.I_LEVEL_MM: [self.alarm_mm, self.storm_mm]}
         frame = msg.encode_data(self.key, self.node_id, self.boot, self.seq, now, recs,
                                 time_s=self.clock.time_s(), quality=quality, flags=flags, info=info,
                                 cmd_result=self.cmd_result)
@@ -294,6 +294,7 @@ class Node:
                 status = 0
         elif op == "thresholds":
             status = self._thresholds(arg)
+            self.send_info = status == 0
         elif op == "time":
             if isinstance(arg, int) and not isinstance(arg, bool) and arg > 0:
                 self.clock.set_time(arg)

@@ -7,7 +7,7 @@ import threading
 import time
 
 from protocol import senml
-from protocol.message import I_BOARD, I_FW, I_INTERVAL, I_RESET
+from protocol.message import I_BOARD, I_FW, I_INTERVAL, I_LEVEL_MM, I_RESET
 
 log = logging.getLogger("citynode.gateway")
 
@@ -35,13 +35,15 @@ class RateLimitedLog:
 
 class NodeState:
     __slots__ = ("node", "last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board",
-                 "interval_s", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command", "version")
+                 "interval_s", "thresholds", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command",
+                 "version")
 
     def __init__(self, node):
         self.node = node
         self.last_seen = None
         self.boot = self.seq = None
         self.battery_v = self.firmware = self.reset_cause = self.board = self.interval_s = None
+        self.thresholds = None  # {"alarm_m", "storm_m"} as the node reported them
         self.link = None
         self.accepted = 0
         self.duplicates = 0
@@ -55,7 +57,8 @@ class NodeState:
         return {
             "node": self.node, "last_seen": self.last_seen, "boot": self.boot, "seq": self.seq,
             "battery_v": self.battery_v, "firmware": self.firmware, "reset_cause": self.reset_cause,
-            "board": self.board, "interval_s": self.interval_s, "link": self.link, "accepted": self.accepted,
+            "board": self.board, "interval_s": self.interval_s, "thresholds": self.thresholds, "link": self.link,
+            "accepted": self.accepted,
             "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
             "storm": bool(self.flags & 1), "alarm": bool(self.flags & 2), "safe_mode": bool(self.flags & 4),
             "command": self.command,
@@ -112,6 +115,9 @@ class Stats:
             st.reset_cause = info.get(I_RESET, st.reset_cause)
             st.board = info.get(I_BOARD, st.board)
             st.interval_s = info.get(I_INTERVAL, st.interval_s)
+            th = info.get(I_LEVEL_MM)
+            if isinstance(th, list | tuple) and len(th) == 2 and all(isinstance(v, int) and v >= 0 for v in th):
+                st.thresholds = {"alarm_m": th[0] / 1000, "storm_m": th[1] / 1000}
         if m["cmd_result"]:
             st.command = {"cmd_id": m["cmd_result"][0], "status": m["cmd_result"][1]}
         st.version += 1

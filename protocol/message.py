@@ -39,6 +39,7 @@ I_FW = 1  # firmware version, text
 I_RESET = 2  # reset cause, text
 I_BOARD = 3  # board name, text
 I_INTERVAL = 4  # reporting interval in seconds
+I_LEVEL_MM = 5  # level thresholds [alarm_mm, storm_mm], for charts and operators
 
 # flags (data frames)
 F_STORM = 1  # storm mode: sampling faster because the level rises
@@ -129,6 +130,7 @@ def encode_cmd(key, node, boot, cmd_id, op, arg=None):
 
 
 # ---------------------------------------------------------------- parsing
+
 
 def _check(p):
     # A decoded payload map -> message dict (keys: type, boot, seq, ...). Raises FrameError.

@@ -21,6 +21,7 @@ def test_dry_weather_reports_on_change_and_heartbeat(rig):
     first = r.gw.decoded[0]
     assert first["info"][msg.I_BOARD] == "sim" and first["info"][msg.I_RESET] == "power_on"
     assert first["info"][msg.I_INTERVAL] == 300
+    assert first["info"][msg.I_LEVEL_MM] == [2200, 1200]  # the config's alarm and storm levels
     names = [rec[0] for rec in first["records"]]
     assert names == ["t", "h", "p", "l", "d", "b"]
     assert all(d["flags"] & (msg.F_STORM | msg.F_ALARM) == 0 for d in r.gw.decoded)
@@ -175,6 +176,9 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
     assert node.interval_ms == 60000 and node.alarm_mm == 100 and node.storm_mm == 50
     results = [x["cmd_result"] for x in r.gw.decoded if x["cmd_result"]]
     assert results == [[1, 0], [2, 0], [3, 0], [4, 1]]
+    # the new thresholds go out in the info of the frame that reports the command
+    th_frame = [x for x in r.gw.decoded if x["cmd_result"] == [2, 0]][0]
+    assert th_frame["info"][msg.I_LEVEL_MM] == [100, 50]
     assert any(x["time"] and x["time"] >= 1_800_000_000 for x in r.gw.decoded)
     assert any(x["flags"] & msg.F_ALARM for x in r.gw.decoded)  # the new 0.1 m alarm threshold
     # a replayed command id and another boot's command are ignored

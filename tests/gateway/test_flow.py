@@ -47,6 +47,7 @@ def test_normal_flow_contract_payloads(gateway_factory, subscriber):
     st = [j for t, j in subscriber.on("/state") if t == "cn/nodes/sew-01/state"][-1]
     assert st["firmware"] == "test-0.1" and st["reset_cause"] == "power" and st["battery_v"] == 3.7
     assert st["link"].startswith("udp 127.0.0.1:") and st["gaps"] == 0 and st["interval_s"] == 60
+    assert st["thresholds"] == {"alarm_m": 2.2, "storm_m": 1.2}
     gws = [j for t, j in subscriber.on("/state") if t == "cn/gateways/gw-test/state"]
     assert gws and gws[-1]["state"] == "online" and "counters" in gws[-1]
     assert subscriber.wait(lambda: gw.counters()["outbox_depth"] == 0, 5)

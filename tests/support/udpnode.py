@@ -18,7 +18,8 @@ def level_m(seq):
 
 
 def make_frame(key, node, boot, seq, backlog=False):
-    info = {message.I_FW: "test-0.1", message.I_RESET: "power", message.I_INTERVAL: 60} if seq == 0 else None
+    info = {message.I_FW: "test-0.1", message.I_RESET: "power", message.I_INTERVAL: 60,
+            message.I_LEVEL_MM: [2200, 1200]} if seq == 0 else None
     return message.encode_data(key, node, boot, seq, 1000 + seq * 100,
                                [senml.record("l", level_m(seq)), senml.record("b", 3.7)],
                                flags=message.F_BACKLOG if backlog else 0, info=info)

@@ -63,6 +63,9 @@ def test_a_chart_shows_points(page, live_site):
         page.wait_for_timeout(500)
     assert int(level.get_attribute("data-points")) >= 2
     assert level.locator("canvas").count() == 1
+    # the level is drawn against the thresholds the node reported (firmware config: 2.2 m, 1.2 m)
+    legend = level.locator(".u-legend").inner_text()
+    assert "alarm threshold" in legend and "storm threshold" in legend
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
 
