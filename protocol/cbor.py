@@ -15,13 +15,6 @@ import struct
 
 MAX_DEPTH = 8  # arrays, maps and tags nest at most 8 levels (the outermost is level 1)
 
-# Type tuples for isinstance(), built once: MicroPython builds a tuple literal of names on
-# every call (32 bytes of heap each), which added up to kilobytes per frame.
-_KEY_TYPES = (int, str)
-_BYTES_TYPES = (bytes, bytearray, memoryview)
-_SEQ_TYPES = (list, tuple)
-_MUTABLE_BUFFERS = (bytearray, memoryview)
-
 
 class FrameError(ValueError):
     # One error type for every bad input. `reason` is a short counter name
@@ -42,9 +35,6 @@ class Tag:
 
     def __repr__(self):
         return "Tag(%d, %r)" % (self.tag, self.value)
-
-
-_CONTAINER_TYPES = (list, tuple, dict, Tag)
 
 
 # ---------------------------------------------------------------- encoder
@@ -105,7 +95,7 @@ def _canonical_pairs(m):
     # what cbor2 writes with canonical=True
     pairs = []
     for k in m:
-        if not isinstance(k, _KEY_TYPES) or isinstance(k, bool):
+        if not isinstance(k, (int, str)) or isinstance(k, bool):
             raise FrameError("type", "map key must be an integer or text")
         pairs.append((dumps(k), k))
     pairs.sort(key=_canonical)
@@ -138,12 +128,12 @@ def _enc(out, obj, depth):
             raise FrameError("utf8", "text cannot be encoded as UTF-8")
         _head(out, 3, len(b))
         out.extend(b)
-    elif isinstance(obj, _BYTES_TYPES):
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
         _head(out, 2, len(obj))
         out.extend(obj)
-    elif depth >= MAX_DEPTH and isinstance(obj, _CONTAINER_TYPES):
+    elif depth >= MAX_DEPTH and isinstance(obj, (list, tuple, dict, Tag)):
         raise FrameError("depth", "nested deeper than %d" % MAX_DEPTH)
-    elif isinstance(obj, _SEQ_TYPES):
+    elif isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
         for item in obj:
             _enc(out, item, depth + 1)
@@ -265,7 +255,7 @@ def _dec(buf, pos, end, depth):
         m = {}
         for _ in range(n):
             k, pos = _dec(buf, pos, end, depth)
-            if not isinstance(k, _KEY_TYPES) or isinstance(k, bool):
+            if not isinstance(k, (int, str)) or isinstance(k, bool):
                 raise FrameError("type", "map key must be an integer or text")
             if k in m:
                 raise FrameError("dupkey", "map key %r repeated" % (k,))
@@ -283,7 +273,7 @@ def _dec(buf, pos, end, depth):
 def loads(buf):
     # Decode exactly one data item that fills buf; raise FrameError otherwise.
     if not isinstance(buf, bytes):
-        if not isinstance(buf, _MUTABLE_BUFFERS):
+        if not isinstance(buf, (bytearray, memoryview)):
             raise FrameError("type", "expected bytes")
         buf = bytes(buf)
     end = len(buf)

@@ -3,7 +3,7 @@
 import hashlib
 import sys
 
-from protocol.cbor import _MUTABLE_BUFFERS, FrameError, Tag, dumps, head, loads
+from protocol.cbor import FrameError, Tag, dumps, head, loads
 
 ALG_HMAC_256_64 = 4
 TAG_MAC0 = 17
@@ -118,7 +118,7 @@ def parse(msg, loads_fn=None):
     # loads_fn is accepted for compatibility and not used: on CPython the usual envelope is read
     # in place (protocol/fast.py), which is strict and faster than cbor2; SPEC.md section 4.3.
     if not isinstance(msg, bytes):
-        if not isinstance(msg, _MUTABLE_BUFFERS):
+        if not isinstance(msg, (bytearray, memoryview)):
             raise FrameError("type", "expected bytes")
         msg = bytes(msg)
     if len(msg) > MAX_MESSAGE:
