@@ -18,6 +18,17 @@ COMMANDS = {
 }
 
 
+def load_keys_option(path, prog):
+    # The --keys FILE of a technician command: the keys, or None after one line on stderr.
+    from gateway.keys import KeysError, load_keys
+
+    try:
+        return load_keys(path)
+    except KeysError as e:
+        print(f"citynode {prog}: {e}", file=sys.stderr)
+        return None
+
+
 def build_parser(available):
     parser = argparse.ArgumentParser(prog="citynode", description="citynode technician tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

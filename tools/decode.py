@@ -81,12 +81,10 @@ def run(args):
     node = kid.decode(errors="replace")
     status = 0
     if args.keys:
-        from gateway.keys import KeysError, load_keys
+        from tools.cli import load_keys_option
 
-        try:
-            keys = load_keys(args.keys)
-        except KeysError as e:
-            print(f"citynode decode: {e}", file=sys.stderr)
+        keys = load_keys_option(args.keys, "decode")
+        if keys is None:
             return 2
         try:
             message.decode(raw, keys.get)

@@ -191,10 +191,7 @@ def print_plan(args, files):
 def run(args):
     try:
         return flash(args)
-    except FlashError as e:
-        print(f"citynode flash: {e}", file=sys.stderr)
-        return 1
-    except UploadError as e:
+    except (FlashError, UploadError) as e:
         print(f"citynode flash: {e}", file=sys.stderr)
         return 1
 

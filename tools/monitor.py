@@ -183,12 +183,10 @@ def watch_udp(addr, table, stop):
 def run(args):
     keys = None
     if args.keys:
-        from gateway.keys import KeysError, load_keys
+        from tools.cli import load_keys_option
 
-        try:
-            keys = load_keys(args.keys)
-        except KeysError as e:
-            print(f"citynode monitor: {e}", file=sys.stderr)
+        keys = load_keys_option(args.keys, "monitor")
+        if keys is None:
             return 2
     table = FrameTable(keys)
     deadline = time.monotonic() + args.duration if args.duration else None

@@ -43,3 +43,16 @@ def test_garbage_is_one_line(capsys):
     assert rc == 2 and err.strip() == "citynode decode: input is neither hex nor base64"
     rc, out, _ = decode(capsys, "d18401")
     assert rc == 1 and "not a valid frame" in out
+
+
+def test_a_bad_keys_file_is_one_line_and_exit_2(tmp_path, capsys):
+    from protocol import message, senml
+    from tools.cli import main
+
+    frame = message.encode_data(bytes(16), "sew-07", 1, 0, 0, [senml.record("l", 0.5)]).hex()
+    bad = tmp_path / "keys.toml"
+    bad.write_text("[nodes.sew-07]\nkey = \"zz\"\n")
+    for argv in (["decode", frame, "--keys", str(bad)], ["monitor", "--udp", "127.0.0.1:0", "--keys", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"citynode {argv[0]}: {bad}: [nodes.sew-07] key is not hex"], err
