@@ -6,22 +6,29 @@ import subprocess
 import sys
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
-NAMES = ("protocol", "firmware", "gateway")
+# every bench/<name>_bench.py is a benchmark; this order first, then the rest by name
+ORDER = ("protocol", "firmware", "gateway")
+
+
+def names():
+    found = sorted(f.name[:-len("_bench.py")] for f in BENCH.glob("*_bench.py"))
+    return [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
 
 
 def add_arguments(p):
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"benchmarks to run: {', '.join(NAMES)} (default: all)")
+                   help=f"benchmarks to run: {', '.join(names())} (default: all)")
 
 
 def run(args):
-    names = args.names or list(NAMES)
-    unknown = [n for n in names if n not in NAMES]
+    known = names()
+    chosen = args.names or known
+    unknown = [n for n in chosen if n not in known]
     if unknown:
-        print(f"citynode bench: no benchmark {unknown[0]!r}; choose from {', '.join(NAMES)}", file=sys.stderr)
+        print(f"citynode bench: no benchmark {unknown[0]!r}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
     status = 0
-    for name in names:
+    for name in chosen:
         script = BENCH / f"{name}_bench.py"
         if not script.exists():
             print(f"citynode bench: {script} not found (benchmarks run from a source checkout)", file=sys.stderr)
