@@ -75,11 +75,11 @@ class Acker(threading.Thread):
 def node_rate(frames):
     # one simulated node (firmware Node on the sim board) sending over UDP to an ACKing receiver
     from firmware import config
-    from firmware.boards.sim import SimBoard
     from firmware.clock import Clock
     from firmware.links import UdpLink
     from firmware.node import Node
-    from firmware.sim_node import Blaster
+    from firmware.sim.board import SimBoard
+    from firmware.sim.run import Blaster
 
     acker = Acker()
     acker.start()

@@ -8,10 +8,10 @@ import threading
 import time
 
 from firmware import config as node_config
-from firmware.boards.sim import PowerCut, SimBoard
 from firmware.clock import Clock
 from firmware.links import UdpLink
 from firmware.node import Node, Reset
+from firmware.sim.board import PowerCut, SimBoard
 
 FACTOR = 480  # world seconds per wall second: 15 s of demo = 2 h of sewer
 

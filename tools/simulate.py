@@ -78,11 +78,11 @@ def prepare(args):
 
 def run_cpython(args, nodes, out):
     from firmware import config
-    from firmware.boards.sim import SimBoard
     from firmware.clock import Clock
     from firmware.links import UdpLink
     from firmware.node import Node
-    from firmware.sim_node import Blaster
+    from firmware.sim.board import SimBoard
+    from firmware.sim.run import Blaster
 
     real = Clock()
     sel = selectors.DefaultSelector()
@@ -135,7 +135,7 @@ def run_processes(args, nodes, out):
     env = dict(os.environ, MICROPYPATH=str(ROOT))
     procs = []
     for i, (node_id, _key, flash) in enumerate(nodes):
-        cmd = [exe, "-m", "firmware.sim_node", "udp", "--flash", flash, "--frames", str(args.frames),
+        cmd = [exe, "-m", "firmware.sim.run", "udp", "--flash", flash, "--frames", str(args.frames),
                "--timeout", str(args.timeout), "--window", str(args.window), "--seed", str(args.seed + i)]
         if args.rate:
             cmd += ["--rate", str(args.rate)]

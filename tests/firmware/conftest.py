@@ -2,9 +2,9 @@
 import pytest
 
 from firmware import config
-from firmware.boards.sim import Runner, SimBoard
-from firmware.boards.sim_gateway import SimGateway
-from firmware.links import SimLink
+from firmware.sim.board import Runner, SimBoard
+from firmware.sim.gateway import SimGateway
+from firmware.sim.link import SimLink
 
 KEY = bytes(range(16))
 NODE = "sew-07"

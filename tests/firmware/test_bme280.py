@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from firmware.boards.sim_devices import DATASHEET_RAW, BME280Sim, I2CBus
-from firmware.boards.sim_world import VirtualClock, World
 from firmware.drivers.bme280 import BME280, BME280Error
+from firmware.sim.devices import DATASHEET_RAW, BME280Sim, I2CBus
+from firmware.sim.world import VirtualClock, World
 from tests.support import mpvm
 
 
@@ -27,8 +27,8 @@ def test_datasheet_example():
 
 
 DATASHEET_ON_MICROPYTHON = """
-from firmware.boards.sim_devices import BME280Sim, I2CBus, DATASHEET_RAW
-from firmware.boards.sim_world import VirtualClock
+from firmware.sim.devices import BME280Sim, I2CBus, DATASHEET_RAW
+from firmware.sim.world import VirtualClock
 from firmware.drivers.bme280 import BME280
 clock = VirtualClock()
 dev = BME280Sim(clock=clock)

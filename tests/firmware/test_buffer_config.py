@@ -3,8 +3,8 @@
 import pytest
 
 from firmware import config
-from firmware.boards.sim import PowerCut, SimBoard
 from firmware.buffer import HEADER, Buffer
+from firmware.sim.board import PowerCut, SimBoard
 
 
 def frames(n, size=90):

@@ -3,11 +3,11 @@
 import pytest
 
 from firmware import filters, level
-from firmware.boards.sim_devices import EchoSensor, LoopAdc, UltrasonicUart
-from firmware.boards.sim_world import VirtualClock, World
 from firmware.drivers.a02yyuw import A02YYUW
 from firmware.drivers.hcsr04 import HCSR04
 from firmware.drivers.hydrostatic import Hydrostatic
+from firmware.sim.devices import EchoSensor, LoopAdc, UltrasonicUart
+from firmware.sim.world import VirtualClock, World
 
 
 def frame(mm):

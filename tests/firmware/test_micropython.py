@@ -51,7 +51,7 @@ def test_mpy_cross_check_catches_cpython_only_syntax(tmp_path):
 @pytest.mark.micropython
 def test_storm_scenario_on_micropython(mpy_tree, tmp_path):
     flash = tmp_path / "flash"
-    p = run_device(mpy_tree, ["firmware.sim_node", "storm", "--flash", str(flash), "--node", NODE,
+    p = run_device(mpy_tree, ["firmware.sim.run", "storm", "--flash", str(flash), "--node", NODE,
                               "--key", KEY.hex(), "--hours", "8"], STORM_HEAP, tmp_path)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     lines = p.stdout.splitlines()

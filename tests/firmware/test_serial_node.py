@@ -16,7 +16,7 @@ from tests.support import mpvm
 @pytest.mark.micropython
 def test_serial_sim_node_frames_and_console_are_separate(tmp_path):
     env = dict(os.environ, MICROPYPATH=str(mpvm.ROOT))
-    p = subprocess.Popen([mpvm.micropython_binary(), "-m", "firmware.sim_node", "serial", "--flash",
+    p = subprocess.Popen([mpvm.micropython_binary(), "-m", "firmware.sim.run", "serial", "--flash",
                           str(tmp_path / "flash"), "--node", NODE, "--key", KEY.hex(), "--hours", "2"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                          cwd=str(tmp_path))

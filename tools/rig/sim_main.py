@@ -2,9 +2,9 @@
 # runs on MicroPython): the real firmware on the sim board in real time, with the console
 # line as its UART (COBS frames out, ACKs and commands in, console text between frames).
 from firmware import config
-from firmware.boards.sim import Runner, SimBoard, StdioUart
 from firmware.clock import Clock
 from firmware.links import UartLink
+from firmware.sim.board import Runner, SimBoard, StdioUart
 
 
 def main():

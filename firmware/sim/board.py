@@ -4,10 +4,10 @@
 # caller (an in-process gateway, UDP, or this process's stdin/stdout as a serial line).
 import os
 
-from firmware.boards.sim_devices import BME280Sim, EchoSensor, I2CBus, LoopAdc, UltrasonicUart
-from firmware.boards.sim_world import VirtualClock, World
 from firmware.links import StdioUart  # noqa: F401 - the virtual rig imports it from here
 from firmware.node import Reset
+from firmware.sim.devices import BME280Sim, EchoSensor, I2CBus, LoopAdc, UltrasonicUart
+from firmware.sim.world import VirtualClock, World
 
 
 class PowerCut(BaseException):

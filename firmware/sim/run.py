@@ -1,21 +1,22 @@
 # A simulated node: the real firmware on the sim board, runnable on MicroPython and CPython.
 #
-#   micropython firmware/sim_node.py storm --flash DIR [--hours 8] [--seed 1]
+#   micropython firmware/sim/run.py storm --flash DIR [--hours 8] [--seed 1]
 #       full storm scenario against an in-process gateway; prints FRAME <hex> per frame
-#   micropython firmware/sim_node.py serial --flash DIR
+#   micropython firmware/sim/run.py serial --flash DIR
 #       a node on a serial line: stdin/stdout is its UART (COBS frames, console text between)
-#   micropython firmware/sim_node.py udp --flash DIR --frames K [--rate R] [--timeout S] [--window W]
+#   micropython firmware/sim/run.py udp --flash DIR --frames K [--rate R] [--timeout S] [--window W]
 #       send K frames to the gateway in DIR/config.json, as fast as ACKs come back
 #
 # DIR is the node's flash: config.json (from `citynode provision` or `citynode simulate`),
-# state.json (boot counter), buffer.bin (offline buffer). (CPython: python -m firmware.sim_node ...)
+# state.json (boot counter), buffer.bin (offline buffer). (CPython: python -m firmware.sim.run ...)
 import sys
 
 from firmware import config
-from firmware.boards.sim import Runner, SimBoard, StdioUart
 from firmware.clock import Clock
-from firmware.links import SimLink, UartLink, UdpLink
+from firmware.links import UartLink, UdpLink
 from firmware.node import Node
+from firmware.sim.board import Runner, SimBoard, StdioUart
+from firmware.sim.link import SimLink
 
 OPTIONS = {"--flash": None, "--hours": "8", "--seed": "1", "--frames": "10", "--rate": None, "--timeout": "30",
            "--window": "16", "--node": None, "--key": None, "--interval": None}
@@ -23,16 +24,16 @@ OPTIONS = {"--flash": None, "--hours": "8", "--seed": "1", "--frames": "10", "--
 
 def parse(argv):
     if not argv or argv[0] not in ("storm", "serial", "udp"):
-        raise SystemExit("usage: sim_node.py storm|serial|udp --flash DIR [options]; see firmware/README.md")
+        raise SystemExit("usage: firmware.sim.run storm|serial|udp --flash DIR [options]; see firmware/README.md")
     opts = dict(OPTIONS)
     i = 1
     while i < len(argv):
         if argv[i] not in opts or i + 1 >= len(argv):
-            raise SystemExit("sim_node: unknown option or missing value: %s" % argv[i])
+            raise SystemExit("sim.run: unknown option or missing value: %s" % argv[i])
         opts[argv[i]] = argv[i + 1]
         i += 2
     if not opts["--flash"]:
-        raise SystemExit("sim_node: --flash DIR is required")
+        raise SystemExit("sim.run: --flash DIR is required")
     return argv[0], opts
 
 
@@ -69,7 +70,7 @@ def storm(opts):
     def sink(message, d):
         print("FRAME " + message.hex())
 
-    from firmware.boards.sim_gateway import SimGateway
+    from firmware.sim.gateway import SimGateway
 
     gw = SimGateway({cfg["node"]: cfg["key_bytes"]}, sink=sink)
     runner = Runner(board, cfg, SimLink(board.world, board.clock, gw))
@@ -141,7 +142,7 @@ def udp(opts):
     board = SimBoard(opts["--flash"], seed=int(opts["--seed"]), log=print)
     cfg = load_config(board, opts, None)
     if cfg["link"]["kind"] != "udp":
-        raise SystemExit("sim_node udp: the config's link must be udp with host and port")
+        raise SystemExit("sim.run udp: the config's link must be udp with host and port")
     real = Clock()
     link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
     node = Node(board, cfg, link, link_clock=real)
