@@ -64,7 +64,7 @@ def validate(raw):
     from protocol.message import check_node_id
 
     if not check_node_id(node):
-        raise ConfigError("config: node must be 1..32 printable ASCII characters, no space / + #")
+        raise ConfigError("config: node must be 1..32 of A-Z a-z 0-9 - : . _, first a letter or digit")
     try:
         key = bytes.fromhex(cfg.get("key") or "")
     except (TypeError, ValueError):

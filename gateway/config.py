@@ -7,6 +7,7 @@ import tomllib
 import urllib.parse
 
 from protocol.message import check_node_id
+from protocol.names import NODE_ID_RULE
 
 
 class ConfigError(ValueError):
@@ -219,7 +220,7 @@ def parse(data, path="gateway.toml"):
     gw = _Table(top.get("gateway", dict, required=True), "gateway")
     gw_id = gw.get("id", str, required=True)
     if not check_node_id(gw_id):
-        raise gw.err("id", f"must be 1..32 printable ASCII characters without / + # or space, got {gw_id!r}")
+        raise gw.err("id", f"must be {NODE_ID_RULE}, got {gw_id!r}")
     data_dir = _path(base, gw.get("data_dir", str, required=True))
     log_level = gw.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):

@@ -3,6 +3,7 @@
 import tomllib
 
 from protocol.message import check_node_id
+from protocol.names import NODE_ID_RULE
 
 MIN_KEY = 16
 MAX_KEY = 64
@@ -19,7 +20,7 @@ def parse_keys(data, source="keys file"):
     keys = {}
     for node, entry in nodes.items():
         if not check_node_id(node):
-            raise KeysError(f"{source}: node id {node!r} must be 1..32 printable ASCII characters, no / + # or space")
+            raise KeysError(f"{source}: node id {node!r}: must be {NODE_ID_RULE}")
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
             raise KeysError(f"{source}: [nodes.{node}] needs key = \"<hex>\"")
         try:

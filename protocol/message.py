@@ -61,13 +61,15 @@ NODE_ID_MAX = 32
 
 
 def check_node_id(node):
-    # Node ids become MQTT topic levels and kids: printable ASCII, no space, / + #.
+    # Node ids become MQTT topic levels, COSE kids and SenML base names ("<id>:"), so an
+    # id is a SenML name (RFC 8428 4.5.1) without "/": a letter or digit, then letters,
+    # digits and - : . _ (protocol/names.py has the rule for record names).
     if not isinstance(node, str) or not 0 < len(node) <= NODE_ID_MAX:
         return False
-    for c in node:
-        o = ord(c)
-        if o <= 0x20 or o >= 0x7F or c in "/+#":
-            return False
+    for i, c in enumerate(node):
+        if not (("a" <= c <= "z") or ("A" <= c <= "Z") or ("0" <= c <= "9")):
+            if i == 0 or c not in "-:._":
+                return False
     return True
 
 

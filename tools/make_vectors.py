@@ -193,6 +193,7 @@ def invalid_vectors():
     tagged_inner = plus(b"\x08\xd1\xa0")  # 8: 17({}): tag 17 inside the payload
     kid_slash = cose.protected_header(b"sew/07")
     kid_bad_utf8 = cose.protected_header(b"sew-\xff")
+    kid_not_senml = cose.protected_header(b"sew@07")
 
     # (name, frame, reason, mac_ok): mac_ok is true when a lenient COSE verifier (pycose) accepts the
     # message and its MAC under `key`: the vector fails only by the stricter citynode rule its reason names.
@@ -227,6 +228,7 @@ def invalid_vectors():
          "cose", True),
         ("kid with '/': not a node id", signed(key, kid_slash, pay), "kid", True),
         ("kid not UTF-8", signed(key, kid_bad_utf8, pay), "kid", True),
+        ("kid 'sew@07': printable, but not a SenML name", signed(key, kid_not_senml, pay), "kid", True),
         ("duplicate key in the payload (seq twice)", signed(key, prot, dup_key), "dupkey", True),
         ("nesting deeper than 8 levels in info", signed(key, prot, deep), "depth", True),
         ("tag 17 inside the payload", signed(key, prot, tagged_inner), "tag", True),

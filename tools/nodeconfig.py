@@ -3,6 +3,7 @@
 import json
 
 from protocol.message import check_node_id
+from protocol.names import NODE_ID_RULE
 
 CONFIG_NAME = "config.json"
 DEFAULT_INTERVAL_S = 300
@@ -27,7 +28,7 @@ def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, w
           interval_s=DEFAULT_INTERVAL_S):
     # -> config dict; raises ConfigError with one line that names the option
     if not check_node_id(node):
-        raise ConfigError(f"node id {node!r} must be 1..32 printable ASCII characters, no space / + #")
+        raise ConfigError(f"node id {node!r}: must be {NODE_ID_RULE}")
     if board not in BOARDS:
         raise ConfigError(f"board must be one of {', '.join(BOARDS)} (got {board!r})")
     if link not in LINKS:

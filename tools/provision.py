@@ -9,6 +9,7 @@ import sys
 
 from gateway.keys import KeysError, format_keys, load_keys
 from protocol.message import check_node_id
+from protocol.names import NODE_ID_RULE
 from tools import nodeconfig
 from tools.secretfiles import write_private
 
@@ -21,7 +22,7 @@ class ProvisionError(Exception):
 
 
 def add_arguments(p):
-    p.add_argument("--node", required=True, help="node id (1..32 printable ASCII, no space / + #)")
+    p.add_argument("--node", required=True, help="node id (1..32 of A-Z a-z 0-9 - : . _, first a letter or digit)")
     p.add_argument("--board", choices=sorted(nodeconfig.BOARDS), default="esp32", help="target board (esp32)")
     p.add_argument("--link", choices=("uart", "udp"), default=None,
                    help="how the node reaches the gateway (udp when --gateway is given, else uart)")
@@ -39,7 +40,7 @@ def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi
               wifi_password="", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force=False):
     # -> (config path, config dict). Raises ProvisionError with a one-line reason.
     if not check_node_id(node):
-        raise ProvisionError(f"node id {node!r} must be 1..32 printable ASCII characters, no space / + #")
+        raise ProvisionError(f"node id {node!r}: must be {NODE_ID_RULE}")
     link = link or ("udp" if gateway else "uart")
     key = secrets.token_bytes(KEY_BYTES)
     try:

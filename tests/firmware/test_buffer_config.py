@@ -74,6 +74,8 @@ def test_config_defaults_and_rejects():
     assert cfg["sensors"]["level"]["mount_mm"] == 2000 and cfg["sensors"]["level"]["samples"] == 5
     bad = [
         ({"node": "a/b", "key": key}, "node"),
+        ({"node": "sew@07", "key": key}, "node"),  # printable, but not a SenML name (RFC 8428 4.5.1)
+        ({"node": "_probe", "key": key}, "node"),
         ({"node": "n", "key": "zz"}, "key must be hex"),
         ({"node": "n", "key": "00"}, "16..64"),
         ({"node": "n", "key": key, "interval_s": 0}, "interval_s"),

@@ -32,6 +32,7 @@ BAD = [
     (lambda t: t.replace('url = "mqtt://127.0.0.1:1883"\n', ""), "[mqtt] url"),
     (lambda t: t.replace('topic_prefix = "cn"', 'topic_prefix = "cn/#"'), "[mqtt] topic_prefix"),
     (lambda t: t.replace('id = "gw-test"', 'id = "gw test"'), "[gateway] id"),
+    (lambda t: t.replace('id = "gw-test"', 'id = "gw@roof"'), "[gateway] id"),  # printable, not a SenML name
     (lambda t: t.replace('data_dir = "var"', "data_dir = 5"), "[gateway] data_dir"),
     (lambda t: t.replace('kind = "udp"', 'kind = "lora"'), "[ingest.0] kind"),
     (lambda t: t.replace('listen = "127.0.0.1:0"', 'listen = "localhost"'), "[ingest.0] listen"),
@@ -65,6 +66,15 @@ def test_bad_key_in_keys_file(tmp_path, capsys):
     assert check(path) == 2
     err = capsys.readouterr().err
     assert "[nodes] keys_file" in err and "[nodes.sew-01] key" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("node", ["Sew(8)", "_probe", "sew@07"])
+def test_keys_file_node_id_that_is_no_senml_name(tmp_path, capsys, node):
+    path = write_config(tmp_path, GOOD_URL)
+    (tmp_path / "keys.toml").write_text(f'[nodes."{node}"]\nkey = "{"ab" * 16}"\n')
+    assert check(path) == 2
+    err = capsys.readouterr().err
+    assert f"node id {node!r}" in err and "letter or digit" in err and err.count("\n") == 1, err
 
 
 def test_real_command_exit_code_2(tmp_path):

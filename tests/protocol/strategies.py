@@ -7,8 +7,10 @@ from protocol import cbor, message, senml
 U32 = st.integers(0, message.MAX_U32)
 U64 = st.integers(0, message.MAX_U64)
 INTS = st.integers(-(1 << 64), (1 << 64) - 1)
-NODE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "/+#")
-nodes = st.text(NODE_CHARS, min_size=1, max_size=32)
+# node ids (protocol.names.NODE_ID_RULE): a letter or digit, then letters, digits and - : . _
+ID_FIRST = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ID_CHARS = ID_FIRST + "-:._"
+nodes = st.builds(lambda a, b: a + b, st.sampled_from(ID_FIRST), st.text(ID_CHARS, max_size=31))
 keys = st.binary(min_size=16, max_size=64)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 

@@ -2,20 +2,47 @@
 # free loopback port) behind a real mosquitto, fed over UDP by simulated nodes that run
 # the real firmware code (tools.fleet: sim board, compressed time, storm scenario).
 import secrets
+import socket
 import threading
 
 from gateway.config import parse
 from gateway.daemon import Gateway
 from gateway.keys import format_keys
+from protocol import message, senml
 from tests.support.broker import Mosquitto, free_port
 from tools import fleet
 
-# A hostile node id: legal on the wire (printable ASCII, no space / + #), HTML if unescaped.
+# Text a node controls that the page shows: HTML if unescaped. A node id can no longer
+# carry it (ids are SenML names, refused at the gateway with reason `kid`), so a node sends
+# it as its firmware version, which is free text on the wire (SPEC.md section 6.1, info).
+HOSTILE_TEXT = "<b>evil<i>'&amp;<img src=x onerror=\"window.__xss=1\">"
 HOSTILE_ID = "<b>evil<i>'&amp;"
 
 
+class RawNode(threading.Thread):
+    # A node built from protocol.message alone (not the firmware), so it can say what the
+    # firmware never would: a hostile firmware version, and one frame under a hostile kid.
+    def __init__(self, node, key, gateway, stop):
+        super().__init__(name=f"raw-{node}", daemon=True)
+        self.node_id, self.key, self.gateway, self.stop_event = node, key, gateway, stop
+        self.error = None
+
+    def run(self):
+        info = {message.I_FW: HOSTILE_TEXT, message.I_LEVEL_MM: [2200, 1200]}
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode_data(self.key, HOSTILE_ID, 1, 0, 0, [senml.record("l", 0.5)]), self.gateway)
+            seq = 0
+            while not self.stop_event.is_set():  # bounded by the site's stop event
+                recs = [senml.record("l", round(0.3 + seq % 7 / 10, 1)), senml.record("b", 3.7)]
+                s.sendto(message.encode_data(self.key, self.node_id, 1, seq, 1000 * seq, recs, info=info),
+                         self.gateway)
+                seq += 1
+                self.stop_event.wait(0.5)
+
+
 class Site:
-    def __init__(self, tmp, nodes, stale_after_s=4):
+    def __init__(self, tmp, nodes, stale_after_s=4, hostile_firmware=None):
+        # hostile_firmware: one of `nodes` that is a RawNode sending HOSTILE_TEXT as its firmware
         self.nodes = nodes
         self.stale_after_s = stale_after_s
         self.broker = Mosquitto(tmp / "mosquitto").start()
@@ -34,6 +61,11 @@ class Site:
         self.stops = {n: threading.Event() for n in nodes}
         self.sims = []
         for i, n in enumerate(nodes):
+            if n == hostile_firmware:
+                sim = RawNode(n, keys[n], ("127.0.0.1", udp), self.stops[n])
+                sim.start()
+                self.sims.append(sim)
+                continue
             sim = fleet.SimNode(i, n, keys[n], ("127.0.0.1", udp), str(tmp / "nodes"), stop=self.stops[n])
             sim.start()
             self.sims.append(sim)
