@@ -16,6 +16,9 @@ class StdioUart:
 
         self.rx = rx or sys.stdin.buffer
         self.tx = tx or sys.stdout.buffer
+        # stdout.buffer on RP2 and ESP32 is a FileIO without flush() (MicroPython 1.28
+        # shared/runtime/sys_stdio_mphal.c, stdio_locals_dict_table); CPython's needs one
+        self._flush = getattr(self.tx, "flush", None)
         self.console = rx is None  # the board's own console: Ctrl-C is ours to handle
         if self.console:
             try:  # 0x03 inside an ACK or command must not stop the node (MicroPython's Ctrl-C)
@@ -41,7 +44,8 @@ class StdioUart:
 
     def write(self, data):
         n = self.tx.write(data)
-        self.tx.flush()
+        if self._flush is not None:
+            self._flush()
         return n
 
 
@@ -57,14 +61,26 @@ class UartLink:
         # second byte is always 0xd1 (COSE tag 17), so a frame's 0x03 never qualifies.
         self._interruptible = getattr(uart, "console", False)
         self._prefix_clear = True
-        self.counts = {"sent": 0, "received": 0, "text": 0, "noise": 0, "error": 0}
+        self.counts = {"sent": 0, "received": 0, "text": 0, "noise": 0, "error": 0, "short": 0}
+        self.last_error = None
         self.name = "uart"
 
+    def _error(self, e):
+        self.counts["error"] += 1
+        self.last_error = e
+
     def send(self, message):
+        wire = cobs.encode(message)
         try:
-            self.uart.write(cobs.encode(message))
-        except OSError:
-            self.counts["error"] += 1
+            n = self.uart.write(wire)
+        except Exception as e:  # noqa: BLE001 - no link fault may stop the node loop
+            self._error(e)
+            return False
+        # RP2's USB console writes 0 bytes with no host attached, fewer when the CDC buffer
+        # stays full (ports/rp2/mphalport.c mp_hal_stdout_tx_strn); a UART write that timed
+        # out returns None (py/stream.c). The gateway drops a cut frame by its CRC.
+        if n is None or n < len(wire):
+            self.counts["short"] += 1
             return False
         self.counts["sent"] += 1
         return True
@@ -75,8 +91,8 @@ class UartLink:
                 if not self.uart.any():
                     break
                 n = self.uart.readinto(self._rx)
-            except OSError:  # a USB serial adapter that vanished: counted, retried next poll
-                self.counts["error"] += 1
+            except Exception as e:  # noqa: BLE001 - e.g. a USB serial adapter that vanished: retried next poll
+                self._error(e)
                 break
             if not n:
                 break
@@ -140,13 +156,18 @@ class UdpLink:
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0}
+        self.last_error = None
         self.name = "udp"
+
+    def _error(self, e):
+        self.counts["error"] += 1
+        self.last_error = e
 
     def send(self, message):
         try:
             self.sock.sendto(message, self.addr)
-        except OSError:  # no route, interface down, ECONNREFUSED from an earlier datagram
-            self.counts["error"] += 1
+        except Exception as e:  # noqa: BLE001 - no route, interface down, ECONNREFUSED, ...: never fatal
+            self._error(e)
             return False
         self.counts["sent"] += 1
         return True
@@ -154,12 +175,14 @@ class UdpLink:
     def poll(self, timeout_ms):
         out = []
         wait = timeout_ms
-        while self._poller.poll(wait):
-            wait = 0
+        for _ in range(64):  # bounded: a flood of datagrams cannot hold the loop
             try:
+                if not self._poller.poll(wait):
+                    break
+                wait = 0
                 data = self.sock.recv(cobs.MAX_MESSAGE + 1)
-            except OSError:
-                self.counts["error"] += 1
+            except Exception as e:  # noqa: BLE001 - never fatal to the node loop
+                self._error(e)
                 break
             if len(data) > cobs.MAX_MESSAGE:
                 self.counts["oversize"] += 1

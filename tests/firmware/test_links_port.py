@@ -1,0 +1,189 @@
+# Links as the real ports behave (MicroPython 1.28 sources), and the rule that no fault in
+# a link is fatal to the node loop: it is counted, and the node keeps its cadence.
+import os
+
+import pytest
+
+from firmware import config
+from firmware.boards.sim import Runner, SimBoard
+from firmware.boards.sim_gateway import SimGateway
+from firmware.links import StdioUart, UartLink, UdpLink
+from protocol import cobs
+from tests.firmware.conftest import KEY, NODE
+
+HOUR_MS = 3600 * 1000
+
+
+class PortStdoutBuffer:
+    # sys.stdout.buffer on RP2 and ESP32: the FileIO type of shared/runtime/sys_stdio_mphal.c
+    # (stdio_buffer_obj_type). Its methods are those of stdio_locals_dict_table: read, readinto,
+    # readline, readlines, write, close, __enter__, __exit__ -- no flush. write() returns what
+    # mp_hal_stdout_tx_strn returns (ports/rp2/mphalport.c): every byte while a USB host is
+    # attached, 0 when nothing took the bytes (no host, no UART REPL).
+    def __init__(self, host=None):
+        self.host = host  # callable(bytes) standing for the USB host, or None: not attached
+
+    def write(self, data):
+        if self.host is None:
+            return 0
+        self.host(bytes(data))
+        return len(data)
+
+    def read(self, n=-1):
+        raise AssertionError("the node reads stdin, not stdout")
+
+    def readinto(self, buf):
+        raise AssertionError("the node reads stdin, not stdout")
+
+    def readline(self):
+        raise AssertionError("the node reads stdin, not stdout")
+
+    def readlines(self):
+        raise AssertionError("the node reads stdin, not stdout")
+
+    def close(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return None
+
+
+class UsbHost:
+    # the technician's laptop or the gateway at the far end of the USB cable: deframes what
+    # the node writes, passes each frame to a gateway and writes the replies to the node's stdin
+    def __init__(self, gateway):
+        self.gateway = gateway
+        self.deframer = cobs.Deframer()
+        r, w = os.pipe()
+        self.stdin = os.fdopen(r, "rb", buffering=0)  # the node's sys.stdin.buffer
+        self._w = w
+        self.frames = 0
+
+    def __call__(self, data):
+        for kind, body in self.deframer.feed(data):
+            if kind == "frame":
+                self.frames += 1
+                for reply in self.gateway(body):
+                    os.write(self._w, cobs.encode(reply))
+
+    def close(self):
+        self.stdin.close()
+        os.close(self._w)
+
+
+def console_node(tmp_path, host, hours=2):
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 300, "storm_interval_s": 30,
+                           "heartbeat_s": 300, "watchdog_ms": 8388})
+    board = SimBoard(str(tmp_path / "flash"))
+    stdin = host.stdin if host is not None else open(os.devnull, "rb")
+    link = UartLink(StdioUart(rx=stdin, tx=PortStdoutBuffer(host)), board.clock)
+    node = Runner(board, cfg, link).run(board.clock.ms() + int(hours * HOUR_MS))
+    return board, link, node
+
+
+def test_usb_console_link_on_the_port_stdout_sends_every_interval(tmp_path):
+    # on main this raised AttributeError: 'FileIO' object has no attribute 'flush' in every
+    # send, and after 5 failed cycles the node reset itself (seen on the emulated Pico)
+    gw = SimGateway({NODE: KEY})
+    host = UsbHost(gw)
+    try:
+        board, link, node = console_node(tmp_path, host, hours=2)
+    finally:
+        host.close()
+    assert board.resets == [] and node.counts["loop_errors"] == 0
+    assert link.counts["error"] == 0 and link.counts["short"] == 0
+    seqs = sorted(d["seq"] for d in gw.decoded)
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 2 * 3600 // 300
+    assert gw.duplicates == 0 and node.buffer.live == 0  # every frame ACKed over the same console
+
+
+def test_console_with_no_usb_host_counts_short_writes_and_keeps_the_frames(tmp_path):
+    # nobody on the cable: the port writes 0 bytes; the frames wait in flash, the node runs on
+    board, link, node = console_node(tmp_path, None, hours=1)
+    assert board.resets == [] and node.counts["loop_errors"] == 0
+    assert link.counts["short"] >= 1 and link.counts["sent"] == 0
+    assert node.buffer.live == node.counts["frames"] >= 3600 // 300
+
+
+class FaultyUart:
+    # any exception a port or a driver bug could raise from a UART, on every call
+    def __init__(self, exc):
+        self.exc = exc
+
+    def any(self):
+        raise self.exc
+
+    def readinto(self, buf):
+        raise self.exc
+
+    def write(self, data):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [AttributeError("flush"), ValueError("bad"), OSError(5), MemoryError(),
+                                 TypeError("x")])
+def test_no_exception_in_a_link_is_fatal_to_the_loop(tmp_path, exc):
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 300, "storm_interval_s": 30,
+                           "heartbeat_s": 300})
+    board = SimBoard(str(tmp_path / "flash"))
+    link = UartLink(FaultyUart(exc), board.clock)
+    node = Runner(board, cfg, link).run(board.clock.ms() + 2 * HOUR_MS)
+    assert board.resets == [] and node.counts["loop_errors"] == 0
+    assert link.counts["error"] >= node.counts["frames"] >= 2 * 3600 // 300
+    assert isinstance(link.last_error, type(exc))
+
+
+class FaultySocket:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def sendto(self, data, addr):
+        raise self.exc
+
+    def recv(self, n):
+        raise self.exc
+
+    def close(self):
+        pass
+
+
+def test_udp_link_counts_any_send_fault(tmp_path):
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        link = UdpLink("127.0.0.1", 9, sock=sock)
+        link.sock = FaultySocket(ValueError("port bug"))
+        assert link.send(b"x") is False and link.counts["error"] == 1
+        assert isinstance(link.last_error, ValueError)
+    finally:
+        sock.close()
+
+
+@pytest.mark.micropython
+def test_console_link_on_the_micropython_vm_with_a_flushless_stdout():
+    # the same link code on the real VM, its tx a FileIO with the port's methods (no flush)
+    from tests.support import mpvm
+
+    script = (
+        "from firmware.links import StdioUart, UartLink\n"
+        "from protocol import cobs\n"
+        "import sys\n"
+        "class FileIO:\n"
+        "    def __init__(self): self.out = bytearray()\n"
+        "    def write(self, b):\n"
+        "        self.out.extend(b)\n"
+        "        return len(b)\n"
+        "    def readinto(self, b): return 0\n"
+        "    def close(self): pass\n"
+        "tx = FileIO()\n"
+        "link = UartLink(StdioUart(rx=sys.stdin.buffer, tx=tx))\n"
+        "ok = link.send(b'hello')\n"
+        "print(ok, link.counts['sent'], link.counts['error'], cobs.Deframer().feed(bytes(tx.out)))\n"
+    )
+    p = mpvm.run(script, input="")
+    assert p.stdout.split("\n")[0] == "True 1 0 [('frame', b'hello')]", p.stdout
