@@ -191,6 +191,7 @@ def test_uart_link_deframes_ignores_garbage_and_counts_errors():
             if self.broken:
                 raise OSError(5)
             self.written += data
+            return len(data)  # machine.UART.write: bytes written (None on a timeout, py/stream.c)
 
     line = Line(b"boot text\n\x00" + b"\x13\x37\xfe" + cobs.encode(b"hello") + b"\x00\x01\x02\x00"
                 + cobs.encode(b"x" * 300))

@@ -5,9 +5,9 @@ import os
 import pytest
 
 from firmware import config
-from firmware.boards.sim import Runner, SimBoard
-from firmware.boards.sim_gateway import SimGateway
 from firmware.links import StdioUart, UartLink, UdpLink
+from firmware.sim.board import Runner, SimBoard
+from firmware.sim.gateway import SimGateway
 from protocol import cobs
 from tests.firmware.conftest import KEY, NODE
 
