@@ -77,9 +77,8 @@ def node_rate(frames):
     from firmware import config
     from firmware.clock import Clock
     from firmware.links import UdpLink
-    from firmware.node import Node
     from firmware.sim.board import SimBoard
-    from firmware.sim.run import Blaster
+    from firmware.sim.run import Blaster, lan_node
 
     acker = Acker()
     acker.start()
@@ -89,9 +88,8 @@ def node_rate(frames):
         real = Clock()
         board = SimBoard(d)
         link = UdpLink("127.0.0.1", acker.port)
-        node = Node(board, cfg, link, link_clock=real)
-        node.start()
-        b = Blaster(node, frames, window=16, real=real)
+        node = lan_node(board, cfg, link, real, 16)
+        b = Blaster(node, frames, real=real)
         t0 = time.perf_counter()
         deadline = t0 + 120
         while not b.done() and time.perf_counter() < deadline:

@@ -173,7 +173,7 @@ def main(flash, cycles):
     msg.encode_data = encode_data
     msg.decode = decode
     for _ in range(20):  # warm up: first frame carries info, sensors set up, health recorded
-        node.cycle()
+        node.step()
         node.sleep(60000)
     gc.collect()
     base = gc.mem_alloc()
@@ -182,7 +182,7 @@ def main(flash, cycles):
     for _ in range(cycles):
         p0 = proto[0]
         t = micropython.mem_total()
-        node.cycle()
+        node.step()
         used = micropython.mem_total() - t
         p = proto[0] - p0
         peak = max(peak, used - p)

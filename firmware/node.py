@@ -31,15 +31,16 @@ class Reset(Exception):
 
 
 class Node:
-    def __init__(self, board, cfg, link=None, link_clock=None):
+    def __init__(self, board, cfg, link=None, link_clock=None, window=WINDOW, retry_ms=RETRY_MS):
         # link_clock: times resends (default: the board clock; a simulation whose sensors run
-        # on virtual time passes a real clock here)
+        # on virtual time passes a real clock here). window: frames in flight; retry_ms: resend
+        # after this long without an ACK (a simulation next to its gateway resends sooner).
         self.board = board
         self.cfg = cfg
         self.clock = board.clock
         self.link_clock = link_clock or board.clock
-        self.window = WINDOW
-        self.retry_ms = RETRY_MS
+        self.window = window
+        self.retry_ms = retry_ms
         self.node_id = cfg["node"]
         self.key = cfg["key_bytes"]
         self.interval_ms = cfg["interval_s"] * 1000
@@ -65,6 +66,7 @@ class Node:
         self.prev_level = None
         self.prev_ms = 0
         self.cycles = 0
+        self.errors = 0  # cycles failed in a row
         self.offline = False
         self.unanswered = 0
         self.last_cmd_id = 0
@@ -114,11 +116,32 @@ class Node:
 
     # ------------------------------------------------------------ one cycle
 
-    def cycle(self):
-        # Sample, maybe report, transmit, listen. Returns ms until the next cycle.
+    def step(self, report=False, ack_wait_ms=ACK_WAIT_MS):
+        # The node's one driver (run(), the simulators and the fleet all call it): one cycle
+        # of sample, report when due (always with report=True), send and listen (for ACKs up
+        # to ack_wait_ms at a time; 0: only what already arrived), and the boot's health.
+        # Returns ms until the next cycle, less what this one took (a fixed cadence). A failing
+        # cycle is counted, logged and retried; five in a row reset the board.
+        started = self.clock.ms()
+        try:
+            wait = self._cycle(report, ack_wait_ms)
+            self.errors = 0
+        except Reset:
+            raise
+        except Exception as e:  # noqa: BLE001 - the node must survive any one bad cycle
+            self.errors += 1
+            self.counts["loop_errors"] += 1
+            self.board.log("cycle failed: %r" % (e,))
+            if self.errors >= 5:
+                self.state.save(note="loop_errors")
+                self.board.reset()
+            return 5000
+        return max(0, wait - (self.clock.ms() - started))
+
+    def _cycle(self, report, ack_wait_ms):
         self.feed()
         now = self.clock.ms()
-        report = self.force_report or self.send_info or self.cmd_result is not None
+        report = report or self.force_report or self.send_info or self.cmd_result is not None
         s = self.sampler
         if s is None:
             report = report or self.last_report_ms is None or now - self.last_report_ms >= self.interval_ms
@@ -128,7 +151,7 @@ class Node:
             report = self._evaluate(now, s) or report
         if report:
             self.report(now)
-        self.transmit()
+        self.transmit(ack_wait_ms)
         self.cycles += 1
         if self.cycles == HEALTHY_AFTER:
             self.state.save(unhealthy=0)
@@ -239,14 +262,14 @@ class Node:
                 self.board.log("link down: no ACK for %d frames" % self.unanswered)
         return sent
 
-    def transmit(self):
+    def transmit(self, ack_wait_ms=ACK_WAIT_MS):
         # Send and listen until the buffer is empty, the link is quiet, or the budget is spent
         for _ in range(CYCLE_BUDGET):
             self.feed()
             sent = self.pump()
             if not sent and not self.buffer.live:
                 break
-            got = self.receive(self.link.poll(ACK_WAIT_MS))
+            got = self.receive(self.link.poll(ack_wait_ms))
             if not got and not sent:
                 break
             if not got and self.offline:
@@ -358,30 +381,17 @@ class Node:
             self.board.sleep_ms(min(ms, step), mode == "light")
             ms -= step
 
-    def run(self, until_ms=None, max_cycles=None):
-        # The main loop. One try/except at its boundary: a failing cycle is counted, logged
-        # and retried; many in a row reset the board (the watchdog would anyway).
-        errors = 0
+    def run(self, until_ms=None, max_cycles=None, stop=None):
+        # The main loop: step, then sleep what step says. Returns at until_ms (board clock),
+        # after max_cycles, or when stop() is true; on hardware only through a reset.
         while True:
             if until_ms is not None and self.clock.ms() >= until_ms:
                 return
             if max_cycles is not None and self.cycles >= max_cycles:
                 return
-            started = self.clock.ms()
-            try:
-                # a fixed cadence: the time the cycle took comes off the sleep
-                wait = max(0, self.cycle() - (self.clock.ms() - started))
-                errors = 0
-            except Reset:
-                raise
-            except Exception as e:  # noqa: BLE001 - the loop must survive any one bad cycle
-                errors += 1
-                self.counts["loop_errors"] += 1
-                self.board.log("cycle failed: %r" % (e,))
-                if errors >= 5:
-                    self.state.save(note="loop_errors")
-                    self.board.reset()
-                wait = 5000
+            if stop is not None and stop():
+                return
+            wait = self.step()
             if until_ms is not None:
                 wait = min(wait, max(0, until_ms - self.clock.ms()))
             self.sleep(wait)

@@ -2,7 +2,6 @@
 # in threads, sending over UDP to a gateway, in compressed time. The world's clock runs
 # FACTOR times faster than the wall (so a storm fits in seconds), while the link's resend
 # timers run in real time (the gateway answers in real milliseconds, not world minutes).
-import inspect
 import os
 import threading
 import time
@@ -10,8 +9,7 @@ import time
 from firmware import config as node_config
 from firmware.clock import Clock
 from firmware.links import UdpLink
-from firmware.node import Node, Reset
-from firmware.sim.board import PowerCut, SimBoard
+from firmware.sim.board import Runner, SimBoard
 
 FACTOR = 480  # world seconds per wall second: 15 s of demo = 2 h of sewer
 
@@ -61,32 +59,17 @@ class SimNode(threading.Thread):
         os.makedirs(flash_dir, exist_ok=True)
         self.board = SimBoard(os.path.join(flash_dir, node), clock=self.clock, **world_for(index))
         self.stop_event = stop or threading.Event()
-        self.boots = 0
+        self.runner = None
         self.error = None
-        self.node = None
-
-    def _make_node(self, link):
-        kw = {}
-        if "link_clock" in inspect.signature(Node).parameters:
-            kw["link_clock"] = Clock()  # resend timers in wall time
-        return Node(self.board, self.cfg, link, **kw)
 
     def run(self):
+        # the sim board's runner: the node's own loop, rebooted after resets and power cuts
         link = UdpLink(self.cfg["link"]["host"], self.cfg["link"]["port"])
+        self.runner = Runner(self.board, self.cfg, link, link_clock=Clock())  # resend timers in wall time
         try:
-            while not self.stop_event.is_set():
-                node = self.node = self._make_node(link)
-                try:
-                    self.boots += 1
-                    node.start()
-                    while not self.stop_event.is_set():
-                        started = self.clock.ms()
-                        wait = node.cycle()
-                        node.sleep(max(0, wait - (self.clock.ms() - started)))
-                except (Reset, PowerCut):
-                    self.clock.sleep_ms(200)  # boot time; then a new Node, as after a real reset
-                finally:
-                    node.buffer.close()
+            node = self.runner.run(stop=self.stop_event.is_set)
+            if node is not None:
+                node.buffer.close()
         except Exception as e:  # noqa: BLE001 - reported by the demo as one line
             self.error = f"{type(e).__name__}: {e}"
         finally:

@@ -80,9 +80,8 @@ def run_cpython(args, nodes, out):
     from firmware import config
     from firmware.clock import Clock
     from firmware.links import UdpLink
-    from firmware.node import Node
     from firmware.sim.board import SimBoard
-    from firmware.sim.run import Blaster
+    from firmware.sim.run import Blaster, lan_node
 
     real = Clock()
     sel = selectors.DefaultSelector()
@@ -91,9 +90,8 @@ def run_cpython(args, nodes, out):
         board = SimBoard(flash, seed=args.seed + i)
         cfg = config.load(board.path(config.CONFIG_NAME))
         link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
-        node = Node(board, cfg, link, link_clock=real)
-        node.start()
-        b = Blaster(node, args.frames, args.rate, args.window, real)
+        node = lan_node(board, cfg, link, real, args.window)
+        b = Blaster(node, args.frames, args.rate, real)
         blasters.append(b)
         sel.register(link.sock, selectors.EVENT_READ, b)
     deadline = time.monotonic() + args.timeout
@@ -111,7 +109,8 @@ def run_cpython(args, nodes, out):
         results = []
         for b in blasters:
             n = b.node
-            results.append((n.node_id, n.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"]))
+            results.append((n.node_id, n.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"],
+                            b.summary()))
             n.buffer.close()
             n.link.close()
         sel.close()
@@ -152,11 +151,12 @@ def run_processes(args, nodes, out):
         if not line:
             err = (stderr.strip().splitlines() or ["no output"])[-1]
             print(f"simulate: {node_id}: MicroPython node failed: {err}", file=out)
-            results.append((node_id, 0, 0, 0, args.frames, 0))
+            results.append((node_id, 0, 0, 0, args.frames, 0, None))
             continue
         f = dict(w.split("=", 1) for w in line[-1].split()[1:])
+        note = [x[5:] for x in stdout.splitlines() if x.startswith("NOTE ")]
         results.append((node_id, int(f["boot"]), int(f["sent"]), int(f["acked"]), int(f["unacked"]),
-                        int(f["resent"])))
+                        int(f["resent"]), note[-1] if note else None))
     return results
 
 
@@ -179,9 +179,11 @@ def run(args, out=None):
     wall = time.monotonic() - t0
     unacked = 0
     sent = 0
-    for node_id, boot, made, acked, left, resent in results:
+    for node_id, boot, made, acked, left, resent, note in results:
         print(f"{node_id}: boot {boot}, {made} frames made, {acked} acknowledged, {left} unacknowledged, "
               f"{resent} resent", file=out)
+        if note:
+            print(f"{node_id}: {note}", file=out)
         unacked += left
         sent += made
     if unacked:

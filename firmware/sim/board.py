@@ -153,9 +153,9 @@ class SimBoard:
 
 
 class Runner:
-    # Runs a node on a sim board until a virtual time, and on from there in later calls;
-    # reboots it like hardware would after a reset, a watchdog bite, a deep sleep or a
-    # power cut (a new Node object: RAM is gone, flash stays).
+    # Runs a node on a sim board until a virtual time (or until stop() is true), and on from
+    # there in later calls; reboots it like hardware would after a reset, a watchdog bite, a
+    # deep sleep or a power cut (a new Node object: RAM is gone, flash stays).
     def __init__(self, board, cfg, link=None, link_clock=None):
         self.board = board
         self.cfg = cfg
@@ -164,7 +164,7 @@ class Runner:
         self.node = None
         self.boots = 0
 
-    def run(self, until_ms, max_boots=None):
+    def run(self, until_ms=None, max_boots=None, stop=None):
         # max_boots: give up after that many boots in this call (None: never, like hardware)
         from firmware.node import Node
 
@@ -173,7 +173,7 @@ class Runner:
         while max_boots is None or boots < max_boots:
             boots += 1
             if self.node is None:
-                if board.clock.ms() >= until_ms:
+                if until_ms is not None and board.clock.ms() >= until_ms:
                     break
                 self.node = Node(board, self.cfg, self.link, self.link_clock)
             node = self.node
@@ -181,7 +181,7 @@ class Runner:
                 if node.wdt is None:
                     self.boots += 1
                     node.start()
-                node.run(until_ms=until_ms)
+                node.run(until_ms=until_ms, stop=stop)
                 return node
             except Reset as r:
                 if r.cause == "watchdog":

@@ -14,7 +14,7 @@ import sys
 from firmware import config
 from firmware.clock import Clock
 from firmware.links import UartLink, UdpLink
-from firmware.node import Node
+from firmware.node import HEALTHY_AFTER, Node, Reset
 from firmware.sim.board import Runner, SimBoard, StdioUart
 from firmware.sim.link import SimLink
 
@@ -102,40 +102,63 @@ def serial(opts):
         console("sim done: %d frames, %d unacknowledged" % (node.seq, node.buffer.live))
 
 
+def lan_node(board, cfg, link, real, window):
+    # a started node next to its gateway: ACKs come in milliseconds, so it resends sooner
+    # than in the field; resend timers run on `real` while the world runs on the board clock
+    node = Node(board, cfg, link, link_clock=real, window=window, retry_ms=500)
+    node.start()
+    return node
+
+
 class Blaster:
-    # Drives one node for `citynode simulate`: K frames, at most `window` unacknowledged,
-    # optionally at `rate` frames/s; the node's own buffer, pump and ACK handling do the rest.
-    def __init__(self, node, frames, rate=None, window=16, real=None, retry_ms=500):
-        # retry_ms: a gateway on the LAN answers in milliseconds; resend sooner than in the field
+    # Drives one node for `citynode simulate`: K frames, as many in flight as the node's
+    # window allows, optionally at `rate` frames/s. Each frame is one node.step(report=True)
+    # (sample, report, send, health: the node's own cycle), the simulated world moving on by
+    # the interval between them; no ACK wait inside a step, the caller polls the link.
+    def __init__(self, node, frames, rate=None, real=None):
         self.node = node
-        node.retry_ms = retry_ms
         self.frames = frames
         self.rate = rate
         self.real = real or node.link_clock
-        node.window = window
-        self.made = 0
+        self.base = node.counts["frames"]
+        self.wait = 0
+        self.reset = None  # the cause, when the node reset (the simulation ends there)
         self.t0 = self.real.ms()
+
+    @property
+    def made(self):
+        return self.node.counts["frames"] - self.base
 
     def step(self):
         node = self.node
+        if self.reset:
+            return
         now = self.real.ms()
-        while self.made < self.frames and node.buffer.live < node.window:
-            if self.rate and now < self.t0 + self.made * 1000 / self.rate:
-                break
-            node.sleep(node.interval_ms)  # the simulated world moves on (watchdog fed)
-            node.feed()
-            node.sampler.sample()
-            t = node.clock.ms()
-            node._evaluate(t, node.sampler)
-            node.report(t)
-            self.made += 1
-        node.pump()
+        try:
+            while self.made < self.frames and node.buffer.live < node.window:
+                if self.rate and now < self.t0 + self.made * 1000 / self.rate:
+                    break
+                node.sleep(self.wait)  # the simulated world moves on (watchdog fed)
+                self.wait = node.step(report=True, ack_wait_ms=0)
+            node.transmit(0)
+        except Reset as r:
+            self.reset = r.cause
 
     def done(self):
-        return self.made >= self.frames and self.node.buffer.live == 0
+        return bool(self.reset) or (self.made >= self.frames and self.node.buffer.live == 0)
 
     def unacked(self):
-        return self.frames - self.made + self.node.buffer.live
+        return max(0, self.frames - self.made) + self.node.buffer.live
+
+    def summary(self):
+        # a line for the end of the run when something beyond counting frames happened
+        node = self.node
+        if self.reset:
+            return "the node reset (%s) after %d frame(s); the simulation stopped there" % (self.reset, self.made)
+        if node.safe:
+            return "boot %d is in SAFE MODE (boots in a row that never completed %d cycles); frames carry " \
+                   "no sensor values" % (node.boot, HEALTHY_AFTER)
+        return None
 
 
 def udp(opts):
@@ -145,15 +168,16 @@ def udp(opts):
         raise SystemExit("sim.run udp: the config's link must be udp with host and port")
     real = Clock()
     link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
-    node = Node(board, cfg, link, link_clock=real)
-    node.start()
-    b = Blaster(node, int(opts["--frames"]), float(opts["--rate"]) if opts["--rate"] else None,
-                int(opts["--window"]), real)
+    node = lan_node(board, cfg, link, real, int(opts["--window"]))
+    b = Blaster(node, int(opts["--frames"]), float(opts["--rate"]) if opts["--rate"] else None, real)
     deadline = real.ms() + int(float(opts["--timeout"]) * 1000)
     while not b.done() and real.ms() < deadline:
         b.step()
         node.receive(link.poll(5))
-    ok = b.done()
+    ok = b.done() and not b.reset
+    note = b.summary()
+    if note:
+        print("NOTE " + note)
     print("RESULT node=%s boot=%d sent=%d acked=%d unacked=%d resent=%d" % (
         cfg["node"], node.boot, b.made, node.counts["acked"], b.unacked(), node.counts["resent"]))
     return 0 if ok else 1
