@@ -74,7 +74,23 @@ class Envelope:
             body["flags"] = m["flags"]
         if m["quality"]:
             body["quality"] = {str(k): v for k, v in m["quality"].items()}
+        ext = _extensions(body["senml"], m["records"])
+        if ext:
+            body["ext"] = ext
         return [(f"{self.prefix}/nodes/{f.node}/up", _dumps(body))]
+
+
+def _extensions(pack, records):
+    # Text-labelled fields a node added to a record are no registered SenML labels (RFC 8428
+    # section 12.2): they leave the pack, which stays strict, for "ext" {record index: {label: value}}.
+    ext = None
+    for i, rec in enumerate(records):
+        for k in rec:
+            if isinstance(k, str):
+                if ext is None:
+                    ext = {}
+                ext.setdefault(str(i), {})[k] = pack[i].pop(k)
+    return ext
 
 
 def _value(rec):

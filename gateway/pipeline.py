@@ -13,15 +13,15 @@ import cbor2
 
 from gateway import dedup
 from gateway.acks import encode_ack
+from gateway.conform import RecordCheck
 from gateway.outputs import Frame
 from gateway.store import StoreError
+from gateway.timing import FrameClock
 from protocol import cose, message
 from protocol.cbor import FrameError
 
 log = logging.getLogger("citynode.gateway")
 
-CLOCK_MIN_S = 946684800  # 2000-01-01
-CLOCK_AHEAD_S = 86400
 FULL_RETRY_S = 0.25  # after "disk full", new frames are refused this long before trying again
 IDLE_WAKE_S = 0.1  # idle wake-up: commit PUBACKed deletions and downlink changes
 DISK_CHECK_S = 1.0
@@ -40,7 +40,8 @@ class Pipeline:
         self.queue = queue.Queue(maxsize=settings.queue_max)
         self.states = store.seq_states()
         self.depth = store.depth()
-        self.live_ref = {}  # node -> (boot, uptime_ms, received) of its newest live frame
+        self.record_check = RecordCheck().check  # SenML names and units (gateway/conform.py)
+        self.clock = FrameClock(warn=self._clock_ignored)  # absolute time per frame (gateway/timing.py)
         self.pending_deletes = []
         self.store_error = None  # reason of the last failed commit, None once one succeeds
         self.last_failure = (None, -1e9)  # (reason, monotonic time): alarms hold a while, not flap
@@ -141,6 +142,10 @@ class Pipeline:
             if m["type"] != "data":
                 self.stats.reject("payload", node, link.describe(addr), f"a {m['type']} message sent to the gateway")
                 continue
+            bad = self.record_check(m["records"])
+            if bad:
+                self.stats.reject("payload", node, link.describe(addr), bad)
+                continue
             boot, seq = m["boot"], m["seq"]
             st = pending.get(node) or states.get(node)
             verdict = dedup.classify(st, boot, seq)
@@ -156,7 +161,7 @@ class Pipeline:
             if refuse:
                 self.stats.reject(refuse, node, link.describe(addr), "frame refused (not ACKed); the node keeps it")
                 continue
-            f = Frame(node, m, raw, received, *self._fix_time(node, m, received), link.describe(addr))
+            f = Frame(node, m, raw, received, *self.clock.fix(node, m, received), link.describe(addr))
             try:
                 made = [row for out in self.outputs for row in out.messages(f)]
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up its batch
@@ -178,24 +183,9 @@ class Pipeline:
                 node = None
         self.stats.reject(reason, node, link.describe(addr), detail)
 
-    def _fix_time(self, node, m, received):
-        # SPEC.md section 8 -> (absolute time, how it was fixed). A node clock before 2000
-        # or more than a day ahead (an RTC that lost power) is ignored, as if absent.
-        t = m["time"]
-        if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
-            return float(t), "node"
-        if t is not None:
-            self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the gateway",
-                                           node, t)
-        if m["flags"] & message.F_BACKLOG:
-            ref = self.live_ref.get(node)
-            if ref is not None and ref[0] == m["boot"] and ref[1] >= m["uptime_ms"]:
-                return ref[2] - (ref[1] - m["uptime_ms"]) / 1000.0, "uptime"
-            return received, "received"
-        ref = self.live_ref.get(node)
-        if ref is None or ref[0] != m["boot"] or ref[1] <= m["uptime_ms"]:
-            self.live_ref[node] = (m["boot"], m["uptime_ms"], received)
-        return received, "received"
+    def _clock_ignored(self, node, t):
+        # A node clock before 2000 or more than a day ahead (an RTC that lost power) is ignored.
+        self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the gateway", node, t)
 
     def _take_deletes(self):
         acked = self.forwarder.take_acked()

@@ -16,6 +16,7 @@ from gateway import config
 from gateway.daemon import Gateway
 from gateway.keys import format_keys
 from tests.support.broker import free_port
+from tests.support.senml_strict import UpChecker
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NODES = {"sew-01": bytes(range(16)), "sew-02": bytes(range(1, 33)), "air-03": bytes(range(7, 27))}
@@ -49,6 +50,7 @@ class Subscriber:
         self.messages = []
         self.lock = threading.Lock()
         self.topic = topic
+        self.senml = UpChecker()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{os.getpid()}-{port}",
                              clean_session=False, protocol=mqtt.MQTTv311)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
@@ -65,6 +67,11 @@ class Subscriber:
     def _on_message(self, c, u, msg):
         with self.lock:
             self.messages.append((msg.topic, msg.payload, msg.retain))
+            if msg.topic.endswith("/up"):  # every up message must be SenML that RFC 8428 allows
+                try:
+                    self.senml.check(msg.topic, json.loads(msg.payload))
+                except ValueError as e:
+                    self.senml.problems.append(f"{msg.topic}: not JSON ({e})")
 
     def on(self, suffix):
         with self.lock:
@@ -87,6 +94,8 @@ class Subscriber:
     def close(self):
         self.c.loop_stop()
         self.c.disconnect()
+        bad = self.senml.problems
+        assert not bad, f"{len(bad)} SenML problems in {self.senml.checked} up messages, first: {bad[:5]}"
 
 
 @pytest.fixture

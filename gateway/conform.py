@@ -1,0 +1,43 @@
+# What a verified frame must also be before the gateway forwards it: SenML that RFC 8428
+# allows. The wire format (protocol/) accepts any text as a record name or unit; consumers
+# do not. A record name, appended to the base name "<node>:", must keep it a SenML name
+# (RFC 8428 section 4.5.1), and a unit must be in the SenML units registry (RFC 8428 section
+# 12.1, RFC 8798). A frame that breaks either is refused with reason `payload` and counted
+# (SPEC.md section 5); it is not ACKed, so the node keeps it, as for any other refusal.
+from protocol import senml
+from protocol.names import valid_part
+from protocol.units import UNITS
+
+_N, _U = senml.N, senml.U
+_CACHE_MAX = 4096
+
+
+class RecordCheck:
+    # check(records) -> None, or one line saying what is wrong. Names and units that passed
+    # are remembered: a fleet uses a handful, so the usual frame costs one set lookup a record.
+    def __init__(self):
+        self.ok = set()
+
+    def check(self, records):
+        ok = self.ok
+        for rec in records:
+            name = rec.get(_N)
+            unit = rec.get(_U)
+            if (name, unit) in ok:
+                continue
+            bad = _fault(name, unit)
+            if bad:
+                return bad
+            if len(ok) >= _CACHE_MAX:
+                ok.clear()
+            ok.add((name, unit))
+        return None
+
+
+def _fault(name, unit):
+    if not valid_part(name):
+        return (f"record name {name!r} is not a SenML name (RFC 8428 4.5.1: letters, digits and - : . / _ "
+                "only)")
+    if unit is not None and unit not in UNITS:
+        return f"unit {unit!r} of record {name!r} is not in the SenML units registry (RFC 8428 12.1, RFC 8798)"
+    return None

@@ -1,0 +1,128 @@
+# What consumers get: strict SenML (names, units), and times that are distinct per node and
+# say how they were found. The strict validator (tests/support/senml_strict.py) is the judge.
+import pytest
+
+from gateway.conform import RecordCheck
+from gateway.outputs import Envelope, Frame
+from gateway.timing import FrameClock
+from protocol import message, senml, units
+from tests.gateway.conftest import NODES
+from tests.support.senml_strict import REGISTERED_UNITS, UpChecker, check_pack
+from tests.support.udpnode import UdpNode
+
+T0 = 1_790_000_000.0
+
+
+def test_unit_registry_matches_the_rfc_tables():
+    # protocol/units.py against the validator's own copy, written from RFC 8428 12.1 and RFC 8798 2
+    assert units.UNITS == REGISTERED_UNITS and len(units.UNITS) == 58 + 8
+    for name, (unit, _) in senml.NAMES.items():
+        assert unit in units.UNITS, name
+
+
+@pytest.mark.parametrize("rec,fault", [
+    (senml.record("temp 1", 1.0, unit="Cel"), "not a SenML name"),
+    (senml.record("Wärme", 1.0, unit="Cel"), "not a SenML name"),
+    (senml.record("t", 21.5, unit="degC"), "not in the SenML units registry"),
+    (senml.record("w", 1.0, unit="°C"), "not in the SenML units registry"),
+])
+def test_bad_names_and_units_are_refused(rec, fault):
+    check = RecordCheck().check
+    assert fault in check([senml.record("l", 0.5), rec])
+    assert check([senml.record("l", 0.5), senml.record("w", 12.5, unit="Cel"), senml.record("a/b:c_d.e-1", 1)]) is None
+    assert check([senml.record("x", 1, unit="beat/min"), senml.record("y", 1, unit="kg/m3")]) is None  # registered
+
+
+def envelope(node, m, t, source, received=None):
+    raw = message.encode_data(NODES["sew-01"], node, m["boot"], m["seq"], m["uptime_ms"], m["records"])
+    return Envelope("cn", "gw").messages(Frame(node, m, raw, received or t, t, source, "test"))[0]
+
+
+def msg(boot, seq, uptime_ms, flags=0, records=None, time_s=None):
+    return {"type": "data", "boot": boot, "seq": seq, "uptime_ms": uptime_ms, "time": time_s,
+            "records": records or [senml.record("l", 0.5), senml.record("b", 3.7)], "quality": {},
+            "flags": flags, "info": {}, "cmd_result": None}
+
+
+def test_the_validator_can_fail():
+    # it is a judge only if it says no: every rule it checks, broken once
+    assert check_pack([{"bn": "n:", "bt": T0, "n": "l", "v": 1, "u": "m"}, {"n": "b", "v": 3.7, "u": "V"}])[0] == []
+    bad = [
+        [{"bn": "n:", "bt": T0, "n": "temp 1", "v": 1}],
+        [{"bn": "_n:", "bt": T0, "n": "l", "v": 1}],
+        [{"bn": "n:", "bt": T0, "n": "t", "v": 1, "u": "degC"}],
+        [{"bn": "n:", "bt": T0, "n": "l", "v": 1, "vs": "x"}],
+        [{"bn": "n:", "bt": T0, "n": "l"}],
+        [{"bn": "n:", "bt": 5, "n": "l", "v": 1}],  # relative time
+        [{"bn": "n:", "bt": "now", "n": "l", "v": 1}],
+        [{"bn": "n:", "bt": T0, "n": "l", "v": 1, "raw_x": 2}],
+        [{"bn": "n:", "bt": T0, "n": "l", "v": 1, "x_": 2}],
+        [{"bn": "n:", "bt": T0, "n": "l", "v": 1}, {"n": "l", "v": 2}],  # same name and time twice
+        [{"bn": "n:", "bt": T0, "n": "l", "vb": 1}],
+        [],
+    ]
+    for pack in bad:
+        assert check_pack(pack)[0], pack
+    up = UpChecker()
+    up.check("t", {"boot": 1, "seq": 1, "senml": [{"bn": "n:", "bt": T0, "n": "l", "v": 1}]})
+    up.check("t", {"boot": 1, "seq": 1, "senml": [{"bn": "n:", "bt": T0, "n": "l", "v": 1}]})  # a resend
+    assert up.problems == []
+    up.check("t", {"boot": 1, "seq": 2, "senml": [{"bn": "n:", "bt": T0, "n": "l", "v": 2}]})
+    assert len(up.problems) == 1 and "also in frame boot 1 seq 1" in up.problems[0]
+
+
+def test_extension_labels_leave_the_pack():
+    m = msg(1, 0, 1000, records=[dict(senml.record("l", 0.5), raw_x=b"\x01")])
+    topic, body = envelope("sew-01", m, T0, "received")
+    import json
+
+    j = json.loads(body)
+    assert j["ext"] == {"0": {"raw_x": "AQ=="}} and check_pack(j["senml"])[0] == []
+
+
+def test_buffered_frames_get_distinct_times_from_their_uptime():
+    clock = FrameClock()
+    # boot 3: live frames 60 s apart, then frames 4..7 arrive together from the backlog
+    assert clock.fix("n", msg(3, 0, 10_000), T0) == (T0, "received")
+    assert clock.fix("n", msg(3, 1, 70_000), T0 + 60) == (T0 + 60, "received")
+    got = [clock.fix("n", msg(3, s, 70_000 + 60_000 * (s - 1), flags=message.F_BACKLOG), T0 + 400)
+           for s in (2, 3, 4)]
+    # dated against the newest live frame (seq 1), never later than their reception
+    assert got == [(T0 + 120, "uptime"), (T0 + 180, "uptime"), (T0 + 240, "uptime")]
+    # a resend of seq 0 without the backlog flag is still dated by its uptime, not by arrival
+    assert clock.fix("n", msg(3, 0, 10_000), T0 + 500) == (T0 - 0.001, "uptime")  # T0 is taken: 1 ms before
+
+
+def test_earlier_boots_are_uncertain_and_every_time_is_distinct():
+    clock = FrameClock()
+    assert clock.fix("n", msg(5, 9, 600_000), T0) == (T0, "received")  # boot 5 started at T0 - 600 s
+    # boot 4, never heard live: before boot 5 began, in uptime order, marked uncertain
+    t1, s1 = clock.fix("n", msg(4, 0, 1_000, flags=message.F_BACKLOG), T0 + 1)
+    t2, s2 = clock.fix("n", msg(4, 1, 31_000, flags=message.F_BACKLOG), T0 + 1)
+    assert s1 == s2 == "uncertain" and t1 < T0 - 600 and t2 < T0 - 600 and t1 != t2
+    # many frames in the same millisecond: all distinct
+    times = [clock.fix("n", msg(5, 10 + i, 600_001 + i), T0 + 2)[0] for i in range(50)]
+    backlog = [clock.fix("n", msg(6, i, 5, flags=message.F_BACKLOG), T0 + 2)[0] for i in range(50)]
+    every = times + backlog + [t1, t2, T0]
+    assert len(set(every)) == len(every)
+
+
+def test_a_node_clock_wins_when_plausible():
+    warned = []
+    clock = FrameClock(warn=lambda node, t: warned.append(t))
+    assert clock.fix("n", msg(1, 0, 5, time_s=1_790_000_100), T0) == (1_790_000_100.0, "node")
+    assert clock.fix("n", msg(1, 1, 6, time_s=5), T0) == (T0, "received") and warned == [5]
+
+
+def test_bad_names_and_units_are_refused_and_counted_end_to_end(gateway_factory, subscriber):
+    gw = gateway_factory()
+    key = NODES["sew-01"]
+    node = UdpNode("sew-01", key, gw.udp_addresses[0])
+    bad = [[senml.record("temp 1", 21.5, unit="Cel")], [senml.record("Wärme", 21.5, unit="Cel")],
+           [senml.record("t", 21.5, unit="degC")]]
+    for i, recs in enumerate(bad):
+        node.send_raw(message.encode_data(key, "sew-01", 9, i, 1000 * i, recs))
+    assert node.run(3, start=0, deadline_s=10)  # good frames of boot 1 still pass, ACKed
+    assert subscriber.wait(lambda: len(subscriber.ups()) == 3)
+    assert gw.counters()["rejected"] == {"payload": 3}
+    assert all(u["boot"] == 1 for u in subscriber.ups())
