@@ -21,6 +21,10 @@ def add_arguments(parser):
                         help="overrides [gateway] log_level")
 
 
+def plural(n, noun):
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _fail(text, code):
     print(f"citynode gateway: {text}", file=sys.stderr)
     return code
@@ -45,7 +49,8 @@ def run(args):
     except config.ConfigError as e:
         return _fail(f"config error: {e}", EXIT_CONFIG)
     if args.check_config:
-        print(f"{path}: ok ({len(keys)} node keys, {len(settings.ingest)} ingest links, mqtt {settings.mqtt.url})")
+        print(f"{path}: ok ({plural(len(keys), 'node key')}, {plural(len(settings.ingest), 'ingest link')}, "
+              f"mqtt {settings.mqtt.url})")
         return 0
     logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

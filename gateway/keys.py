@@ -44,11 +44,27 @@ def load_keys(path):
     return parse_keys(data, str(path))
 
 
+def toml_key(name):
+    # a TOML key (TOML 1.0 "Keys"): bare when it is only A-Za-z0-9_-, else a basic string with
+    # backslash, quote and control characters escaped, so any id reads back as itself
+    if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+        return name
+    out = []
+    for c in name:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append("\\u%04X" % ord(c))
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
 def format_keys(keys):
     # dict node -> key bytes -> keys file text
     lines = ["# citynode node keys: keep this file secret (mode 0600)", ""]
     for node in sorted(keys):
-        lines.append(f'[nodes."{node}"]' if not node.replace("-", "").replace("_", "").isalnum() else f"[nodes.{node}]")
+        lines.append(f"[nodes.{toml_key(node)}]")
         lines.append(f'key = "{keys[node].hex()}"')
         lines.append("")
     return "\n".join(lines)

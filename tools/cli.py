@@ -1,8 +1,14 @@
 # `citynode` entry point. Each subcommand lives in its own module with
 #   add_arguments(parser) and run(args) -> exit code;
 # this registry names them (a new subcommand is one module and one line here).
+#
+# Every error a user can cause ends as ONE line on stderr, "citynode <command>: <what>",
+# and one of the exit codes below (docs/technician.md lists them), never a traceback:
+# a subcommand raises CliError (or returns its code after printing its line); this module
+# turns argparse errors, Ctrl-C and anything unexpected into such a line.
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -17,6 +23,48 @@ COMMANDS = {
     "rig": ("tools.rig.cli", "a virtual board on a pty (the HIL tests' virtual rig)"),
 }
 
+# exit codes (docs/technician.md, "Exit codes")
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and failed: port, board, network, a file it could not write, a refusal
+EXIT_USAGE = 2  # what was given is wrong: an option, a value, an input file (nothing was changed)
+EXIT_BUG = 70  # an unexpected error inside citynode (EX_SOFTWARE); CITYNODE_DEBUG=1 shows the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+
+class CliError(Exception):
+    # raise CliError("what went wrong; what to do", code) from a subcommand: one line, that code
+    def __init__(self, message, code=EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage before its error; one line with a pointer to --help instead
+    def error(self, message):
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def hostport(text, what=""):
+    # "HOST:PORT" -> (host, port) with the port 1..65535; ValueError with one line otherwise
+    host, sep, port = (text or "").rpartition(":")
+    host = host.strip("[]")
+    lead = f"{what} " if what else ""
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{lead}must be HOST:PORT, e.g. 127.0.0.1:5683 (got {text!r})")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"{lead}{text}: port {port} is not 1..65535")
+    return host, int(port)
+
+
+def hostport_arg(text):
+    # argparse type= for HOST:PORT options: the value is kept as given, checked here
+    try:
+        hostport(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
 
 def load_keys_option(path, prog):
     # The --keys FILE of a technician command: the keys, or None after one line on stderr.
@@ -29,8 +77,20 @@ def load_keys_option(path, prog):
         return None
 
 
+def version():
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("citynode")
+    except Exception:  # noqa: BLE001 - a source tree without an installed distribution
+        from gateway import __version__
+
+        return __version__
+
+
 def build_parser(available):
-    parser = argparse.ArgumentParser(prog="citynode", description="citynode technician tools")
+    parser = Parser(prog="citynode", description="citynode technician tools")
+    parser.add_argument("--version", action="version", version=f"citynode {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         mod = available.get(name)
@@ -51,21 +111,60 @@ def _load(name):
         raise
 
 
+def _say(command, text):
+    print(f"citynode{' ' + command if command else ''}: {text}", file=sys.stderr, flush=True)
+
+
+def os_error_text(e):
+    # an OSError as the user should read it: what, and on which file or address
+    import socket
+
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host name ({e.strerror or e})"
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{e.filename}: {what}" if e.filename else what
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # import only the named subcommand (fast start); all of them for --help
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)
-    available = {name: _load(name) for name in wanted}
-    parser = build_parser(available)
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
+    command = wanted[0] if len(wanted) == 1 else None
     try:
-        return available[args.command].run(args) or 0
+        available = {name: _load(name) for name in wanted}
+        parser = build_parser(available)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help, --version, or an argparse error (already one line)
+            return e.code if isinstance(e.code, int) else EXIT_USAGE
+        if not args.command:
+            parser.print_help()
+            return EXIT_USAGE
+        command = args.command
+        return available[command].run(args) or EXIT_OK
+    except CliError as e:
+        _say(command, str(e))
+        return e.code
     except KeyboardInterrupt:
-        return 130
+        _say(command, "interrupted (Ctrl-C)")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `citynode monitor ... | head`: the reader went away
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as e:
+        _say(command, os_error_text(e))
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, and how to see more
+        if os.environ.get("CITYNODE_DEBUG"):
+            raise
+        _say(command, f"internal error: {type(e).__name__}: {e} (a bug; CITYNODE_DEBUG=1 shows the traceback)")
+        return EXIT_BUG
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tools.cli`: run the imported module's main, so that subcommands raise the same
+    # CliError class that main catches (this file as __main__ would be a second copy)
+    from tools.cli import main as _main
+
+    sys.exit(_main())

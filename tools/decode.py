@@ -69,14 +69,14 @@ def run(args):
     try:
         obj = cbor.loads(raw)
     except FrameError as e:
-        print(f"not a valid frame: {e}")
+        print(f"citynode decode: not a valid frame: {e}", file=sys.stderr)
         return 1
     print(diag(obj))
     try:
         kid, _protected, payload, _tag = cose.parse(raw)
         m = message.parse_payload(payload)
     except FrameError as e:
-        print(f"not a valid citynode message: {e}")
+        print(f"citynode decode: not a valid citynode message: {e}", file=sys.stderr)
         return 1
     node = kid.decode(errors="replace")
     status = 0
@@ -92,6 +92,8 @@ def run(args):
         except FrameError as e:
             print(f"MAC: FAILED ({e})")
             status = 1
+    else:
+        print("MAC: not checked (give --keys FILE to verify it)")
     head = {k: v for k, v in m.items() if k not in ("records",)}
     print(f"node {node}: " + ", ".join(f"{k}={v}" for k, v in head.items() if v not in (None, {}, 0) or k == "seq"))
     for rec in senml.to_json(m.get("records") or []):

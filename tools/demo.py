@@ -25,10 +25,28 @@ LEVEL_FULL_M = 2.8  # top of the sparkline (the shaft is ~3 m deep)
 
 def add_arguments(p):
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes, 1..20 (%(default)s)")
-    p.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--duration", type=seconds, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
-    p.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080",
+    p.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080", type=web_arg,
                    help="the gateway's status page (%(default)s; a free port if that one is taken; 'off' for none)")
+
+
+def seconds(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+    return value
+
+
+def web_arg(text):
+    from tools.cli import hostport_arg
+
+    return text if text == "off" else hostport_arg(text)
 
 
 class Readings:
@@ -191,12 +209,15 @@ def run(args):
                 broker = EmbeddedBroker().start()
                 url = broker.url
             print(f"demo: broker {url}{' (embedded amqtt)' if broker else ''}, {args.nodes} simulated nodes, "
-                  f"time x{fleet.FACTOR}; Ctrl-C stops", file=sys.stderr)
+                  f"time x{fleet.FACTOR}; " + (f"stops after {args.duration:g} s" if args.duration else "Ctrl-C stops"),
+                  file=sys.stderr)
             client = subscribe(url, readings)
             keys = {f"sew-{i + 1:02d}": secrets.token_bytes(16) for i in range(args.nodes)}
-            gateway, address = start_gateway(tmp, keys, url, web_listen(args.web))
+            listen = web_listen(args.web)
+            gateway, address = start_gateway(tmp, keys, url, listen)
             if gateway.web:
-                print(f"demo: status page {gateway.web.url}", file=sys.stderr)
+                moved = f" ({args.web} is taken, so another port)" if listen != args.web else ""
+                print(f"demo: status page {gateway.web.url}{moved}", file=sys.stderr)
             for i, (node, key) in enumerate(sorted(keys.items())):
                 sim = fleet.SimNode(i, node, key, address, f"{tmp}/nodes", stop=stop)
                 sim.start()

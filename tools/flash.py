@@ -13,7 +13,7 @@ import time
 
 from tools import nodeconfig
 from tools.progress import Bar
-from tools.upload import BoardFs, UploadError, build_bundle, sha256_hex
+from tools.upload import BoardFs, UploadError, build_bundle, for_virtual_rig, sha256_hex
 
 # chip -> (esptool name, CHIP_NAME esptool reports, MicroPython image offset)
 CHIPS = {
@@ -49,21 +49,15 @@ def check_port(port):
 
 
 def probe_port(port):
-    # open it exclusively once: tells "busy" apart from everything else
-    import serial
+    # open it exclusively once, and look for other programs that hold it: "busy" is then
+    # said as such, instead of surfacing later as a refused command
+    from tools.cli import CliError
+    from tools.ports import open_exclusive
 
     try:
-        serial.Serial(port, 115200, exclusive=True).close()
-    except serial.SerialException as e:
-        text = str(e)
-        if "exclusive" in text.lower() or "busy" in text.lower() or "Errno 16" in text:
-            raise FlashError(f"port {port} is busy: another program (citynode monitor, the gateway, "
-                             "mpremote, a terminal) has it open; close that and retry") from None
-        if "Errno 2" in text:
-            raise FlashError(f"no such port {port}: is the board plugged in?") from None
-        if "Errno 13" in text:
-            raise FlashError(f"no permission to open {port}: add yourself to the dialout group") from None
-        raise FlashError(f"cannot open {port}: {text}") from None
+        open_exclusive(port, 115200).close()
+    except CliError as e:
+        raise FlashError(str(e)) from None
 
 
 def load_node_config(node_dir):
@@ -137,18 +131,28 @@ def connect(port, timeout_s):
 PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "linux": "linux", "sim": "linux"}
 
 
+RIG_PROBE = "import sys\ntry:\n _r = CITYNODE_RIG\nexcept NameError:\n _r = '-'\nprint(sys.platform, _r)"
+
+
 def check_board(fs, config, port):
     # the firmware picks its board module from the config: a config for another board would
     # upload fine and then crash on the first Pin. Ask the board what it is before writing.
+    # -> True when the port is the virtual rig (tools/rig/agent.py sets CITYNODE_RIG): it
+    # plays any board, running the node's config on its sim board.
+    answer = fs.exec(RIG_PROBE).decode().split()
+    platform, rig = (answer + ["", "-"])[:2]
+    if rig != "-":
+        return True
     if config is None:
-        return
-    platform = fs.exec("import sys\nprint(sys.platform)").decode().strip()
+        return False
     board = config.get("board", "sim")
     if PLATFORMS.get(board) != platform:
         fits = [b for b, p in PLATFORMS.items() if p == platform and b != "sim"]
-        hint = f"provision it with --board {fits[0]}" if fits else "this board type is not supported"
+        hint = (f"provision it again with --board {fits[0]} --force" if fits
+                else "this board type is not supported")
         raise FlashError(f"wrong board: {port} runs MicroPython for {platform}, but the node config is for "
                          f"{board}; {hint}")
+    return False
 
 
 def upload(fs, files):
@@ -194,6 +198,11 @@ def run(args):
     except (FlashError, UploadError) as e:
         print(f"citynode flash: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # the files written so far are complete (each goes to a temporary name, then renamed)
+        print("citynode flash: interrupted (Ctrl-C); run the same command again to finish (only what "
+              "differs is written)", file=sys.stderr)
+        return 130
 
 
 def flash(args):
@@ -218,7 +227,8 @@ def flash(args):
         write_image(args.port, args.chip, args.image, args.baud)
     fs = connect(args.port, args.timeout)
     try:
-        check_board(fs, config, args.port)
+        if check_board(fs, config, args.port):
+            files = for_virtual_rig(files)
         changed = upload(fs, files)
         fs.t.serial.timeout = 0.2
         m, seen = fs.soft_reset_and_wait(BANNER, args.timeout)

@@ -1,12 +1,14 @@
 # `citynode monitor (--port PORT | --udp HOST:PORT) [--keys FILE]`: what a node sends, live.
 # One row per frame (node, boot/seq, gaps, MAC, flags, readings) and the node's console
 # lines as they come; a summary per node at the end. Passive: it never answers a node.
+import argparse
 import socket
 import sys
 import time
 
 from protocol import cobs, cose, message, senml
 from protocol.cbor import FrameError
+from tools.cli import CliError, hostport, hostport_arg
 
 FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F_SAFE, "safe"),
               (message.F_BACKLOG, "backlog"))
@@ -16,11 +18,25 @@ IDLE_FLUSH_S = 0.2  # console text without a delimiter is shown after this much 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0")
-    src.add_argument("--udp", metavar="HOST:PORT", help="listen for UDP frames here (instead of the gateway)")
-    p.add_argument("--baud", type=int, default=115200, help="serial baud rate (%(default)s)")
+    src.add_argument("--udp", metavar="HOST:PORT", type=hostport_arg,
+                     help="listen for UDP frames here (instead of the gateway)")
+    p.add_argument("--baud", type=positive(int), default=115200, help="serial baud rate (%(default)s)")
     p.add_argument("--keys", help="gateway keys file: verify each frame's MAC")
-    p.add_argument("--count", type=int, help="stop after this many frames")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--count", type=positive(int), help="stop after this many frames")
+    p.add_argument("--duration", type=positive(float), help="stop after this many seconds")
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+        return value
+
+    return parse
 
 
 class FrameTable:
@@ -116,11 +132,18 @@ class FrameTable:
         return lines
 
 
-def watch_serial(port, baud, table, stop):
+def open_port(port, baud):
+    # exclusive: while the monitor watches a port, `citynode flash` (and a second monitor)
+    # is told "port busy" instead of fighting over the bytes
+    from tools.ports import open_exclusive
+
+    return open_exclusive(port, baud)
+
+
+def watch_serial(ser, port, baud, table, stop):
     import serial
 
     deframer = cobs.Deframer()
-    ser = serial.Serial(port, baud, timeout=0.05)
     quiet_since = time.monotonic()
     try:
         while not stop():
@@ -129,6 +152,7 @@ def watch_serial(port, baud, table, stop):
             except serial.SerialException:
                 table.console(b"[port went away; waiting for it to come back]", "monitor ")
                 ser.close()
+                ser = None
                 ser = reopen(port, baud, stop)
                 if ser is None:
                     return
@@ -147,27 +171,37 @@ def watch_serial(port, baud, table, stop):
                 if text:
                     table.console(text)
     finally:
-        ser.close()
+        if ser is not None:
+            ser.close()
 
 
 def reopen(port, baud, stop):
-    import serial
-
     while not stop():
         try:
-            return serial.Serial(port, baud, timeout=0.05)
-        except serial.SerialException:
+            return open_port(port, baud)
+        except CliError:
             time.sleep(0.5)
     return None
 
 
-def watch_udp(addr, table, stop):
-    from tools.nodeconfig import parse_hostport
+def open_udp(addr):
+    host, port = hostport(addr, "--udp")
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    except socket.gaierror:
+        raise CliError(f"--udp {addr}: cannot resolve {host!r}; give an address such as 127.0.0.1:5683") from None
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(sockaddr)
+    except OSError as e:
+        sock.close()
+        raise CliError(f"cannot listen on {addr}: {e.strerror} (is the gateway or another monitor there?)") \
+            from None
+    return sock
 
-    host, port = parse_hostport(addr, "--udp")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, port))
+
+def watch_udp(sock, table, stop):
+    with sock:
         sock.settimeout(0.1)
         while not stop():
             try:
@@ -196,15 +230,16 @@ def run(args):
             (args.count is not None and table.frames >= args.count)
 
     source = args.port or args.udp
+    opened = open_port(args.port, args.baud) if args.port else open_udp(args.udp)  # CliError: one line
     print(f"monitoring {source}" + (f" with keys from {args.keys}" if keys else " (no --keys: MAC not checked)"),
           file=sys.stderr)
     import serial
 
     try:
         if args.port:
-            watch_serial(args.port, args.baud, table, stop)
+            watch_serial(opened, args.port, args.baud, table, stop)
         else:
-            watch_udp(args.udp, table, stop)
+            watch_udp(opened, table, stop)
     except KeyboardInterrupt:
         pass
     except (OSError, serial.SerialException) as e:

@@ -11,6 +11,7 @@ from gateway.keys import KeysError, format_keys, load_keys
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 from tools import nodeconfig
+from tools.cli import EXIT_FAILED, EXIT_USAGE
 from tools.secretfiles import write_private
 
 KEY_BYTES = 16  # 128-bit HMAC key, the SPEC's minimum and plenty for HMAC 256/64
@@ -18,7 +19,9 @@ CONFIG_NAME = nodeconfig.CONFIG_NAME
 
 
 class ProvisionError(Exception):
-    pass
+    def __init__(self, message, code=EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
 
 
 def add_arguments(p):
@@ -38,36 +41,78 @@ def add_arguments(p):
 
 def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi_ssid=None,
               wifi_password="", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force=False):
-    # -> (config path, config dict). Raises ProvisionError with a one-line reason.
+    # -> (config path, config dict). Raises ProvisionError with a one-line reason; on any
+    # failure nothing is left behind: no node folder, no config, no temporary file, and the
+    # keys file as it was.
     if not check_node_id(node):
-        raise ProvisionError(f"node id {node!r}: must be {NODE_ID_RULE}")
+        raise ProvisionError(f"node id {node!r}: must be {NODE_ID_RULE}", EXIT_USAGE)
     link = link or ("udp" if gateway else "uart")
     key = secrets.token_bytes(KEY_BYTES)
     try:
         config = nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
                                   wifi_password=wifi_password, interval_s=interval_s)
     except nodeconfig.ConfigError as e:
-        raise ProvisionError(str(e)) from None
+        raise ProvisionError(str(e), EXIT_USAGE) from None
 
+    keys_dir = os.path.dirname(os.path.abspath(keys_path))
+    if not os.path.isdir(keys_dir):
+        raise ProvisionError(f"--keys {keys_path}: folder {keys_dir} does not exist; create it or choose "
+                             "another path", EXIT_USAGE)
+    if os.path.isdir(keys_path):
+        raise ProvisionError(f"--keys {keys_path} is a folder; give the keys file's path", EXIT_USAGE)
     keys = {}
     if os.path.exists(keys_path):
         try:
             keys = load_keys(keys_path)
         except KeysError as e:
-            raise ProvisionError(f"{e}; fix or move it, then provision again") from None
+            raise ProvisionError(f"{e}; fix or move it, then provision again", EXIT_USAGE) from None
     if node in keys and not force:
         raise ProvisionError(f"{keys_path} already has a key for {node}; use --force to replace it "
                              "(the node must then be flashed again)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ProvisionError(f"--out {out} is a file; give a folder for the node's config", EXIT_USAGE)
     config_path = os.path.join(out, CONFIG_NAME)
-    if os.path.exists(config_path) and not force:
-        raise ProvisionError(f"{config_path} exists; use --force to replace it, or choose another --out")
+    old_config = None
+    if os.path.exists(config_path):
+        if not force:
+            raise ProvisionError(f"{config_path} exists; use --force to replace it, or choose another --out")
+        with open(config_path, "rb") as f:
+            old_config = f.read()
 
-    os.makedirs(out, exist_ok=True)
-    # the node's copy first: if writing the keys file fails, no gateway accepts a key nobody holds
-    write_private(config_path, json.dumps(config, indent=1, sort_keys=True) + "\n")
-    keys[node] = key
-    write_private(keys_path, format_keys(keys))
+    made = _missing_dirs(out)
+    try:
+        for d in made:
+            os.mkdir(d, 0o700)
+        # the node's copy first: if writing the keys file fails, no gateway accepts a key nobody holds
+        write_private(config_path, json.dumps(config, indent=1, sort_keys=True) + "\n")
+        keys[node] = key
+        write_private(keys_path, format_keys(keys))
+    except BaseException:
+        # leave nothing behind: the old config back (with --force), or no config and no new folders
+        try:
+            if old_config is not None:
+                write_private(config_path, old_config)
+            elif os.path.exists(config_path):
+                os.unlink(config_path)
+            for d in reversed(made):
+                os.rmdir(d)
+        except OSError:
+            pass
+        raise
     return config_path, config
+
+
+def _missing_dirs(path):
+    # the folders os.makedirs(path) would create, outermost first
+    out = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return list(reversed(out))
 
 
 def run(args):
@@ -78,10 +123,11 @@ def run(args):
                                         force=args.force)
     except ProvisionError as e:
         print(f"citynode provision: {e}", file=sys.stderr)
-        return 1
+        return e.code
     except OSError as e:
-        print(f"citynode provision: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
-        return 1
+        where = f" {e.filename}" if e.filename else ""
+        print(f"citynode provision: cannot write{where}: {e.strerror or e}; nothing was changed", file=sys.stderr)
+        return EXIT_FAILED
     print(f"provisioned {args.node} ({config['board']}, link {config['link']['kind']})")
     print(f"  node config: {config_path} (mode 0600, holds the key)")
     print(f"  gateway keys: {args.keys} (mode 0600)")

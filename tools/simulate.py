@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import selectors
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,10 @@ def prepare(args):
     if args.rate is not None and args.rate <= 0:
         raise SimulateError("--rate must be positive")
     host, port = parse_udp(args.to)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror:
+        raise SimulateError(f"--to {args.to}: cannot resolve {host!r}; give the gateway's address") from None
     try:
         keys = load_keys(args.keys)
     except KeysError as e:

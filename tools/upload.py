@@ -77,6 +77,13 @@ def build_bundle(node_config=None, progress=None):
     return files
 
 
+def for_virtual_rig(files):
+    # The virtual rig plays any board: whatever board the node was provisioned for, it runs
+    # the node's config on the sim board (simulated sensors, the console line as its UART),
+    # so its boot entry is the sim one.
+    return [(p, d) for p, d in files if p != "main.py"] + [("main.py", main_source("sim").encode())]
+
+
 def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 

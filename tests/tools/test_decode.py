@@ -36,13 +36,14 @@ def test_base64_and_serial_capture_and_a_wrong_key(tmp_path, capsys):
     assert rc == 1 and "MAC: FAILED" in out
     rc, out, _ = decode(capsys, cobs.encode(FRAME).hex())
     assert rc == 0 and "seq=1234" in out
+    assert "MAC: not checked (give --keys FILE to verify it)" in out  # without --keys, said so
 
 
 def test_garbage_is_one_line(capsys):
     rc, _, err = decode(capsys, "not a frame!")
     assert rc == 2 and err.strip() == "citynode decode: input is neither hex nor base64"
-    rc, out, _ = decode(capsys, "d18401")
-    assert rc == 1 and "not a valid frame" in out
+    rc, out, err = decode(capsys, "d18401")
+    assert rc == 1 and err.startswith("citynode decode: not a valid frame") and err.count("\n") == 1
 
 
 def test_a_bad_keys_file_is_one_line_and_exit_2(tmp_path, capsys):
@@ -52,7 +53,7 @@ def test_a_bad_keys_file_is_one_line_and_exit_2(tmp_path, capsys):
     frame = message.encode_data(bytes(16), "sew-07", 1, 0, 0, [senml.record("l", 0.5)]).hex()
     bad = tmp_path / "keys.toml"
     bad.write_text("[nodes.sew-07]\nkey = \"zz\"\n")
-    for argv in (["decode", frame, "--keys", str(bad)], ["monitor", "--udp", "127.0.0.1:0", "--keys", str(bad)]):
+    for argv in (["decode", frame, "--keys", str(bad)], ["monitor", "--udp", "127.0.0.1:15685", "--keys", str(bad)]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"citynode {argv[0]}: {bad}: [nodes.sew-07] key is not hex"], err

@@ -5,12 +5,14 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from gateway.keys import load_keys
 from tools import cli
 
 
 def provision(tmp_path, *extra, node="sew-07", out="node"):
-    return cli.main(["provision", "--node", node, "--out", str(tmp_path / out),
+    return cli.main(["provision", f"--node={node}", "--out", str(tmp_path / out),
                      "--keys", str(tmp_path / "keys.toml"), *extra])
 
 
@@ -50,26 +52,27 @@ def test_existing_key_needs_force(tmp_path, capsys):
 
 
 def test_udp_link_validation(tmp_path, capsys):
-    assert provision(tmp_path, "--link", "udp", "--board", "esp32") == 1
+    # a wrong option value is exit 2 (docs/technician.md, exit codes)
+    assert provision(tmp_path, "--link", "udp", "--board", "esp32") == 2
     assert "--gateway" in capsys.readouterr().err
-    assert provision(tmp_path, "--gateway", "10.0.0.2:5683", "--board", "esp32") == 1
+    assert provision(tmp_path, "--gateway", "10.0.0.2:5683", "--board", "esp32") == 2
     assert "--wifi-ssid" in capsys.readouterr().err
-    assert provision(tmp_path, "--gateway", "10.0.0.2:99999", "--board", "linux") == 1
+    assert provision(tmp_path, "--gateway", "10.0.0.2:99999", "--board", "linux") == 2
     assert "HOST:PORT" in capsys.readouterr().err
     assert provision(tmp_path, "--gateway", "10.0.0.2:5683", "--wifi-ssid", "city", "--board", "rp2") == 0
     link = json.loads((tmp_path / "node" / "config.json").read_text())["link"]
     assert link == {"kind": "udp", "host": "10.0.0.2", "port": 5683, "wifi_ssid": "city", "wifi_password": ""}
-    assert not (tmp_path / "keys.toml.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.toml", "node"]  # no temporary file left
 
 
 def test_bad_node_id_and_broken_keys_file(tmp_path, capsys):
     for node in ("a/b", "Sew(8)", "_probe", "sew@07", "temp 1"):  # the last three were accepted once
-        assert provision(tmp_path, node=node) == 1
+        assert provision(tmp_path, node=node) == 2
         err = capsys.readouterr().err
         assert f"node id {node!r}" in err and "letter or digit" in err and err.count("\n") == 1, err
     assert not (tmp_path / "keys.toml").exists()
     (tmp_path / "keys.toml").write_text("[nodes\n")
-    assert provision(tmp_path) == 1
+    assert provision(tmp_path) == 2
     err = capsys.readouterr().err
     assert "not valid TOML" in err and "Traceback" not in err
     assert not (tmp_path / "node" / "config.json").exists()
@@ -92,3 +95,69 @@ def test_short_interval_passes_the_firmware_config_check(tmp_path):
     assert config["interval_s"] == 5 and config["storm_interval_s"] == 5
     assert validate(config)["key_bytes"] == bytes.fromhex(config["key"])
 
+
+
+@pytest.mark.parametrize("node", ['a"b', "a\\b", "a b", "-ab", "_x", "a/b", "a+b", "é", "a" * 33, "a\x08"])
+def test_ids_outside_the_senml_rule_are_refused_and_the_keys_file_stays_valid(tmp_path, capsys, node):
+    # RFC 8428 4.5.1 (protocol/names.py): a letter or digit, then letters, digits and - : . _
+    assert provision(tmp_path, node="ok-1", out="ok") == 0
+    before = (tmp_path / "keys.toml").read_bytes()
+    assert provision(tmp_path, node=node, out="bad") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "node id" in err and "letter or digit" in err and "Traceback" not in err
+    assert (tmp_path / "keys.toml").read_bytes() == before
+    assert set(load_keys(tmp_path / "keys.toml")) == {"ok-1"}
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("node", ["a:b", "x.y_z", "7", "A-b.c:d_e"])
+def test_every_allowed_id_round_trips_through_the_keys_file(tmp_path, node):
+    assert provision(tmp_path, node=node) == 0
+    assert list(load_keys(tmp_path / "keys.toml")) == [node]
+    assert json.loads((tmp_path / "node" / "config.json").read_text())["node"] == node
+
+
+def test_keys_file_escaping_reads_back_any_id():
+    # format_keys quotes and escapes what is not a bare TOML key (older keys files may hold such ids)
+    import tomllib
+
+    from gateway.keys import format_keys
+
+    ids = ['a"b', "a\\b", "x.y", "a:b", "a\x01b", "sew-07", "é"]
+    assert sorted(tomllib.loads(format_keys({i: bytes(16) for i in ids}))["nodes"]) == sorted(ids)
+
+
+def test_a_failed_provision_leaves_nothing_behind(tmp_path, capsys):
+    # no folder for the keys file: refused before anything is made, so a retry needs no --force
+    rc = cli.main(["provision", "--node", "sew-08", "--out", str(tmp_path / "n8" / "x"),
+                   "--keys", str(tmp_path / "nonexistent" / "k.toml")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "n8").exists()
+    assert cli.main(["provision", "--node", "sew-08", "--out", str(tmp_path / "n8" / "x"),
+                     "--keys", str(tmp_path / "k.toml")]) == 0
+
+
+def test_a_keys_write_that_fails_rolls_the_node_folder_back(tmp_path, capsys, monkeypatch):
+    # the disk fills between the node's config and the keys file: the config and the folders
+    # made for it go, the keys file is untouched, and no temporary file stays
+    from tools import provision as prov
+    from tools import secretfiles
+
+    assert provision(tmp_path, node="first", out="first") == 0
+    before = (tmp_path / "keys.toml").read_bytes()
+    real = secretfiles.write_private
+
+    def full_disk_on_keys(path, text):
+        if str(path).endswith("keys.toml"):
+            real(str(path) + ".probe", "")  # a temporary file is made and must not stay
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(prov, "write_private", full_disk_on_keys)
+    assert provision(tmp_path, out="new/sub") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "nothing was changed" in err
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "keys.toml").read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

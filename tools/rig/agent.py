@@ -108,6 +108,9 @@ jail = JailedOs()
 sys.modules["os"] = jail
 sys.modules["uos"] = jail
 builtins.open = jailed_open  # firmware modules that open files get the jail too
+# how `citynode flash` tells the virtual rig (which runs any node config on its sim board)
+# from a board that runs the MicroPython unix port
+builtins.CITYNODE_RIG = BOARD
 
 
 def fresh_globals():

@@ -17,16 +17,22 @@ def add_arguments(p):
 
 
 def run(args):
+    import os
+
+    if os.path.exists(args.flash) and not os.path.isdir(args.flash):
+        print(f"citynode rig: --flash {args.flash} is a file; give a folder (it is created if missing)",
+              file=sys.stderr)
+        return 2
     if args.node_dir:
         from tools import nodeconfig
-        from tools.upload import UploadError, build_bundle, write_bundle
+        from tools.upload import UploadError, build_bundle, for_virtual_rig, write_bundle
 
         try:
             config = nodeconfig.load(f"{args.node_dir}/{nodeconfig.CONFIG_NAME}")
-            write_bundle(args.flash, build_bundle(config))
+            write_bundle(args.flash, for_virtual_rig(build_bundle(config)))
         except (nodeconfig.ConfigError, UploadError) as e:
             print(f"citynode rig: {e}", file=sys.stderr)
-            return 1
+            return 2
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     rig = VirtualRig(args.flash, board=args.board, heap=args.heap,
