@@ -132,7 +132,9 @@ def test_the_virtual_rig_runs_a_node_provisioned_for_esp32(tmp_path):
         rc, out, err = citynode("flash", "--port", rig.port, "--node-dir", str(tmp_path / "node"))
     assert rc == 0, err
     assert "node esp-1 runs citynode" in out
-    assert "firmware.boards.sim" in (tmp_path / "flash" / "main.py").read_text()
+    from tools.upload import main_source
+
+    assert (tmp_path / "flash" / "main.py").read_text() == main_source("sim")  # the sim board's entry
 
 
 class AnsweringBoard:
