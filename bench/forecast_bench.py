@@ -30,10 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from firmware import config  # noqa: E402
-from firmware.boards.sim import Runner, SimBoard  # noqa: E402
-from firmware.boards.sim_gateway import SimGateway  # noqa: E402
-from firmware.boards.sim_world import VirtualClock, World  # noqa: E402
-from firmware.links import SimLink  # noqa: E402
+from firmware.sim.board import Runner, SimBoard  # noqa: E402
+from firmware.sim.gateway import SimGateway  # noqa: E402
+from firmware.sim.link import SimLink  # noqa: E402
+from firmware.sim.world import VirtualClock, World  # noqa: E402
 from gateway.forecast import NodeForecast, Settings, baseline  # noqa: E402
 from protocol import message as msg  # noqa: E402
 

@@ -59,6 +59,14 @@ class StreamMapping:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ForecastSettings:
+    enabled: bool = True  # only nodes that send a level reading ("l") get a forecast
+    lead_s: float = 900.0  # warn when the alarm level may be reached within this time
+    alarm_m: float = 2.2  # until a node reports its own alarm level (the firmware default)
+    min_confidence: float = 0.4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     path: str
     gateway_id: str
@@ -76,6 +84,7 @@ class Settings:
     web_listen: str | None = None
     web_token: str | None = None
     web_stale_after_s: float | None = None
+    forecast: ForecastSettings = ForecastSettings()
 
 
 class _Table:
@@ -266,12 +275,20 @@ def parse(data, path="gateway.toml"):
             raise web.err("listen", str(e).removeprefix("web.listen: ")) from None
     web.finish()
 
+    fc = _Table(top.get("forecast", dict, {}), "forecast")
+    forecast = ForecastSettings(enabled=fc.get("enabled", bool, True),
+                                lead_s=fc.number("lead_min", 15.0, 1.0, 24 * 60.0, float) * 60,
+                                alarm_m=fc.number("alarm_m", 2.2, 0.01, 100.0, float),
+                                min_confidence=fc.number("min_confidence", 0.4, 0.0, 1.0, float))
+    fc.finish()
+
     st = _sensorthings(top.get("sensorthings", list, []))
     top.finish()
     return Settings(path=str(path), gateway_id=gw_id, data_dir=data_dir, keys_file=keys_file, mqtt=mqtt,
                     ingest=ingest, outbox=outbox, queue_max=queue_max, log_level=log_level,
                     downlink_max_per_node=dl_max, downlink_attempts=dl_attempts, aggregate_window_s=agg_window,
-                    sensorthings=st, web_listen=web_listen, web_token=web_token, web_stale_after_s=web_stale)
+                    sensorthings=st, web_listen=web_listen, web_token=web_token, web_stale_after_s=web_stale,
+                    forecast=forecast)
 
 
 def load(path):

@@ -7,6 +7,8 @@ import time
 
 from gateway import __version__
 from gateway.downlink import Downlink, handle_command
+from gateway.forecast import Forecasts
+from gateway.forecast import Settings as ForecastTuning
 from gateway.ingest import UdpLink, open_links
 from gateway.keys import load_keys
 from gateway.mqtt import Forwarder
@@ -51,6 +53,12 @@ class Gateway:
             outputs.append(SensorThings(s.sensorthings, s.gateway_id))
         if s.aggregate_window_s:
             outputs.append(Aggregates(s.mqtt.topic_prefix, s.aggregate_window_s))
+        self.forecasts = None
+        if s.forecast.enabled:
+            fs = ForecastTuning(lead_s=s.forecast.lead_s, min_confidence=s.forecast.min_confidence)
+            self.forecasts = Forecasts(s.mqtt.topic_prefix, s.gateway_id, fs, s.forecast.alarm_m,
+                                       thresholds_fn=self._thresholds)
+            outputs.append(self.forecasts)
         publisher = PublisherProcess if s.mqtt.publisher == "process" else Forwarder
         self.forwarder = publisher(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=self._command, gateway_state_fn=self.gateway_state,
@@ -139,6 +147,10 @@ class Gateway:
     @property
     def udp_addresses(self):
         return [link.address for link in self.links if isinstance(link, UdpLink)]
+
+    def _thresholds(self, node):
+        st = self.stats.nodes.get(node)
+        return st.thresholds if st is not None else None
 
     def alarms(self):
         p = self.pipeline

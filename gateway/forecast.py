@@ -20,7 +20,11 @@
 #    two forecasts in a row, or on one while the node reports storm mode (one noisy
 #    reading never warns); it clears once no crossing is forecast within twice the lead
 #    time and the level is clear_below_m under the alarm.
+import bisect
 import math
+
+from gateway.outputs import _dumps as dumps
+from gateway.outputs import iso
 
 # quality statuses that exclude a reading (protocol.message Q_FAULT, Q_RANGE)
 BAD_QUALITY = (2, 3)
@@ -50,21 +54,33 @@ class Settings:
         self.clear_below_m = clear_below_m  # a warning holds until the level is this far below the alarm
 
 
-def _fit(points, t0, degree):
-    # Least squares of level on (t - t0) for degree 1 or 2 -> (coefficients low to high, rms
-    # residual) or None when the system is singular (all readings at one time).
-    n = degree + 1
-    # normal equations: sums of x^k for k = 0..2*degree and of y*x^k for k = 0..degree
-    sx = [0.0] * (2 * degree + 1)
-    sy = [0.0] * n
+def _time(p):
+    return p[0]
+
+
+def _sums(points, t0):
+    # one pass: sums of x^k (k = 0..4), y*x^k (k = 0..2) and y^2, x in minutes before t0
+    s0 = s1 = s2 = s3 = s4 = y0 = y1 = y2 = yy = 0.0
     for t, y in points:
         x = (t - t0) / 60.0  # minutes keep the sums well scaled
-        p = 1.0
-        for k in range(2 * degree + 1):
-            sx[k] += p
-            if k < n:
-                sy[k] += y * p
-            p *= x
+        x2 = x * x
+        s0 += 1
+        s1 += x
+        s2 += x2
+        s3 += x2 * x
+        s4 += x2 * x2
+        y0 += y
+        y1 += y * x
+        y2 += y * x2
+        yy += y * y
+    return (s0, s1, s2, s3, s4), (y0, y1, y2), yy
+
+
+def _fit(points, t0, degree, sums=None):
+    # Least squares of level on (t - t0) for degree 1 or 2 -> (coefficients low to high, rms
+    # residual, standard error of the slope at t0 per minute), or None when singular.
+    sx, sy, yy = sums or _sums(points, t0)
+    n = degree + 1
     m = [[sx[i + j] for j in range(n)] + [sy[i]] for i in range(n)]
     for c in range(n):  # Gauss-Jordan with partial pivoting; n <= 3
         piv = max(range(c, n), key=lambda r: abs(m[r][c]))
@@ -77,16 +93,11 @@ def _fit(points, t0, degree):
                 for j in range(c, n + 1):
                     m[r][j] -= f * m[c][j]
     coef = [m[i][n] / m[i][i] for i in range(n)]
-    ss = 0.0
-    for t, y in points:
-        x = (t - t0) / 60.0
-        e = y - sum(c * x ** k for k, c in enumerate(coef))
-        ss += e * e
-    dof = max(1, len(points) - n)
-    rms = math.sqrt(ss / dof)
-    # standard error of the slope at t0 (per minute), from the line's spread in time
-    mean = sx[1] / sx[0]
-    sxx = sx[2] - sx[0] * mean * mean
+    ss = max(0.0, yy - sum(coef[i] * sy[i] for i in range(n)))  # residual sum of squares
+    count = sx[0]
+    rms = math.sqrt(ss / max(1.0, count - n))
+    mean = sx[1] / count
+    sxx = sx[2] - count * mean * mean
     se = rms / math.sqrt(sxx) if sxx > 1e-12 else float("inf")
     return coef, rms, se
 
@@ -104,16 +115,21 @@ def _despike(points, limit_m):
     ys = [p[1] for p in points]
     keep = []
     for i in range(n):
+        y = ys[i]
         if i == n - 1:
-            ref = 2 * ys[i - 1] - ys[i - 2]
-            step = abs(ys[i - 1] - ys[i - 2])
+            a, b = ys[i - 2], ys[i - 1]
+            ref = 2 * b - a
+            step = abs(b - a)
         else:
             nb = ys[max(0, i - 2):i] + ys[i + 1:i + 3]
-            nb.sort()
+            lo, hi = min(nb), max(nb)
             m = len(nb)
-            ref = nb[m // 2] if m % 2 else (nb[m // 2 - 1] + nb[m // 2]) / 2
-            step = nb[-1] - nb[0]
-        if abs(ys[i] - ref) <= max(limit_m, 3 * step):
+            # the median of 2..4 neighbours without sorting
+            ref = (sum(nb) - lo - hi) / (m - 2) if m > 2 else (lo + hi) / 2
+            if m == 3:
+                ref = sum(nb) - lo - hi
+            step = hi - lo
+        if abs(y - ref) <= max(limit_m, 3 * step):
             keep.append(points[i])
     if len(keep) < n - max(1, n // 4):
         return points, 0  # too many "spikes": that is the signal, not noise
@@ -155,6 +171,7 @@ class NodeForecast:
         self.warning = False
         self._near = 0  # consecutive forecasts inside the lead time
         self.newest_t = None
+        self.last = None  # the last published forecast (the gateway's output keeps it here)
 
     def add(self, t_s, level_m, quality=0, storm=None):
         if storm is not None and (self.newest_t is None or t_s >= self.newest_t):
@@ -192,7 +209,7 @@ class NodeForecast:
             out["why"] = "No valid level readings in the last %d minutes." % (s.window_s // 60)
             return self._warn(out, None)
         newest = pts[-1][0]
-        recent = [p for p in pts if p[0] >= newest - s.fit_s]
+        recent = pts[bisect.bisect_left(pts, newest - s.fit_s, key=_time):]
         if len(recent) < s.min_points:
             recent = pts[-s.min_points:]
         recent, outliers = _despike(recent, s.outlier_m)
@@ -206,13 +223,14 @@ class NodeForecast:
             out["level_m"] = round(level, 4)
             out["why"] = "Only one valid level reading: the rate of rise is not known yet."
             return self._warn(out, None)
-        fit1 = _fit(recent, newest, 1)
+        sums = _sums(recent, newest)
+        fit1 = _fit(recent, newest, 1, sums)
         if fit1 is None:
             return self._warn(out, None)
         (level, rate), rms, se = fit1
         acc = acc_full = 0.0
         if n >= 5 and s.curvature > 0:
-            fit2 = _fit(recent, newest, 2)
+            fit2 = _fit(recent, newest, 2, sums)
             if fit2 is not None:
                 (l2, r2, half_acc), rms2, _ = fit2
                 level, rate, acc_full, rms = l2, r2, 2 * half_acc, rms2
@@ -242,7 +260,7 @@ class NodeForecast:
             early = None if tau_hi is None else max(0.0, tau_hi * 60 - age)
         else:
             early = None
-        short = [p for p in recent if p[0] >= newest - s.short_s]
+        short = recent[bisect.bisect_left(recent, newest - s.short_s, key=_time):]
         if len(short) >= 5:  # the last minutes alone: a rise that has just set in
             fit_s = _fit(short, newest, 1)
             if fit_s is not None and fit_s[0][1] > rate:
@@ -314,3 +332,70 @@ def baseline(points, alarm_m):
     if t1 <= t0 or y1 <= y0:
         return None
     return (alarm_m - y1) * (t1 - t0) / (y1 - y0)
+
+
+class Forecasts:
+    # Gateway output (see gateway/outputs.py): for each frame with a level reading ("l"),
+    # the node's forecast, retained at P/nodes/<node>/forecast, and an event at
+    # P/nodes/<node>/event when a warning is raised or cleared. Both go through the outbox
+    # like every output, so a warning is as durable as the readings that raised it.
+    # The alarm level is the one the node reported (info key 5), else `alarm_m`.
+    # A new forecast once the newest reading is `min_step_s` newer than the one the last
+    # forecast used: every reading counts, but a burst of frames dated within seconds (a
+    # load test, a node without a clock flooding) costs one fit, not one per frame.
+    def __init__(self, prefix, gateway_id, settings=None, alarm_m=2.2, thresholds_fn=None, min_step_s=10.0):
+        self.prefix = prefix
+        self.gateway_id = gateway_id
+        self.s = settings or Settings()
+        self.alarm_m = alarm_m
+        self.thresholds_fn = thresholds_fn  # node -> {"alarm_m": ...} or None
+        self.min_step_s = min_step_s
+        self.nodes = {}  # node -> NodeForecast
+        self._last = {}  # node -> time of the newest reading its last forecast used
+
+    def latest(self, node):
+        fc = self.nodes.get(node)
+        return None if fc is None else fc.last
+
+    def messages(self, f):
+        m = f.msg
+        recs = m["records"]
+        found = False
+        fc = self.nodes.get(f.node)
+        for i, rec in enumerate(recs):
+            if rec.get(0) != "l":
+                continue
+            v = rec.get(2)
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                continue
+            if fc is None:
+                fc = self.nodes[f.node] = NodeForecast(self.alarm_m, self.s)
+            q = m["quality"].get(i)
+            fc.add(f.time_s + (rec.get(6) or 0), float(v), q[2] if q else 0, bool(m["flags"] & 1))
+            found = True
+        if not found:
+            return []
+        th = self.thresholds_fn(f.node) if self.thresholds_fn else None
+        if th and th.get("alarm_m"):
+            fc.alarm_m = th["alarm_m"]
+        last = self._last.get(f.node)
+        if last is not None and fc.newest_t - last < self.min_step_s:
+            return []
+        self._last[f.node] = fc.newest_t
+        out = fc.forecast(now_s=f.received)
+        body = {"node": f.node, "time": iso(f.received), "at": iso(fc.newest_t), "gateway": self.gateway_id}
+        body.update(out)
+        fc.last = body
+        msgs = [(f"{self.prefix}/nodes/{f.node}/forecast", dumps(body))]
+        if out.get("raised") or out.get("cleared"):
+            event = {"node": f.node, "event": "overflow_warning" if out.get("raised") else "overflow_warning_cleared",
+                     "time": iso(f.received), "eta_s": out["eta_s"], "eta_early_s": out.get("eta_early_s"),
+                     "level_m": out["level_m"], "alarm_m": out["alarm_m"], "why": out["why"],
+                     "gateway": self.gateway_id}
+            msgs.append((f"{self.prefix}/nodes/{f.node}/event", dumps(event)))
+        return msgs
+
+
+def retained(topic):
+    # outbox rows whose topic is a node's forecast are published retained
+    return topic.endswith("/forecast")

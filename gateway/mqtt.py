@@ -15,6 +15,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from gateway.forecast import retained
 from gateway.outputs import iso
 from gateway.store import Reader
 
@@ -225,7 +226,7 @@ class Forwarder:
                         cursor = oid
                         if oid in skip:
                             continue
-                        info = c.publish(topic, payload, qos=1)
+                        info = c.publish(topic, payload, qos=1, retain=retained(topic))
                         if info.rc != mqtt.MQTT_ERR_SUCCESS:
                             self._conn_ok = False
                             break

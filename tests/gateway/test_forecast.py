@@ -189,3 +189,74 @@ def test_settings_change_the_lead_time():
     short = first_warning(feed(NodeForecast(ALARM, Settings(lead_s=300)), times, storm_level))[0]
     long = first_warning(feed(NodeForecast(ALARM, Settings(lead_s=1800)), times, storm_level))[0]
     assert long < short
+
+
+# ---- the gateway: forecasts retained at P/nodes/<node>/forecast, warnings as events
+
+
+def _storm_frames(key, node, now, n=30, step_s=30):
+    # a node with a clock sends a storm rising 60 mm/min from 1.0 m, storm mode on
+    from protocol import message, senml
+
+    out = []
+    for i in range(n):
+        t = int(now) - (n - i) * step_s
+        lvl = round(1.0 + 0.06 * i * step_s / 60, 3)
+        out.append(message.encode_data(key, node, 1, i, 1000 + i * step_s * 1000,
+                                       [senml.record("l", lvl), senml.record("b", 3.7)],
+                                       time_s=t, flags=message.F_STORM))
+    return out
+
+
+@pytest.mark.integration
+def test_gateway_publishes_retained_forecast_and_a_warning_event(gateway_factory, subscriber, mosquitto):
+    import socket
+    import time
+
+    from tests.gateway.conftest import NODES, Subscriber
+
+    gw = gateway_factory()
+    node, key = next(iter(NODES.items()))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for frame in _storm_frames(key, node, time.time()):
+            sock.sendto(frame, gw.udp_addresses[0])
+            time.sleep(0.002)
+    finally:
+        sock.close()
+    assert subscriber.wait(lambda: any(j["event"] == "overflow_warning" for _, j in subscriber.on("/event")))
+    ev = [j for _, j in subscriber.on("/event")][-1]
+    assert ev["node"] == node and ev["alarm_m"] == 2.2 and "rising" in ev["why"]
+    fcs = [j for t, j in subscriber.on("/forecast") if t == f"cn/nodes/{node}/forecast"]
+    last = fcs[-1]
+    assert last["warning"] and last["eta_s"] is not None and 0 < last["eta_s"] < 30 * 60
+    assert 50 < last["rate_mm_min"] < 70 and last["inputs"]["readings"] >= 5
+    assert set(last) >= {"eta_s", "level_m", "rate_mm_min", "confidence", "inputs", "why", "alarm_m"}
+    # retained: a consumer that connects later gets the latest forecast at once
+    late = Subscriber(mosquitto.port, topic=f"cn/nodes/{node}/forecast", client_id="late-forecast")
+    try:
+        assert late.wait(lambda: late.on("/forecast"))
+        with late.lock:
+            assert late.messages[0][2] is True  # the retain flag
+    finally:
+        late.close()
+    # frames without a level reading get no forecast
+    assert all(t.endswith(f"/{node}/forecast") for t, _ in subscriber.on("/forecast"))
+
+
+def test_forecast_config_section(tmp_path, capsys):
+    import argparse
+
+    from gateway import cli, config
+    from tests.gateway.conftest import write_config
+
+    path = write_config(tmp_path, "mqtt://127.0.0.1:1883", extra_top="")
+    text = path.read_text() + "\n[forecast]\nlead_min = 20\nalarm_m = 1.8\n"
+    path.write_text(text)
+    s = config.load(path)
+    assert s.forecast.lead_s == 1200 and s.forecast.alarm_m == 1.8 and s.forecast.enabled
+    path.write_text(text.replace("lead_min = 20", "lead_min = 0"))
+    args = argparse.Namespace(config=None, check_config=str(path), log_level=None)
+    assert cli.run(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[forecast] lead_min" in err[0]
