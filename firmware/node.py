@@ -75,7 +75,8 @@ class Node:
         self.force_report = False
         self.reboot_pending = False
         self.last_report_ms = None
-        self.counts = {"frames": 0, "acked": 0, "resent": 0, "rejects": 0, "cmd_ignored": 0, "loop_errors": 0}
+        self.counts = {"frames": 0, "acked": 0, "resent": 0, "rejects": 0, "cmd_ignored": 0, "loop_errors": 0,
+                       "renumbered": 0}
         self.rejects = {}
         self.reset_cause = "unknown"
 
@@ -293,7 +294,40 @@ class Node:
                     self.board.log("link up: %d frames in backlog" % self.buffer.live)
             elif d["type"] == "cmd":
                 self.command(d)
+            elif d["type"] == "boot":
+                self.behind(d)
         return n
+
+    def behind(self, d):
+        # The gateway did not take frame (boot, seq): that boot is behind what it has seen (a
+        # wiped or replaced flash began again at boot 1). Move the boot counter past min_boot
+        # (on flash before any frame carries it), then resend the frame renumbered under the
+        # current boot. Only frames the gateway names are renumbered: none is forwarded twice.
+        buf = self.buffer
+        pos = 0
+        while True:
+            slot, pos = buf.oldest(pos)
+            if slot < 0:
+                return  # not (or no longer) ours to resend
+            if buf.boot[slot] == d["boot"] and buf.seq[slot] == d["seq"]:
+                break
+            pos += 1
+        if d["min_boot"] > self.boot:
+            self.board.log("boot %d is behind the gateway: now boot %d" % (self.boot, d["min_boot"]))
+            self.boot = d["min_boot"]
+            self.seq = 0
+            self.last_cmd_id = 0
+            self.state.save(boot=self.boot)
+            self.send_info = True
+        frame = msg.renumber(self.key, self.node_id, buf.frame(slot), self.boot, self.seq)
+        buf.ack(d["boot"], d["seq"])
+        slot = buf.put(self.boot, self.seq, frame)
+        if slot < 0:
+            self.link.send(frame)  # grew past a slot: live only, as report() does
+        else:
+            self.sent_ms[slot] = 0
+        self.seq += 1
+        self.counts["renumbered"] += 1
 
     def _key_for(self, node):
         return self.key if node == self.node_id else None

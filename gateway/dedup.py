@@ -1,36 +1,62 @@
 # Duplicates and replays (SPEC.md section 10): per node the highest boot, and in that
 # boot the highest seq (hwm), a window of recently stored seqs and `cum` (every seq <= cum
-# is stored). States are immutable; the pipeline swaps in new ones only after the group
-# commit that stored the frames succeeded, so memory never claims more than the disk holds.
+# is stored), and the seq and MAC tag of the boot's first stored frame: the same
+# (boot, seq) with another tag is a node whose boot counter went back (a wiped flash).
+# States are immutable; the pipeline swaps in new ones only after the group commit that
+# stored the frames succeeded, so memory never claims more than the disk holds.
 WINDOW = 1024  # seqs remembered below the high-water mark; older unseen seqs are replays
 
 NEW = "new"
 DUP = "dup"
 REPLAY = "replay"
+REGRESSED = "regressed"  # same (boot, seq) as a stored frame, other bytes: the boot went back
+TAG_LEN = 8  # a frame's COSE MAC tag: its last 8 bytes (SPEC.md 4.1)
 
 
 class SeqState:
-    __slots__ = ("boot", "hwm", "cum", "bits", "gaps")
+    __slots__ = ("boot", "hwm", "cum", "bits", "gaps", "first", "tag")
 
-    def __init__(self, boot, hwm=-1, cum=-1, bits=0, gaps=0):
+    def __init__(self, boot, hwm=-1, cum=-1, bits=0, gaps=0, first=-1, tag=b""):
         self.boot = boot
         self.hwm = hwm  # highest seq stored in this boot, -1 before the first
         self.cum = cum  # every seq <= cum of this boot is stored, -1 when unknown
         self.bits = bits  # bit i set: seq hwm - i is stored (i < WINDOW)
         self.gaps = gaps  # seqs skipped and not (yet) filled in, over the node's life here
+        self.first = first  # seq of the first frame stored in this boot, -1 before it
+        self.tag = tag  # that frame's MAC tag (b"": unknown, e.g. a state from before tags)
 
     def to_row(self):
-        return self.boot, self.hwm, self.cum, self.bits.to_bytes(WINDOW // 8, "little"), self.gaps
+        # first and tag ride behind the window bits: rows written before them still load
+        extra = (self.first + 1).to_bytes(4, "little") + self.tag if self.tag else b""
+        return self.boot, self.hwm, self.cum, self.bits.to_bytes(WINDOW // 8, "little") + extra, self.gaps
 
     @classmethod
     def from_row(cls, boot, hwm, cum, bits, gaps):
-        return cls(boot, hwm, cum, int.from_bytes(bits, "little"), gaps)
+        n = WINDOW // 8
+        extra = bits[n:]
+        first = int.from_bytes(extra[:4], "little") - 1 if len(extra) == 4 + TAG_LEN else -1
+        return cls(boot, hwm, cum, int.from_bytes(bits[:n], "little"), gaps, first,
+                   bytes(extra[4:]) if first >= 0 else b"")
 
 
-def classify(state, boot, seq):
-    # -> NEW (store and forward), DUP (stored before: ACK again) or REPLAY (reject)
+def min_boot(state):
+    # the lowest boot a node may use for frames this gateway has not seen (SPEC.md 6.5)
+    return state.boot + 1 if state.hwm >= 0 else state.boot
+
+
+def restart(state):
+    # After REGRESSED: the node's frames of that boot are refused from now on; its next boot
+    # starts afresh. (Persisted with the batch, like any state.)
+    return SeqState(state.boot + 1, gaps=state.gaps)
+
+
+def classify(state, boot, seq, tag=None):
+    # -> NEW (store and forward), DUP (stored before: ACK again), REPLAY (reject) or
+    # REGRESSED (reject; the node must move its boot counter on). tag: the frame's MAC tag.
     if state is None or boot > state.boot:
         return NEW
+    if seq == state.first and boot == state.boot and tag is not None and state.tag and tag != state.tag:
+        return REGRESSED
     if boot < state.boot:
         return REPLAY
     if seq > state.hwm:
@@ -43,12 +69,13 @@ def classify(state, boot, seq):
     return DUP if (state.bits >> back) & 1 else NEW
 
 
-def advance(state, boot, seq):
+def advance(state, boot, seq, tag=b""):
     # The state after storing (boot, seq), which classify() called NEW.
     if state is None or boot > state.boot:
         gaps = 0 if state is None else state.gaps + seq  # a new boot starts at seq 0
         cum = 0 if seq == 0 else -1
-        return SeqState(boot, seq, cum, 1, gaps)
+        return SeqState(boot, seq, cum, 1, gaps, seq, tag)
+    first, ftag = (state.first, state.tag) if state.first >= 0 else (seq, tag)
     gaps = state.gaps
     if seq > state.hwm:
         shift = seq - state.hwm
@@ -62,4 +89,4 @@ def advance(state, boot, seq):
     cum = state.cum
     while cum < hwm and hwm - (cum + 1) < WINDOW and (bits >> (hwm - cum - 1)) & 1:
         cum += 1
-    return SeqState(boot, hwm, cum, bits, gaps)
+    return SeqState(boot, hwm, cum, bits, gaps, first, ftag)

@@ -129,6 +129,7 @@ class Pipeline:
         frames = []  # (Frame, gaps)
         acks = []  # (node, boot, seq, link, addr, stored_before)
         dups = []  # (node, link description, received)
+        behind = []  # (node, boot, seq, link, addr, min_boot): refused, its boot is behind
         refuse = self._capacity_check()
         self.stats.count("received", len(batch))
         self.processed += len(batch)  # taken off the queue, whatever became of them (watchdog)
@@ -148,9 +149,12 @@ class Pipeline:
                 continue
             boot, seq = m["boot"], m["seq"]
             st = pending.get(node) or states.get(node)
-            verdict = dedup.classify(st, boot, seq)
-            if verdict == dedup.REPLAY:
-                self.stats.reject("replay", node, link.describe(addr), f"boot {boot} seq {seq}")
+            verdict = dedup.classify(st, boot, seq, raw[-dedup.TAG_LEN:])
+            if verdict == dedup.REPLAY or verdict == dedup.REGRESSED:
+                if verdict == dedup.REGRESSED:
+                    st = pending[node] = dedup.restart(st)
+                self.stats.reject(verdict, node, link.describe(addr), f"boot {boot} seq {seq}")
+                behind.append((node, boot, seq, link, addr, dedup.min_boot(st)))
                 continue
             if verdict == dedup.DUP:
                 acks.append((node, boot, seq, link, addr, node not in pending))
@@ -168,11 +172,15 @@ class Pipeline:
                 self.stats.reject("payload", node, link.describe(addr), f"cannot convert: {e!r}"[:200])
                 continue
             rows.extend(made)
-            new = dedup.advance(st, boot, seq)
+            new = dedup.advance(st, boot, seq, raw[-dedup.TAG_LEN:])
             pending[node] = new
             frames.append((f, new.gaps))
             acks.append((node, boot, seq, link, addr, False))
         self._commit(rows, pending, frames, acks, dups, refuse)
+        for node, boot, seq, link, addr, least in behind:  # SPEC.md 6.5: tell the node
+            key = keys.get(node)
+            if key is not None and link.send(addr, message.encode_boot(key, node, boot, seq, least)):
+                self.stats.count("boot_replies")
 
     def _reject_frame(self, reason, raw, link, addr, detail):
         node = None

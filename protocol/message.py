@@ -16,7 +16,8 @@ PROTOCOL_VERSION = 1
 DATA = 1
 ACK = 2
 CMD = 3
-TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd"}
+BOOT = 4  # gateway -> node: that boot is behind; move past min_boot and resend (SPEC 6.5)
+TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd", BOOT: "boot"}
 
 # payload keys
 K_TYPE = 0
@@ -33,6 +34,7 @@ K_CUM = 10
 K_CMD_ID = 11
 K_OP = 12
 K_ARG = 13
+K_MIN_BOOT = 14
 
 # info map keys (data frames, usually the first after boot)
 I_FW = 1  # firmware version, text
@@ -131,6 +133,19 @@ def encode_cmd(key, node, boot, cmd_id, op, arg=None):
     return cose.sign(key, node.encode(), dumps(p))
 
 
+def encode_boot(key, node, boot, seq, min_boot):
+    # The gateway did not take data frame (boot, seq): its boot is behind (SPEC.md 6.5)
+    return cose.sign(key, node.encode(), dumps({K_TYPE: BOOT, K_BOOT: boot, K_SEQ: seq, K_MIN_BOOT: min_boot}))
+
+
+def renumber(key, node, frame, boot, seq):
+    # One of this node's data frames again under another (boot, seq), all else kept (SPEC 6.5)
+    p = loads(cose.parse(frame)[2])
+    p[K_BOOT] = boot
+    p[K_SEQ] = seq
+    return cose.sign(key, node.encode(), dumps(p))
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -179,6 +194,9 @@ def _check(p):
     elif t == ACK:
         m["seq"] = _uint(p, K_SEQ, "seq", MAX_U32)
         m["cum"] = _uint(p, K_CUM, "cum", MAX_U32, False)
+    elif t == BOOT:
+        m["seq"] = _uint(p, K_SEQ, "seq", MAX_U32)
+        m["min_boot"] = _uint(p, K_MIN_BOOT, "min_boot", MAX_U32)
     else:
         m["cmd_id"] = _uint(p, K_CMD_ID, "cmd_id", MAX_U32)
         op = p.get(K_OP)

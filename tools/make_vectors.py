@@ -133,6 +133,19 @@ def cmd_vectors():
     ]
 
 
+def boot_vectors():
+    # SPEC.md 6.5: the gateway refused data frame (boot 1, seq 0); the node moves to boot 8
+    # and sends that frame again renumbered (boot 8, seq 0), every other field the same
+    key = key_of("sew-07")
+    old = message.encode_data(key, "sew-07", 1, 0, 5000, typical_records())
+    return [
+        message_vector("boot behind: lowest boot accepted 8", "sew-07", key,
+                       message.encode_boot(key, "sew-07", 1, 0, 8)),
+        message_vector("a data frame of boot 1 renumbered to boot 8 seq 0", "sew-07", key,
+                       message.renumber(key, "sew-07", old, 8, 0), renumbered_from=hexs(old)),
+    ]
+
+
 # ---------------------------------------------------------------- invalid vectors
 
 
@@ -320,6 +333,7 @@ def build():
         "data.json": data_vectors(),
         "ack.json": ack_vectors(),
         "cmd.json": cmd_vectors(),
+        "boot.json": boot_vectors(),
         "invalid.json": invalid_vectors(),
         "serial.json": serial_vectors(),
     }

@@ -153,12 +153,24 @@ class Blaster:
     def summary(self):
         # a line for the end of the run when something beyond counting frames happened
         node = self.node
+        notes = []
         if self.reset:
-            return "the node reset (%s) after %d frame(s); the simulation stopped there" % (self.reset, self.made)
+            notes.append("the node reset (%s) after %d frame(s); the simulation stopped there" % (
+                self.reset, self.made))
         if node.safe:
-            return "boot %d is in SAFE MODE (boots in a row that never completed %d cycles); frames carry " \
-                   "no sensor values" % (node.boot, HEALTHY_AFTER)
-        return None
+            notes.append("boot %d is in SAFE MODE (boots in a row that never completed %d cycles); frames "
+                         "carry no sensor values" % (node.boot, HEALTHY_AFTER))
+        if node.counts["renumbered"]:
+            notes.append("the gateway had seen a higher boot (node state deleted?): moved on to boot %d, "
+                         "%d frame(s) resent under it" % (node.boot, node.counts["renumbered"]))
+        if not self.done():
+            if not node.link.counts["received"]:
+                notes.append("no reply from the gateway: it refuses a node whose key it does not have "
+                             "(or another key) without a word; or nothing listens at that address")
+            elif node.rejects:
+                notes.append("replies refused by the node: %s" % ", ".join(
+                    "%s %d" % (k, node.rejects[k]) for k in sorted(node.rejects)))
+        return "; ".join(notes) or None
 
 
 def udp(opts):

@@ -42,6 +42,30 @@ def test_dedup_window_cum_and_replays():
     assert (again.boot, again.hwm, again.cum, again.bits, again.gaps) == (8, 0, 0, 1, new.gaps)
 
 
+def test_dedup_tells_a_regressed_boot_from_a_retransmission():
+    a, b = b"A" * dedup.TAG_LEN, b"B" * dedup.TAG_LEN
+    st = None
+    for seq in range(3):
+        st = dedup.advance(st, 1, seq, a if seq == 0 else b"x" * 8)
+    assert (st.first, st.tag) == (0, a)
+    assert dedup.classify(st, 1, 0, a) == dedup.DUP  # the same bytes again: a retransmission or replay
+    assert dedup.classify(st, 1, 0, b) == dedup.REGRESSED  # same (boot, seq), other bytes: a new life
+    assert dedup.classify(st, 1, 1, b) == dedup.DUP  # only the boot's first frame is compared
+    assert dedup.min_boot(st) == 2
+    st2 = dedup.restart(st)
+    assert dedup.classify(st2, 1, 1, b) == dedup.REPLAY and dedup.min_boot(st2) == 2
+    assert dedup.classify(st2, 2, 0, b) == dedup.NEW
+    st3 = dedup.advance(st2, 2, 0, b)
+    assert (st3.boot, st3.hwm, st3.cum, st3.first, st3.tag, st3.gaps) == (2, 0, 0, 0, b, 0)
+    assert dedup.min_boot(st3) == 3
+    again = dedup.SeqState.from_row(*st3.to_row())
+    assert (again.boot, again.hwm, again.cum, again.bits, again.first, again.tag) == (2, 0, 0, 1, 0, b)
+    old_row = st3.to_row()[:3] + (st3.to_row()[3][: dedup.WINDOW // 8], st3.to_row()[4])  # written before tags
+    old = dedup.SeqState.from_row(*old_row)
+    assert (old.first, old.tag) == (-1, b"") and dedup.classify(old, 2, 0, a) == dedup.DUP
+    assert dedup.advance(old, 2, 1, a).tag == a  # the next stored frame becomes the boot's reference
+
+
 @pytest.mark.parametrize("payload,ok", [
     (b'{"op": "interval", "arg": 60}', True),
     (b'{"op": "interval", "arg": 0}', False),

@@ -6,7 +6,7 @@ import pathlib
 import cbor2
 import pytest
 
-from protocol import cbor, cobs, cose, senml
+from protocol import cbor, cobs, cose, message, senml
 from protocol.cbor import FrameError
 from protocol.message import decode
 from tests.protocol import vecs
@@ -32,7 +32,7 @@ def test_the_vector_set_covers_the_spec():
     reasons = {v["reason"] for v in INVALID}
     assert {"tag", "truncated", "mac", "unknown", "trailing", "overlong", "type", "version", "oversize", "alg",
             "cose", "kid", "payload", "dupkey", "depth", "utf8"} <= reasons
-    assert {v["decoded"]["type"] for v in VALID} == {"data", "ack", "cmd"}
+    assert {v["decoded"]["type"] for v in VALID} == {"data", "ack", "cmd", "boot"}
     assert {v["decoded"]["op"] for v in VALID if v["decoded"]["type"] == "cmd"} == {"interval", "thresholds",
                                                                                   "reboot", "time"}
 
@@ -83,3 +83,15 @@ def test_typical_frame_meets_the_size_goal():
     assert len(typical["decoded"]["records"]) == 6
     assert typical["size"] <= 100
     assert typical["senml_json_size"] > typical["size"]
+
+
+def test_renumbered_frame_is_the_old_one_under_a_new_boot():
+    # SPEC.md 6.5: a node resends a refused frame with only boot and seq changed
+    v = next(v for v in VALID if "renumbered_from" in v)
+    old = vecs.unhex(v["renumbered_from"])
+    key = vecs.key_for(v)
+    before, after = decode(old, key), decode(vecs.unhex(v["frame"]), key)
+    assert (before["boot"], before["seq"], after["boot"], after["seq"]) == (1, 0, 8, 0)
+    assert {k: x for k, x in before.items() if k not in ("boot", "seq")} == \
+        {k: x for k, x in after.items() if k not in ("boot", "seq")}
+    assert message.renumber(vecs.unhex(v["key"]), v["node"], old, 8, 0) == vecs.unhex(v["frame"])

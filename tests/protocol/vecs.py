@@ -72,6 +72,8 @@ def reencode(v):
                                    info=d["info"], cmd_result=d["cmd_result"])
     if d["type"] == "ack":
         return message.encode_ack(key, node, d["boot"], d["seq"], d["cum"])
+    if d["type"] == "boot":
+        return message.encode_boot(key, node, d["boot"], d["seq"], d["min_boot"])
     return message.encode_cmd(key, node, d["boot"], d["cmd_id"], d["op"], d["arg"])
 
 
