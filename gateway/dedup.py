@@ -50,12 +50,18 @@ def restart(state):
     return SeqState(state.boot + 1, gaps=state.gaps)
 
 
-def classify(state, boot, seq, tag=None):
+def tag_of(frame):
+    # a frame's COSE MAC tag: its last bytes (SPEC.md 4.1; the decoder refused anything after)
+    return b"" if frame is None else bytes(frame[-TAG_LEN:])
+
+
+def classify(state, boot, seq, frame=None):
     # -> NEW (store and forward), DUP (stored before: ACK again), REPLAY (reject) or
-    # REGRESSED (reject; the node must move its boot counter on). tag: the frame's MAC tag.
+    # REGRESSED (reject; the node must move its boot counter on). frame: the verified bytes.
     if state is None or boot > state.boot:
         return NEW
-    if seq == state.first and boot == state.boot and tag is not None and state.tag and tag != state.tag:
+    if seq == state.first and boot == state.boot and frame is not None and state.tag and \
+            tag_of(frame) != state.tag:
         return REGRESSED
     if boot < state.boot:
         return REPLAY
@@ -69,13 +75,14 @@ def classify(state, boot, seq, tag=None):
     return DUP if (state.bits >> back) & 1 else NEW
 
 
-def advance(state, boot, seq, tag=b""):
+def advance(state, boot, seq, frame=None):
     # The state after storing (boot, seq), which classify() called NEW.
+    # frame: its bytes, whose tag is kept when it is the first stored of its boot
     if state is None or boot > state.boot:
         gaps = 0 if state is None else state.gaps + seq  # a new boot starts at seq 0
         cum = 0 if seq == 0 else -1
-        return SeqState(boot, seq, cum, 1, gaps, seq, tag)
-    first, ftag = (state.first, state.tag) if state.first >= 0 else (seq, tag)
+        return SeqState(boot, seq, cum, 1, gaps, seq, tag_of(frame))
+    first, ftag = (state.first, state.tag) if state.first >= 0 else (seq, tag_of(frame))
     gaps = state.gaps
     if seq > state.hwm:
         shift = seq - state.hwm

@@ -149,7 +149,7 @@ class Pipeline:
                 continue
             boot, seq = m["boot"], m["seq"]
             st = pending.get(node) or states.get(node)
-            verdict = dedup.classify(st, boot, seq, raw[-dedup.TAG_LEN:])
+            verdict = dedup.classify(st, boot, seq, raw)
             if verdict == dedup.REPLAY or verdict == dedup.REGRESSED:
                 if verdict == dedup.REGRESSED:
                     st = pending[node] = dedup.restart(st)
@@ -172,7 +172,7 @@ class Pipeline:
                 self.stats.reject("payload", node, link.describe(addr), f"cannot convert: {e!r}"[:200])
                 continue
             rows.extend(made)
-            new = dedup.advance(st, boot, seq, raw[-dedup.TAG_LEN:])
+            new = dedup.advance(st, boot, seq, raw)
             pending[node] = new
             frames.append((f, new.gaps))
             acks.append((node, boot, seq, link, addr, False))

@@ -43,11 +43,12 @@ def test_dedup_window_cum_and_replays():
 
 
 def test_dedup_tells_a_regressed_boot_from_a_retransmission():
-    a, b = b"A" * dedup.TAG_LEN, b"B" * dedup.TAG_LEN
+    # frames are given whole; only their last TAG_LEN bytes (the MAC tag) are compared
+    a, b = b"frame one" + b"A" * dedup.TAG_LEN, b"frame one" + b"B" * dedup.TAG_LEN
     st = None
     for seq in range(3):
-        st = dedup.advance(st, 1, seq, a if seq == 0 else b"x" * 8)
-    assert (st.first, st.tag) == (0, a)
+        st = dedup.advance(st, 1, seq, a if seq == 0 else b"x" * 20)
+    assert (st.first, st.tag) == (0, dedup.tag_of(a)) and dedup.tag_of(a) == b"A" * dedup.TAG_LEN
     assert dedup.classify(st, 1, 0, a) == dedup.DUP  # the same bytes again: a retransmission or replay
     assert dedup.classify(st, 1, 0, b) == dedup.REGRESSED  # same (boot, seq), other bytes: a new life
     assert dedup.classify(st, 1, 1, b) == dedup.DUP  # only the boot's first frame is compared
@@ -56,14 +57,14 @@ def test_dedup_tells_a_regressed_boot_from_a_retransmission():
     assert dedup.classify(st2, 1, 1, b) == dedup.REPLAY and dedup.min_boot(st2) == 2
     assert dedup.classify(st2, 2, 0, b) == dedup.NEW
     st3 = dedup.advance(st2, 2, 0, b)
-    assert (st3.boot, st3.hwm, st3.cum, st3.first, st3.tag, st3.gaps) == (2, 0, 0, 0, b, 0)
+    assert (st3.boot, st3.hwm, st3.cum, st3.first, st3.tag, st3.gaps) == (2, 0, 0, 0, dedup.tag_of(b), 0)
     assert dedup.min_boot(st3) == 3
     again = dedup.SeqState.from_row(*st3.to_row())
-    assert (again.boot, again.hwm, again.cum, again.bits, again.first, again.tag) == (2, 0, 0, 1, 0, b)
+    assert (again.boot, again.hwm, again.cum, again.bits, again.first, again.tag) == (2, 0, 0, 1, 0, dedup.tag_of(b))
     old_row = st3.to_row()[:3] + (st3.to_row()[3][: dedup.WINDOW // 8], st3.to_row()[4])  # written before tags
     old = dedup.SeqState.from_row(*old_row)
     assert (old.first, old.tag) == (-1, b"") and dedup.classify(old, 2, 0, a) == dedup.DUP
-    assert dedup.advance(old, 2, 1, a).tag == a  # the next stored frame becomes the boot's reference
+    assert dedup.advance(old, 2, 1, a).tag == dedup.tag_of(a)  # the next stored frame becomes the boot's reference
 
 
 @pytest.mark.parametrize("payload,ok", [
