@@ -9,8 +9,6 @@ import queue
 import threading
 import time
 
-import cbor2
-
 from gateway import dedup
 from gateway.acks import encode_ack
 from gateway.conform import RecordCheck
@@ -122,7 +120,6 @@ class Pipeline:
         keys = self.keys
         key_get = keys.get
         decode = message.decode
-        loads = cbor2.loads
         states = self.states
         pending = {}  # node -> SeqState after this batch
         rows = []
@@ -135,7 +132,7 @@ class Pipeline:
         self.processed += len(batch)  # taken off the queue, whatever became of them (watchdog)
         for raw, link, addr, received in batch:
             try:
-                m = decode(raw, key_get, loads)
+                m = decode(raw, key_get)
             except FrameError as e:
                 self._reject_frame(e.reason, raw, link, addr, str(e))
                 continue
@@ -186,7 +183,7 @@ class Pipeline:
         node = None
         if reason in ("mac",):  # a known node's key did not verify: count it against that node
             try:
-                node = cose.parse(raw, cbor2.loads)[0].decode()
+                node = cose.parse(raw)[0].decode()
             except (FrameError, UnicodeError):
                 node = None
         self.stats.reject(reason, node, link.describe(addr), detail)

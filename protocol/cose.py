@@ -113,10 +113,10 @@ def _kid(protected):
     return kid
 
 
-def parse(msg, loads_fn=None):
-    # Structure checks only: -> (kid, protected, payload, tag). No key needed.
-    # loads_fn is accepted for compatibility and not used: on CPython the usual envelope is read
-    # in place (protocol/fast.py), which is strict and faster than cbor2; SPEC.md section 4.3.
+def parse(msg):
+    # Structure checks only: -> (kid, protected, payload, tag). No key needed. On CPython the
+    # usual envelope is read in place (protocol/fast.py, strict, faster than cbor2; a test checks
+    # it agrees with the general reader below); SPEC.md section 4.3.
     if not isinstance(msg, bytes):
         if not isinstance(msg, (bytearray, memoryview)):
             raise FrameError("type", "expected bytes")
@@ -147,9 +147,9 @@ def _decode_envelope(msg):
     return protected, payload, tag
 
 
-def verify(msg, key_for, loads_fn=None):
+def verify(msg, key_for):
     # key_for(kid bytes) -> key bytes or None. Returns (kid, payload bytes).
-    kid, protected, payload, tag = parse(msg, loads_fn)
+    kid, protected, payload, tag = parse(msg)
     key = key_for(kid)
     if key is None:
         raise FrameError("unknown", "no key for kid %r" % (kid,))

@@ -213,10 +213,9 @@ def parse_payload(payload):
     return m if m is not None else _check(loads(payload))
 
 
-def decode(msg, key_for, loads_fn=None):
+def decode(msg, key_for):
     # Verify and parse one COSE message. key_for(node id str) -> key bytes or None.
     # Returns the message dict with "node" added. Raises FrameError(reason).
-    # loads_fn is accepted for compatibility and not used (see cose.parse).
     def lookup(kid):
         try:
             node = kid.decode()

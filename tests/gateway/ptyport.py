@@ -7,8 +7,6 @@ import select
 import time
 import tty
 
-import cbor2
-
 from protocol import cobs, message
 from protocol.cbor import FrameError
 from tests.support.udpnode import make_frame
@@ -74,7 +72,7 @@ class SerialNode:
             if kind != "frame":
                 continue
             try:
-                m = message.decode(msg, lambda n: self.key if n == self.node else None, cbor2.loads)
+                m = message.decode(msg, lambda n: self.key if n == self.node else None)
             except FrameError:
                 continue
             if m["type"] == "ack":

@@ -6,8 +6,6 @@ import socket
 import threading
 import time
 
-import cbor2
-
 from protocol import message, senml
 from protocol.cbor import FrameError
 
@@ -68,7 +66,7 @@ class UdpNode:
             except BlockingIOError:
                 return
             try:
-                m = message.decode(data, lambda n: self.key if n == self.node else None, cbor2.loads)
+                m = message.decode(data, lambda n: self.key if n == self.node else None)
             except FrameError:
                 self.bad_replies += 1
                 continue
