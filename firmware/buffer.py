@@ -1,118 +1,221 @@
-# The offline buffer: a bounded ring of frames in one flash file of fixed-size slots,
-# so it survives resets and power loss. A frame stays until the gateway's ACK covers it.
+# The offline buffer: every frame waits in flash until the gateway's ACK covers it, so it
+# survives resets and power cuts. Built for LittleFS on NOR flash (RP2, ESP32):
 #
-# slot = magic(2) wc(4) boot(4) seq(4) len(2) crc(2) frame(len) ... padding to slot_bytes
-# wc is a write counter; crc = CRC-16 over wc..len and the frame. A write torn by a power
-# cut fails its CRC and the slot counts as empty; an ACK overwrites the magic with zeros
-# (a 2-byte write, which NOR flash can do without an erase). Writes go round the ring in
-# order, so ring order from the slot after the newest is oldest-first; when the writer
-# reaches a frame still unacknowledged, that oldest frame is dropped and counted.
-import struct
+# - one small file per frame in the folder <path>.d, named by boot and seq ("%08x%08x"),
+#   holding the frame and its CRC-16. A file up to littlefs's inline limit (512 bytes on
+#   RP2, 128 on ESP32: min(cache_size, block_size / 8), lib/littlefs/lfs2.c lfs2_init) lives
+#   inside its folder's metadata log: writing it appends two commits there and erases
+#   nothing; the log is compacted (one sector erase) only every few frames.
+# - nothing is ever rewritten in place (littlefs copies a file's tail on every write into
+#   its middle: the ring file this replaces cost ~37 sector erases per frame);
+# - an ACK deletes the file (one more commit): the ACK state is the folder, not the data;
+# - only the newest file can be torn by a power cut (writes are sequential): its CRC is
+#   checked at start, every frame's when it is read.
+# The watchdog is fed between file operations of long loops (a cumulative ACK can delete
+# hundreds of files; a sector erase takes 45 ms, up to 400 ms, interrupts off on RP2).
+#
+# Slots are RAM indices (0..slots-1) in write order, as the node's per-slot bookkeeping
+# expects; when all are taken, the oldest frame is dropped and counted.
+import os
 from array import array
 
 from protocol.cobs import crc16
 
-MAGIC = b"\xc7\x01"
-HEADER = 18
-_HDR = ">IIIH"  # wc, boot, seq, len (after the magic)
+
+def _nofeed():
+    pass
 
 
 class Buffer:
-    def __init__(self, path, slots=512, slot_bytes=256, opener=open):
+    def __init__(self, path, slots=512, slot_bytes=256, opener=open, feed=None, fs=None):
+        # path: where the old single-file buffer lived; frames go to the folder path + ".d".
+        # fs: the os functions used (listdir/ilistdir, remove, mkdir, stat); default os.
         self.path = path
+        self.dir = path + ".d"
         self.slots = slots
-        self.slot_bytes = slot_bytes
-        self.max_frame = slot_bytes - HEADER
+        self.max_frame = slot_bytes
         self._open = opener
-        self._buf = bytearray(slot_bytes)
+        self._fs = fs or os
+        self.feed = feed or _nofeed
+        self._buf = bytearray(slot_bytes + 2)
         self._mv = memoryview(self._buf)
-        self.wc = array("I", bytes(4 * slots))  # 0: empty slot
+        self._crc = bytearray(2)
+        self.wc = array("I", bytes(4 * slots))  # write order, 0: empty slot
         self.boot = array("I", bytes(4 * slots))
         self.seq = array("I", bytes(4 * slots))
         self.live = 0
         self.next = 0
-        self.counts = {"torn": 0, "dropped": 0, "oversize": 0}
-        self._f = None
+        self._wc = 0
+        self._last = -1  # the slot of the frame last put, kept in RAM until sent
+        self._last_frame = None
+        self.counts = {"torn": 0, "dropped": 0, "oversize": 0, "flash": 0}
         self._scan()
 
-    def _file(self):
-        if self._f is None:
-            try:
-                self._f = self._open(self.path, "r+b")
-            except OSError:
-                self._f = self._open(self.path, "w+b")
-        return self._f
+    # ------------------------------------------------------------ files
+
+    def _name(self, boot, seq):
+        return "%s/%08x%08x" % (self.dir, boot, seq)
+
+    def _remove(self, name):
+        try:
+            self._fs.remove(name)
+        except OSError:  # already gone (a cut between an ACK's delete and our bookkeeping)
+            pass
+
+    def _write(self, name, frame):
+        crc = crc16(frame)
+        self._crc[0] = crc >> 8
+        self._crc[1] = crc & 0xFF
+        f = self._open(name, "wb")
+        try:
+            f.write(frame)
+            f.write(self._crc)
+        finally:
+            f.close()  # littlefs commits the file here, all or nothing
+
+    def _read(self, name):
+        # -> frame length in self._buf, or -1 when the file is missing, torn or corrupt
+        try:
+            f = self._open(name, "rb")
+        except OSError:
+            return -1
+        try:
+            n = f.readinto(self._buf)
+        finally:
+            f.close()
+        if not n or n < 3:
+            return -1
+        m = self._mv
+        if crc16(m[0 : n - 2]) != (m[n - 2] << 8) | m[n - 1]:
+            return -1
+        return n - 2
+
+    # ------------------------------------------------------------ start
+
+    def _entries(self):
+        fs = self._fs
+        try:
+            fs.mkdir(self.dir)
+        except OSError:  # exists
+            pass
+        if hasattr(fs, "ilistdir"):  # MicroPython: no list of every name on the heap
+            for e in fs.ilistdir(self.dir):
+                yield e[0]
+        else:
+            for name in fs.listdir(self.dir):
+                yield name
 
     def _scan(self):
-        f = self._file()
-        newest = 0
-        for i in range(self.slots):
-            f.seek(i * self.slot_bytes)
-            n = f.readinto(self._buf)
-            if not n or n < 2 or self._buf[0:2] != MAGIC:
+        n = 0
+        boot = self.boot
+        seq = self.seq
+        for name in self._entries():  # before the node arms its watchdog: no feed here
+            if len(name) != 16:
+                self._remove(self.dir + "/" + name)  # not ours (or a tool's leftover)
                 continue
-            if n < HEADER:
-                self.counts["torn"] += 1
+            try:
+                b = int(name[0:8], 16)
+                s = int(name[8:16], 16)
+            except ValueError:
+                self._remove(self.dir + "/" + name)
                 continue
-            wc, boot, seq, length = struct.unpack_from(_HDR, self._buf, 2)
-            crc = (self._buf[16] << 8) | self._buf[17]
-            if HEADER + length > n or crc16(self._mv[HEADER : HEADER + length], crc16(self._mv[2:16])) != crc:
-                self.counts["torn"] += 1
+            if n == self.slots:  # more frames than slots (the config shrank): counted and dropped
+                self._remove(self.dir + "/" + name)
+                self.counts["dropped"] += 1
                 continue
-            self.wc[i] = wc
-            self.boot[i] = boot
-            self.seq[i] = seq
-            self.live += 1
-            if wc > newest:
-                newest = wc
-                self.next = (i + 1) % self.slots
-        self._wc = newest
+            boot[n] = b
+            seq[n] = s
+            n += 1
+        self._sort(n)
+        if n and self._read(self._name(boot[n - 1], seq[n - 1])) < 0:
+            self._remove(self._name(boot[n - 1], seq[n - 1]))  # the write a power cut tore
+            self.counts["torn"] += 1
+            n -= 1
+        for i in range(n):
+            self.wc[i] = i + 1
+        self._wc = n
+        self.live = n
+        self.next = n % self.slots
+        try:
+            self._fs.stat(self.path)
+        except OSError:
+            return
+        from firmware import buffer_v0  # unacknowledged frames of 0.1.0's single-file ring
+
+        buffer_v0.migrate(self)
+
+    def _sort(self, n):
+        # insertion sort by (boot, seq): littlefs lists names in order, so this is one pass there
+        b = self.boot
+        s = self.seq
+        for i in range(1, n):
+            bi = b[i]
+            si = s[i]
+            j = i - 1
+            while j >= 0 and (b[j] > bi or (b[j] == bi and s[j] > si)):
+                b[j + 1] = b[j]
+                s[j + 1] = s[j]
+                j -= 1
+            b[j + 1] = bi
+            s[j + 1] = si
+
+    # ------------------------------------------------------------ the node's interface
 
     def put(self, boot, seq, frame):
-        # Store a frame durably before it is sent. Returns the slot, or -1 if it cannot fit.
+        # Store a frame durably before it is sent. Returns the slot, or -1 if it cannot be
+        # stored (too big, or the filesystem is full even after dropping the oldest frame).
         if len(frame) > self.max_frame:
             self.counts["oversize"] += 1
             return -1
         i = self.next
         if self.wc[i]:
-            self.counts["dropped"] += 1
-            self.live -= 1
-            self.wc[i] = 0
+            self._drop(i)
+        name = self._name(boot, seq)
+        while True:
+            try:
+                self._write(name, frame)
+                break
+            except OSError as e:
+                self._remove(name)
+                slot = self.oldest()[0]
+                if e.args[0] != 28 or slot < 0:  # not ENOSPC (a flash fault), or nothing left to give
+                    self.counts["flash"] += 1
+                    return -1
+                # the filesystem is full: older frames make room (littlefs frees a block only
+                # once a whole metadata log of frames is gone)
+                self.feed()
+                self._drop(slot)
         self._wc += 1
-        b = self._buf
-        b[0:2] = MAGIC
-        struct.pack_into(_HDR, b, 2, self._wc, boot, seq, len(frame))
-        b[HEADER : HEADER + len(frame)] = frame
-        crc = crc16(frame, crc16(self._mv[2:16]))
-        b[16] = crc >> 8
-        b[17] = crc & 0xFF
-        f = self._file()
-        f.seek(i * self.slot_bytes)
-        f.write(self._mv[0 : HEADER + len(frame)])
-        f.flush()
         self.wc[i] = self._wc
         self.boot[i] = boot
         self.seq[i] = seq
         self.live += 1
         self.next = (i + 1) % self.slots
+        self._last = i
+        self._last_frame = frame
         return i
 
-    def _tombstone(self, i):
-        f = self._file()
-        f.seek(i * self.slot_bytes)
-        f.write(b"\x00\x00")
+    def _drop(self, i):
+        self._remove(self._name(self.boot[i], self.seq[i]))
+        self.counts["dropped"] += 1
+        self._gone(i)
+
+    def _gone(self, i):
         self.wc[i] = 0
         self.live -= 1
+        if i == self._last:
+            self._last = -1
+            self._last_frame = None
 
     def ack(self, boot, seq, cum=None):
         # Remove seq and, with cum, every seq <= cum of that boot. Returns frames removed.
         removed = 0
         for i in range(self.slots):
             if self.wc[i] and self.boot[i] == boot and (self.seq[i] == seq or (cum is not None and self.seq[i] <= cum)):
-                self._tombstone(i)
+                self.feed()
+                self._remove(self._name(boot, self.seq[i]))
+                self._gone(i)
                 removed += 1
-        if removed:
-            self._file().flush()
         return removed
 
     def oldest(self, start=0):
@@ -126,13 +229,16 @@ class Buffer:
         return -1, n
 
     def frame(self, i):
-        f = self._file()
-        f.seek(i * self.slot_bytes)
-        f.readinto(self._buf)
-        length = (self._buf[14] << 8) | self._buf[15]
-        return bytes(self._mv[HEADER : HEADER + length])
+        # the frame in slot i; None if its file turned out torn or corrupt (then dropped)
+        if i == self._last:
+            return self._last_frame
+        n = self._read(self._name(self.boot[i], self.seq[i]))
+        if n < 0:
+            self.counts["torn"] += 1
+            self._remove(self._name(self.boot[i], self.seq[i]))
+            self._gone(i)
+            return None
+        return bytes(self._mv[0:n])
 
     def close(self):
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        self._last_frame = None

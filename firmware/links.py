@@ -70,8 +70,8 @@ class UartLink:
         self.last_error = e
 
     def send(self, message):
-        wire = cobs.encode(message)
         try:
+            wire = cobs.encode(message)
             n = self.uart.write(wire)
         except Exception as e:  # noqa: BLE001 - no link fault may stop the node loop
             self._error(e)

@@ -51,7 +51,8 @@ class Node:
         self.rise_mm_min = th["rise_mm_min"]
         self.hysteresis_mm = th["hysteresis_mm"]
         self.state = State(board.path("state.json"), board.open)
-        self.buffer = Buffer(board.path("buffer.bin"), cfg["buffer_slots"], cfg["slot_bytes"], board.open)
+        self.buffer = Buffer(board.path("buffer.bin"), cfg["buffer_slots"], cfg["slot_bytes"], board.open,
+                             self.feed)  # fed between file operations of long buffer loops
         # when each slot was last sent, as link-clock ms + 1 modulo 2**32 (0: not yet)
         self.sent_ms = array("I", bytes(4 * cfg["buffer_slots"]))
         self.link = link if link is not None else board.uplink(cfg)
