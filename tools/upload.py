@@ -1,5 +1,6 @@
-# What `citynode flash` puts on a board and how: protocol/ and firmware/ compiled to .mpy
-# with mpy-cross under /lib, the boot entry main.py, and the node's config. Files go over
+# What `citynode flash` puts on a board and how: the board's device manifest (the modules
+# of protocol/ and firmware/ it runs) compiled to .mpy with mpy-cross under /lib, the boot
+# entry main.py, and the node's config. Files go over
 # mpremote's serial transport (the MicroPython raw REPL); each is written to a temporary
 # name and renamed, so a pulled cable never leaves half a module under the real name;
 # every file is then checked by sha256 computed on the board.
@@ -13,6 +14,8 @@ import os
 import pathlib
 import subprocess
 import tempfile
+
+from firmware.main import BOARDS as BOARD_MODULES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "firmware")
@@ -41,13 +44,71 @@ def compile_mpy(src, out):
         raise UploadError(f"mpy-cross failed on {src.relative_to(ROOT)}: {proc.stderr.strip().splitlines()[-1]}")
 
 
-def sources():
-    for pkg in PACKAGES:
-        for src in sorted((ROOT / pkg).rglob("*.py")):
-            rel = src.relative_to(ROOT)
-            if "__pycache__" in rel.parts:
+# The device manifest of each board: the modules its boot entry imports, followed import by
+# import through protocol/ and firmware/ (read from the sources, imports inside functions
+# too, so every sensor driver a config may name). So a real board never gets the simulator
+# (firmware/sim/), another board's module, or what only CPython runs.
+ENTRIES = {board: ("firmware.main", module) for board, module in BOARD_MODULES.items()}
+ENTRIES["sim"] = (SIM_MAIN,)  # the virtual rig: the sim board on the console line
+CPYTHON_ONLY = ("protocol.fast",)  # the gateway's fast readers (MicroPython never imports them)
+
+
+def _module_file(name):
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None  # a name imported from a module, not a module
+
+
+def _imports(path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+            yield from (node.module + "." + a.name for a in node.names)
+
+
+def manifest(board):
+    # -> the repository paths of the sources `citynode flash` uploads to that board, sorted
+    entries = ENTRIES.get(board)
+    if entries is None:
+        raise UploadError(f"no device manifest for board {board!r} (boards: {', '.join(sorted(ENTRIES))})")
+    todo = list(entries)
+    seen = set()
+    files = set()
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if item in seen or item.split(".")[0] not in PACKAGES or item in CPYTHON_ONLY:
                 continue
-            yield src, rel
+            seen.add(item)
+            path = _module_file(item)
+            if path is None:
+                continue
+            files.add(path.relative_to(ROOT).as_posix())
+            parts = item.split(".")
+            todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # its packages' __init__
+        else:
+            path = item
+        todo.extend(_imports(path))
+    return sorted(files)
+
+
+def compile_sources(rels, progress=None):
+    # repository paths of .py sources -> [(board path under lib/, .mpy bytes)]
+    files = []
+    with tempfile.TemporaryDirectory(prefix="citynode-mpy-") as tmp:
+        for i, rel in enumerate(rels):
+            rel = pathlib.PurePosixPath(rel)
+            out = pathlib.Path(tmp) / rel.with_suffix(".mpy")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            compile_mpy(ROOT / rel, out)
+            files.append(("lib/" + rel.with_suffix(".mpy").as_posix(), out.read_bytes()))
+            if progress:
+                progress(i + 1, len(rels))
+    return files
 
 
 def main_source(board):
@@ -59,18 +120,10 @@ def main_source(board):
 
 
 def build_bundle(node_config=None, progress=None):
-    # -> list of (board path, bytes). node_config: a checked config dict, or None to keep the board's
-    files = []
-    srcs = list(sources())
-    with tempfile.TemporaryDirectory(prefix="citynode-mpy-") as tmp:
-        for i, (src, rel) in enumerate(srcs):
-            out = pathlib.Path(tmp) / rel.with_suffix(".mpy")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            compile_mpy(src, out)
-            files.append(("lib/" + rel.with_suffix(".mpy").as_posix(), out.read_bytes()))
-            if progress:
-                progress(i + 1, len(srcs))
+    # -> list of (board path, bytes): the board's manifest compiled, its boot entry and the
+    # config. node_config: a checked config dict, or None to keep the board's config
     board = (node_config or {}).get("board", "sim")
+    files = compile_sources(manifest(board), progress)
     files.append(("main.py", main_source(board).encode()))
     if node_config is not None:
         files.append(("config.json", json.dumps(node_config, sort_keys=True).encode()))
@@ -80,8 +133,11 @@ def build_bundle(node_config=None, progress=None):
 def for_virtual_rig(files):
     # The virtual rig plays any board: whatever board the node was provisioned for, it runs
     # the node's config on the sim board (simulated sensors, the console line as its UART),
-    # so its boot entry is the sim one.
-    return [(p, d) for p, d in files if p != "main.py"] + [("main.py", main_source("sim").encode())]
+    # so its boot entry is the sim one, and the sim board's modules come along.
+    have = {p for p, _ in files}
+    sim = [rel for rel in manifest("sim") if "lib/" + rel[:-3] + ".mpy" not in have]
+    return [(p, d) for p, d in files if p != "main.py"] + compile_sources(sim) + [
+        ("main.py", main_source("sim").encode())]
 
 
 def sha256_hex(data):

@@ -160,3 +160,29 @@ def test_wrong_board_is_refused_before_writing():
     assert "--board rp2 --force" in text  # the advice works as given: the key exists already
     assert check_board(AnsweringBoard(b"rp2 -\r\n"), {"board": "rp2"}, "p") is False
     assert check_board(AnsweringBoard(b"linux sim\r\n"), {"board": "esp32"}, "p") is True
+
+
+@pytest.mark.parametrize("board", ["esp32", "rp2", "linux", "sim"])
+def test_each_board_gets_its_device_manifest(tmp_path, board):
+    # `citynode flash --dry-run` lists what the board's manifest holds: the node, its drivers
+    # and the protocol, its own board module; no simulator on a real board, no other board's
+    # module, never the CPython-only fast readers
+    out_dir = tmp_path / "node"
+    assert cli.main(["provision", "--node", "m-1", "--board", board, "--out", str(out_dir),
+                     "--keys", str(tmp_path / "keys.toml")]) == 0
+    rc, out, err = citynode("flash", "--port", "/dev/ttyUSB97", "--node-dir", str(out_dir), "--dry-run")
+    assert rc == 0, err
+    listed = {line.split()[0][1:] for line in out.splitlines() if line.strip().startswith(":")}
+    must = {"lib/firmware/node.mpy", "lib/firmware/sampler.mpy", "lib/firmware/drivers/bme280.mpy",
+            "lib/firmware/drivers/a02yyuw.mpy", "lib/protocol/message.mpy", "lib/protocol/cose.mpy",
+            "main.py", "config.json"}
+    assert must <= listed, sorted(must - listed)
+    assert "lib/protocol/fast.mpy" not in listed
+    boards = {p for p in listed if p.startswith("lib/firmware/boards/")}
+    sim = {p for p in listed if p.startswith("lib/firmware/sim/")}
+    if board == "sim":
+        assert "lib/firmware/sim/board.mpy" in sim and not boards
+        assert "lib/firmware/sim/gateway.mpy" not in sim  # the in-process gateway stays on the host
+    else:
+        assert not sim and f"lib/firmware/boards/{board}.mpy" in boards
+        assert all(other not in p for p in boards for other in {"esp32", "rp2", "linux"} - {board})
