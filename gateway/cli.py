@@ -59,14 +59,24 @@ def run(args):
     gw = Gateway(settings, keys)
     stop = threading.Event()
     hup = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    wake = threading.Event()  # set by every handler: the main thread sleeps until a signal comes
+
+    def handler(flag):
+        def on_signal(*_):
+            flag.set()
+            wake.set()
+        return on_signal
+
+    signal.signal(signal.SIGTERM, handler(stop))
+    signal.signal(signal.SIGINT, handler(stop))
+    signal.signal(signal.SIGHUP, handler(hup))
     try:
         gw.start()
     except (OSError, sqlite3.Error, ValueError) as e:
         return _fail(f"cannot start: {e}", EXIT_START)
-    while not stop.wait(0.2):
+    while not stop.is_set():
+        wake.wait(5.0)  # a signal handler runs (and sets wake) while this waits: no polling
+        wake.clear()
         if hup.is_set():
             hup.clear()
             gw.reload_keys()

@@ -107,7 +107,8 @@ class Gateway:
         if self.history:
             self.history.close()
         self.store.close()
-        log.info("gateway %s stopped; %d messages wait in the outbox", self.s.gateway_id, self.pipeline.depth)
+        log.info("gateway %s stopped; %d messages wait in the outbox; %d frames accepted in %d group commits",
+                 self.s.gateway_id, self.pipeline.depth, self.stats.counters["accepted"], self.pipeline.commits)
 
     def _command(self, topic, payload, retained):
         handle_command(topic, payload, retained, self.keys, self.downlink, self.stats)

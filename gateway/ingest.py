@@ -24,7 +24,8 @@ class UdpLink:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         self.sock.bind((host, port))
-        self.sock.settimeout(0.25)
+        # blocking without a timeout: one recvfrom per datagram and no wake-ups while idle;
+        # stop() wakes the reader with shutdown()
         self.address = self.sock.getsockname()[:2]
         self.name = f"udp {host}:{self.address[1]}"
         self.submit = submit
@@ -45,12 +46,12 @@ class UdpLink:
         while not self._stop.is_set():
             try:
                 data, addr = recv(4096)  # anything above MAX_MESSAGE is refused as oversize below
-            except TimeoutError:
-                continue
             except OSError:
                 if self._stop.is_set():
                     return
                 time.sleep(0.1)
+                continue
+            if addr is None:  # woken by shutdown() in stop()
                 continue
             if len(data) > cobs.MAX_MESSAGE:
                 self.reject("oversize", self.describe(addr), f"{len(data)} bytes")
@@ -59,13 +60,17 @@ class UdpLink:
 
     def send(self, addr, message):
         try:
-            self.sock.sendto(message, addr)
+            self.sock.sendto(message, socket.MSG_DONTWAIT, addr)  # never block the pipeline on a full buffer
             return True
         except OSError:
             return False
 
     def stop(self):
         self._stop.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RD)  # wakes the blocked recvfrom (Linux; ENOTCONN is raised, and it works)
+        except OSError:
+            pass
         self._thread.join(timeout=2)
         self.sock.close()
 

@@ -5,6 +5,8 @@
 # QoS 1 within a window of unacknowledged messages (below paho's 65535 message-id wrap),
 # and handed to the pipeline for deletion on PUBACK. Every connection is a new client,
 # so after a reconnect the backlog is resent from the outbox in order, never from RAM.
+# The client's socket is a mqttsock.BufferedSocket: paho's writes are collected and
+# flushed once before each select(), its small reads are served from one large recv().
 import json
 import logging
 import select
@@ -16,6 +18,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from gateway.forecast import retained
+from gateway.mqttsock import Client
 from gateway.outputs import iso
 from gateway.store import Reader
 
@@ -48,6 +51,7 @@ class Forwarder:
         self.pubacks = 0
         self._lock = threading.Lock()
         self._acked = []  # outbox ids PUBACKed, not yet handed to the pipeline
+        self._just_acked = []  # PUBACKed in this loop_read; handed over under one lock hold
         self._skip = set()  # ids PUBACKed and not yet deleted: not resent after a reconnect
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -101,10 +105,17 @@ class Forwarder:
         oid = self._inflight.pop(mid, None)
         if oid is None:
             return  # a retained state message, not an outbox row
-        self.pubacks += 1
-        with self._lock:
-            self._acked.append(oid)
-            self._skip.add(oid)
+        self._just_acked.append(oid)
+
+    def _hand_over(self):
+        # after loop_read: the PUBACKed ids go to the pipeline (deleted in its next commit)
+        ids = self._just_acked
+        if ids:
+            self._just_acked = []
+            self.pubacks += len(ids)
+            with self._lock:
+                self._acked.extend(ids)
+                self._skip.update(ids)
 
     def _on_message(self, client, userdata, msg):
         self.on_command(msg.topic, msg.payload, msg.retain)
@@ -112,7 +123,7 @@ class Forwarder:
     # ------------------------------------------------------------ connection
 
     def _client(self):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.m.client_id, clean_session=False,
+        c = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.m.client_id, clean_session=False,
                         protocol=mqtt.MQTTv311)
         c.suppress_exceptions = True  # a bug in a callback must not kill the loop
         c.max_inflight_messages_set(0)  # our own window (self.m.inflight) bounds it
@@ -140,7 +151,7 @@ class Forwarder:
                 sock = c.socket()
                 if sock is None:
                     break
-                select.select([sock], [sock] if c.want_write() else [], [], 0.2)
+                select.select([sock], [sock] if _flush(c, sock) else [], [], 0.2)
                 if c.loop_read() or c.loop_write():
                     break
         except (OSError, ssl.SSLError, ValueError) as e:
@@ -240,16 +251,22 @@ class Forwarder:
                 busy = dirty and len(self._inflight) < window
                 pending = sock.pending() if hasattr(sock, "pending") else 0
                 timeout = 0 if busy or pending else max(0.0, min(1.0, next_state - now))
-                r, w, _ = select.select([sock, self._wake_r], [sock] if c.want_write() else [], [], timeout)
+                want_write = _flush(c, sock)  # one send for everything paho wrote since the last select
+                if want_write is None:
+                    break  # connection lost while writing
+                r, w, _ = select.select([sock, self._wake_r], [sock] if want_write else [], [], timeout)
                 if self._wake_r in r:
                     try:
                         self._wake_r.recv(4096)
                     except BlockingIOError:
                         pass
                     dirty = True
-                if (sock in r or pending) and c.loop_read():
-                    break
-                if sock in w and c.loop_write():
+                if sock in r or pending:
+                    rc = c.loop_read()
+                    self._hand_over()
+                    if rc:
+                        break
+                if sock in w and (_flush(c, sock) is None or c.loop_write()):
                     break
                 if c.loop_misc():
                     break
@@ -275,8 +292,23 @@ class Forwarder:
             sock = c.socket()
             if sock is None:
                 break
-            select.select([sock], [sock] if c.want_write() else [], [], 0.1)
-            if c.loop_read() or c.loop_write():
+            select.select([sock], [sock] if _flush(c, sock) else [], [], 0.1)
+            rc = c.loop_read()
+            self._hand_over()
+            if rc or c.loop_write():
                 break
         c.disconnect()
         c.loop_write()
+        sock = c.socket()
+        if sock is not None:
+            _flush(c, sock)
+
+
+def _flush(c, sock):
+    # Write what paho queued in the BufferedSocket. -> True when bytes still wait (select
+    # for writing), False when all went, None when the connection is lost.
+    try:
+        done = sock.flush() if hasattr(sock, "flush") else True
+    except OSError:
+        return None
+    return not done or c.want_write()
