@@ -9,7 +9,7 @@ DEFAULTS = {
     "interval_s": 300,  # reporting interval in normal mode
     "storm_interval_s": 30,  # sampling/reporting interval in storm mode
     "heartbeat_s": 3600,  # report at least this often even when nothing changes
-    "board": "sim",
+    "board": None,  # esp32, rp2, linux or sim; absent: the board it runs on (firmware/main.py)
     "link": {"kind": "uart"},
     "sensors": {
         "climate": {"kind": "bme280", "address": 0x76, "oversample": 1, "iir": 0},
@@ -24,7 +24,8 @@ DEFAULTS = {
     "safe_after": 3,  # boots in a row that never reached a healthy cycle -> safe mode
 }
 
-SENSOR_KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")
+# sensor slot -> the kinds that fit it (a BME280 cannot measure a level)
+SLOTS = {"climate": ("bme280", "bme280_adafruit"), "level": ("a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")}
 _INTS = {
     "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
     "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),
@@ -95,8 +96,14 @@ def validate(raw):
         s = sensors[name]
         if s is None:
             continue
-        if not isinstance(s, dict) or s.get("kind") not in SENSOR_KINDS:
-            raise ConfigError("config: sensors.%s.kind must be one of %s" % (name, ", ".join(SENSOR_KINDS)))
+        kinds = SLOTS.get(name)
+        if kinds is None:
+            raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(SLOTS)))
+        if not isinstance(s, dict):
+            raise ConfigError("config: sensors.%s must be a map with a kind" % name)
+        if s.get("kind") not in kinds:
+            raise ConfigError("config: sensors.%s.kind must be one of %s (got %r)" % (name, ", ".join(kinds),
+                                                                                     s.get("kind")))
         for k in ("mount_mm", "min_mm", "max_mm", "samples", "max_dev_mm", "delta_mm", "span_mm", "shunt_ohm"):
             if k in s:
                 _int(s, k, 1 if k in ("samples", "shunt_ohm") else 0, 100000, "config sensors.%s" % name)

@@ -50,6 +50,8 @@ def compile_mpy(src, out):
 # (firmware/sim/), another board's module, or what only CPython runs.
 ENTRIES = {board: ("firmware.main", module) for board, module in BOARD_MODULES.items()}
 ENTRIES["sim"] = (SIM_MAIN,)  # the virtual rig: the sim board on the console line
+# a config without "board": firmware/main.py detects the board it runs on, so it gets both ports
+ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"])
 CPYTHON_ONLY = ("protocol.fast",)  # the gateway's fast readers (MicroPython never imports them)
 
 
@@ -74,7 +76,7 @@ def manifest(board):
     # -> the repository paths of the sources `citynode flash` uploads to that board, sorted
     entries = ENTRIES.get(board)
     if entries is None:
-        raise UploadError(f"no device manifest for board {board!r} (boards: {', '.join(sorted(ENTRIES))})")
+        raise UploadError(f"no device manifest for board {board!r} (boards: {', '.join(sorted(map(str, ENTRIES)))})")
     todo = list(entries)
     seen = set()
     files = set()
@@ -122,7 +124,7 @@ def main_source(board):
 def build_bundle(node_config=None, progress=None):
     # -> list of (board path, bytes): the board's manifest compiled, its boot entry and the
     # config. node_config: a checked config dict, or None to keep the board's config
-    board = (node_config or {}).get("board", "sim")
+    board = node_config.get("board") if node_config is not None else "sim"
     files = compile_sources(manifest(board), progress)
     files.append(("main.py", main_source(board).encode()))
     if node_config is not None:
