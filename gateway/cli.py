@@ -37,6 +37,10 @@ def load(path):
         keys = load_keys(settings.keys_file)
     except KeysError as e:
         raise config.ConfigError(f"{path}: [nodes] keys_file: {e}") from None
+    try:
+        config.check_mappings(settings, keys)
+    except config.ConfigError as e:
+        raise config.ConfigError(f"{path}: {e}") from None
     return settings, keys
 
 

@@ -54,9 +54,32 @@ class OutboxSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StreamMapping:
-    node: str
+    node: str  # a node id, or "*": a template for every node in the keys file
     reading: str
-    datastream: int
+    datastream: int | str  # a string may hold "{node}", filled in per node
+    where: str = ""  # "[sensorthings.3]", for messages
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SensorThingsServer:
+    # Where Observations go when not to the [mqtt] broker: FROST creates entities only from
+    # messages to its own broker (mqtt://, mqtts://) or from HTTP POSTs (http://, https://).
+    url: str
+    mode: str  # "mqtt" | "http"
+    host: str
+    port: int
+    tls: bool
+    path: str = ""  # HTTP: the service root path, e.g. "/FROST-Server"
+    version: str = "v1.1"
+    username: str | None = None
+    password: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    client_id: str = ""
+    timeout_s: float = 10.0
+    retry_min_s: float = 1.0
+    retry_max_s: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,6 +105,7 @@ class Settings:
     downlink_attempts: int = 5
     aggregate_window_s: float = 0.0  # 0: no aggregates
     sensorthings: tuple[StreamMapping, ...] = ()
+    sensorthings_server: SensorThingsServer | None = None
     web_listen: str | None = None
     web_token: str | None = None
     web_stale_after_s: float | None = None
@@ -125,7 +149,8 @@ class _Table:
             raise self.err(extra[0], "unknown key")
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+_KIND_NAMES = {int | str: "an integer or a string",
+               str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
                dict: "a table"}
 
 
@@ -210,18 +235,104 @@ def _ingest(entries):
 
 
 def _sensorthings(entries):
+    # [[sensorthings]] node (or "*", the default: every node), reading, datastream. Checks that
+    # need the keys file (does the node exist?) are in check_mappings.
+    from protocol import senml
+
     if not isinstance(entries, list):
         raise ConfigError("[[sensorthings]]: must be an array of tables")
     out = []
+    seen = {}
+    streams = {}
     for i, entry in enumerate(entries):
-        t = _Table(entry, f"sensorthings.{i}")
-        ds = t.get("datastream", int, required=True)
-        if ds < 1:
-            raise t.err("datastream", f"must be a Datastream id >= 1, got {ds}")
-        out.append(StreamMapping(node=t.get("node", str, required=True), reading=t.get("reading", str, required=True),
-                                 datastream=ds))
+        where = f"sensorthings.{i}"
+        t = _Table(entry, where)
+        node = t.get("node", str, "*")
+        reading = t.get("reading", str, required=True)
+        if reading not in senml.NAMES:
+            raise t.err("reading", f"{reading!r} is no reading a node sends (one of {', '.join(senml.NAMES)})")
+        ds = t.get("datastream", int | str, required=True)
+        if isinstance(ds, bool) or (isinstance(ds, int) and ds < 1):
+            raise t.err("datastream", f"must be a Datastream id >= 1 or a string id, got {ds!r}")
+        if isinstance(ds, str) and (not ds or any(ord(c) < 0x20 for c in ds)):
+            raise t.err("datastream", f"must be a non-empty string id without control characters, got {ds!r}")
+        if node == "*" and not (isinstance(ds, str) and "{node}" in ds):
+            raise t.err("datastream", f"a mapping for every node needs a string id with {{node}} in it, "
+                                      f"e.g. \"{{node}}-{reading}\", got {ds!r}")
+        if node != "*" and not check_node_id(node):
+            raise t.err("node", f"must be a node id ({NODE_ID_RULE}) or \"*\", got {node!r}")
         t.finish()
+        if (node, reading) in seen:
+            what = f"reading {reading!r} of every node" if node == "*" else f"{node} {reading}"
+            raise t.err("reading", f"{what} is mapped twice (also in [{seen[node, reading]}])")
+        seen[node, reading] = where
+        if ds in streams:
+            raise t.err("datastream", f"{ds!r} is mapped twice (also in [{streams[ds]}])")
+        streams[ds] = where
+        out.append(StreamMapping(node=node, reading=reading, datastream=ds, where=where))
     return tuple(out)
+
+
+def check_mappings(settings, keys):
+    # The [[sensorthings]] checks that need the keys file: a node must exist, and a node's
+    # reading may be mapped once (by its own entry or by a template, not both).
+    templates = {m.reading: m for m in settings.sensorthings if m.node == "*"}
+    for m in settings.sensorthings:
+        if m.node == "*":
+            continue
+        if m.node not in keys:
+            raise ConfigError(f"[{m.where}] node: {m.node!r} is not in the keys file {settings.keys_file}")
+        other = templates.get(m.reading)
+        if other is not None:
+            raise ConfigError(f"[{m.where}] reading: {m.node} {m.reading} is mapped twice (also by the template "
+                              f"in [{other.where}])")
+
+
+def _sensorthings_server(t, base):
+    url = t.get("url", str, required=True)
+    u = urllib.parse.urlsplit(url)
+    modes = {"mqtt": ("mqtt", False, 1883), "mqtts": ("mqtt", True, 8883), "http": ("http", False, 80),
+             "https": ("http", True, 443)}
+    if u.scheme not in modes:
+        raise t.err("url", f"must start with mqtt://, mqtts://, http:// or https://, got {url!r}")
+    mode, tls, default_port = modes[u.scheme]
+    if not u.hostname:
+        raise t.err("url", f"has no host: {url!r}")
+    try:
+        port = u.port or default_port
+    except ValueError:
+        raise t.err("url", f"bad port in {url!r}") from None
+    if mode == "mqtt" and u.path not in ("", "/"):
+        raise t.err("url", f"an MQTT url has no path (the topic is v1.1/Datastreams(id)/Observations), got {url!r}")
+    files = {}
+    for k in ("ca", "cert", "key"):
+        v = t.get(k, str)
+        if v is not None:
+            p = _path(base, v)
+            if not p.is_file():
+                raise t.err(k, f"no such file: {p}")
+            files[k] = str(p)
+    if files and not tls:
+        raise t.err(next(iter(files)), f"TLS files given but url is {u.scheme}://; use {u.scheme}s://")
+    if ("cert" in files) != ("key" in files):
+        raise t.err("cert" if "key" in files else "key", "cert and key go together")
+    username = t.get("username", str, u.username)
+    password = t.get("password", str, u.password)
+    if password is not None and username is None:
+        raise t.err("password", "given without username")
+    version = t.get("version", str, "v1.1")
+    if version not in ("v1.0", "v1.1"):
+        raise t.err("version", f"must be \"v1.0\" or \"v1.1\", got {version!r}")
+    server = SensorThingsServer(
+        url=url, mode=mode, host=u.hostname, port=port, tls=tls, path=u.path.rstrip("/"), version=version,
+        username=username, password=password, ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"),
+        client_id=t.get("client_id", str, ""),
+        timeout_s=t.number("timeout_s", 10.0, 0.1, 600, float),
+        retry_min_s=t.number("retry_min_s", 1.0, 0.01, 3600, float),
+        retry_max_s=t.number("retry_max_s", 300.0, 0.01, 86400, float),
+    )
+    t.finish()
+    return server
 
 
 def parse(data, path="gateway.toml"):
@@ -285,12 +396,17 @@ def parse(data, path="gateway.toml"):
     fc.finish()
 
     st = _sensorthings(top.get("sensorthings", list, []))
+    st_server = top.get("sensorthings_server", dict)
+    if st_server is not None:
+        st_server = _sensorthings_server(_Table(st_server, "sensorthings_server"), base)
+        if not st:
+            raise ConfigError("[sensorthings_server]: given, but no [[sensorthings]] mapping says what to send")
     top.finish()
     return Settings(path=str(path), gateway_id=gw_id, data_dir=data_dir, keys_file=keys_file, mqtt=mqtt,
                     ingest=ingest, outbox=outbox, queue_max=queue_max, log_level=log_level,
                     downlink_max_per_node=dl_max, downlink_attempts=dl_attempts, aggregate_window_s=agg_window,
-                    sensorthings=st, web_listen=web_listen, web_token=web_token, web_stale_after_s=web_stale,
-                    forecast=forecast)
+                    sensorthings=st, sensorthings_server=st_server, web_listen=web_listen, web_token=web_token,
+                    web_stale_after_s=web_stale, forecast=forecast)
 
 
 def load(path):

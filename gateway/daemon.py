@@ -6,6 +6,7 @@ import threading
 import time
 
 from gateway import __version__
+from gateway.config import check_mappings
 from gateway.downlink import Downlink, handle_command
 from gateway.forecast import Forecasts
 from gateway.forecast import Settings as ForecastTuning
@@ -16,6 +17,7 @@ from gateway.notify import notify, watchdog_interval_s
 from gateway.outputs import Aggregates, Envelope, SensorThings, iso
 from gateway.pipeline import Pipeline
 from gateway.pubproc import PublisherProcess
+from gateway.sensorthings import Sender as StSender
 from gateway.stats import Stats
 from gateway.store import Store
 
@@ -33,6 +35,7 @@ class Gateway:
         self.started = None
         self.links = []
         self.web = None
+        self.st_sender = None  # [sensorthings_server]: gateway/sensorthings.py
         self.history = None
         self._watchdog = None
         self._stop = threading.Event()
@@ -49,8 +52,11 @@ class Gateway:
         queued, counters = self.store.downlink()
         self.downlink = Downlink(s.downlink_max_per_node, s.downlink_attempts, queued, counters)
         outputs = [Envelope(s.mqtt.topic_prefix, s.gateway_id)]
+        server = s.sensorthings_server  # None: Observations go to the [mqtt] broker with the rest
         if s.sensorthings:
-            outputs.append(SensorThings(s.sensorthings, s.gateway_id))
+            check_mappings(s, self.keys)
+            outputs.append(SensorThings(s.sensorthings, s.gateway_id, version=server.version if server else "v1.1",
+                                        table="sensorthings" if server else None))
         if s.aggregate_window_s:
             outputs.append(Aggregates(s.mqtt.topic_prefix, s.aggregate_window_s))
         self.forecasts = None
@@ -67,9 +73,13 @@ class Gateway:
             self._start_web()
         self.pipeline = Pipeline(settings=s, keys=self.keys, store=self.store, outputs=outputs, stats=self.stats,
                                  downlink=self.downlink, forwarder=self.forwarder, history=self.history)
+        if server:
+            self.st_sender = self.pipeline.st_sender = StSender(server, db_path, self.stats, s.gateway_id)
         self.links = open_links(s.ingest, self.pipeline.submit, self.pipeline.reject)
         self.started = time.time()
         self.forwarder.start()
+        if self.st_sender:
+            self.st_sender.start()
         self.pipeline.start()
         for link in self.links:
             link.start()
@@ -101,6 +111,8 @@ class Gateway:
             link.stop()
         self.pipeline.stop()
         self.forwarder.stop()
+        if self.st_sender:
+            self.st_sender.stop()
         self.pipeline._commit_housekeeping()  # delete what was PUBACKed at the end
         if self.web:
             self.web.stop()

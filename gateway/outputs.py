@@ -103,28 +103,62 @@ def _value(rec):
     return None
 
 
+QUALITY = {0: "ok", 1: "degraded", 2: "fault", 3: "range"}  # protocol.message Q_* (SPEC.md section 6.1)
+FLAGS = ((1, "storm"), (2, "alarm"), (4, "safe_mode"), (8, "backlog"))  # protocol.message F_*
+
+
+def datastream_path(version, ds):
+    # OData key syntax: an integer as it is, a string quoted with ' doubled (FROST's PathParser)
+    key = str(ds) if isinstance(ds, int) else "'" + ds.replace("'", "''") + "'"
+    return f"{version}/Datastreams({key})/Observations"
+
+
 class SensorThings:
-    # OGC SensorThings v1.1 Observations for configured (node, reading) -> Datastream id.
-    def __init__(self, mappings, gateway_id):
-        self.streams = {(m.node, m.reading): m.datastream for m in mappings}
+    # OGC SensorThings v1.1 Observations for the [[sensorthings]] mappings: (node, reading) ->
+    # Datastream id, or a template (node "*") whose string id has the node filled in.
+    # resultQuality carries the reading's quality, parameters the provenance and the flags.
+    # table: None puts the rows in the outbox the [mqtt] broker gets; "sensorthings" in the
+    # outbox of the [sensorthings_server] connection (gateway/sensorthings.py).
+    def __init__(self, mappings, gateway_id, version="v1.1", table=None):
+        self.streams = {(m.node, m.reading): datastream_path(version, m.datastream)
+                        for m in mappings if m.node != "*"}
+        self.templates = {m.reading: (version, m.datastream) for m in mappings if m.node == "*"}
         self.gateway_id = gateway_id
+        self.table = table
+
+    def _path(self, node, reading):
+        path = self.streams.get((node, reading))
+        if path is None:
+            t = self.templates.get(reading)
+            if t is not None:
+                path = self.streams[(node, reading)] = datastream_path(t[0], t[1].replace("{node}", node))
+        return path
 
     def messages(self, f):
         out = []
         m = f.msg
-        for rec in m["records"]:
-            ds = self.streams.get((f.node, rec.get(senml.N)))
+        quality = m["quality"]
+        flags = m["flags"]
+        params = None
+        for i, rec in enumerate(m["records"]):
+            path = self._path(f.node, rec.get(senml.N))
             value = _value(rec)
-            if ds is None or value is None:
+            if path is None or value is None:
                 continue
+            if params is None:
+                params = {"node": f.node, "boot": m["boot"], "seq": m["seq"], "gateway": self.gateway_id,
+                          "time_source": f.time_source, "frame": base64.b64encode(f.raw).decode()}
+                for bit, name in FLAGS:
+                    if flags & bit:
+                        params[name] = True
             t = f.time_s + (rec.get(senml.T) or 0)
-            obs = {
-                "phenomenonTime": iso(t), "resultTime": iso(f.received),
-                "result": senml.json_number(value) if isinstance(value, float) else value,
-                "parameters": {"node": f.node, "boot": m["boot"], "seq": m["seq"], "gateway": self.gateway_id,
-                               "time_source": f.time_source, "frame": base64.b64encode(f.raw).decode()},
-            }
-            out.append((f"v1.1/Datastreams({ds})/Observations", _dumps(obs)))
+            obs = {"phenomenonTime": iso(t), "resultTime": iso(f.received),
+                   "result": senml.json_number(value) if isinstance(value, float) else value,
+                   "parameters": params}
+            q = quality.get(i)
+            if q is not None:
+                obs["resultQuality"] = {"status": QUALITY.get(q[2], q[2]), "samples": q[0], "rejected": q[1]}
+            out.append((path, _dumps(obs)))
         return out
 
 

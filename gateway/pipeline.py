@@ -30,7 +30,9 @@ class Pipeline:
         self.s = settings
         self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
         self.store = store
-        self.outputs = outputs
+        self.outputs = [o for o in outputs if getattr(o, "table", None) is None]
+        self.st_outputs = [o for o in outputs if getattr(o, "table", None) is not None]  # own outbox table
+        self.st_sender = None  # gateway/sensorthings.py, woken after a commit that gave it rows
         self.stats = stats
         self.downlink = downlink
         self.forwarder = forwarder
@@ -39,7 +41,8 @@ class Pipeline:
         self.states = store.seq_states()
         self.depth = store.depth()
         self.record_check = RecordCheck().check  # SenML names and units (gateway/conform.py)
-        self.clock = FrameClock(warn=self._clock_ignored)  # absolute time per frame (gateway/timing.py)
+        # the absolute time of each frame (gateway/timing.py)
+        self.clock = FrameClock(warn=self._clock_ignored, tops=store.clock_tops())
         self.pending_deletes = []
         self.store_error = None  # reason of the last failed commit, None once one succeeds
         self.last_failure = (None, -1e9)  # (reason, monotonic time): alarms hold a while, not flap
@@ -148,6 +151,7 @@ class Pipeline:
         states = self.states
         pending = {}  # node -> SeqState after this batch
         rows = []
+        st_rows = []
         frames = []  # (Frame, gaps)
         acks = []  # (node, boot, seq, link, addr, stored_before)
         dups = []  # (node, link description, received)
@@ -190,15 +194,17 @@ class Pipeline:
             f = Frame(node, m, raw, received, *self.clock.fix(node, m, received), link.describe(addr))
             try:
                 made = [row for out in self.outputs for row in out.messages(f)]
+                st_made = [row for out in self.st_outputs for row in out.messages(f)] if self.st_outputs else ()
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up its batch
                 self.stats.reject("payload", node, link.describe(addr), f"cannot convert: {e!r}"[:200])
                 continue
             rows.extend(made)
+            st_rows.extend(st_made)
             new = dedup.advance(st, boot, seq, raw)
             pending[node] = new
             frames.append((f, new.gaps))
             acks.append((node, boot, seq, link, addr, False))
-        self._commit(rows, pending, frames, acks, dups, refuse)
+        self._commit(rows, pending, frames, acks, dups, refuse, st_rows)
         for node, boot, seq, link, addr, least in behind:  # SPEC.md 6.5: tell the node
             key = keys.get(node)
             if key is not None and link.send(addr, message.encode_boot(key, node, boot, seq, least)):
@@ -250,14 +256,15 @@ class Pipeline:
         if e.reason == "disk_full":
             self.disk_full_at = time.monotonic()
 
-    def _commit(self, rows, pending, frames, acks, dups, refuse):
+    def _commit(self, rows, pending, frames, acks, dups, refuse, st_rows=()):
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
         ok = True
         if rows or pending or deletes or put or dele or cnt:
             try:
                 self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes,
-                                  dl_put=put, dl_del=dele, counters=cnt)
+                                  dl_put=put, dl_del=dele, counters=cnt, st_rows=st_rows,
+                                  clocks=self.clock.tops_of(pending))
             except StoreError as e:
                 ok = False
                 self.downlink.restore(put, dele, cnt)
@@ -277,6 +284,8 @@ class Pipeline:
             if rows:
                 self.commits += 1
                 self.forwarder.wake()
+            if st_rows and self.st_sender is not None:
+                self.st_sender.wake()
         self.refusing = refuse or (self.store_error if not ok else None)
         if refuse:
             self.last_failure = (refuse, time.monotonic())

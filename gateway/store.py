@@ -17,6 +17,11 @@ CREATE TABLE IF NOT EXISTS seqstate (node TEXT PRIMARY KEY, boot INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS downlink (node TEXT NOT NULL, cmd_id INTEGER NOT NULL, op TEXT NOT NULL,
                                      arg TEXT NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY (node, cmd_id));
 CREATE TABLE IF NOT EXISTS cmd_counter (node TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clock (node TEXT PRIMARY KEY, top_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS st_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,
+                                      payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS st_rejected (id INTEGER PRIMARY KEY, path TEXT NOT NULL, payload BLOB NOT NULL,
+                                        status INTEGER NOT NULL, answer TEXT NOT NULL, at REAL NOT NULL);
 """
 
 
@@ -68,6 +73,9 @@ class Store:
         return {row[0]: SeqState.from_row(*row[1:])
                 for row in self.db.execute("SELECT node, boot, hwm, cum, bits, gaps FROM seqstate")}
 
+    def clock_tops(self):
+        return dict(self.db.execute("SELECT node, top_ms FROM clock"))
+
     def downlink(self):
         # -> {node: [(cmd_id, op, arg, attempts)]} oldest first, and {node: last cmd_id}
         queued = {}
@@ -79,8 +87,8 @@ class Store:
 
     # ------------------------------------------------------------ the group commit
 
-    def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=()):
-        # rows: [(topic, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
+    def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=(), st_rows=(), clocks=()):
+        # rows: [(topic, payload)]; st_rows: [(path, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
         # dl_put: [(node, cmd_id, op, arg, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)].
         # All or nothing; raises StoreError (disk full, I/O) after rolling back.
         db = self.db
@@ -90,6 +98,8 @@ class Store:
                 db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deletes])
             if rows:
                 db.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", rows)
+            if st_rows:  # SensorThings Observations for their own connection (gateway/sensorthings.py)
+                db.executemany("INSERT INTO st_outbox (path, payload) VALUES (?, ?)", st_rows)
             if states:
                 db.executemany("INSERT OR REPLACE INTO seqstate VALUES (?, ?, ?, ?, ?, ?)",
                                [(node, *st.to_row()) for node, st in states])
@@ -100,6 +110,8 @@ class Store:
                 db.executemany("DELETE FROM downlink WHERE node = ? AND cmd_id = ?", dl_del)
             if counters:
                 db.executemany("INSERT OR REPLACE INTO cmd_counter VALUES (?, ?)", counters)
+            if clocks:  # [(node, latest time_ms given)], gateway/timing.py
+                db.executemany("INSERT OR REPLACE INTO clock VALUES (?, ?)", clocks)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -107,6 +119,13 @@ class Store:
             except sqlite3.Error:
                 self.open()  # the connection may be unusable after an I/O error
             raise StoreError(_reason(e), str(e)) from None
+
+
+def connect(path):
+    # another connection to the outbox (readers, and the SensorThings sender's short writes)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
 
 
 class Reader:

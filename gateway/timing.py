@@ -5,7 +5,9 @@
 # Frames of an earlier boot that the gateway never heard live have no anchor: they are
 # placed just before the first frame heard of a later boot and marked `uncertain`.
 # No two frames of one node get the same millisecond: a taken one moves to the nearest
-# free millisecond (later for live frames, earlier for the others).
+# free millisecond (later for live frames, earlier for the others). The latest time given
+# per node is stored with every commit: after a restart (even kill -9), a frame that would
+# be dated before it is placed after it instead, marked `uncertain`.
 
 CLOCK_MIN_S = 946684800  # 2000-01-01
 CLOCK_AHEAD_S = 86400
@@ -15,28 +17,42 @@ USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart
 
 
 class _Node:
-    __slots__ = ("anchors", "used")
+    __slots__ = ("anchors", "used", "floor", "top")
 
-    def __init__(self):
+    def __init__(self, floor):
         self.anchors = {}  # boot -> [uptime_ms, time_ms, certain]
         self.used = {}  # time_ms -> None, oldest first (a dict keeps insertion order)
+        self.floor = floor  # the latest time given before a restart: what is below it is unknown
+        self.top = floor  # the latest time given so far (stored with each commit)
 
 
 class FrameClock:
-    def __init__(self, warn=None):
+    def __init__(self, warn=None, tops=None):
         self.nodes = {}
         self.warn = warn  # warn(node, clock value) when a node clock is ignored
+        self.tops = dict(tops or {})  # node -> latest time_ms given before this start (Store.clock_tops)
+
+    def tops_of(self, nodes):
+        # -> [(node, latest time_ms given)] to store with the commit
+        out = []
+        for node in nodes:
+            st = self.nodes.get(node)
+            if st is not None and st.top >= 0:
+                out.append((node, st.top))
+        return out
 
     def fix(self, node, m, received):
         # -> (time in Unix seconds, "node" | "received" | "uptime" | "uncertain")
-        t = m["time"]
-        if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
-            return float(t), "node"
-        if t is not None and self.warn is not None:
-            self.warn(node, t)
         st = self.nodes.get(node)
         if st is None:
-            st = self.nodes[node] = _Node()
+            st = self.nodes[node] = _Node(self.tops.pop(node, -1))
+        t = m["time"]
+        if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
+            ms = self._claim(st, t * 1000, False)  # whole seconds: a second frame in one moves 1 ms
+            st.top = max(st.top, ms)
+            return ms / 1000.0, "node"
+        if t is not None and self.warn is not None:
+            self.warn(node, t)
         boot, up = m["boot"], m["uptime_ms"]
         now_ms = int(round(received * 1000))
         anchors = st.anchors
@@ -58,13 +74,22 @@ class FrameClock:
             ms, source = min(a[1] + (up - a[0]), end), "uncertain"
         while len(anchors) > BOOTS_KEPT:
             del anchors[min(anchors)]
-        return self._claim(st, ms, source != "received") / 1000.0, source
+        if ms <= st.floor:
+            # before the last time given by the gateway's previous run, whose other times are
+            # not known any more: after it, so it cannot take one of them
+            ms, source = st.floor + 1, "uncertain"
+        ms = self._claim(st, ms, source != "received" and ms > st.floor + 1)
+        if ms > st.top:
+            st.top = ms
+        return ms / 1000.0, source
 
     def _claim(self, st, ms, earlier):
         used = st.used
         step = -1 if earlier else 1
         while ms in used:  # at most USED_KEPT steps
             ms += step
+            if ms <= st.floor and step < 0:
+                ms, step = st.floor + 1, 1
         used[ms] = None
         if len(used) > USED_KEPT:
             del used[next(iter(used))]

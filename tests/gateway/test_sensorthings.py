@@ -1,0 +1,167 @@
+# SensorThings that reaches a FROST server: on its own connection, to a second mosquitto
+# standing in for FROST's embedded broker, or over HTTP to a stand-in that answers as FROST
+# does (tests/support/frost.py: 201, 400, 404; here also 503). Mappings by template.
+import argparse
+import json
+import sqlite3
+
+import pytest
+
+from gateway import cli, config
+from gateway.daemon import Gateway
+from gateway.outputs import datastream_path
+from protocol import message, senml
+from tests.gateway.conftest import NODES, Subscriber, write_config
+from tests.support.broker import Mosquitto
+from tests.support.frost import Frost
+from tests.support.udpnode import UdpNode, level_m
+
+GOOD_URL = "mqtt://127.0.0.1:1883"
+
+
+def check(path):
+    return cli.run(argparse.Namespace(config=None, check_config=str(path), log_level=None))
+
+
+def st_config(tmp_path, broker_url, mappings, server=None):
+    path = write_config(tmp_path, broker_url)
+    text = path.read_text()
+    for m in mappings:
+        text += "\n[[sensorthings]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in m.items())
+    if server:
+        text += "\n[sensorthings_server]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in server.items())
+    path.write_text(text)
+    return path
+
+
+BAD = [
+    ([{"reading": "l", "datastream": 5}], None, "[sensorthings.0] datastream: a mapping for every node"),
+    ([{"reading": "l", "datastream": "level"}], None, "{node}"),
+    ([{"node": "sew-01", "reading": "level", "datastream": 5}], None, "[sensorthings.0] reading: 'level' is no"),
+    ([{"node": "sew-99", "reading": "l", "datastream": 5}], None, "[sensorthings.0] node: 'sew-99' is not in the keys"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 5}, {"node": "sew-01", "reading": "l", "datastream": 6}],
+     None, "[sensorthings.1] reading: sew-01 l is mapped twice (also in [sensorthings.0])"),
+    ([{"reading": "l", "datastream": "{node}-l"}, {"reading": "l", "datastream": "{node}-level"}],
+     None, "reading 'l' of every node is mapped twice"),
+    ([{"reading": "l", "datastream": "{node}-l"}, {"node": "sew-01", "reading": "l", "datastream": "x"}],
+     None, "sew-01 l is mapped twice (also by the template in [sensorthings.0])"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 5}, {"node": "sew-02", "reading": "l", "datastream": 5}],
+     None, "[sensorthings.1] datastream: 5 is mapped twice"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 0}], None, "Datastream id >= 1"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "ftp://frost"}, "[sensorthings_server] url"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "mqtt://frost/x"}, "an MQTT url has no path"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "http://frost", "version": "v2"},
+     "[sensorthings_server] version"),
+    ([], {"url": "http://frost"}, "no [[sensorthings]] mapping"),
+]
+
+
+@pytest.mark.parametrize("mappings,server,text", BAD, ids=[b[2][:40] for b in BAD])
+def test_check_config_refuses_mappings_that_cannot_work(tmp_path, capsys, mappings, server, text):
+    assert check(st_config(tmp_path, GOOD_URL, mappings, server)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and text in err, err
+
+
+def test_a_template_and_own_ids_check(tmp_path, capsys):
+    path = st_config(tmp_path, GOOD_URL, [{"reading": "l", "datastream": "{node}-level"},
+                                          {"node": "sew-01", "reading": "b", "datastream": "b3a1c0de-0001"}],
+                     {"url": "https://frost.example:8443/FROST-Server", "username": "gw", "password": "pw"})
+    assert check(path) == 0, capsys.readouterr().err
+    s = config.load(path).sensorthings_server
+    assert (s.mode, s.host, s.port, s.tls, s.path) == ("http", "frost.example", 8443, True, "/FROST-Server")
+
+
+def test_datastream_ids_in_odata_key_syntax():
+    assert datastream_path("v1.1", 42) == "v1.1/Datastreams(42)/Observations"
+    assert datastream_path("v1.1", "b3a1c0de-01") == "v1.1/Datastreams('b3a1c0de-01')/Observations"
+    assert datastream_path("v1.0", "o'brien") == "v1.0/Datastreams('o''brien')/Observations"
+    frost = Frost({"o'brien": True}, id_type="string")
+    assert frost.create(datastream_path("v1.0", "o'brien"), b'{"result": 1}')[0] == 201
+    assert frost.create("v1.1/Datastreams(7)/Observations", b'{"result": 1}')[0] == 404  # not a string key
+
+
+def frames_with_quality(key, node, n):
+    # live frames, a storm flag and a degraded level reading on every other one
+    out = []
+    for seq in range(n):
+        q = {0: [8, 2, message.Q_DEGRADED]} if seq % 2 else None
+        out.append(message.encode_data(key, node, 1, seq, 1000 + 60_000 * seq,
+                                       [senml.record("l", level_m(seq)), senml.record("b", 3.7)],
+                                       quality=q, flags=message.F_STORM if seq % 2 else 0))
+    return out
+
+
+def send_all(node, frames):
+    for f in frames:
+        node.send_raw(f)
+
+
+def test_observations_reach_a_second_broker(tmp_path, mosquitto, subscriber):
+    frost_broker = Mosquitto(tmp_path / "frost-mqtt").start()
+    frost = Frost({"sew-01-level": True, "sew-02-level": True, "sew-01-battery": True}, id_type="string")
+    listener = frost.listen_mqtt(frost_broker.port)
+    path = st_config(tmp_path / "gw", mosquitto.url,
+                     [{"reading": "l", "datastream": "{node}-level"},
+                      {"node": "sew-01", "reading": "b", "datastream": "sew-01-battery"}],
+                     {"url": frost_broker.url})
+    main_st = Subscriber(mosquitto.port, topic="v1.1/#", client_id="main-st")
+    gw = Gateway(config.load(path)).start()
+    try:
+        for name in ("sew-01", "sew-02"):
+            node = UdpNode(name, NODES[name], gw.udp_addresses[0])
+            send_all(node, frames_with_quality(NODES[name], name, 6))
+        assert subscriber.wait(lambda: len(subscriber.ups()) == 12)
+        assert subscriber.wait(lambda: len(frost.created) == 18)  # 6 levels each, 6 batteries of sew-01
+        assert frost.refused == []
+        levels = [o for ds, o in frost.created if ds == "sew-01-level"]
+        odd = next(o for o in levels if o["parameters"]["seq"] == 1)
+        assert odd["resultQuality"] == {"status": "degraded", "samples": 8, "rejected": 2}
+        assert odd["parameters"]["storm"] is True and odd["parameters"]["node"] == "sew-01"
+        even = next(o for o in levels if o["parameters"]["seq"] == 2)
+        assert "resultQuality" not in even and "storm" not in even["parameters"]
+        assert even["result"] == level_m(2)
+        assert subscriber.wait(lambda: gw.st_sender.depth() == 0)
+        assert main_st.on("/Observations") == []  # nothing on the [mqtt] broker
+    finally:
+        gw.stop()
+        main_st.close()
+        listener.loop_stop()
+        frost_broker.stop()
+
+
+def test_http_201_deletes_400_is_kept_and_503_is_retried(tmp_path, mosquitto, subscriber):
+    # sew-02's Thing has no Location: FROST cannot make a FeatureOfInterest and answers 400
+    frost = Frost({1: True, 2: False})
+    server = frost.serve_http()
+    path = st_config(tmp_path / "gw", mosquitto.url,
+                     [{"node": "sew-01", "reading": "l", "datastream": 1},
+                      {"node": "sew-02", "reading": "l", "datastream": 2}],
+                     {"url": f"http://127.0.0.1:{server.server_port}/FROST-Server", "username": "gw",
+                      "password": "secret", "retry_min_s": 0.05, "retry_max_s": 0.2})
+    gw = Gateway(config.load(path)).start()
+    try:
+        n1 = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        n2 = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
+        send_all(n1, frames_with_quality(NODES["sew-01"], "sew-01", 4))
+        send_all(n2, frames_with_quality(NODES["sew-02"], "sew-02", 3))
+        assert subscriber.wait(lambda: len(frost.created) == 4 and len(frost.refused) == 3)
+        assert subscriber.wait(lambda: gw.counters().get("st_rejected") == 3 and gw.st_sender.depth() == 0)
+        db = sqlite3.connect(gw.s.data_dir / "outbox.sqlite")
+        kept = db.execute("SELECT path, status, answer FROM st_rejected").fetchall()
+        assert len(kept) == 3 and all(p == "v1.1/Datastreams(2)/Observations" and s == 400 for p, s, _ in kept)
+        assert "FeatureOfInterest" in kept[0][2]
+        assert gw.counters()["st_rejected"] == 3 and gw.counters()["st_sent"] == 4
+        assert all(auth == "Basic Z3c6c2VjcmV0" for _, auth in server.requests)
+        # the server in trouble: nothing is lost, everything arrives once it is back
+        frost.fail_with = 503
+        send_all(n1, frames_with_quality(NODES["sew-01"], "sew-01", 8)[4:])
+        assert subscriber.wait(lambda: gw.counters().get("st_errors", 0) >= 2)
+        assert gw.st_sender.depth() == 4 and len(frost.created) == 4
+        frost.fail_with = None
+        assert subscriber.wait(lambda: len(frost.created) == 8 and gw.st_sender.depth() == 0)
+        assert sorted(o["parameters"]["seq"] for _, o in frost.created) == list(range(8))
+        db.close()
+    finally:
+        gw.stop()
+        server.shutdown()
