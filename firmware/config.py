@@ -24,8 +24,6 @@ DEFAULTS = {
     "safe_after": 3,  # boots in a row that never reached a healthy cycle -> safe mode
 }
 
-# sensor slot -> the kinds that fit it (a BME280 cannot measure a level)
-SLOTS = {"climate": ("bme280", "bme280_adafruit"), "level": ("a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")}
 _INTS = {
     "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
     "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),
@@ -89,6 +87,9 @@ def validate(raw):
     th = cfg["thresholds"]
     for k in _THRESHOLDS:
         _int(th, k, 0, 100000, "config thresholds")
+    from firmware import sensors as registry  # the sensor kinds are its registries, defined once
+
+    slots = {"climate": registry.CLIMATE, "level": registry.LEVEL}  # slot -> the kinds that fit it
     sensors = cfg["sensors"]
     if not isinstance(sensors, dict):
         raise ConfigError("config: sensors must be a map")
@@ -96,12 +97,12 @@ def validate(raw):
         s = sensors[name]
         if s is None:
             continue
-        kinds = SLOTS.get(name)
+        kinds = slots.get(name)
         if kinds is None:
-            raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(SLOTS)))
+            raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(slots)))
         if not isinstance(s, dict):
             raise ConfigError("config: sensors.%s must be a map with a kind" % name)
-        if s.get("kind") not in kinds:
+        if not isinstance(s.get("kind"), str) or s.get("kind") not in kinds:
             raise ConfigError("config: sensors.%s.kind must be one of %s (got %r)" % (name, ", ".join(kinds),
                                                                                      s.get("kind")))
         for k in ("mount_mm", "min_mm", "max_mm", "samples", "max_dev_mm", "delta_mm", "span_mm", "shunt_ohm"):

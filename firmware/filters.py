@@ -3,11 +3,11 @@
 # heartbeat. Each burst gives a value plus quality: samples taken, rejected, status.
 # Buffers are allocated once per sensor, not per sample.
 
-# quality status values, the same numbers as protocol.message Q_*
-OK = 0
-DEGRADED = 1
-FAULT = 2
-RANGE = 3
+# quality status values: the protocol's (SPEC.md 6.1), defined once in protocol.message
+from protocol.message import Q_DEGRADED as DEGRADED  # noqa: F401 - used by the sampler
+from protocol.message import Q_FAULT as FAULT
+from protocol.message import Q_OK as OK
+from protocol.message import Q_RANGE as RANGE
 
 
 def clamp(x, lo, hi):

@@ -24,6 +24,9 @@ class FrameError(ValueError):
         self.reason = reason
 
 
+TAG_MAC0 = 17  # the one tag of the subset: COSE_Mac0 (RFC 9052), as protocol.cose.TAG_MAC0
+
+
 class Tag:
     # A CBOR tag (major type 6). Only tag 17 (COSE_Mac0) is used by the SPEC.
     def __init__(self, tag, value):
@@ -151,7 +154,7 @@ def _enc(out, obj, depth):
                 out.extend(kb)
                 _enc(out, obj[k], depth + 1)
     elif isinstance(obj, Tag):
-        if obj.tag != 17 or depth:
+        if obj.tag != TAG_MAC0 or depth:
             raise FrameError("tag", "only tag 17, only as the outermost item")
         _head(out, 6, obj.tag)
         _enc(out, obj.value, depth + 1)
@@ -262,7 +265,7 @@ def _dec(buf, pos, end, depth):
             m[k], pos = _dec(buf, pos, end, depth)
         return m, pos
     # major 6: tags; only tag 17 (COSE_Mac0), only as the outermost item
-    if n != 17:
+    if n != TAG_MAC0:
         raise FrameError("tag", "tag %d not in the subset (only 17)" % n)
     if depth != 1:
         raise FrameError("tag", "tag 17 is allowed only as the outermost item")

@@ -3,10 +3,9 @@
 import hashlib
 import sys
 
-from protocol.cbor import FrameError, Tag, dumps, head, loads
+from protocol.cbor import TAG_MAC0, FrameError, Tag, dumps, head, loads
 
 ALG_HMAC_256_64 = 4
-TAG_MAC0 = 17
 MAC_LEN = 8
 MAX_MESSAGE = 512  # largest COSE message on any link, in bytes (SPEC.md section 2)
 _H_ALG = 1
@@ -132,7 +131,7 @@ def parse(msg):
 
 def _decode_envelope(msg):
     obj = loads(msg)
-    if not isinstance(obj, Tag):
+    if not isinstance(obj, Tag) or obj.tag != TAG_MAC0:
         raise FrameError("tag", "not a tagged COSE_Mac0 (tag 17)")
     arr = obj.value
     if not isinstance(arr, list) or len(arr) != 4:

@@ -2,13 +2,15 @@
 # on the big machine, so the node only loads a small, checked file (house rule 5).
 import json
 
+from firmware import config as device_config
+from firmware.main import BOARDS as DEVICE_BOARDS
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = device_config.CONFIG_NAME
 DEFAULT_INTERVAL_S = 300
-STORM_INTERVAL_S = 30  # firmware/config.py's default storm_interval_s
-BOARDS = ("esp32", "rp2", "linux", "sim")
+STORM_INTERVAL_S = device_config.DEFAULTS["storm_interval_s"]
+BOARDS = (*DEVICE_BOARDS, "sim")  # the boards firmware.main starts, and the simulator's
 LINKS = ("uart", "udp")
 
 
