@@ -145,7 +145,12 @@ class UdpLink:
     def __init__(self, host, port, sock=None, local_port=0):
         import socket
 
-        self.addr = socket.getaddrinfo(host, port)[0][-1]
+        self.host = host
+        self.port = port
+        self.addr = None
+        self.last_error = None
+        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0}
+        self._resolve()  # with Wi-Fi down this fails: counted, and tried again at each send
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             local = "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
@@ -155,15 +160,28 @@ class UdpLink:
 
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
-        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0}
-        self.last_error = None
         self.name = "udp"
 
     def _error(self, e):
         self.counts["error"] += 1
         self.last_error = e
 
+    def _resolve(self):
+        # a failed lookup raises OSError with a negative lwIP/esp-idf number on the ports
+        # (extmod/modlwip.c lwip_getaddrinfo, ports/esp32/modsocket.c _getaddrinfo_inner)
+        import socket
+
+        try:
+            self.addr = socket.getaddrinfo(self.host, self.port)[0][-1]
+        except Exception as e:  # noqa: BLE001
+            self.counts["dns"] += 1
+            self.last_error = e
+
     def send(self, message):
+        if self.addr is None:
+            self._resolve()
+            if self.addr is None:
+                return False
         try:
             self.sock.sendto(message, self.addr)
         except Exception as e:  # noqa: BLE001 - no route, interface down, ECONNREFUSED, ...: never fatal

@@ -1,7 +1,11 @@
 # Device entry (main.py on the board imports this): load the config from flash, pick the
 # board, and run the node forever. A bad or missing config is reported on the console
 # and retried, never a crash loop; the node's own loop handles everything after that.
+# Anything else that escapes (a full filesystem, MemoryError in Node() or start(), a
+# board that will not come up) is logged, and the board resets after RESTART_S: a node
+# left at the REPL stays silent until someone power-cycles it.
 import sys
+import time
 
 from firmware import config
 from firmware.node import Node
@@ -26,21 +30,56 @@ def make_board(name, root=""):
     return mod.Board(root) if root else mod.Board()
 
 
-def main(root=""):
-    import time
+RESTART_S = 30
 
-    path = (root + "/" if root else "") + config.CONFIG_NAME
-    while True:
-        try:
-            cfg = config.load(path)
-            board = make_board(cfg.get("board") or guess_board(), root)
-            break
-        except config.ConfigError as e:
-            print("citynode: %s; retrying in 60 s" % e)
-            time.sleep(60)
-    node = Node(board, cfg)
-    node.start()
-    node.run()  # returns only through a reset
+
+def main(root=""):
+    board = node = None
+    try:
+        path = (root + "/" if root else "") + config.CONFIG_NAME
+        while True:
+            try:
+                cfg = config.load(path)
+                board = make_board(cfg.get("board") or guess_board(), root)
+                break
+            except config.ConfigError as e:
+                print("citynode: %s; retrying in 60 s" % e)
+                time.sleep(60)
+        node = Node(board, cfg)
+        node.start()
+        node.run()  # returns only through a reset
+    except Exception as e:  # noqa: BLE001 - KeyboardInterrupt (a technician) still reaches the REPL
+        restart(e, board, node, root, RESTART_S)
+
+
+def restart(e, board=None, node=None, root="", wait_s=30):
+    # log, wait (a technician can read it and press Ctrl-C), reset; the next boot reports
+    # its reset cause as "start_failed"
+    try:
+        print("citynode: start failed: %r; reset in %d s" % (e, wait_s))
+        if hasattr(sys, "print_exception"):
+            sys.print_exception(e)  # pyright: ignore[reportAttributeAccessIssue]
+    except Exception:  # noqa: BLE001, S110 - even the console may be gone
+        pass
+    try:
+        from firmware.state import State
+
+        st = State(board.path("state.json"), board.open) if board is not None else State(
+            (root + "/" if root else "") + "state.json")
+        if st.load().get("boot"):  # never write a state it could not read (the boot counter)
+            st.save(note="start_failed")
+    except Exception:  # noqa: BLE001, S110 - a full or broken filesystem: reset all the same
+        pass
+    wdt = getattr(node, "wdt", None)
+    for _ in range(wait_s):
+        if wdt is not None:
+            wdt.feed()  # armed before the crash: the wait must not end in a watchdog reset
+        time.sleep(1)
+    if board is not None:
+        board.reset()
+    import machine  # no board yet
+
+    machine.reset()
 
 
 if __name__ == "__main__" or sys.platform in ("esp32", "rp2"):

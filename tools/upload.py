@@ -21,7 +21,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "firmware")
 CHUNK = 1536  # bytes per raw-REPL write (base64 ~2 KB of command, like mpremote's own pace)
 # main.py for real boards: firmware/main.py (compiled into /lib) is the device entry
-DEFAULT_MAIN = "# citynode boot entry, written by citynode flash\nimport firmware.main  # noqa: F401\n"
+# (firmware.main resets the board after a crash; this guards its import, e.g. a MemoryError)
+DEFAULT_MAIN = """# citynode boot entry, written by citynode flash
+try:
+    import firmware.main  # noqa: F401
+except Exception as e:  # never stay at the REPL: log, wait, reset
+    import machine, sys, time
+    sys.print_exception(e)
+    time.sleep(30)
+    machine.reset()
+"""
 # main.py for the sim board (the virtual rig): the node with the console line as its UART
 SIM_MAIN = ROOT / "tools" / "rig" / "sim_main.py"
 
