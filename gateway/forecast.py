@@ -373,8 +373,8 @@ class Forecasts:
             q = m["quality"].get(i)
             fc.add(f.time_s + (rec.get(6) or 0), float(v), q[2] if q else 0, bool(m["flags"] & 1))
             found = True
-        if not found:
-            return []
+        if not found or len(fc.points) < 2:
+            return []  # nothing to say yet: no outbox row (it counts against [outbox] max_messages)
         th = self.thresholds_fn(f.node) if self.thresholds_fn else None
         if th and th.get("alarm_m"):
             fc.alarm_m = th["alarm_m"]

@@ -94,17 +94,17 @@ def test_no_plain_text_fallback(tmp_path, tls_broker, how):
     broker, pki = tls_broker
     if how == "plain-url":
         path = write_config(tmp_path / "gw", f"mqtt://127.0.0.1:{broker.port}", mqtt_extra='username = "gw"\n'
-                            'password = "s3cret"\n')
+                            'password = "s3cret"\n', forecast="enabled = false")
     else:
         other = make_pki(tmp_path / "other", ca_name="someone else's CA")
         path = write_config(tmp_path / "gw", f"mqtts://127.0.0.1:{broker.port}",
-                            mqtt_extra=mqtt_tls_lines(pki, ca=other["ca"]))
+                            mqtt_extra=mqtt_tls_lines(pki, ca=other["ca"]), forecast="enabled = false")
     gw = Gateway(config.load(path)).start()
     try:
         node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
         assert node.run(10, deadline_s=10)  # still stored durably and ACKed
         time.sleep(1.0)
         assert not gw.forwarder.connected and gw.forwarder.connects == 0
-        assert gw.counters()["outbox_depth"] == 10
+        assert gw.counters()["outbox_depth"] == 10  # the frames, all kept (no forecast rows here)
     finally:
         gw.stop()
