@@ -416,9 +416,10 @@ class Node:
             self.board.sleep_ms(min(ms, step), mode == "light")
             ms -= step
 
-    def run(self, until_ms=None, max_cycles=None, stop=None):
+    def run(self, until_ms=None, max_cycles=None, stop=None, report=False, ack_wait_ms=ACK_WAIT_MS):
         # The main loop: step, then sleep what step says. Returns at until_ms (board clock),
         # after max_cycles, or when stop() is true; on hardware only through a reset.
+        # report, ack_wait_ms: passed to step (a simulation that sends frame after frame)
         while True:
             if until_ms is not None and self.clock.ms() >= until_ms:
                 return
@@ -426,7 +427,7 @@ class Node:
                 return
             if stop is not None and stop():
                 return
-            wait = self.step()
+            wait = self.step(report, ack_wait_ms)
             if until_ms is not None:
                 wait = min(wait, max(0, until_ms - self.clock.ms()))
             self.sleep(wait)

@@ -112,16 +112,16 @@ def lan_node(board, cfg, link, real, window):
 
 class Blaster:
     # Drives one node for `citynode simulate`: K frames, as many in flight as the node's
-    # window allows, optionally at `rate` frames/s. Each frame is one node.step(report=True)
-    # (sample, report, send, health: the node's own cycle), the simulated world moving on by
-    # the interval between them; no ACK wait inside a step, the caller polls the link.
+    # window allows, optionally at `rate` frames/s. The node's own loop makes them: node.run
+    # with report=True (each cycle samples, reports, sends and counts towards health) and no
+    # ACK wait inside a cycle (the caller polls the link), paused while the window is full or
+    # the rate is ahead; the simulated world moves on by the interval between cycles.
     def __init__(self, node, frames, rate=None, real=None):
         self.node = node
         self.frames = frames
         self.rate = rate
         self.real = real or node.link_clock
         self.base = node.counts["frames"]
-        self.wait = 0
         self.reset = None  # the cause, when the node reset (the simulation ends there)
         self.t0 = self.real.ms()
 
@@ -129,18 +129,17 @@ class Blaster:
     def made(self):
         return self.node.counts["frames"] - self.base
 
+    def paused(self):
+        if self.made >= self.frames or self.node.buffer.live >= self.node.window:
+            return True
+        return bool(self.rate) and self.real.ms() < self.t0 + self.made * 1000 / self.rate
+
     def step(self):
-        node = self.node
         if self.reset:
             return
-        now = self.real.ms()
         try:
-            while self.made < self.frames and node.buffer.live < node.window:
-                if self.rate and now < self.t0 + self.made * 1000 / self.rate:
-                    break
-                node.sleep(self.wait)  # the simulated world moves on (watchdog fed)
-                self.wait = node.step(report=True, ack_wait_ms=0)
-            node.transmit(0)
+            self.node.run(stop=self.paused, report=True, ack_wait_ms=0)
+            self.node.transmit(0)
         except Reset as r:
             self.reset = r.cause
 
