@@ -58,7 +58,7 @@ def run(args):
         return 0
     logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from gateway.daemon import Gateway  # after validation: --check-config stays light
+    from gateway.daemon import DataDirInUse, Gateway  # after validation: --check-config stays light
 
     gw = Gateway(settings, keys)
     stop = threading.Event()
@@ -76,7 +76,7 @@ def run(args):
     signal.signal(signal.SIGHUP, handler(hup))
     try:
         gw.start()
-    except (OSError, sqlite3.Error, ValueError) as e:
+    except (OSError, sqlite3.Error, ValueError, DataDirInUse) as e:
         return _fail(f"cannot start: {e}", EXIT_START)
     while not stop.is_set():
         wake.wait(5.0)  # a signal handler runs (and sets wake) while this waits: no polling

@@ -1,11 +1,13 @@
 # Gateway: the whole daemon as one object, so `citynode gateway` and the demo (which
 # embeds it next to an in-process broker) run the same code:
 #   gw = Gateway(settings).start(); ...; gw.counters(); gw.stop()
+import fcntl
 import logging
+import os
 import threading
 import time
 
-from gateway import __version__
+from gateway import __version__, nodestate
 from gateway.config import check_mappings
 from gateway.downlink import Downlink, handle_command
 from gateway.forecast import Forecasts
@@ -25,6 +27,40 @@ log = logging.getLogger("citynode.gateway")
 
 OUTBOX_WARN = 0.9  # alarm "outbox_filling" above this share of [outbox] max_messages
 ALARM_HOLD_S = 5.0  # a refusal keeps its alarm up this long, so a disk at the edge does not flap
+STALE_INTERVALS = 3  # without [web] stale_after_s a node is stale after this many of its reporting intervals
+STALE_MIN_S = 10.0
+STALE_UNKNOWN_S = 900.0  # a node that never said its interval: three of the default 300 s
+
+
+def stale_after_s(configured, interval_s):
+    # how long a node may stay silent before the status page shows it red
+    if configured is not None:
+        return float(configured)
+    if isinstance(interval_s, int | float) and interval_s > 0:
+        return max(STALE_MIN_S, STALE_INTERVALS * float(interval_s))
+    return STALE_UNKNOWN_S
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+def lock_data_dir(data_dir):
+    # One gateway per data_dir: two on one outbox would both publish and delete its rows.
+    # flock on data_dir/gateway.lock, held until the process ends (the kernel drops it on a
+    # crash or kill -9, so there is never a stale lock); the file says who holds it.
+    path = data_dir / "gateway.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DataDirInUse(f"data_dir {data_dir} is in use by another gateway (pid {holder}); stop it, or give "
+                           "this gateway its own data_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class Gateway:
@@ -39,6 +75,8 @@ class Gateway:
         self.history = None
         self._watchdog = None
         self._stop = threading.Event()
+        self._lock_fd = None
+        self.persister = None
         self._rate_mark = (time.monotonic(), 0)
         self._rate_value = 0.0
 
@@ -47,6 +85,24 @@ class Gateway:
     def start(self):
         s = self.s
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_data_dir(s.data_dir)
+        try:
+            return self._start_locked()
+        except BaseException:
+            if getattr(self, "persister", None) is not None:
+                self.persister.stop()
+            os.close(self._lock_fd)  # a gateway that did not start holds no lock
+            self._lock_fd = None
+            raise
+
+    def _start_locked(self):
+        s = self.s
+        # what nodes said before a restart (firmware, board, interval, thresholds...), before the
+        # publisher's first retained states and the status page's first snapshot
+        state_path = s.data_dir / nodestate.FILE_NAME
+        restored = nodestate.load(state_path, known=set(self.keys))
+        nodestate.restore(self.stats, restored)
+        self.persister = nodestate.Persister(state_path, self.stats).start(restored)
         db_path = s.data_dir / "outbox.sqlite"
         self.store = Store(db_path, s.outbox.max_bytes)
         queued, counters = self.store.downlink()
@@ -98,8 +154,12 @@ class Gateway:
         from gateway.web.server import StatusWeb
 
         self.history = History(self.s.data_dir / "history.sqlite").start()
-        self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
-                             token=self.s.web_token, stale_after_s=self.s.web_stale_after_s).start()
+        try:
+            self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
+                                 token=self.s.web_token, stale_after_s=self.s.web_stale_after_s).start()
+        except OSError as e:
+            self.history.close()
+            raise OSError(e.errno, f"status page: cannot listen on {self.s.web_listen}: {e.strerror}") from None
         log.info("status page on %s", self.web.url)
 
     def stop(self):
@@ -110,6 +170,7 @@ class Gateway:
         for link in self.links:
             link.stop()
         self.pipeline.stop()
+        self.persister.stop()
         self.forwarder.stop()
         if self.st_sender:
             self.st_sender.stop()
@@ -119,6 +180,9 @@ class Gateway:
         if self.history:
             self.history.close()
         self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the data_dir lock
+            self._lock_fd = None
         log.info("gateway %s stopped; %d messages wait in the outbox; %d frames accepted in %d group commits",
                  self.s.gateway_id, self.pipeline.depth, self.stats.counters["accepted"], self.pipeline.commits)
 
@@ -173,6 +237,8 @@ class Gateway:
             out.append("outbox_full")
         elif p.depth >= OUTBOX_WARN * self.s.outbox.max_messages:
             out.append("outbox_filling")
+        if getattr(self.forwarder, "taken_over", False):
+            out.append("mqtt_client_id_in_use")  # a second gateway with this id (gateway/mqtt.py)
         if recent == "disk_full" or p.store_error == "disk_full":
             out.append("disk_full")
         elif recent == "storage" or p.store_error:
@@ -198,6 +264,7 @@ class Gateway:
     def status(self):
         # The status page's snapshot (gateway.web): gateway figures and one entry per node.
         counters, rejected, nodes = self.stats.snapshot()
+        counters["forwarded"] = self.forwarder.pubacks  # PUBACKed by the broker (the publisher counts them)
         p = self.pipeline
         gw = {"id": self.s.gateway_id, "version": __version__, "uptime_s": time.time() - (self.started or time.time()),
               "broker_connected": self.forwarder.connected, "outbox_depth": p.depth,
@@ -206,6 +273,7 @@ class Gateway:
         out = []
         for node, st in sorted(nodes.items()):
             st["id"] = node
+            st["stale_after_s"] = stale_after_s(self.s.web_stale_after_s, st.get("interval_s"))
             out.append(st)
         return {"gateway": gw, "nodes": out}
 

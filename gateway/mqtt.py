@@ -26,6 +26,11 @@ log = logging.getLogger("citynode.gateway")
 
 READ_BATCH = 256
 CONNACK_TIMEOUT_S = 10.0
+# A session the broker ends this soon after it began, this many times in a row, is taken over:
+# another client with our client id (a copied gateway config: same [gateway] id) connects
+# whenever we do, and the broker drops the older session each time. Then back off.
+SHORT_SESSION_S = 2.0
+TAKEOVER_AFTER = 3
 
 
 def _dumps(obj):
@@ -46,6 +51,7 @@ class Forwarder:
         self.down_topic = f"{self.prefix}/nodes/+/down"
         self.connected = False
         self.connects = 0
+        self.taken_over = False  # another client keeps taking our session over (see SHORT_SESSION_S)
         self.inflight = 0
         self.heartbeat = time.monotonic()
         self.pubacks = 0
@@ -174,6 +180,7 @@ class Forwarder:
     def _run(self):
         self.reader = Reader(self.db_path)
         backoff = self.m.reconnect_min_s
+        short = 0  # sessions in a row that the broker ended within SHORT_SESSION_S
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
@@ -182,11 +189,31 @@ class Forwarder:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self.m.reconnect_max_s)
                     continue
-                backoff = self.m.reconnect_min_s
                 self._last_error = None
                 self.connects += 1
-                log.info("mqtt: connected to %s", self.m.url)
+                if not self.taken_over:
+                    log.info("mqtt: connected to %s", self.m.url)
+                began = time.monotonic()
                 self._session(c)
+                if self._stop.is_set():
+                    break
+                if time.monotonic() - began >= SHORT_SESSION_S:
+                    if self.taken_over:
+                        log.warning("mqtt: connection to %s held again after %d short sessions", self.m.url, short)
+                    short = 0
+                    self.taken_over = False
+                    backoff = self.m.reconnect_min_s
+                    continue
+                short += 1
+                if short >= TAKEOVER_AFTER:
+                    if not self.taken_over:
+                        log.error("mqtt: the broker ends each session at once (%d in a row): another client uses "
+                                  "client id %r, probably a second gateway with the same [gateway] id (a copied "
+                                  "config); give each gateway its own id. Backing off up to %g s",
+                                  short, self.m.client_id, self.m.reconnect_max_s)
+                        self.taken_over = True
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.m.reconnect_max_s)
         finally:
             self.reader.close()
 
@@ -278,7 +305,7 @@ class Forwarder:
             sock = c.socket()
             if sock is not None:
                 sock.close()
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not self.taken_over:
                 log.warning("mqtt: connection to %s lost; the outbox keeps every frame", self.m.url)
 
     def _goodbye(self, c):

@@ -45,22 +45,23 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def hostport(text, what=""):
-    # "HOST:PORT" -> (host, port) with the port 1..65535; ValueError with one line otherwise
+def hostport(text, what="", lowest=1):
+    # "HOST:PORT" -> (host, port) with the port lowest..65535 (0: any free port, for a listener
+    # that says where it ended up); ValueError with one line otherwise
     host, sep, port = (text or "").rpartition(":")
     host = host.strip("[]")
     lead = f"{what} " if what else ""
     if not sep or not host or not port.isdigit():
         raise ValueError(f"{lead}must be HOST:PORT, e.g. 127.0.0.1:5683 (got {text!r})")
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"{lead}{text}: port {port} is not 1..65535")
+    if not lowest <= int(port) < 65536:
+        raise ValueError(f"{lead}{text}: port {port} is not {lowest}..65535")
     return host, int(port)
 
 
-def hostport_arg(text):
+def hostport_arg(text, lowest=1):
     # argparse type= for HOST:PORT options: the value is kept as given, checked here
     try:
-        hostport(text)
+        hostport(text, lowest=lowest)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text

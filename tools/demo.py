@@ -46,7 +46,7 @@ def seconds(text):
 def web_arg(text):
     from tools.cli import hostport_arg
 
-    return text if text == "off" else hostport_arg(text)
+    return text if text == "off" else hostport_arg(text, lowest=0)  # port 0: any free one
 
 
 class Readings:
@@ -216,7 +216,8 @@ def run(args):
             listen = web_listen(args.web)
             gateway, address = start_gateway(tmp, keys, url, listen)
             if gateway.web:
-                moved = f" ({args.web} is taken, so another port)" if listen != args.web else ""
+                moved = f" ({args.web} is taken, so another port)" if listen not in (args.web, None) and \
+                    not args.web.endswith(":0") else ""
                 print(f"demo: status page {gateway.web.url}{moved}", file=sys.stderr)
             for i, (node, key) in enumerate(sorted(keys.items())):
                 sim = fleet.SimNode(i, node, key, address, f"{tmp}/nodes", stop=stop)

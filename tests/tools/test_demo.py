@@ -45,3 +45,18 @@ def test_demo_with_an_unreachable_broker_says_so_in_one_line():
     assert proc.returncode == 1
     assert "citynode demo: cannot reach the MQTT broker at mqtt://127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_taken_web_port_is_said_and_duration_replaces_ctrl_c():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = demo("--duration", "2", "--nodes", "1", "--web", f"127.0.0.1:{port}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r"demo: status page http://127\.0\.0\.1:(\d+)/ \(127\.0\.0\.1:(\d+) is taken, so another port\)",
+                  proc.stderr)
+    assert m and m.group(2) == str(port) and m.group(1) != str(port), proc.stderr
+    assert "Ctrl-C" not in proc.stderr and "stops after 2 s" in proc.stderr

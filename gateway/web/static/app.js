@@ -11,6 +11,7 @@ let selected = null;
 let lastStatus = null;
 let charts = {};
 let historyTimer = null;
+const CHART_HEIGHT = 200;
 
 function $(id) { return document.getElementById(id); }
 
@@ -62,7 +63,8 @@ function renderHealth(s) {
   setValue("h-disk", bytes(g.disk_free_bytes), g.disk_free_bytes != null && g.disk_free_bytes < 50e6 ? "bad" : "");
   setValue("h-uptime", duration(g.uptime_s));
   setValue("h-version", g.version || "–");
-  $("stale-after").textContent = duration(s.stale_after_s);
+  $("stale-after").textContent = s.stale_after_s != null ? duration(s.stale_after_s)
+    : "three of its reporting intervals";
   $("updated").textContent = "updated " + new Date(s.now * 1000).toLocaleTimeString();
 }
 
@@ -79,7 +81,9 @@ function renderNodes(s) {
   for (const n of nodes) {
     const tr = document.createElement("tr");
     const age = n.last_seen ? s.now - n.last_seen : null;
-    const stale = age == null || age > s.stale_after_s;
+    // the gateway sends each node's limit ([web] stale_after_s, or three of the node's intervals)
+    const limit = n.stale_after_s != null ? n.stale_after_s : s.stale_after_s;
+    const stale = age == null || (limit != null && age > limit);
     tr.dataset.node = n.id;
     if (stale) tr.classList.add("stale");
     if (n.id === selected) tr.classList.add("selected");
@@ -151,8 +155,7 @@ function chartFor(name, hist, node) {
   const h3 = document.createElement("h3");
   h3.textContent = (TITLES[name] || name);
   box.appendChild(h3);
-  const width = Math.max(360, Math.min(700, ($("chart-grid").clientWidth || 800) / 2 - 24));
-  const opts = { width: width, height: 200, series: series, legend: { show: true },
+  const opts = { width: 300, height: CHART_HEIGHT, series: series, legend: { show: true },
                  scales: { x: { time: true } },
                  // y axis wide enough for its longest tick label (101,300 Pa must not lose digits)
                  axes: [{}, { size: (u, vals) => vals && vals.length ?
@@ -162,6 +165,22 @@ function chartFor(name, hist, node) {
   box.dataset.points = String(values.filter(v => v != null).length);
   return { box: box, plot: plot };
 }
+
+function innerWidth(el) {
+  // the card's content width: what a chart may use without sticking out of it
+  const cs = getComputedStyle(el);
+  return Math.floor(el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight));
+}
+
+function fitCharts() {
+  // each chart as wide as its card (the grid decides the cards' widths), never wider
+  for (const c of Object.values(charts)) {
+    const w = Math.max(120, innerWidth(c.box));
+    if (Math.abs(c.plot.width - w) >= 1) c.plot.setSize({ width: w, height: CHART_HEIGHT });
+  }
+}
+
+const resizer = typeof ResizeObserver === "function" ? new ResizeObserver(() => fitCharts()) : null;
 
 async function loadHistory() {
   if (selected == null) return;
@@ -181,6 +200,7 @@ async function loadHistory() {
     boxes.push(charts[name].box);
   }
   grid.replaceChildren(...boxes);
+  fitCharts();
   grid.dataset.node = node;
 }
 
@@ -207,5 +227,6 @@ async function poll() {
   }
 }
 
+if (resizer) resizer.observe($("chart-grid")); else window.addEventListener("resize", fitCharts);
 poll();
 setInterval(poll, POLL_MS);
