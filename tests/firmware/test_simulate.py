@@ -126,3 +126,20 @@ def test_bad_arguments_get_one_line(keys_file, tmp_path, capsys):
     assert code == 2 and "udp://HOST:PORT" in out.err
     code, out = simulate(capsys, "--to", "udp://127.0.0.1:9", "--keys", tmp_path / "none.toml", "--state", tmp_path)
     assert code == 2 and "no such keys file" in out.err
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_a_node_in_safe_mode_is_reported_not_a_traceback(receiver, keys_file, tmp_path, capsys, runtime):
+    # One frame per run is one cycle: no boot ever proves healthy (HEALTHY_AFTER cycles), so
+    # from the 4th run on (safe_after 3) the node boots in safe mode, without a sampler. It
+    # still reports (battery only), every frame is acknowledged, and simulate says so.
+    r = receiver()
+    outs = []
+    for _ in range(5):
+        code, out = simulate(capsys, "--frames", 1, "--to", f"udp://127.0.0.1:{r.port}", "--keys", keys_file,
+                             "--runtime", runtime, "--state", tmp_path / "state", "--timeout", 30)
+        assert code == 0 and "Traceback" not in out.out + out.err, out.out + out.err
+        outs.append(out.out)
+    assert ["SAFE MODE" in o for o in outs] == [False, False, False, True, True], outs
+    assert "sew-01: boot 5 is in SAFE MODE" in outs[-1]
+    assert r.seen[("sew-01", 5)] == {0}
