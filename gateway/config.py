@@ -91,6 +91,16 @@ class ForecastSettings:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PublishSettings:
+    # [publish]: optional topics for SenML-only and Home Assistant consumers (gateway/consumers.py)
+    senml: bool = False  # P/nodes/<node>/senml, the bare pack
+    availability: bool = False  # P/nodes/<node>/availability, retained online/offline
+    availability_after_s: float = 900.0  # offline after this long without a frame
+    homeassistant: bool = False  # MQTT discovery configs, retained
+    homeassistant_prefix: str = "homeassistant"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     path: str
     gateway_id: str
@@ -106,6 +116,7 @@ class Settings:
     aggregate_window_s: float = 0.0  # 0: no aggregates
     sensorthings: tuple[StreamMapping, ...] = ()
     sensorthings_server: SensorThingsServer | None = None
+    publish: PublishSettings = PublishSettings()
     web_listen: str | None = None
     web_token: str | None = None
     web_stale_after_s: float | None = None
@@ -395,6 +406,16 @@ def parse(data, path="gateway.toml"):
                                 min_confidence=fc.number("min_confidence", 0.4, 0.0, 1.0, float))
     fc.finish()
 
+    pb = _Table(top.get("publish", dict, {}), "publish")
+    publish = PublishSettings(senml=pb.get("senml", bool, False), availability=pb.get("availability", bool, False),
+                              availability_after_s=pb.number("availability_after_s", 900.0, 1.0, 7 * 86400.0, float),
+                              homeassistant=pb.get("homeassistant", bool, False),
+                              homeassistant_prefix=pb.get("homeassistant_prefix", str, "homeassistant"))
+    hp = publish.homeassistant_prefix
+    if not hp or any(c in hp for c in "+#") or hp.startswith("/") or hp.endswith("/"):
+        raise pb.err("homeassistant_prefix", f"must be a topic without + # or a leading/trailing /, got {hp!r}")
+    pb.finish()
+
     st = _sensorthings(top.get("sensorthings", list, []))
     st_server = top.get("sensorthings_server", dict)
     if st_server is not None:
@@ -406,7 +427,7 @@ def parse(data, path="gateway.toml"):
                     ingest=ingest, outbox=outbox, queue_max=queue_max, log_level=log_level,
                     downlink_max_per_node=dl_max, downlink_attempts=dl_attempts, aggregate_window_s=agg_window,
                     sensorthings=st, sensorthings_server=st_server, web_listen=web_listen, web_token=web_token,
-                    web_stale_after_s=web_stale, forecast=forecast)
+                    web_stale_after_s=web_stale, forecast=forecast, publish=publish)
 
 
 def load(path):

@@ -9,6 +9,7 @@ import time
 
 from gateway import __version__, nodestate
 from gateway.config import check_mappings
+from gateway.consumers import Availability, HomeAssistant, SenmlPack
 from gateway.downlink import Downlink, handle_command
 from gateway.forecast import Forecasts
 from gateway.forecast import Settings as ForecastTuning
@@ -113,6 +114,14 @@ class Gateway:
             check_mappings(s, self.keys)
             outputs.append(SensorThings(s.sensorthings, s.gateway_id, version=server.version if server else "v1.1",
                                         table="sensorthings" if server else None))
+        pb = s.publish
+        if pb.senml:
+            outputs.append(SenmlPack(s.mqtt.topic_prefix))
+        if pb.availability:
+            outputs.append(Availability(s.mqtt.topic_prefix, pb.availability_after_s))
+        if pb.homeassistant:
+            outputs.append(HomeAssistant(s.mqtt.topic_prefix, s.gateway_id, pb.homeassistant_prefix,
+                                         availability=pb.availability, expire_s=pb.availability_after_s))
         if s.aggregate_window_s:
             outputs.append(Aggregates(s.mqtt.topic_prefix, s.aggregate_window_s))
         self.forecasts = None

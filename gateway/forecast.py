@@ -23,6 +23,7 @@
 import bisect
 import math
 
+from gateway.consumers import retained as consumers_retained
 from gateway.outputs import _dumps as dumps
 from gateway.outputs import iso
 
@@ -397,5 +398,6 @@ class Forecasts:
 
 
 def retained(topic):
-    # outbox rows whose topic is a node's forecast are published retained
-    return topic.endswith("/forecast")
+    # outbox rows published retained: a node's forecast, and its availability and Home
+    # Assistant discovery (gateway/consumers.py)
+    return topic.endswith("/forecast") or consumers_retained(topic)

@@ -33,6 +33,7 @@ class Pipeline:
         self.outputs = [o for o in outputs if getattr(o, "table", None) is None]
         self.st_outputs = [o for o in outputs if getattr(o, "table", None) is not None]  # own outbox table
         self.st_sender = None  # gateway/sensorthings.py, woken after a commit that gave it rows
+        self.sweepers = [o for o in self.outputs if hasattr(o, "sweep")]  # outputs with rows of their own
         self.stats = stats
         self.downlink = downlink
         self.forwarder = forwarder
@@ -150,7 +151,7 @@ class Pipeline:
         decode = message.decode
         states = self.states
         pending = {}  # node -> SeqState after this batch
-        rows = []
+        rows = [r for out in self.sweepers for r in out.sweep(time.time())] if self.sweepers else []
         st_rows = []
         frames = []  # (Frame, gaps)
         acks = []  # (node, boot, seq, link, addr, stored_before)
@@ -232,15 +233,28 @@ class Pipeline:
     def _commit_housekeeping(self):
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
-        if not (deletes or put or dele or cnt):
+        rows = [r for out in self.sweepers for r in out.sweep(time.time())]  # e.g. nodes gone offline
+        if not (deletes or put or dele or cnt or rows):
             return
         try:
-            self.store.commit(deletes=deletes, dl_put=put, dl_del=dele, counters=cnt)
+            self.store.commit(rows=rows, deletes=deletes, dl_put=put, dl_del=dele, counters=cnt)
         except StoreError as e:
             self.downlink.restore(put, dele, cnt)
+            self._reset_outputs()
             self._store_failed(e)
             return
         self._deleted(deletes)
+        if rows:
+            self.depth += len(rows)
+            self.forwarder.wake()
+
+    def _reset_outputs(self):
+        # outputs that publish a change once (availability, discovery) forget what a failed
+        # commit lost, and say it again
+        for out in self.outputs:
+            reset = getattr(out, "reset", None)
+            if reset is not None:
+                reset()
 
     def _deleted(self, deletes):
         if deletes:
@@ -268,6 +282,7 @@ class Pipeline:
             except StoreError as e:
                 ok = False
                 self.downlink.restore(put, dele, cnt)
+                self._reset_outputs()
                 self._store_failed(e)
                 for f, _ in frames:
                     self.stats.reject(e.reason, f.node, f.link, "commit failed; not ACKed")

@@ -13,6 +13,7 @@ import pytest
 
 from hil_tests.conftest import INTERVAL_S, NODE
 from protocol import message
+from tests.support.senml_strict import check_pack
 
 PREFIX = "hil"
 
@@ -81,6 +82,7 @@ def test_round_trip_through_the_gateway_to_mqtt(gateway, uplink, hil_node):
         assert body["node"] == NODE and body["gateway"] == "gw-hil"
         assert (body["boot"], body["seq"]) == (d["boot"], d["seq"])
         assert body["senml"][0]["bn"] == NODE + ":"
+        assert check_pack(body["senml"])[0] == []  # strict RFC 8428 (tests/support/senml_strict.py)
         names = {r["n"] for r in body["senml"]}
         assert {"t", "h", "p", "l"} <= names
         seen.append(d["seq"])
