@@ -287,12 +287,12 @@ class Node:
                 self.rejects[e.reason] = self.rejects.get(e.reason, 0) + 1
                 continue
             n += 1
+            self.unanswered = 0  # the gateway answered: the link works, whatever it said
+            if self.offline:
+                self.offline = False
+                self.board.log("link up: %d frames in backlog" % self.buffer.live)
             if d["type"] == "ack":
                 self.counts["acked"] += self.buffer.ack(d["boot"], d["seq"], d["cum"])
-                self.unanswered = 0
-                if self.offline:
-                    self.offline = False
-                    self.board.log("link up: %d frames in backlog" % self.buffer.live)
             elif d["type"] == "cmd":
                 self.command(d)
             elif d["type"] == "boot":

@@ -251,3 +251,49 @@ def test_power_cuts_while_the_boot_counter_is_written_never_reuse_a_sent_boot(ri
         per_boot.setdefault(d["boot"], []).append(d["seq"])
     assert all(s == list(range(len(s))) for s in per_boot.values())
     assert r.node.boot >= 4
+
+
+def test_boot_behind_moves_the_counter_and_renumbers_only_the_named_frames(tmp_path):
+    # SPEC.md 6.5 on the node: a gateway that has seen boot 6 refuses every frame of boots
+    # below 7 with a boot-behind message; the node moves to boot 7 (on flash first) and sends
+    # each refused frame again, renumbered, with its readings unchanged. Messages it must not
+    # act on: a frame it does not hold, and one MACed with another key.
+    from firmware import config
+    from firmware.node import Node
+    from firmware.sim.board import SimBoard
+    from firmware.sim.link import SimLink
+
+    taken = []
+    heard = {}  # (boot, seq) -> the frame, decoded
+
+    def gateway(m):
+        d = msg.decode(m, {NODE: KEY}.get)
+        heard.setdefault((d["boot"], d["seq"]), d)
+        if node.counts["frames"] < 3:
+            return []  # not answering yet: the node comes to hold three frames of boot 1
+        if d["boot"] < 7:
+            return [msg.encode_boot(bytes(16), NODE, d["boot"], d["seq"], 9),  # forged: wrong key
+                    msg.encode_boot(KEY, NODE, d["boot"], 99, 9),  # a frame the node does not hold
+                    msg.encode_boot(KEY, NODE, d["boot"], d["seq"], 7)]
+        taken.append(d)
+        return [msg.encode_ack(KEY, NODE, d["boot"], d["seq"])]
+
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 60})
+    board = SimBoard(str(tmp_path / "flash"))
+    node = Node(board, cfg, SimLink(board.world, board.clock, gateway))
+    node.start()
+    assert node.boot == 1
+    for _ in range(4):
+        node.sleep(node.step(report=True))
+    assert node.boot == 7 and node.buffer.live == 0
+    first_life = [heard[(1, s)] for s in range(3)]
+    assert [(d["boot"], d["seq"]) for d in taken] == [(7, 0), (7, 1), (7, 2), (7, 3)]
+    assert node.counts["renumbered"] == 3 and node.rejects == {"mac": 3}
+    for old, new in zip(first_life, taken[:3]):  # the same readings, times and flags
+        assert {k: v for k, v in old.items() if k not in ("boot", "seq")} == \
+            {k: v for k, v in new.items() if k not in ("boot", "seq")}
+    node.buffer.close()
+    again = Node(board, cfg, SimLink(board.world, board.clock, gateway))
+    again.start()
+    assert again.boot == 8  # the moved counter was on flash
+    again.buffer.close()
