@@ -82,7 +82,6 @@ def advance(state, boot, seq, frame=None):
         gaps = 0 if state is None else state.gaps + seq  # a new boot starts at seq 0
         cum = 0 if seq == 0 else -1
         return SeqState(boot, seq, cum, 1, gaps, seq, tag_of(frame))
-    first, ftag = (state.first, state.tag) if state.first >= 0 else (seq, tag_of(frame))
     gaps = state.gaps
     if seq > state.hwm:
         shift = seq - state.hwm
@@ -96,4 +95,6 @@ def advance(state, boot, seq, frame=None):
     cum = state.cum
     while cum < hwm and hwm - (cum + 1) < WINDOW and (bits >> (hwm - cum - 1)) & 1:
         cum += 1
-    return SeqState(boot, hwm, cum, bits, gaps, first, ftag)
+    if state.first >= 0:
+        return SeqState(boot, hwm, cum, bits, gaps, state.first, state.tag)
+    return SeqState(boot, hwm, cum, bits, gaps, seq, tag_of(frame))  # the boot's first stored frame
