@@ -8,6 +8,7 @@
 # free millisecond (later for live frames, earlier for the others). The latest time given
 # per node is stored with every commit: after a restart (even kill -9), a frame that would
 # be dated before it is placed after it instead, marked `uncertain`.
+import collections
 
 CLOCK_MIN_S = 946684800  # 2000-01-01
 CLOCK_AHEAD_S = 86400
@@ -17,11 +18,13 @@ USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart
 
 
 class _Node:
-    __slots__ = ("anchors", "used", "floor", "top")
+    __slots__ = ("anchors", "used", "order", "floor", "top", "live_boot")
 
     def __init__(self, floor):
         self.anchors = {}  # boot -> [uptime_ms, time_ms, certain]
-        self.used = {}  # time_ms -> None, oldest first (a dict keeps insertion order)
+        self.used = set()  # time_ms given lately
+        self.order = collections.deque()  # the same, oldest first
+        self.live_boot = -1  # the highest boot with a live anchor
         self.floor = floor  # the latest time given before a restart: what is below it is unknown
         self.top = floor  # the latest time given so far (stored with each commit)
 
@@ -62,9 +65,10 @@ class FrameClock:
         if certain and (up <= a[0] or not live):
             # buffered or resent: its place on the boot's timeline, never after its reception
             ms, source = min(a[1] + (up - a[0]), now_ms), "uptime"
-        elif live and not any(b > boot and x[2] for b, x in anchors.items()):
+        elif live and boot >= st.live_boot:
             ms, source = now_ms, "received"  # the newest live frame: the boot's anchor
             anchors[boot] = [up, ms, True]
+            st.live_boot = boot
         else:
             # a boot the gateway has not heard live: before the start of any later boot it
             # has heard, and no later than now; placed by uptime against its first frame
@@ -90,7 +94,9 @@ class FrameClock:
             ms += step
             if ms <= st.floor and step < 0:
                 ms, step = st.floor + 1, 1
-        used[ms] = None
-        if len(used) > USED_KEPT:
-            del used[next(iter(used))]
+        used.add(ms)
+        order = st.order
+        order.append(ms)
+        if len(order) > USED_KEPT:
+            used.discard(order.popleft())
         return ms
