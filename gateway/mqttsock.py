@@ -5,7 +5,7 @@
 # and it collects paho's writes until flush(), which the publisher's loop calls before it
 # sleeps in select(). paho keeps all the protocol work (packets, message ids, keepalive,
 # reconnect state); only the system calls are batched. Client installs it through paho's
-# socket factory; tests/gateway/test_units.py checks that it is in use.
+# socket factory; tests/gateway/test_mqttsock.py checks that it is in use.
 import socket
 import ssl
 

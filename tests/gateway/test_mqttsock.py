@@ -1,0 +1,77 @@
+# The publisher's buffered socket: paho's small reads served from one recv, its writes
+# held until flush(); and against a real mosquitto, the gateway's client uses it and
+# every QoS 1 publish is PUBACKed.
+import select
+import socket
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway.mqttsock import BufferedSocket, Client
+
+PUBACK = b"\x40\x02"  # MQTT 3.1.1 section 3.4: fixed header, remaining length 2, packet id
+
+
+def test_reads_are_served_from_one_recv_and_writes_wait_for_flush():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    s = BufferedSocket(a)
+    b.sendall(PUBACK + b"\x00\x01" + PUBACK + b"\x00\x02")
+    select.select([a], [], [], 2)
+    # paho's order: type byte, length byte, body
+    assert s.recv(1) == b"\x40" and s.pending() == 7
+    assert s.recv(1) == b"\x02" and s.recv(2) == b"\x00\x01"
+    assert (s.recv(1), s.recv(1), s.recv(2)) == (b"\x40", b"\x02", b"\x00\x02")
+    assert s.pending() == 0
+    with pytest.raises(BlockingIOError):  # nothing left: paho sees "would block" as before
+        s.recv(1)
+    assert s.send(b"abc") == 3 and s.send(b"def") == 3 and s.want_write()
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(10)  # nothing was written yet
+    assert s.flush() and not s.want_write()
+    assert b.recv(10) == b"abcdef"
+    b.close()
+    assert s.recv(1) == b""  # the peer closed: paho's "connection lost"
+    s.close()
+
+
+def test_flush_keeps_what_the_kernel_did_not_take():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    s = BufferedSocket(a)
+    s.send(b"x" * 10_000_000)  # far more than a socket buffer
+    assert s.flush() is False and s.want_write()
+    got = 0
+    while got < 10_000_000:
+        select.select([b], [], [], 2)
+        got += len(b.recv(1 << 20))
+        s.flush()
+    assert got == 10_000_000 and not s.want_write()
+    s.close()
+    b.close()
+
+
+@pytest.mark.integration
+def test_gateway_client_uses_it_and_every_publish_is_acknowledged(mosquitto):
+    acked = []
+    c = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bufsock-test", protocol=mqtt.MQTTv311)
+    c.max_inflight_messages_set(0)
+    c.on_publish = lambda cl, u, mid, rc, p: acked.append(mid)
+    c.connect("127.0.0.1", mosquitto.port)
+    sock = c.socket()
+    assert isinstance(sock, BufferedSocket)  # paho's socket factory still takes our wrapper
+    deadline = time.monotonic() + 10
+    while not c.is_connected() and time.monotonic() < deadline:
+        sock.flush()
+        select.select([sock], [], [], 0.1)
+        c.loop_read()
+    mids = {c.publish("t/x", b"p" * 300, qos=1).mid for _ in range(2000)}
+    while set(acked) != mids and time.monotonic() < deadline:
+        w = [sock] if not sock.flush() else []
+        if not sock.pending():
+            select.select([sock], w, [], 0.1)
+        c.loop_read()
+    assert set(acked) == mids
+    c.disconnect()
