@@ -32,6 +32,8 @@ def run_in_background(nodes, count, rate, deadline_s):
 @pytest.mark.parametrize("publisher", ["thread", "process"])
 def test_broker_down_for_a_while_zero_loss_in_order(gateway_factory, mosquitto, subscriber, publisher):
     gw = gateway_factory(mqtt_extra=f'publisher = "{publisher}"')
+    # connected before the broker goes (a publisher process can take a while to spawn on a busy machine)
+    assert subscriber.wait(lambda: gw.forwarder.connected, 15)
     nodes = [UdpNode(n, k, gw.udp_addresses[0]) for n, k in NODES.items()]
     t, results = run_in_background(nodes, 150, rate=100, deadline_s=40)
     time.sleep(0.4)
