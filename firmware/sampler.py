@@ -87,6 +87,8 @@ class Sampler:
             self.faults += 1
             return
         speed = level.speed_of_sound_mm_s(self.temp_c)
+        if hasattr(drv, "air_pa"):  # a non-vented pressure probe corrects for the air pressure
+            setattr(drv, "air_pa", self.pressure_pa)  # noqa: B010 - not every driver has it
         flush = getattr(drv, "flush", None)
         if flush is not None:
             flush()

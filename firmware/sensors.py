@@ -13,8 +13,10 @@ def _bme280(board, s):
 def _uart_ultrasonic(board, s):
     from firmware.drivers.a02yyuw import A02YYUW
 
+    # the A02YYUW compensates for the air temperature itself (correcting again is ~50 mm off at
+    # 3 m for 10 °C); the JSN-SR04T reports at a fixed speed of sound: per-sensor "compensate"
     return A02YYUW(board.sensor_uart(s), min_mm=s.get("min_mm", 30), max_mm=s.get("max_mm", 4500),
-                   clock=board.clock)
+                   clock=board.clock, compensate=s.get("compensate", s["kind"] != "a02yyuw"))
 
 
 def _echo(board, s):
@@ -22,14 +24,18 @@ def _echo(board, s):
 
     trigger, echo, pulse, sleep_us = board.echo_pins(s)
     return HCSR04(trigger, echo, min_mm=s.get("min_mm", 20), max_mm=s.get("max_mm", 4000),
-                  timeout_us=s.get("timeout_us", 30000), time_pulse_us=pulse, sleep_us=sleep_us)
+                  timeout_us=s.get("timeout_us", 30000), time_pulse_us=pulse, sleep_us=sleep_us, clock=board.clock)
 
 
 def _hydrostatic(board, s):
     from firmware.drivers.hydrostatic import Hydrostatic
 
-    return Hydrostatic(board.adc(s), shunt_ohm=s.get("shunt_ohm", 150), vref_mv=s.get("vref_mv", 3300),
-                       span_mm=s.get("span_mm", 5000), offset_mm=s.get("offset_mm", 0))
+    # the board knows its ADC's linear range and the shunt that keeps 21 mA inside it
+    return Hydrostatic(board.adc(s), shunt_ohm=s.get("shunt_ohm", getattr(board, "LOOP_SHUNT_OHM", 150)),
+                       vref_mv=s.get("vref_mv", 3300), span_mm=s.get("span_mm", 5000),
+                       offset_mm=s.get("offset_mm", 0), density_kg_m3=s.get("density_kg_m3", 1000),
+                       vented=s.get("vented", True), ref_pa=s.get("ref_pa", 101325),
+                       linear_uv=getattr(board, "ADC_LINEAR_UV", None))
 
 
 def _bme280_adafruit(board, s):

@@ -1,8 +1,11 @@
 # DFRobot A02YYUW / JSN-SR04T (mode 2) ultrasonic distance over UART. The sensor streams
 # 4-byte frames about every 100 ms: 0xFF, distance_hi, distance_lo, checksum, where
-# checksum = (0xFF + hi + lo) & 0xFF and distance is in mm at the sensor's own fixed
-# speed of sound. Takes a machine.UART-like object (any, readinto). A bad checksum drops
-# only the 0xFF it started from, so the parser finds the next frame inside the bytes.
+# checksum = (0xFF + hi + lo) & 0xFF and distance is in mm. Takes a machine.UART-like object
+# (any, readinto). A bad checksum drops only the 0xFF it started from, so the parser finds
+# the next frame inside the bytes.
+# Speed of sound: the A02YYUW compensates for temperature itself, so by default its distance
+# is taken as it is; compensate=True rescales a sensor that reports at a fixed 343 m/s
+# (the JSN-SR04T) to the speed of sound of the measured air.
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:
@@ -16,13 +19,15 @@ REF_SPEED_MM_S = const(343000)  # the sensor converts echo time at about 343 m/s
 
 
 class A02YYUW:
-    def __init__(self, uart, min_mm=30, max_mm=4500, timeout_ms=300, ref_speed_mm_s=REF_SPEED_MM_S, clock=None):
+    def __init__(self, uart, min_mm=30, max_mm=4500, timeout_ms=300, ref_speed_mm_s=REF_SPEED_MM_S, clock=None,
+                 compensate=False):
         # min_mm: blind zone (A02YYUW 30 mm, JSN-SR04T about 200 mm); max_mm: range end
         self.uart = uart
         self.min_mm = min_mm
         self.max_mm = max_mm
         self.timeout_ms = timeout_ms
         self.ref_speed_mm_s = ref_speed_mm_s
+        self.compensate = compensate
         self.clock = clock
         self._rx = bytearray(32)
         self._frame = bytearray(4)
@@ -106,13 +111,13 @@ class A02YYUW:
             waited += 20
 
     def read_mm(self, speed_mm_s=REF_SPEED_MM_S):
-        # Distance in mm, corrected to the speed of sound at the measured air temperature,
+        # Distance in mm (with compensate: rescaled to the speed of sound of the measured air),
         # or None with self.reason set (blind zone and beyond range are not distances).
         self.reason = None
         raw = self.read_raw_mm()
         if raw is None:
             return None
-        mm = raw * speed_mm_s // self.ref_speed_mm_s
+        mm = raw * speed_mm_s // self.ref_speed_mm_s if self.compensate else raw
         if mm < self.min_mm:
             self.errors["blind"] += 1
             self.reason = "blind"

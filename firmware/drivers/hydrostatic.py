@@ -1,35 +1,69 @@
 # Hydrostatic level probe on a 4-20 mA loop, read as the voltage over a shunt resistor
-# with an ADC (machine.ADC read_u16). NAMUR NE43: 3.8..20.5 mA is a measurement
-# (clamped to 4..20), 3.6..3.8 and 20.5..21 mA are out of range, below 3.6 mA (wire
-# break, dead probe) or above 21 mA (short, probe fault) is a fault and never a level.
+# with an ADC. NAMUR NE43: 3.8..20.5 mA is a measurement (clamped to 4..20), 3.6..3.8 and
+# 20.5..21 mA are out of range, below 3.6 mA (wire break, dead probe) or above 21 mA
+# (short, probe fault) is a fault and never a level.
+#
+# ADC: read_uv() where the port has it (ESP32: calibrated by esp-idf's adc_cali scheme,
+# ports/esp32/adc.c madcblock_read_uv_helper; its read_u16 is the raw, uncalibrated code),
+# else read_u16() against vref_mv (RP2: ports/rp2/machine_adc.c has read_u16 only).
+# linear_uv: the ADC's usable input range; a voltage outside it is no measurement. ESP32 at
+# 11 dB is linear from 150 to 2450 mV (esp-idf ADC docs), so its shunt is 100 ohm: 3.6 mA
+# -> 360 mV, 21 mA -> 2100 mV, 24.5 mA -> 2450 mV (with 150 ohm anything over 16.3 mA read wrong).
+#
+# The probe measures pressure: span_mm is the water column at 20 mA (density 1000 kg/m3).
+# density_kg_m3 corrects for the liquid (wastewater ~1000..1050). A non-vented (sealed
+# gauge) probe reads against the reference pressure sealed into it (ref_pa), so the air
+# pressure outside moves its reading by 0.102 mm per Pa: with vented False the driver
+# subtracts (air_pa - ref_pa), air_pa set before each read by the sampler from the BME280.
 class Hydrostatic:
-    def __init__(self, adc, shunt_ohm=150, vref_mv=3300, span_mm=5000, offset_mm=0):
-        # span_mm: level at 20 mA above the probe; offset_mm: probe height above the invert
+    def __init__(self, adc, shunt_ohm=150, vref_mv=3300, span_mm=5000, offset_mm=0, density_kg_m3=1000,
+                 vented=True, ref_pa=101325, linear_uv=None):
+        # span_mm: water column at 20 mA; offset_mm: probe height above the invert
+        if not 500 <= density_kg_m3 <= 2000:
+            raise ValueError("density_kg_m3 must be 500..2000")
         self.adc = adc
+        self._uv = getattr(adc, "read_uv", None)
         self.shunt_ohm = shunt_ohm
         self.vref_mv = vref_mv
         self.span_mm = span_mm
         self.offset_mm = offset_mm
+        self.density = density_kg_m3
+        self.vented = vented
+        self.ref_pa = ref_pa
+        self.linear_uv = linear_uv
+        self.air_pa = None  # outside air pressure, for a non-vented probe
         self.current_ua = None
         self.reason = None
-        self.errors = {"fault_low": 0, "fault_high": 0, "range": 0, "bus": 0}
+        self.errors = {"fault_low": 0, "fault_high": 0, "range": 0, "bus": 0, "adc_range": 0, "no_air": 0}
 
-    def read_ua(self):
+    def read_uv(self):
         try:
-            raw = self.adc.read_u16()
+            if self._uv is not None:
+                return self._uv()
+            return self.adc.read_u16() * self.vref_mv * 1000 // 65535
         except OSError:
             self.errors["bus"] += 1
             return None
-        # uA = mV * 1000 / ohm; integer arithmetic keeps it exact enough (1 count ~ 0.34 uA at 150 ohm)
-        return raw * self.vref_mv * 1000 // (65535 * self.shunt_ohm)
+
+    def read_ua(self):
+        uv = self.read_uv()
+        return None if uv is None else uv // self.shunt_ohm  # uV / ohm = uA
 
     def read_mm(self, speed_mm_s=None):
         # Level above the invert in mm, or None with self.reason (speed_mm_s: unused, same interface)
         self.reason = None
-        ua = self.read_ua()
-        self.current_ua = ua
-        if ua is None:
+        uv = self.read_uv()
+        self.current_ua = None
+        if uv is None:
             self.reason = "bus"
+            return None
+        ua = uv // self.shunt_ohm
+        self.current_ua = ua
+        lin = self.linear_uv
+        if lin is not None and not lin[0] <= uv <= lin[1]:
+            # the ADC is not linear there: a wrong number is worse than none
+            self.errors["adc_range"] += 1
+            self.reason = "range"
             return None
         if ua < 3600:
             self.errors["fault_low"] += 1
@@ -43,4 +77,11 @@ class Hydrostatic:
             self.errors["range"] += 1
             self.reason = "range"
         ua = min(max(ua, 4000), 20000)
-        return self.offset_mm + (ua - 4000) * self.span_mm // 16000
+        column_mm = (ua - 4000) * self.span_mm / 16000  # of water
+        if not self.vented:
+            if self.air_pa is None:
+                self.errors["no_air"] += 1  # no BME280 reading: uncorrected, said so in the quality
+                self.reason = "range"
+            else:
+                column_mm -= (self.air_pa - self.ref_pa) * 0.10197  # mm of water per Pa (g = 9.80665)
+        return self.offset_mm + round(column_mm * 1000 / self.density)

@@ -179,9 +179,13 @@ class I2CBus:
 
 
 class UltrasonicUart:
-    # An A02YYUW in mode 2: a frame every period_ms into a FIFO of fifo bytes (older bytes
-    # are lost when it overflows, as on a UART nobody reads). garbage_p inserts noise bytes.
-    def __init__(self, world, clock, period_ms=100, fifo=128, ref_speed_mm_s=343000, garbage_p=0.0):
+    # An A02YYUW (or a JSN-SR04T in mode 2): a frame every period_ms into a FIFO of fifo bytes
+    # (older bytes are lost when it overflows, as on a UART nobody reads). garbage_p inserts
+    # noise bytes. compensates: the A02YYUW corrects for the air temperature itself; the
+    # JSN-SR04T converts its echo time at a fixed ref_speed_mm_s.
+    def __init__(self, world, clock, period_ms=100, fifo=128, ref_speed_mm_s=343000, garbage_p=0.0,
+                 compensates=True):
+        self.compensates = compensates
         self.world = world
         self.clock = clock
         self.period_ms = period_ms
@@ -214,8 +218,8 @@ class UltrasonicUart:
             d = self.world.echo_mm()
             if d is None:
                 continue
-            # the sensor converts its echo time at its fixed reference speed
-            mm = int(d * self.ref / self._speed())
+            # the JSN-SR04T converts its echo time at its fixed reference speed
+            mm = int(d) if self.compensates else int(d * self.ref / self._speed())
             mm = max(0, min(0xFFFF, mm))
             h = mm >> 8
             lo = mm & 0xFF

@@ -59,7 +59,9 @@ def test_a02yyuw_blind_zone_range_timeout_and_compensation():
         u.q += frame(raw)
         assert d.read_mm() is None and d.reason == want
     u.q += frame(1000)
-    # at 0 °C sound is slower than the sensor assumes: the true distance is shorter
+    assert d.read_mm(level.speed_of_sound_mm_s(0.0)) == 1000  # the A02YYUW compensated already
+    d.compensate = True  # a JSN-SR04T: at 0 °C sound is slower than it assumes, the distance is shorter
+    u.q += frame(1000)
     assert d.read_mm(level.speed_of_sound_mm_s(0.0)) == 1000 * 331300 // 343000
     t0 = clock.ms()
     assert d.read_mm() is None and d.reason == "timeout" and clock.ms() - t0 >= 300
@@ -68,8 +70,8 @@ def test_a02yyuw_blind_zone_range_timeout_and_compensation():
 def test_ultrasonic_on_sim_world_with_garbage_and_temperature():
     clock = VirtualClock()
     world = World(clock, temp_mean_c=-5.0, temp_swing_c=0.0, spike_p=0, dropout_p=0, echo_noise_mm=0)
-    uart = UltrasonicUart(world, clock, garbage_p=0.5)
-    d = A02YYUW(uart, clock=clock)
+    uart = UltrasonicUart(world, clock, garbage_p=0.5, compensates=False)  # a JSN-SR04T in mode 2
+    d = A02YYUW(uart, clock=clock, compensate=True)
     clock.sleep_ms(1000)
     d.flush()
     speed = level.speed_of_sound_mm_s(world.temp_c())
@@ -77,7 +79,8 @@ def test_ultrasonic_on_sim_world_with_garbage_and_temperature():
     true = world.distance_mm()
     assert all(g is not None and abs(g - true) <= 2 for g in got), (got, true)
     assert d.errors["junk"] + d.errors["checksum"] > 0
-    uncorrected = d.read_mm()  # assuming 343 m/s at -5 °C overstates the distance by ~2 %
+    d.compensate = False
+    uncorrected = d.read_mm(speed)  # taking its 343 m/s at -5 °C overstates the distance by ~2 %
     assert uncorrected - true > 40
 
 
