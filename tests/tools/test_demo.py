@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.gateway.conftest import Subscriber
+
 SUMMARY = re.compile(r"(\d+) frames from (\d+) nodes")
 
 
@@ -33,11 +35,19 @@ def test_demo_with_the_embedded_broker_shows_a_storm():
 
 @pytest.mark.integration
 def test_demo_against_a_given_broker(mosquitto):
-    proc = demo("--duration", "3", "--nodes", "3", "--mqtt", mosquitto.url)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    m = SUMMARY.search(proc.stdout.strip().splitlines()[-1])
-    assert m and int(m.group(2)) == 3 and int(m.group(1)) >= 3
-    assert "embedded" not in proc.stderr
+    # a consumer beside the demo: every up message of the real firmware's storm is strict SenML
+    # (tests/support/senml_strict.py, checked again in close())
+    sub = Subscriber(mosquitto.port, topic="#", client_id="demo-consumer")
+    try:
+        proc = demo("--duration", "3", "--nodes", "3", "--mqtt", mosquitto.url)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        m = SUMMARY.search(proc.stdout.strip().splitlines()[-1])
+        assert m and int(m.group(2)) == 3 and int(m.group(1)) >= 3
+        assert "embedded" not in proc.stderr
+        assert sub.wait(lambda: sub.senml.checked >= int(m.group(1)), 10)
+        assert sub.senml.problems == []
+    finally:
+        sub.close()
 
 
 def test_demo_with_an_unreachable_broker_says_so_in_one_line():
