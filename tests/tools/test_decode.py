@@ -39,6 +39,14 @@ def test_base64_and_serial_capture_and_a_wrong_key(tmp_path, capsys):
     assert "MAC: not checked (give --keys FILE to verify it)" in out  # without --keys, said so
 
 
+def test_a_frame_the_gateway_refuses_is_named(capsys):
+    frame = message.encode_data(KEY, "sew-07", 3, 1, 60000, [senml.record("t", 21.5, unit="degC")])
+    rc, out, _ = decode(capsys, frame.hex())
+    assert rc == 1 and "SenML: the gateway refuses this frame (payload): unit 'degC'" in out
+    rc, out, _ = decode(capsys, FRAME.hex())
+    assert rc == 0 and "SenML:" not in out
+
+
 def test_garbage_is_one_line(capsys):
     rc, _, err = decode(capsys, "not a frame!")
     assert rc == 2 and err.strip() == "citynode decode: input is neither hex nor base64"
