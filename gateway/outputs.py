@@ -54,7 +54,7 @@ class Frame:
         self.raw = raw  # the original COSE_Mac0 bytes
         self.received = received  # gateway Unix time of reception
         self.time_s = time_s  # absolute sampling time, fixed per SPEC section 8
-        self.time_source = time_source  # "node" | "received" | "uptime"
+        self.time_source = time_source  # "node" | "received" | "uptime" | "uncertain"
         self.link = link  # "udp 127.0.0.1:40000" / "serial /dev/ttyUSB0"
 
 

@@ -43,7 +43,7 @@ class Pipeline:
         self.depth = store.depth()
         self.record_check = RecordCheck().check  # SenML names and units (gateway/conform.py)
         # the absolute time of each frame (gateway/timing.py)
-        self.clock = FrameClock(warn=self._clock_ignored, tops=store.clock_tops())
+        self.clock = FrameClock(warn=self._clock_ignored, saved=store.timebase())
         self.pending_deletes = []
         self.store_error = None  # reason of the last failed commit, None once one succeeds
         self.last_failure = (None, -1e9)  # (reason, monotonic time): alarms hold a while, not flap
@@ -278,7 +278,7 @@ class Pipeline:
             try:
                 self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes,
                                   dl_put=put, dl_del=dele, counters=cnt, st_rows=st_rows,
-                                  clocks=self.clock.tops_of(pending))
+                                  clocks=self.clock.saved_of(pending))
             except StoreError as e:
                 ok = False
                 self.downlink.restore(put, dele, cnt)

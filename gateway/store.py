@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS seqstate (node TEXT PRIMARY KEY, boot INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS downlink (node TEXT NOT NULL, cmd_id INTEGER NOT NULL, op TEXT NOT NULL,
                                      arg TEXT NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY (node, cmd_id));
 CREATE TABLE IF NOT EXISTS cmd_counter (node TEXT PRIMARY KEY, last INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS clock (node TEXT PRIMARY KEY, top_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS timebase (node TEXT PRIMARY KEY, top_ms INTEGER NOT NULL, boot INTEGER,
+                                     uptime_ms INTEGER, time_ms INTEGER);
 CREATE TABLE IF NOT EXISTS st_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,
                                       payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS st_rejected (id INTEGER PRIMARY KEY, path TEXT NOT NULL, payload BLOB NOT NULL,
@@ -109,8 +110,10 @@ class Store:
         return {row[0]: SeqState.from_row(*row[1:])
                 for row in self.db.execute("SELECT node, boot, hwm, cum, bits, gaps FROM seqstate")}
 
-    def clock_tops(self):
-        return dict(self.db.execute("SELECT node, top_ms FROM clock"))
+    def timebase(self):
+        # -> {node: (latest time_ms given, (boot, uptime_ms, time_ms) or None)}
+        return {node: (top, (boot, up, at) if boot is not None else None)
+                for node, top, boot, up, at in self.db.execute("SELECT * FROM timebase")}
 
     def downlink(self):
         # -> {node: [(cmd_id, op, arg, attempts)]} oldest first, and {node: last cmd_id}
@@ -146,8 +149,8 @@ class Store:
                 db.executemany("DELETE FROM downlink WHERE node = ? AND cmd_id = ?", dl_del)
             if counters:
                 db.executemany("INSERT OR REPLACE INTO cmd_counter VALUES (?, ?)", counters)
-            if clocks:  # [(node, latest time_ms given)], gateway/timing.py
-                db.executemany("INSERT OR REPLACE INTO clock VALUES (?, ?)", clocks)
+            if clocks:  # [(node, latest time_ms given, live anchor boot, uptime_ms, time_ms)], gateway/timing.py
+                db.executemany("INSERT OR REPLACE INTO timebase VALUES (?, ?, ?, ?, ?)", clocks)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             try:

@@ -6,8 +6,9 @@
 # placed just before the first frame heard of a later boot and marked `uncertain`.
 # No two frames of one node get the same millisecond: a taken one moves to the nearest
 # free millisecond (later for live frames, earlier for the others). The latest time given
-# per node is stored with every commit: after a restart (even kill -9), a frame that would
-# be dated before it is placed after it instead, marked `uncertain`.
+# per node and its live anchor are stored with every commit: after a restart (even kill -9)
+# buffered frames are still dated by uptime, and a frame that would be dated before the
+# latest time given is placed after it instead, marked `uncertain`.
 import collections
 
 CLOCK_MIN_S = 946684800  # 2000-01-01
@@ -20,35 +21,45 @@ USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart
 class _Node:
     __slots__ = ("anchors", "used", "order", "floor", "top", "live_boot")
 
-    def __init__(self, floor):
+    def __init__(self, floor, anchor=None):
         self.anchors = {}  # boot -> [uptime_ms, time_ms, certain]
         self.used = set()  # time_ms given lately
         self.order = collections.deque()  # the same, oldest first
         self.live_boot = -1  # the highest boot with a live anchor
+        if anchor is not None:  # (boot, uptime_ms, time_ms) kept from before a restart
+            self.anchors[anchor[0]] = [anchor[1], anchor[2], True]
+            self.live_boot = anchor[0]
         self.floor = floor  # the latest time given before a restart: what is below it is unknown
         self.top = floor  # the latest time given so far (stored with each commit)
 
 
 class FrameClock:
-    def __init__(self, warn=None, tops=None):
+    def __init__(self, warn=None, saved=None):
         self.nodes = {}
         self.warn = warn  # warn(node, clock value) when a node clock is ignored
-        self.tops = dict(tops or {})  # node -> latest time_ms given before this start (Store.clock_tops)
+        # node -> (latest time_ms given, live anchor (boot, uptime_ms, time_ms) or None), as
+        # stored before this start (Store.timebase): a restart keeps dating buffered frames
+        self.saved = dict(saved or {})
 
-    def tops_of(self, nodes):
-        # -> [(node, latest time_ms given)] to store with the commit
+    def saved_of(self, nodes):
+        # -> [(node, latest time_ms given, boot, uptime_ms, time_ms)] to store with the commit
         out = []
         for node in nodes:
             st = self.nodes.get(node)
             if st is not None and st.top >= 0:
-                out.append((node, st.top))
+                a = st.anchors.get(st.live_boot)
+                if a is not None and a[2]:
+                    out.append((node, st.top, st.live_boot, a[0], a[1]))
+                else:
+                    out.append((node, st.top, None, None, None))
         return out
 
     def fix(self, node, m, received):
         # -> (time in Unix seconds, "node" | "received" | "uptime" | "uncertain")
         st = self.nodes.get(node)
         if st is None:
-            st = self.nodes[node] = _Node(self.tops.pop(node, -1))
+            top, anchor = self.saved.pop(node, (-1, None))
+            st = self.nodes[node] = _Node(top, anchor)
         t = m["time"]
         if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
             ms = self._claim(st, t * 1000, False)  # whole seconds: a second frame in one moves 1 ms

@@ -1,5 +1,7 @@
 # What consumers get: strict SenML (names, units), and times that are distinct per node and
 # say how they were found. The strict validator (tests/support/senml_strict.py) is the judge.
+import time
+
 import pytest
 
 from gateway.conform import RecordCheck
@@ -152,3 +154,33 @@ def test_buffered_frames_across_two_boots_get_distinct_times_end_to_end(gateway_
     assert {ups[2, s]["time_source"] for s in (0, 1, 2)} == {"uncertain"}
     times = [u["senml"][0]["bt"] for u in ups.values()]
     assert len(set(times)) == len(times)
+
+
+def test_a_restart_keeps_the_anchor_and_never_reuses_a_time():
+    t0 = int(T0 * 1000)
+    clock = FrameClock(saved={"n": (t0 + 5, (1, 600_000, t0))})
+    # buffered while the gateway was down: still dated by uptime against the stored anchor
+    assert clock.fix("n", msg(1, 1, 660_000, flags=message.F_BACKLOG), T0 + 300) == (T0 + 60, "uptime")
+    # dated before the latest time the previous run gave: after it instead, uncertain
+    assert clock.fix("n", msg(1, 2, 600_002, flags=message.F_BACKLOG), T0 + 300) == ((t0 + 6) / 1000, "uncertain")
+    assert clock.saved_of(["n", "other"]) == [("n", t0 + 60_000, 1, 600_000, t0)]
+
+
+def test_buffered_frames_after_a_gateway_restart_are_dated_by_uptime(gateway_factory, subscriber):
+    # a power cut on the roof: the node keeps sampling, the gateway comes back with its anchor
+    key = NODES["sew-01"]
+    recs = [senml.record("l", 0.5)]
+    gw = gateway_factory()
+    node = UdpNode("sew-01", key, gw.udp_addresses[0])
+    t_live = time.time()
+    node.send_raw(message.encode_data(key, "sew-01", 1, 0, 600_000, recs))
+    assert subscriber.wait(lambda: len(subscriber.ups()) == 1)
+    gw.stop()
+    gw = gateway_factory()
+    node.gateway = gw.udp_addresses[0]
+    up = 600_000 + int((time.time() - t_live) * 1000) - 300  # sampled 300 ms ago, while no gateway listened
+    node.send_raw(message.encode_data(key, "sew-01", 1, 1, up, recs, flags=message.F_BACKLOG))
+    assert subscriber.wait(lambda: len(subscriber.ups()) == 2)
+    ups = {u["seq"]: u for u in subscriber.ups()}
+    assert ups[1]["time_source"] == "uptime"
+    assert ups[1]["senml"][0]["bt"] == pytest.approx(ups[0]["senml"][0]["bt"] + (up - 600_000) / 1000, abs=0.002)
