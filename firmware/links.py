@@ -142,14 +142,16 @@ class UartLink:
 
 
 class UdpLink:
-    def __init__(self, host, port, sock=None, local_port=0):
+    def __init__(self, host, port, sock=None, local_port=0, ready=None):
+        # ready: callable -> bool, is the network up (a board's Wi-Fi keeper), asked before each send
         import socket
 
         self.host = host
         self.port = port
         self.addr = None
         self.last_error = None
-        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0}
+        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0, "offline": 0}
+        self.ready = ready
         self._resolve()  # with Wi-Fi down this fails: counted, and tried again at each send
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -178,6 +180,15 @@ class UdpLink:
             self.last_error = e
 
     def send(self, message):
+        if self.ready is not None:
+            try:
+                up = self.ready()
+            except Exception as e:  # noqa: BLE001 - never fatal to the node loop
+                self._error(e)
+                up = False
+            if not up:
+                self.counts["offline"] += 1  # the frame waits in flash
+                return False
         if self.addr is None:
             self._resolve()
             if self.addr is None:

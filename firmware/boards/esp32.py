@@ -17,6 +17,9 @@ class Board(MicroPythonBoard):
     # A 100 ohm shunt keeps 3.6..24.5 mA of a 4-20 mA loop inside it (150 ohm: only up to 16.3 mA).
     ADC_LINEAR_UV = (150000, 2450000)
     LOOP_SHUNT_OHM = 100
+    # light sleep powers the radio down and the access point drops the station: a UDP node
+    # waits with time.sleep_ms and lets Wi-Fi modem sleep save the power instead
+    LIGHTSLEEP_KEEPS_WIFI = False
     PINS = {
         "i2c_scl": 22, "i2c_sda": 21,  # BME280
         "sensor_tx": 17, "sensor_rx": 16,  # A02YYUW / JSN-SR04T mode 2 on UART2

@@ -5,13 +5,14 @@ import time
 
 import machine
 
-from firmware.boards.wifi import wifi_connect
+from firmware.boards.wifi import Wifi
 from firmware.clock import Clock
 
 
 class MicroPythonBoard:
     name = "micropython"
     PINS = {}
+    LIGHTSLEEP_KEEPS_WIFI = True  # the Pico W's cyw43 stays joined; an ESP32 does not
 
     def __init__(self, root="", pins=None):
         self.clock = Clock()
@@ -21,6 +22,9 @@ class MicroPythonBoard:
             self.pins.update(pins)
         self._i2c = None
         self._uplink_uart = False
+        self._light_ok = True
+        self.wifi = None
+        self.early_wakes = 0  # lightsleep calls that returned before their time
 
     def path(self, name):
         return self.root + "/" + name if self.root else name
@@ -44,19 +48,36 @@ class MicroPythonBoard:
         machine.reset()
 
     def sleep_ms(self, ms, light=True):
-        # light sleep stops the USB console: a node whose link is that console only waits
-        if light and not self._uplink_uart:
-            machine.lightsleep(ms)
-        else:
+        # Light sleep stops the USB console, so a node on that console only waits; an ESP32
+        # on Wi-Fi must not light-sleep either (it drops the association: LIGHTSLEEP_KEEPS_WIFI).
+        # The Pico W's lightsleep returns at once while cyw43 has work pending
+        # (ports/rp2/modmachine.c mp_machine_lightsleep): sleep until the time has really
+        # passed, giving cyw43 a plain 20 ms sleep to catch up after each early return.
+        if not light or self._uplink_uart or not self._light_ok:
             time.sleep_ms(ms)
+            return
+        t0 = time.ticks_ms()
+        left = ms
+        while left > 0:
+            machine.lightsleep(left)
+            left = ms - time.ticks_diff(time.ticks_ms(), t0)
+            if left > 0:
+                self.early_wakes += 1
+                time.sleep_ms(min(left, 20))
+                left = ms - time.ticks_diff(time.ticks_ms(), t0)
 
     def uplink(self, cfg):
         from firmware import links
 
         link = cfg["link"]
         if link["kind"] == "udp":
-            wifi_connect(link.get("wifi_ssid"), link.get("wifi_password", ""), self.log)
-            return links.UdpLink(link["host"], link["port"])
+            wifi = self.wifi = Wifi(link.get("wifi_ssid"), link.get("wifi_password", ""), self.log, self.clock)
+            if not self.LIGHTSLEEP_KEEPS_WIFI:
+                self._light_ok = False
+                wifi.power_save()
+            wifi.start()
+            # wifi.ensure is asked before each send: a lost link is rejoined with backoff
+            return links.UdpLink(link["host"], link["port"], ready=wifi.ensure)
         self._uplink_uart = True
         return links.UartLink(links.StdioUart(), self.clock)  # the USB serial console
 
