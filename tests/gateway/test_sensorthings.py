@@ -165,3 +165,76 @@ def test_http_201_deletes_400_is_kept_and_503_is_retried(tmp_path, mosquitto, su
     finally:
         gw.stop()
         server.shutdown()
+
+
+def test_the_stand_in_refuses_what_frost_refuses():
+    # the judge can say no: each check read in FROST-Server's source, broken once
+    frost = Frost({1: True, 2: False})
+    ok = {"phenomenonTime": "2026-05-01T12:00:00.250Z", "resultTime": "2026-05-01T12:00:01Z", "result": 0.42,
+          "resultQuality": {"status": "ok"}, "parameters": {"node": "sew-01"}}
+    path = "v1.1/Datastreams(1)/Observations"
+    assert frost.create(path, json.dumps(ok).encode()) == (201, "Observations(1)")
+    assert frost.create(path, json.dumps(dict(ok, result=None)).encode())[0] == 201  # result may be null
+    assert frost.create(path, json.dumps({"result": 1}).encode())[0] == 201  # phenomenonTime: now
+    bad = [
+        (path, dict(ok, phenomenonTime="2026-05-01T12:00:00"), 400),  # no offset
+        (path, dict(ok, phenomenonTime="2026-05-01 12:00:00Z"), 400),
+        (path, dict(ok, resultTime="yesterday"), 400),
+        (path, {k: v for k, v in ok.items() if k != "result"}, 400),
+        (path, dict(ok, quality="good"), 400),  # unknown property
+        (path, dict(ok, parameters=[1]), 400),
+        ("v1.1/Datastreams(2)/Observations", ok, 400),  # its Thing has no Location: no FeatureOfInterest
+        ("v1.1/Datastreams(3)/Observations", ok, 404),
+        ("v1.1/Datastreams('1')/Observations", ok, 404),  # a string key where ids are integers
+        ("v2.0/Datastreams(1)/Observations", ok, 404),
+    ]
+    for p, body, status in bad:
+        assert frost.create(p, json.dumps(body).encode())[0] == status, (p, body)
+    assert frost.create(path, b"{not json")[0] == 400
+
+
+def test_http_server_gone_and_back(tmp_path, mosquitto, subscriber):
+    frost = Frost({1: True})
+    server = frost.serve_http()
+    port = server.server_port
+    path = st_config(tmp_path / "gw", mosquitto.url, [{"node": "sew-01", "reading": "l", "datastream": 1}],
+                     {"url": f"http://127.0.0.1:{port}/FROST-Server", "retry_min_s": 0.05, "retry_max_s": 0.2})
+    server.shutdown()
+    server.server_close()  # nothing listens: connection refused
+    gw = Gateway(config.load(path)).start()
+    try:
+        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        assert node.run(5, deadline_s=10)  # ACKed: stored durably, whatever the SensorThings server does
+        assert subscriber.wait(lambda: gw.counters().get("st_errors", 0) >= 2 and gw.st_sender.depth() == 5)
+        server = frost.serve_http(port=port)
+        assert subscriber.wait(lambda: len(frost.created) == 5 and gw.st_sender.depth() == 0)
+        assert sorted(o["parameters"]["seq"] for _, o in frost.created) == list(range(5))
+    finally:
+        gw.stop()
+        server.shutdown()
+
+
+def test_frost_broker_gone_and_back(tmp_path, mosquitto, subscriber):
+    frost_broker = Mosquitto(tmp_path / "frost-mqtt").start()
+    frost = Frost({"sew-01-level": True}, id_type="string")
+    path = st_config(tmp_path / "gw", mosquitto.url, [{"reading": "l", "datastream": "{node}-level"}],
+                     {"url": frost_broker.url, "retry_min_s": 1.0, "retry_max_s": 1.0})
+    gw = Gateway(config.load(path)).start()
+    listener = None  # subscribes (FROST's broker would be listening) well before the gateway retries
+    try:
+        assert subscriber.wait(lambda: gw.st_sender.connected)
+        frost_broker.stop()
+        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        assert node.run(4, deadline_s=10)
+        assert subscriber.wait(lambda: len(subscriber.ups()) == 4)
+        assert gw.st_sender.depth() == 4  # kept until FROST's broker has them
+        frost_broker.start()
+        listener = frost.listen_mqtt(frost_broker.port)
+        assert subscriber.wait(lambda: gw.st_sender.depth() == 0, 30)
+        assert subscriber.wait(lambda: len(frost.created) == 4)
+        assert frost.refused == []
+    finally:
+        gw.stop()
+        if listener is not None:
+            listener.loop_stop()
+        frost_broker.stop()

@@ -110,7 +110,7 @@ class Frost:
 
     # ------------------------------------------------------------ HTTP
 
-    def serve_http(self, root="/FROST-Server"):
+    def serve_http(self, root="/FROST-Server", port=0):
         frost = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,7 +142,7 @@ class Frost:
                 self.end_headers()
                 self.wfile.write(data)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         server.requests = []
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
@@ -153,8 +153,12 @@ class Frost:
         # FROST's embedded broker hands every publish to the create path; here a client on
         # a second mosquitto does, and records what FROST would have logged as failures.
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"frost-{port}", protocol=mqtt.MQTTv311)
+        subscribed = threading.Event()
         c.on_connect = lambda c, u, f, rc, p: c.subscribe("#", qos=1)
+        c.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         c.on_message = lambda c, u, msg: self.create(msg.topic, msg.payload)
         c.connect("127.0.0.1", port, keepalive=10)
         c.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the FROST stand-in did not subscribe")
         return c
