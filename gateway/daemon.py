@@ -283,6 +283,9 @@ class Gateway:
         for node, st in sorted(nodes.items()):
             st["id"] = node
             st["stale_after_s"] = stale_after_s(self.s.web_stale_after_s, st.get("interval_s"))
+            fc = self.forecasts.nodes.get(node) if self.forecasts is not None else None
+            if fc is not None and fc.last is not None:
+                st["forecast"] = dict(fc.last, projection=fc.projection())
             out.append(st)
         return {"gateway": gw, "nodes": out}
 

@@ -173,6 +173,7 @@ class NodeForecast:
         self._near = 0  # consecutive forecasts inside the lead time
         self.newest_t = None
         self.last = None  # the last published forecast (the gateway's output keeps it here)
+        self.trend = None  # (time, level m, rate m/min, curvature m/min^2) of the last fit
 
     def add(self, t_s, level_m, quality=0, storm=None):
         if storm is not None and (self.newest_t is None or t_s >= self.newest_t):
@@ -202,6 +203,7 @@ class NodeForecast:
         # shortens the ETA by the time passed since that reading.
         s = self.s
         pts = self.points
+        self.trend = None
         out = {"alarm_m": self.alarm_m, "eta_s": None, "level_m": None, "rate_mm_min": None,
                "confidence": 0.0, "warning": False}
         skipped, self.skipped = self.skipped, 0
@@ -241,6 +243,7 @@ class NodeForecast:
         rate_mm = rate * 1000
         out["level_m"] = round(level, 4)
         out["rate_mm_min"] = round(rate_mm, 2)
+        self.trend = (newest, level, rate, acc)
         inputs["accel_mm_min2"] = round(acc * 1000, 3)
         inputs["rms_mm"] = round(rms * 1000, 2)
 
@@ -298,6 +301,25 @@ class NodeForecast:
         if early is not None and early < eta - 60:
             out["why"] = out["why"][:-1] + ", possibly in %d min." % round(early / 60)
         return self._warn(out, early if early is not None else eta)
+
+    def projection(self, step_s=60.0, max_s=3600.0):
+        # the projected level [[t, level_m], ...] from the last fit, until it reaches the
+        # alarm level, peaks, or max_s (for the status page's level chart); [] without a trend
+        if self.trend is None:
+            return []
+        t0, level, rate, acc = self.trend
+        if rate <= 0 and acc <= 0:
+            return []
+        out = [[t0, round(level, 4)]]
+        tau = 0.0
+        while tau < max_s and level < self.alarm_m:
+            tau += step_s
+            m = tau / 60
+            if acc < 0 and rate + acc * m <= 0:
+                break  # the projected peak
+            level = out[0][1] + rate * m + acc * m * m / 2
+            out.append([t0 + tau, round(min(level, self.alarm_m), 4)])
+        return out
 
     def _warn(self, out, eta):
         # eta: the earliest plausible crossing in seconds (0: at the alarm), or None

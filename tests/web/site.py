@@ -40,8 +40,30 @@ class RawNode(threading.Thread):
                 self.stop_event.wait(0.5)
 
 
+class RisingNode(threading.Thread):
+    # A node with a clock whose shaft fills at 60 mm/min: 30 readings 30 s apart ending now,
+    # sent at once, then quiet. The gateway forecasts the alarm level (2.2 m) within minutes.
+    def __init__(self, node, key, gateway, stop):
+        super().__init__(name=f"rising-{node}", daemon=True)
+        self.node_id, self.key, self.gateway, self.stop_event = node, key, gateway, stop
+        self.error = None
+
+    def run(self):
+        import time
+
+        now = int(time.time())
+        info = {message.I_FW: "test-0.1", message.I_LEVEL_MM: [2200, 1200]}
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(30):
+                recs = [senml.record("l", round(1.0 + 0.03 * i, 3)), senml.record("b", 3.7)]
+                s.sendto(message.encode_data(self.key, self.node_id, 1, i, 1000 + 30000 * i, recs,
+                                             time_s=now - 30 * (29 - i), flags=message.F_STORM,
+                                             info=info if i == 0 else None), self.gateway)
+                time.sleep(0.005)
+
+
 class Site:
-    def __init__(self, tmp, nodes, stale_after_s=4, hostile_firmware=None):
+    def __init__(self, tmp, nodes, stale_after_s=4, hostile_firmware=None, rising=()):
         # hostile_firmware: one of `nodes` that is a RawNode sending HOSTILE_TEXT as its firmware
         self.nodes = nodes
         self.stale_after_s = stale_after_s
@@ -61,8 +83,9 @@ class Site:
         self.stops = {n: threading.Event() for n in nodes}
         self.sims = []
         for i, n in enumerate(nodes):
-            if n == hostile_firmware:
-                sim = RawNode(n, keys[n], ("127.0.0.1", udp), self.stops[n])
+            if n == hostile_firmware or n in rising:
+                kind = RawNode if n == hostile_firmware else RisingNode
+                sim = kind(n, keys[n], ("127.0.0.1", udp), self.stops[n])
                 sim.start()
                 self.sims.append(sim)
                 continue

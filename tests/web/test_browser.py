@@ -90,3 +90,27 @@ def test_hostile_node_text_is_shown_as_text(page, live_site):
     # the same string as a node id never gets this far: the gateway refuses the kid and counts it
     assert live_site.gateway.stats.counters_snapshot()[1].get("kid", 0) >= 1
     assert not any(HOSTILE_ID in t for t in page.locator("#nodes tbody td.node-id").all_inner_texts())
+
+
+def test_overflow_forecast_in_the_table_and_on_the_level_chart(browser, forecast_site):
+    # a shaft filling at 60 mm/min: the nodes table shows the ETA with a warning badge and
+    # the forecast's sentence as tooltip; the level chart continues with the projection
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(forecast_site.url)
+        eta = pg.locator("#nodes tbody tr td.eta")
+        sync_api.expect(eta).to_contain_text("warning", timeout=15000)
+        text = eta.inner_text()
+        minutes = int(re.search(r"in (\d+) min", text).group(1))
+        assert 2 <= minutes <= 15, text
+        assert "alarm level 2.20 m" in eta.get_attribute("title")
+        chart = pg.locator('.chart[data-reading="l"]')
+        sync_api.expect(chart.locator(".u-legend")).to_contain_text("forecast", timeout=15000)
+        dims = pg.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert dims[0] <= dims[1], f"the page scrolls sideways: {dims}"
+    finally:
+        ctx.close()
+    assert not errors, errors

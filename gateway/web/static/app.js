@@ -111,11 +111,30 @@ function renderNodes(s) {
       }
     }
     if (!mode.textContent) mode.textContent = "normal";
+    etaCell(tr, n.forecast);
     tr.addEventListener("click", () => select(n.id));
     rows.push(tr);
   }
   tbody.replaceChildren(...rows);
   if (selected == null && nodes.length) select(nodes[0].id);
+}
+
+function etaCell(tr, f) {
+  // the overflow forecast (docs/forecast.md): when the level may reach the alarm level,
+  // with the forecast's own sentence as the tooltip
+  const td = cell(tr, "–", "eta");
+  if (!f) return;
+  const eta = f.warning && f.eta_early_s != null ? Math.min(f.eta_s ?? f.eta_early_s, f.eta_early_s) : f.eta_s;
+  if (eta === 0) td.textContent = "at alarm";
+  else if (eta != null) td.textContent = "in " + (eta < 90 ? Math.round(eta) + " s" : Math.round(eta / 60) + " min");
+  if (f.warning) {
+    const b = document.createElement("span");
+    b.className = "badge alarm";
+    b.textContent = "warning";
+    td.append(" ", b);
+    td.classList.add("warning");
+  }
+  td.title = f.why || "";
 }
 
 function stormBands(u, storm) {
@@ -135,8 +154,22 @@ function stormBands(u, storm) {
 }
 
 function chartFor(name, hist, node) {
-  const values = hist.series[name];
-  const data = [hist.t, values];
+  let values = hist.series[name];
+  let t = hist.t;
+  // the level chart continues with the forecast's projection to the alarm level
+  const proj = name === "l" && node && node.forecast && node.forecast.projection || [];
+  let projected = null;
+  if (proj.length > 1) {
+    const last = t.length ? t[t.length - 1] : -Infinity;
+    const ahead = proj.filter(p => p[0] > last);
+    t = t.concat(ahead.map(p => p[0]));
+    values = values.concat(ahead.map(() => null));
+    projected = t.map(() => null);
+    const start = t.length - ahead.length - 1;
+    if (start >= 0) projected[start] = hist.series[name][start] ?? proj[0][1];
+    ahead.forEach((p, i) => { projected[start + 1 + i] = p[1]; });
+  }
+  const data = [t, values];
   const series = [{}, { label: (TITLES[name] || name) + " (" + (UNITS[name] || "") + ")", stroke: "#1d4ed8",
                         width: 1.5, spanGaps: true, points: { show: hist.t.length < 60 } }];
   const th = (node && node.thresholds) || {};
@@ -144,10 +177,15 @@ function chartFor(name, hist, node) {
     for (const [key, label, color] of [["alarm_m", "alarm threshold", "#b42318"],
                                        ["storm_m", "storm threshold", "#f79009"]]) {
       if (typeof th[key] === "number") {
-        data.push(hist.t.map(() => th[key]));
+        data.push(t.map(() => th[key]));
         series.push({ label: label, stroke: color, dash: [6, 4], width: 1, points: { show: false } });
       }
     }
+  }
+  if (projected) {
+    data.push(projected);
+    series.push({ label: "forecast", stroke: "#7a2e0e", dash: [2, 3], width: 2, spanGaps: true,
+                  points: { show: false } });
   }
   const box = document.createElement("div");
   box.className = "chart";
@@ -160,7 +198,8 @@ function chartFor(name, hist, node) {
                  // y axis wide enough for its longest tick label (101,300 Pa must not lose digits)
                  axes: [{}, { size: (u, vals) => vals && vals.length ?
                               Math.max(...vals.map(v => String(v).length)) * 8 + 18 : 50 }],
-                 hooks: name === "l" ? { drawClear: [u => stormBands(u, hist.storm)] } : {} };
+                 hooks: name === "l" ? { drawClear: [u => stormBands(u, hist.storm.concat(
+                   t.slice(hist.t.length).map(() => 0)))] } : {} };
   const plot = new uPlot(opts, data, box);
   box.dataset.points = String(values.filter(v => v != null).length);
   return { box: box, plot: plot };
