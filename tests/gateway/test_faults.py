@@ -35,11 +35,16 @@ def test_broker_down_for_a_while_zero_loss_in_order(gateway_factory, mosquitto, 
     # connected before the broker goes (a publisher process can take a while to spawn on a busy machine)
     assert subscriber.wait(lambda: gw.forwarder.connected, 15)
     nodes = [UdpNode(n, k, gw.udp_addresses[0]) for n, k in NODES.items()]
-    t, results = run_in_background(nodes, 150, rate=100, deadline_s=40)
-    time.sleep(0.4)
+    t, results = run_in_background(nodes, 150, rate=30, deadline_s=40)  # ~5 s of frames
+    # readiness, not sleeps: frames reach the broker, then it goes away
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) >= 10, 15)
     mosquitto.stop()
-    time.sleep(2.5)  # frames keep coming, are stored and ACKed while the broker is away
-    assert gw.counters()["outbox_depth"] > 0 and not gw.forwarder.connected
+    assert subscriber.wait(lambda: not gw.forwarder.connected, 15)
+    # frames keep coming, are stored and ACKed while the broker is away
+    accepted = gw.counters()["accepted"]
+    assert subscriber.wait(lambda: gw.counters()["accepted"] >= accepted + 30 and gw.counters()["outbox_depth"] > 0,
+                           15)
+    assert not gw.forwarder.connected
     mosquitto.start()
     t.join(45)
     assert results == [True, True, True]  # every frame was ACKed
