@@ -96,6 +96,28 @@ def cpu_seconds(pid):
     return total / 1e9
 
 
+def thread_cpu(pid):
+    # {thread name: run time in s} over pid and its children; the gateway names its
+    # threads (gateway/osthread.py): cn-pipeline, cn-mqtt, cn-udp, cn-checkpoint
+    out = collections.Counter()
+    for p in [pid, *_children(pid)]:
+        for tid in _tasks(p):
+            try:
+                with open(f"/proc/{p}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    out[name if name.startswith("cn-") else "other"] += int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def split(before, after, frames):
+    # "pipeline 52 + mqtt 30 + udp 12 + other 3 us"
+    d = {k[3:] if k.startswith("cn-") else k: (after[k] - before.get(k, 0)) / frames * 1e6 for k in after}
+    return " + ".join(f"{k} {v:.0f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v >= 0.5) + " us"
+
+
 def rss_bytes(pid):
     total = 0
     for p in [pid, *_children(pid)]:
@@ -298,6 +320,9 @@ class GatewayRun:
     def cpu(self):
         return cpu_seconds(self.pid)
 
+    def threads(self):
+        return thread_cpu(self.pid)
+
     def rss(self):
         return rss_bytes(self.pid)
 
@@ -321,8 +346,10 @@ class GatewayRun:
 
 def run_frames(gw, sub, keys, start, per_node, rate, window, settle_s=0.6):
     # -> (frames, seconds to the last delivery, gateway CPU-s, latencies ms, retransmissions)
+    # gw.last_split: CPU per frame by thread
     total = per_node * len(keys)
     sub.reset()
+    th0 = gw.threads()
     cpu0 = gw.cpu()
     t0 = time.perf_counter()
     results = send(keys, gw.addr, per_node, start, rate, window)
@@ -332,6 +359,7 @@ def run_frames(gw, sub, keys, start, per_node, rate, window, settle_s=0.6):
     elapsed = time.perf_counter() - t0
     time.sleep(settle_s)  # PUBACKed rows are deleted in a later commit: part of the cost
     cpu = gw.cpu() - cpu0
+    gw.last_split = split(th0, gw.threads(), max(1, len(sub.arrived)))
     lat = []
     for node, _ok, _sent, sent_at in results:
         for seq, t in sent_at.items():
@@ -423,6 +451,7 @@ def main():
     ap.add_argument("--flood-rate", type=int, default=2000)
     ap.add_argument("--publisher", choices=("process", "thread"), default=None,
                     help="[mqtt] publisher of the gateway under test (default: the gateway's default)")
+    ap.add_argument("--fsync-runs", type=int, default=1, help="0: skip the runs with fsync latency added")
     ap.add_argument("--profile", action="store_true", help="py-spy cost table per stage at saturation and 500/s")
     args = ap.parse_args()
 
@@ -457,7 +486,7 @@ def main():
         start += per_node
         e2e = got / secs
         print(f"CPU per frame at saturation: {cpu / got * 1e6:.1f} us = {cpu / got / ceil_cpu:.2f}x the bare "
-              f"publisher's {ceil_cpu * 1e6:.1f} us (goal <= 1.5x)")
+              f"publisher's {ceil_cpu * 1e6:.1f} us (goal <= 1.5x); by thread: {gw.last_split}")
         print(f"end to end: {got} frames in {secs:.2f} s = {e2e:,.0f} frames/s = {e2e / ceil_rate:.2f}x the "
               f"one-client ceiling of {ceil_rate:,.0f} msg/s (goal >= 0.9x with a core to spare; "
               f"{retx} retransmissions)")
@@ -467,7 +496,7 @@ def main():
             start += n
             tbg = " (ThingsBoard IoT Gateway 3.8.5: 450 us)" if rate == 500 else ""
             print(f"CPU per frame at {rate} frames/s: {cpu / got * 1e6:.1f} us = {cpu / got / bare_cpu:.2f}x the "
-                  f"bare publisher's {bare_cpu * 1e6:.1f} us at {rate}/s{tbg}")
+                  f"bare publisher's {bare_cpu * 1e6:.1f} us at {rate}/s{tbg}; by thread: {gw.last_split}")
         n_lat = int(args.latency_rate * args.latency_s) // args.nodes
         got, secs, cpu, lat, _ = run_frames(gw, sub, keys, start, n_lat, args.latency_rate, args.window)
         start += n_lat
@@ -494,7 +523,7 @@ def main():
 
         if shim is None:
             print("fsync latency runs skipped: no C compiler (gcc) to build bench/fsync_delay.c")
-        for ms in LATENCY_FSYNC_MS[1:] if shim else ():
+        for ms in LATENCY_FSYNC_MS[1:] if shim and args.fsync_runs else ():
             g = GatewayRun(work, f"gw-fsync{ms}", broker, keys, args.publisher, fsync_ms=ms, shim=shim)
             gws.append(g)
             got, secs, cpu, _lat, _ = run_frames(g, sub, keys, 0, args.frames // 4 // args.nodes, None, args.window)

@@ -49,7 +49,7 @@ class OutboxSettings:
     max_bytes: int = 0  # 0: no cap of its own; SQLite reports "disk full" at this size
     min_free_mb: int = 50  # refuse new frames below this much free disk
     batch_max: int = 512  # frames per group commit
-    linger_ms: int = 10  # a commit waits this long after its first frame for more to join it
+    linger_ms: int = 20  # a commit waits up to this long after its first frame for more to join it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -372,7 +372,7 @@ def parse(data, path="gateway.toml"):
                             max_bytes=ob.number("max_bytes", 0, 0),
                             min_free_mb=ob.number("min_free_mb", 50, 0),
                             batch_max=ob.number("batch_max", 512, 1, 10_000),
-                            linger_ms=ob.number("linger_ms", 10, 0, 1000))
+                            linger_ms=ob.number("linger_ms", 20, 0, 1000))
     if outbox.max_bytes and outbox.max_bytes < 64 * 1024:
         raise ob.err("max_bytes", "must be 0 (no cap) or at least 65536")
     ob.finish()

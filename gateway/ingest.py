@@ -9,6 +9,7 @@ import time
 
 import serial
 
+from gateway import osthread
 from protocol import cobs
 
 log = logging.getLogger("citynode.gateway")
@@ -41,6 +42,7 @@ class UdpLink:
         return f"udp {addr[0]}:{addr[1]}"
 
     def _run(self):
+        osthread.name("cn-udp")
         recv = self.sock.recvfrom
         submit = self.submit
         while not self._stop.is_set():
@@ -118,6 +120,7 @@ class SerialLink:
                 pass
 
     def _run(self):
+        osthread.name("cn-serial")
         backoff = self.BACKOFF_MIN_S
         last_error = None
         while not self._stop.is_set():

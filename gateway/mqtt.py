@@ -17,6 +17,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from gateway import osthread
 from gateway.forecast import retained
 from gateway.mqttsock import Client
 from gateway.outputs import iso
@@ -107,11 +108,13 @@ class Forwarder:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._conn_ok = False
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
+    def _on_outbox_puback(self, mid):
+        # Client.publish_outbox's PUBACKs; -> False for paho's own (the retained states)
         oid = self._inflight.pop(mid, None)
         if oid is None:
-            return  # a retained state message, not an outbox row
+            return False
         self._just_acked.append(oid)
+        return True
 
     def _hand_over(self):
         # after loop_read: the PUBACKed ids go to the pipeline (deleted in its next commit)
@@ -143,7 +146,7 @@ class Forwarder:
             c.tls_set_context(ctx)  # mqtts never falls back to plain text
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
-        c.on_publish = self._on_publish
+        c.on_outbox_puback = self._on_outbox_puback
         c.on_message = self._on_message
         return c
 
@@ -178,6 +181,7 @@ class Forwarder:
             self._last_error = text
 
     def _run(self):
+        osthread.name("cn-mqtt")
         self.reader = Reader(self.db_path)
         backoff = self.m.reconnect_min_s
         short = 0  # sessions in a row that the broker ended within SHORT_SESSION_S
@@ -260,15 +264,16 @@ class Forwarder:
                     rows = self.reader.after(cursor, want)
                     with self._lock:
                         skip = self._skip.copy() if self._skip else ()
+                    publish = c.publish_outbox
                     for oid, topic, payload in rows:
                         cursor = oid
                         if oid in skip:
                             continue
-                        info = c.publish(topic, payload, qos=1, retain=retained(topic))
-                        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                        mid = publish(topic, payload, retained(topic))
+                        if mid is None:
                             self._conn_ok = False
                             break
-                        self._inflight[info.mid] = oid
+                        self._inflight[mid] = oid
                     if len(rows) < want:
                         dirty = False
                 self.inflight = len(self._inflight)

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 
-from gateway import dedup
+from gateway import dedup, osthread
 from gateway.acks import encode_ack
 from gateway.conform import RecordCheck
 from gateway.outputs import Frame
@@ -21,6 +21,7 @@ from protocol.cbor import FrameError
 log = logging.getLogger("citynode.gateway")
 
 FULL_RETRY_S = 0.25  # after "disk full", new frames are refused this long before trying again
+LINGER_BATCH = 8  # frames a linger aims to gather
 HOUSEKEEPING_S = 0.5  # without frames: commit PUBACKed deletions and downlink changes this often
 DISK_CHECK_S = 1.0
 
@@ -87,15 +88,18 @@ class Pipeline:
         self._thread.join(timeout=10)
 
     def _run(self):
-        # Group commit: a batch is what waits in the queue, plus what arrives within
-        # `linger_ms` of its first frame when frames come often enough for that to pay
-        # (one fsync'd commit costs ~130 us of CPU here and 5-20 ms on an SD card; at
-        # 500 frames/s a 10 ms linger shares it among ~5 frames). The linger is one sleep,
+        osthread.name("cn-pipeline")
+        # Group commit: a batch is what waits in the queue, plus what arrives within a
+        # linger after its first frame when frames come often enough for that to pay (one
+        # fsync'd commit costs ~130 us of CPU here and 5-20 ms on an SD card). The linger
+        # aims at LINGER_BATCH frames at the recent rate, at most `linger_ms`: 16 ms at 500
+        # frames/s, 4 ms at 2,000, so latency is spent where it buys most. It is one sleep,
         # not a wake-up per frame; a full or slow commit needs none (frames queued meanwhile).
         q = self.queue
         batch_max = self.s.outbox.batch_max
-        linger = self.s.outbox.linger_ms / 1000.0
-        last_first = 0.0  # arrival time of the previous batch's first frame
+        linger_max = self.s.outbox.linger_ms / 1000.0
+        last_arrival = 0.0  # arrival time of the previous batch's last frame
+        mark_t, mark_n, rate = time.monotonic(), self.processed, 0.0  # frames/s, re-estimated twice a second
         while True:
             self._busy_since = None
             batch = []
@@ -107,14 +111,20 @@ class Pipeline:
             if batch:
                 _drain(q, batch, batch_max)
                 first = batch[0][3]
-                # linger only when the previous batch started less than 2 lingers ago: at
-                # 50 frames/s there is nothing to wait for, and latency is not spent for nothing
-                if linger and len(batch) < batch_max and first - last_first < 2 * linger:
+                now = time.monotonic()
+                if now - mark_t >= 0.5:
+                    rate = (self.processed - mark_n) / (now - mark_t)
+                    mark_t, mark_n = now, self.processed
+                linger = min(linger_max, LINGER_BATCH / rate) if rate > 0 else 0.0
+                # linger only while frames come less than a linger apart (this batch's first
+                # after the previous batch's last): at 50 frames/s nothing would join, and the
+                # wait would cost a wake-up and latency for nothing
+                if linger and len(batch) < batch_max and first - last_arrival < linger:
                     wait = min(linger, first + linger - time.time())
                     if wait > 0 and not self._stop.is_set():
                         time.sleep(wait)
                         _drain(q, batch, batch_max)
-                last_first = first
+                last_arrival = batch[-1][3]
             elif self._stop.is_set():
                 self._commit_housekeeping()
                 return
@@ -298,9 +308,6 @@ class Pipeline:
             self._deleted(deletes)
             if rows:
                 self.commits += 1
-                self.forwarder.wake()
-            if st_rows and self.st_sender is not None:
-                self.st_sender.wake()
         self.refusing = refuse or (self.store_error if not ok else None)
         if refuse:
             self.last_failure = (refuse, time.monotonic())
@@ -317,6 +324,11 @@ class Pipeline:
             for f, _ in frames:
                 self.history.add(f.node, f.time_s, _numbers(f.msg["records"]), f.msg["flags"])
         self._send_acks(acks, ok)
+        # the publishers last: the ACKs go out before another thread competes for the GIL
+        if ok and rows:
+            self.forwarder.wake()
+        if ok and st_rows and self.st_sender is not None:
+            self.st_sender.wake()
 
     def _send_acks(self, acks, committed):
         # One ACK per frame would be one syscall per frame. Frames of a node that are

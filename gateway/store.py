@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import threading
 
+from gateway import osthread
 from gateway.dedup import SeqState
 
 log = logging.getLogger("citynode.gateway")
@@ -82,6 +83,7 @@ class Store:
             self.db = None
 
     def _checkpoint_loop(self):
+        osthread.name("cn-checkpoint")
         # PASSIVE: copies what no reader still needs and never blocks the writer
         db = None
         while True:

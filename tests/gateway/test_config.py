@@ -96,7 +96,7 @@ def test_deploy_example_config_is_valid(tmp_path):
     data["nodes"]["keys_file"] = str(tmp_path / "keys.toml")
     s = config.parse(data, tmp_path / "gateway.toml")
     assert s.mqtt.tls and s.mqtt.port == 8883 and [i.kind for i in s.ingest] == ["udp", "serial"]
-    assert s.outbox.max_messages == 1_000_000 and s.mqtt.publisher == "thread" and s.outbox.linger_ms == 10
+    assert s.outbox.max_messages == 1_000_000 and s.mqtt.publisher == "thread" and s.outbox.linger_ms == 20
 
 
 def test_port_in_use_is_one_line_naming_the_listener(tmp_path):

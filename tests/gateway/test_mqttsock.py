@@ -54,24 +54,46 @@ def test_flush_keeps_what_the_kernel_did_not_take():
 
 
 @pytest.mark.integration
-def test_gateway_client_uses_it_and_every_publish_is_acknowledged(mosquitto):
-    acked = []
+def test_outbox_publishes_reach_a_subscriber_and_every_one_is_acknowledged(mosquitto):
+    got = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bufsock-sub", protocol=mqtt.MQTTv311)
+    sub.on_message = lambda cl, u, m: got.append((m.topic, m.payload, m.retain))
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("t/#", qos=1)
+    sub.loop_start()
+    acked, own = [], []
     c = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bufsock-test", protocol=mqtt.MQTTv311)
     c.max_inflight_messages_set(0)
-    c.on_publish = lambda cl, u, mid, rc, p: acked.append(mid)
-    c.connect("127.0.0.1", mosquitto.port)
-    sock = c.socket()
-    assert isinstance(sock, BufferedSocket)  # paho's socket factory still takes our wrapper
-    deadline = time.monotonic() + 10
-    while not c.is_connected() and time.monotonic() < deadline:
-        sock.flush()
-        select.select([sock], [], [], 0.1)
-        c.loop_read()
-    mids = {c.publish("t/x", b"p" * 300, qos=1).mid for _ in range(2000)}
-    while set(acked) != mids and time.monotonic() < deadline:
-        w = [sock] if not sock.flush() else []
-        if not sock.pending():
-            select.select([sock], w, [], 0.1)
-        c.loop_read()
-    assert set(acked) == mids
-    c.disconnect()
+    c.on_publish = lambda cl, u, mid, rc, p: own.append(mid)  # paho's own publishes still report here
+    try:
+        c.connect("127.0.0.1", mosquitto.port)
+        sock = c.socket()
+        assert isinstance(sock, BufferedSocket)  # paho's socket factory still takes our wrapper
+        deadline = time.monotonic() + 15
+        while not c.is_connected() and time.monotonic() < deadline:
+            sock.flush()
+            select.select([sock], [], [], 0.1)
+            c.loop_read()
+        time.sleep(0.3)  # the subscriber's SUBACK
+        mids = {}
+        c.on_outbox_puback = lambda mid: mids.pop(mid, None) is not None and not acked.append(mid)
+        payloads = [bytes([i % 251]) * (1 + i % 700) for i in range(2000)]  # 1..700 bytes: 1- and 2-byte lengths
+        for i, p in enumerate(payloads):
+            mids[c.publish_outbox(f"t/{i % 7}", p)] = i
+        paho_mid = c.publish("t/state", b"s", qos=1, retain=True).mid
+        mids_sent = len(acked) + len(mids)
+        while (mids or paho_mid not in own) and time.monotonic() < deadline:
+            w = [sock] if not sock.flush() else []
+            if not sock.pending():
+                select.select([sock], w, [], 0.1)
+            c.loop_read()
+        assert not mids and len(acked) == mids_sent == 2000 and own == [paho_mid]
+        while len(got) < 2001 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        outbox = [(t, p) for t, p, _r in got if t != "t/state"]
+        assert sorted(outbox) == sorted((f"t/{i % 7}", p) for i, p in enumerate(payloads))
+        assert [(t, p, r) for t, p, r in got if t == "t/state"] == [("t/state", b"s", False)]  # live, not retained
+    finally:
+        c.disconnect()
+        sub.loop_stop()
+        sub.disconnect()
