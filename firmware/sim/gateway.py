@@ -1,6 +1,9 @@
 # A minimal gateway for simulations and tests, in the node's process: verifies each
 # frame with the protocol decoder, keeps it once, answers with an ACK (cum = highest seq
-# of that boot below which nothing is missing) and hands out queued commands.
+# of that boot below which nothing is missing) and hands out queued commands. Lenient where
+# the real gateway is strict (SPEC.md 10): it takes frames of any boot and never answers with
+# boot-behind (6.5); tests of those run against the real gateway (tests/firmware/
+# test_simulate_gateway.py) or a peer of their own (test_node.py).
 from protocol import message as msg
 from protocol.cbor import FrameError
 
