@@ -27,7 +27,10 @@ CONFIG_ERROR = rb"[^\r\n]*(?:config|ConfigError)[^\r\n]*(?:provision|must|not va
 
 
 class FlashError(Exception):
-    pass
+    # code: the exit code (docs/technician.md): 1 the flash failed, 2 a bad node folder
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
 
 
 def add_arguments(p):
@@ -66,7 +69,7 @@ def load_node_config(node_dir):
     try:  # checked by tools.nodeconfig and by the firmware's own config validation
         return nodeconfig.load(os.path.join(node_dir, nodeconfig.CONFIG_NAME))
     except nodeconfig.ConfigError as e:
-        raise FlashError(str(e)) from None
+        raise FlashError(str(e), code=2) from None
 
 
 # ------------------------------------------------------------------ steps
@@ -197,7 +200,7 @@ def run(args):
         return flash(args)
     except (FlashError, UploadError) as e:
         print(f"citynode flash: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "code", 1)
     except KeyboardInterrupt:
         # the files written so far are complete (each goes to a temporary name, then renamed)
         print("citynode flash: interrupted (Ctrl-C); run the same command again to finish (only what "

@@ -8,7 +8,7 @@ import time
 
 from protocol import cobs, cose, message, senml
 from protocol.cbor import FrameError
-from tools.cli import CliError, hostport, hostport_arg
+from tools.cli import EXIT_USAGE, CliError, hostport, hostport_arg
 
 FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F_SAFE, "safe"),
               (message.F_BACKLOG, "backlog"))
@@ -189,7 +189,8 @@ def open_udp(addr):
     try:
         family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
     except socket.gaierror:
-        raise CliError(f"--udp {addr}: cannot resolve {host!r}; give an address such as 127.0.0.1:5683") from None
+        raise CliError(f"--udp {addr}: cannot resolve {host!r}; give an address such as 127.0.0.1:5683",
+                       EXIT_USAGE) from None
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.bind(sockaddr)

@@ -17,7 +17,7 @@ from tools import cli
 MISTAKES = [
     (["monitor", "--udp", "127.0.0.1:99999"], 2, "port 99999 is not 1..65535"),
     (["monitor", "--udp", "localhost"], 2, "must be HOST:PORT"),
-    (["monitor", "--udp", "nohost.invalid:15685"], 1, "cannot resolve 'nohost.invalid'"),
+    (["monitor", "--udp", "nohost.invalid:15685"], 2, "cannot resolve 'nohost.invalid'"),
     (["monitor", "--port", "/dev/ttyUSB97"], 1, "no such port /dev/ttyUSB97"),
     (["monitor", "--udp", "127.0.0.1:15685", "--count", "0"], 2, "--count: must be more than 0"),
     (["monitor", "--udp", "127.0.0.1:15685", "--keys", "{tmp}/missing.toml"], 2, "no such keys file"),
@@ -40,7 +40,7 @@ MISTAKES = [
     (["decode", "not a frame!"], 2, "input is neither hex nor base64"),
     (["decode", "d18401"], 1, "not a valid frame"),
     (["flash", "--port", "/dev/ttyUSB97", "--node-dir", "{node}"], 1, "no such port /dev/ttyUSB97"),
-    (["flash", "--port", "/dev/ttyUSB97", "--node-dir", "{tmp}/nonode"], 1, "no node config here"),
+    (["flash", "--port", "/dev/ttyUSB97", "--node-dir", "{tmp}/nonode"], 2, "no node config here"),
     (["gateway", "--config", "{tmp}/missing.toml"], 2, "config error"),
     (["demo", "--nodes", "0"], 2, "--nodes must be 1..20"),
     (["demo", "--web", "localhost"], 2, "must be HOST:PORT"),

@@ -69,7 +69,7 @@ def test_bad_node_config_and_dry_run(tmp_path, node_dir):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text('{"node": "x", "key": "00"}')
     rc, _, err = citynode("flash", "--port", "/dev/ttyUSB97", "--node-dir", str(tmp_path / "bad"))
-    assert rc == 1
+    assert rc == 2  # a bad node folder: what was given is wrong
     one_clear_line(err, "key must be 16..64 bytes")
     rc, out, err = citynode("flash", "--port", "/dev/ttyUSB97", "--node-dir", str(node_dir), "--dry-run",
                             "--image", "mp.bin")

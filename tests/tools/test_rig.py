@@ -120,6 +120,30 @@ def test_technician_workflow_provision_rig_monitor(tmp_path):
 
 
 @pytest.mark.micropython
+def test_the_readme_path_esp32_node_on_the_rig_sends_at_once(tmp_path):
+    # the README as written: --board esp32 and the default 300 s interval. The rig runs it (it
+    # plays any board) and the node's first frame follows its boot, not 300 s later.
+    from tools import cli
+
+    assert cli.main(["provision", "--node", "sew-07", "--board", "esp32", "--out", str(tmp_path / "node"),
+                     "--keys", str(tmp_path / "keys.toml")]) == 0
+    rig = subprocess.Popen([sys.executable, "-m", "tools.cli", "rig", "--flash", str(tmp_path / "flash"),
+                            "--node-dir", str(tmp_path / "node")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        port = rig.stdout.readline().split()[1]
+        mon = subprocess.run([sys.executable, "-m", "tools.cli", "monitor", "--port", port, "--keys",
+                              str(tmp_path / "keys.toml"), "--count", "1", "--duration", "60"],
+                             capture_output=True, text=True, timeout=90)
+    finally:
+        rig.terminate()
+        rig.wait(10)
+    assert mon.returncode == 0, mon.stderr
+    assert "config: node sew-07 board esp32 link uart interval 300 s" in mon.stdout, mon.stdout
+    assert "sew-07: 1 frames, MAC ok 1 failed 0" in mon.stdout, mon.stdout  # well before 300 s
+
+
+@pytest.mark.micropython
 def test_ctrl_c_inside_a_frame_is_data_outside_it_interrupts(tmp_path):
     # the running program reads its UART; a 0x03 in a COBS frame (ACKs have them) must reach
     # it, a 0x03 between frames stops it, as the node's firmware does on a real console
