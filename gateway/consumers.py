@@ -104,7 +104,6 @@ class HomeAssistant:
         cfg = {
             "name": TITLES.get(name, name),
             "unique_id": uid,
-            "object_id": _NOT_ID.sub("_", f"{node}_{name}"),
             "state_topic": f"{self.prefix}/nodes/{node}/up",
             # the reading's value in the envelope's SenML pack; a frame without it keeps the state
             "value_template": "{% set r = value_json.senml | selectattr('n', 'eq', '" + name + "') | list %}"
