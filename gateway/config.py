@@ -265,8 +265,9 @@ def _sensorthings(entries):
         ds = t.get("datastream", int | str, required=True)
         if isinstance(ds, bool) or (isinstance(ds, int) and ds < 1):
             raise t.err("datastream", f"must be a Datastream id >= 1 or a string id, got {ds!r}")
-        if isinstance(ds, str) and (not ds or any(ord(c) < 0x20 for c in ds)):
-            raise t.err("datastream", f"must be a non-empty string id without control characters, got {ds!r}")
+        if isinstance(ds, str) and (not ds or any(ord(c) < 0x20 or c in "/+#" for c in ds)):
+            raise t.err("datastream", f"must be a non-empty string id without / + # or control characters (it is "
+                                      f"part of an MQTT topic and a URL path), got {ds!r}")
         if node == "*" and not (isinstance(ds, str) and "{node}" in ds):
             raise t.err("datastream", f"a mapping for every node needs a string id with {{node}} in it, "
                                       f"e.g. \"{{node}}-{reading}\", got {ds!r}")

@@ -65,7 +65,12 @@ class Sender:
             self._db.close()
 
     def depth(self):
-        return self._db.execute("SELECT COUNT(*) FROM st_outbox").fetchone()[0]
+        # Observations waiting (any thread: a connection of its own)
+        db = connect(self.db_path)
+        try:
+            return db.execute("SELECT COUNT(*) FROM st_outbox").fetchone()[0]
+        finally:
+            db.close()
 
     def _rows(self, after, limit=BATCH):
         return self._db.execute("SELECT id, path, payload FROM st_outbox WHERE id > ? ORDER BY id LIMIT ?",

@@ -48,6 +48,7 @@ BAD = [
     ([{"node": "sew-01", "reading": "l", "datastream": 5}, {"node": "sew-02", "reading": "l", "datastream": 5}],
      None, "[sensorthings.1] datastream: 5 is mapped twice"),
     ([{"node": "sew-01", "reading": "l", "datastream": 0}], None, "Datastream id >= 1"),
+    ([{"reading": "l", "datastream": "levels/{node}"}], None, "without / + #"),
     ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "ftp://frost"}, "[sensorthings_server] url"),
     ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "mqtt://frost/x"}, "an MQTT url has no path"),
     ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "http://frost", "version": "v2"},
