@@ -43,7 +43,7 @@ def world_for(i):
 
 def config_for(node, key, host, port):
     return node_config.validate({
-        "node": node, "key": key.hex(), "board": "sim", "link": {"kind": "udp", "host": host, "port": port},
+        "node": node, "key": key.hex(), "board": SimBoard.name, "link": {"kind": "udp", "host": host, "port": port},
         "interval_s": 300, "storm_interval_s": 30, "heartbeat_s": 900,
         "watchdog_ms": 600000,  # 10 world minutes = 1.25 wall seconds: covers a wall-time ACK wait
         "sleep": "light",

@@ -4,13 +4,14 @@ import json
 
 from firmware import config as device_config
 from firmware.main import BOARDS as DEVICE_BOARDS
+from firmware.sim.board import SimBoard
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 
 CONFIG_NAME = device_config.CONFIG_NAME
 DEFAULT_INTERVAL_S = 300
 STORM_INTERVAL_S = device_config.DEFAULTS["storm_interval_s"]
-BOARDS = (*DEVICE_BOARDS, "sim")  # the boards firmware.main starts, and the simulator's
+BOARDS = (*DEVICE_BOARDS, SimBoard.name)  # the boards firmware.main starts, and the simulator's
 LINKS = ("uart", "udp")
 
 

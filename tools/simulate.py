@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from firmware.sim.board import SimBoard
 from gateway.keys import KeysError, load_keys
 
 DEFAULT_STATE = os.path.join(os.path.expanduser("~"), ".cache", "citynode", "sim")
@@ -70,7 +71,7 @@ def prepare(args):
     for node in sorted(keys)[: args.nodes]:
         flash = os.path.join(args.state, node)
         os.makedirs(flash, exist_ok=True)
-        cfg = {"node": node, "key": keys[node].hex(), "board": "sim", "interval_s": 60, "storm_interval_s": 30,
+        cfg = {"node": node, "key": keys[node].hex(), "board": SimBoard.name, "interval_s": 60, "storm_interval_s": 30,
                "heartbeat_s": 60, "link": {"kind": "udp", "host": host, "port": port}, "buffer_slots": 512}
         path = os.path.join(flash, "config.json")
         with open(path + ".tmp", "w") as f:

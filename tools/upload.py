@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 
 from firmware.main import BOARDS as BOARD_MODULES
+from firmware.sim.board import SimBoard
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "firmware")
@@ -58,7 +59,7 @@ def compile_mpy(src, out):
 # too, so every sensor driver a config may name). So a real board never gets the simulator
 # (firmware/sim/), another board's module, or what only CPython runs.
 ENTRIES = {board: ("firmware.main", module) for board, module in BOARD_MODULES.items()}
-ENTRIES["sim"] = (SIM_MAIN,)  # the virtual rig: the sim board on the console line
+ENTRIES[SimBoard.name] = (SIM_MAIN,)  # the virtual rig: the sim board on the console line
 # a config without "board": firmware/main.py detects the board it runs on, so it gets both ports
 ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"])
 CPYTHON_ONLY = ("protocol.fast",)  # the gateway's fast readers (MicroPython never imports them)
@@ -125,7 +126,7 @@ def compile_sources(rels, progress=None):
 def main_source(board):
     # the boot entry for a board: firmware.main picks the board from the config and runs the
     # node; the sim board (virtual rig) runs the node on its console line instead
-    if board == "sim":
+    if board == SimBoard.name:
         return SIM_MAIN.read_text()
     return DEFAULT_MAIN
 
@@ -133,7 +134,7 @@ def main_source(board):
 def build_bundle(node_config=None, progress=None):
     # -> list of (board path, bytes): the board's manifest compiled, its boot entry and the
     # config. node_config: a checked config dict, or None to keep the board's config
-    board = node_config.get("board") if node_config is not None else "sim"
+    board = node_config.get("board") if node_config is not None else SimBoard.name
     files = compile_sources(manifest(board), progress)
     files.append(("main.py", main_source(board).encode()))
     if node_config is not None:
@@ -146,9 +147,9 @@ def for_virtual_rig(files):
     # the node's config on the sim board (simulated sensors, the console line as its UART),
     # so its boot entry is the sim one, and the sim board's modules come along.
     have = {p for p, _ in files}
-    sim = [rel for rel in manifest("sim") if "lib/" + rel[:-3] + ".mpy" not in have]
+    sim = [rel for rel in manifest(SimBoard.name) if "lib/" + rel[:-3] + ".mpy" not in have]
     return [(p, d) for p, d in files if p != "main.py"] + compile_sources(sim) + [
-        ("main.py", main_source("sim").encode())]
+        ("main.py", main_source(SimBoard.name).encode())]
 
 
 def sha256_hex(data):

@@ -55,7 +55,7 @@ def load_config(board, opts, link):
         raw["storm_interval_s"] = min(raw.get("storm_interval_s", 30), raw["interval_s"])
     if link:
         raw["link"] = link
-    raw["board"] = "sim"
+    raw["board"] = SimBoard.name
     return config.validate(raw)
 
 
