@@ -53,8 +53,13 @@ def run(args):
     except config.ConfigError as e:
         return _fail(f"config error: {e}", EXIT_CONFIG)
     if args.check_config:
+        st = ""
+        if settings.sensorthings:
+            server = settings.sensorthings_server
+            st = (f", {plural(len(settings.sensorthings), 'SensorThings mapping')} to "
+                  f"{server.url if server else 'the mqtt broker'}")
         print(f"{path}: ok ({plural(len(keys), 'node key')}, {plural(len(settings.ingest), 'ingest link')}, "
-              f"mqtt {settings.mqtt.url})")
+              f"mqtt {settings.mqtt.url}{st})")
         return 0
     logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

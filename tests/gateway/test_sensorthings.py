@@ -68,7 +68,9 @@ def test_a_template_and_own_ids_check(tmp_path, capsys):
     path = st_config(tmp_path, GOOD_URL, [{"reading": "l", "datastream": "{node}-level"},
                                           {"node": "sew-01", "reading": "b", "datastream": "b3a1c0de-0001"}],
                      {"url": "https://frost.example:8443/FROST-Server", "username": "gw", "password": "pw"})
-    assert check(path) == 0, capsys.readouterr().err
+    assert check(path) == 0
+    out = capsys.readouterr().out
+    assert "2 SensorThings mappings to https://frost.example:8443/FROST-Server)" in out, out
     s = config.load(path).sensorthings_server
     assert (s.mode, s.host, s.port, s.tls, s.path) == ("http", "frost.example", 8443, True, "/FROST-Server")
 
