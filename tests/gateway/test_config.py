@@ -20,7 +20,7 @@ def check(path):
 def test_good_config_checks(tmp_path, capsys):
     path = write_config(tmp_path, GOOD_URL)
     assert check(path) == 0
-    assert "ok (3 node keys" in capsys.readouterr().out
+    assert "ok (3 node keys, 1 ingest link, mqtt " in capsys.readouterr().out  # "1 ingest link", not "links"
     s = config.load(path)
     assert s.data_dir == tmp_path / "var" and s.mqtt.port == 1883 and not s.mqtt.tls
     assert s.mqtt.client_id == "citynode-gw-test" and s.ingest[0].listen == ("127.0.0.1", 0)

@@ -16,3 +16,10 @@ def test_bench_names_are_checked(capsys):
     # citynode bench runs the scripts in bench/; an unknown name is one line, exit 2
     assert cli.main(["bench", "nosuch"]) == 2
     assert "no benchmark 'nosuch'; choose from protocol, firmware, gateway" in capsys.readouterr().err
+
+
+def test_version():
+    from gateway import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"citynode {__version__}", proc

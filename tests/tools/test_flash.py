@@ -186,3 +186,31 @@ def test_each_board_gets_its_device_manifest(tmp_path, board):
     else:
         assert not sim and f"lib/firmware/boards/{board}.mpy" in boards
         assert all(other not in p for p in boards for other in {"esp32", "rp2", "linux"} - {board})
+
+
+@pytest.mark.micropython
+def test_ctrl_c_during_the_upload_says_so_and_the_next_flash_finishes(tmp_path, node_dir):
+    # Ctrl-C while files go over the raw REPL: one line, exit 130 (it once ended in "the board
+    # refused a command ... b'R\x00'"); the board is left usable and the same command finishes.
+    import signal
+    import time
+
+    with VirtualRig(tmp_path / "flash") as rig:
+        proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "flash", "--port", rig.port, "--node-dir",
+                                 str(node_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        seen = b""
+        deadline = time.monotonic() + 120
+        while b"upload " not in seen and time.monotonic() < deadline:  # readiness: the upload has begun
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        err = (seen + err).decode()
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1].startswith("citynode flash: interrupted (Ctrl-C)"), err
+        assert "refused" not in err and "Traceback" not in err
+        rc, out, err = citynode("flash", "--port", rig.port, "--node-dir", str(node_dir))
+        assert rc == 0, err
+        assert "node rig-1 runs citynode" in out
