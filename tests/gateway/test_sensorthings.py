@@ -12,6 +12,7 @@ from gateway.daemon import Gateway
 from gateway.outputs import datastream_path
 from protocol import message, senml
 from tests.gateway.conftest import NODES, Subscriber, write_config
+from tests.gateway.test_tls import tls_broker  # noqa: F401 - a fixture
 from tests.support.broker import Mosquitto
 from tests.support.frost import Frost
 from tests.support.udpnode import UdpNode, level_m
@@ -54,6 +55,8 @@ BAD = [
     ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "http://frost", "version": "v2"},
      "[sensorthings_server] version"),
     ([], {"url": "http://frost"}, "no [[sensorthings]] mapping"),
+    ([{"node": "sew-01", "reading": "l", "datastream": 5}], {"url": "http://frost", "ca": "keys.toml"},
+     "TLS files given but url is http://; use https://"),  # never plain text when TLS was meant
 ]
 
 
@@ -241,3 +244,37 @@ def test_frost_broker_gone_and_back(tmp_path, mosquitto, subscriber):
         if listener is not None:
             listener.loop_stop()
         frost_broker.stop()
+
+
+def test_tls_to_frost_broker_and_https(tmp_path, mosquitto, subscriber, tls_broker):  # noqa: F811
+    # FROST behind TLS: its broker wants a client certificate and a password (mqtts://), its
+    # HTTP API a server certificate from the city's CA (https://)
+    broker, pki = tls_broker
+    frost = Frost({"sew-01-level": True}, id_type="string")
+    listener = frost.listen_mqtt(broker.port, tls={"ca_certs": str(pki["ca"]), "certfile": str(pki["client"]),
+                                                   "keyfile": str(pki["client_key"])}, username="gw",
+                                 password="s3cret")
+    tls_files = {"ca": str(pki["ca"]), "cert": str(pki["client"]), "key": str(pki["client_key"])}
+    path = st_config(tmp_path / "gw", mosquitto.url, [{"reading": "l", "datastream": "{node}-level"}],
+                     {"url": f"mqtts://127.0.0.1:{broker.port}", "username": "gw", "password": "s3cret",
+                      **tls_files})
+    gw = Gateway(config.load(path)).start()
+    try:
+        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        assert node.run(3, deadline_s=10)
+        assert subscriber.wait(lambda: len(frost.created) == 3 and gw.st_sender.depth() == 0)
+    finally:
+        gw.stop()
+        listener.loop_stop()
+    https_frost = Frost({1: True})
+    server = https_frost.serve_http(tls=(str(pki["server"]), str(pki["server_key"])))
+    path = st_config(tmp_path / "gw2", mosquitto.url, [{"node": "sew-01", "reading": "l", "datastream": 1}],
+                     {"url": f"https://127.0.0.1:{server.server_port}/FROST-Server", "ca": str(pki["ca"])})
+    gw = Gateway(config.load(path)).start()
+    try:
+        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        assert node.run(3, deadline_s=10)
+        assert subscriber.wait(lambda: len(https_frost.created) == 3 and gw.st_sender.depth() == 0)
+    finally:
+        gw.stop()
+        server.shutdown()

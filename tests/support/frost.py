@@ -20,6 +20,7 @@
 import datetime
 import json
 import re
+import ssl
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -110,7 +111,8 @@ class Frost:
 
     # ------------------------------------------------------------ HTTP
 
-    def serve_http(self, root="/FROST-Server", port=0):
+    def serve_http(self, root="/FROST-Server", port=0, tls=None):
+        # tls: (server certificate file, key file) for https
         frost = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -143,13 +145,17 @@ class Frost:
                 self.wfile.write(data)
 
         server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         server.requests = []
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 
     # ------------------------------------------------------------ MQTT
 
-    def listen_mqtt(self, port):
+    def listen_mqtt(self, port, tls=None, username=None, password=None):
         # FROST's embedded broker hands every publish to the create path; here a client on
         # a second mosquitto does, and records what FROST would have logged as failures.
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"frost-{port}", protocol=mqtt.MQTTv311)
@@ -157,6 +163,10 @@ class Frost:
         c.on_connect = lambda c, u, f, rc, p: c.subscribe("#", qos=1)
         c.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         c.on_message = lambda c, u, msg: self.create(msg.topic, msg.payload)
+        if tls:
+            c.tls_set(**tls)
+        if username:
+            c.username_pw_set(username, password)
         c.connect("127.0.0.1", port, keepalive=10)
         c.loop_start()
         if not subscribed.wait(10):
