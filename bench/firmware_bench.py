@@ -35,7 +35,7 @@ def micropython_cycle(cycles):
                            capture_output=True, text=True, env=env, cwd=d, timeout=1800)
         if p.returncode:
             raise SystemExit(p.stdout + p.stderr)
-        words = p.stdout.split()
+        words = p.stdout.splitlines()[-1].split()
         return dict(zip(words[0::2], map(int, words[1::2]), strict=True))
 
 

@@ -190,6 +190,7 @@ def main(flash, cycles):
         ptotal += p
         node.sleep(60000)
     us = time.ticks_diff(time.ticks_us(), t0)
+    micropython.qstr_info()  # "qstr pool: n_pool=P, n_qstr=Q, ...": every name the code interned
     gc.collect()
     print("PEAK %d GROWTH %d MEAN %d PROTOCOL %d FRAMES %d SENT %d US_PER_CYCLE %d LIVE %d HEAP_USED %d" % (
         peak, gc.mem_alloc() - base, total // cycles, ptotal // cycles, node.seq, link.sent, us // cycles,

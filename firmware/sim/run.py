@@ -138,7 +138,7 @@ class Blaster:
         if self.reset:
             return
         try:
-            self.node.run(stop=self.paused, report=True, ack_wait_ms=0)
+            self.node.run(stop=self.paused, report=True, timeout_ms=0)
             self.node.transmit(0)
         except Reset as r:
             self.reset = r.cause
