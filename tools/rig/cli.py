@@ -1,6 +1,11 @@
-# `citynode rig --flash DIR [--node-dir NODE]`: a virtual board on a pty until Ctrl-C.
-# With --node-dir the flash folder first gets what `citynode flash` would put on a board
-# (the firmware as .mpy, main.py, the node's config), so the node runs at once.
+# `citynode rig --flash DIR [--node-dir NODE] [--board NAME]`: a board on a pty until Ctrl-C.
+#   the virtual rig (default): the firmware on the MicroPython unix port with DIR as its
+#     flash; with --node-dir DIR first gets what `citynode flash` would put on a board (the
+#     firmware as .mpy, main.py, the node's config), so the node runs at once.
+#   --board pico: the emulated Raspberry Pi Pico, the real MicroPython rp2 image on rp2040js
+#     (tools/rig/pico.py), with DIR/pico-flash.bin as its 2 MB flash (made from the image
+#     when missing, kept across runs); --node-dir then runs `citynode flash` against it
+#     (provision the node with --board rp2).
 # The first line on stdout is "port <path>", for scripts and fixtures.
 import signal
 import sys
@@ -12,8 +17,15 @@ from tools.rig.board import VirtualRig
 def add_arguments(p):
     p.add_argument("--flash", required=True, metavar="DIR", help="host folder that is the board's flash (created)")
     p.add_argument("--node-dir", metavar="DIR", help="provisioned node folder: install the firmware and its config")
-    p.add_argument("--board", default="sim", help="board name in the REPL banner (%(default)s)")
-    p.add_argument("--heap", default="256k", help="MicroPython heap, like the board's free RAM (%(default)s)")
+    p.add_argument("--board", default="sim", help="pico: the emulated Raspberry Pi Pico (the real MicroPython rp2 "
+                   "port); any other name: the virtual rig (unix port) with that name in its REPL banner "
+                   "(%(default)s)")
+    p.add_argument("--heap", default="256k", help="virtual rig: MicroPython heap, like the board's free RAM "
+                   "(%(default)s)")
+    p.add_argument("--world-speed", type=float, default=1.0, metavar="X",
+                   help="pico: the simulated world runs X times faster than the board's clock (%(default)s)")
+    p.add_argument("--rain-start-s", type=float, metavar="S",
+                   help="pico: the storm's runoff arrives S world seconds after power-on (default: dry weather)")
 
 
 def run(args):
@@ -23,6 +35,8 @@ def run(args):
         print(f"citynode rig: --flash {args.flash} is a file; give a folder (it is created if missing)",
               file=sys.stderr)
         return 2
+    if args.board == "pico":
+        return run_pico(args)
     if args.node_dir:
         from tools import nodeconfig
         from tools.upload import UploadError, build_bundle, for_virtual_rig, write_bundle
@@ -33,13 +47,42 @@ def run(args):
         except (nodeconfig.ConfigError, UploadError) as e:
             print(f"citynode rig: {e}", file=sys.stderr)
             return 2
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
     rig = VirtualRig(args.flash, board=args.board, heap=args.heap,
                      log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
+    return serve(rig, f"flash is {rig.flash}")
+
+
+def run_pico(args):
+    import os
+    import subprocess
+
+    from tools.rig.pico import PicoRig, RigMissing
+
+    os.makedirs(args.flash, exist_ok=True)
+    world = {"speed": args.world_speed}
+    if args.rain_start_s is not None:
+        world["rain_start_s"] = args.rain_start_s
+    try:
+        rig = PicoRig(os.path.join(args.flash, "pico-flash.bin"), world=world, power_on_open=not args.node_dir,
+                      log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
+    except RigMissing as e:
+        print(f"citynode rig: {e}", file=sys.stderr)
+        return 2
+    if args.node_dir:
+        proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", rig.port,
+                               "--node-dir", args.node_dir, "--timeout", "60"], stdout=sys.stderr)
+        if proc.returncode != 0:
+            rig.stop()
+            return proc.returncode
+    return serve(rig, f"flash is {rig.flash_file}")
+
+
+def serve(rig, where):
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
     print("port " + rig.port, flush=True)
     print(f"rig: the board powers on when {rig.port} is opened (citynode monitor --port {rig.port}, "
-          f"mpremote connect {rig.port}); flash is {rig.flash}; Ctrl-C stops", file=sys.stderr, flush=True)
+          f"mpremote connect {rig.port}); {where}; Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         done.wait()
     except KeyboardInterrupt:

@@ -1,0 +1,476 @@
+# The emulated Raspberry Pi Pico: the real MicroPython v1.28.0 rp2 image on npm rp2040js,
+# run by tools/rig/pico/runner.mjs (Node.js) in its own process, behind a pty like a Pico on
+# USB (`citynode flash`, `citynode monitor`, mpremote and the gateway's serial ingest open
+# the pty path as they would /dev/ttyACM0). This side owns the pty, powers the board on,
+# cuts its power, and drives its sensors from the simulated world (firmware/sim): BME280
+# raw values on I2C0, A02YYUW frames on UART1 at 9600 baud, the 4-20 mA probe on ADC0 and
+# trigger/echo pulses, all as functions of the world at the board's emulated time.
+#
+# The images come from the rig folder: $CITYNODE_RIG_DIR, else ../shared/rig next to the
+# repository (see hil_tests/README.md); their checksums are checked against its SHA256SUMS.
+import hashlib
+import json
+import os
+import pathlib
+import selectors
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import tty
+
+from tools.rig.board import MARK_SPEED, SETTLE_MAX_S, SETTLE_S, _set_speed
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RUNNER_DIR = pathlib.Path(__file__).with_name("pico")
+RUNNER = RUNNER_DIR / "runner.mjs"
+IMAGE = "RPI_PICO-v1.28.0.uf2"
+BOOTROM = "bootrom-rp2040-b1.bin"
+FLASH_BYTES = 2 * 1024 * 1024
+MAX_PENDING = 1 << 20
+SHUNT_OHM = 150  # the 4-20 mA loop's shunt to GND (hil_tests/README.md wiring)
+PROBE_SPAN_MM = 5000  # level at 20 mA (firmware/drivers/hydrostatic.py default)
+ADC_CHANNEL = 0  # GPIO26, firmware/boards/rp2.py loop_adc
+
+
+class RigMissing(Exception):
+    # what this machine lacks to run the emulated Pico, in one line
+    pass
+
+
+def rig_dir():
+    return pathlib.Path(os.environ.get("CITYNODE_RIG_DIR") or REPO.parent / "shared" / "rig")
+
+
+_checked = {}
+
+
+def find_images():
+    # -> (image, bootrom) paths, checked against SHA256SUMS; RigMissing names what is missing
+    d = rig_dir()
+    if str(d) in _checked:
+        return _checked[str(d)]
+    sums_file = d / "SHA256SUMS"
+    if not sums_file.is_file():
+        raise RigMissing(f"no Pico images: {sums_file} not found (set CITYNODE_RIG_DIR to the folder with "
+                         f"{IMAGE}, {BOOTROM} and SHA256SUMS)")
+    sums = {}
+    for line in sums_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            sums[parts[1].lstrip("*")] = parts[0]
+    out = []
+    for name in (IMAGE, BOOTROM):
+        p = d / name
+        if not p.is_file():
+            raise RigMissing(f"no Pico image: {p} not found (CITYNODE_RIG_DIR={d})")
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if sums.get(name) != digest:
+            raise RigMissing(f"{p}: sha256 {digest[:16]}... does not match {sums_file}")
+        out.append(p)
+    _checked[str(d)] = tuple(out)
+    return _checked[str(d)]
+
+
+def node_binary():
+    exe = shutil.which("node") or shutil.which("nodejs")
+    if not exe:
+        raise RigMissing("no Node.js: the emulated Pico needs `node` (apt-get install nodejs npm)")
+    if not (RUNNER_DIR / "node_modules" / "rp2040js" / "package.json").is_file():
+        raise RigMissing(f"rp2040js not installed: run `npm ci` in {RUNNER_DIR} (make does it)")
+    return exe
+
+
+def check():
+    # -> None when the emulated Pico can run here, else the one-line reason
+    try:
+        find_images()
+        node_binary()
+    except RigMissing as e:
+        return str(e)
+    return None
+
+
+class EmulatedClock:
+    # the world's clock: the board's emulated milliseconds, times `speed` (a storm in minutes)
+    def __init__(self, rig, speed=1.0, start_ms=0):
+        self.rig = rig
+        self.speed = speed
+        self.start_ms = start_ms
+
+    def ms(self):
+        return int(self.start_ms + self.rig.emulated_ms * self.speed)
+
+    def sleep_ms(self, ms):
+        pass
+
+
+class RigClock:
+    def __init__(self, rig):
+        self.rig = rig
+
+    def ms(self):
+        return int(self.rig.emulated_ms)
+
+
+class PicoWorld:
+    # the simulated world as the board's sensors see it (firmware/sim/world.py)
+    def __init__(self, rig, speed=1.0, **params):
+        from firmware.sim.devices import DATASHEET_CALIB, BME280Sim, LoopAdc, UltrasonicUart, calib_bytes
+        from firmware.sim.world import World
+
+        self.clock = EmulatedClock(rig, speed, params.pop("start_ms", 0))
+        self.world = World(self.clock, **params)
+        self.bme = BME280Sim(self.world)
+        self.calib = calib_bytes(DATASHEET_CALIB)
+        self.sonar = UltrasonicUart(self.world, RigClock(rig))
+        self.loop = LoopAdc(self.world, shunt_ohm=SHUNT_OHM, span_mm=PROBE_SPAN_MM)
+        self._buf = bytearray(256)
+
+    def first(self):
+        a, b = self.calib
+        return {"calib": a.hex(), "calib_h": b.hex()}
+
+    def update(self):
+        from firmware.level import speed_of_sound_mm_s
+
+        w = self.world
+        m = {"bme280": list(self.bme._invert())}
+        n = self.sonar.readinto(self._buf)
+        if n:
+            m["uart1"] = bytes(self._buf[:n]).hex()
+        m["adc"] = [ADC_CHANNEL, self.loop.read_u16() >> 4]  # the RP2040 ADC has 12 bits
+        d = w.echo_mm()
+        m["echo_us"] = 0 if d is None else int(2 * d * 1e6 / speed_of_sound_mm_s(w.temp_c()))
+        return m
+
+
+class PicoRig:
+    # An emulated Pico on a pty. The board powers on when the port is first opened (as a
+    # board is plugged in when the terminal is ready), keeps running while the port is
+    # closed (what it prints then is dropped: no USB host reads it), and keeps its flash in
+    # `flash_file` across resets, power cuts and runs.
+    def __init__(self, flash_file, world=None, log=None, power_on_open=True):
+        self.flash_file = str(flash_file)
+        self.world_params = dict(world or {})
+        self.log = log
+        self.power_on_open = power_on_open
+        self.port = None
+        self.emulated_ms = 0.0
+        self.counters = {}
+        self.events = []  # control events from the runner, oldest first (boot, power_cut, report)
+        self.boots = 0
+        self.dropped = 0
+        self.exit_status = None
+        self._proc = None
+        self._ctl = None
+        self._ctl_buf = b""
+        self._out = bytearray()
+        self._to_dev = bytearray()
+        self._connected = False
+        self._world = None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._thread = None
+        self._requests = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self):
+        self.image, self.bootrom = find_images()
+        self.node = node_binary()
+        self._master, slave = os.openpty()
+        tty.setraw(slave)
+        _set_speed(slave, MARK_SPEED)
+        self.port = os.ttyname(slave)
+        os.close(slave)  # POLLHUP on the master then says whether a host holds the port
+        os.set_blocking(self._master, False)
+        self._wake_r, self._wake_w = os.pipe()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        if not self.power_on_open:
+            self._power_on()
+        self._thread = threading.Thread(target=self._loop, name="pico-rig", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._wake()
+        if self._thread:
+            self._thread.join(5)
+        self._kill()
+        for fd in (self._master, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._sel.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ------------------------------------------------------------ what tests and tools call
+
+    def power_cut(self):
+        # pull the plug: the runner dies at once; the flash file keeps what was written
+        self._request("cut")
+
+    def power_on(self):
+        self._request("on")
+
+    def cut_during_flash_write(self):
+        # the power fails half way through the board's next flash page program
+        self.control({"cut": "program"})
+
+    def control(self, msg):
+        with self._lock:
+            ctl = self._ctl
+        if ctl is not None:
+            try:
+                ctl.sendall((json.dumps(msg) + "\n").encode())
+            except OSError:
+                pass
+
+    def report(self, timeout=5):
+        # -> the runner's counters now: erases, programs, program_bytes, watchdog_resets, resets, boots, ms
+        n = len(self.events)
+        self.control({"report": True})
+        return self.wait_event(lambda e: e["ev"] == "report", timeout, start=n)
+
+    def wait_event(self, pred, timeout, start=0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self.events[start:]:
+                    if pred(e):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the emulated Pico sent no such event within %s s" % timeout)
+                self._cond.wait(left)
+
+    @property
+    def running(self):
+        return self._proc is not None and self._proc.poll() is None
+
+    # ------------------------------------------------------------ the runner process
+
+    def _request(self, what):
+        with self._lock:
+            self._requests.append(what)
+        self._wake()
+
+    def _wake(self):
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _power_on(self):
+        self._kill()
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [self.node, str(RUNNER), "--image", str(self.image), "--bootrom", str(self.bootrom),
+             "--flash", self.flash_file, "--ctl-fd", str(theirs.fileno())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, pass_fds=(theirs.fileno(),))
+        theirs.close()
+        ours.setblocking(False)
+        with self._lock:
+            self._ctl = ours
+            self._ctl_buf = b""
+            self.exit_status = None
+        self._to_dev.clear()
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        os.set_blocking(self._proc.stdin.fileno(), False)
+        self._sel.register(self._proc.stdout, selectors.EVENT_READ, "dev")
+        self._sel.register(ours, selectors.EVENT_READ, "ctl")
+        self._world = PicoWorld(self, **self.world_params) if self.world_params is not None else None
+        self.control(self._world.first())
+        self.control(self._world.update())
+
+    def _kill(self):
+        p, self._proc = self._proc, None
+        with self._lock:
+            ctl, self._ctl = self._ctl, None
+        for f in (p.stdout if p else None, ctl):
+            if f is not None:
+                try:
+                    self._sel.unregister(f)
+                except (KeyError, ValueError):
+                    pass
+        if ctl is not None:
+            ctl.close()
+        if p is None:
+            return
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        self.exit_status = p.returncode
+        for f in (p.stdin, p.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self):
+        try:
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._kill()
+
+    def _step(self):
+        if not self._connected and self._host_attached():
+            self._wait_for_client_setup()
+            self._connected = True
+            self._sel.register(self._master, selectors.EVENT_READ, "port")
+            if self._proc is None and self.power_on_open and self.boots == 0:
+                self._power_on()
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for r in requests:
+            if r == "cut":
+                self._kill()
+                self._event({"ev": "power_off"})
+            elif r == "on":
+                self._power_on()
+        self._flush_out()
+        self._flush_dev()
+        timeout = 0.02 if (not self._connected or self._out or self._to_dev) else 0.5
+        for key, _ in self._sel.select(timeout):
+            if key.data == "wake":
+                os.read(self._wake_r, 64)
+            elif key.data == "port":
+                self._read_port()
+            elif key.data == "dev":
+                self._read_dev()
+            elif key.data == "ctl":
+                self._read_ctl()
+
+    def _host_attached(self):
+        import select
+
+        p = select.poll()
+        p.register(self._master, select.POLLIN)
+        return not any(ev & select.POLLHUP for _fd, ev in p.poll(0))
+
+    def _wait_for_client_setup(self):
+        # pyserial flushes input right after it sets the line up: wait for that (board.py)
+        deadline = time.monotonic() + SETTLE_MAX_S
+        import termios
+
+        while time.monotonic() < deadline:
+            try:
+                if termios.tcgetattr(self._master)[4] != MARK_SPEED:
+                    break
+            except termios.error:
+                break
+            time.sleep(0.01)
+        time.sleep(SETTLE_S)
+
+    def _read_port(self):
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._connected = False
+            self._sel.unregister(self._master)
+            _set_speed(self._master, MARK_SPEED)
+            self._out.clear()
+            if self.log:
+                self.log("port closed by the host; the board keeps running")
+            return
+        if self._proc is not None:
+            self._to_dev += data
+
+    def _flush_dev(self):
+        while self._to_dev and self._proc is not None:
+            try:
+                n = os.write(self._proc.stdin.fileno(), self._to_dev[:65536])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._to_dev.clear()
+                return
+            del self._to_dev[:n]
+
+    def _read_dev(self):
+        try:
+            data = os.read(self._proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self._runner_exited()
+            return
+        if not self._connected:
+            self.dropped += len(data)
+            return
+        self._out += data
+        if len(self._out) > MAX_PENDING:
+            cut = len(self._out) - MAX_PENDING
+            self.dropped += cut
+            del self._out[:cut]
+
+    def _flush_out(self):
+        while self._out and self._connected:
+            try:
+                n = os.write(self._master, self._out[:4096])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._connected = False
+                return
+            del self._out[:n]
+
+    def _read_ctl(self):
+        try:
+            data = self._ctl.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            try:
+                self._sel.unregister(self._ctl)
+            except (KeyError, ValueError):
+                pass
+            return
+        self._ctl_buf += data
+        *lines, self._ctl_buf = self._ctl_buf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._event(json.loads(line))
+
+    def _event(self, e):
+        ev = e.get("ev")
+        if "ms" in e:
+            self.emulated_ms = e["ms"]
+        if ev in ("tick", "boot") and self._world is not None:
+            self.control(self._world.update())
+        with self._cond:
+            self.counters = {k: v for k, v in e.items() if k != "ev"} or self.counters
+            if ev == "boot":
+                self.boots += 1
+            if ev != "tick":
+                self.events.append(e)
+                if self.log:
+                    self.log("event " + json.dumps(e))
+            self._cond.notify_all()
+
+    def _runner_exited(self):
+        p = self._proc
+        self._kill()
+        if self.log:
+            self.log("runner exited with status %s" % (p.returncode if p else None))
+        self._event({"ev": "exit", "status": p.returncode if p else None})
