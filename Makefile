@@ -24,17 +24,25 @@ typings/.installed: $(BIN)/.installed
 	$(BIN)/pip install -q --target typings/rp2 'micropython-rp2-stubs==1.29.0.post1'
 	touch $@
 
+# The emulated Pico's runner (tools/rig/pico): rp2040js at the version package-lock.json pins,
+# from the npm registry only. Without npm the Pico tests are left out (one line says why).
+PICO_RUNNER := tools/rig/pico/node_modules/.installed
+$(PICO_RUNNER): tools/rig/pico/package.json tools/rig/pico/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tools/rig/pico --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the emulated Pico tests will be left out (apt-get install nodejs npm)"; fi
+
 demo: $(BIN)/.installed
 	$(BIN)/citynode demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-test: $(BIN)/.installed .venv-pycose/.installed typings/.installed lint
+test: $(BIN)/.installed .venv-pycose/.installed typings/.installed $(PICO_RUNNER) lint
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed $(PICO_RUNNER)
 	$(BIN)/citynode bench
 
 clean:
-	rm -rf $(VENV) .venv-pycose var build *.egg-info
+	rm -rf $(VENV) .venv-pycose var build *.egg-info tools/rig/pico/node_modules

@@ -1,13 +1,18 @@
 # Hardware-in-the-loop fixtures. Run with pytest-embedded's serial service:
-#   pytest hil_tests --embedded-services serial                     # the virtual rig
+#   pytest hil_tests --embedded-services serial                     # virtual rig + emulated Pico
 #   pytest hil_tests --embedded-services serial --port /dev/ttyUSB0 # a real board
-# Without --port every test gets a fresh virtual rig (tools/rig: the real firmware on the
-# MicroPython VM behind a pty, with a temp folder as flash). With --port the session first
-# provisions a test node and flashes it with `citynode flash`, so both kinds of board run
-# the same firmware, the same config and the same tests.
+# Without --port every test runs on two boards, each fresh per test: the virtual rig
+# (tools/rig/board.py: the firmware on the MicroPython unix port behind a pty, a temp folder
+# as flash) and the emulated Pico (tools/rig/pico.py: the real MicroPython rp2 image on
+# rp2040js behind a pty; marker `pico`), which the session flashes once with `citynode flash`
+# and each test boots from a copy of that flash. With --port the session provisions a test
+# node and flashes it with `citynode flash`, so every board runs the same firmware, the
+# same config and the same tests. Without the Pico images (CITYNODE_RIG_DIR) or Node.js the
+# Pico runs are skipped, with one line naming what is missing.
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 
@@ -23,13 +28,86 @@ INTERVAL_S = 2  # short, so a test sees several cycles in seconds
 NEEDS_HARDWARE = "needs a real board (run with --port /dev/ttyUSB0); the virtual rig simulates this part"
 
 
+# Where today's firmware is wrong on the real rp2 port: the tests that meet the defect are
+# xfail(strict=True) on the emulated Pico, so the fix turns them into XPASS failures and the
+# marks must go (the next issue, "Node firmware that survives the real ports").
+RP2_STDOUT_FLUSH = ("firmware/links.py StdioUart.write calls tx.flush(); sys.stdout.buffer on the rp2 port "
+                    "(FileIO) has none, so every cycle fails after its first send and the node resets")
+
+
 def pytest_configure(config):
     if not config.getoption("embedded_services", None):
         config.option.embedded_services = "serial"  # `pytest hil_tests` alone uses the serial service
+    config.addinivalue_line("markers", "pico: runs on the emulated Raspberry Pi Pico (real MicroPython rp2 port)")
+
+
+def pytest_generate_tests(metafunc):
+    # every test that uses a board runs on each kind: the real one with --port, else both rigs
+    if "board_kind" in metafunc.fixturenames:
+        if metafunc.config.getoption("port", None):
+            kinds = [pytest.param("port", id="port")]
+        else:
+            kinds = [pytest.param("virtual", id="virtual"), pytest.param("pico", id="pico", marks=pytest.mark.pico)]
+        metafunc.parametrize("board_kind", kinds, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Without the Pico's images or Node.js, its runs are left out and the summary says so in
+    # one line naming what is missing (a fresh clone without ../shared/rig)
+    if config.getoption("port", None):
+        return
+    pico_items = [i for i in items if i.get_closest_marker("pico")]
+    if not pico_items:
+        return
+    from tools.rig import pico
+
+    why = pico.check()
+    if why is None:
+        return
+    items[:] = [i for i in items if not i.get_closest_marker("pico")]
+    config.hook.pytest_deselected(items=pico_items)
+    config.stash[PICO_LEFT_OUT] = "SKIPPED %d emulated Pico tests: %s" % (len(pico_items), why)
+
+
+PICO_LEFT_OUT = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    line = config.stash.get(PICO_LEFT_OUT, None)
+    if line:
+        terminalreporter.write_line(line, yellow=True)
+
+
+def skip_without_pico():
+    # Without the Pico's images or Node.js its runs skip, all from this line: one line in -ra
+    from tools.rig import pico
+
+    why = pico.check()
+    if why is not None:
+        pytest.skip("emulated Pico: " + why)
 
 
 def real_board(request):
     return bool(request.config.getoption("port", None))
+
+
+def on_pico(request):
+    return request.node.callspec.params.get("board_kind") == "pico" if hasattr(request.node, "callspec") else False
+
+
+def known_defect(request, reason, where=("pico",)):
+    # this test meets a defect of today's firmware on these boards: strict xfail there
+    kind = request.node.callspec.params.get("board_kind") if hasattr(request.node, "callspec") else None
+    if kind in where:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def needs_real_port(request):
+    # device behaviour the unix port cannot show (watchdog, flash wear, power, heap of a chip)
+    kind = request.node.callspec.params.get("board_kind") if hasattr(request.node, "callspec") else None
+    if kind == "virtual":
+        pytest.skip("a real port's behaviour: runs on the emulated Pico and on a real board (--port), "
+                    "not on the unix-port virtual rig")
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +117,11 @@ def hil_node(request, tmp_path_factory):
     _path, cfg = provision(NODE, str(base / "node"), str(base / "keys.toml"), board="sim", interval_s=INTERVAL_S)
     cfg.update(storm_interval_s=1, heartbeat_s=INTERVAL_S)  # report every cycle, never wait for a change
     (base / "node" / "config.json").write_text(json.dumps(cfg))
+    # the same node for the Pico (board rp2: firmware/boards/rp2.py, the USB console as its link)
+    (base / "node-rp2").mkdir()
+    (base / "node-rp2" / "config.json").write_text(json.dumps(dict(cfg, board="rp2")))
     node = {"node": NODE, "key": bytes.fromhex(cfg["key"]), "config": cfg, "node_dir": base / "node",
-            "keys_file": base / "keys.toml", "base": base}
+            "rp2_dir": base / "node-rp2", "keys_file": base / "keys.toml", "base": base}
     if real_board(request):
         cfg["board"] = "esp32"
         (base / "node" / "config.json").write_text(json.dumps(cfg))
@@ -54,25 +135,67 @@ def hil_node(request, tmp_path_factory):
     return node
 
 
+def rig_log(m):
+    print("rig: " + m, file=sys.stderr)
+
+
+def flash_board(port, node_dir, timeout=180):
+    # `citynode flash` as a technician runs it -> (exit status, stdout, stderr)
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", port, "--node-dir", str(node_dir),
+                           "--timeout", "60"], capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def pico_template(hil_node):
+    # The Pico's flash after `citynode flash` with the session's node, once per session;
+    # every Pico test boots from a copy of it
+    from tools.rig.pico import PicoRig
+
+    skip_without_pico()
+    path = hil_node["base"] / "pico-flashed.bin"
+    r = PicoRig(path, log=rig_log, power_on_open=False).start()
+    try:
+        code, out, err = flash_board(r.port, hil_node["rp2_dir"])
+        assert code == 0, "citynode flash onto the emulated Pico failed: " + (err or out)[-2000:]
+    finally:
+        r.stop()
+    return path
+
+
 @pytest.fixture
-def rig(request, hil_node, tmp_path):
-    # A fresh virtual board for each test, already flashed with the session's node; None on a real board
-    if real_board(request):
+def rig(request, board_kind, hil_node, tmp_path):
+    # A fresh board for each test, already flashed with the session's node; None on a real board
+    if board_kind == "port":
         yield None
         return
-    flash = tmp_path / "flash"
-    shutil.copytree(hil_node["template"], flash)
-    r = VirtualRig(flash, log=lambda m: print("rig: " + m, file=sys.stderr)).start()
+    if board_kind == "pico":
+        from tools.rig.pico import PicoRig
+
+        skip_without_pico()
+        flash = tmp_path / "pico-flash.bin"
+        shutil.copyfile(request.getfixturevalue("pico_template"), flash)
+        r = PicoRig(flash, log=rig_log).start()
+    else:
+        flash = tmp_path / "flash"
+        shutil.copytree(hil_node["template"], flash)
+        r = VirtualRig(flash, log=rig_log).start()
     yield r
     r.stop()
 
 
 @pytest.fixture
-def blank_rig(request, tmp_path):
-    # A virtual board with MicroPython and an empty flash, as it comes from the factory
-    if real_board(request):
-        pytest.skip("a blank board is a virtual-rig case; a real board keeps its flash")
-    r = VirtualRig(tmp_path / "blank-flash").start()
+def blank_rig(request, board_kind, tmp_path):
+    # A board with MicroPython and an empty flash, as it comes from the factory
+    if board_kind == "port":
+        pytest.skip("a blank board is a rig case; a real board keeps its flash")
+    if board_kind == "pico":
+        from tools.rig.pico import PicoRig
+
+        skip_without_pico()
+        r = PicoRig(tmp_path / "blank-pico-flash.bin", log=rig_log).start()
+    else:
+        r = VirtualRig(tmp_path / "blank-flash").start()
     yield r
     r.stop()
 
@@ -106,7 +229,10 @@ class FrameReader:
     def next(self, timeout=15, ack=True):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = self.dut.expect(re.compile(rb"\x00[^\x00]+\x00"), timeout=max(0.1, deadline - time.monotonic()))
+            m = self.dut.expect(re.compile(rb"\x00[^\x00]+\x00|cycle failed: [^\r\n]*"),
+                                timeout=max(0.1, deadline - time.monotonic()))
+            if m.group(0).startswith(b"cycle failed"):  # the node says its loop broke: no point waiting
+                raise AssertionError("the node reports: " + m.group(0).decode(errors="replace"))
             for kind, body in self.deframer.feed(m.group(0)):
                 if kind != "frame":
                     continue

@@ -10,8 +10,9 @@ from protocol import cobs, message
 from tools.provision import provision
 
 
-def test_provision_flash_and_reboot_into_the_new_firmware(request, blank_rig, tmp_path):
-    cfg_path, cfg = provision("hil-new", str(tmp_path / "node"), str(tmp_path / "keys.toml"), board="sim",
+def test_provision_flash_and_reboot_into_the_new_firmware(request, board_kind, blank_rig, tmp_path):
+    board = "rp2" if board_kind == "pico" else "sim"
+    cfg_path, cfg = provision("hil-new", str(tmp_path / "node"), str(tmp_path / "keys.toml"), board=board,
                               interval_s=2)
     proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", blank_rig.port,
                            "--node-dir", str(tmp_path / "node")], capture_output=True, text=True, timeout=120)
@@ -20,7 +21,13 @@ def test_provision_flash_and_reboot_into_the_new_firmware(request, blank_rig, tm
     m = re.search(r"(\d+) files written, (\d+) verified by sha256; node hil-new runs citynode \S+, boot (\d+)",
                   proc.stdout)
     assert m and int(m.group(1)) == int(m.group(2)) > 10, proc.stdout
-    assert blank_rig.boots >= 2  # powered on blank, then soft-reset into the new firmware
+    if board_kind == "pico":
+        # the files went into LittleFS on the chip's NOR flash through the boot ROM's erase and
+        # program routines (one soft reset, no power cycle)
+        wear = blank_rig.report()
+        assert wear["boots"] == 1 and wear["erases"] > 20 and wear["program_bytes"] > 100_000, wear
+    else:
+        assert blank_rig.boots >= 2  # powered on blank, then soft-reset into the new firmware
     # the new firmware runs with the new key: its frames verify, on the same boot the flash saw
     key = bytes.fromhex(cfg["key"])
     deframer = cobs.Deframer()

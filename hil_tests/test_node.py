@@ -4,7 +4,17 @@ import time
 
 import pytest
 
-from hil_tests.conftest import INTERVAL_S, NEEDS_HARDWARE, NODE, FrameReader, real_board, reboot_real_board
+from hil_tests.conftest import (
+    INTERVAL_S,
+    NEEDS_HARDWARE,
+    NODE,
+    RP2_STDOUT_FLUSH,
+    FrameReader,
+    known_defect,
+    on_pico,
+    real_board,
+    reboot_real_board,
+)
 from protocol import message
 
 
@@ -23,7 +33,8 @@ def test_boot_banner_and_config(request, dut, hil_node):
     assert info[message.I_BOARD] in ("sim", "esp32", "rp2", "linux")
 
 
-def test_sample_cycle_frames_verify_on_the_host(dut, hil_node):
+def test_sample_cycle_frames_verify_on_the_host(request, dut, hil_node):
+    known_defect(request, RP2_STDOUT_FLUSH)
     reader = FrameReader(dut, hil_node)
     frames = [reader.next() for _ in range(3)]  # each verified with the node's key, then ACKed
     seqs = [d["seq"] for d, _ in frames]
@@ -38,7 +49,8 @@ def test_sample_cycle_frames_verify_on_the_host(dut, hil_node):
     assert all(b > a for a, b in zip(uptimes, uptimes[1:]))
 
 
-def test_recovery_after_the_port_is_closed_and_reopened(dut, hil_node):
+def test_recovery_after_the_port_is_closed_and_reopened(request, dut, hil_node):
+    known_defect(request, RP2_STDOUT_FLUSH)
     reader = FrameReader(dut, hil_node)
     first, _ = reader.next()
     with dut.serial.disable_redirect_thread(kill_port=True):
@@ -61,7 +73,9 @@ def test_recovery_after_the_port_is_closed_and_reopened(dut, hil_node):
 
 
 def test_bme280_on_a_real_i2c_bus(request, dut, hil_node):
-    if not real_board(request):
+    # a real board's I2C block, or the emulated Pico's (machine.I2C on the rp2 port, the
+    # BME280 register file of tools/rig/pico/runner.mjs fed by the simulated world)
+    if not real_board(request) and not on_pico(request):
         pytest.skip(NEEDS_HARDWARE + ": a BME280 wired to the board's I2C pins")
     d, _ = FrameReader(dut, hil_node).next(timeout=30)
     values = {r[0]: r.get(2) for r in d["records"]}

@@ -324,6 +324,10 @@ function build(reason) {
   }
   wd.onWatchdogTrigger = () => {
     resetReason = wd.reason === 1 ? 'watchdog' : 'reset'; // REASON.TIMER or REASON.FORCE
+    // the chip goes down now: stop the timer, or rp2040js's periodic alarm (target 0, the
+    // counter stays at 0) fires again at the same instant forever
+    wd.alarm.enable = false;
+    wd.timer.enable = false;
   };
   mcu.onBreak = (code) => {
     const core = mcu.core;

@@ -1,0 +1,172 @@
+# What only a real MicroPython port shows: a reboot command, the hardware watchdog, a power
+# cut in the middle of a flash write, and the heap the node leaves free. They run on the
+# emulated Pico (the real rp2 port, tools/rig/pico.py) and on a real board (--port); the
+# unix-port virtual rig has no watchdog, no NOR flash and another heap, so it skips the
+# ones that need them. Read like transcripts.
+import re
+import time
+
+import pytest
+
+from hil_tests.conftest import (
+    RP2_STDOUT_FLUSH,
+    FrameReader,
+    known_defect,
+    needs_real_port,
+    on_pico,
+    real_board,
+    reboot_real_board,
+)
+from protocol import cobs, message
+
+BANNER = rb"citynode (\S+) node (\S+) boot (\d+) reset (\S+)"
+
+
+def repl_at_boot(port, timeout=20):
+    # Opening the port powers the rig's board on; Ctrl-C every 50 ms stops main.py during its
+    # imports, before the node takes the console (micropython.kbd_intr(-1)), as a technician
+    # would at a board's boot. -> the raw REPL (tools.upload.BoardFs), with a clean slate.
+    from mpremote.transport_serial import SerialTransport
+
+    from tools.upload import BoardFs
+
+    t = SerialTransport(port, baudrate=115200, timeout=1)
+    ser = t.serial
+    ser.timeout = 0.05
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (b"KeyboardInterrupt" in seen and seen.endswith(b">>> ")):
+        ser.write(b"\x03")
+        seen += ser.read(4096)
+    ser.timeout = 1  # mpremote's raw-paste reads expect its own timeout back
+    if not seen.endswith(b">>> "):
+        t.close()
+        raise AssertionError("the board never stopped at its REPL; it said %r" % seen[-600:])
+    fs = BoardFs(t)
+    assert fs.enter(10), "no raw REPL after Ctrl-C"
+    # a Ctrl-C that landed in the frozen _boot.py left the filesystem unmounted: mount it as
+    # _boot.py does (ports/rp2/modules/_boot.py: LittleFS v2 on rp2.Flash())
+    fs.exec("import os\ntry:\n os.stat('config.json')\nexcept OSError:\n import rp2, vfs\n"
+            " vfs.mount(vfs.VfsLfs2(rp2.Flash(), progsize=256), '/')")
+    return fs
+
+
+def read_until(ser, pattern, timeout):
+    regex = re.compile(pattern)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen += ser.read(ser.in_waiting or 1)
+        m = regex.search(seen)
+        if m:
+            return m, seen
+    raise AssertionError("not within %s s: %r; the board said: %r" % (timeout, pattern, seen[-600:]))
+
+
+def test_reboot_command_restarts_the_node(request, board_kind, rig, dut, hil_node):
+    known_defect(request, RP2_STDOUT_FLUSH)
+    reboot_real_board(request, dut)
+    reader = FrameReader(dut, hil_node)
+    d, _ = reader.next()
+    # the gateway's command frame, straight onto the node's line (SPEC 6.3)
+    cmd = message.encode_cmd(hil_node["key"], hil_node["node"], d["boot"], 7, "reboot")
+    dut.serial.proc.write(cobs.encode(cmd))
+    dut.expect(rb"command 7 reboot -> 0", timeout=20)
+    m = dut.expect(BANNER, timeout=30)
+    assert int(m.group(3)) == d["boot"] + 1 and m.group(4) == b"command", m.group(0)
+    # the new boot's first frame says why it started (frames of the old boot still waiting
+    # for their ACK may come first: they are resent from the buffer)
+    reader = FrameReader(dut, hil_node)
+    after = reader.next()[0]
+    for _ in range(10):
+        if after["boot"] == d["boot"] + 1:
+            break
+        assert after["boot"] == d["boot"], after
+        after = reader.next()[0]
+    assert after["boot"] == d["boot"] + 1 and after["seq"] == 0, after
+    assert after["info"][message.I_RESET] == "command"
+    if on_pico(request):
+        assert rig.report()["resets"] == 1  # machine.reset(): the watchdog's FORCE bit, a fresh chip
+
+
+def test_watchdog_reset_reboots_the_board(request, rig, port, hil_node):
+    # Stop the node at boot, arm the hardware watchdog from the REPL and feed it no more:
+    # the chip must reset by itself, and the node must say it was the watchdog.
+    needs_real_port(request)
+    if real_board(request):
+        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    fs = repl_at_boot(port)
+    try:
+        boot = int(fs.exec("import json\nprint(json.load(open('state.json'))['boot'])").decode().strip())
+        fs.exec("import machine\nmachine.WDT(timeout=1000)")
+        fs.t.exit_raw_repl()
+        m, seen = read_until(fs.t.serial, BANNER, 30)
+    finally:
+        fs.t.close()
+    assert m.group(4) == b"watchdog", m.group(0)
+    assert int(m.group(3)) == boot + 1
+    if on_pico(request):
+        wear = rig.report()
+        assert wear["watchdog_resets"] == 1 and wear["boots"] == 2, wear
+
+
+def test_power_cut_during_a_flash_write_loses_no_frame(request, rig, dut, hil_node):
+    # Frames the gateway acknowledged are gone from the buffer; the others must survive the
+    # power failing half way through a flash page program, and come again after power-on.
+    needs_real_port(request)
+    if real_board(request):
+        pytest.skip("needs the rig's power switch (a real board's supply is not switched by the tests)")
+    known_defect(request, RP2_STDOUT_FLUSH)
+    reader = FrameReader(dut, hil_node)
+    acked = [reader.next()[0] for _ in range(2)]
+    unacked = [reader.next(ack=False) for _ in range(2)]  # the gateway is away: these stay buffered
+    boot = acked[0]["boot"]
+    n = len(rig.events)
+    rig.cut_during_flash_write()
+    rig.wait_event(lambda e: e["ev"] == "power_cut", 30, start=n)
+    rig.power_on()
+    # after power-on: the new boot, and both unacknowledged frames again, byte for byte
+    wanted = {(d["boot"], d["seq"]): raw for d, raw in unacked}
+    seen_new_boot = False
+    deadline = time.monotonic() + 60
+    while wanted and time.monotonic() < deadline:
+        d, raw = reader.next(timeout=max(1, deadline - time.monotonic()))
+        if d["boot"] == boot + 1:
+            seen_new_boot = True
+        if (d["boot"], d["seq"]) in wanted:
+            assert raw == wanted.pop((d["boot"], d["seq"])), "a buffered frame came back changed"
+    assert not wanted, "lost across the power cut: seq %s of boot %d" % (sorted(s for _, s in wanted), boot)
+    assert seen_new_boot or reader.next()[0]["boot"] == boot + 1
+
+
+# the node as firmware/main.py builds it (importing firmware.main itself on a board runs main())
+HEAP_PROBE = """
+import gc
+from firmware import config
+from firmware.node import Node
+cfg = config.load('config.json')
+Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
+node = Node(Board(), cfg)
+node.start()
+gc.collect()
+print('FREE', gc.mem_free(), gc.mem_alloc())
+"""
+
+MIN_FREE = 64 * 1024  # what a cycle, a backlog drain and a command need on top, with room to spare
+
+
+def test_free_heap_after_the_node_started(request, rig, port, hil_node):
+    # The real firmware's node built and started as main.py does, then the heap it leaves
+    needs_real_port(request)
+    if real_board(request):
+        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    fs = repl_at_boot(port)
+    try:
+        out = fs.exec(HEAP_PROBE).decode()
+    finally:
+        fs.t.close()
+    m = re.search(r"FREE (\d+) (\d+)", out)
+    assert m, out
+    free, used = int(m.group(1)), int(m.group(2))
+    print("free heap after the node started: %d B (%d B used)" % (free, used))
+    assert free >= MIN_FREE, "only %d B free after start" % free
