@@ -28,13 +28,6 @@ INTERVAL_S = 2  # short, so a test sees several cycles in seconds
 NEEDS_HARDWARE = "needs a real board (run with --port /dev/ttyUSB0); the virtual rig simulates this part"
 
 
-# Where today's firmware is wrong on the real rp2 port: the tests that meet the defect are
-# xfail(strict=True) on the emulated Pico, so the fix turns them into XPASS failures and the
-# marks must go (the next issue, "Node firmware that survives the real ports").
-RP2_STDOUT_FLUSH = ("firmware/links.py StdioUart.write calls tx.flush(); sys.stdout.buffer on the rp2 port "
-                    "(FileIO) has none, so every cycle fails after its first send and the node resets")
-
-
 def pytest_configure(config):
     if not config.getoption("embedded_services", None):
         config.option.embedded_services = "serial"  # `pytest hil_tests` alone uses the serial service
@@ -96,7 +89,8 @@ def on_pico(request):
 
 
 def known_defect(request, reason, where=("pico",)):
-    # this test meets a defect of today's firmware on these boards: strict xfail there
+    # A test that meets a known defect of the firmware on these boards: xfail(strict=True)
+    # there, naming the defect, so the fix turns it into an XPASS failure and the call goes
     kind = request.node.callspec.params.get("board_kind") if hasattr(request.node, "callspec") else None
     if kind in where:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))

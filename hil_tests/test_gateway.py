@@ -11,7 +11,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from hil_tests.conftest import INTERVAL_S, NODE, RP2_STDOUT_FLUSH, known_defect
+from hil_tests.conftest import INTERVAL_S, NODE
 from protocol import message
 from tests.support.senml_strict import check_pack
 
@@ -76,7 +76,6 @@ def next_up(client, hil_node, timeout=20):
 
 
 def test_round_trip_through_the_gateway_to_mqtt(request, gateway, uplink, hil_node):
-    known_defect(request, RP2_STDOUT_FLUSH)
     seen = []
     for _ in range(3):
         body, d = next_up(uplink, hil_node)
@@ -92,7 +91,6 @@ def test_round_trip_through_the_gateway_to_mqtt(request, gateway, uplink, hil_no
 
 
 def test_downlink_command_changes_the_interval(request, gateway, uplink, hil_node, mosquitto):
-    known_defect(request, RP2_STDOUT_FLUSH)
     body, d = next_up(uplink, hil_node)  # the node was heard: the gateway knows its boot and link
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hil-operator")
     pub.connect("127.0.0.1", mosquitto.port)

@@ -8,9 +8,7 @@ from hil_tests.conftest import (
     INTERVAL_S,
     NEEDS_HARDWARE,
     NODE,
-    RP2_STDOUT_FLUSH,
     FrameReader,
-    known_defect,
     on_pico,
     real_board,
     reboot_real_board,
@@ -34,7 +32,6 @@ def test_boot_banner_and_config(request, dut, hil_node):
 
 
 def test_sample_cycle_frames_verify_on_the_host(request, dut, hil_node):
-    known_defect(request, RP2_STDOUT_FLUSH)
     reader = FrameReader(dut, hil_node)
     frames = [reader.next() for _ in range(3)]  # each verified with the node's key, then ACKed
     seqs = [d["seq"] for d, _ in frames]
@@ -50,7 +47,6 @@ def test_sample_cycle_frames_verify_on_the_host(request, dut, hil_node):
 
 
 def test_recovery_after_the_port_is_closed_and_reopened(request, dut, hil_node):
-    known_defect(request, RP2_STDOUT_FLUSH)
     reader = FrameReader(dut, hil_node)
     first, _ = reader.next()
     with dut.serial.disable_redirect_thread(kill_port=True):

@@ -9,9 +9,7 @@ import time
 import pytest
 
 from hil_tests.conftest import (
-    RP2_STDOUT_FLUSH,
     FrameReader,
-    known_defect,
     needs_real_port,
     on_pico,
     real_board,
@@ -64,7 +62,6 @@ def read_until(ser, pattern, timeout):
 
 
 def test_reboot_command_restarts_the_node(request, board_kind, rig, dut, hil_node):
-    known_defect(request, RP2_STDOUT_FLUSH)
     reboot_real_board(request, dut)
     reader = FrameReader(dut, hil_node)
     d, _ = reader.next()
@@ -116,7 +113,6 @@ def test_power_cut_during_a_flash_write_loses_no_frame(request, rig, dut, hil_no
     needs_real_port(request)
     if real_board(request):
         pytest.skip("needs the rig's power switch (a real board's supply is not switched by the tests)")
-    known_defect(request, RP2_STDOUT_FLUSH)
     reader = FrameReader(dut, hil_node)
     acked = [reader.next()[0] for _ in range(2)]
     unacked = [reader.next(ack=False) for _ in range(2)]  # the gateway is away: these stay buffered
