@@ -40,14 +40,9 @@ class RawNode(threading.Thread):
                 self.stop_event.wait(0.5)
 
 
-class RisingNode(threading.Thread):
+class RisingNode(RawNode):
     # A node with a clock whose shaft fills at 60 mm/min: 30 readings 30 s apart ending now,
     # sent at once, then quiet. The gateway forecasts the alarm level (2.2 m) within minutes.
-    def __init__(self, node, key, gateway, stop):
-        super().__init__(name=f"rising-{node}", daemon=True)
-        self.node_id, self.key, self.gateway, self.stop_event = node, key, gateway, stop
-        self.error = None
-
     def run(self):
         import time
 
