@@ -1,7 +1,8 @@
 # Duplicates and replays (SPEC.md section 10): per node the highest boot, and in that
 # boot the highest seq (hwm), a window of recently stored seqs and `cum` (every seq <= cum
-# is stored), and the seq and MAC tag of the boot's first stored frame: the same
-# (boot, seq) with another tag is a node whose boot counter went back (a wiped flash).
+# is stored), and the MAC tags of the boot's first stored frame and of its seq 0: the same
+# (boot, seq) with another tag is a node whose boot counter went back (a wiped flash; it
+# starts again at seq 0, and the first stored frame covers an old life whose seq 0 was lost).
 # States are immutable; the pipeline swaps in new ones only after the group commit that
 # stored the frames succeeded, so memory never claims more than the disk holds.
 WINDOW = 1024  # seqs remembered below the high-water mark; older unseen seqs are replays
@@ -14,9 +15,9 @@ TAG_LEN = 8  # a frame's COSE MAC tag: its last 8 bytes (SPEC.md 4.1)
 
 
 class SeqState:
-    __slots__ = ("boot", "hwm", "cum", "bits", "gaps", "first", "tag")
+    __slots__ = ("boot", "hwm", "cum", "bits", "gaps", "first", "tag", "tag0")
 
-    def __init__(self, boot, hwm=-1, cum=-1, bits=0, gaps=0, first=-1, tag=b""):
+    def __init__(self, boot, hwm=-1, cum=-1, bits=0, gaps=0, first=-1, tag=b"", tag0=b""):
         self.boot = boot
         self.hwm = hwm  # highest seq stored in this boot, -1 before the first
         self.cum = cum  # every seq <= cum of this boot is stored, -1 when unknown
@@ -24,19 +25,22 @@ class SeqState:
         self.gaps = gaps  # seqs skipped and not (yet) filled in, over the node's life here
         self.first = first  # seq of the first frame stored in this boot, -1 before it
         self.tag = tag  # that frame's MAC tag (b"": unknown, e.g. a state from before tags)
+        self.tag0 = tag0  # the MAC tag of seq 0 of this boot, once stored (b"": not stored)
 
     def to_row(self):
-        # first and tag ride behind the window bits: rows written before them still load
-        extra = (self.first + 1).to_bytes(4, "little") + self.tag if self.tag else b""
+        # first and the tags ride behind the window bits: rows written before them still load
+        extra = (self.first + 1).to_bytes(4, "little") + self.tag + self.tag0 if self.tag else b""
         return self.boot, self.hwm, self.cum, self.bits.to_bytes(WINDOW // 8, "little") + extra, self.gaps
 
     @classmethod
     def from_row(cls, boot, hwm, cum, bits, gaps):
         n = WINDOW // 8
         extra = bits[n:]
-        first = int.from_bytes(extra[:4], "little") - 1 if len(extra) == 4 + TAG_LEN else -1
+        first = int.from_bytes(extra[:4], "little") - 1 if len(extra) >= 4 + TAG_LEN else -1
+        if first < 0:
+            return cls(boot, hwm, cum, int.from_bytes(bits[:n], "little"), gaps)
         return cls(boot, hwm, cum, int.from_bytes(bits[:n], "little"), gaps, first,
-                   bytes(extra[4:]) if first >= 0 else b"")
+                   bytes(extra[4 : 4 + TAG_LEN]), bytes(extra[4 + TAG_LEN : 4 + 2 * TAG_LEN]))
 
 
 def min_boot(state):
@@ -60,9 +64,10 @@ def classify(state, boot, seq, frame=None):
     # REGRESSED (reject; the node must move its boot counter on). frame: the verified bytes.
     if state is None or boot > state.boot:
         return NEW
-    if seq == state.first and boot == state.boot and frame is not None and state.tag and \
-            tag_of(frame) != state.tag:
-        return REGRESSED
+    if (seq == 0 or seq == state.first) and boot == state.boot and frame is not None:
+        ref = state.tag0 if seq == 0 and state.tag0 else state.tag if seq == state.first else b""
+        if ref and tag_of(frame) != ref:
+            return REGRESSED
     if boot < state.boot:
         return REPLAY
     if seq > state.hwm:
@@ -81,7 +86,8 @@ def advance(state, boot, seq, frame=None):
     if state is None or boot > state.boot:
         gaps = 0 if state is None else state.gaps + seq  # a new boot starts at seq 0
         cum = 0 if seq == 0 else -1
-        return SeqState(boot, seq, cum, 1, gaps, seq, tag_of(frame))
+        tag = tag_of(frame)
+        return SeqState(boot, seq, cum, 1, gaps, seq, tag, tag if seq == 0 else b"")
     gaps = state.gaps
     if seq > state.hwm:
         shift = seq - state.hwm
@@ -95,6 +101,7 @@ def advance(state, boot, seq, frame=None):
     cum = state.cum
     while cum < hwm and hwm - (cum + 1) < WINDOW and (bits >> (hwm - cum - 1)) & 1:
         cum += 1
+    tag0 = tag_of(frame) if seq == 0 else state.tag0  # seq 0 is stored once: NEW means not yet
     if state.first >= 0:
-        return SeqState(boot, hwm, cum, bits, gaps, state.first, state.tag)
-    return SeqState(boot, hwm, cum, bits, gaps, seq, tag_of(frame))  # the boot's first stored frame
+        return SeqState(boot, hwm, cum, bits, gaps, state.first, state.tag, tag0)
+    return SeqState(boot, hwm, cum, bits, gaps, seq, tag_of(frame), tag0)  # the boot's first stored frame

@@ -67,6 +67,21 @@ def test_dedup_tells_a_regressed_boot_from_a_retransmission():
     assert dedup.advance(old, 2, 1, a).tag == dedup.tag_of(a)  # the next stored frame becomes the boot's reference
 
 
+def test_dedup_regressed_boot_when_the_old_lifes_seq_0_came_late():
+    # the old life's seq 0 was overtaken by seq 1 (so seq 1 is the first stored frame) and
+    # filled in later: a new life's seq 0 with other bytes is still told from a duplicate
+    old0, old1, new0 = (b"frame" + bytes([i]) * dedup.TAG_LEN for i in (1, 2, 3))
+    st = dedup.advance(None, 4, 1, old1)
+    assert dedup.classify(st, 4, 0, old0) == dedup.NEW
+    st = dedup.advance(st, 4, 0, old0)
+    assert (st.first, st.cum) == (1, 1)
+    assert dedup.classify(st, 4, 0, old0) == dedup.DUP  # a retransmission of the old seq 0
+    assert dedup.classify(st, 4, 0, new0) == dedup.REGRESSED
+    again = dedup.SeqState.from_row(*st.to_row())
+    assert (again.first, again.tag, again.tag0) == (1, dedup.tag_of(old1), dedup.tag_of(old0))
+    assert dedup.classify(again, 4, 0, new0) == dedup.REGRESSED
+
+
 @pytest.mark.parametrize("payload,ok", [
     (b'{"op": "interval", "arg": 60}', True),
     (b'{"op": "interval", "arg": 0}', False),
