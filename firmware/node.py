@@ -14,13 +14,22 @@ from firmware.state import State
 from protocol import message as msg
 from protocol.cbor import FrameError
 
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:
+
+    def const(x):  # CPython stand-in for micropython.const
+        return x
+
+
 FIRMWARE_VERSION = "0.1.0"
-WINDOW = 8  # frames in flight while the gateway answers
-RETRY_MS = 3000  # resend a frame not acknowledged after this long
-ACK_WAIT_MS = 300  # how long to listen after sending
-OFFLINE_AFTER = 3  # sends in a row without any ACK: the link is down
 HEALTHY_AFTER = 2  # cycles that must complete before a boot counts as good
-CYCLE_BUDGET = 40  # send/listen rounds per cycle for draining a backlog
+# An underscored const() is no global and no interned name on the device (see tools/upload.py)
+_WINDOW = const(8)  # frames in flight while the gateway answers
+_RETRY_MS = const(3000)  # resend a frame not acknowledged after this long
+_ACK_WAIT_MS = const(300)  # how long to listen after sending
+_OFFLINE_AFTER = const(3)  # sends in a row without any ACK: the link is down
+_CYCLE_BUDGET = const(40)  # send/listen rounds per cycle for draining a backlog
 
 
 class Reset(Exception):
@@ -31,7 +40,7 @@ class Reset(Exception):
 
 
 class Node:
-    def __init__(self, board, cfg, link=None, link_clock=None, window=WINDOW, retry_ms=RETRY_MS):
+    def __init__(self, board, cfg, link=None, link_clock=None, window=_WINDOW, retry_ms=_RETRY_MS):
         # link_clock: times resends (default: the board clock; a simulation whose sensors run
         # on virtual time passes a real clock here). window: frames in flight; retry_ms: resend
         # after this long without an ACK (a simulation next to its gateway resends sooner).
@@ -120,7 +129,7 @@ class Node:
 
     # ------------------------------------------------------------ one cycle
 
-    def step(self, report=False, timeout_ms=ACK_WAIT_MS):
+    def step(self, report=False, timeout_ms=_ACK_WAIT_MS):
         # The node's one driver (run(), the simulators and the fleet all call it): one cycle
         # of sample, report when due (always with report=True), send and listen (for ACKs up
         # to timeout_ms at a time; 0: only what already arrived), and the boot's health.
@@ -259,14 +268,14 @@ class Node:
             self.sent_ms[slot] = (tick & 0xFFFF) or 1
             sent += 1
             self.unanswered += 1
-            if self.unanswered >= OFFLINE_AFTER and not self.offline:
+            if self.unanswered >= _OFFLINE_AFTER and not self.offline:
                 self.offline = True
                 self.board.log("link down: no ACK for %d frames" % self.unanswered)
         return sent
 
-    def transmit(self, timeout_ms=ACK_WAIT_MS):
+    def transmit(self, timeout_ms=_ACK_WAIT_MS):
         # Send and listen until the buffer is empty, the link is quiet, or the budget is spent
-        for _ in range(CYCLE_BUDGET):
+        for _ in range(_CYCLE_BUDGET):
             self.feed()
             sent = self.pump()
             if not sent and not self.buffer.live:
@@ -416,7 +425,7 @@ class Node:
             self.board.sleep_ms(min(ms, step), mode == "light")
             ms -= step
 
-    def run(self, until_ms=None, max_cycles=None, stop=None, report=False, timeout_ms=ACK_WAIT_MS):
+    def run(self, until_ms=None, max_cycles=None, stop=None, report=False, timeout_ms=_ACK_WAIT_MS):
         # The main loop: step, then sleep what step says. Returns at until_ms (board clock),
         # after max_cycles, or when stop() is true; on hardware only through a reset.
         # report, timeout_ms: passed to step (a simulation that sends frame after frame)

@@ -8,16 +8,22 @@ from protocol.cbor import TAG_MAC0, FrameError, Tag, dumps, head, loads
 ALG_HMAC_256_64 = 4
 MAC_LEN = 8
 MAX_MESSAGE = 512  # largest COSE message on any link, in bytes (SPEC.md section 2)
-_H_ALG = 1
-_H_KID = 4
 
 if sys.implementation.name == "micropython":  # no hmac module; the gateway's hot path stays off the heap
+    from micropython import const
+
     _keyed_hmac = _compare_digest = _fast_envelope = None
 else:
     from hmac import compare_digest as _compare_digest
 
+    def const(x):  # CPython stand-in for micropython.const
+        return x
+
     from protocol.fast import envelope as _fast_envelope
     from protocol.fast import hmac_sha256 as _keyed_hmac
+
+_H_ALG = const(1)  # underscored const(): no global, no interned name on a device
+_H_KID = const(4)
 
 
 _PROTECTED = {}  # kid -> protected header bytes (sign)
