@@ -22,10 +22,6 @@ from array import array
 from protocol.cobs import crc16
 
 
-def _nofeed():
-    pass
-
-
 class Buffer:
     def __init__(self, path, slots=512, slot_bytes=256, opener=open, feed=None, fs=None):
         # path: where the old single-file buffer lived; frames go to the folder path + ".d".
@@ -36,18 +32,16 @@ class Buffer:
         self.max_frame = slot_bytes
         self._open = opener
         self._fs = fs or os
-        self.feed = feed or _nofeed
+        self.feed = feed  # or None
         self._buf = bytearray(slot_bytes + 2)
         self._mv = memoryview(self._buf)
-        self._crc = bytearray(2)
         self.wc = array("I", bytes(4 * slots))  # write order, 0: empty slot
         self.boot = array("I", bytes(4 * slots))
         self.seq = array("I", bytes(4 * slots))
         self.live = 0
         self.next = 0
         self._wc = 0
-        self._last = -1  # the slot of the frame last put, kept in RAM until sent
-        self._last_frame = None
+        self._last = None  # (slot, frame) of the frame last put, kept in RAM until sent
         self.counts = {"torn": 0, "dropped": 0, "oversize": 0, "flash": 0}
         self._scan()
 
@@ -64,12 +58,14 @@ class Buffer:
 
     def _write(self, name, frame):
         crc = crc16(frame)
-        self._crc[0] = crc >> 8
-        self._crc[1] = crc & 0xFF
+        b = self._buf  # its last two bytes carry the CRC (a frame is read into it only in _read)
+        n = len(b)
+        b[n - 2] = crc >> 8
+        b[n - 1] = crc & 0xFF
         f = self._open(name, "wb")
         try:
             f.write(frame)
-            f.write(self._crc)
+            f.write(self._mv[n - 2 : n])
         finally:
             f.close()  # littlefs commits the file here, all or nothing
 
@@ -92,24 +88,21 @@ class Buffer:
 
     # ------------------------------------------------------------ start
 
-    def _entries(self):
+    def _scan(self):
+        n = 0
+        boot = self.boot
+        seq = self.seq
         fs = self._fs
         try:
             fs.mkdir(self.dir)
         except OSError:  # exists
             pass
-        if hasattr(fs, "ilistdir"):  # MicroPython: no list of every name on the heap
-            for e in fs.ilistdir(self.dir):
-                yield e[0]
-        else:
-            for name in fs.listdir(self.dir):
-                yield name
-
-    def _scan(self):
-        n = 0
-        boot = self.boot
-        seq = self.seq
-        for name in self._entries():  # before the node arms its watchdog: no feed here
+        # MicroPython's ilistdir puts no list of every name on the heap; no watchdog to feed
+        # yet (the node arms it after this)
+        names = fs.ilistdir(self.dir) if hasattr(fs, "ilistdir") else fs.listdir(self.dir)
+        for name in names:
+            if not isinstance(name, str):
+                name = name[0]
             if len(name) != 16:
                 self._remove(self.dir + "/" + name)  # not ours (or a tool's leftover)
                 continue
@@ -126,7 +119,17 @@ class Buffer:
             boot[n] = b
             seq[n] = s
             n += 1
-        self._sort(n)
+        # insertion sort by (boot, seq): littlefs lists names in order, so one pass there
+        for i in range(1, n):
+            bi = boot[i]
+            si = seq[i]
+            j = i - 1
+            while j >= 0 and (boot[j] > bi or (boot[j] == bi and seq[j] > si)):
+                boot[j + 1] = boot[j]
+                seq[j + 1] = seq[j]
+                j -= 1
+            boot[j + 1] = bi
+            seq[j + 1] = si
         if n and self._read(self._name(boot[n - 1], seq[n - 1])) < 0:
             self._remove(self._name(boot[n - 1], seq[n - 1]))  # the write a power cut tore
             self.counts["torn"] += 1
@@ -143,21 +146,6 @@ class Buffer:
         from firmware import buffer_v0  # unacknowledged frames of 0.1.0's single-file ring
 
         buffer_v0.migrate(self)
-
-    def _sort(self, n):
-        # insertion sort by (boot, seq): littlefs lists names in order, so this is one pass there
-        b = self.boot
-        s = self.seq
-        for i in range(1, n):
-            bi = b[i]
-            si = s[i]
-            j = i - 1
-            while j >= 0 and (b[j] > bi or (b[j] == bi and s[j] > si)):
-                b[j + 1] = b[j]
-                s[j + 1] = s[j]
-                j -= 1
-            b[j + 1] = bi
-            s[j + 1] = si
 
     # ------------------------------------------------------------ the node's interface
 
@@ -183,7 +171,8 @@ class Buffer:
                     return -1
                 # the filesystem is full: older frames make room (littlefs frees a block only
                 # once a whole metadata log of frames is gone)
-                self.feed()
+                if self.feed:
+                    self.feed()
                 self._drop(slot)
         self._wc += 1
         self.wc[i] = self._wc
@@ -191,30 +180,27 @@ class Buffer:
         self.seq[i] = seq
         self.live += 1
         self.next = (i + 1) % self.slots
-        self._last = i
-        self._last_frame = frame
+        self._last = (i, frame)
         return i
 
-    def _drop(self, i):
+    def _drop(self, i, lost=True):
+        # remove slot i's frame: lost (the ring was full) or acknowledged
         self._remove(self._name(self.boot[i], self.seq[i]))
-        self.counts["dropped"] += 1
-        self._gone(i)
-
-    def _gone(self, i):
+        if lost:
+            self.counts["dropped"] += 1
         self.wc[i] = 0
         self.live -= 1
-        if i == self._last:
-            self._last = -1
-            self._last_frame = None
+        if self._last is not None and self._last[0] == i:
+            self._last = None
 
     def ack(self, boot, seq, cum=None):
         # Remove seq and, with cum, every seq <= cum of that boot. Returns frames removed.
         removed = 0
         for i in range(self.slots):
             if self.wc[i] and self.boot[i] == boot and (self.seq[i] == seq or (cum is not None and self.seq[i] <= cum)):
-                self.feed()
-                self._remove(self._name(boot, self.seq[i]))
-                self._gone(i)
+                if self.feed:
+                    self.feed()
+                self._drop(i, False)
                 removed += 1
         return removed
 
@@ -230,15 +216,15 @@ class Buffer:
 
     def frame(self, i):
         # the frame in slot i; None if its file turned out torn or corrupt (then dropped)
-        if i == self._last:
-            return self._last_frame
+        last = self._last
+        if last is not None and last[0] == i:
+            return last[1]
         n = self._read(self._name(self.boot[i], self.seq[i]))
         if n < 0:
             self.counts["torn"] += 1
-            self._remove(self._name(self.boot[i], self.seq[i]))
-            self._gone(i)
+            self._drop(i, False)
             return None
         return bytes(self._mv[0:n])
 
     def close(self):
-        self._last_frame = None
+        self._last = None

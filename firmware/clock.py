@@ -37,6 +37,12 @@ class Clock:
         if ms > 0:
             _sleep_ms(ms)
 
+    def resume(self, ms, unix_offset=None):
+        # after a deep-sleep wake: the boot's uptime goes on from ms, its time offset with it
+        self._last = _ticks_ms()
+        self._ms = ms
+        self._unix_offset = unix_offset
+
     def set_time(self, unix_s):
         self._unix_offset = unix_s - self.ms() // 1000
 

@@ -112,9 +112,6 @@ def validate(raw):
             _int(s, "density_kg_m3", 500, 2000, "config sensors.%s" % name)
         if "ref_pa" in s:
             _int(s, "ref_pa", 50000, 120000, "config sensors.%s" % name)
-        for k in ("vented", "compensate"):
-            if k in s and not isinstance(s[k], bool):
-                raise ConfigError("config: sensors.%s.%s must be true or false" % (name, k))
         if s.get("samples", 1) > 32:
             raise ConfigError("config: sensors.%s.samples must be at most 32" % name)
         a = s.get("ema_alpha")

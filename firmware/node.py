@@ -91,6 +91,7 @@ class Node:
                        "renumbered": 0}
         self.rejects = {}
         self.reset_cause = "unknown"
+        self.unhealthy = 0
 
     # ------------------------------------------------------------ boot
 
@@ -100,13 +101,14 @@ class Node:
         note = st.get("note")
         if note:
             cause = note
-        if cause == "deepsleep" and st.get("sleeping"):
-            # same boot, woken from deep sleep: continue its sequence numbers
+        wake = self._woken(st) if cause == "deepsleep" else None
+        if wake is not None:
+            # same boot, woken from deep sleep: continue its sequence numbers and its uptime
             self.boot = st["boot"]
-            self.seq = st.get("seq", 0)
-            self.last_cmd_id = st.get("cmd", 0)
+            self.seq = wake[1]
+            self.last_cmd_id = wake[2]
             self.send_info = False
-            unhealthy = st.get("unhealthy", 0)
+            unhealthy = wake[3]
         else:
             self.boot = st.get("boot", 0) + 1
             unhealthy = st.get("unhealthy", 0) + 1  # cleared once this boot proves healthy
@@ -119,11 +121,27 @@ class Node:
             for k in ("interval_ms", "storm_interval_ms", "alarm_mm", "storm_mm", "rise_mm_min"):
                 if isinstance(kept.get(k), int):
                     setattr(self, k, kept[k])
-        # the new boot counter is on flash before any frame carries it
-        self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None)
+        self.unhealthy = unhealthy
+        resume = getattr(self.clock, "resume", None)
+        if wake is not None and resume is not None:
+            resume(wake[4], wake[5])  # before anything times itself on the clock
+        if wake is None or st.get("sleeping"):
+            # the new boot counter is on flash before any frame carries it (a wake kept in
+            # RTC memory writes nothing here: no flash wear per wake)
+            self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None, wake=None)
         self.wdt = self.board.watchdog(self.cfg["watchdog_ms"])
         if not self.safe:
             self.sampler = Sampler(self.board, self.cfg)
+        if wake is not None:
+            # the rest of what the sleep kept: storm and alarm with their hysteresis, the
+            # rise rate, the report and filter state
+            self.storm, self.alarm, self.calm_cycles, self.prev_level, self.prev_ms = wake[6:11]
+            self.last_report_ms, self.offline = wake[11:13]
+            if self.sampler is not None:
+                rep = self.sampler.reporter
+                rep.last_value, rep.last_ms = wake[13:15]
+                if self.sampler.burst.ema is not None:
+                    self.sampler.burst.ema.value = wake[15]
         self.board.log("citynode %s node %s boot %d reset %s%s" % (
             FIRMWARE_VERSION, self.node_id, self.boot, cause, " SAFE MODE" if self.safe else ""))
 
@@ -153,6 +171,7 @@ class Node:
             self.cycles += 1
             if self.cycles == HEALTHY_AFTER:
                 self.state.save(unhealthy=0)
+                self.unhealthy = 0
             if self.reboot_pending:
                 self.board.log("rebooting on command")
                 self.state.save(note="command")
@@ -412,11 +431,58 @@ class Node:
         if self.wdt is not None:
             self.wdt.feed()
 
+    # ------------------------------------------------------------ deep sleep
+
+    def _woken(self, st):
+        # What the last deep sleep kept for this wake (see _keep), from RTC memory (ESP32) or
+        # from flash; None when there is none for this boot (then this is a new boot).
+        w = None
+        rtc = getattr(self.board, "rtc_memory", None)
+        if rtc is not None:
+            try:
+                import json
+
+                w = json.loads(rtc())
+            except (TypeError, ValueError, OSError):  # empty or garbled RTC memory
+                w = None
+        if not isinstance(w, list) and st.get("sleeping"):
+            w = st.get("wake")
+        if not isinstance(w, list) or len(w) != 16 or w[0] != st.get("boot"):
+            return None
+        return w
+
+    def _keep(self, ms):
+        # A wake runs one cycle: that cycle, completed without a failure, proves the boot
+        # healthy (a normal boot needs HEALTHY_AFTER). Kept for the wake, as a list (names
+        # cost device RAM): boot, seq, last command, unhealthy, uptime at the wake, time
+        # offset, storm, alarm, calm cycles, previous level and its ms, last report ms,
+        # offline, the reporter's last value and ms, the EMA. In the ESP32's RTC memory
+        # (kept through deep sleep, lost with the power), else in state.json.
+        rtc = getattr(self.board, "rtc_memory", None)
+        if self.errors == 0 and self.cycles >= 1:
+            if self.unhealthy and rtc is not None:
+                self.state.save(unhealthy=0)  # on flash once per boot, for the next real reset
+            self.unhealthy = 0
+        s = self.sampler
+        rep = s.reporter if s is not None else None
+        ema = s.burst.ema if s is not None else None
+        w = [self.boot, self.seq, self.last_cmd_id, self.unhealthy, self.clock.ms() + ms,
+             getattr(self.clock, "_unix_offset", None), self.storm, self.alarm, self.calm_cycles,
+             self.prev_level, self.prev_ms, self.last_report_ms, self.offline,
+             rep.last_value if rep is not None else None, rep.last_ms if rep is not None else None,
+             ema.value if ema is not None else None]
+        if rtc is not None:
+            import json
+
+            rtc(json.dumps(w))
+        else:
+            self.state.save(sleeping=True, unhealthy=self.unhealthy, wake=w)
+
     def sleep(self, ms):
         # light sleep in slices the watchdog survives; deep sleep saves what the wake needs
         mode = self.cfg["sleep"]
         if mode == "deep" and hasattr(self.board, "deepsleep") and not self.buffer.live:
-            self.state.save(sleeping=True, seq=self.seq, cmd=self.last_cmd_id)
+            self._keep(ms)
             self.board.deepsleep(ms)
             return
         step = max(1, getattr(self.wdt, "timeout_ms", self.cfg["watchdog_ms"]) // 2)

@@ -20,22 +20,15 @@ def _uart_ultrasonic(board, s):
 
 
 def _echo(board, s):
-    from firmware.drivers.hcsr04 import HCSR04
+    from firmware.drivers.hcsr04 import from_config
 
-    trigger, echo, pulse, sleep_us = board.echo_pins(s)
-    return HCSR04(trigger, echo, min_mm=s.get("min_mm", 20), max_mm=s.get("max_mm", 4000),
-                  timeout_us=s.get("timeout_us", 30000), time_pulse_us=pulse, sleep_us=sleep_us, clock=board.clock)
+    return from_config(board, s)
 
 
 def _hydrostatic(board, s):
-    from firmware.drivers.hydrostatic import Hydrostatic
+    from firmware.drivers.hydrostatic import from_config
 
-    # the board knows its ADC's linear range and the shunt that keeps 21 mA inside it
-    return Hydrostatic(board.adc(s), shunt_ohm=s.get("shunt_ohm", getattr(board, "LOOP_SHUNT_OHM", 150)),
-                       vref_mv=s.get("vref_mv", 3300), span_mm=s.get("span_mm", 5000),
-                       offset_mm=s.get("offset_mm", 0), density_kg_m3=s.get("density_kg_m3", 1000),
-                       vented=s.get("vented", True), ref_pa=s.get("ref_pa", 101325),
-                       linear_uv=getattr(board, "ADC_LINEAR_UV", None))
+    return from_config(board, s)
 
 
 def _bme280_adafruit(board, s):

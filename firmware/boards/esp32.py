@@ -53,3 +53,11 @@ class Board(MicroPythonBoard):
 
     def deepsleep(self, ms):
         machine.deepsleep(ms)
+
+    # RTC slow memory keeps what a deep-sleep wake needs (rtc_memory) without a flash write per wake; it
+    # survives deep sleep and resets but not a power cut (ports/esp32/machine_rtc.c: RTC.memory(),
+    # up to MICROPY_HW_RTC_USER_MEM_MAX = 2048 bytes)
+    def rtc_memory(self, data=None):
+        if data is None:
+            return machine.RTC().memory()
+        machine.RTC().memory(data)

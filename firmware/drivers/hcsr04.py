@@ -91,3 +91,10 @@ class HCSR04:
             self.reason = "range"
             return None
         return mm
+
+
+def from_config(board, s):
+    # the sensor registry's factory (firmware/sensors.py)
+    trigger, echo, pulse, sleep_us = board.echo_pins(s)
+    return HCSR04(trigger, echo, min_mm=s.get("min_mm", 20), max_mm=s.get("max_mm", 4000),
+                  timeout_us=s.get("timeout_us", 30000), time_pulse_us=pulse, sleep_us=sleep_us, clock=board.clock)

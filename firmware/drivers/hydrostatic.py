@@ -85,3 +85,13 @@ class Hydrostatic:
             else:
                 column_mm -= (self.air_pa - self.ref_pa) * 0.10197  # mm of water per Pa (g = 9.80665)
         return self.offset_mm + round(column_mm * 1000 / self.density)
+
+
+def from_config(board, s):
+    # the sensor registry's factory (firmware/sensors.py); the board knows its ADC's linear
+    # range and the shunt that keeps 21 mA inside it
+    return Hydrostatic(board.adc(s), shunt_ohm=s.get("shunt_ohm", getattr(board, "LOOP_SHUNT_OHM", 150)),
+                       vref_mv=s.get("vref_mv", 3300), span_mm=s.get("span_mm", 5000),
+                       offset_mm=s.get("offset_mm", 0), density_kg_m3=s.get("density_kg_m3", 1000),
+                       vented=s.get("vented", True), ref_pa=s.get("ref_pa", 101325),
+                       linear_uv=getattr(board, "ADC_LINEAR_UV", None))

@@ -276,6 +276,3 @@ def test_a02yyuw_distance_is_not_corrected_twice():
     for s in ({"kind": "a02yyuw", "compensate": True}, {"kind": "jsn_sr04t"}):
         d = sensors.LEVEL[s["kind"]](UartBoard(StreamingUart(3000)), s)
         assert d.read_mm(speed) == 3000 * speed // 343000
-    with pytest.raises(config.ConfigError, match="compensate must be true or false"):
-        config.validate({"node": "n", "key": "00" * 16, "sensors": {"level": {"kind": "a02yyuw",
-                                                                               "compensate": 1}}})
