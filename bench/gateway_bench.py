@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import pathlib
+import resource
 import shutil
 import socket
 import subprocess
@@ -369,6 +370,18 @@ def run_frames(gw, sub, keys, start, per_node, rate, window, settle_s=0.6):
     return len(sub.arrived), elapsed, cpu, lat, sum(r[2] for r in results) - total
 
 
+def others_cpu(broker):
+    # CPU-s so far of the broker, this process (the subscriber) and reaped children (senders)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_seconds(broker.proc.pid), time.process_time(), children.ru_utime + children.ru_stime
+
+
+def others_since(before, broker, n):
+    now = others_cpu(broker)
+    return {"broker": (now[0] - before[0]) / n, "subscriber": (now[1] - before[1]) / n,
+            "senders": (now[2] - before[2]) / n}
+
+
 def loadavg():
     try:
         with open("/proc/loadavg") as f:
@@ -381,18 +394,22 @@ def loadavg():
 
 STAGES = [  # (stage, substring of a py-spy frame); the innermost matching frame decides
     ("ACK", "UdpLink.send"), ("receive", "UdpLink._run"), ("receive", "Pipeline.submit"),
-    ("decode and verify", "protocol/"),
+    ("decode and verify", "protocol/cose.py"), ("decode and verify", "protocol/fast.py"),
+    ("decode and verify", "protocol/message.py"), ("decode and verify", "protocol/cbor.py"),
     ("dedup", "gateway/dedup.py"),
-    ("envelope JSON", "gateway/outputs.py"),
+    ("SenML checks and dating (conform, timing)", "gateway/conform.py"),
+    ("SenML checks and dating (conform, timing)", "gateway/timing.py"),
+    ("forecast output", "gateway/forecast.py"),
+    ("envelope JSON", "gateway/outputs.py"), ("envelope JSON", "protocol/senml.py"),
     ("ACK", "gateway/acks.py"), ("ACK", "_send_acks"), ("ACK", "_send_commands"),
-    ("insert and commit", "Store.commit"),
-    ("publish", "Client.publish"), ("publish", "Reader.after"), ("publish", "_publish_rows"),
-    ("PUBACK and delete", "loop_read"), ("PUBACK and delete", "_on_publish"), ("PUBACK and delete", "take_acked"),
-    ("PUBACK and delete", "_deleted"),
-    ("MQTT socket writes", "loop_write"), ("MQTT socket writes", "flush"),
+    ("insert and commit", "Store.commit"), ("checkpoint (own thread)", "_checkpoint_loop"),
+    ("publish", "publish_outbox"), ("publish", "Client.publish"), ("publish", "Reader.after"),
+    ("PUBACK and delete", "loop_read"), ("PUBACK and delete", "_on_outbox_puback"),
+    ("PUBACK and delete", "_hand_over"), ("PUBACK and delete", "take_acked"), ("PUBACK and delete", "_deleted"),
+    ("MQTT socket writes", "_flush"), ("MQTT socket writes", "loop_write"),
     ("MQTT loop (select, misc)", "Forwarder"), ("MQTT loop (select, misc)", "gateway/mqtt.py"),
     ("MQTT loop (select, misc)", "pubproc"),
-    ("counters", "gateway/stats.py"),
+    ("counters and node state", "gateway/stats.py"),
     ("pipeline loop (queue, linger)", "Pipeline._run"), ("pipeline other", "gateway/pipeline.py"),
 ]
 
@@ -466,7 +483,10 @@ def main():
         print(f"machine: {os.cpu_count()} cores, load average {loadavg()} at the start; payload {size} bytes "
               f"(the `up` JSON of one frame); publisher = {args.publisher or 'default'}")
         runs = [(None, args.frames)] + [(r, max(20, int(r * args.paced_s))) for r in PACED_RATES]
-        bare = bare_publisher(broker.port, sub, runs, size)
+        others0 = others_cpu(broker)
+        bare = bare_publisher(broker.port, sub, runs[:1], size)
+        ceil_others = others_since(others0, broker, args.frames)
+        bare += bare_publisher(broker.port, sub, runs[1:], size)
         ceil_rate, ceil_cpu = bare[0]
         print(f"ceiling: one bare paho client, QoS 1, {ceil_rate:,.0f} msg/s to PUBACK; CPU per message: "
               + ", ".join(f"{c * 1e6:.0f} us at {'saturation' if r is None else f'{r}/s'}"
@@ -482,7 +502,9 @@ def main():
 
         start = 0
         per_node = args.frames // args.nodes
+        others0 = others_cpu(broker)
         got, secs, cpu, _lat, retx = run_frames(gw, sub, keys, start, per_node, None, args.window)
+        e2e_others = others_since(others0, broker, got)
         start += per_node
         e2e = got / secs
         print(f"CPU per frame at saturation: {cpu / got * 1e6:.1f} us = {cpu / got / ceil_cpu:.2f}x the bare "
@@ -490,6 +512,14 @@ def main():
         print(f"end to end: {got} frames in {secs:.2f} s = {e2e:,.0f} frames/s = {e2e / ceil_rate:.2f}x the "
               f"one-client ceiling of {ceil_rate:,.0f} msg/s (goal >= 0.9x with a core to spare; "
               f"{retx} retransmissions)")
+        ceil_total = ceil_cpu + ceil_others["broker"] + ceil_others["subscriber"]
+        e2e_total = cpu / got + sum(e2e_others.values())
+        print(f"why, on {os.cpu_count()} busy cores: CPU per message of everything in the run: ceiling "
+              f"{ceil_total * 1e6:.0f} us (publisher {ceil_cpu * 1e6:.0f} + broker {ceil_others['broker'] * 1e6:.0f} "
+              f"+ subscriber {ceil_others['subscriber'] * 1e6:.0f}), end to end {e2e_total * 1e6:.0f} us (gateway "
+              f"{cpu / got * 1e6:.0f} + UDP senders {e2e_others['senders'] * 1e6:.0f} + broker "
+              f"{e2e_others['broker'] * 1e6:.0f} + subscriber {e2e_others['subscriber'] * 1e6:.0f}): with no core "
+              f"idle the ratio cannot pass {ceil_total / e2e_total:.2f}")
         for (rate, _n), (_r, bare_cpu) in zip(runs[1:], bare[1:], strict=True):
             n = max(1, int(rate * args.paced_s) // args.nodes)
             got, secs, cpu, _lat, _ = run_frames(gw, sub, keys, start, n, rate, args.window)
