@@ -16,37 +16,9 @@ from hil_tests.conftest import (
     reboot_real_board,
 )
 from protocol import cobs, message
+from tools.rig.pico import free_heap_after_start, stop_at_boot
 
 BANNER = rb"citynode (\S+) node (\S+) boot (\d+) reset (\S+)"
-
-
-def repl_at_boot(port, timeout=20):
-    # Opening the port powers the rig's board on; Ctrl-C every 50 ms stops main.py during its
-    # imports, before the node takes the console (micropython.kbd_intr(-1)), as a technician
-    # would at a board's boot. -> the raw REPL (tools.upload.BoardFs), with a clean slate.
-    from mpremote.transport_serial import SerialTransport
-
-    from tools.upload import BoardFs
-
-    t = SerialTransport(port, baudrate=115200, timeout=1)
-    ser = t.serial
-    ser.timeout = 0.05
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (b"KeyboardInterrupt" in seen and seen.endswith(b">>> ")):
-        ser.write(b"\x03")
-        seen += ser.read(4096)
-    ser.timeout = 1  # mpremote's raw-paste reads expect its own timeout back
-    if not seen.endswith(b">>> "):
-        t.close()
-        raise AssertionError("the board never stopped at its REPL; it said %r" % seen[-600:])
-    fs = BoardFs(t)
-    assert fs.enter(10), "no raw REPL after Ctrl-C"
-    # a Ctrl-C that landed in the frozen _boot.py left the filesystem unmounted: mount it as
-    # _boot.py does (ports/rp2/modules/_boot.py: LittleFS v2 on rp2.Flash())
-    fs.exec("import os\ntry:\n os.stat('config.json')\nexcept OSError:\n import rp2, vfs\n"
-            " vfs.mount(vfs.VfsLfs2(rp2.Flash(), progsize=256), '/')")
-    return fs
 
 
 def read_until(ser, pattern, timeout):
@@ -92,7 +64,7 @@ def test_watchdog_reset_reboots_the_board(request, rig, port, hil_node):
     needs_real_port(request)
     if real_board(request):
         pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
-    fs = repl_at_boot(port)
+    fs = stop_at_boot(port)
     try:
         boot = int(fs.exec("import json\nprint(json.load(open('state.json'))['boot'])").decode().strip())
         fs.exec("import machine\nmachine.WDT(timeout=1000)")
@@ -135,19 +107,6 @@ def test_power_cut_during_a_flash_write_loses_no_frame(request, rig, dut, hil_no
     assert seen_new_boot or reader.next()[0]["boot"] == boot + 1
 
 
-# the node as firmware/main.py builds it (importing firmware.main itself on a board runs main())
-HEAP_PROBE = """
-import gc
-from firmware import config
-from firmware.node import Node
-cfg = config.load('config.json')
-Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
-node = Node(Board(), cfg)
-node.start()
-gc.collect()
-print('FREE', gc.mem_free(), gc.mem_alloc())
-"""
-
 MIN_FREE = 64 * 1024  # what a cycle, a backlog drain and a command need on top, with room to spare
 
 
@@ -156,13 +115,6 @@ def test_free_heap_after_the_node_started(request, rig, port, hil_node):
     needs_real_port(request)
     if real_board(request):
         pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
-    fs = repl_at_boot(port)
-    try:
-        out = fs.exec(HEAP_PROBE).decode()
-    finally:
-        fs.t.close()
-    m = re.search(r"FREE (\d+) (\d+)", out)
-    assert m, out
-    free, used = int(m.group(1)), int(m.group(2))
+    free, used = free_heap_after_start(port)
     print("free heap after the node started: %d B (%d B used)" % (free, used))
     assert free >= MIN_FREE, "only %d B free after start" % free

@@ -474,3 +474,66 @@ class PicoRig:
         if self.log:
             self.log("runner exited with status %s" % (p.returncode if p else None))
         self._event({"ev": "exit", "status": p.returncode if p else None})
+
+
+# ------------------------------------------------------------ the board's REPL (tests, bench)
+
+
+def stop_at_boot(port, timeout=20):
+    # Opening the port powers the rig's board on; Ctrl-C every 50 ms stops main.py during its
+    # imports, before the node takes the console (micropython.kbd_intr(-1)), as a technician
+    # would at a board's boot. -> the raw REPL (tools.upload.BoardFs), with a clean slate.
+    from mpremote.transport_serial import SerialTransport
+
+    from tools.upload import BoardFs
+
+    t = SerialTransport(port, baudrate=115200, timeout=1)
+    ser = t.serial
+    ser.timeout = 0.05
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (b"KeyboardInterrupt" in seen and seen.endswith(b">>> ")):
+        ser.write(b"\x03")
+        seen += ser.read(4096)
+    ser.timeout = 1  # mpremote's raw-paste reads expect its own timeout back
+    if not seen.endswith(b">>> "):
+        t.close()
+        raise AssertionError("the board never stopped at its REPL; it said %r" % seen[-600:])
+    fs = BoardFs(t)
+    if not fs.enter(10):
+        t.close()
+        raise AssertionError("no raw REPL after Ctrl-C; the board said %r" % seen[-600:])
+    # a Ctrl-C that landed in the frozen _boot.py left the filesystem unmounted: mount it as
+    # _boot.py does (ports/rp2/modules/_boot.py: LittleFS v2 on rp2.Flash())
+    fs.exec("import os\ntry:\n os.stat('config.json')\nexcept OSError:\n import rp2, vfs\n"
+            " vfs.mount(vfs.VfsLfs2(rp2.Flash(), progsize=256), '/')")
+    return fs
+
+
+# the node as firmware/main.py builds it (importing firmware.main itself on a board runs main())
+HEAP_PROBE = """
+import gc
+from firmware import config
+from firmware.node import Node
+cfg = config.load('config.json')
+Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
+node = Node(Board(), cfg)
+node.start()
+gc.collect()
+print('FREE', gc.mem_free(), gc.mem_alloc())
+"""
+
+
+def free_heap_after_start(port):
+    # -> (free, used) heap bytes after the node was built and started on the board at `port`
+    import re
+
+    fs = stop_at_boot(port)
+    try:
+        out = fs.exec(HEAP_PROBE).decode(errors="replace")
+    finally:
+        fs.t.close()
+    m = re.search(r"FREE (\d+) (\d+)", out)
+    if not m:
+        raise AssertionError("the heap probe printed no figures: %r" % out[-600:])
+    return int(m.group(1)), int(m.group(2))

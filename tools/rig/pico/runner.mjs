@@ -13,7 +13,8 @@
 //        {"echo_us": n}                       trigger/echo: echo pulse length (0: no echo)
 //        {"cut": "program"}                   power cut in the middle of the next flash program
 //        {"report": true}                     answer with the counters now
-//   out: {"ev": "tick", "ms": emulated ms since power on, ...counters}  every 100 emulated ms
+//   out: {"ev": "tick", "ms": emulated ms since power on, "busy_ms": of them executing,
+//         ...counters}  every 100 emulated ms
 //        {"ev": "boot", "reason": "power_on"|"watchdog"|"reset", ...counters}
 //        {"ev": "power_cut", ...counters} then the process exits (status 3)
 // FLASH.bin (2 MB, the Pico's W25Q16) is the flash: created from the UF2 when missing,
@@ -67,8 +68,11 @@ let ctlBuf = '';
 const world = { bme280: [519888, 415148, 30000], calib: null, calibH: null, echoUs: 0 };
 let cutArmed = null;
 
+let busyCycles = 0; // cycles the core executed (not waiting in WFI/WFE): CPU time
+
 function send(obj) {
-  if (ctl) ctl.write(JSON.stringify(Object.assign(obj, counters, { ms: emulatedMs() })) + '\n');
+  const now = { ms: emulatedMs(), busy_ms: (busyCycles * NS_PER_CYCLE) / 1e6 };
+  if (ctl) ctl.write(JSON.stringify(Object.assign(obj, counters, now)) + '\n');
 }
 
 try {
@@ -433,7 +437,9 @@ function runSlice() {
         idleTimer = setTimeout(wake, idleNanos / 1e6);
         return;
       }
-      clock.tick(core.executeInstruction() * NS_PER_CYCLE);
+      const cycles = core.executeInstruction();
+      busyCycles += cycles;
+      clock.tick(cycles * NS_PER_CYCLE);
     }
     if (performance.now() > until) break;
   }
