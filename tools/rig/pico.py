@@ -256,6 +256,11 @@ class PicoRig:
                 self._cond.wait(left)
 
     @property
+    def world(self):
+        # the simulated world the board's sensors see now (firmware/sim/world.py World)
+        return self._world.world if self._world is not None else None
+
+    @property
     def running(self):
         return self._proc is not None and self._proc.poll() is None
 
