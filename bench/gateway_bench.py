@@ -286,7 +286,7 @@ def build_shim(work):
 
 
 class GatewayRun:
-    def __init__(self, work, name, broker, keys, publisher, fsync_ms=0, shim=None):
+    def __init__(self, work, name, broker, keys, publisher, fsync_ms=0, shim=None, forecast=True):
         self.dir = work / name
         self.dir.mkdir()
         (self.dir / "keys.toml").write_text(format_keys(keys))
@@ -296,7 +296,8 @@ class GatewayRun:
         (self.dir / "gateway.toml").write_text(
             f'[gateway]\nid = "gw-bench"\ndata_dir = "var"\nlog_level = "info"\nqueue_max = 20000\n'
             f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{PREFIX}"\n{pub}'
-            f'[[ingest]]\nkind = "udp"\nlisten = "127.0.0.1:{self.udp}"\n[nodes]\nkeys_file = "keys.toml"\n')
+            f'[[ingest]]\nkind = "udp"\nlisten = "127.0.0.1:{self.udp}"\n[nodes]\nkeys_file = "keys.toml"\n'
+            + ("" if forecast else "[forecast]\nenabled = false\n"))
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         if fsync_ms:
             env.update(LD_PRELOAD=str(shim), FSYNC_DELAY_MS=str(fsync_ms))
@@ -466,6 +467,8 @@ def main():
     ap.add_argument("--idle-s", type=float, default=3.0)
     ap.add_argument("--flood-s", type=float, default=0.0, help="then flood this long, sampling RSS")
     ap.add_argument("--flood-rate", type=int, default=2000)
+    ap.add_argument("--forecast", choices=("on", "off"), default="on",
+                    help="[forecast] of the gateway under test (it keeps every level reading of 40 minutes)")
     ap.add_argument("--publisher", choices=("process", "thread"), default=None,
                     help="[mqtt] publisher of the gateway under test (default: the gateway's default)")
     ap.add_argument("--fsync-runs", type=int, default=1, help="0: skip the runs with fsync latency added")
@@ -492,7 +495,7 @@ def main():
               + ", ".join(f"{c * 1e6:.0f} us at {'saturation' if r is None else f'{r}/s'}"
                           for (r, _n), (_rate, c) in zip(runs, bare, strict=True)))
 
-        gw = GatewayRun(work, "gw", broker, keys, args.publisher)
+        gw = GatewayRun(work, "gw", broker, keys, args.publisher, forecast=args.forecast == "on")
         gws.append(gw)
         time.sleep(1.0)
         w0, c0 = wakeups(gw.pid), gw.cpu()

@@ -59,6 +59,7 @@ class Forwarder:
         self._lock = threading.Lock()
         self._acked = []  # outbox ids PUBACKed, not yet handed to the pipeline
         self._just_acked = []  # PUBACKed in this loop_read; handed over under one lock hold
+        self.activity = None  # an Event to set when PUBACKed ids are handed over (gateway/pubproc.py)
         self._skip = set()  # ids PUBACKed and not yet deleted: not resent after a reconnect
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -125,6 +126,8 @@ class Forwarder:
             with self._lock:
                 self._acked.extend(ids)
                 self._skip.update(ids)
+            if self.activity is not None:
+                self.activity.set()
 
     def _on_message(self, client, userdata, msg):
         self.on_command(msg.topic, msg.payload, msg.retain)

@@ -18,7 +18,7 @@ import time
 
 log = logging.getLogger("citynode.gateway")
 
-STATUS_S = 0.02  # child: PUBACKed ids and status changes go to the parent this often
+STATUS_S = 0.02  # child: after a PUBACK, wait this long for more before telling the parent
 PARENT_TICK_S = 0.25  # parent: gateway state (alarms) and changed node states this often
 RESTART_S = 1.0
 
@@ -199,9 +199,13 @@ def child_main(settings, db_path, conn, log_level, initial):
                     gateway_state_fn=host.gateway_state, alarms_fn=host.alarms)
     done = threading.Event()
 
+    activity = threading.Event()  # set by the Forwarder when PUBACKs come: no polling while idle
+    fwd.activity = activity
+
     def pump():
         last, last_t = None, 0.0
         while not done.is_set():
+            activity.clear()
             try:
                 ids = fwd.take_acked()
                 if ids:
@@ -213,7 +217,8 @@ def child_main(settings, db_path, conn, log_level, initial):
                     last, last_t = status, now
             except (OSError, ValueError):
                 return
-            done.wait(STATUS_S)
+            if activity.wait(PARENT_TICK_S):
+                done.wait(STATUS_S)  # let the rest of this burst's PUBACKs join one message
 
     fwd.start()
     pumper = threading.Thread(target=pump, name="mqtt-pump", daemon=True)
@@ -241,6 +246,7 @@ def child_main(settings, db_path, conn, log_level, initial):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the goodbye
         fwd.stop()
         done.set()
+        activity.set()
         pumper.join(1)
         try:
             ids = fwd.take_acked()

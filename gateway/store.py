@@ -17,6 +17,7 @@ from gateway.dedup import SeqState
 
 log = logging.getLogger("citynode.gateway")
 CHECKPOINT_S = 1.0  # after a commit, the checkpoint thread waits this long for more, then checkpoints
+WAL_RESTART_FRAMES = 4096  # the writer checkpoints itself at this WAL length (~16 MiB), so the WAL is started over
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
@@ -67,7 +68,12 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # the ACK to the node promises the frame is on disk
         db.execute("PRAGMA busy_timeout=5000")
-        db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it, off the commit path
+        # The checkpoint thread copies the WAL into the database off the commit path. Under a
+        # steady stream it never catches up, and SQLite starts a WAL over only after a complete
+        # checkpoint: so the writer still checkpoints itself, rarely (SQLite's default is every
+        # 1,000 pages), and then has little left to copy. Without this the WAL grew without end
+        # in a flood (58 MB after 2 minutes at 2,000 frames/s).
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_RESTART_FRAMES}")
         if self.max_bytes:
             page = db.execute("PRAGMA page_size").fetchone()[0]
             db.execute(f"PRAGMA max_page_count={max(16, self.max_bytes // page)}")
