@@ -486,10 +486,21 @@ class Node:
             self.board.deepsleep(ms)
             return
         step = max(1, getattr(self.wdt, "timeout_ms", self.cfg["watchdog_ms"]) // 2)
+        # on the board's own console the node listens while it waits: a technician's Ctrl-C
+        # (citynode flash, mpremote) stops it at once, not at its next cycle, and a late ACK
+        # or a command is not left in the line
+        # (a simulation whose link waits in real time while its world runs in virtual time
+        # sleeps as before)
+        listen = getattr(self.link, "_interruptible", False) and getattr(self.link, "clock", None) is self.clock
         while ms > 0:
             self.feed()
-            self.board.sleep_ms(min(ms, step), mode == "light")
-            ms -= step
+            if listen:
+                t0 = self.clock.ms()
+                self.receive(self.link.poll(min(ms, step)))
+                ms -= max(1, self.clock.ms() - t0)
+            else:
+                self.board.sleep_ms(min(ms, step), mode == "light")
+                ms -= step
 
     def run(self, until_ms=None, max_cycles=None, stop=None, report=False, timeout_ms=_ACK_WAIT_MS):
         # The main loop: step, then sleep what step says. Returns at until_ms (board clock),

@@ -187,19 +187,46 @@ print(repr([_h(p) for p in %r]))
 """
 
 
+# Run first in the raw REPL: the watchdog of the node that ran until the Ctrl-C keeps
+# counting (RP2: 8.4 s at most) and would reset the board in the middle of an upload.
+# RP2040/RP2350 datasheets, WATCHDOG: CTRL at the block's base, bit 30 ENABLE; cleared, the
+# watchdog stops (machine.WDT has no off: ports/rp2/machine_wdt.c). ESP32: machine.WDT(timeout=)
+# reconfigures the task watchdog (ports/esp32/machine_wdt.c esp_task_wdt_reconfigure): an hour.
+# The node arms its own again when it starts after the upload's soft reset.
+_QUIET_WATCHDOG = """
+import sys, machine
+if sys.platform == 'rp2':
+    _b = 0x400d8000 if 'RP2350' in sys.implementation._machine else 0x40058000
+    machine.mem32[_b] = machine.mem32[_b] & ~(1 << 30)
+elif sys.platform == 'esp32':
+    machine.WDT(timeout=3600000)
+"""
+
+
 class BoardFs:
     # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport)
     def __init__(self, transport):
         self.t = transport
 
     def enter(self, timeout_s):
+        # The raw REPL, over a running node: its Ctrl-C (mpremote sends one per attempt) stops
+        # the node at the node's next look at its console, so try again until timeout_s. Then
+        # the watchdog the node armed is stopped, or it would reset the board mid-upload.
+        import time
+
         from mpremote.transport import TransportError
 
-        try:  # mpremote prints what it read before failing: keep that off the user's screen
-            with contextlib.redirect_stdout(io.StringIO()):
-                self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout_s)
-        except TransportError:
-            return False
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:  # mpremote prints what it read before failing: keep that off the user's screen
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self.t.enter_raw_repl(soft_reset=False, timeout_overall=max(1.0, min(5.0, left)))
+                break
+            except TransportError:
+                if left <= 5.0:
+                    return False
+        self.exec(_QUIET_WATCHDOG)
         return True
 
     def exec(self, code):

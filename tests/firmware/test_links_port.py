@@ -187,3 +187,44 @@ def test_console_link_on_the_micropython_vm_with_a_flushless_stdout():
     )
     p = mpvm.run(script, input="")
     assert p.stdout.split("\n")[0] == "True 1 0 [('frame', b'hello')]", p.stdout
+
+
+class ConsoleLine:
+    # the board's own console (StdioUart over USB: console = True), with a technician's
+    # Ctrl-C arriving at a given moment of the board's clock
+    console = True
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.at_ms = None
+        self.data = bytearray()
+
+    def type_at(self, ms, data):
+        self.at_ms = ms
+        self.data += data
+
+    def any(self):
+        return len(self.data) if self.at_ms is not None and self.clock.ms() >= self.at_ms else 0
+
+    def readinto(self, buf):
+        n = min(len(buf), self.any())
+        buf[:n] = self.data[:n]
+        del self.data[:n]
+        return n
+
+    def write(self, data):
+        return len(data)
+
+
+def test_a_node_on_its_console_stops_at_ctrl_c_while_it_sleeps(tmp_path):
+    # on main a console node slept its whole interval (minutes) without looking at the line:
+    # `citynode flash` and mpremote waited for the next cycle, and timed out
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 300, "storm_interval_s": 30})
+    board = SimBoard(str(tmp_path / "flash"))
+    line = ConsoleLine(board.clock)
+    node = Runner(board, cfg, UartLink(line, board.clock)).run(board.clock.ms() + 1)  # started, one cycle
+    t0 = board.clock.ms()
+    line.type_at(t0 + 10000, b"\r\x03\x03")  # mpremote's interrupt, 10 s into a 300 s sleep
+    with pytest.raises(KeyboardInterrupt):
+        node.sleep(300000)
+    assert 10000 <= board.clock.ms() - t0 <= 10100
