@@ -148,13 +148,15 @@ def check_board(fs, config, port):
         return True
     if config is None:
         return False
-    board = config.get("board", "sim")
+    board = config.get("board")
+    if board is None and platform in ("esp32", "rp2"):
+        return False  # no board in the config: the firmware runs as the board it finds itself on
     if PLATFORMS.get(board) != platform:
         fits = [b for b, p in PLATFORMS.items() if p == platform and b != "sim"]
         hint = (f"provision it again with --board {fits[0]} --force" if fits
                 else "this board type is not supported")
         raise FlashError(f"wrong board: {port} runs MicroPython for {platform}, but the node config is for "
-                         f"{board}; {hint}")
+                         f"{board or 'an ESP32 or a Pico (no board named)'}; {hint}")
     return False
 
 

@@ -71,6 +71,17 @@ def test_flash_gives_a_config_without_board_the_device_entry():
     assert not [p for p in files if "/sim/" in p]
 
 
+def test_flash_accepts_a_config_without_board_on_either_port():
+    # on main flash took a board-less config for the sim board and refused every real board
+    from tests.tools.test_flash import AnsweringBoard
+    from tools.flash import FlashError, check_board
+
+    for answer in (b"esp32 -\r\n", b"rp2 -\r\n"):
+        assert check_board(AnsweringBoard(answer), {"node": "n", "key": KEY}, "/dev/ttyACM0") is False
+    with pytest.raises(FlashError, match="wrong board"):  # a Linux MicroPython is no node board
+        check_board(AnsweringBoard(b"linux -\r\n"), {"node": "n", "key": KEY}, "/dev/ttyACM0")
+
+
 # ---------------------------------------------------------------- crashes before the loop
 
 class BoardThatResets:
