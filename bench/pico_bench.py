@@ -39,7 +39,10 @@ def node_config(base, speed):
     _p, cfg = provision("bench-1", str(base / "node"), str(base / "keys.toml"), board="rp2",
                         interval_s=max(1, round(INTERVAL_WORLD_S / speed)))
     cfg.update(storm_interval_s=max(1, round(STORM_WORLD_S / speed)), heartbeat_s=max(1, round(3600 / speed)))
-    cfg["thresholds"]["rise_mm_min"] = round(cfg["thresholds"]["rise_mm_min"] * speed)  # mm per node minute
+    from firmware.config import DEFAULTS
+
+    rise = DEFAULTS["thresholds"]["rise_mm_min"]  # mm per minute of the node's clock, which runs slow here
+    cfg.setdefault("thresholds", {})["rise_mm_min"] = round(rise * speed)
     (base / "node" / "config.json").write_text(json.dumps(cfg))
     return cfg
 

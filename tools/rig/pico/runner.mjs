@@ -20,8 +20,10 @@
 // FLASH.bin (2 MB, the Pico's W25Q16) is the flash: created from the UF2 when missing,
 // written through on every erase and program, so killing this process loses nothing the
 // chip had finished writing, like a real power cut.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { RP2040, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
 
 const FLASH_SIZE = 2 * 1024 * 1024;
@@ -49,6 +51,13 @@ function loadUF2(data, flash) {
     if (addr >= 0 && addr + size <= FLASH_SIZE) flash.set(data.subarray(off + 32, off + 32 + size), addr);
   }
 }
+
+// rp2040js warns on every read of the inter-core FIFO (SIO 0x50 FIFO_ST, 0x58 FIFO_RD), which
+// MicroPython polls; core 1 is not emulated (README "Not emulated"), so those lines are noise
+const warn = console.warn;
+console.warn = (...a) => {
+  if (!/invalid SIO address: (50|58)\b/.test(String(a[0]))) warn(...a);
+};
 
 const flash = new Uint8Array(FLASH_SIZE).fill(0xff);
 if (fs.existsSync(args.flash)) {
@@ -252,10 +261,9 @@ function feedSensorUart() {
 function qspiDevice(rp2040) {
   // gap 3: the flash unique ID. pico_get_unique_board_id sends 0x4B + 4 dummy bytes through
   // the SSI with chip select forced low (IO_QSPI GPIO_QSPI_SS_CTRL OUTOVER = 2) and reads 8
-  // bytes; answer them from the SSI data register. The id is derived from the flash file name.
-  const id = Buffer.alloc(8);
-  const name = Buffer.from(args.flash);
-  for (let i = 0; i < name.length; i++) id[i % 8] = (id[i % 8] * 31 + name[i]) & 0xff;
+  // bytes; answer them from the SSI data register. The id is a hash of the flash file's path,
+  // so boards with different flash files differ, and one board keeps its id across runs.
+  const id = createHash('sha256').update(path.resolve(args.flash)).digest().subarray(0, 8);
   const ssi = rp2040.peripherals[0x18000];
   const io = rp2040.peripherals[0x40018];
   let csLow = false;
