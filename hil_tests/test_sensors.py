@@ -90,3 +90,28 @@ def test_frames_carry_a_rising_and_falling_level(pico_world, hil_node):
     assert peak is not None, "no rise above 1.5 m and fall by 0.5 m: %s" % levels
     before = [mm for t, mm in levels if t < peak[0]]
     assert before and min(before) < 500, levels  # it started dry
+
+
+PINS = """
+from machine import I2C, Pin
+print('SCAN', I2C(0, scl=Pin(5), sda=Pin(4)).scan())
+p = Pin(7, Pin.OUT)
+p.value(1)
+high = p.value()
+p.value(0)
+print('PINS', high, p.value(), Pin(8, Pin.IN, Pin.PULL_UP).value(), Pin(9, Pin.IN, Pin.PULL_DOWN).value())
+"""
+
+
+def test_i2c_scan_and_pins_read_back(pico_world):
+    # i2c.scan() on the rp2 port bit-bangs a zero-length write on the I2C pins (the I2C block
+    # cannot send one): it must find the BME280 at 0x76 as on a real bus; an output pin reads
+    # back what it drives, an input its pull-up or pull-down
+    rig = pico_world()
+    fs = stop_at_boot(rig.port)
+    try:
+        out = fs.exec(PINS).decode()
+    finally:
+        fs.t.close()
+    assert "SCAN [118]" in out, out
+    assert "PINS 1 0 1 0" in out, out

@@ -297,15 +297,83 @@ function qspiDevice(rp2040) {
   ssi.readUint32 = (offset) => (offset === 0x60 && csLow ? rx.shift() ?? 0 : ssiRead(offset));
 }
 
-function echoPins(rp2040) {
+function pinLevels(rp2040) {
+  // gap 7: pins. rp2040js keeps GPIO_IN at what the outside last set: a pin never reads its
+  // own output, an open-drain line never its pull-up. Here each pin's level is the chip's
+  // output when it drives the pin, else an outside device's (set()), else the pad's pull-up
+  // or pull-down (RP2040 datasheet 2.19.4), else the last level. GPIO4/5 are the I2C0 bus
+  // with the breakout's pull-ups: low while anyone pulls it low.
+  const pins = rp2040.gpio;
+  const outside = new Array(pins.length).fill(undefined);
+  const SDA = 4;
+  const SCL = 5;
+  const bus = { sda: true, scl: true, pullSda: false, n: 0, bits: 0, state: 'idle' };
+  const drivesLow = (p) => p.outputEnable && !p.outputValue;
+  function put(pin, v) {
+    if (pin.rawInputValue !== v) pin.setInputValue(v);
+  }
+  function level(i) {
+    const p = pins[i];
+    if (p.outputEnable) return p.outputValue;
+    if (outside[i] !== undefined) return outside[i];
+    if (p.pullupEnabled && !p.pulldownEnabled) return true;
+    if (p.pulldownEnabled && !p.pullupEnabled) return false;
+    return p.rawInputValue;
+  }
+  function i2cBus() {
+    // MicroPython's i2c.scan() bit-bangs these pins (ports/rp2/machine_i2c.c sends a
+    // zero-length write through extmod/machine_i2c.c's soft I2C): a bit-level responder ACKs
+    // the BME280's address 0x76; the data phase runs on the I2C block (bme280Device)
+    const sda = !(drivesLow(pins[SDA]) || bus.pullSda);
+    const scl = !drivesLow(pins[SCL]);
+    if (scl && bus.scl && sda !== bus.sda) {
+      // SDA changes while SCL is high: START (falling) or STOP (rising)
+      bus.state = sda ? 'idle' : 'addr';
+      bus.n = 0;
+      bus.bits = 0;
+      bus.pullSda = false;
+    } else if (scl && !bus.scl && bus.state === 'addr') {
+      bus.bits = (bus.bits << 1) | (sda ? 1 : 0); // a bit is read on SCL rising
+      bus.n += 1;
+    } else if (!scl && bus.scl) {
+      if (bus.state === 'addr' && bus.n === 8) {
+        bus.state = bus.bits >> 1 === 0x76 ? 'ack' : 'idle';
+        bus.pullSda = bus.state === 'ack'; // ACK: hold SDA low through the ninth clock
+      } else if (bus.state === 'ack') {
+        bus.state = 'idle';
+        bus.pullSda = false;
+      }
+    }
+    bus.scl = scl;
+    bus.sda = !(drivesLow(pins[SDA]) || bus.pullSda);
+    put(pins[SDA], bus.sda);
+    put(pins[SCL], bus.scl);
+  }
+  function refresh(i) {
+    if (i === SDA || i === SCL) i2cBus();
+    else put(pins[i], level(i));
+  }
+  pins.forEach((p, i) => {
+    p.addListener(() => refresh(i));
+    refresh(i);
+  });
+  return {
+    set(i, v) {
+      outside[i] = v;
+      refresh(i);
+    },
+  };
+}
+
+function echoPins(rp2040, wires) {
   // trigger/echo (GPIO14 out, GPIO15 in): a trigger pulse starts an echo pulse of the
   // world's round-trip time on the echo pin (HC-SR04 datasheet: 10 us trigger, echo high
   // for the flight time); no pulse when the world has no echo
   const trig = rp2040.gpio[14];
-  const echo = rp2040.gpio[15];
-  const end = rp2040.clock.createAlarm(() => echo.setInputValue(false));
+  wires.set(15, false);
+  const end = rp2040.clock.createAlarm(() => wires.set(15, false));
   const start = rp2040.clock.createAlarm(() => {
-    echo.setInputValue(true);
+    wires.set(15, true);
     end.schedule(world.echoUs * 1000);
   });
   let was = false;
@@ -353,7 +421,7 @@ function build(reason) {
   fixUart(mcu.uart[1]);
   bme280Device(mcu.i2c[0]);
   qspiDevice(mcu);
-  echoPins(mcu);
+  echoPins(mcu, pinLevels(mcu));
   uartAlarm = mcu.clock.createAlarm(feedSensorUart);
   uartAlarm.schedule(1041667);
   const tick = mcu.clock.createAlarm(() => {
