@@ -27,6 +27,10 @@ from gateway.consumers import retained as consumers_retained
 from gateway.outputs import _dumps as dumps
 from gateway.outputs import iso
 
+# readings kept per node at most (40 minutes at the storm interval of 30 s is 80)
+MAX_POINTS = 240
+MAX_FIT = 60  # readings in one fit at most (15 minutes at 30 s is 30)
+
 # quality statuses that exclude a reading (protocol.message Q_FAULT, Q_RANGE)
 BAD_QUALITY = (2, 3)
 
@@ -182,17 +186,22 @@ class NodeForecast:
             self.skipped += 1
             return False
         pts = self.points
-        i = len(pts)
-        while i > 0 and pts[i - 1][0] > t_s:  # late arrivals are few: walk back from the end
-            i -= 1
-        if i > 0 and pts[i - 1][0] == t_s:
-            pts[i - 1] = (t_s, level_m)  # the same reading again (a resend)
+        if not pts or t_s > pts[-1][0]:
+            pts.append((t_s, level_m))  # the usual case: a newer reading
         else:
-            pts.insert(i, (t_s, level_m))
+            i = len(pts)
+            while i > 0 and pts[i - 1][0] > t_s:  # late arrivals are few: walk back from the end
+                i -= 1
+            if i > 0 and pts[i - 1][0] == t_s:
+                pts[i - 1] = (t_s, level_m)  # the same reading again (a resend)
+            else:
+                pts.insert(i, (t_s, level_m))
         newest = pts[-1][0]
         self.newest_t = newest
-        cut = 0
-        while pts[cut][0] < newest - self.s.window_s:
+        # forget what is older than the window, and beyond MAX_POINTS the oldest (a node
+        # that reports every few seconds, or a flood): the list stays short, so cheap to trim
+        cut = max(0, len(pts) - MAX_POINTS)
+        while cut < len(pts) and pts[cut][0] < newest - self.s.window_s:
             cut += 1
         if cut:
             del pts[:cut]
@@ -212,7 +221,7 @@ class NodeForecast:
             out["why"] = "No valid level readings in the last %d minutes." % (s.window_s // 60)
             return self._warn(out, None)
         newest = pts[-1][0]
-        recent = pts[bisect.bisect_left(pts, newest - s.fit_s, key=_time):]
+        recent = pts[max(bisect.bisect_left(pts, newest - s.fit_s, key=_time), len(pts) - MAX_FIT):]
         if len(recent) < s.min_points:
             recent = pts[-s.min_points:]
         recent, outliers = _despike(recent, s.outlier_m)
@@ -398,13 +407,13 @@ class Forecasts:
             found = True
         if not found or len(fc.points) < 2:
             return []  # nothing to say yet: no outbox row (it counts against [outbox] max_messages)
-        th = self.thresholds_fn(f.node) if self.thresholds_fn else None
-        if th and th.get("alarm_m"):
-            fc.alarm_m = th["alarm_m"]
         last = self._last.get(f.node)
         if last is not None and fc.newest_t - last < self.min_step_s:
             return []
         self._last[f.node] = fc.newest_t
+        th = self.thresholds_fn(f.node) if self.thresholds_fn else None
+        if th and th.get("alarm_m"):
+            fc.alarm_m = th["alarm_m"]
         out = fc.forecast(now_s=f.received)
         body = {"node": f.node, "time": iso(f.received), "at": iso(fc.newest_t), "gateway": self.gateway_id}
         body.update(out)

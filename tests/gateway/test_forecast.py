@@ -260,3 +260,21 @@ def test_forecast_config_section(tmp_path, capsys):
     assert cli.run(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[forecast] lead_min" in err[0]
+
+
+def test_a_flood_of_readings_keeps_memory_bounded_and_fits_rarely():
+    # a node reporting every 0.1 s (or a load test): at most MAX_POINTS kept, one forecast
+    # per 10 s of reading time, and the forecast still sees the trend
+    from gateway.forecast import MAX_POINTS, Forecasts
+    from gateway.outputs import Frame
+
+    fo = Forecasts("cn", "gw")
+    out = []
+    for i in range(5000):
+        m = {"records": [{0: "l", 2: 1.0 + i * 0.0001}], "quality": {}, "flags": 1, "boot": 1, "seq": i,
+             "uptime_ms": i * 100}
+        out += fo.messages(Frame("sew-01", m, b"", 1000.0 + i * 0.1, 1000.0 + i * 0.1, "uptime", "udp"))
+    assert len(fo.nodes["sew-01"].points) == MAX_POINTS
+    forecasts = [p for t, p in out if t == "cn/nodes/sew-01/forecast"]
+    assert 45 <= len(forecasts) <= 51  # 500 s of readings, one forecast per 10 s
+    assert b'"rate_mm_min":60.0' in forecasts[-1]
