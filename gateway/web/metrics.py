@@ -37,6 +37,11 @@ class StatusCollector:
                                    labels=["node"])
         seen = GaugeMetricFamily("citynode_node_last_seen_timestamp_seconds", "Unix time a node was last heard",
                                  labels=["node"])
+        eta = GaugeMetricFamily("citynode_node_overflow_eta_seconds",
+                                "forecast seconds until the level reaches the node's alarm level (docs/forecast.md)",
+                                labels=["node"])
+        warning = GaugeMetricFamily("citynode_node_overflow_warning", "1 while an overflow warning is on",
+                                    labels=["node"])
         for node in status.get("nodes", []):
             nid = str(node.get("id"))
             accepted.add_metric([nid], node.get("accepted", 0))
@@ -45,8 +50,18 @@ class StatusCollector:
             gaps.add_metric([nid], node.get("gaps", 0))
             if node.get("last_seen"):
                 seen.add_metric([nid], node["last_seen"])
+            fc = node.get("forecast")
+            if fc:
+                warning.add_metric([nid], int(bool(fc.get("warning"))))
+                if fc.get("eta_s") is not None:
+                    eta.add_metric([nid], fc["eta_s"])
         unattributed = CounterMetricFamily("citynode_rejects", "rejected input by reason, before a node is known",
                                            labels=["reason"])
         for reason, n in (gw.get("rejected") or {}).items():
             unattributed.add_metric([str(reason)], n)
-        yield from (accepted, rejected, gaps, seen, unattributed)
+        counters = CounterMetricFamily("citynode_gateway_events", "the gateway's counters by name "
+                                       "(received, acks_sent, forwarded, st_sent, st_rejected, ...)", labels=["name"])
+        for name, n in sorted((gw.get("counters") or {}).items()):
+            if isinstance(n, int | float) and not isinstance(n, bool):
+                counters.add_metric([str(name)], n)
+        yield from (accepted, rejected, gaps, seen, unattributed, eta, warning, counters)

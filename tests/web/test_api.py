@@ -17,7 +17,8 @@ def make_status(nodes):
         return {
             "gateway": {"id": "gw-test", "version": "0.1.0", "uptime_s": 12.5, "broker_connected": True,
                         "outbox_depth": 3, "outbox_oldest_age_s": 1.5, "frames_per_s": 2.0,
-                        "disk_free_bytes": 10**9, "rejected": {"mac": 2}},
+                        "disk_free_bytes": 10**9, "rejected": {"mac": 2},
+                        "counters": {"received": 14, "st_sent": 4, "st_rejected": 1}},
             "stale_after_s": 60,
             "nodes": nodes,
         }
@@ -36,7 +37,8 @@ def web(history):
     now = time.time()
     nodes = [
         {"id": "sew-01", "last_seen": now - 5, "battery_v": 3.7, "link": "udp", "firmware": "0.1.0",
-         "accepted": 10, "rejected": {"mac": 1}, "gaps": 2, "storm": True},
+         "accepted": 10, "rejected": {"mac": 1}, "gaps": 2, "storm": True,
+         "forecast": {"eta_s": 420, "warning": True, "why": "rising"}},
         {"id": HOSTILE, "last_seen": now - 500, "accepted": 1, "rejected": {}, "gaps": 0},
     ]
     w = StatusWeb(listen="127.0.0.1:0", status_fn=make_status(nodes), history=history).start()
@@ -103,6 +105,9 @@ def test_metrics(web):
     assert 'citynode_frames_rejected_total{node="sew-01",reason="mac"} 1.0' in text
     assert "citynode_outbox_depth 3.0" in text
     assert "citynode_broker_connected 1.0" in text
+    assert 'citynode_node_overflow_eta_seconds{node="sew-01"} 420.0' in text
+    assert 'citynode_node_overflow_warning{node="sew-01"} 1.0' in text
+    assert 'citynode_gateway_events_total{name="st_rejected"} 1.0' in text
 
 
 def test_loopback_by_default_and_token_elsewhere():
