@@ -88,5 +88,19 @@ def serve(rig, where):
     except KeyboardInterrupt:
         pass
     finally:
+        wear(rig)
         rig.stop()
     return 0
+
+
+def wear(rig):
+    # the emulated Pico's counters since the rig started: flash wear and resets
+    if not hasattr(rig, "report") or not rig.running:
+        return
+    try:
+        c = rig.report(timeout=2)
+    except TimeoutError:
+        return
+    print(f"rig: {c['erases']} flash sector erases, {c['programs']} page programs ({c['program_bytes']} B), "
+          f"{c['watchdog_resets']} watchdog resets, {c['resets']} software resets, {c['boots']} boots in "
+          f"{c['ms'] / 1000:.0f} emulated s", file=sys.stderr, flush=True)
