@@ -21,7 +21,7 @@ from protocol.cbor import FrameError
 log = logging.getLogger("citynode.gateway")
 
 FULL_RETRY_S = 0.25  # after "disk full", new frames are refused this long before trying again
-LINGER_BATCH = 8  # frames a linger aims to gather
+LINGER_BATCH = 16  # frames a linger aims to gather
 HOUSEKEEPING_S = 0.5  # without frames: commit PUBACKed deletions and downlink changes this often
 DISK_CHECK_S = 1.0
 
@@ -92,8 +92,8 @@ class Pipeline:
         # Group commit: a batch is what waits in the queue, plus what arrives within a
         # linger after its first frame when frames come often enough for that to pay (one
         # fsync'd commit costs ~130 us of CPU here and 5-20 ms on an SD card). The linger
-        # aims at LINGER_BATCH frames at the recent rate, at most `linger_ms`: 16 ms at 500
-        # frames/s, 4 ms at 2,000, so latency is spent where it buys most. It is one sleep,
+        # aims at LINGER_BATCH frames at the recent rate, at most `linger_ms`: 20 ms at 500
+        # frames/s, 8 ms at 2,000, so latency is spent where it buys most. It is one sleep,
         # not a wake-up per frame; a full or slow commit needs none (frames queued meanwhile).
         q = self.queue
         batch_max = self.s.outbox.batch_max
