@@ -177,9 +177,15 @@ def main():
             sim_fph = len([t for t in sim_storm if t < lo + span_h * 3600]) / span_h
             print(f"storm: {fph:.0f} frames per hour on the Pico, {sim_fph:.0f} on the sim board (same world, "
                   f"seed {SEED}, storm every {STORM_WORLD_S} world s); ratio {fph / sim_fph if sim_fph else 0:.2f}")
+        # every frame of each boot arrived, once: no seq missing between the first and the last
+        lost = dups = 0
+        for b in boots:
+            seqs = [f[6] for f in frames if f[5] == b]
+            lost += max(seqs) - min(seqs) + 1 - len(set(seqs))
+            dups += len(seqs) - len(set(seqs))
         print(f"run: {len(frames)} frames, boots {sorted(boots)}, world x{args.speed:g}, "
               f"{wear['ms'] / 1000:.0f} emulated s in {wall:.0f} wall s; resets {wear['resets']}, "
-              f"watchdog resets {wear['watchdog_resets']}")
+              f"watchdog resets {wear['watchdog_resets']}; frames lost {lost}, received twice {dups}")
         return 0
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -173,6 +173,19 @@ def parse_hostport(text, where):
     return host, int(port)
 
 
+def _tls_files(t, base):
+    # [mqtt] and [sensorthings_server]: ca, cert and key, each an existing file -> {key: path}
+    files = {}
+    for k in ("ca", "cert", "key"):
+        v = t.get(k, str)
+        if v is not None:
+            p = _path(base, v)
+            if not p.is_file():
+                raise t.err(k, f"no such file: {p}")
+            files[k] = str(p)
+    return files
+
+
 def _path(base, value):
     p = pathlib.Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
@@ -193,14 +206,7 @@ def _mqtt(t, base, gw_id):
     prefix = t.get("topic_prefix", str, "citynode")
     if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
         raise t.err("topic_prefix", f"must be a non-empty topic without + # or a leading/trailing /, got {prefix!r}")
-    files = {}
-    for k in ("ca", "cert", "key"):
-        v = t.get(k, str)
-        if v is not None:
-            p = _path(base, v)
-            if not p.is_file():
-                raise t.err(k, f"no such file: {p}")
-            files[k] = str(p)
+    files = _tls_files(t, base)
     if files and not tls:
         raise t.err(next(iter(files)), "TLS files given but url is mqtt://; use mqtts:// (never plain text)")
     if ("cert" in files) != ("key" in files):
@@ -316,14 +322,7 @@ def _sensorthings_server(t, base):
         raise t.err("url", f"bad port in {url!r}") from None
     if mode == "mqtt" and u.path not in ("", "/"):
         raise t.err("url", f"an MQTT url has no path (the topic is v1.1/Datastreams(id)/Observations), got {url!r}")
-    files = {}
-    for k in ("ca", "cert", "key"):
-        v = t.get(k, str)
-        if v is not None:
-            p = _path(base, v)
-            if not p.is_file():
-                raise t.err(k, f"no such file: {p}")
-            files[k] = str(p)
+    files = _tls_files(t, base)
     if files and not tls:
         raise t.err(next(iter(files)), f"TLS files given but url is {u.scheme}://; use {u.scheme}s://")
     if ("cert" in files) != ("key" in files):

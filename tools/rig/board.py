@@ -45,7 +45,33 @@ def micropython_binary():
     return str(exe) if exe.exists() else "micropython"
 
 
-class VirtualRig(ReplKeys):
+class PtyOutput:
+    # What the board writes, on its way to the pty's host side: kept while no host has the
+    # port open (then dropped and counted), bounded to MAX_PENDING, written without blocking.
+    # Needs self._out (bytearray), self._connected, self._master and self.dropped.
+    def _emit(self, data):
+        if not self._connected:
+            self.dropped += len(data)
+            return
+        self._out += data
+        if len(self._out) > MAX_PENDING:
+            cut = len(self._out) - MAX_PENDING
+            self.dropped += cut
+            del self._out[:cut]
+
+    def _flush_out(self):
+        while self._out and self._connected:
+            try:
+                n = os.write(self._master, self._out[:4096])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._connected = False
+                return
+            del self._out[:n]
+
+
+class VirtualRig(ReplKeys, PtyOutput):
     def __init__(self, flash_dir, board="sim", heap="256k", micropython=None, log=None):
         self.flash = str(pathlib.Path(flash_dir).resolve())
         self.board = board
@@ -155,27 +181,6 @@ class VirtualRig(ReplKeys):
         self._to_proc(b"%s %d\n" % (kind, len(code)) + code)
 
     # ------------------------------------------------------------ output to the port
-
-    def _emit(self, data):
-        if not self._connected:
-            self.dropped += len(data)
-            return
-        self._out += data
-        if len(self._out) > MAX_PENDING:
-            cut = len(self._out) - MAX_PENDING
-            self.dropped += cut
-            del self._out[:cut]
-
-    def _flush_out(self):
-        while self._out and self._connected:
-            try:
-                n = os.write(self._master, self._out[:4096])
-            except BlockingIOError:
-                return
-            except OSError:
-                self._connected = False
-                return
-            del self._out[:n]
 
     # ------------------------------------------------------------ the loop
 

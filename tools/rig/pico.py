@@ -20,7 +20,7 @@ import threading
 import time
 import tty
 
-from tools.rig.board import MARK_SPEED, SETTLE_MAX_S, SETTLE_S, _set_speed
+from tools.rig.board import MARK_SPEED, SETTLE_MAX_S, SETTLE_S, PtyOutput, _set_speed
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUNNER_DIR = pathlib.Path(__file__).with_name("pico")
@@ -28,7 +28,6 @@ RUNNER = RUNNER_DIR / "runner.mjs"
 IMAGE = "RPI_PICO-v1.28.0.uf2"
 BOOTROM = "bootrom-rp2040-b1.bin"
 FLASH_BYTES = 2 * 1024 * 1024
-MAX_PENDING = 1 << 20
 SHUNT_OHM = 150  # the 4-20 mA loop's shunt to GND (hil_tests/README.md wiring)
 PROBE_SPAN_MM = 5000  # level at 20 mA (firmware/drivers/hydrostatic.py default)
 ADC_CHANNEL = 0  # GPIO26, firmware/boards/rp2.py loop_adc
@@ -146,7 +145,7 @@ class PicoWorld:
         return m
 
 
-class PicoRig:
+class PicoRig(PtyOutput):
     # An emulated Pico on a pty. The board powers on when the port is first opened (as a
     # board is plugged in when the terminal is ready), keeps running while the port is
     # closed (what it prints then is dropped: no USB host reads it), and keeps its flash in
@@ -418,25 +417,7 @@ class PicoRig:
         if not data:
             self._runner_exited()
             return
-        if not self._connected:
-            self.dropped += len(data)
-            return
-        self._out += data
-        if len(self._out) > MAX_PENDING:
-            cut = len(self._out) - MAX_PENDING
-            self.dropped += cut
-            del self._out[:cut]
-
-    def _flush_out(self):
-        while self._out and self._connected:
-            try:
-                n = os.write(self._master, self._out[:4096])
-            except BlockingIOError:
-                return
-            except OSError:
-                self._connected = False
-                return
-            del self._out[:n]
+        self._emit(data)
 
     def _read_ctl(self):
         try:
