@@ -46,9 +46,46 @@ def micropython_binary():
 
 
 class PtyOutput:
-    # What the board writes, on its way to the pty's host side: kept while no host has the
-    # port open (then dropped and counted), bounded to MAX_PENDING, written without blocking.
-    # Needs self._out (bytearray), self._connected, self._master and self.dropped.
+    # The pty's host side, shared by the rigs. What the board writes: kept while no host has
+    # the port open (then dropped and counted), bounded to MAX_PENDING, written without
+    # blocking. Needs self._out (bytearray), self._connected, self._master, self._sel,
+    # self.log and self.dropped.
+    def _host_attached(self):
+        import select
+
+        p = select.poll()
+        p.register(self._master, select.POLLIN)
+        return not any(ev & select.POLLHUP for _fd, ev in p.poll(0))
+
+    def _read_host(self):
+        # -> what the host wrote, or None; a closed port is noted and the board runs on
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:  # EIO: the last client closed the port
+            data = b""
+        if not data:
+            self._connected = False
+            self._sel.unregister(self._master)
+            _set_speed(self._master, MARK_SPEED)  # so the next open is seen being set up
+            self._out.clear()
+            if self.log:
+                self.log("port closed by the host; the board keeps running")
+            return None
+        return data
+
+    def _wait_for_client_setup(self):
+        deadline = time.monotonic() + SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            try:
+                if termios.tcgetattr(self._master)[4] != MARK_SPEED:
+                    break
+            except termios.error:
+                break
+            time.sleep(0.01)
+        time.sleep(SETTLE_S)
+
     def _emit(self, data):
         if not self._connected:
             self.dropped += len(data)
@@ -220,40 +257,10 @@ class VirtualRig(ReplKeys, PtyOutput):
             elif self._proc is not None and key.fileobj in (self._proc.stdout, self._proc.stderr):
                 self._read_proc(key.fileobj)
 
-    def _wait_for_client_setup(self):
-        deadline = time.monotonic() + SETTLE_MAX_S
-        while time.monotonic() < deadline:
-            try:
-                if termios.tcgetattr(self._master)[4] != MARK_SPEED:
-                    break
-            except termios.error:
-                break
-            time.sleep(0.01)
-        time.sleep(SETTLE_S)
-
-    def _host_attached(self):
-        import select
-
-        p = select.poll()
-        p.register(self._master, select.POLLIN)
-        return not any(ev & select.POLLHUP for _fd, ev in p.poll(0))
-
     def _read_port(self):
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: the last client closed the port
-            data = b""
-        if not data:
-            self._connected = False
-            self._sel.unregister(self._master)
-            _set_speed(self._master, MARK_SPEED)  # so the next open is seen being set up
-            self._out.clear()
-            if self.log:
-                self.log("port closed by the host; the board keeps running")
-            return
-        self._input(data)
+        data = self._read_host()
+        if data:
+            self._input(data)
 
     def _read_proc(self, f):
         try:

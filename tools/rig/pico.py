@@ -20,7 +20,7 @@ import threading
 import time
 import tty
 
-from tools.rig.board import MARK_SPEED, SETTLE_MAX_S, SETTLE_S, PtyOutput, _set_speed
+from tools.rig.board import MARK_SPEED, PtyOutput, _set_speed
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUNNER_DIR = pathlib.Path(__file__).with_name("pico")
@@ -359,43 +359,9 @@ class PicoRig(PtyOutput):
             elif key.data == "ctl":
                 self._read_ctl()
 
-    def _host_attached(self):
-        import select
-
-        p = select.poll()
-        p.register(self._master, select.POLLIN)
-        return not any(ev & select.POLLHUP for _fd, ev in p.poll(0))
-
-    def _wait_for_client_setup(self):
-        # pyserial flushes input right after it sets the line up: wait for that (board.py)
-        deadline = time.monotonic() + SETTLE_MAX_S
-        import termios
-
-        while time.monotonic() < deadline:
-            try:
-                if termios.tcgetattr(self._master)[4] != MARK_SPEED:
-                    break
-            except termios.error:
-                break
-            time.sleep(0.01)
-        time.sleep(SETTLE_S)
-
     def _read_port(self):
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._connected = False
-            self._sel.unregister(self._master)
-            _set_speed(self._master, MARK_SPEED)
-            self._out.clear()
-            if self.log:
-                self.log("port closed by the host; the board keeps running")
-            return
-        if self._proc is not None:
+        data = self._read_host()
+        if data and self._proc is not None:
             self._to_dev += data
 
     def _flush_dev(self):
