@@ -2,13 +2,13 @@
 # board, interval and thresholds come in the info block of a boot frame or after a
 # command), kept in data_dir/nodes.json so a gateway restart does not wipe them from the
 # status page and from the retained P/nodes/<id>/state. Counters start again at zero: they
-# count what this gateway process saw. Written atomically (temp, fsync, rename) by
+# count what this gateway process saw. Written atomically (gateway/files.py: temp, fsync, rename) by
 # Persister, a thread that saves only when something it keeps has changed.
 import json
 import logging
-import os
-import tempfile
 import threading
+
+from gateway.files import write_private
 
 log = logging.getLogger("citynode.gateway")
 
@@ -48,21 +48,7 @@ def load(path, known=None):
 
 
 def save(path, table):
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + FILE_NAME + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "nodes": table}, f, sort_keys=True, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_private(path, json.dumps({"format": FORMAT, "nodes": table}, sort_keys=True, separators=(",", ":")))
 
 
 def restore(stats, table):

@@ -7,12 +7,12 @@ import os
 import secrets
 import sys
 
+from gateway.files import write_private
 from gateway.keys import KeysError, format_keys, load_keys
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 from tools import nodeconfig
 from tools.cli import EXIT_FAILED, EXIT_USAGE
-from tools.secretfiles import write_private
 
 KEY_BYTES = 16  # 128-bit HMAC key, the SPEC's minimum and plenty for HMAC 256/64
 CONFIG_NAME = nodeconfig.CONFIG_NAME

@@ -141,12 +141,12 @@ def test_a_failed_provision_leaves_nothing_behind(tmp_path, capsys):
 def test_a_keys_write_that_fails_rolls_the_node_folder_back(tmp_path, capsys, monkeypatch):
     # the disk fills between the node's config and the keys file: the config and the folders
     # made for it go, the keys file is untouched, and no temporary file stays
+    from gateway import files
     from tools import provision as prov
-    from tools import secretfiles
 
     assert provision(tmp_path, node="first", out="first") == 0
     before = (tmp_path / "keys.toml").read_bytes()
-    real = secretfiles.write_private
+    real = files.write_private
 
     def full_disk_on_keys(path, text):
         if str(path).endswith("keys.toml"):

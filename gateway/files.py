@@ -1,4 +1,5 @@
-# Writing files that hold keys: created with mode 0600 from the start (never world-readable,
+# Writing files atomically, the keys file of `citynode provision` and the gateway's
+# data_dir/nodes.json: created with mode 0600 from the start (never world-readable,
 # not even for a moment) and replaced atomically (a temporary file in the same folder,
 # fsynced, renamed over the old one, the folder fsynced), so a crash or a full disk never
 # leaves half a keys file, and a failed write leaves no temporary file behind.
