@@ -96,24 +96,30 @@ def test_keeps_running_while_the_port_is_closed(rig):
     assert rig.boots == 1 and rig.dropped > 0
 
 
-@pytest.mark.micropython
-def test_technician_workflow_provision_rig_monitor(tmp_path):
-    # provision -> a virtual board with that node installed -> citynode monitor verifies its frames
+def provision_rig_monitor(tmp_path, provision_args, count, duration):
+    # citynode provision, a virtual board with that node installed, and citynode monitor on
+    # its port until `count` frames -> monitor's CompletedProcess
     from tools import cli
 
-    assert cli.main(["provision", "--node", "bench-1", "--board", "sim", "--interval", "1", "--out",
-                     str(tmp_path / "node"), "--keys", str(tmp_path / "keys.toml")]) == 0
+    assert cli.main(["provision", *provision_args, "--out", str(tmp_path / "node"),
+                     "--keys", str(tmp_path / "keys.toml")]) == 0
     rig = subprocess.Popen([sys.executable, "-m", "tools.cli", "rig", "--flash", str(tmp_path / "flash"),
                             "--node-dir", str(tmp_path / "node")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     try:
         port = rig.stdout.readline().split()[1]
-        mon = subprocess.run([sys.executable, "-m", "tools.cli", "monitor", "--port", port, "--keys",
-                              str(tmp_path / "keys.toml"), "--count", "2", "--duration", "30"],
-                             capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "tools.cli", "monitor", "--port", port, "--keys",
+                               str(tmp_path / "keys.toml"), "--count", str(count), "--duration", str(duration)],
+                              capture_output=True, text=True, timeout=duration + 30)
     finally:
         rig.terminate()
         rig.wait(10)
+
+
+@pytest.mark.micropython
+def test_technician_workflow_provision_rig_monitor(tmp_path):
+    # provision -> a virtual board with that node installed -> citynode monitor verifies its frames
+    mon = provision_rig_monitor(tmp_path, ["--node", "bench-1", "--board", "sim", "--interval", "1"], 2, 30)
     assert mon.returncode == 0, mon.stderr
     assert "| citynode" in mon.stdout and "node bench-1 boot 1" in mon.stdout  # the boot banner, as console
     assert "bench-1: 2 frames, MAC ok 2 failed 0" in mon.stdout, mon.stdout
@@ -123,21 +129,7 @@ def test_technician_workflow_provision_rig_monitor(tmp_path):
 def test_the_readme_path_esp32_node_on_the_rig_sends_at_once(tmp_path):
     # the README as written: --board esp32 and the default 300 s interval. The rig runs it (it
     # plays any board) and the node's first frame follows its boot, not 300 s later.
-    from tools import cli
-
-    assert cli.main(["provision", "--node", "sew-07", "--board", "esp32", "--out", str(tmp_path / "node"),
-                     "--keys", str(tmp_path / "keys.toml")]) == 0
-    rig = subprocess.Popen([sys.executable, "-m", "tools.cli", "rig", "--flash", str(tmp_path / "flash"),
-                            "--node-dir", str(tmp_path / "node")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
-    try:
-        port = rig.stdout.readline().split()[1]
-        mon = subprocess.run([sys.executable, "-m", "tools.cli", "monitor", "--port", port, "--keys",
-                              str(tmp_path / "keys.toml"), "--count", "1", "--duration", "60"],
-                             capture_output=True, text=True, timeout=90)
-    finally:
-        rig.terminate()
-        rig.wait(10)
+    mon = provision_rig_monitor(tmp_path, ["--node", "sew-07", "--board", "esp32"], 1, 60)
     assert mon.returncode == 0, mon.stderr
     assert "config: node sew-07 board esp32 link uart interval 300 s" in mon.stdout, mon.stdout
     assert "sew-07: 1 frames, MAC ok 1 failed 0" in mon.stdout, mon.stdout  # well before 300 s
