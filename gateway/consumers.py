@@ -1,7 +1,7 @@
 # Optional outputs for consumers that speak SenML or Home Assistant, not citynode's envelope
 # ([publish] in gateway.toml, docs/gateway.md). Like every output they return outbox rows,
 # stored in the frame's group commit; availability and discovery rows are published
-# retained (retained() below).
+# retained (gateway/outputs.py, retained()).
 #   P/nodes/<node>/senml          the bare SenML pack of each frame (the envelope's `senml`)
 #   P/nodes/<node>/availability   "online" when a node is heard, "offline" after
 #                                 availability_after_s without a frame (sweep())
@@ -18,10 +18,6 @@ HA_UNITS = {"Cel": ("°C", "temperature"), "%RH": ("%", "humidity"), "Pa": ("Pa"
 TITLES = {"t": "Temperature", "h": "Humidity", "p": "Pressure", "l": "Water level", "d": "Distance to water",
           "b": "Battery", "i": "Loop current", "r": "Signal strength"}
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def retained(topic):
-    return topic.endswith("/availability") or topic.endswith("/config")
 
 
 class SenmlPack:

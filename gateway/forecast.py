@@ -23,7 +23,6 @@
 import bisect
 import math
 
-from gateway.consumers import retained as consumers_retained
 from gateway.outputs import _dumps as dumps
 from gateway.outputs import iso
 
@@ -385,10 +384,6 @@ class Forecasts:
         self.nodes = {}  # node -> NodeForecast
         self._last = {}  # node -> time of the newest reading its last forecast used
 
-    def latest(self, node):
-        fc = self.nodes.get(node)
-        return None if fc is None else fc.last
-
     def messages(self, f):
         m = f.msg
         recs = m["records"]
@@ -427,8 +422,3 @@ class Forecasts:
             msgs.append((f"{self.prefix}/nodes/{f.node}/event", dumps(event)))
         return msgs
 
-
-def retained(topic):
-    # outbox rows published retained: a node's forecast, and its availability and Home
-    # Assistant discovery (gateway/consumers.py)
-    return topic.endswith("/forecast") or consumers_retained(topic)

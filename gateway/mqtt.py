@@ -18,9 +18,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from gateway import osthread
-from gateway.forecast import retained
 from gateway.mqttsock import Client
-from gateway.outputs import iso
+from gateway.outputs import iso, retained
 from gateway.store import Reader
 
 log = logging.getLogger("citynode.gateway")

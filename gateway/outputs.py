@@ -44,6 +44,16 @@ def _json_safe(x):
     return x
 
 
+# Outbox rows have a topic and a payload; these topics are published retained: a node's
+# forecast (gateway/forecast.py), availability and Home Assistant discovery config
+# (gateway/consumers.py).
+RETAINED_SUFFIXES = ("/forecast", "/availability", "/config")
+
+
+def retained(topic):
+    return topic.endswith(RETAINED_SUFFIXES)
+
+
 class Frame:
     # One accepted data frame and what the gateway knows about it.
     __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link")
