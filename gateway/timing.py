@@ -19,12 +19,16 @@ USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart
 
 
 class _Node:
-    __slots__ = ("anchors", "used", "order", "floor", "top", "live_boot")
+    __slots__ = ("anchors", "used", "order", "floor", "top", "live_boot", "run")
 
     def __init__(self, floor, anchor=None):
         self.anchors = {}  # boot -> [uptime_ms, time_ms, certain]
         self.used = set()  # time_ms given lately
         self.order = collections.deque()  # the same, oldest first
+        # (lo, hi): every millisecond from lo to hi is in `used`. A node sending faster than a
+        # frame per millisecond (a flood, a backlog sent live) runs its live times ahead of the
+        # clock; a forward claim jumps over this run instead of walking up to USED_KEPT steps.
+        self.run = None
         self.live_boot = -1  # the highest boot with a live anchor
         if anchor is not None:  # (boot, uptime_ms, time_ms) kept from before a restart
             self.anchors[anchor[0]] = [anchor[1], anchor[2], True]
@@ -99,15 +103,33 @@ class FrameClock:
         return ms / 1000.0, source
 
     def _claim(self, st, ms, earlier):
+        # -> the nearest free millisecond from ms: earlier ones first when `earlier`
         used = st.used
-        step = -1 if earlier else 1
-        while ms in used:  # at most USED_KEPT steps
-            ms += step
-            if ms <= st.floor and step < 0:
-                ms, step = st.floor + 1, 1
+        run = st.run
+        if earlier:
+            step = -1
+            while ms in used:  # at most USED_KEPT steps
+                if run is not None and run[0] <= ms <= run[1]:
+                    ms = run[0] - 1 if step < 0 else run[1] + 1  # all of the run is taken
+                else:
+                    ms += step
+                if ms <= st.floor and step < 0:
+                    ms, step = st.floor + 1, 1
+        else:
+            start = ms
+            if run is not None and run[0] <= ms <= run[1]:
+                ms = run[1] + 1  # all of the run is taken: the same result as walking it
+            while ms in used:
+                ms += 1
+            # start..ms are all taken now; joined to the run when they touch it
+            st.run = (run[0], ms) if run is not None and run[0] <= start <= run[1] + 1 else (start, ms)
         used.add(ms)
         order = st.order
         order.append(ms)
         if len(order) > USED_KEPT:
-            used.discard(order.popleft())
+            old = order.popleft()
+            used.discard(old)
+            run = st.run
+            if run is not None and run[0] <= old <= run[1]:
+                st.run = (old + 1, run[1]) if old < run[1] else None  # the part after it is still all taken
         return ms

@@ -184,3 +184,51 @@ def test_buffered_frames_after_a_gateway_restart_are_dated_by_uptime(gateway_fac
     ups = {u["seq"]: u for u in subscriber.ups()}
     assert ups[1]["time_source"] == "uptime"
     assert ups[1]["senml"][0]["bt"] == pytest.approx(ups[0]["senml"][0]["bt"] + (up - 600_000) / 1000, abs=0.002)
+
+
+class _CountingSet(set):
+    looks = 0
+
+    def __contains__(self, x):
+        _CountingSet.looks += 1
+        return set.__contains__(self, x)
+
+
+def _naive_claim(used, order, floor, ms, earlier, kept):
+    # the plain walk the clock must agree with: nearest free millisecond
+    step = -1 if earlier else 1
+    while ms in used:
+        ms += step
+        if ms <= floor and step < 0:
+            ms, step = floor + 1, 1
+    used.add(ms)
+    order.append(ms)
+    if len(order) > kept:
+        used.discard(order.pop(0))
+    return ms
+
+
+def test_claims_agree_with_the_plain_walk_and_stay_cheap_in_a_flood():
+    import random
+
+    from gateway import timing
+    rng = random.Random(7)
+    clock = FrameClock(saved={"n": (1_000_500, None)})
+    clock.fix("n", msg(1, 0, 5), T0)  # creates the node (floor 1_000_500)
+    st = clock.nodes["n"]
+    used, order = set(st.used), list(st.order)
+    for i in range(6000):  # forward and backward claims around a moving point, with eviction
+        ms = 1_000_000 + i // 3 + rng.randrange(-40, 40)
+        earlier = rng.random() < 0.3
+        assert clock._claim(st, ms, earlier) == _naive_claim(used, order, st.floor, ms, earlier, timing.USED_KEPT)
+    # a node far faster than a frame per millisecond: live times run ahead of the clock, and
+    # each claim must not walk the whole run of taken milliseconds (it walked up to 2,048)
+    clock = FrameClock()
+    clock.fix("f", msg(1, 0, 5), T0)
+    st = clock.nodes["f"]
+    st.used = _CountingSet(st.used)
+    _CountingSet.looks = 0
+    n = timing.USED_KEPT  # distinct within what the clock remembers
+    times = [clock.fix("f", msg(1, 1 + i, 6 + i), T0 + i / 5000)[0] for i in range(n)]
+    assert len(set(times)) == len(times) and times == sorted(times)
+    assert _CountingSet.looks < 4 * n, f"{_CountingSet.looks} lookups for {n} frames"
