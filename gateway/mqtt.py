@@ -25,6 +25,7 @@ from gateway.store import Reader
 log = logging.getLogger("citynode.gateway")
 
 READ_BATCH = 256
+ALARMS_CHECK_S = 0.1  # a new gateway alarm is published within this long (or at the next wake-up)
 CONNACK_TIMEOUT_S = 10.0
 # A session the broker ends this soon after it began, this many times in a row, is taken over:
 # another client with our client id (a copied gateway config: same [gateway] id) connects
@@ -251,6 +252,7 @@ class Forwarder:
         c.subscribe(self.down_topic, qos=1)
         self._publish_states(c)
         next_state = time.monotonic() + self.m.state_interval_s
+        next_alarms = 0.0
         try:
             while self._conn_ok and not self._stop.is_set():
                 now = time.monotonic()
@@ -258,8 +260,9 @@ class Forwarder:
                 if now >= next_state:
                     self._publish_states(c)
                     next_state = now + self.m.state_interval_s
-                else:
+                elif now >= next_alarms:  # not every turn: at saturation a turn is a few frames
                     self._publish_alarms(c)
+                    next_alarms = now + ALARMS_CHECK_S
                 free = window - len(self._inflight)
                 if dirty and free > 0:
                     want = min(free, READ_BATCH)
@@ -296,7 +299,7 @@ class Forwarder:
                         pass
                     dirty = True
                 if sock in r or pending:
-                    rc = c.loop_read()
+                    rc = c.read_all()
                     self._hand_over()
                     if rc:
                         break
@@ -327,7 +330,7 @@ class Forwarder:
             if sock is None:
                 break
             select.select([sock], [sock] if _flush(c, sock) else [], [], 0.1)
-            rc = c.loop_read()
+            rc = c.read_all()
             self._hand_over()
             if rc or c.loop_write():
                 break

@@ -9,7 +9,11 @@
 # objects (MQTTMessage, MQTTMessageInfo, and a ReasonCode and Properties per PUBACK even on
 # MQTT 3.1.1, ~20 us per message here): the PUBLISH packet is written directly (MQTT 3.1.1
 # section 3.3, message id from paho's own generator), and its PUBACK goes to
-# on_outbox_puback. Everything else (connect, will, subscribe, keepalive, the retained
+# on_outbox_puback. Client.read_all takes every packet that is readable now in one call:
+# a run of PUBACKs for outbox publishes (4 bytes each, MQTT 3.1.1 section 3.4) is parsed
+# straight from the buffer, any other packet goes through paho's reader (paho's own
+# loop_read takes one packet per call, i.e. a select() and a loop turn per PUBACK: ~50 us
+# per frame at saturation). Everything else (connect, will, subscribe, keepalive, the retained
 # states) stays paho's. It uses paho 2.x internals (_sock, _mid_generate, _in_packet,
 # _handle_pubackcomp); tests/gateway/test_mqttsock.py runs it against a real mosquitto.
 import socket
@@ -39,6 +43,31 @@ class BufferedSocket:
             self._in, pos = buf, 0
         self._pos = pos + n
         return buf[pos:pos + n]
+
+    def buffered(self):
+        return len(self._in) - self._pos
+
+    def fill(self):
+        # one recv from the socket into an empty buffer: -> bytes read, 0 when none are
+        # readable now, -1 when the broker closed the connection
+        try:
+            buf = self.sock.recv(READ_SIZE)
+        except _WOULD_BLOCK:
+            return 0
+        if not buf:
+            return -1
+        self._in, self._pos = buf, 0
+        return len(buf)
+
+    def take_pubacks(self, hook):
+        # consume the PUBACKs at the head of the buffer that hook(message id) claims; -> how many
+        buf, pos = self._in, self._pos
+        end = len(buf) - 3
+        start = pos
+        while pos < end and buf[pos] == 0x40 and buf[pos + 1] == 2 and hook((buf[pos + 2] << 8) | buf[pos + 3]):
+            pos += 4
+        self._pos = pos
+        return (pos - start) >> 2
 
     def send(self, data):
         self._out += data
@@ -128,6 +157,36 @@ class Client(mqtt.Client):
         sock.send(b"".join((bytes((head[0],)), _remaining_length(len(head[1]) + 2 + len(payload)), head[1],
                             mid.to_bytes(2, "big"), payload)))
         return mid
+
+    def read_all(self, max_reads=8):
+        # Everything readable now (select() said so): -> paho's error code, as loop_read's.
+        # PUBACKs of outbox publishes come from the buffer without paho, other packets (and
+        # a packet split between two reads) through paho's loop_read, one packet per call.
+        sock = self._sock
+        hook = self.on_outbox_puback
+        if not isinstance(sock, BufferedSocket) or hook is None:
+            return self.loop_read()
+        reads = 0
+        while True:
+            if self._in_packet["command"] == 0 and sock.take_pubacks(hook):
+                self._last_bytes_received = mqtt.time_func()  # paho's keepalive clock
+            if sock.buffered() > 0:
+                rc = self.loop_read()
+                if rc:
+                    return rc
+                continue
+            inner = getattr(sock.sock, "pending", None)  # TLS: decrypted bytes wait in the ssl object
+            if reads >= max_reads and not (inner is not None and inner()):
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            reads += 1
+            try:
+                got = sock.fill()
+            except OSError:
+                got = -1
+            if got == 0:
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            if got < 0:
+                return self.loop_read()  # paho reads the end of the connection itself and says so
 
     def _handle_pubackcomp(self, cmd):
         hook = self.on_outbox_puback
