@@ -37,6 +37,36 @@ def test_reads_are_served_from_one_recv_and_writes_wait_for_flush():
     s.close()
 
 
+def test_a_run_of_outbox_pubacks_is_taken_from_the_buffer_up_to_the_first_other_packet():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    s = BufferedSocket(a)
+    ours = {1, 2, 3, 9}
+    # three of ours, one paho's own (id 7), one of ours after it, and half a PUBACK
+    b.sendall(PUBACK + b"\x00\x01" + PUBACK + b"\x00\x02" + PUBACK + b"\x00\x03" + PUBACK + b"\x00\x07"
+              + PUBACK + b"\x00\x09" + PUBACK)
+    select.select([a], [], [], 2)
+    assert s.fill() == 22
+    claimed = []
+
+    def hook(mid):
+        if mid in ours:
+            claimed.append(mid)
+            return True
+        return False
+
+    assert s.take_pubacks(hook) == 3 and claimed == [1, 2, 3]
+    assert s.buffered() == 10 and s.take_pubacks(hook) == 0  # id 7 is paho's: it reads that one
+    assert s.recv(4) == PUBACK + b"\x00\x07"
+    assert s.take_pubacks(hook) == 1 and claimed[-1] == 9
+    assert s.take_pubacks(hook) == 0 and s.buffered() == 2  # half a packet stays for paho
+    assert s.fill() == 0  # nothing more readable now
+    b.close()
+    s._in, s._pos = b"", 0
+    assert s.fill() == -1  # the peer closed
+    s.close()
+
+
 def test_flush_keeps_what_the_kernel_did_not_take():
     a, b = socket.socketpair()
     a.setblocking(False)
@@ -97,3 +127,44 @@ def test_outbox_publishes_reach_a_subscriber_and_every_one_is_acknowledged(mosqu
         c.disconnect()
         sub.loop_stop()
         sub.disconnect()
+
+
+@pytest.mark.integration
+def test_read_all_takes_every_readable_packet_per_wake_up(mosquitto):
+    # PUBACKs of outbox publishes, paho's own PUBACK and PUBLISH packets of a subscription,
+    # interleaved: read_all takes all that is readable in one call (paho's loop_read takes
+    # one packet per call, so a select() turn per PUBACK)
+    c = Client(mqtt.CallbackAPIVersion.VERSION2, client_id="readall-test", protocol=mqtt.MQTTv311)
+    c.max_inflight_messages_set(0)
+    own, got = [], []
+    c.on_publish = lambda cl, u, mid, rc, p: own.append(mid)  # QoS 1: on its PUBACK (QoS 0: when sent)
+    c.on_message = lambda cl, u, m: got.append(m.payload)
+    try:
+        c.connect("127.0.0.1", mosquitto.port)
+        sock = c.socket()
+        deadline = time.monotonic() + 15
+        while not c.is_connected() and time.monotonic() < deadline:
+            sock.flush()
+            select.select([sock], [], [], 0.1)
+            c.read_all()
+        c.subscribe("r/echo", qos=0)
+        mids = {}
+        c.on_outbox_puback = lambda mid: mids.pop(mid, None) is not None
+        paho_mids = []
+        for i in range(2000):
+            mids[c.publish_outbox("r/out", b"x" * 50)] = i
+            if i % 100 == 0:
+                c.publish("r/echo", str(i).encode(), qos=0)  # comes back to us between the PUBACKs
+                paho_mids.append(c.publish("r/state", b"s", qos=1).mid)
+        calls = 0
+        while (mids or not set(paho_mids) <= set(own) or len(got) < 20) and time.monotonic() < deadline:
+            w = [sock] if not sock.flush() else []
+            if not sock.pending():
+                select.select([sock], w, [], 0.1)
+            assert c.read_all() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            calls += 1
+        assert not mids and set(paho_mids) <= set(own) and sorted(got) == sorted(
+            str(i).encode() for i in range(0, 2000, 100))
+        assert calls < 200, f"{calls} wake-ups for 2,000 PUBACKs"
+    finally:
+        c.disconnect()
