@@ -7,8 +7,11 @@ from protocol.cbor import FrameError, dumps, loads
 
 if sys.implementation.name == "micropython":  # a node: keep the gateway's hot path off its heap
     _fast_data = None
+    _ids_ok = ()
 else:
     from protocol.fast import data as _fast_data
+
+    _ids_ok = set()  # node ids that passed check_node_id: a fleet's few hundred, one lookup a frame
 
 PROTOCOL_VERSION = 1
 
@@ -221,8 +224,13 @@ def decode(msg, key_for):
             node = kid.decode()
         except UnicodeError:
             raise FrameError("kid", "kid is not text")
-        if not check_node_id(node):
-            raise FrameError("kid", "kid is not a valid node id")
+        if node not in _ids_ok:
+            if not check_node_id(node):
+                raise FrameError("kid", "kid is not a valid node id")
+            if _fast_data is not None:
+                if len(_ids_ok) >= 4096:
+                    _ids_ok.clear()
+                _ids_ok.add(node)
         return key_for(node)
 
     kid, payload = cose.verify(msg, lookup)

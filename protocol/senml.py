@@ -67,17 +67,35 @@ def _narrow(x, fmt):
         return False
 
 
+_NUMBERS = {}  # float -> its JSON form: readings repeat (a level in mm, a battery in mV)
+_NUMBERS_MAX = 4096
+
+
 def json_number(x):
     # A float as the shortest decimal that round-trips at the narrowest IEEE width
     # holding it exactly, so a binary32 21.53 reads 21.53, not 21.530000686645508.
     if not isinstance(x, float) or x != x or x in (float("inf"), float("-inf")):
         return x
+    if not x:
+        return x  # 0.0 and -0.0 are one dict key, and each is its own form
+    got = _NUMBERS.get(x)
+    if got is None:
+        if len(_NUMBERS) >= _NUMBERS_MAX:
+            _NUMBERS.clear()
+        got = _NUMBERS[x] = _shortest(x)
+    return got
+
+
+def _shortest(x):
     for fmt in (">e", ">f"):
         if _narrow(x, fmt):
             for digits in range(3, 10):
                 s = float("%.*g" % (digits, x))
-                if struct.unpack(fmt, struct.pack(fmt, s))[0] == x:
-                    return s
+                try:
+                    if struct.unpack(fmt, struct.pack(fmt, s))[0] == x:
+                        return s
+                except OverflowError:  # s rounded past the width's largest number
+                    pass
     return x
 
 
@@ -85,20 +103,22 @@ def to_json(records, base_name=None, base_time=None):
     # CBOR-labelled records -> SenML JSON records (dicts with string labels),
     # units filled in from the registry. base_name/base_time go in the first record.
     out = []
-    for i, rec in enumerate(records):
+    for rec in records:
         j = {}
-        if i == 0:
+        if not out:
             if base_name is not None:
                 j["bn"] = base_name
             if base_time is not None:
                 j["bt"] = base_time
         for k in rec:
-            label = JSON_LABELS.get(k, k)
-            j[label] = json_number(rec[k]) if k == V else rec[k]
-        if "u" not in j and "n" in j:
-            unit = unit_of(j["n"])
-            if unit:
-                j["u"] = unit
+            if k == V:
+                j["v"] = json_number(rec[k])
+            else:
+                j[JSON_LABELS.get(k, k)] = rec[k]
+        if "u" not in j:
+            entry = NAMES.get(j.get("n"))
+            if entry:
+                j["u"] = entry[0]
         out.append(j)
     return out
 

@@ -90,3 +90,35 @@ def test_fast_path_declines_what_it_does_not_know():
         payload = message.data_payload(1, 2, 3, [rec])
         assert fast.data(payload) is None
         assert message.parse_payload(payload) == general(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.floats(width=32, allow_nan=False, allow_infinity=False)
+       | st.floats(width=16, allow_nan=False, allow_infinity=False))
+def test_json_numbers_are_the_same_from_the_cache(x):
+    # the gateway keeps each float's JSON form; a cached answer is the computed one, sign and all
+    senml._NUMBERS.clear()
+    first = senml.json_number(x)
+    assert senml.json_number(x) == first and str(senml.json_number(x)) == str(first)
+    assert first == senml._shortest(x) if x else str(first) == str(x)  # -0.0 stays -0.0
+    assert senml.json_number(-x) == -first
+
+
+def test_a_binary32_near_its_largest_number_has_a_json_form():
+    # 3.4025e38 is a binary32; a shorter decimal rounds past FLT_MAX, which struct refuses
+    # to pack: json_number raised OverflowError and the gateway refused the frame
+    x = 3.4025001647762064e+38
+    assert senml.json_number(x) == senml.json_number(x) and float(senml.json_number(x)) == pytest.approx(x, rel=1e-6)
+
+
+def test_a_known_node_id_is_still_checked_once_and_a_bad_one_always():
+    key = bytes(16)
+    good = message.encode_data(key, "sew-01", 1, 0, 5, [senml.record("l", 1.5)])
+    assert message.decode(good, lambda n: key)["node"] == "sew-01"
+    assert "sew-01" in message._ids_ok
+    bad = message.encode_data(key, "sew-01", 1, 1, 5, [senml.record("l", 1.5)]).replace(b"sew-01", b"sew/01")
+    for _ in range(2):
+        with pytest.raises(FrameError) as e:
+            message.decode(bad, lambda n: key)
+        assert e.value.reason == "kid"
+    assert "sew/01" not in message._ids_ok
