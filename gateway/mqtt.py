@@ -7,6 +7,12 @@
 # so after a reconnect the backlog is resent from the outbox in order, never from RAM.
 # The client's socket is a mqttsock.BufferedSocket: paho's writes are collected and
 # flushed once before each select(), its small reads are served from one large recv().
+# Rows the pipeline has just committed are handed over in memory (offer): when they follow
+# the cursor directly, the pipeline thread writes their PUBLISH packets itself, so a frame
+# costs the publisher no wake-up and no outbox read, only its PUBACK. Everything else
+# (a backlog, a full window, a reconnect) is read from the outbox as before. The client,
+# the cursor and the in-flight map are shared under one lock (_io), held by this thread
+# except while it sleeps in select().
 import json
 import logging
 import select
@@ -56,6 +62,7 @@ class Forwarder:
         self.inflight = 0
         self.heartbeat = time.monotonic()
         self.pubacks = 0
+        self.offered = 0  # outbox rows published straight from offer(), without an outbox read
         self._lock = threading.Lock()
         self._acked = []  # outbox ids PUBACKed, not yet handed to the pipeline
         self._just_acked = []  # PUBACKed in this loop_read; handed over under one lock hold
@@ -68,6 +75,10 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._conn_ok = False
         self._connack = None
+        self._io = threading.Lock()  # the session's client, cursor, in-flight map and dirty flag
+        self._live = None  # the client while a session runs (offer() publishes on it)
+        self._cursor = 0  # the highest outbox id published in this session
+        self._dirty = True  # the outbox may hold rows after the cursor: read it
         self._inflight = {}
         self._last_error = None
         self._state_versions = {}
@@ -80,6 +91,35 @@ class Forwarder:
             self._wake_w.send(b"x")
         except (BlockingIOError, OSError):
             pass  # already pending: one byte is enough
+
+    def offer(self, first_id, rows):
+        # The pipeline's rows [(topic, payload)] just committed with outbox ids first_id,
+        # first_id + 1, ...: published from this (the pipeline's) thread when they follow the
+        # cursor and fit the window; otherwise the publisher thread reads them from the outbox.
+        with self._io:
+            c = self._live
+            if c is not None and not self._dirty and first_id == self._cursor + 1:
+                inflight = self._inflight
+                free = self.m.inflight - len(inflight)
+                publish = c.publish_outbox
+                oid = first_id
+                for topic, payload in rows[:free] if free < len(rows) else rows:
+                    mid = publish(topic, payload, retained(topic))
+                    if mid is None:
+                        break
+                    inflight[mid] = oid
+                    self._cursor = oid
+                    oid += 1
+                self.offered += oid - first_id
+                self.inflight = len(inflight)
+                sent = _flush(c, c.socket())
+                if oid == first_id + len(rows) and sent is False:
+                    return  # all of them written: the publisher thread waits for their PUBACKs
+                if oid < first_id + len(rows):
+                    self._dirty = True  # the rest from the outbox, when the window has room
+            else:
+                self._dirty = True
+        self.wake()
 
     def take_acked(self):
         with self._lock:
@@ -244,15 +284,19 @@ class Forwarder:
     def _session(self, c):
         self._conn_ok = True
         self.connected = True
-        self._inflight = {}
         self._state_versions = {}
-        cursor = 0
-        dirty = True
         window = self.m.inflight
-        c.subscribe(self.down_topic, qos=1)
-        self._publish_states(c)
+        with self._io:
+            self._inflight = {}
+            self._cursor = 0
+            self._dirty = True
+            c.subscribe(self.down_topic, qos=1)
+            self._publish_states(c)
+            self._live = c  # from here on offer() may publish on this connection
         next_state = time.monotonic() + self.m.state_interval_s
         next_alarms = 0.0
+        io = self._io
+        io.acquire()
         try:
             while self._conn_ok and not self._stop.is_set():
                 now = time.monotonic()
@@ -263,41 +307,46 @@ class Forwarder:
                 elif now >= next_alarms:  # not every turn: at saturation a turn is a few frames
                     self._publish_alarms(c)
                     next_alarms = now + ALARMS_CHECK_S
-                free = window - len(self._inflight)
-                if dirty and free > 0:
+                inflight = self._inflight
+                free = window - len(inflight)
+                if self._dirty and free > 0:
                     want = min(free, READ_BATCH)
-                    rows = self.reader.after(cursor, want)
+                    rows = self.reader.after(self._cursor, want)
                     with self._lock:
                         skip = self._skip.copy() if self._skip else ()
                     publish = c.publish_outbox
                     for oid, topic, payload in rows:
-                        cursor = oid
+                        self._cursor = oid
                         if oid in skip:
                             continue
                         mid = publish(topic, payload, retained(topic))
                         if mid is None:
                             self._conn_ok = False
                             break
-                        self._inflight[mid] = oid
+                        inflight[mid] = oid
                     if len(rows) < want:
-                        dirty = False
-                self.inflight = len(self._inflight)
+                        self._dirty = False
+                self.inflight = len(inflight)
                 sock = c.socket()
                 if sock is None or not self._conn_ok:
                     break
-                busy = dirty and len(self._inflight) < window
+                busy = self._dirty and len(inflight) < window
                 pending = sock.pending() if hasattr(sock, "pending") else 0
                 timeout = 0 if busy or pending else max(0.0, min(1.0, next_state - now))
                 want_write = _flush(c, sock)  # one send for everything paho wrote since the last select
                 if want_write is None:
                     break  # connection lost while writing
-                r, w, _ = select.select([sock, self._wake_r], [sock] if want_write else [], [], timeout)
+                io.release()  # offer() publishes while this thread sleeps
+                try:
+                    r, w, _ = select.select([sock, self._wake_r], [sock] if want_write else [], [], timeout)
+                finally:
+                    io.acquire()
                 if self._wake_r in r:
                     try:
                         self._wake_r.recv(4096)
                     except BlockingIOError:
                         pass
-                    dirty = True
+                    self._dirty = True
                 if sock in r or pending:
                     rc = c.read_all()
                     self._hand_over()
@@ -310,6 +359,8 @@ class Forwarder:
             if self._stop.is_set() and self._conn_ok:
                 self._goodbye(c)
         finally:
+            self._live = None  # offer() leaves new rows to the outbox and the next session
+            io.release()
             self.connected = False
             self.inflight = 0
             sock = c.socket()

@@ -87,6 +87,7 @@ class Pipeline:
         self.stats = stats
         self.downlink = downlink
         self.forwarder = forwarder
+        self._offer = getattr(forwarder, "offer", None)  # the thread publisher's; the process one reads the outbox
         self.history = history
         self.queue = Inbox(settings.queue_max)
         self.states = store.seq_states()
@@ -291,7 +292,7 @@ class Pipeline:
         if not (deletes or put or dele or cnt or rows):
             return
         try:
-            self.store.commit(rows=rows, deletes=deletes, dl_put=put, dl_del=dele, counters=cnt)
+            first = self.store.commit(rows=rows, deletes=deletes, dl_put=put, dl_del=dele, counters=cnt)
         except StoreError as e:
             self.downlink.restore(put, dele, cnt)
             self._reset_outputs()
@@ -300,6 +301,14 @@ class Pipeline:
         self._deleted(deletes)
         if rows:
             self.depth += len(rows)
+            self._publish(first, rows)
+
+    def _publish(self, first, rows):
+        # committed rows to the publisher: in memory when it takes them (gateway/mqtt.py offer),
+        # else it is woken and reads them from the outbox
+        if self._offer is not None and first is not None:
+            self._offer(first, rows)
+        else:
             self.forwarder.wake()
 
     def _reset_outputs(self):
@@ -328,9 +337,10 @@ class Pipeline:
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
         ok = True
+        first = None
         if rows or pending or deletes or put or dele or cnt:
             try:
-                self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes,
+                first = self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes,
                                   dl_put=put, dl_del=dele, counters=cnt, st_rows=st_rows,
                                   clocks=self.clock.saved_of(pending))
             except StoreError as e:
@@ -370,7 +380,7 @@ class Pipeline:
         self._send_acks(acks, ok)
         # the publishers last: the ACKs go out before another thread competes for the GIL
         if ok and rows:
-            self.forwarder.wake()
+            self._publish(first, rows)
         if ok and st_rows and self.st_sender is not None:
             self.st_sender.wake()
 

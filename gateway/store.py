@@ -137,14 +137,18 @@ class Store:
     def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=(), st_rows=(), clocks=()):
         # rows: [(topic, payload)]; st_rows: [(path, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
         # dl_put: [(node, cmd_id, op, arg, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)].
-        # All or nothing; raises StoreError (disk full, I/O) after rolling back.
+        # All or nothing; raises StoreError (disk full, I/O) after rolling back. -> the outbox id
+        # of the first row (the others follow it), None without rows.
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
             if deletes:
                 db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deletes])
+            first = None
             if rows:
                 db.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", rows)
+                # one writer, one transaction: the rows got consecutive ids, the last one this
+                first = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
             if st_rows:  # SensorThings Observations for their own connection (gateway/sensorthings.py)
                 db.executemany("INSERT INTO st_outbox (path, payload) VALUES (?, ?)", st_rows)
             if states:
@@ -167,6 +171,7 @@ class Store:
                 self.open()  # the connection may be unusable after an I/O error
             raise StoreError(_reason(e), str(e)) from None
         self._dirty.set()
+        return first
 
 
 def connect(path):
