@@ -100,7 +100,7 @@ class Forwarder:
             c = self._live
             if c is not None and not self._dirty and first_id == self._cursor + 1:
                 inflight = self._inflight
-                free = self.m.inflight - len(inflight)
+                free = max(0, self.m.inflight - len(inflight))
                 publish = c.publish_outbox
                 oid = first_id
                 for topic, payload in rows[:free] if free < len(rows) else rows:
