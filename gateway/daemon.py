@@ -145,9 +145,11 @@ class Gateway:
         self.forwarder.start()
         if self.st_sender:
             self.st_sender.start()
+        udp = [link for link in self.links if isinstance(link, UdpLink)]
+        self.pipeline.poll(udp)  # read by the pipeline thread itself: one wake-up per frame, not two
         self.pipeline.start()
         for link in self.links:
-            link.start()
+            link.start(thread=False) if link in udp else link.start()
         log.info("gateway %s: %d node keys, %d messages in the outbox, ingest on %s", s.gateway_id, len(self.keys),
                  self.pipeline.depth, ", ".join(link.name for link in self.links))
         notify("READY=1\nSTATUS=forwarding")
@@ -179,6 +181,9 @@ class Gateway:
         for link in self.links:
             link.stop()
         self.pipeline.stop()
+        for link in self.links:
+            if isinstance(link, UdpLink):
+                link.close()
         self.persister.stop()
         self.forwarder.stop()
         if self.st_sender:

@@ -31,15 +31,42 @@ class UdpLink:
         self.name = f"udp {host}:{self.address[1]}"
         self.submit = submit
         self.reject = reject
+        self._polled = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{self.name}", daemon=True)
 
-    def start(self):
-        self._thread.start()
+    def start(self, thread=True):
+        # thread=False: no reader thread; the pipeline calls drain() when the socket is readable
+        if thread:
+            self._thread.start()
+        else:
+            self.sock.setblocking(False)
+            self._polled = True
         return self
 
     def describe(self, addr):
         return f"udp {addr[0]}:{addr[1]}"
+
+    def drain(self, limit=4096):
+        # Everything readable now (at most limit datagrams), handed to submit as the reader
+        # thread does; never blocks. After stop() nothing is read.
+        if self._stop.is_set():
+            return
+        recv = self.sock.recvfrom
+        submit = self.submit
+        for _ in range(limit):
+            try:
+                data, addr = recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if addr is None:
+                return  # shut down by stop()
+            if len(data) > cobs.MAX_MESSAGE:
+                self.reject("oversize", self.describe(addr), f"{len(data)} bytes")
+                continue
+            submit((data, self, addr, time.time()))
 
     def _run(self):
         osthread.name("cn-udp")
@@ -73,8 +100,17 @@ class UdpLink:
             self.sock.shutdown(socket.SHUT_RD)  # wakes the blocked recvfrom (Linux; ENOTCONN is raised, and it works)
         except OSError:
             pass
+        if self._polled:
+            return  # the pipeline may still select() on it and send ACKs: close() after it stopped
         self._thread.join(timeout=2)
         self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+    @property
+    def stopped(self):
+        return self._stop.is_set()
 
 
 class SerialLink:

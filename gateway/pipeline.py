@@ -6,6 +6,8 @@
 import collections
 import logging
 import os
+import select
+import socket
 import threading
 import time
 
@@ -34,7 +36,9 @@ class Inbox:
     def __init__(self, maxsize):
         self.maxsize = maxsize
         self._items = collections.deque()
-        self._ready = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._waiting = False
 
     def put(self, item):
@@ -44,21 +48,31 @@ class Inbox:
             return False
         items.append(item)
         if self._waiting:
-            self._ready.set()
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass  # a wake-up is pending already
         return True
 
-    def wait(self, timeout):
-        # until an item is there (-> True) or timeout s passed (-> False); one consumer only
+    def wait(self, timeout, socks=()):
+        # until an item is there or one of socks is readable, at most timeout s; one consumer only
         if self._items:
-            return True
+            return
         self._waiting = True
-        self._ready.clear()
         try:
-            if not self._items:  # a put() after this check sees _waiting and sets the event
-                self._ready.wait(timeout)
+            if not self._items:  # a put() after this check sees _waiting and wakes the select
+                r, _, _ = select.select([self._wake_r, *socks], [], [], timeout)
+                if self._wake_r in r:
+                    try:
+                        self._wake_r.recv(4096)
+                    except OSError:
+                        pass
         finally:
             self._waiting = False
-        return bool(self._items)
+
+    def close(self):
+        self._wake_r.close()
+        self._wake_w.close()
 
     def take(self, batch, limit):
         # move up to limit - len(batch) items into batch, oldest first
@@ -90,6 +104,8 @@ class Pipeline:
         self._offer = getattr(forwarder, "offer", None)  # the thread publisher's; the process one reads the outbox
         self.history = history
         self.queue = Inbox(settings.queue_max)
+        self.polled = []  # UDP links read by this thread (poll())
+        self._poll_socks = []
         self.states = store.seq_states()
         self.depth = store.depth()
         self.record_check = RecordCheck().check  # SenML names and units (gateway/conform.py)
@@ -126,6 +142,19 @@ class Pipeline:
 
     # ------------------------------------------------------------ thread
 
+    def poll(self, links):
+        # UDP links this thread reads itself (gateway/ingest.py UdpLink.drain), instead of a
+        # reader thread each: at a moderate rate a frame then wakes one thread, not two
+        self.polled = list(links)
+        self._poll_socks = [link.sock for link in self.polled]
+
+    def _poll(self):
+        for link in self.polled:
+            link.drain()
+            if link.stopped:  # stop() shut it down: readable for good, and nothing more to read
+                self.poll([x for x in self.polled if not x.stopped])
+                return
+
     def start(self):
         self._thread.start()
         return self
@@ -144,6 +173,7 @@ class Pipeline:
         # frames/s, 8 ms at 2,000, so latency is spent where it buys most. It is one sleep,
         # not a wake-up per frame; a full or slow commit needs none (frames queued meanwhile).
         q = self.queue
+        polled = self.polled
         batch_max = self.s.outbox.batch_max
         linger_max = self.s.outbox.linger_ms / 1000.0
         last_arrival = 0.0  # arrival time of the previous batch's last frame
@@ -151,8 +181,10 @@ class Pipeline:
         while True:
             self._busy_since = None
             batch = []
-            if q.wait(HOUSEKEEPING_S):
-                q.take(batch, batch_max)
+            q.wait(HOUSEKEEPING_S, self._poll_socks)
+            if polled:
+                self._poll()
+            q.take(batch, batch_max)
             self._busy_since = time.monotonic()
             if batch:
                 first = batch[0][3]
@@ -168,10 +200,13 @@ class Pipeline:
                     wait = min(linger, first + linger - time.time())
                     if wait > 0 and not self._stop.is_set():
                         time.sleep(wait)
+                        if polled:
+                            self._poll()
                         q.take(batch, batch_max)
                 last_arrival = batch[-1][3]
             elif self._stop.is_set():
                 self._commit_housekeeping()
+                q.close()
                 return
             try:
                 if batch:
