@@ -3,6 +3,7 @@
 # submit(); submit() refuses when the bounded input queue is full (counted, not ACKed,
 # so the node keeps the frame and resends it). send(addr, message) answers on the link.
 import logging
+import os
 import socket
 import threading
 import time
@@ -107,6 +108,22 @@ class UdpLink:
 
     def close(self):
         self.sock.close()
+
+    def kernel_drops(self):
+        # datagrams the kernel dropped for this socket (its receive buffer was full), from the
+        # `drops` column of /proc/net/udp or udp6; None where there is none (not Linux)
+        try:
+            inode = str(os.fstat(self.sock.fileno()).st_ino)
+            for name in ("/proc/net/udp", "/proc/net/udp6"):
+                with open(name) as f:
+                    next(f)
+                    for line in f:
+                        cols = line.split()
+                        if len(cols) > 12 and cols[9] == inode:
+                            return int(cols[-1])
+        except (OSError, ValueError, StopIteration):
+            pass
+        return None
 
     @property
     def stopped(self):

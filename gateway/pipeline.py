@@ -105,6 +105,7 @@ class Pipeline:
         self.history = history
         self.queue = Inbox(settings.queue_max)
         self.polled = []  # UDP links read by this thread (poll())
+        self._drops = {}  # link -> the kernel's drop count when last looked
         self._poll_socks = []
         self.states = store.seq_states()
         self.depth = store.depth()
@@ -148,6 +149,20 @@ class Pipeline:
         self.polled = list(links)
         self._poll_socks = [link.sock for link in self.polled]
 
+    def _count_kernel_drops(self):
+        # datagrams the kernel dropped because a socket's buffer was full (a burst during a long
+        # commit): refused as `overload` like a full input queue; the nodes resend them
+        for link in self.polled:
+            drops = link.kernel_drops()
+            if drops is None:
+                continue
+            before = self._drops.get(link, 0)
+            if drops > before:
+                self.stats.reject("overload", None, link.name,
+                                  f"{drops - before} datagrams dropped by the kernel: socket receive buffer full "
+                                  "(raise net.core.rmem_max)", n=drops - before)
+            self._drops[link] = drops
+
     def _poll(self):
         for link in self.polled:
             link.drain()
@@ -177,6 +192,7 @@ class Pipeline:
         batch_max = self.s.outbox.batch_max
         linger_max = self.s.outbox.linger_ms / 1000.0
         last_arrival = 0.0  # arrival time of the previous batch's last frame
+        drops_checked = 0.0
         mark_t, mark_n, rate = time.monotonic(), self.processed, 0.0  # frames/s, re-estimated twice a second
         while True:
             self._busy_since = None
@@ -208,6 +224,9 @@ class Pipeline:
                 self._commit_housekeeping()
                 q.close()
                 return
+            if polled and self._busy_since - drops_checked >= DISK_CHECK_S:
+                drops_checked = self._busy_since
+                self._count_kernel_drops()
             try:
                 if batch:
                     self._process(batch)
@@ -250,7 +269,10 @@ class Pipeline:
         refuse = self._capacity_check()
         self.stats.count("received", len(batch))
         self.processed += len(batch)  # taken off the queue, whatever became of them (watchdog)
-        for raw, link, addr, received in batch:
+        polled = self.polled
+        for i, (raw, link, addr, received) in enumerate(batch):
+            if polled and i & 63 == 63:
+                self._poll()  # keep the sockets' buffers from filling while a long batch runs
             try:
                 m = decode(raw, key_get)
             except FrameError as e:

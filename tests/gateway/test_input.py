@@ -2,6 +2,8 @@
 # oversized frames. Nothing is forwarded, every reject is counted by reason, the gateway
 # stays up and good frames flow afterwards.
 import random
+import socket
+import threading
 import time
 
 import pytest
@@ -127,3 +129,33 @@ def test_serial_hostile_input(tmp_path, gateway_factory, subscriber):
         assert st["link"] == f"serial {port.path}"
     finally:
         port.close()
+
+
+def test_datagrams_the_kernel_drops_are_counted(gateway_factory, subscriber):
+    # The pipeline reads its UDP sockets between batches; a burst during a long commit (an SD
+    # card's fsync, a hung disk) waits in the socket's buffer, and what does not fit is dropped
+    # by the kernel. Those are counted as `overload` (from /proc/net/udp), and resent by the node.
+    gw = gateway_factory()
+    link = gw.pipeline.polled[0]
+    link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel's least: a few datagrams
+    release, entered = threading.Event(), threading.Event()
+    real_commit = gw.store.commit
+
+    def slow_commit(**kw):
+        entered.set()
+        release.wait(20)
+        return real_commit(**kw)
+
+    gw.store.commit = slow_commit
+    node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
+    node.send_raw(node.frame(0))
+    assert entered.wait(10)  # the pipeline sits in a commit
+    for s in range(1, 200):
+        node.send_raw(node.frame(s))
+    assert link.kernel_drops() > 0
+    gw.store.commit = real_commit
+    release.set()
+    assert node.run(200, deadline_s=30)  # what was dropped is resent
+    assert subscriber.wait(lambda: len(subscriber.keys_up()) == 200)
+    time.sleep(1.2)  # counted once a second
+    assert gw.counters()["rejected"].get("overload", 0) >= 1
