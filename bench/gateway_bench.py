@@ -99,7 +99,7 @@ def cpu_seconds(pid):
 
 def thread_cpu(pid):
     # {thread name: run time in s} over pid and its children; the gateway names its
-    # threads (gateway/osthread.py): cn-pipeline, cn-mqtt, cn-udp, cn-checkpoint
+    # threads (gateway/osthread.py): cn-pipeline (which reads the UDP sockets too), cn-mqtt, cn-checkpoint
     out = collections.Counter()
     for p in [pid, *_children(pid)]:
         for tid in _tasks(p):

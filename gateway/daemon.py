@@ -149,7 +149,7 @@ class Gateway:
         self.pipeline.poll(udp)  # read by the pipeline thread itself: one wake-up per frame, not two
         self.pipeline.start()
         for link in self.links:
-            link.start(thread=False) if link in udp else link.start()
+            link.start()
         log.info("gateway %s: %d node keys, %d messages in the outbox, ingest on %s", s.gateway_id, len(self.keys),
                  self.pipeline.depth, ", ".join(link.name for link in self.links))
         notify("READY=1\nSTATUS=forwarding")

@@ -1,7 +1,8 @@
-# Links: where frames come from and where ACKs and commands go back. Each link runs
-# one reader thread that hands (message bytes, link, address, received time) to
-# submit(); submit() refuses when the bounded input queue is full (counted, not ACKed,
-# so the node keeps the frame and resends it). send(addr, message) answers on the link.
+# Links: where frames come from and where ACKs and commands go back. A link hands
+# (message bytes, link, address, received time) to submit(); submit() refuses when the
+# bounded input queue is full (counted, not ACKed, so the node keeps the frame and resends
+# it). send(addr, message) answers on the link. A serial link runs a reader thread; the UDP
+# sockets are read by the pipeline thread.
 import logging
 import os
 import socket
@@ -19,6 +20,9 @@ UDP_RCVBUF = 4 * 1024 * 1024  # ride out bursts; the kernel caps it at net.core.
 
 
 class UdpLink:
+    # Read by the pipeline thread itself (gateway/pipeline.py poll): it select()s on the
+    # socket and calls drain(), so a frame wakes one thread, and no datagram waits for a
+    # reader thread to get the interpreter lock. No thread of its own.
     kind = "udp"
 
     def __init__(self, host, port, submit, reject):
@@ -26,63 +30,33 @@ class UdpLink:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         self.sock.bind((host, port))
-        # blocking without a timeout: one recvfrom per datagram and no wake-ups while idle;
-        # stop() wakes the reader with shutdown()
+        self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.name = f"udp {host}:{self.address[1]}"
         self.submit = submit
         self.reject = reject
-        self._polled = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ingest-{self.name}", daemon=True)
 
-    def start(self, thread=True):
-        # thread=False: no reader thread; the pipeline calls drain() when the socket is readable
-        if thread:
-            self._thread.start()
-        else:
-            self.sock.setblocking(False)
-            self._polled = True
+    def start(self):
         return self
 
     def describe(self, addr):
         return f"udp {addr[0]}:{addr[1]}"
 
     def drain(self, limit=4096):
-        # Everything readable now (at most limit datagrams), handed to submit as the reader
-        # thread does; never blocks. After stop() nothing is read.
+        # Everything readable now (at most limit datagrams) to submit; never blocks. After
+        # stop() nothing is read.
         if self._stop.is_set():
             return
         recv = self.sock.recvfrom
         submit = self.submit
         for _ in range(limit):
             try:
-                data, addr = recv(4096)
-            except BlockingIOError:
-                return
-            except OSError:
+                data, addr = recv(4096)  # anything above MAX_MESSAGE is refused as oversize below
+            except OSError:  # BlockingIOError: nothing more now
                 return
             if addr is None:
                 return  # shut down by stop()
-            if len(data) > cobs.MAX_MESSAGE:
-                self.reject("oversize", self.describe(addr), f"{len(data)} bytes")
-                continue
-            submit((data, self, addr, time.time()))
-
-    def _run(self):
-        osthread.name("cn-udp")
-        recv = self.sock.recvfrom
-        submit = self.submit
-        while not self._stop.is_set():
-            try:
-                data, addr = recv(4096)  # anything above MAX_MESSAGE is refused as oversize below
-            except OSError:
-                if self._stop.is_set():
-                    return
-                time.sleep(0.1)
-                continue
-            if addr is None:  # woken by shutdown() in stop()
-                continue
             if len(data) > cobs.MAX_MESSAGE:
                 self.reject("oversize", self.describe(addr), f"{len(data)} bytes")
                 continue
@@ -96,15 +70,13 @@ class UdpLink:
             return False
 
     def stop(self):
+        # nothing more is read; the pipeline may still select() on the socket and send ACKs
+        # on it until it stops: close() after that
         self._stop.set()
         try:
-            self.sock.shutdown(socket.SHUT_RD)  # wakes the blocked recvfrom (Linux; ENOTCONN is raised, and it works)
+            self.sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
-        if self._polled:
-            return  # the pipeline may still select() on it and send ACKs: close() after it stopped
-        self._thread.join(timeout=2)
-        self.sock.close()
 
     def close(self):
         self.sock.close()
