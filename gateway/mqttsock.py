@@ -167,6 +167,7 @@ class Client(mqtt.Client):
         if not isinstance(sock, BufferedSocket) or hook is None:
             return self.loop_read()
         reads = 0
+        short = False  # the last read did not fill the buffer: the socket had no more then
         while True:
             if self._in_packet["command"] == 0 and sock.take_pubacks(hook):
                 self._last_bytes_received = mqtt.time_func()  # paho's keepalive clock
@@ -176,8 +177,8 @@ class Client(mqtt.Client):
                     return rc
                 continue
             inner = getattr(sock.sock, "pending", None)  # TLS: decrypted bytes wait in the ssl object
-            if reads >= max_reads and not (inner is not None and inner()):
-                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            if (short or reads >= max_reads) and not (inner is not None and inner()):
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS  # select() says when more comes
             reads += 1
             try:
                 got = sock.fill()
@@ -187,6 +188,7 @@ class Client(mqtt.Client):
                 return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
             if got < 0:
                 return self.loop_read()  # paho reads the end of the connection itself and says so
+            short = got < READ_SIZE
 
     def _handle_pubackcomp(self, cmd):
         hook = self.on_outbox_puback
