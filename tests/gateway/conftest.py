@@ -121,6 +121,26 @@ def gateway_factory(tmp_path, mosquitto):
             gw.stop()
 
 
+class HeldCommits:
+    # The gateway's commits wait until release(): a hung disk, or an SD card's slow fsync.
+    def __init__(self, gw, hold_s=60.0):
+        self.gw = gw
+        self.real = gw.store.commit
+        self.entered = threading.Event()  # a commit is waiting
+        self.released = threading.Event()
+
+        def held(**kw):
+            self.entered.set()
+            self.released.wait(hold_s)
+            return self.real(**kw)
+
+        gw.store.commit = held
+
+    def release(self):
+        self.gw.store.commit = self.real
+        self.released.set()
+
+
 class GatewayProcess:
     # `python -m tools.cli gateway --config FILE` as a child process we can kill -9.
     def __init__(self, config_path, env=None):

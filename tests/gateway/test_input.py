@@ -3,13 +3,12 @@
 # stays up and good frames flow afterwards.
 import random
 import socket
-import threading
 import time
 
 import pytest
 
 from protocol import cobs
-from tests.gateway.conftest import NODES
+from tests.gateway.conftest import NODES, HeldCommits
 from tests.gateway.ptyport import PtyPort, SerialNode
 from tests.support.udpnode import UdpNode, make_frame
 
@@ -138,23 +137,14 @@ def test_datagrams_the_kernel_drops_are_counted(gateway_factory, subscriber):
     gw = gateway_factory()
     link = gw.pipeline.polled[0]
     link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel's least: a few datagrams
-    release, entered = threading.Event(), threading.Event()
-    real_commit = gw.store.commit
-
-    def slow_commit(**kw):
-        entered.set()
-        release.wait(20)
-        return real_commit(**kw)
-
-    gw.store.commit = slow_commit
+    held = HeldCommits(gw, hold_s=20)
     node = UdpNode("sew-02", NODES["sew-02"], gw.udp_addresses[0])
     node.send_raw(node.frame(0))
-    assert entered.wait(10)  # the pipeline sits in a commit
+    assert held.entered.wait(10)  # the pipeline sits in a commit
     for s in range(1, 200):
         node.send_raw(node.frame(s))
     assert link.kernel_drops() > 0
-    gw.store.commit = real_commit
-    release.set()
+    held.release()
     assert node.run(200, deadline_s=30)  # what was dropped is resent
     assert subscriber.wait(lambda: len(subscriber.keys_up()) == 200)
     time.sleep(1.2)  # counted once a second

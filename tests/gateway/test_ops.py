@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.keys import format_keys
-from tests.gateway.conftest import NODES, GatewayProcess, write_config
+from tests.gateway.conftest import NODES, GatewayProcess, HeldCommits, write_config
 from tests.support.udpnode import UdpNode
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,6 @@ def test_watchdog_pings_only_while_the_pipeline_moves(tmp_path, monkeypatch, gat
     # Readiness waits with deadlines, not sleeps: on a busy machine the watchdog thread runs
     # late, so "N pings in 0.6 s" and "the hang has begun after 0.3 s" were guesses.
     import logging
-    import threading
 
     caplog.set_level(logging.WARNING, logger="citynode.gateway")
     notify_path = str(tmp_path / "wd.sock")
@@ -116,20 +115,11 @@ def test_watchdog_pings_only_while_the_pipeline_moves(tmp_path, monkeypatch, gat
 
     try:
         assert ping_count_reaches(3)  # healthy and idle: it pings
-        release = threading.Event()
-        entered = threading.Event()
-        real_commit = gw.store.commit
-
-        def hung_commit(**kw):  # a hung disk
-            entered.set()
-            release.wait(60)
-            return real_commit(**kw)
-
-        gw.store.commit = hung_commit
+        held = HeldCommits(gw)  # a hung disk
         node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
         node.send_raw(node.frame(0))
         node.send_raw(node.frame(1))
-        assert entered.wait(20)  # the pipeline is inside the hung commit
+        assert held.entered.wait(20)  # the pipeline is inside the hung commit
         deadline = time.monotonic() + 20
         while not stuck_said() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -138,8 +128,7 @@ def test_watchdog_pings_only_while_the_pipeline_moves(tmp_path, monkeypatch, gat
         assert pings(0.6) == 0  # stuck: no ping, systemd would restart us
         node._receive(0.05)
         assert not node.acknowledged()  # nothing is ACKed before its commit returns
-        release.set()
-        gw.store.commit = real_commit
+        held.release()
         assert node.run(3, deadline_s=20)
         drain()
         assert ping_count_reaches(3)  # moving again: pings again
