@@ -6,7 +6,8 @@
 # Parent -> child over a pipe: ("wake",) after a commit, ("deleted", ids), ("states", ...)
 # and ("gw", state, alarms) for the retained state topics, ("stop",).
 # Child -> parent: ("acked", ids) on PUBACK, ("command", topic, payload, retained) from
-# P/nodes/+/down, ("status", connected, connects, inflight, pubacks, heartbeat age), ("stopped",).
+# P/nodes/+/down, ("status", connected, connects, inflight, pubacks,
+# taken_over, heartbeat age), ("stopped",).
 # The outbox stays the only queue: a child that dies loses nothing; it is restarted and
 # resends from the outbox. A parent that dies (kill -9) closes the pipe and the child exits.
 import logging
@@ -35,6 +36,7 @@ class PublisherProcess:
         self.connects = 0
         self.inflight = 0
         self.pubacks = 0
+        self.taken_over = False  # the child's Forwarder.taken_over: the mqtt_client_id_in_use alarm
         self.heartbeat = time.monotonic()
         self.restarts = 0
         self._acked = []
@@ -111,7 +113,7 @@ class PublisherProcess:
                 with self._lock:
                     self._acked.extend(msg[1])
             elif kind == "status":
-                self.connected, self.connects, self.inflight, self.pubacks, age = msg[1:]
+                self.connected, self.connects, self.inflight, self.pubacks, self.taken_over, age = msg[1:]
                 self.heartbeat = time.monotonic() - age
             elif kind == "command":
                 self.on_command(*msg[1:])
@@ -120,6 +122,7 @@ class PublisherProcess:
                 return
         self.connected = False
         self.inflight = 0
+        self.taken_over = False  # a new child finds out again (three short sessions)
         if self._stopping.is_set():
             self._stopped.set()
             return
@@ -210,7 +213,7 @@ def child_main(settings, db_path, conn, log_level, initial):
                 ids = fwd.take_acked()
                 if ids:
                     send(("acked", ids))
-                status = (fwd.connected, fwd.connects, fwd.inflight, fwd.pubacks)
+                status = (fwd.connected, fwd.connects, fwd.inflight, fwd.pubacks, fwd.taken_over)
                 now = time.monotonic()
                 if status != last or now - last_t >= PARENT_TICK_S:
                     send(("status", *status, now - fwd.heartbeat))
@@ -252,7 +255,7 @@ def child_main(settings, db_path, conn, log_level, initial):
             ids = fwd.take_acked()
             if ids:
                 send(("acked", ids))
-            send(("status", False, fwd.connects, 0, fwd.pubacks, 0.0))
+            send(("status", False, fwd.connects, 0, fwd.pubacks, fwd.taken_over, 0.0))
             send(("stopped",))
         except (OSError, ValueError):
             pass
