@@ -15,12 +15,9 @@ from gateway.forecast import Forecasts
 from gateway.forecast import Settings as ForecastTuning
 from gateway.ingest import UdpLink, open_links
 from gateway.keys import load_keys
-from gateway.mqtt import Forwarder
 from gateway.notify import notify, watchdog_interval_s
 from gateway.outputs import Aggregates, Envelope, SensorThings, iso
 from gateway.pipeline import Pipeline
-from gateway.pubproc import PublisherProcess
-from gateway.sensorthings import Sender as StSender
 from gateway.stats import Stats
 from gateway.store import Store
 
@@ -130,7 +127,11 @@ class Gateway:
             self.forecasts = Forecasts(s.mqtt.topic_prefix, s.gateway_id, fs, s.forecast.alarm_m,
                                        thresholds_fn=self._thresholds)
             outputs.append(self.forecasts)
-        publisher = PublisherProcess if s.mqtt.publisher == "process" else Forwarder
+        # imported when used: with publisher = "process" paho and ssl stay out of this process (RSS)
+        if s.mqtt.publisher == "process":
+            from gateway.pubproc import PublisherProcess as publisher
+        else:
+            from gateway.mqtt import Forwarder as publisher
         self.forwarder = publisher(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=self._command, gateway_state_fn=self.gateway_state,
                                    alarms_fn=self.alarms)
@@ -139,6 +140,8 @@ class Gateway:
         self.pipeline = Pipeline(settings=s, keys=self.keys, store=self.store, outputs=outputs, stats=self.stats,
                                  downlink=self.downlink, forwarder=self.forwarder, history=self.history)
         if server:
+            from gateway.sensorthings import Sender as StSender
+
             self.st_sender = self.pipeline.st_sender = StSender(server, db_path, self.stats, s.gateway_id)
         self.links = open_links(s.ingest, self.pipeline.submit, self.pipeline.reject)
         self.started = time.time()

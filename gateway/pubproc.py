@@ -10,9 +10,21 @@
 # taken_over, heartbeat age), ("stopped",).
 # The outbox stays the only queue: a child that dies loses nothing; it is restarted and
 # resends from the outbox. A parent that dies (kill -9) closes the pipe and the child exits.
+#
+# The child is `python -P -m gateway.pubproc FD`, started with subprocess: a new interpreter
+# (no fork of a threaded parent) that imports only what the Forwarder needs, from the same
+# gateway package as the parent. multiprocessing's spawn cost ~14 MiB more RSS: it also
+# starts its resource tracker, a third interpreter for semaphores and shared memory this
+# pipe never uses, and imports the parent's main module again in the child. The first
+# message over the pipe is ("setup", settings, db_path, log level, (gateway state, alarms)).
 import logging
-import multiprocessing
+import os
+import pickle
 import signal
+import site
+import socket
+import struct
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +34,48 @@ log = logging.getLogger("citynode.gateway")
 STATUS_S = 0.02  # child: after a PUBACK, wait this long for more before telling the parent
 PARENT_TICK_S = 0.25  # parent: gateway state (alarms) and changed node states this often
 RESTART_S = 1.0
+_LENGTH = struct.Struct(">I")
+
+
+class Channel:
+    # Messages over one end of a socketpair: each a pickle after its length (4 bytes). One
+    # thread receives; senders hold their own lock. multiprocessing.connection does the same
+    # but imports tempfile, shutil, bz2, lzma...: ~0.5 MiB more RSS in each process.
+    def __init__(self, sock):
+        self._sock = sock
+        self._rfile = sock.makefile("rb")
+
+    def send(self, msg):
+        data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
+        self._sock.sendall(_LENGTH.pack(len(data)) + data)
+
+    def recv(self):
+        head = self._rfile.read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            raise EOFError
+        (size,) = _LENGTH.unpack(head)
+        data = self._rfile.read(size)
+        if len(data) < size:
+            raise EOFError
+        return pickle.loads(data)
+
+    def close(self):
+        self._rfile.close()
+        self._sock.close()
+
+
+def _child_env():
+    # The child imports the gateway package this process runs. Installed (site-packages), the
+    # interpreter finds it on its own; from a checkout, its directory goes first on PYTHONPATH
+    # (not a site directory: that would put every installed package before the stdlib).
+    env = dict(os.environ)
+    root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    site_dirs = set(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        site_dirs.add(site.getusersitepackages())
+    if root not in {os.path.realpath(d) for d in site_dirs}:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
 
 
 class PublisherProcess:
@@ -72,25 +126,38 @@ class PublisherProcess:
         self._send(("stop",))
         self._stopped.wait(15)
         if self._proc is not None:
-            self._proc.join(5)
-            if self._proc.is_alive():
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
                 self._proc.terminate()
-                self._proc.join(5)
+                try:
+                    self._proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
 
     # ------------------------------------------------------------ parent side
 
     def _spawn(self):
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-        parent_end, child_end = ctx.Pipe(duplex=True)
+        parent_sock, child_sock = socket.socketpair()  # both ends non-inheritable (PEP 446)
+        fd = child_sock.fileno()
+        env = _child_env()
+        try:
+            # -P: the parent's working directory is not put on sys.path (it may hold another gateway/)
+            proc = subprocess.Popen([sys.executable, "-P", "-m", "gateway.pubproc", str(fd)], pass_fds=(fd,),
+                                    env=env, stdin=subprocess.DEVNULL)
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        parent_end = Channel(parent_sock)
+        self._conn, self._proc = parent_end, proc
+        self._versions = {}  # a new child publishes every node state once
         level = logging.getLogger().getEffectiveLevel()
         # the child's first "online" must already carry time and counters (the contract)
         initial = (self.gateway_state_fn(), self.alarms_fn())
-        proc = ctx.Process(target=child_main, args=(self.s, self.db_path, child_end, level, initial),
-                           name="citynode-mqtt", daemon=True)
-        proc.start()
-        child_end.close()
-        self._conn, self._proc = parent_end, proc
-        self._versions = {}  # a new child publishes every node state once
+        self._send(("setup", self.s, self.db_path, level, initial))
         threading.Thread(target=self._receive, args=(parent_end, proc), name="mqtt-proxy-rx", daemon=True).start()
         self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
 
@@ -120,15 +187,20 @@ class PublisherProcess:
             elif kind == "stopped":
                 self._stopped.set()
                 return
+        with self._send_lock:
+            conn.close()
         self.connected = False
         self.inflight = 0
         self.taken_over = False  # a new child finds out again (three short sessions)
         if self._stopping.is_set():
             self._stopped.set()
             return
-        proc.join(1)
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
+            pass
         log.error("mqtt publisher process exited (code %s); restarting it, the outbox keeps every frame",
-                  proc.exitcode)
+                  proc.returncode)
         time.sleep(RESTART_S)
         if not self._stopping.is_set():
             self.restarts += 1
@@ -180,15 +252,20 @@ def _terminate(signum, frame):
     raise _Terminate()
 
 
-def child_main(settings, db_path, conn, log_level, initial):
-    from gateway.mqtt import Forwarder
-
+def child_main(fd):
     # Ctrl-C and SIGHUP reach the whole process group: the parent handles them. SIGTERM
-    # (systemd signals the whole group; multiprocessing's terminate()) ends the child
+    # (systemd signals the whole group; PublisherProcess.stop's terminate()) ends the child
     # cleanly; the parent's outbox keeps whatever it did not get to publish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    conn = Channel(socket.socket(fileno=fd))
+    try:
+        _, settings, db_path, log_level, initial = conn.recv()  # ("setup", ...)
+    except (EOFError, OSError):
+        return  # the parent went away before it said what to do
     signal.signal(signal.SIGTERM, _terminate)
+
+    from gateway.mqtt import Forwarder
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
     send_lock = threading.Lock()
@@ -259,3 +336,7 @@ def child_main(settings, db_path, conn, log_level, initial):
             send(("stopped",))
         except (OSError, ValueError):
             pass
+
+
+if __name__ == "__main__":
+    child_main(int(sys.argv[1]))
