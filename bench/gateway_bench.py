@@ -394,7 +394,8 @@ def loadavg():
 # ---------------------------------------------------------------- py-spy cost table
 
 STAGES = [  # (stage, substring of a py-spy frame); the innermost matching frame decides
-    ("ACK", "UdpLink.send"), ("receive", "UdpLink._run"), ("receive", "Pipeline.submit"),
+    ("ACK", "UdpLink.send"), ("receive", "UdpLink.drain"), ("receive", "Pipeline._poll"), ("receive", "Inbox."),
+    ("receive", "Pipeline.submit"),
     ("decode and verify", "protocol/cose.py"), ("decode and verify", "protocol/fast.py"),
     ("decode and verify", "protocol/message.py"), ("decode and verify", "protocol/cbor.py"),
     ("dedup", "gateway/dedup.py"),
@@ -405,6 +406,7 @@ STAGES = [  # (stage, substring of a py-spy frame); the innermost matching frame
     ("ACK", "gateway/acks.py"), ("ACK", "_send_acks"), ("ACK", "_send_commands"),
     ("insert and commit", "Store.commit"), ("checkpoint (own thread)", "_checkpoint_loop"),
     ("publish", "publish_outbox"), ("publish", "Client.publish"), ("publish", "Reader.after"),
+    ("publish", "Forwarder.offer"), ("PUBACK and delete", "take_pubacks"), ("PUBACK and delete", "read_all"),
     ("PUBACK and delete", "loop_read"), ("PUBACK and delete", "_on_outbox_puback"),
     ("PUBACK and delete", "_hand_over"), ("PUBACK and delete", "take_acked"), ("PUBACK and delete", "_deleted"),
     ("MQTT socket writes", "_flush"), ("MQTT socket writes", "loop_write"),
