@@ -121,6 +121,16 @@ def gateway_factory(tmp_path, mosquitto):
             gw.stop()
 
 
+def wait_for(cond, timeout=30.0):
+    # -> True once cond() is true, False after timeout s
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 class HeldCommits:
     # The gateway's commits wait until release(): a hung disk, or an SD card's slow fsync.
     def __init__(self, gw, hold_s=60.0):

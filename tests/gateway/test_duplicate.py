@@ -15,7 +15,7 @@ import pytest
 from gateway.config import parse
 from gateway.daemon import DataDirInUse, Gateway
 from gateway.keys import format_keys
-from tests.gateway.conftest import NODES, REPO, write_config
+from tests.gateway.conftest import NODES, REPO, wait_for, write_config
 
 
 def settings(tmp, name, broker_url, gateway_id="gw-copied", publisher="thread"):
@@ -28,14 +28,6 @@ def settings(tmp, name, broker_url, gateway_id="gw-copied", publisher="thread"):
         "nodes": {"keys_file": str(tmp / "keys.toml")},
     }, str(tmp / f"{name}.toml"))
 
-
-def wait_for(cond, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class ClientIdLines:

@@ -3,11 +3,10 @@
 # interpreter, ~13 MiB RSS, that spawn used to start), and that child goes away by itself
 # when the gateway is killed with SIGKILL (its end of the socketpair reads EOF).
 import os
-import time
 
 import pytest
 
-from tests.gateway.conftest import GatewayProcess, write_config
+from tests.gateway.conftest import GatewayProcess, wait_for, write_config
 
 
 def children(pid):
@@ -31,14 +30,6 @@ def alive(pid):
         return False
     return " Z " not in state and "zombie" not in state
 
-
-def wait_for(cond, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.integration
