@@ -192,7 +192,7 @@ class Pipeline:
         batch_max = self.s.outbox.batch_max
         linger_max = self.s.outbox.linger_ms / 1000.0
         last_arrival = 0.0  # arrival time of the previous batch's last frame
-        drops_checked = 0.0
+        drops_checked, drops_seen = 0.0, self.processed
         mark_t, mark_n, rate = time.monotonic(), self.processed, 0.0  # frames/s, re-estimated twice a second
         while True:
             self._busy_since = None
@@ -224,8 +224,9 @@ class Pipeline:
                 self._commit_housekeeping()
                 q.close()
                 return
-            if polled and self._busy_since - drops_checked >= DISK_CHECK_S:
-                drops_checked = self._busy_since
+            if polled and self._busy_since - drops_checked >= DISK_CHECK_S and self.processed != drops_seen:
+                # once a second, and only after frames came: an idle gateway reads no /proc files
+                drops_checked, drops_seen = self._busy_since, self.processed
                 self._count_kernel_drops()
             try:
                 if batch:
