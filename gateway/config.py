@@ -15,18 +15,23 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MqttSettings:
+class Endpoint:
+    # A connection the gateway makes: [mqtt] and [sensorthings_server] (parsed by _endpoint)
     url: str
     host: str
     port: int
     tls: bool
-    topic_prefix: str = "citynode"
-    client_id: str = ""
     username: str | None = None
     password: str | None = None
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    client_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttSettings(Endpoint):
+    topic_prefix: str = "citynode"
     keepalive_s: int = 30
     inflight: int = 1000  # unacknowledged QoS 1 publishes; paho's message ids wrap at 65535
     reconnect_min_s: float = 0.5
@@ -61,22 +66,12 @@ class StreamMapping:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SensorThingsServer:
+class SensorThingsServer(Endpoint):
     # Where Observations go when not to the [mqtt] broker: FROST creates entities only from
     # messages to its own broker (mqtt://, mqtts://) or from HTTP POSTs (http://, https://).
-    url: str
     mode: str  # "mqtt" | "http"
-    host: str
-    port: int
-    tls: bool
     path: str = ""  # HTTP: the service root path, e.g. "/FROST-Server"
     version: str = "v1.1"
-    username: str | None = None
-    password: str | None = None
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    client_id: str = ""
     timeout_s: float = 10.0
     retry_min_s: float = 1.0
     retry_max_s: float = 300.0
@@ -186,6 +181,31 @@ def _tls_files(t, base):
     return files
 
 
+def _host_port(t, u, url, default_port):
+    # [mqtt] and [sensorthings_server]: the url's host and port (its scheme's default)
+    if not u.hostname:
+        raise t.err("url", f"has no host: {url!r}")
+    try:
+        return u.port or default_port
+    except ValueError:
+        raise t.err("url", f"bad port in {url!r}") from None
+
+
+def _endpoint(t, base, u, tls, plain_hint=""):
+    # [mqtt] and [sensorthings_server]: TLS files and login -> Endpoint fields
+    files = _tls_files(t, base)
+    if files and not tls:
+        raise t.err(next(iter(files)), f"TLS files given but url is {u.scheme}://; use {u.scheme}s://{plain_hint}")
+    if ("cert" in files) != ("key" in files):
+        raise t.err("cert" if "key" in files else "key", "cert and key go together")
+    username = t.get("username", str, u.username)
+    password = t.get("password", str, u.password)
+    if password is not None and username is None:
+        raise t.err("password", "given without username")
+    return {"username": username, "password": password, "ca": files.get("ca"), "cert": files.get("cert"),
+            "key": files.get("key")}
+
+
 def _path(base, value):
     p = pathlib.Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
@@ -196,29 +216,14 @@ def _mqtt(t, base, gw_id):
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("mqtt", "mqtts"):
         raise t.err("url", f"must start with mqtt:// or mqtts://, got {url!r}")
-    if not u.hostname:
-        raise t.err("url", f"has no host: {url!r}")
-    try:
-        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
-    except ValueError:
-        raise t.err("url", f"bad port in {url!r}") from None
     tls = u.scheme == "mqtts"
+    port = _host_port(t, u, url, 8883 if tls else 1883)
     prefix = t.get("topic_prefix", str, "citynode")
     if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/") or prefix.endswith("/"):
         raise t.err("topic_prefix", f"must be a non-empty topic without + # or a leading/trailing /, got {prefix!r}")
-    files = _tls_files(t, base)
-    if files and not tls:
-        raise t.err(next(iter(files)), "TLS files given but url is mqtt://; use mqtts:// (never plain text)")
-    if ("cert" in files) != ("key" in files):
-        raise t.err("cert" if "key" in files else "key", "cert and key go together")
-    username = t.get("username", str, u.username)
-    password = t.get("password", str, u.password)
-    if password is not None and username is None:
-        raise t.err("password", "given without username")
     m = MqttSettings(
         url=url, host=u.hostname, port=port, tls=tls, topic_prefix=prefix,
-        client_id=t.get("client_id", str, f"citynode-{gw_id}"),
-        username=username, password=password, ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"),
+        client_id=t.get("client_id", str, f"citynode-{gw_id}"), **_endpoint(t, base, u, tls, " (never plain text)"),
         keepalive_s=t.number("keepalive_s", 30, 5, 3600),
         inflight=t.number("inflight", 1000, 1, 20_000),
         reconnect_min_s=t.number("reconnect_min_s", 0.5, 0.01, 60, float),
@@ -314,29 +319,15 @@ def _sensorthings_server(t, base):
     if u.scheme not in modes:
         raise t.err("url", f"must start with mqtt://, mqtts://, http:// or https://, got {url!r}")
     mode, tls, default_port = modes[u.scheme]
-    if not u.hostname:
-        raise t.err("url", f"has no host: {url!r}")
-    try:
-        port = u.port or default_port
-    except ValueError:
-        raise t.err("url", f"bad port in {url!r}") from None
+    port = _host_port(t, u, url, default_port)
     if mode == "mqtt" and u.path not in ("", "/"):
         raise t.err("url", f"an MQTT url has no path (the topic is v1.1/Datastreams(id)/Observations), got {url!r}")
-    files = _tls_files(t, base)
-    if files and not tls:
-        raise t.err(next(iter(files)), f"TLS files given but url is {u.scheme}://; use {u.scheme}s://")
-    if ("cert" in files) != ("key" in files):
-        raise t.err("cert" if "key" in files else "key", "cert and key go together")
-    username = t.get("username", str, u.username)
-    password = t.get("password", str, u.password)
-    if password is not None and username is None:
-        raise t.err("password", "given without username")
+    login = _endpoint(t, base, u, tls)
     version = t.get("version", str, "v1.1")
     if version not in ("v1.0", "v1.1"):
         raise t.err("version", f"must be \"v1.0\" or \"v1.1\", got {version!r}")
     server = SensorThingsServer(
-        url=url, mode=mode, host=u.hostname, port=port, tls=tls, path=u.path.rstrip("/"), version=version,
-        username=username, password=password, ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"),
+        url=url, mode=mode, host=u.hostname, port=port, tls=tls, path=u.path.rstrip("/"), version=version, **login,
         client_id=t.get("client_id", str, ""),
         timeout_s=t.number("timeout_s", 10.0, 0.1, 600, float),
         retry_min_s=t.number("retry_min_s", 1.0, 0.01, 3600, float),
