@@ -99,23 +99,15 @@ class Forwarder:
         with self._io:
             c = self._live
             if c is not None and not self._dirty and first_id == self._cursor + 1:
-                inflight = self._inflight
-                free = max(0, self.m.inflight - len(inflight))
-                publish = c.publish_outbox
-                oid = first_id
-                for topic, payload in rows[:free] if free < len(rows) else rows:
-                    mid = publish(topic, payload, retained(topic))
-                    if mid is None:
-                        break
-                    inflight[mid] = oid
-                    self._cursor = oid
-                    oid += 1
-                self.offered += oid - first_id
-                self.inflight = len(inflight)
+                free = max(0, self.m.inflight - len(self._inflight))
+                self._publish_rows(c, ((first_id + i, t, p) for i, (t, p) in enumerate(rows[:free])))
+                done = self._cursor - first_id + 1
+                self.offered += done
+                self.inflight = len(self._inflight)
                 sent = _flush(c, c.socket())
-                if oid == first_id + len(rows) and sent is False:
+                if done == len(rows) and sent is False:
                     return  # all of them written: the publisher thread waits for their PUBACKs
-                if oid < first_id + len(rows):
+                if done < len(rows):
                     self._dirty = True  # the rest from the outbox, when the window has room
             else:
                 self._dirty = True
@@ -314,16 +306,8 @@ class Forwarder:
                     rows = self.reader.after(self._cursor, want)
                     with self._lock:
                         skip = self._skip.copy() if self._skip else ()
-                    publish = c.publish_outbox
-                    for oid, topic, payload in rows:
-                        self._cursor = oid
-                        if oid in skip:
-                            continue
-                        mid = publish(topic, payload, retained(topic))
-                        if mid is None:
-                            self._conn_ok = False
-                            break
-                        inflight[mid] = oid
+                    if not self._publish_rows(c, rows, skip):
+                        self._conn_ok = False
                     if len(rows) < want:
                         self._dirty = False
                 self.inflight = len(inflight)
@@ -368,6 +352,20 @@ class Forwarder:
                 sock.close()
             if not self._stop.is_set() and not self.taken_over:
                 log.warning("mqtt: connection to %s lost; the outbox keeps every frame", self.m.url)
+
+    def _publish_rows(self, c, rows, skip=()):
+        # Outbox rows [(id, topic, payload)] in id order, QoS 1 on c (caller holds _io); the
+        # cursor follows each one published or skipped. -> False when the connection is gone.
+        inflight = self._inflight
+        publish = c.publish_outbox
+        for oid, topic, payload in rows:
+            if oid not in skip:
+                mid = publish(topic, payload, retained(topic))
+                if mid is None:
+                    return False
+                inflight[mid] = oid
+            self._cursor = oid
+        return True
 
     def _goodbye(self, c):
         # A clean stop: say offline ourselves (the will is only sent on an unclean loss),
