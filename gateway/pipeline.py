@@ -29,10 +29,11 @@ DISK_CHECK_S = 1.0
 
 
 class Inbox:
-    # The bounded input queue between the link threads and the pipeline: a deque (appends
-    # and pops are atomic) and an Event the consumer sleeps on, set only while it sleeps.
-    # queue.Queue takes a lock and notifies a condition on every put and get: ~2 us a frame
-    # on each side at saturation, for a consumer that takes whole batches anyway.
+    # The bounded input queue between the serial links' threads and the pipeline: a deque
+    # (appends and pops are atomic) and a socketpair the consumer select()s on together with
+    # its UDP sockets, written only while it waits. queue.Queue takes a lock and notifies a
+    # condition on every put and get: ~2 us a frame on each side at saturation, for a
+    # consumer that takes whole batches anyway.
     def __init__(self, maxsize):
         self.maxsize = maxsize
         self._items = collections.deque()
@@ -106,7 +107,6 @@ class Pipeline:
         self.queue = Inbox(settings.queue_max)
         self.polled = []  # UDP links read by this thread (poll())
         self._drops = {}  # link -> the kernel's drop count when last looked
-        self._poll_socks = []
         self.states = store.seq_states()
         self.depth = store.depth()
         self.record_check = RecordCheck().check  # SenML names and units (gateway/conform.py)
@@ -147,7 +147,6 @@ class Pipeline:
         # UDP links this thread reads itself (gateway/ingest.py UdpLink.drain), instead of a
         # reader thread each: at a moderate rate a frame then wakes one thread, not two
         self.polled = list(links)
-        self._poll_socks = [link.sock for link in self.polled]
 
     def _count_kernel_drops(self):
         # datagrams the kernel dropped because a socket's buffer was full (a burst during a long
@@ -188,7 +187,6 @@ class Pipeline:
         # frames/s, 8 ms at 2,000, so latency is spent where it buys most. It is one sleep,
         # not a wake-up per frame; a full or slow commit needs none (frames queued meanwhile).
         q = self.queue
-        polled = self.polled
         batch_max = self.s.outbox.batch_max
         linger_max = self.s.outbox.linger_ms / 1000.0
         last_arrival = 0.0  # arrival time of the previous batch's last frame
@@ -197,9 +195,8 @@ class Pipeline:
         while True:
             self._busy_since = None
             batch = []
-            q.wait(HOUSEKEEPING_S, self._poll_socks)
-            if polled:
-                self._poll()
+            q.wait(HOUSEKEEPING_S, [link.sock for link in self.polled])
+            self._poll()
             q.take(batch, batch_max)
             self._busy_since = time.monotonic()
             if batch:
@@ -216,15 +213,14 @@ class Pipeline:
                     wait = min(linger, first + linger - time.time())
                     if wait > 0 and not self._stop.is_set():
                         time.sleep(wait)
-                        if polled:
-                            self._poll()
+                        self._poll()
                         q.take(batch, batch_max)
                 last_arrival = batch[-1][3]
             elif self._stop.is_set():
                 self._commit_housekeeping()
                 q.close()
                 return
-            if polled and self._busy_since - drops_checked >= DISK_CHECK_S and self.processed != drops_seen:
+            if self.polled and self._busy_since - drops_checked >= DISK_CHECK_S and self.processed != drops_seen:
                 # once a second, and only after frames came: an idle gateway reads no /proc files
                 drops_checked, drops_seen = self._busy_since, self.processed
                 self._count_kernel_drops()
