@@ -50,6 +50,23 @@ class PtyOutput:
     # the port open (then dropped and counted), bounded to MAX_PENDING, written without
     # blocking. Needs self._out (bytearray), self._connected, self._master, self._sel,
     # self.log and self.dropped.
+    def stop(self):
+        # the rig's thread (woken through the wake pipe), the device process, the pty; needs
+        # self._stop, self._thread, self._kill() and self._wake_r/_wake_w too
+        self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        if self._thread:
+            self._thread.join(5)
+        self._kill()
+        for fd in (self._master, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def _host_attached(self):
         import select
 
@@ -148,18 +165,6 @@ class VirtualRig(ReplKeys, PtyOutput):
         self._thread = threading.Thread(target=self._loop, name="virtual-rig", daemon=True)
         self._thread.start()
         return self
-
-    def stop(self):
-        self._stop.set()
-        os.write(self._wake_w, b"x")
-        if self._thread:
-            self._thread.join(5)
-        self._kill()
-        for fd in (self._master, self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def hard_reset(self):
         # the reset button: from another thread

@@ -196,16 +196,7 @@ class PicoRig(PtyOutput):
         return self
 
     def stop(self):
-        self._stop.set()
-        self._wake()
-        if self._thread:
-            self._thread.join(5)
-        self._kill()
-        for fd in (self._master, self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        super().stop()  # PtyOutput: thread, emulator, pty, wake pipe
         self._sel.close()
 
     def __enter__(self):
