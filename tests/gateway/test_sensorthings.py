@@ -258,6 +258,22 @@ def test_tls_to_frost_broker_and_https(tmp_path, mosquitto, subscriber, tls_brok
     path = st_config(tmp_path / "gw", mosquitto.url, [{"reading": "l", "datastream": "{node}-level"}],
                      {"url": f"mqtts://127.0.0.1:{broker.port}", "username": "gw", "password": "s3cret",
                       **tls_files})
+    try:
+        _three_frames_reach(path, frost, subscriber)
+    finally:
+        listener.loop_stop()
+    https_frost = Frost({1: True})
+    server = https_frost.serve_http(tls=(str(pki["server"]), str(pki["server_key"])))
+    path = st_config(tmp_path / "gw2", mosquitto.url, [{"node": "sew-01", "reading": "l", "datastream": 1}],
+                     {"url": f"https://127.0.0.1:{server.server_port}/FROST-Server", "ca": str(pki["ca"])})
+    try:
+        _three_frames_reach(path, https_frost, subscriber)
+    finally:
+        server.shutdown()
+
+
+def _three_frames_reach(path, frost, subscriber):
+    # a gateway with the config at path: 3 frames of sew-01 become 3 Observations in FROST
     gw = Gateway(config.load(path)).start()
     try:
         node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
@@ -265,16 +281,3 @@ def test_tls_to_frost_broker_and_https(tmp_path, mosquitto, subscriber, tls_brok
         assert subscriber.wait(lambda: len(frost.created) == 3 and gw.st_sender.depth() == 0)
     finally:
         gw.stop()
-        listener.loop_stop()
-    https_frost = Frost({1: True})
-    server = https_frost.serve_http(tls=(str(pki["server"]), str(pki["server_key"])))
-    path = st_config(tmp_path / "gw2", mosquitto.url, [{"node": "sew-01", "reading": "l", "datastream": 1}],
-                     {"url": f"https://127.0.0.1:{server.server_port}/FROST-Server", "ca": str(pki["ca"])})
-    gw = Gateway(config.load(path)).start()
-    try:
-        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
-        assert node.run(3, deadline_s=10)
-        assert subscriber.wait(lambda: len(https_frost.created) == 3 and gw.st_sender.depth() == 0)
-    finally:
-        gw.stop()
-        server.shutdown()
