@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from gateway.files import write_private  # noqa: E402
 from gateway.keys import format_keys  # noqa: E402
 from gateway.outputs import Envelope, Frame  # noqa: E402
 from protocol import message  # noqa: E402
@@ -289,7 +290,7 @@ class GatewayRun:
     def __init__(self, work, name, broker, keys, publisher, fsync_ms=0, shim=None, forecast=True):
         self.dir = work / name
         self.dir.mkdir()
-        (self.dir / "keys.toml").write_text(format_keys(keys))
+        write_private(self.dir / "keys.toml", format_keys(keys))
         self.udp = free_port(socket.SOCK_DGRAM)
         self.addr = ("127.0.0.1", self.udp)
         pub = f'publisher = "{publisher}"\n' if publisher else ""

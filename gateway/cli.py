@@ -34,6 +34,10 @@ def load(path):
     # -> (settings, keys); raises ConfigError with the one line to show
     settings = config.load(path)
     try:
+        config.check_private_files(settings)
+    except config.ConfigError as e:
+        raise config.ConfigError(f"{path}: {e}") from None
+    try:
         keys = load_keys(settings.keys_file)
     except KeysError as e:
         raise config.ConfigError(f"{path}: [nodes] keys_file: {e}") from None
@@ -52,7 +56,10 @@ def run(args):
         settings, keys = load(path)
     except config.ConfigError as e:
         return _fail(f"config error: {e}", EXIT_CONFIG)
+    warnings = config.plaintext_warnings(settings)
     if args.check_config:
+        for line in warnings:
+            print(f"citynode gateway: warning: {line}", file=sys.stderr)
         st = ""
         if settings.sensorthings:
             server = settings.sensorthings_server
@@ -63,6 +70,10 @@ def run(args):
         return 0
     logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the journal never sees a password or the web token
+        handler.addFilter(config.RedactSecrets(config.secrets_of(settings)))
+    for line in warnings:
+        logging.getLogger("citynode.gateway").warning("%s", line)
     from gateway.daemon import DataDirInUse, Gateway  # after validation: --check-config stays light
 
     gw = Gateway(settings, keys)

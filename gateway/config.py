@@ -2,7 +2,12 @@
 # the key ("[mqtt] url: ..."), so `citynode gateway` can refuse a bad file with exit 2.
 # Relative paths (data_dir, keys_file, TLS files) are relative to the config file.
 import dataclasses
+import ipaddress
+import logging
+import os
 import pathlib
+import re
+import stat
 import tomllib
 import urllib.parse
 
@@ -22,7 +27,7 @@ class Endpoint:
     port: int
     tls: bool
     username: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -113,7 +118,7 @@ class Settings:
     sensorthings_server: SensorThingsServer | None = None
     publish: PublishSettings = PublishSettings()
     web_listen: str | None = None
-    web_token: str | None = None
+    web_token: str | None = dataclasses.field(default=None, repr=False)
     web_stale_after_s: float | None = None
     forecast: ForecastSettings = ForecastSettings()
 
@@ -214,6 +219,7 @@ def _path(base, value):
 def _mqtt(t, base, gw_id):
     url = t.get("url", str, required=True)
     u = urllib.parse.urlsplit(url)
+    url = redact_url(url)  # the url is kept for messages and logs only: the password stays in .password
     if u.scheme not in ("mqtt", "mqtts"):
         raise t.err("url", f"must start with mqtt:// or mqtts://, got {url!r}")
     tls = u.scheme == "mqtts"
@@ -314,6 +320,7 @@ def check_mappings(settings, keys):
 def _sensorthings_server(t, base):
     url = t.get("url", str, required=True)
     u = urllib.parse.urlsplit(url)
+    url = redact_url(url)
     modes = {"mqtt": ("mqtt", False, 1883), "mqtts": ("mqtt", True, 8883), "http": ("http", False, 80),
              "https": ("http", True, 443)}
     if u.scheme not in modes:
@@ -335,6 +342,91 @@ def _sensorthings_server(t, base):
     )
     t.finish()
     return server
+
+
+_URL_LOGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@")
+
+
+def redact_url(text):
+    # "mqtt://user:secret@host:1883" -> "mqtt://user:***@host:1883", in a url or in any text
+    # (a log line): a password in a url never reaches a message, the log or the journal
+    return _URL_LOGIN.sub(r"\1:***@", text)
+
+
+def secrets_of(settings):
+    # the secrets a config holds: passwords and the status page's token
+    server = settings.sensorthings_server
+    found = (settings.mqtt.password, server.password if server else None, settings.web_token)
+    return tuple(s for s in found if s)
+
+
+class RedactSecrets(logging.Filter):
+    # On the gateway's log handler: every record is formatted, url logins masked and each of the
+    # config's secrets (4+ characters; shorter ones would mask ordinary words) replaced by ***.
+    def __init__(self, secrets=()):
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+
+    def filter(self, record):
+        text = record.getMessage()
+        masked = redact_url(text)
+        for secret in self.secrets:
+            masked = masked.replace(secret, "***")
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def private_files(settings):
+    # -> [(what, path)]: files only the gateway's user may read. The config file counts when
+    # it holds a secret (a password or the web token); without one it may stay 0644.
+    files = [("[nodes] keys_file", settings.keys_file)]
+    for where, ep in (("[mqtt] key", settings.mqtt), ("[sensorthings_server] key", settings.sensorthings_server)):
+        if ep is not None and ep.key:
+            files.append((where, ep.key))
+    if secrets_of(settings):
+        files.append(("the config file (it holds a password or token)", settings.path))
+    return files
+
+
+def check_private_files(settings):
+    # A keys file, TLS private key or config with a password that group or others may open is
+    # refused (ConfigError, exit 2 at start): such a key lets anyone on the box forge frames.
+    if os.name != "posix":
+        return
+    for what, path in private_files(settings):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            continue  # a missing file is reported where it is read
+        if mode & 0o077:
+            raise ConfigError(f"{what} {path} is mode {mode:04o}, open to group or others; "
+                              f"run chmod 600 {path} (owned by the gateway's user)")
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_warnings(settings):
+    # -> one line per secret that would cross the network in plain text
+    out = []
+    for where, ep in (("[mqtt]", settings.mqtt), ("[sensorthings_server]", settings.sensorthings_server)):
+        if ep is not None and not ep.tls and ep.password and not _is_loopback(ep.host):
+            scheme = ep.url.partition("://")[0]
+            out.append(f"{where} url: the password goes in plain text over {scheme}:// to {ep.host}; "
+                       f"use {scheme}s:// (TLS)")
+    if settings.web_listen and settings.web_token:
+        host = settings.web_listen.rpartition(":")[0]
+        if not _is_loopback(host):
+            out.append(f"[web] listen: the token and session cookie go in plain text over http:// on "
+                       f"{settings.web_listen}; put an HTTPS reverse proxy in front (docs/gateway.md)")
+    return out
 
 
 def parse(data, path="gateway.toml"):

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import message as msg
 from protocol.cbor import FrameError
@@ -76,7 +77,7 @@ def receiver():
 @pytest.fixture
 def keys_file(tmp_path):
     p = tmp_path / "keys.toml"
-    p.write_text(format_keys(KEYS))
+    write_private(p, format_keys(KEYS))
     return p
 
 

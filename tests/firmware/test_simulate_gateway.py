@@ -8,6 +8,7 @@ import pytest
 
 from gateway import config
 from gateway.daemon import Gateway
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import message as msg
 from tests.gateway.conftest import NODES, Subscriber, write_config
@@ -24,7 +25,7 @@ class Site:
         self.gw = Gateway(config.load(write_config(tmp_path / "gw", mosquitto.url,
                                                    udp=f"127.0.0.1:{self.port}"))).start()
         self.keys = tmp_path / "keys.toml"
-        self.keys.write_text(format_keys(NODES))
+        write_private(self.keys, format_keys(NODES))
         self.state = tmp_path / "state"
 
     def simulate(self, capsys, frames, *extra, nodes=1, keys=None, timeout=30):
@@ -116,7 +117,7 @@ def test_a_node_the_gateway_does_not_know_is_told_apart_from_a_timeout(site, cap
     # the gateway refuses an unknown key without a word (it cannot MAC a reply): simulate says
     # so instead of only counting what timed out
     keys = tmp_path / "stranger.toml"
-    keys.write_text(format_keys({"stranger-1": bytes(range(16))}))
+    write_private(keys, format_keys({"stranger-1": bytes(range(16))}))
     code, out = site.simulate(capsys, 2, keys=keys, timeout=1.5)
     assert code == 1, out
     assert "stranger-1: no reply from the gateway" in out and "key" in out, out

@@ -14,6 +14,7 @@ import pytest
 
 from gateway import config
 from gateway.daemon import Gateway
+from gateway.files import write_private
 from gateway.keys import format_keys
 from tests.support.broker import free_port
 from tests.support.senml_strict import UpChecker
@@ -25,7 +26,7 @@ NODES = {"sew-01": bytes(range(16)), "sew-02": bytes(range(1, 33)), "air-03": by
 def write_config(directory, broker_url, udp="127.0.0.1:0", extra_top="", serial=(), mqtt_extra="", **sections):
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "keys.toml").write_text(format_keys(NODES))
+    write_private(directory / "keys.toml", format_keys(NODES))
     ingest = f'[[ingest]]\nkind = "udp"\nlisten = "{udp}"\n' if udp else ""
     for port in serial:
         ingest += f'[[ingest]]\nkind = "serial"\nport = "{port}"\nbaudrate = 115200\n'
@@ -39,7 +40,7 @@ def write_config(directory, broker_url, udp="127.0.0.1:0", extra_top="", serial=
     for name, body in sections.items():
         text += f"\n[{name}]\n{body}\n"
     path = directory / "gateway.toml"
-    path.write_text(text)
+    write_private(path, text)  # it may hold a password: the gateway refuses it open to others
     return path
 
 

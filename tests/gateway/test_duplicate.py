@@ -14,12 +14,13 @@ import pytest
 
 from gateway.config import parse
 from gateway.daemon import DataDirInUse, Gateway
+from gateway.files import write_private
 from gateway.keys import format_keys
 from tests.gateway.conftest import NODES, REPO, wait_for, write_config
 
 
 def settings(tmp, name, broker_url, gateway_id="gw-copied", publisher="thread"):
-    (tmp / "keys.toml").write_text(format_keys(NODES))
+    write_private(tmp / "keys.toml", format_keys(NODES))
     return parse({
         "gateway": {"id": gateway_id, "data_dir": str(tmp / name), "log_level": "warning"},
         "mqtt": {"url": broker_url, "topic_prefix": "cn", "reconnect_min_s": 0.1, "reconnect_max_s": 2.0,

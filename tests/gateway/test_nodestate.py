@@ -9,6 +9,7 @@ import pytest
 from gateway import nodestate
 from gateway.config import parse
 from gateway.daemon import Gateway
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import message, senml
 from tests.gateway.conftest import Subscriber
@@ -21,7 +22,7 @@ KEPT = {"firmware": "0.1.0", "board": "esp32", "interval_s": 300, "thresholds": 
 
 
 def settings(tmp, broker_url):
-    (tmp / "keys.toml").write_text(format_keys({"sew-07": KEY}))
+    write_private(tmp / "keys.toml", format_keys({"sew-07": KEY}))
     return parse({
         "gateway": {"id": "gw-state", "data_dir": str(tmp / "var"), "log_level": "warning"},
         "mqtt": {"url": broker_url, "topic_prefix": "cn", "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from gateway.files import write_private
 from gateway.keys import format_keys
 from tests.gateway.conftest import NODES, GatewayProcess, HeldCommits, write_config
 from tests.support.udpnode import UdpNode
@@ -40,7 +41,7 @@ def test_notify_sighup_sigterm(tmp_path, mosquitto, subscriber, udp_port):
         assert drain(lambda: any("WATCHDOG=1" in m for m in got))
         assert not new.run(1, deadline_s=0.5)  # unknown node: rejected, not ACKed
         keys = dict(NODES, **{"new-04": bytes(range(20, 52))})
-        (tmp_path / "gw" / "keys.toml").write_text(format_keys(keys))
+        write_private(tmp_path / "gw" / "keys.toml", format_keys(keys))
         gwp.proc.send_signal(signal.SIGHUP)
         assert new.run(5, deadline_s=10)  # after the reload it is known
         assert subscriber.wait(lambda: {("new-04", 1, s) for s in range(5)} <= subscriber.keys_up())

@@ -2,6 +2,7 @@
 # CBOR diagnostic notation and readings; with --keys, whether the MAC verifies.
 import base64
 
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import cobs, message, senml
 from tools import cli
@@ -19,7 +20,7 @@ def decode(capsys, *args):
 
 def test_hex_with_keys_verifies(tmp_path, capsys):
     keys = tmp_path / "keys.toml"
-    keys.write_text(format_keys({"sew-07": KEY}))
+    write_private(keys, format_keys({"sew-07": KEY}))
     rc, out, _ = decode(capsys, FRAME.hex(), "--keys", str(keys))
     assert rc == 0
     assert out.startswith(f"{len(FRAME)} bytes")
@@ -31,7 +32,7 @@ def test_hex_with_keys_verifies(tmp_path, capsys):
 
 def test_base64_and_serial_capture_and_a_wrong_key(tmp_path, capsys):
     keys = tmp_path / "keys.toml"
-    keys.write_text(format_keys({"sew-07": bytes(16)}))
+    write_private(keys, format_keys({"sew-07": bytes(16)}))
     rc, out, _ = decode(capsys, base64.b64encode(FRAME).decode(), "--keys", str(keys))
     assert rc == 1 and "MAC: FAILED" in out
     rc, out, _ = decode(capsys, cobs.encode(FRAME).hex())

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import cobs, message, senml
 
@@ -22,7 +23,7 @@ def start_monitor(tmp_path, *source):
     # -> the running monitor, once it has its port or socket open (it says "monitoring ..." on
     # stderr only then: what is sent afterwards reaches it)
     keys = tmp_path / "keys.toml"
-    keys.write_text(format_keys({"sew-07": KEY}))
+    write_private(keys, format_keys({"sew-07": KEY}))
     proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "monitor", *source, "--keys", str(keys),
                              "--duration", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     read_until(proc.stderr, b"monitoring ")

@@ -7,6 +7,7 @@ import threading
 
 from gateway.config import parse
 from gateway.daemon import Gateway
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import message, senml
 from tests.support.broker import Mosquitto, free_port
@@ -64,7 +65,7 @@ class Site:
         self.stale_after_s = stale_after_s
         self.broker = Mosquitto(tmp / "mosquitto").start()
         keys = {n: secrets.token_bytes(16) for n in nodes}
-        (tmp / "keys.toml").write_text(format_keys(keys))
+        write_private(tmp / "keys.toml", format_keys(keys))
         udp = free_port()
         settings = parse({
             "gateway": {"id": "gw-web-test", "data_dir": str(tmp / "var"), "log_level": "warning"},

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.config import parse
 from gateway.daemon import STALE_UNKNOWN_S, Gateway, stale_after_s
+from gateway.files import write_private
 from gateway.keys import format_keys
 from protocol import message, senml
 from tests.support.broker import Mosquitto
@@ -29,7 +30,7 @@ def test_the_limit_follows_the_interval():
 @pytest.fixture
 def quiet_site(tmp_path):
     broker = Mosquitto(tmp_path / "mosquitto").start()
-    (tmp_path / "keys.toml").write_text(format_keys(KEYS))
+    write_private(tmp_path / "keys.toml", format_keys(KEYS))
     settings = parse({
         "gateway": {"id": "gw-stale", "data_dir": str(tmp_path / "var"), "log_level": "warning"},
         "mqtt": {"url": broker.url, "topic_prefix": "cn"},
