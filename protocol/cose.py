@@ -24,6 +24,7 @@ else:
 
 _H_ALG = const(1)  # underscored const(): no global, no interned name on a device
 _H_KID = const(4)
+_H_KID_CONTEXT = const(10)  # RFC 8613 "kid context": here the node key's version (SPEC.md 4.1)
 
 
 _PROTECTED = {}  # kid -> protected header bytes (sign)
@@ -56,8 +57,35 @@ def hmac_sha256_portable(key, msg):
     return outer.digest()
 
 
-def protected_header(kid):
-    return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid})
+def protected_header(kid, key_version=0):
+    # {1: 4, 4: kid}, and 10: the key version as a big-endian byte string once a key was rotated
+    if not key_version:
+        return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid})
+    n = 1
+    while key_version >> (8 * n):
+        n += 1
+    kv = bytes((key_version >> (8 * (n - 1 - i))) & 0xFF for i in range(n))
+    return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid, _H_KID_CONTEXT: kv})
+
+
+def key_version(protected):
+    # The key version a protected header names (SPEC.md 4.1): 0 without label 10. For a header
+    # parse() took (it checked label 10 already).
+    if len(protected) > 4 and protected[0] == 0xA2:
+        return 0  # {1: 4, 4: kid}: the usual header, no need to decode it
+    return _key_version(loads(protected))
+
+
+def _key_version(hdr):
+    kv = hdr.get(_H_KID_CONTEXT)
+    if kv is None:
+        return 0
+    if not isinstance(kv, bytes) or not 0 < len(kv) <= 4 or kv[0] == 0:
+        raise FrameError("kid", "key version (label 10) must be 1..4 bytes, big-endian, no leading zero")
+    v = 0
+    for b in kv:
+        v = (v << 8) | b
+    return v
 
 
 def _bstr_head(n):
@@ -78,15 +106,17 @@ def mac0_tag(key, protected, payload):
     return hmac_sha256(key, _mac_structure(protected, payload))[:MAC_LEN]
 
 
-def sign(key, kid, payload):
+def sign(key, kid, payload, key_version=0):
     # -> the bytes of a tagged COSE_Mac0 message; FrameError("oversize") past MAX_MESSAGE.
     # Written directly (the same bytes cbor.dumps gives): on MicroPython this halves the heap
     # a frame costs. The protected header is kept per kid: a node signs with one kid.
-    protected = _PROTECTED.get(kid)
+    # key_version: the version of `key` (SPEC.md 4.1), named in the header when not 0.
+    cache = (kid, key_version) if key_version else kid
+    protected = _PROTECTED.get(cache)
     if protected is None:
         if len(_PROTECTED) >= 16:
             _PROTECTED.clear()
-        protected = _PROTECTED[kid] = protected_header(kid)
+        protected = _PROTECTED[cache] = protected_header(kid, key_version)
     msg = b"".join((b"\xd1\x84", _bstr_head(len(protected)), protected, b"\xa0", _bstr_head(len(payload)),
                     payload, b"\x48", mac0_tag(key, protected, payload)))
     if len(msg) > MAX_MESSAGE:
@@ -107,7 +137,7 @@ def _eq(a, b):
 
 
 def _kid(protected):
-    # The kid from a protected header {1: 4, 4: kid}
+    # The kid from a protected header {1: 4, 4: kid, ?10: key version}
     hdr = loads(protected)
     alg = hdr.get(_H_ALG) if isinstance(hdr, dict) else None
     if not isinstance(alg, int) or isinstance(alg, bool) or alg != ALG_HMAC_256_64:
@@ -115,6 +145,7 @@ def _kid(protected):
     kid = hdr.get(_H_KID)
     if not isinstance(kid, bytes) or not kid:
         raise FrameError("kid", "protected header has no kid")
+    _key_version(hdr)
     return kid
 
 
@@ -153,11 +184,20 @@ def _decode_envelope(msg):
 
 
 def verify(msg, key_for):
-    # key_for(kid bytes) -> key bytes or None. Returns (kid, payload bytes).
+    # key_for(kid bytes) -> key bytes, or a dict {key version: key bytes} for a node whose key
+    # was rotated (SPEC.md 4.5), or None. Returns (kid, payload bytes).
     kid, protected, payload, tag = parse(msg)
     key = key_for(kid)
     if key is None:
         raise FrameError("unknown", "no key for kid %r" % (kid,))
+    if isinstance(key, dict):
+        kv = key_version(protected)
+        versions = key
+        key = versions.get(kv)
+        if key is None:
+            if kv < max(versions):
+                raise FrameError("retired", "key version %d of kid %r is no longer held" % (kv, kid))
+            raise FrameError("unknown", "no key version %d for kid %r" % (kv, kid))
     if not _eq(mac0_tag(key, protected, payload), tag):
         raise FrameError("mac", "MAC does not verify")
     return kid, payload

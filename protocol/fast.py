@@ -61,7 +61,7 @@ def _bstr_at(buf, pos, end):
 
 def envelope(msg):
     # A COSE_Mac0 message (bytes) exactly as cose.sign writes it, sliced in place:
-    #   d1 84 <bstr {1: 4, 4: <bstr kid>}> a0 <bstr payload> 48 <8-byte tag>
+    #   d1 84 <bstr {1: 4, 4: <bstr kid>, ?10: <bstr key version>}> a0 <bstr payload> 48 <8-byte tag>
     # -> (kid, protected, payload, tag) as cose.parse returns them, or None.
     n = len(msg)
     if n < 16 or msg[0] != 0xD1 or msg[1] != 0x84 or msg[n - 9] != 0x48:
@@ -74,12 +74,20 @@ def envelope(msg):
     if q is None or q[1] != end:
         return None
     protected = msg[p[0] : p[1]]
-    if protected[:4] != _PROTECTED_PREFIX or len(protected) < 6:
+    n = len(protected)
+    if n < 6 or protected[1:4] != _PROTECTED_PREFIX[1:]:
         return None
-    k = _bstr_at(protected, 4, len(protected))
-    if k is None or k[1] != len(protected) or k[0] == k[1]:
+    k = _bstr_at(protected, 4, n)
+    if k is None or k[0] == k[1]:
         return None
-    return protected[k[0] :], protected, msg[q[0] : q[1]], msg[end + 1 :]
+    if protected[0] == 0xA3:  # {1: 4, 4: kid, 10: key version of 1..4 bytes} (SPEC.md 4.1)
+        kv = k[1]
+        if kv + 3 > n or protected[kv] != 0x0A or not 0x41 <= protected[kv + 1] <= 0x44 \
+                or kv + 2 + protected[kv + 1] - 0x40 != n or protected[kv + 2] == 0:
+            return None
+    elif protected[0] != 0xA2 or k[1] != n:
+        return None
+    return protected[k[0] : k[1]], protected, msg[q[0] : q[1]], msg[end + 1 :]
 
 
 def _uint(b, pos):

@@ -20,7 +20,8 @@ DATA = 1
 ACK = 2
 CMD = 3
 BOOT = 4  # gateway -> node: that boot is behind; move past min_boot and resend (SPEC 6.5)
-TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd", BOOT: "boot"}
+RETIRED = 5  # gateway -> node: that frame's key version is no longer held; discard it (SPEC 6.6)
+TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd", BOOT: "boot", RETIRED: "retired"}
 
 # payload keys
 K_TYPE = 0
@@ -38,6 +39,7 @@ K_CMD_ID = 11
 K_OP = 12
 K_ARG = 13
 K_MIN_BOOT = 14
+K_KEY_VERSION = 15  # retired: the key version the gateway holds for the node now
 
 # info map keys (data frames, usually the first after boot)
 I_FW = 1  # firmware version, text
@@ -45,6 +47,7 @@ I_RESET = 2  # reset cause, text
 I_BOARD = 3  # board name, text
 I_INTERVAL = 4  # reporting interval in seconds
 I_LEVEL_MM = 5  # level thresholds [alarm_mm, storm_mm], for charts and operators
+I_DISCARDED = 6  # frames this node discarded because the gateway no longer holds their key (SPEC 6.6)
 
 # flags (data frames)
 F_STORM = 1  # storm mode: sampling faster because the level rises
@@ -116,8 +119,9 @@ def data_payload(boot, seq, uptime_ms, records, time_s=None, quality=None, flags
     return dumps(p)
 
 
-def encode_data(key, node, boot, seq, uptime_ms, records, **kw):
-    return cose.sign(key, node.encode(), data_payload(boot, seq, uptime_ms, records, **kw))
+def encode_data(key, node, boot, seq, uptime_ms, records, key_version=0, **kw):
+    # key_version: the version of the node's key, named in the header when not 0 (SPEC 4.1)
+    return cose.sign(key, node.encode(), data_payload(boot, seq, uptime_ms, records, **kw), key_version)
 
 
 def encode_ack(key, node, boot, seq, cum=None):
@@ -141,12 +145,24 @@ def encode_boot(key, node, boot, seq, min_boot):
     return cose.sign(key, node.encode(), dumps({K_TYPE: BOOT, K_BOOT: boot, K_SEQ: seq, K_MIN_BOOT: min_boot}))
 
 
-def renumber(key, node, frame, boot, seq):
+def encode_retired(key, node, boot, seq, key_version):
+    # The gateway cannot verify data frame (boot, seq): the key version it was MACed with is no
+    # longer held; key_version is the one the gateway holds now (SPEC.md 6.6)
+    return cose.sign(key, node.encode(), dumps({K_TYPE: RETIRED, K_BOOT: boot, K_SEQ: seq,
+                                                K_KEY_VERSION: key_version}))
+
+
+def frame_key_version(frame):
+    # The key version a COSE message says it was MACed with (0 when its header names none)
+    return cose.key_version(cose.parse(frame)[1])
+
+
+def renumber(key, node, frame, boot, seq, key_version=0):
     # One of this node's data frames again under another (boot, seq), all else kept (SPEC 6.5)
     p = loads(cose.parse(frame)[2])
     p[K_BOOT] = boot
     p[K_SEQ] = seq
-    return cose.sign(key, node.encode(), dumps(p))
+    return cose.sign(key, node.encode(), dumps(p), key_version)
 
 
 # ---------------------------------------------------------------- parsing
@@ -200,6 +216,9 @@ def _check(p):
     elif t == BOOT:
         m["seq"] = _uint(p, K_SEQ, "seq", MAX_U32)
         m["min_boot"] = _uint(p, K_MIN_BOOT, "min_boot", MAX_U32)
+    elif t == RETIRED:
+        m["seq"] = _uint(p, K_SEQ, "seq", MAX_U32)
+        m["key_version"] = _uint(p, K_KEY_VERSION, "key_version", MAX_U32)
     else:
         m["cmd_id"] = _uint(p, K_CMD_ID, "cmd_id", MAX_U32)
         op = p.get(K_OP)

@@ -138,11 +138,23 @@ def boot_vectors():
     # and sends that frame again renumbered (boot 8, seq 0), every other field the same
     key = key_of("sew-07")
     old = message.encode_data(key, "sew-07", 1, 0, 5000, typical_records())
+    # SPEC.md 4.1 and 6.6: a node whose key was rotated to version 2 names it in the protected
+    # header; the gateway, holding version 2 only, answers a frame MACed under version 1 with
+    # "retired", MACed with the version 2 key
+    rotated = key_of("sew-07 key version 2")
+    old_key = key_of("sew-07")
     return [
         message_vector("boot behind: lowest boot accepted 8", "sew-07", key,
                        message.encode_boot(key, "sew-07", 1, 0, 8)),
         message_vector("a data frame of boot 1 renumbered to boot 8 seq 0", "sew-07", key,
                        message.renumber(key, "sew-07", old, 8, 0), renumbered_from=hexs(old)),
+        message_vector("a data frame MACed with key version 2 (kid context h'02')", "sew-07", rotated,
+                       message.encode_data(rotated, "sew-07", 9, 0, 1200, typical_records(), key_version=2),
+                       key_version=2),
+        message_vector("retired: frame boot 3 seq 1234 was MACed with a key version no longer held; now 2",
+                       "sew-07", rotated, message.encode_retired(rotated, "sew-07", 3, 1234, 2),
+                       retired_frame=hexs(message.encode_data(old_key, "sew-07", 3, 1234, 3600123, typical_records(),
+                                                              key_version=1))),
     ]
 
 
@@ -242,6 +254,11 @@ def invalid_vectors():
         ("kid with '/': not a node id", signed(key, kid_slash, pay), "kid", True),
         ("kid not UTF-8", signed(key, kid_bad_utf8, pay), "kid", True),
         ("kid 'sew@07': printable, but not a SenML name", signed(key, kid_not_senml, pay), "kid", True),
+        ("key version with a leading zero byte (label 10 = h'0002')",
+         signed(key, cbor.dumps({1: 4, 4: b"sew-07", 10: b"\x00\x02"}), pay), "kid", True),
+        ("key version of 5 bytes", signed(key, cbor.dumps({1: 4, 4: b"sew-07", 10: b"\x01" * 5}), pay), "kid", True),
+        ("key version as an integer, not a byte string", signed(key, cbor.dumps({1: 4, 4: b"sew-07", 10: 2}), pay),
+         "kid", False),  # pycose knows label 10 (RFC 8613 kid context) as a byte string
         ("duplicate key in the payload (seq twice)", signed(key, prot, dup_key), "dupkey", True),
         ("nesting deeper than 8 levels in info", signed(key, prot, deep), "depth", True),
         ("tag 17 inside the payload", signed(key, prot, tagged_inner), "tag", True),

@@ -32,7 +32,7 @@ def test_the_vector_set_covers_the_spec():
     reasons = {v["reason"] for v in INVALID}
     assert {"tag", "truncated", "mac", "unknown", "trailing", "overlong", "type", "version", "oversize", "alg",
             "cose", "kid", "payload", "dupkey", "depth", "utf8"} <= reasons
-    assert {v["decoded"]["type"] for v in VALID} == {"data", "ack", "cmd", "boot"}
+    assert {v["decoded"]["type"] for v in VALID} == {"data", "ack", "cmd", "boot", "retired"}
     assert {v["decoded"]["op"] for v in VALID if v["decoded"]["type"] == "cmd"} == {"interval", "thresholds",
                                                                                   "reboot", "time"}
 
@@ -93,3 +93,28 @@ def test_renumbered_frame_is_the_old_one_under_a_new_boot():
     assert {k: x for k, x in before.items() if k not in ("boot", "seq")} == \
         {k: x for k, x in after.items() if k not in ("boot", "seq")}
     assert message.renumber(vecs.unhex(v["key"]), v["node"], old, 8, 0) == vecs.unhex(v["frame"])
+
+
+def test_a_rotated_key_is_named_in_the_header_and_picked_by_version():
+    # SPEC.md 4.1 and 4.5: label 10 names the key version; a receiver holding versions picks the
+    # key by it, answers "retired" below its newest version and "unknown" above it
+    v = next(v for v in VALID if "key_version" in v)
+    frame = vecs.unhex(v["frame"])
+    key = vecs.unhex(v["key"])
+    assert message.frame_key_version(frame) == v["key_version"] == 2
+    assert cose.parse(frame)[1] == cose.protected_header(b"sew-07", 2) == bytes.fromhex("a3010404467365772d30370a4102")
+    assert decode(frame, {"sew-07": {1: b"x" * 16, 2: key}}.get)["seq"] == 0
+    with pytest.raises(FrameError) as e:
+        decode(frame, {"sew-07": {3: key}}.get)
+    assert e.value.reason == "retired"
+    with pytest.raises(FrameError) as e:
+        decode(frame, {"sew-07": {1: key}}.get)
+    assert e.value.reason == "unknown"
+    r = next(v for v in VALID if v["decoded"]["type"] == "retired")
+    old = vecs.unhex(r["retired_frame"])
+    assert message.frame_key_version(old) == 1
+    with pytest.raises(FrameError) as e:
+        decode(old, {"sew-07": {2: vecs.unhex(r["key"])}}.get)
+    assert e.value.reason == "retired"
+    got = decode(vecs.unhex(r["frame"]), vecs.key_for(r))
+    assert (got["boot"], got["seq"], got["key_version"]) == (3, 1234, 2)

@@ -69,11 +69,13 @@ def reencode(v):
     if d["type"] == "data":
         return message.encode_data(key, node, d["boot"], d["seq"], d["uptime_ms"], d["records"],
                                    time_s=d["time"], quality=d["quality"], flags=d["flags"],
-                                   info=d["info"], cmd_result=d["cmd_result"])
+                                   info=d["info"], cmd_result=d["cmd_result"], key_version=v.get("key_version", 0))
     if d["type"] == "ack":
         return message.encode_ack(key, node, d["boot"], d["seq"], d["cum"])
     if d["type"] == "boot":
         return message.encode_boot(key, node, d["boot"], d["seq"], d["min_boot"])
+    if d["type"] == "retired":
+        return message.encode_retired(key, node, d["boot"], d["seq"], d["key_version"])
     return message.encode_cmd(key, node, d["boot"], d["cmd_id"], d["op"], d["arg"])
 
 
