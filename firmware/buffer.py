@@ -16,6 +16,14 @@
 #
 # Slots are RAM indices (0..slots-1) in write order, as the node's per-slot bookkeeping
 # expects; when all are taken, the oldest frame is dropped and counted.
+#
+# Room for the rest: a frame file past the inline limit takes a whole 4 KB block, so on an
+# ESP32 (2 MB partition, 512 blocks, frames over 126 B) 512 slots need more blocks than
+# there are. The buffer keeps `reserve_blocks` free for state.json, its .tmp and metadata
+# compactions: it reads the free blocks (os.statvfs: a littlefs traversal,
+# extmod/vfs_lfsx.c) when its own count says they may be running low (it assumes every
+# frame took a block since the last reading), and drops the oldest frames (counted) while
+# fewer are free, at start too (a flash filled by older firmware).
 import os
 from array import array
 
@@ -23,9 +31,10 @@ from protocol.cobs import crc16
 
 
 class Buffer:
-    def __init__(self, path, slots=512, slot_bytes=256, opener=open, feed=None, fs=None):
+    def __init__(self, path, slots=512, slot_bytes=256, opener=open, feed=None, fs=None, reserve_blocks=8):
         # path: where the old single-file buffer lived; frames go to the folder path + ".d".
-        # fs: the os functions used (listdir/ilistdir, remove, mkdir, stat); default os.
+        # fs: the os functions used (listdir/ilistdir, remove, mkdir, stat, statvfs); default os.
+        # reserve_blocks: filesystem blocks the buffer leaves free for everything else
         self.path = path
         self.dir = path + ".d"
         self.slots = slots
@@ -38,6 +47,8 @@ class Buffer:
         self.wc = array("I", bytes(4 * slots))  # write order, 0: empty slot
         self.boot = array("I", bytes(4 * slots))
         self.seq = array("I", bytes(4 * slots))
+        self.reserve_blocks = reserve_blocks
+        self._room = 0  # frames that may still be put before the free blocks are read again
         self.live = 0
         self.next = 0
         self._wc = 0
@@ -139,6 +150,7 @@ class Buffer:
         self._wc = n
         self.live = n
         self.next = n % self.slots
+        self._make_room()
         try:
             self._fs.stat(self.path)
         except OSError:
@@ -158,6 +170,7 @@ class Buffer:
         i = self.next
         if self.wc[i]:
             self._drop(i)
+        self._make_room()
         name = self._name(boot, seq)
         while True:
             try:
@@ -178,13 +191,35 @@ class Buffer:
         self.wc[i] = self._wc
         self.boot[i] = boot
         self.seq[i] = seq
+        self._room -= 1
         self.live += 1
         self.next = (i + 1) % self.slots
         self._last = (i, frame)
         return i
 
+    def _make_room(self):
+        # keep reserve_blocks free after the next frame took its block: drop the oldest
+        # frames (counted) until that many and one more are free
+        if self._room > 0:
+            return
+        for _ in range(self.slots):
+            try:
+                free = self._fs.statvfs(self.dir)[3]
+            except (AttributeError, OSError):
+                self._room = self.slots  # no statvfs here: the ring alone bounds the buffer
+                return
+            self._room = free - 2 * self.reserve_blocks  # read again when this many frames later
+            if free > self.reserve_blocks:
+                return
+            slot = self.oldest()[0]
+            if slot < 0:
+                return  # nothing of ours to give: the rest of the filesystem is full
+            if self.feed:
+                self.feed()
+            self._drop(slot)
+
     def _drop(self, i, lost=True):
-        # remove slot i's frame: lost (the ring was full) or acknowledged
+        # remove slot i's frame: lost (the ring or the flash was full) or acknowledged
         self._remove(self._name(self.boot[i], self.seq[i]))
         if lost:
             self.counts["dropped"] += 1

@@ -8,9 +8,11 @@ import os
 
 
 class State:
-    def __init__(self, path, opener=open):
+    def __init__(self, path, opener=open, fs=None):
+        # fs: the os functions used (rename, remove); default os
         self.path = path
         self._open = opener
+        self._fs = fs or os
         self.data = {"boot": 0, "unhealthy": 0}
 
     def load(self):
@@ -35,8 +37,9 @@ class State:
         tmp = self.path + ".tmp"
         with self._open(tmp, "w") as f:
             f.write(json.dumps(d))
+        fs = self._fs
         try:
-            os.rename(tmp, self.path)
+            fs.rename(tmp, self.path)
         except OSError:  # littlefs on some ports refuses to rename over a file
-            os.remove(self.path)
-            os.rename(tmp, self.path)
+            fs.remove(self.path)
+            fs.rename(tmp, self.path)

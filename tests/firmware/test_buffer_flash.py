@@ -23,8 +23,8 @@ def new_volume(geometry=RP2):
     return LfsVolume(NorFlash(geometry), geometry, format=True)
 
 
-def open_buffer(vol, slots=512, feed=None):
-    return Buffer(PATH, slots, 256, vol.open, feed, vol)
+def open_buffer(vol, slots=512, feed=None, reserve_blocks=8):
+    return Buffer(PATH, slots, 256, vol.open, feed, vol, reserve_blocks)
 
 
 def contents(buf):
@@ -157,7 +157,7 @@ def test_full_filesystem_drops_oldest_frames_and_never_raises():
     junk = vol.open("/junk", "wb")
     junk.write(bytes(15 * 4096))  # other files fill most of the flash
     junk.close()
-    buf = open_buffer(vol)
+    buf = open_buffer(vol, reserve_blocks=0)  # no reserve: the filesystem itself says ENOSPC
     stored = 0
     for seq in range(80):  # no ACK: the link is down
         if buf.put(1, seq, frame(1, seq)) >= 0:
@@ -167,7 +167,11 @@ def test_full_filesystem_drops_oldest_frames_and_never_raises():
     newest = contents(buf)
     assert list(newest) == [(1, s) for s in range(80 - buf.live, 80)]
     assert all(v == frame(*k) for k, v in newest.items())
-    assert contents(open_buffer(vol)) == newest
+    again = open_buffer(vol, reserve_blocks=0)  # full to the last block: start frees one, oldest first
+    kept = contents(again)
+    gone = len(newest) - again.live
+    assert list(kept) == list(newest)[gone:] and again.counts["dropped"] == gone
+    assert all(v == newest[k] for k, v in kept.items())
 
 
 def old_ring_file(vol, slots, frames):
@@ -197,3 +201,69 @@ def test_frames_of_the_old_ring_file_move_over_oldest_first():
     with pytest.raises(OSError):
         vol.stat(PATH)
     assert list(contents(open_buffer(vol))) == [(4, 18), (4, 19), (4, 20)]
+
+
+def esp32_with_code(files=28):
+    # ESP32_GENERIC's 2 MB vfs partition (512 blocks) holding the firmware's .mpy files (28
+    # modules, each over the 128-byte inline limit, so each takes blocks of its own) and, to
+    # keep the test short, one big file standing for the first ~400 frames of an outage
+    vol = new_volume(ESP32)
+    for i in range(files):
+        f = vol.open("/code%02d.mpy" % i, "wb")
+        f.write(bytes([i]) * 1600)
+        f.close()
+    f = vol.open("/other", "wb")
+    f.write(bytes(400 * 4096))
+    f.close()
+    return vol
+
+
+def save_state(vol):
+    from firmware.state import State
+
+    st = State("/state.json", vol.open, vol)
+    st.load()
+    # what start() writes at every boot, with a gateway-set interval and a deep-sleep wake kept
+    st.save(boot=st.data.get("boot", 0) + 1, unhealthy=1, set={"interval_ms": 60000, "base": [300, 30, 1, 2, 3]},
+            wake=list(range(16)))
+
+
+def test_esp32_frames_past_the_inline_limit_leave_room_for_the_boot_state():
+    # A frame over 126 B (frame + CRC past the 128-byte inline limit at the ESP32 port's cache
+    # size) takes a 4 KB block of its own; 512 of them exceed the 2 MB partition. Filled to
+    # the last block, the next boot's state.save failed with ENOSPC: a reset every 30 s.
+    vol = esp32_with_code()
+    buf = open_buffer(vol)
+    for seq in range(150):  # an outage of days: no ACK
+        assert buf.put(1, seq, frame(1, seq, 200)) >= 0
+    assert buf.counts["flash"] == 0 and buf.counts["dropped"] > 0
+    assert vol.statvfs()[3] >= buf.reserve_blocks  # the buffer stopped short of the last blocks
+    kept = contents(buf)
+    assert list(kept) == [(1, s) for s in range(150 - buf.live, 150)]  # the newest frames, in order
+    save_state(vol)  # the next boot writes its counter (into the reserve)
+    again = open_buffer(vol)  # and its buffer restores the reserve: a frame or two older go
+    assert list(contents(again)) == list(kept)[len(kept) - again.live :] and again.live >= len(kept) - 3
+    save_state(vol)
+
+
+def test_a_flash_filled_by_older_firmware_is_given_room_at_start():
+    # a filesystem filled to ENOSPC by frame files (firmware before the reserve): the buffer's
+    # start frees the reserve by dropping the oldest frames (counted), so the boot state fits
+    vol = esp32_with_code()
+    vol.mkdir("/buffer.bin.d")
+    seq = 0
+    while True:
+        body = frame(1, seq, 200)
+        try:
+            f = vol.open("/buffer.bin.d/%08x%08x" % (1, seq), "wb")
+            f.write(body + bytes([crc16(body) >> 8, crc16(body) & 0xFF]))
+            f.close()
+        except OSError:
+            break
+        seq += 1
+    with pytest.raises(OSError):
+        save_state(vol)  # what main did at the next boot
+    buf = open_buffer(vol)
+    assert buf.counts["dropped"] > 0 and vol.statvfs()[3] >= buf.reserve_blocks
+    save_state(vol)
+    assert buf.put(2, 0, frame(2, 0, 200)) >= 0

@@ -107,7 +107,7 @@ class LfsFile:
 
     def write(self, data):
         try:
-            return lfs.file_write(self._fs, self._fh, bytes(data))
+            return lfs.file_write(self._fs, self._fh, data.encode() if isinstance(data, str) else bytes(data))
         except LittleFSError as e:
             raise _oserror(e) from e
 
@@ -194,6 +194,16 @@ class LfsVolume:
             self.fs.rename(a, b)
         except LittleFSError as e:
             raise _oserror(e) from e
+
+    def statvfs(self, path="/"):
+        # as extmod/vfs_lfsx.c statvfs: f_bfree = block_count - blocks a traversal finds in use
+        try:
+            used = lfs.fs_size(self.fs.fs)
+        except LittleFSError as e:
+            raise _oserror(e) from e
+        bs = self.chip.block_size
+        free = self.fs.cfg.block_count - used
+        return (bs, bs, self.fs.cfg.block_count, free, free, 0, 0, 0, 0, 255)
 
     def stat(self, path):
         try:
