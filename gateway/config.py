@@ -120,6 +120,7 @@ class Settings:
     web_listen: str | None = None
     web_token: str | None = dataclasses.field(default=None, repr=False)
     web_stale_after_s: float | None = None
+    web_hosts: tuple[str, ...] = ()  # Host names the status page answers to besides loopback names and IPs
     forecast: ForecastSettings = ForecastSettings()
 
 
@@ -473,6 +474,10 @@ def parse(data, path="gateway.toml"):
     web_listen = web.get("listen", str)
     web_token = web.get("token", str)
     web_stale = web.get("stale_after_s", float)
+    web_hosts = web.get("hosts", list, [])
+    for h in web_hosts:
+        if not isinstance(h, str) or not h or any(c in h for c in " :/[]@?#"):
+            raise web.err("hosts", f"must be a list of host names (no port), got {h!r}")
     if web_listen is not None:
         from gateway.web.server import WebConfigError, parse_listen  # Flask loads only when a page is wanted
 
@@ -510,7 +515,7 @@ def parse(data, path="gateway.toml"):
                     ingest=ingest, outbox=outbox, queue_max=queue_max, log_level=log_level,
                     downlink_max_per_node=dl_max, downlink_attempts=dl_attempts, aggregate_window_s=agg_window,
                     sensorthings=st, sensorthings_server=st_server, web_listen=web_listen, web_token=web_token,
-                    web_stale_after_s=web_stale, forecast=forecast, publish=publish)
+                    web_stale_after_s=web_stale, web_hosts=tuple(web_hosts), forecast=forecast, publish=publish)
 
 
 def load(path):

@@ -170,7 +170,8 @@ class Gateway:
         self.history = History(self.s.data_dir / "history.sqlite").start()
         try:
             self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
-                                 token=self.s.web_token, stale_after_s=self.s.web_stale_after_s).start()
+                                 token=self.s.web_token, stale_after_s=self.s.web_stale_after_s,
+                                 hosts=self.s.web_hosts).start()
         except OSError as e:
             self.history.close()
             raise OSError(e.errno, f"status page: cannot listen on {self.s.web_listen}: {e.strerror}") from None

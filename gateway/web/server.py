@@ -1,23 +1,30 @@
-# The status page server: Flask on werkzeug's threaded WSGI server, in a thread of the
-# gateway. Read-only (GET only), loopback by default, a token for anything else.
+# The status page server: Flask on a bounded werkzeug server (gateway/web/httpd.py: a
+# connection cap, header and idle timeouts, a bounded request head), in a thread of the
+# gateway. Read-only (GET only), loopback by default, a token for anything else. Every
+# request must name this server in its Host header (loopback names, IP addresses, or
+# [web] hosts): a web page elsewhere cannot reach it through DNS rebinding. With a token,
+# a browser trades it once (`/?token=...`) for a session cookie (HttpOnly, SameSite=Strict,
+# 12 h; Secure behind HTTPS); scripts send `Authorization: Bearer <token>`.
+import collections
 import ipaddress
 import json
-import logging
 import pathlib
 import secrets
 import threading
 import time
 
-from flask import Flask, Response, abort, request, send_from_directory
+from flask import Flask, Response, abort, redirect, request, send_from_directory
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from werkzeug.serving import make_server
 
+from gateway.web.httpd import BoundedWSGIServer, Counts
 from gateway.web.metrics import StatusCollector
 
-logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the journal
 STATIC = pathlib.Path(__file__).parent / "static"
-TOKEN_COOKIE = "citynode_token"
+SESSION_COOKIE = "citynode_session"
+SESSION_S = 12 * 3600
+MAX_SESSIONS = 256  # the oldest session ends when a new one would exceed this
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -48,24 +55,130 @@ def parse_listen(listen, token=None):
     return host, int(port_s)
 
 
-def create_app(status_fn, history, token=None, stale_after_s=None):
+def host_name(header):
+    # "Host: name:port" / "[::1]:8080" -> "name" (lower case, no trailing dot); None when malformed
+    if not header or any(c in header for c in " /\\@?#"):
+        return None
+    if header.startswith("["):
+        name, sep, rest = header[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, sep, port = header.partition(":")
+        if sep and not port.isdigit():
+            return None
+    return name.lower().rstrip(".") or None
+
+
+def host_allowed(name, hosts=()):
+    # loopback names and IP literals are safe (DNS rebinding needs a DNS name); other names only
+    # when configured ([web] hosts: the name a reverse proxy or the technicians use)
+    if name is None:
+        return False
+    if name == "localhost" or name in hosts:
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class Sessions:
+    # Session cookies for token mode: random ids, each valid SESSION_S; at most MAX_SESSIONS.
+    def __init__(self):
+        self._by_id = collections.OrderedDict()  # id -> expiry (time.time)
+        self._lock = threading.Lock()
+
+    def new(self):
+        sid = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            for old, expiry in list(self._by_id.items()):
+                if expiry <= now:
+                    del self._by_id[old]
+            while len(self._by_id) >= MAX_SESSIONS:
+                self._by_id.popitem(last=False)
+            self._by_id[sid] = now + SESSION_S
+        return sid
+
+    def valid(self, sid):
+        if not sid:
+            return False
+        with self._lock:
+            expiry = self._by_id.get(sid)
+            if expiry is None:
+                return False
+            if expiry <= time.time():
+                del self._by_id[sid]
+                return False
+            return True
+
+
+class WebCollector:
+    # the status server's own counts, as citynode_web_events_total{name} and the open connections
+    def __init__(self, counts_fn, connections_fn):
+        self.counts_fn = counts_fn
+        self.connections_fn = connections_fn
+
+    def collect(self):
+        events = CounterMetricFamily("citynode_web_events", "the status page server's counts by name (accepted, "
+                                     "evicted, refused, timed_out, head_too_large, bad_host, unauthorized, "
+                                     "sessions)", labels=["name"])
+        for name, n in sorted(self.counts_fn().items()):
+            events.add_metric([name], n)
+        conns = GaugeMetricFamily("citynode_web_connections", "open connections to the status page server")
+        conns.add_metric([], self.connections_fn())
+        yield from (events, conns)
+
+
+def _secure(req):
+    # served over TLS, or by a reverse proxy on this machine that says so
+    if req.scheme == "https":
+        return True
+    peer = req.remote_addr or ""
+    try:
+        local = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        local = False
+    return local and req.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), counts=None, connections_fn=None):
     app = Flask(__name__, static_folder=None)
     registry = CollectorRegistry()
     registry.register(StatusCollector(status_fn))
+    counts = counts if counts is not None else Counts()
+    registry.register(WebCollector(counts.snapshot, connections_fn or (lambda: 0)))
+    hosts = frozenset(h.lower().rstrip(".") for h in hosts)
+    sessions = Sessions()
+
+    def plain(text, status):
+        return Response(text + "\n", status, {"Content-Type": "text/plain"})
 
     @app.before_request
     def check_access():
+        if not host_allowed(host_name(request.headers.get("Host")), hosts):
+            counts.add("bad_host")
+            return plain("this server does not answer to that Host name; add it to [web] hosts", 400)
         if request.method not in ("GET", "HEAD"):
             abort(405)
         if not token:
             return None
-        given = request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
         auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = auth[7:]
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            return Response("access token required\n", 401, {"Content-Type": "text/plain"})
-        return None
+        if auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].encode(), token.encode()):
+            return None
+        if sessions.valid(request.cookies.get(SESSION_COOKIE)):
+            return None
+        given = request.args.get("token")
+        if given is not None and secrets.compare_digest(given.encode(), token.encode()):
+            counts.add("sessions")
+            request.environ["citynode.session"] = sessions.new()  # the cookie goes on the answer
+            if request.path == "/":  # the page: take the token out of the address bar at once
+                return redirect("/", 303)
+            return None
+        counts.add("unauthorized")
+        return plain("access token required: open /?token=<token> once, or send Authorization: Bearer <token>", 401)
 
     @app.after_request
     def headers(resp):
@@ -74,8 +187,10 @@ def create_app(status_fn, history, token=None, stale_after_s=None):
         resp.headers["Referrer-Policy"] = "no-referrer"
         if request.path.startswith("/api/") or request.path == "/metrics":
             resp.headers["Cache-Control"] = "no-store"
-        if token and request.args.get("token"):
-            resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        sid = request.environ.get("citynode.session")
+        if sid:
+            resp.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_S, path="/", httponly=True, samesite="Strict",
+                            secure=_secure(request))
         return resp
 
     def as_json(obj, status=200):
@@ -118,9 +233,12 @@ def create_app(status_fn, history, token=None, stale_after_s=None):
 
 class StatusWeb:
     # start() serves in a daemon thread; stop() shuts the server down.
-    def __init__(self, *, listen, status_fn, history, token=None, stale_after_s=None):
+    def __init__(self, *, listen, status_fn, history, token=None, stale_after_s=None, hosts=(), **limits):
         self.host, self.port = parse_listen(listen, token)
-        self.app = create_app(status_fn, history, token=token, stale_after_s=stale_after_s)
+        self.limits = limits  # BoundedWSGIServer's: max_connections, header_timeout_s, ...
+        self.counts = Counts()  # the server's and the app's, for /metrics
+        self.app = create_app(status_fn, history, token=token, stale_after_s=stale_after_s, hosts=hosts,
+                              counts=self.counts, connections_fn=self.connections)
         self._server = None
         self._thread = None
 
@@ -129,9 +247,13 @@ class StatusWeb:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
+    def connections(self):
+        server = self._server
+        return server.connections() if server else 0
+
     def start(self):
-        self._server = make_server(self.host, self.port, self.app, threaded=True)
-        self.port = self._server.server_port  # port 0 picks a free one
+        self._server = BoundedWSGIServer(self.host, self.port, self.app, counts=self.counts, **self.limits)
+        self.port = self._server.port  # port 0 picks a free one
         self._thread = threading.Thread(target=self._server.serve_forever, name="status-web", daemon=True)
         self._thread.start()
         return self

@@ -45,6 +45,7 @@ BAD = [
     (lambda t: t.replace("[nodes]", "nodes = 3\n[x]"), "nodes"),
     (lambda t: t + "\n[web]\nlisten = \"0.0.0.0:8080\"\n", "[web] listen"),  # not loopback, no token
     (lambda t: t + "\n[web]\nlisten = \"here\"\n", "[web] listen"),
+    (lambda t: t + "\n[web]\nlisten = \"127.0.0.1:0\"\nhosts = [\"gw.example:443\"]\n", "[web] hosts"),
     (lambda t: t + "\n[[sensorthings]]\nnode = \"sew-01\"\nreading = \"l\"\n", "[sensorthings.0] datastream"),
     (lambda t: t + "\nthis is not toml\n", "not valid TOML"),
 ]
