@@ -117,8 +117,13 @@ def sign(key, kid, payload, key_version=0):
         if len(_PROTECTED) >= 16:
             _PROTECTED.clear()
         protected = _PROTECTED[cache] = protected_header(kid, key_version)
+    return assemble(protected, payload, mac0_tag(key, protected, payload))
+
+
+def assemble(protected, payload, tag):
+    # The tagged COSE_Mac0 bytes of its parts (also how a compact LoRa message is rebuilt)
     msg = b"".join((b"\xd1\x84", _bstr_head(len(protected)), protected, b"\xa0", _bstr_head(len(payload)),
-                    payload, b"\x48", mac0_tag(key, protected, payload)))
+                    payload, b"\x48", tag))
     if len(msg) > MAX_MESSAGE:
         raise FrameError("oversize", "message of %d bytes exceeds %d" % (len(msg), MAX_MESSAGE))
     return msg

@@ -170,6 +170,10 @@ def renumber(key, node, frame, boot, seq, key_version=0):
 
 def _check(p):
     # A decoded payload map -> message dict (keys: type, boot, seq, ...). Raises FrameError.
+    if isinstance(p, list):  # the compact LoRa profile (SPEC.md section 13)
+        from protocol import compact
+
+        return compact.check(p)
     if not isinstance(p, dict):
         _bad("payload must be a map")
     for k in p:

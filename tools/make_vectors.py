@@ -9,7 +9,7 @@ import pathlib
 import struct
 import sys
 
-from protocol import cbor, cobs, cose, message, senml
+from protocol import cbor, cobs, compact, cose, message, senml
 from protocol.cbor import FrameError
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "protocol" / "vectors"
@@ -291,6 +291,105 @@ def invalid_vectors():
     return out
 
 
+# ---------------------------------------------------------------- compact LoRa profile (SPEC.md 13)
+
+
+def air_vector(name, node, key, frame, **extra):
+    # a message vector plus its LoRa form: "air" is what goes on the radio, "frame" the full
+    # COSE_Mac0 both ends rebuild from it (stored, forwarded, checked by pycose)
+    v = message_vector(name, node, key, frame, **extra)
+    air = compact.to_air(frame)
+    assert compact.from_air(air, node) == frame
+    v["profile"] = "compact" if air != frame else "full"
+    v["air"] = hexs(air)
+    v["air_size"] = len(air)
+    return v
+
+
+def compact_vectors():
+    node = "sew-07"
+    key = key_of(node)
+    recs = typical_records()
+    out = [
+        air_vector("compact typical: level + climate (t, h, p, l, d, b)", node, key,
+                   compact.encode_data(key, node, 3, 1234, 3600123, recs)),
+        air_vector("compact typical in storm mode with an alarm (flags)", node, key,
+                   compact.encode_data(key, node, 3, 1235, 3660123, recs,
+                                       flags=message.F_STORM | message.F_ALARM)),
+        air_vector("compact: only the level changed (unchanged readings left out)", node, key,
+                   compact.encode_data(key, node, 3, 1236, 3720123, [senml.record("l", f32(0.415))])),
+        air_vector("compact smallest: one reading, first frame counters", node, key,
+                   compact.encode_data(key, node, 0, 0, 0, [senml.record("l", 0.0)])),
+        air_vector("compact first frame after boot: time, quality, flags, info, cmd_result, loop current", node,
+                   key, compact.encode_data(
+                       key, node, 4, 0, 1520, [senml.record("t", f32(8.25)), senml.record("l", f32(1.874)),
+                                               senml.record("i", f32(0.01264))],
+                       time_s=1767225600, quality={1: [10, 3, message.Q_DEGRADED]},
+                       flags=message.F_STORM,
+                       info={message.I_FW: "1.0.0", message.I_RESET: "power-on", message.I_BOARD: "rp2",
+                             message.I_INTERVAL: 300, message.I_LEVEL_MM: [1500, 1250]},
+                       cmd_result=[17, 0])),
+    ]
+    every = [senml.record("t", f32(-40.0)), senml.record("h", 100.0), senml.record("p", 110000),
+             senml.record("l", f32(-2.5)), senml.record("d", f32(10.0)), senml.record("b", 4.2),
+             senml.record("i", f32(0.02))]
+    out.append(air_vector("compact largest without info: every reading, time, flags, cmd_result, largest counters",
+                          node, key, compact.encode_data(
+                              key, node, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, every, time_s=0xFFFFFFFF,
+                              flags=message.F_STORM | message.F_ALARM | message.F_BACKLOG,
+                              cmd_result=[0xFFFFFFFF, 2])))
+    rotated = key_of("sew-07 rotated")
+    out.append(air_vector("compact typical with a rotated key: key version 2 (SPEC 4.5)", node, rotated,
+                          compact.encode_data(rotated, node, 9, 0, 1200, recs, key_version=2), key_version=2))
+    out.append(air_vector("compact ACK with cum", node, key, compact.encode_ack(key, node, 3, 1240, cum=1238)))
+    out.append(air_vector("compact ACK without cum", node, key, compact.encode_ack(key, node, 3, 1234)))
+    out.append(air_vector("full message on the air: a command", node, key,
+                          message.encode_cmd(key, node, 3, 18, "interval", 300)))
+    good = compact.to_air(out[0]["frame"] and bytes.fromhex(out[0]["frame"]))
+    flipped = bytearray(good)
+    flipped[-1] ^= 1
+    prot = cose.protected_header(node.encode())
+
+    def air_of(payload, k=key):
+        return b"".join((b"\x01", compact.address(node), payload, cose.mac0_tag(k, prot, payload)))
+
+    typ = cbor.loads(cose.parse(bytes.fromhex(out[0]["frame"]))[2])
+    # (name, air, reason, rebuilt frame's MAC verifies): no "frame" when none can be rebuilt
+    cases = [
+        ("unknown profile byte 0x06", b"\x06" + good[1:], "version", None),
+        ("key version with a leading zero byte", b"\x02\x00" + good[1:], "kid", None),
+        ("truncated: shorter than profile, address, one byte and a tag", good[:13], "truncated", None),
+        ("oversize: 256 bytes", b"\x01" + bytes(255), "oversize", None),
+        ("address of another node", b"\x01" + compact.address("sew-08") + good[5:], "unknown", None),
+        ("bad MAC: last tag bit flipped", bytes(flipped), "mac", False),
+        ("MAC made with another node's key", air_of(cbor.dumps(typ), key_of("sew-08")), "mac", False),
+        ("mask names 6 values, 5 follow", air_of(cbor.dumps(typ[:-1])), "payload", True),
+        ("unknown mask bit 12", air_of(cbor.dumps(typ[:4] + [typ[4] | 1 << 12] + typ[5:] + [0])), "payload", True),
+        ("reading as a float, not an integer", air_of(cbor.dumps(typ[:5] + [21.5] + typ[6:])), "payload", True),
+        ("humidity negative", air_of(cbor.dumps(typ[:6] + [-1] + typ[7:])), "payload", True),
+        ("no reading", air_of(cbor.dumps([1, 3, 1234, 3600, 0])), "payload", True),
+        ("unknown compact message type 7", air_of(cbor.dumps([7, 3, 1234])), "version", True),
+    ]
+    for name, air, reason, mac_ok in cases:
+        v = {"name": name, "valid": False, "node": node, "key": hexs(key), "air": hexs(air), "reason": reason}
+        try:
+            frame = compact.from_air(air, node)
+        except FrameError as e:
+            assert e.reason == reason and mac_ok is None, (name, e)
+        else:
+            assert mac_ok is not None, name
+            try:
+                message.decode(frame, {node: key}.get)
+            except FrameError as e:
+                assert e.reason == reason, (name, e.reason, reason, str(e))
+            else:
+                raise AssertionError("invalid vector %r decodes" % name)
+            v["frame"] = hexs(frame)
+            v["mac_ok"] = mac_ok
+        out.append(v)
+    return out
+
+
 # ---------------------------------------------------------------- serial streams
 
 
@@ -353,6 +452,7 @@ def build():
         "boot.json": boot_vectors(),
         "invalid.json": invalid_vectors(),
         "serial.json": serial_vectors(),
+        "compact.json": compact_vectors(),
     }
 
 

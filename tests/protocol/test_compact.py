@@ -1,0 +1,119 @@
+# The compact LoRa profile (SPEC.md section 13): every vector of compact.json goes from its
+# LoRa packet to the full COSE_Mac0 and back; the sizes SPEC states hold; a compact frame
+# decodes to the same message as the full frame of the same readings.
+import pathlib
+import re
+
+import pytest
+
+from protocol import compact, cose, message, senml
+from protocol.cbor import FrameError
+from tests.protocol import vecs
+from tests.support import mpvm
+from tools import make_vectors
+
+AIR = vecs.load_file("compact.json")
+VALID = [v for v in AIR if v["valid"]]
+INVALID = [v for v in AIR if not v["valid"]]
+
+
+def named(prefix):
+    return next(v for v in VALID if v["name"].startswith(prefix))
+
+
+@pytest.mark.parametrize("v", VALID, ids=[v["name"] for v in VALID])
+def test_valid_packet_rebuilds_its_frame(v):
+    air, frame = vecs.unhex(v["air"]), vecs.unhex(v["frame"])
+    assert compact.from_air(air, v["node"]) == frame
+    assert compact.to_air(frame) == air
+    assert len(air) == v["air_size"]
+    assert vecs.to_json(message.decode(frame, vecs.key_for(v))) == v["decoded"]
+    if v["profile"] == "compact":
+        assert compact.addr_of(air) == compact.address(v["node"])
+        n = air[0] - compact.PROFILE  # bytes of key version
+        prot = cose.protected_header(v["node"].encode(), v.get("key_version", 0))
+        assert frame == cose.assemble(prot, air[5 + n:-8], air[-8:])  # the same payload and tag
+    else:
+        assert air == frame and compact.addr_of(air) is None
+
+
+@pytest.mark.parametrize("v", INVALID, ids=[v["name"] for v in INVALID])
+def test_invalid_packet_is_refused_with_its_reason(v):
+    air = vecs.unhex(v["air"])
+    with pytest.raises(FrameError) as e:
+        message.decode(compact.from_air(air, v["node"]), vecs.key_for(v))
+    assert e.value.reason == v["reason"], str(e.value)
+    assert ("frame" in v) == (e.value.reason in ("mac", "payload", "version") and air[0] == compact.PROFILE)
+    rotated = named("compact typical with a rotated key")
+    assert vecs.unhex(rotated["air"])[:2] == b"\x02\x02" and rotated["air_size"] == named("compact typical: l")[
+        "air_size"] + 1
+
+
+def test_sizes_meet_the_goal_and_spec_states_them():
+    # issue 24: a typical level + climate frame fits LoRaWAN EU868 DR0-2 (51 bytes of payload)
+    typical = named("compact typical: level")
+    assert len(typical["decoded"]["records"]) == 6 and typical["air_size"] <= 51
+    assert named("compact typical in storm")["air_size"] <= 51
+    only_level = named("compact: only the level")
+    smallest = named("compact smallest")
+    assert smallest["air_size"] < only_level["air_size"] < typical["air_size"]
+    full = next(v for v in vecs.load_file("data.json") if v["name"].startswith("typical"))
+    assert typical["decoded"]["records"][0] == {"0": "t", "2": 21.53}
+    assert typical["air_size"] < full["size"] / 2
+    spec = (vecs.FOLDER + "/../SPEC.md")
+    with open(spec) as f:
+        text = f.read()
+    for v in (typical, smallest, named("compact largest"), named("compact first frame")):
+        assert "| %d bytes" % v["air_size"] in text, v["name"]
+
+
+def test_compact_and_full_frame_of_the_same_readings_decode_alike():
+    key = make_vectors.key_of("sew-07")
+    recs = [senml.record("t", 21.53), senml.record("h", 48.5), senml.record("p", 101325),
+            senml.record("l", 0.412), senml.record("d", 1.588), senml.record("b", 3.71), senml.record("i", 0.0125)]
+    kw = dict(time_s=1767225600, quality={3: [10, 2, message.Q_DEGRADED]}, flags=message.F_STORM,
+              info={message.I_INTERVAL: 300}, cmd_result=[4, 0])
+    full = message.decode(message.encode_data(key, "sew-07", 3, 9, 61000, recs, **kw), {"sew-07": key}.get)
+    small = message.decode(compact.encode_data(key, "sew-07", 3, 9, 61000, recs, **kw), {"sew-07": key}.get)
+    assert small == full
+    assert senml.to_json(small["records"], "sew-07:", 1) == senml.to_json(full["records"], "sew-07:", 1)
+
+
+def test_what_the_profile_cannot_carry_is_refused_by_the_encoder():
+    key = make_vectors.key_of("sew-07")
+    for recs in ([senml.record("w", 1.0)], [senml.record("t", 1.0, unit="K")], [senml.record("status", "ok")],
+                 [senml.record("t", 1.0), senml.record("t", 2.0)], [], [senml.record("t", float("nan"))]):
+        with pytest.raises(FrameError) as e:
+            compact.encode_data(key, "sew-07", 1, 1, 1, recs)
+        assert e.value.reason == "payload"
+    with pytest.raises(FrameError) as e:
+        compact.to_air(message.encode_data(key, "sew-07", 1, 1, 1, [senml.record("x", "y" * 240)]))
+    assert e.value.reason == "oversize"
+
+
+def test_address_is_the_hash_of_the_node_id_and_other_nodes_are_refused():
+    import hashlib
+
+    assert compact.address("sew-07") == hashlib.sha256(b"sew-07").digest()[:4]
+    air = vecs.unhex(named("compact typical: level")["air"])
+    with pytest.raises(FrameError) as e:
+        compact.from_air(air, "sew-08")
+    assert e.value.reason == "unknown"
+    assert cose.parse(compact.from_air(air, "sew-07"))[0] == b"sew-07"
+
+
+def test_vector_file_is_what_make_vectors_writes(tmp_path):
+    assert make_vectors.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "compact.json").read_text() == (pathlib.Path(vecs.FOLDER) / "compact.json").read_text(), (
+        "protocol/vectors/compact.json is stale: run python tools/make_vectors.py")
+
+
+@pytest.mark.micropython
+def test_compact_vectors_on_micropython(tmp_path):
+    # protocol/ as .mpy, heap capped at 100k (tests/support/mpvm.py), as on a LoRa node
+    assert not mpvm.compile_tree(tmp_path, ("protocol",))
+    proc = mpvm.run("tests/protocol/mp_compact.py", path=[tmp_path], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    values = dict(re.findall(r"^(\w+) (\S+)$", proc.stdout, re.M))
+    assert "FAIL" not in proc.stdout, proc.stdout
+    assert (int(values["valid"]), int(values["invalid"]), values["failures"]) == (len(VALID), len(INVALID), "0")
