@@ -44,9 +44,18 @@ def test_invalid_packet_is_refused_with_its_reason(v):
         message.decode(compact.from_air(air, v["node"]), vecs.key_for(v))
     assert e.value.reason == v["reason"], str(e.value)
     assert ("frame" in v) == (e.value.reason in ("mac", "payload", "version") and air[0] == compact.PROFILE)
-    rotated = named("compact typical with a rotated key")
-    assert vecs.unhex(rotated["air"])[:2] == b"\x02\x02" and rotated["air_size"] == named("compact typical: l")[
-        "air_size"] + 1
+
+
+
+def test_a_rotated_key_version_rides_in_the_packet():
+    v = named("compact typical with a rotated key")
+    air = vecs.unhex(v["air"])
+    assert air[:2] == b"\x02\x02"  # 0x01 + one byte of key version, version 2
+    assert message.frame_key_version(compact.from_air(air, v["node"])) == 2
+    plain = compact.from_air(b"\x01" + air[2:], v["node"])  # the version dropped: another MACed header
+    with pytest.raises(FrameError) as e:
+        message.decode(plain, vecs.key_for(v))
+    assert e.value.reason == "mac"
 
 
 def test_sizes_meet_the_goal_and_spec_states_them():
