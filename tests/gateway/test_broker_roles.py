@@ -16,7 +16,7 @@ import pytest
 
 from gateway import config
 from gateway.daemon import Gateway
-from tests.gateway.conftest import NODES, write_config
+from tests.gateway.conftest import NODES, wait_for, write_config
 from tests.support.broker import Mosquitto
 from tests.support.udpnode import UdpNode
 
@@ -121,15 +121,6 @@ def publish_all(port, user, marker, topics=TOPICS):
         except (RuntimeError, ValueError):
             pass  # dropped by the broker for it
         c.close()
-
-
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_anonymous_and_wrong_password_are_refused(broker):

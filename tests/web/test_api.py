@@ -26,13 +26,6 @@ def make_status(nodes):
 
 
 @pytest.fixture
-def history(tmp_path):
-    h = History(tmp_path / "history.sqlite", flush_s=0.1).start()
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def web(history):
     now = time.time()
     nodes = [

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from gateway.web.history import History
 from gateway.web.server import SESSION_COOKIE, StatusWeb, host_name
 
 TOKEN = "s3cret-token-123"
@@ -17,13 +16,6 @@ TOKEN = "s3cret-token-123"
 
 def status():
     return {"gateway": {"id": "gw-test", "outbox_depth": 0}, "nodes": []}
-
-
-@pytest.fixture
-def history(tmp_path):
-    h = History(tmp_path / "history.sqlite", flush_s=0.1).start()
-    yield h
-    h.close()
 
 
 @pytest.fixture
