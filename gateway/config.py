@@ -393,16 +393,21 @@ def private_files(settings):
 def check_private_files(settings):
     # A keys file, TLS private key or config with a password that group or others may open is
     # refused (ConfigError, exit 2 at start): such a key lets anyone on the box forge frames.
+    for what, path in private_files(settings):
+        check_private(path, what)
+
+
+def check_private(path, what):
+    # one secret file: ConfigError when group or others may open it
     if os.name != "posix":
         return
-    for what, path in private_files(settings):
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except OSError:
-            continue  # a missing file is reported where it is read
-        if mode & 0o077:
-            raise ConfigError(f"{what} {path} is mode {mode:04o}, open to group or others; "
-                              f"run chmod 600 {path} (owned by the gateway's user)")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # a missing file is reported where it is read
+    if mode & 0o077:
+        raise ConfigError(f"{what} {path} is mode {mode:04o}, open to group or others; "
+                          f"run chmod 600 {path} (owned by the gateway's user)")
 
 
 def _is_loopback(host):

@@ -8,7 +8,7 @@ import threading
 import time
 
 from gateway import __version__, nodestate
-from gateway.config import check_mappings
+from gateway.config import check_mappings, check_private
 from gateway.consumers import Availability, HomeAssistant, SenmlPack
 from gateway.downlink import Downlink, handle_command
 from gateway.forecast import Forecasts
@@ -210,6 +210,7 @@ class Gateway:
     def reload_keys(self):
         # SIGHUP: a bad file keeps the old keys (the daemon must not stop over a typo).
         try:
+            check_private(self.s.keys_file, "[nodes] keys_file")  # as at start (gateway/cli.py)
             keys = load_keys(self.s.keys_file)
         except ValueError as e:
             log.error("keys not reloaded, keeping %d old keys: %s", len(self.keys), e)

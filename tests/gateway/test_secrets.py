@@ -66,6 +66,19 @@ def test_keys_file_open_to_others_is_refused(tmp_path, capsys, mode):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_sighup_keeps_the_old_keys_when_the_keys_file_is_open_to_others(tmp_path, caplog):
+    from gateway.daemon import Gateway
+
+    path = write_config(tmp_path, "mqtt://127.0.0.1:1883")
+    gw = Gateway(config.load(path))
+    before = dict(gw.keys)
+    os.chmod(tmp_path / "keys.toml", 0o644)
+    with caplog.at_level(logging.ERROR):
+        assert gw.reload_keys() is False
+    assert gw.keys == before and "keys not reloaded" in caplog.text and "mode 0644" in caplog.text
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 def test_config_with_a_password_open_to_others_is_refused(tmp_path, capsys):
     path = with_url(tmp_path, "mqtt://127.0.0.1:1883", mqtt_extra=f'username = "alice"\npassword = "{PASSWORD}"')
     os.chmod(path, 0o644)
