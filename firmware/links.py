@@ -56,11 +56,14 @@ class UartLink:
         self.clock = clock
         self.deframer = cobs.Deframer()
         self._rx = bytearray(64)
-        # Ctrl-C from a technician's terminal (or mpremote's "\r\x03\x03") still interrupts:
-        # a 0x03 counts when only CR/LF/0x03 came since the last delimiter. Inside a frame the
-        # second byte is always 0xd1 (COSE tag 17), so a frame's 0x03 never qualifies.
+        # A technician still gets in: mpremote and citynode flash send "\r\x03" (Ctrl-C after
+        # CR), a person at a terminal presses Ctrl-C twice. A 0x03 counts when only CR/LF/0x03
+        # came since the last delimiter and the byte right before it was CR, LF or 0x03; a lone
+        # 0x03 (line noise, a glitch after a frame) is data and never drops the node to the
+        # REPL. Inside a frame the second byte is always 0xd1 (COSE tag 17): no frame qualifies.
         self._interruptible = getattr(uart, "console", False)
         self._prefix_clear = True
+        self._prev = 0
         self.counts = {"sent": 0, "received": 0, "text": 0, "noise": 0, "error": 0, "short": 0}
         self.last_error = None
         self.name = "uart"
@@ -111,16 +114,19 @@ class UartLink:
         rx = self._rx
         for i in range(n):
             b = rx[i]
+            prev = self._prev
+            self._prev = b
             if b == 0:
                 self._prefix_clear = True
-            elif b == 3 and self._prefix_clear:
-                try:
-                    import micropython
+            elif b == 3:
+                if self._prefix_clear and (prev == 13 or prev == 10 or prev == 3):
+                    try:
+                        import micropython
 
-                    micropython.kbd_intr(3)
-                except (ImportError, AttributeError):
-                    pass
-                raise KeyboardInterrupt
+                        micropython.kbd_intr(3)
+                    except (ImportError, AttributeError):
+                        pass
+                    raise KeyboardInterrupt
             elif b != 13 and b != 10:
                 self._prefix_clear = False
 

@@ -79,6 +79,39 @@ def test_watchdog_reset_reboots_the_board(request, rig, port, hil_node):
         assert wear["watchdog_resets"] == 1 and wear["boots"] == 2, wear
 
 
+def test_a_deliberate_reset_is_not_reported_as_the_watchdog(request, rig, port, hil_node):
+    # machine.reset() on rp2 is a watchdog reboot and the port says WDT_RESET for both
+    # (ports/rp2/modmachine.c); a technician's reset (mpremote, citynode flash) must not be
+    # counted as the watchdog biting, as test_watchdog_reset_reboots_the_board's must
+    needs_real_port(request)
+    if real_board(request):
+        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    fs = stop_at_boot(port)
+    try:
+        fs.t.exit_raw_repl()
+        fs.t.serial.write(b"import machine\r\nmachine.reset()\r\n")  # at the REPL, as a person types it
+        m, seen = read_until(fs.t.serial, BANNER, 30)
+    finally:
+        fs.t.close()
+    assert m.group(4) == b"reset", m.group(0)
+
+
+def test_a_lone_0x03_on_the_console_link_does_not_stop_the_node(request, rig, dut, hil_node):
+    # Line noise between two frames on the node's USB console link: a single 0x03 after a
+    # delimiter. It once raised KeyboardInterrupt: the node sat at the REPL until the watchdog
+    # reset it (8.4 s on rp2), a new boot. Now it is data; a technician's "\r\x03" still stops it.
+    needs_real_port(request)
+    if real_board(request):
+        pytest.skip("a real board's console is the tests' own line: noise cannot be injected apart")
+    reader = FrameReader(dut, hil_node)
+    first, _ = reader.next()
+    dut.serial.proc.write(b"\x00\x03")
+    deadline = time.monotonic() + 14  # past the rp2 watchdog's 8.4 s
+    while time.monotonic() < deadline:
+        d, _ = reader.next()
+        assert d["boot"] == first["boot"], "the node restarted after a lone 0x03"
+
+
 def test_power_cut_during_a_flash_write_loses_no_frame(request, rig, dut, hil_node):
     # Frames the gateway acknowledged are gone from the buffer; the others must survive the
     # power failing half way through a flash page program, and come again after power-on.

@@ -84,9 +84,11 @@ class A02YYUW:
         return found
 
     def flush(self):
-        # Forget frames that waited in the UART FIFO (stale after a sleep)
+        # Forget frames that waited in the UART FIFO (stale after a sleep), and the part of
+        # one they ended with: completed by the next frame's bytes it could pass its checksum
         self._drain()
         self._latest = -1
+        self._fill = 0
 
     def read_raw_mm(self):
         # Next distance frame as the sensor reports it, or None after timeout_ms

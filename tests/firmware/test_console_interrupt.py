@@ -48,12 +48,23 @@ def test_0x03_inside_frames_is_data():
     assert [message.decode(m, lambda n: KEY)["type"] for m in got] == ["ack"] * 5
 
 
-@pytest.mark.parametrize("typed", [b"\x03", b"\r\x03\x03", b"\r\n\x03"])
+@pytest.mark.parametrize("typed", [b"\r\x03", b"\x03\x03", b"\r\x03\x03", b"\r\n\x03"],
+                         ids=["mpremote", "twice", "cr-twice", "crlf"])
 def test_ctrl_c_between_frames_interrupts(typed):
     wire = acks_with_0x03(1)[0]
     link = UartLink(ConsoleUart(wire + typed))
     with pytest.raises(KeyboardInterrupt):
         link.poll(0)
+
+
+@pytest.mark.parametrize("noise", [b"\x03", b"\x00\x03", b"\x03\x00\x03\x00", b"\x00\x03\x11\x03"],
+                         ids=["lone", "after-delimiter", "two-lone", "inside-junk"])
+def test_a_lone_0x03_on_the_line_is_data(noise):
+    # line noise between frames: counted as noise, the node goes on (main dropped to the REPL)
+    wire = acks_with_0x03(1)[0]
+    link = UartLink(ConsoleUart(wire + noise + wire))
+    got = link.poll(0)
+    assert len(got) == 2
 
 
 def test_a_plain_uart_never_interrupts():

@@ -67,6 +67,17 @@ def test_a02yyuw_blind_zone_range_timeout_and_compensation():
     assert d.read_mm() is None and d.reason == "timeout" and clock.ms() - t0 >= 300
 
 
+def test_a02yyuw_flush_forgets_a_partial_frame():
+    # A sleep left 0xFF 0x07 of a frame in the FIFO. Kept across flush(), the next frame's
+    # 0xFF 0x05 completed it: (0xFF + 0x07 + 0xFF) & 0xFF == 0x05 passes the checksum, and
+    # 1500 mm read as 0x07FF = 2047 mm.
+    u = ByteUart(b"\xff\x07")
+    d = A02YYUW(u, clock=VirtualClock())
+    d.flush()
+    u.q += frame(1500)
+    assert d.read_mm() == 1500 and d.errors["checksum"] == 0
+
+
 def test_ultrasonic_on_sim_world_with_garbage_and_temperature():
     clock = VirtualClock()
     world = World(clock, temp_mean_c=-5.0, temp_swing_c=0.0, spike_p=0, dropout_p=0, echo_noise_mm=0)
