@@ -21,6 +21,7 @@ ACK = 2
 CMD = 3
 BOOT = 4  # gateway -> node: that boot is behind; move past min_boot and resend (SPEC 6.5)
 RETIRED = 5  # gateway -> node: that frame's key version is no longer held; discard it (SPEC 6.6)
+OPS = ("interval", "thresholds", "reboot", "time")  # command ops (checked in protocol/command.py)
 TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd", BOOT: "boot", RETIRED: "retired"}
 
 # payload keys
@@ -40,6 +41,7 @@ K_OP = 12
 K_ARG = 13
 K_MIN_BOOT = 14
 K_KEY_VERSION = 15  # retired: the key version the gateway holds for the node now
+K_SIGNED = 16  # command: the operator's signed command (protocol/command.py, SPEC 6.7)
 
 # info map keys (data frames, usually the first after boot)
 I_FW = 1  # firmware version, text
@@ -61,7 +63,6 @@ Q_DEGRADED = 1  # some samples rejected, value still valid
 Q_FAULT = 2  # sensor fault; the record carries the last value or none
 Q_RANGE = 3  # out of the sensor's range (e.g. blind zone)
 
-OPS = ("interval", "thresholds", "reboot", "time")
 
 MAX_U32 = 0xFFFFFFFF
 MAX_U64 = 0xFFFFFFFFFFFFFFFF
@@ -138,6 +139,12 @@ def encode_cmd(key, node, boot, cmd_id, op, arg=None):
     if arg is not None:
         p[K_ARG] = arg
     return cose.sign(key, node.encode(), dumps(p))
+
+
+def encode_signed(key, node, boot, cmd_id, token):
+    # The gateway's relay of an operator's signed command (token) to one boot of a node
+    # (SPEC 6.3): MACed with the node's key like an ACK; cmd_id is the token's counter
+    return cose.sign(key, node.encode(), dumps({K_TYPE: CMD, K_BOOT: boot, K_CMD_ID: cmd_id, K_SIGNED: token}))
 
 
 def encode_boot(key, node, boot, seq, min_boot):
@@ -225,11 +232,18 @@ def _check(p):
         m["key_version"] = _uint(p, K_KEY_VERSION, "key_version", MAX_U32)
     else:
         m["cmd_id"] = _uint(p, K_CMD_ID, "cmd_id", MAX_U32)
-        op = p.get(K_OP)
-        if not isinstance(op, str) or op not in OPS:
-            _bad("unknown command %r" % (op,))
-        m["op"] = op
-        m["arg"] = p.get(K_ARG)
+        signed = p.get(K_SIGNED)
+        if signed is not None:
+            if not isinstance(signed, bytes):
+                _bad("signed: not bytes")
+            m["signed"] = signed  # checked by the node with its command key (protocol/command.py)
+            m["op"] = m["arg"] = None
+        else:
+            op = p.get(K_OP)
+            if not isinstance(op, str) or op not in OPS:
+                _bad("unknown command %r" % (op,))
+            m["op"] = op
+            m["arg"] = p.get(K_ARG)
     return m
 
 

@@ -9,7 +9,7 @@ import pathlib
 import struct
 import sys
 
-from protocol import cbor, cobs, compact, cose, message, senml
+from protocol import cbor, cobs, command, compact, cose, message, senml
 from protocol.cbor import FrameError
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "protocol" / "vectors"
@@ -49,6 +49,8 @@ def jsonable(obj):
         return {str(k) if isinstance(k, int) else k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [jsonable(x) for x in obj]
+    if isinstance(obj, bytes):
+        return obj.hex()  # a signed command inside a relayed one
     return obj
 
 
@@ -123,6 +125,7 @@ def ack_vectors():
 def cmd_vectors():
     key = key_of("sew-07")
     thresholds = {"alarm_m": f16(1.5), "storm_m": f16(1.25), "rise_mm_min": 20}  # canonical key order
+    signed_interval = command.sign(command_key_of("sew-07"), "sew-07", 3, 1767225600, "interval", 60)
     return [
         message_vector("command interval", "sew-07", key, message.encode_cmd(key, "sew-07", 3, 18, "interval", 60)),
         message_vector("command thresholds", "sew-07", key,
@@ -130,7 +133,63 @@ def cmd_vectors():
         message_vector("command reboot", "sew-07", key, message.encode_cmd(key, "sew-07", 3, 20, "reboot")),
         message_vector("command time", "sew-07", key,
                        message.encode_cmd(key, "sew-07", 3, 21, "time", 1767225600)),
+        message_vector("relayed signed command (SPEC 6.7): interval 60 for boot 3, counter 1767225600", "sew-07",
+                       key, message.encode_signed(key, "sew-07", 3, 1767225600, signed_interval)),
     ]
+
+
+def command_key_of(node):
+    # the operator's command key of a vector node: another fixed key, never the node's key
+    return key_of("command " + node)
+
+
+def signed_vectors():
+    # SPEC.md 6.7: signed commands and the node's verdict on each, for a node "sew-07" in
+    # boot 3 that last applied counter 1767225600, with a shaft 3000 mm deep, its clock at
+    # 1767229200 and a time step limit of 3600 s
+    node = "sew-07"
+    ck = command_key_of(node)
+    state = {"node": node, "boot": 3, "last": 1767225600, "depth_mm": 3000, "now_s": 1767229200, "step_s": 3600}
+    c = 1767225601
+    th = {"alarm_m": f16(2.5), "storm_m": f16(1.5), "rise_mm_min": 30}
+
+    def sign(counter=c, op="interval", arg=60, key=ck, to=node, boot=3):
+        return command.sign(key, to, boot, counter, op, arg)
+
+    prot = cose.protected_header(node.encode())
+    wrong_type = cbor.dumps({0: 3, 1: 3, 11: c, 12: "interval", 13: 60})
+    cases = [
+        ("interval 60", sign(), True),
+        ("thresholds alarm 2.5 m, storm 1.5 m, rise 30 mm/min", sign(op="thresholds", arg=th), True),
+        ("reboot", sign(op="reboot", arg=None), True),
+        ("time: 30 minutes ahead", sign(op="time", arg=1767231000), True),
+        ("the last command applied again (a resend or a replay)", sign(counter=state["last"]), True),
+        ("an older counter", sign(counter=state["last"] - 5), True),
+        ("signed for boot 2", sign(boot=2), True),
+        ("signed with the node's uplink key (what a gateway can make)", sign(key=key_of(node)), False),
+        ("signed for another node with its command key", sign(to="sew-08", key=command_key_of("sew-08")), False),
+        ("interval 86401", sign(arg=86401), True),
+        ("interval as text", sign(arg="60"), True),
+        ("unknown op", sign(op="selfdestruct", arg=None), True),
+        ("alarm 3.5 m in a 3 m shaft", sign(op="thresholds", arg={"alarm_m": f16(3.5)}), True),
+        ("negative storm level", sign(op="thresholds", arg={"storm_m": -1}), True),
+        ("time: 20 hours ahead", sign(op="time", arg=1767229200 + 72000), True),
+        ("payload of type 3, not 6", signed(ck, prot, wrong_type), True),
+        ("truncated", sign()[:-3], False),
+    ]
+    out = []
+    for name, token, mac_ok in cases:
+        code, f = command.decide(token, node, ck, state["boot"], state["last"], None, state["depth_mm"],
+                                 state["now_s"], state["step_s"])
+        try:
+            payload = cose.parse(token)[2].hex()
+        except FrameError:
+            payload = None
+        out.append({"name": name, "node": node, "command_key": hexs(ck), "token": hexs(token), "size": len(token),
+                    "payload": payload, "fields": f, "state": state, "result": code,
+                    "result_name": command.RESULTS[code], "mac_ok": mac_ok})
+    assert {v["result"] for v in out} == set(range(len(command.RESULTS))) - {command.UNSIGNED, command.NO_KEY}
+    return out
 
 
 def boot_vectors():
@@ -450,6 +509,7 @@ def build():
         "ack.json": ack_vectors(),
         "cmd.json": cmd_vectors(),
         "boot.json": boot_vectors(),
+        "signed.json": signed_vectors(),
         "invalid.json": invalid_vectors(),
         "serial.json": serial_vectors(),
         "compact.json": compact_vectors(),

@@ -113,6 +113,13 @@ def check_file(vectors, counts):
         if "frame" in v:
             check_message(v)
             counts["valid" if v["valid"] else "invalid"] += 1
+        elif "token" in v:
+            from tests.protocol.signed_vecs import check_signed
+
+            bad = check_signed(v)
+            if bad:
+                fail("%s: %s" % (v["name"], bad))
+            counts["signed"] += 1
         else:
             check_stream(v)
             counts["streams"] += 1
@@ -215,7 +222,7 @@ def main(argv):
         heap_cost()
         speed(int(argv[-1]) if argv[-1].isdigit() else 500)
         return 0
-    counts = {"valid": 0, "invalid": 0, "streams": 0}
+    counts = {"valid": 0, "invalid": 0, "streams": 0, "signed": 0}
     each_file(check_file, counts)
     for k in counts:
         print(k, counts[k])

@@ -32,6 +32,7 @@ def test_protocol_on_micropython(protocol_mpy):
     assert int(values["valid"]) >= 10
     assert int(values["invalid"]) >= 30
     assert int(values["streams"]) >= 8
+    assert int(values["signed"]) >= 17
     assert values["crc_hmac_cobs"] == "ok"
     assert int(values["fuzzed"]) >= 1000
     assert values["failures"] == "0"

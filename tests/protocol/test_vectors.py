@@ -9,7 +9,7 @@ import pytest
 from protocol import cbor, cobs, cose, message, senml
 from protocol.cbor import FrameError
 from protocol.message import decode
-from tests.protocol import vecs
+from tests.protocol import signed_vecs, vecs
 from tools import make_vectors
 
 MESSAGES, STREAMS = vecs.load()
@@ -34,7 +34,8 @@ def test_the_vector_set_covers_the_spec():
             "cose", "kid", "payload", "dupkey", "depth", "utf8"} <= reasons
     assert {v["decoded"]["type"] for v in VALID} == {"data", "ack", "cmd", "boot", "retired"}
     assert {v["decoded"]["op"] for v in VALID if v["decoded"]["type"] == "cmd"} == {"interval", "thresholds",
-                                                                                  "reboot", "time"}
+                                                                                  "reboot", "time", None}
+    assert any(v["decoded"].get("signed") for v in VALID)  # a relayed signed command (SPEC 6.7)
 
 
 @pytest.mark.parametrize("v", VALID, ids=ids(VALID))
@@ -53,6 +54,22 @@ def test_valid_vector(v):
         records = cbor.loads(payload)[5]
         assert all(isinstance(k, int) for r in records for k in r)  # SenML with integer labels
         assert senml.to_json(d["records"], base_name=v["node"] + ":", base_time=d["time"]) == v["senml_json"]
+
+
+SIGNED = signed_vecs.signed()
+
+
+@pytest.mark.parametrize("v", SIGNED, ids=ids(SIGNED))
+def test_signed_command_vector(v):
+    # the node's verdict (SPEC 6.7) and, for what the encoder made, the same bytes again
+    assert signed_vecs.check_signed(v) is None
+    assert len(vecs.unhex(v["token"])) == v["size"]
+
+
+def test_signed_vectors_cover_every_verdict_a_token_can_get():
+    from protocol import command
+
+    assert {v["result"] for v in SIGNED} == set(range(len(command.RESULTS))) - {command.UNSIGNED, command.NO_KEY}
 
 
 @pytest.mark.parametrize("v", INVALID, ids=ids(INVALID))

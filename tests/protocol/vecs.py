@@ -24,12 +24,15 @@ def load_file(name, folder=FOLDER):
 
 
 def load(folder=FOLDER):
-    # -> (message vectors, serial stream vectors)
+    # -> (message vectors, serial stream vectors); signed commands: signed()
     messages = []
     streams = []
     for name in files(folder):
         for v in load_file(name, folder):
-            (messages if "frame" in v else streams).append(v)
+            if "frame" in v:
+                messages.append(v)
+            elif "stream" in v:
+                streams.append(v)
     return messages, streams
 
 
@@ -54,7 +57,9 @@ def from_json(obj):
 
 
 def to_json(obj):
-    # decode() output -> the JSON form of a vector's "decoded"
+    # decode() output -> the JSON form of a vector's "decoded" (bytes: hex)
+    if isinstance(obj, bytes):
+        return obj.hex()
     if isinstance(obj, dict):
         return {(str(k) if isinstance(k, int) else k): to_json(obj[k]) for k in obj}
     if isinstance(obj, (list, tuple)):
@@ -77,6 +82,8 @@ def reencode(v):
         return message.encode_boot(key, node, d["boot"], d["seq"], d["min_boot"])
     if d["type"] == "retired":
         return message.encode_retired(key, node, d["boot"], d["seq"], d["key_version"])
+    if "signed" in d:
+        return message.encode_signed(key, node, d["boot"], d["cmd_id"], unhex(d["signed"]))
     return message.encode_cmd(key, node, d["boot"], d["cmd_id"], d["op"], d["arg"])
 
 
