@@ -30,9 +30,9 @@ def _fail(text, code):
     return code
 
 
-def load(path):
-    # -> (settings, keys); raises ConfigError with the one line to show
-    settings = config.load(path)
+def load(path, role="gateway"):
+    # -> (settings, keys); raises ConfigError with the one line to show (role "relay": relay.toml)
+    settings = config.load(path, role)
     try:
         config.check_private_files(settings)
     except config.ConfigError as e:
@@ -46,6 +46,11 @@ def load(path):
     except config.ConfigError as e:
         raise config.ConfigError(f"{path}: {e}") from None
     return settings, keys
+
+
+def redact_logs(settings):
+    for handler in logging.getLogger().handlers:  # the journal never sees a password or the web token
+        handler.addFilter(config.RedactSecrets(config.secrets_of(settings)))
 
 
 def run(args):
@@ -65,13 +70,15 @@ def run(args):
             server = settings.sensorthings_server
             st = (f", {plural(len(settings.sensorthings), 'SensorThings mapping')} to "
                   f"{server.url if server else 'the mqtt broker'}")
+        up = [f"mqtt {settings.mqtt.url}"] if settings.mqtt is not None else []
+        if settings.nats is not None:
+            up.append(f"nats stream {settings.nats.stream} on {len(settings.nats.servers)} servers")
         print(f"{path}: ok ({plural(len(keys), 'node key')}, {plural(len(settings.ingest), 'ingest link')}, "
-              f"mqtt {settings.mqtt.url}{st})")
+              f"{', '.join(up)}{st})")
         return 0
     logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # the journal never sees a password or the web token
-        handler.addFilter(config.RedactSecrets(config.secrets_of(settings)))
+    redact_logs(settings)
     for line in warnings:
         logging.getLogger("citynode.gateway").warning("%s", line)
     from gateway.daemon import DataDirInUse, Gateway  # after validation: --check-config stays light

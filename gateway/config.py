@@ -46,6 +46,29 @@ class MqttSettings(Endpoint):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class NatsSettings:
+    # [nats]: the city's JetStream cluster (gateway/natsout.py, docs/fleet.md). The stream
+    # settings are what the gateway creates the stream with when it does not exist yet.
+    servers: tuple[str, ...]
+    stream: str = "CITYNODE"
+    subject_prefix: str = "citynode"  # frames go to <prefix>.f.<node>.<boot>.<seq>
+    replicas: int = 3
+    retention_h: float = 168.0  # the stream keeps a frame (and so deduplicates it) this long
+    duplicate_window_s: float = 120.0  # Nats-Msg-Id deduplication: the fast path
+    inflight: int = 1000  # publishes awaiting the stream's ack
+    ack_timeout_s: float = 10.0  # a publish not acked this long is sent again (from the outbox)
+    heartbeat_s: float = 5.0  # the gateway's fleet heartbeat on <prefix>.gateways.<id>
+    durable: str = "relay"  # the relay's durable consumer (citynode relay)
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    token: str | None = dataclasses.field(default=None, repr=False)
+    creds: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class IngestSettings:
     kind: str  # "udp" | "serial"
     listen: tuple[str, int] | None = None
@@ -106,8 +129,9 @@ class Settings:
     gateway_id: str
     data_dir: pathlib.Path
     keys_file: pathlib.Path
-    mqtt: MqttSettings
+    mqtt: MqttSettings | None  # None: [nats] only
     ingest: tuple[IngestSettings, ...]
+    nats: NatsSettings | None = None
     outbox: OutboxSettings = OutboxSettings()
     queue_max: int = 10_000  # verified-frame input queue; beyond it input is refused and counted
     log_level: str = "info"
@@ -244,6 +268,53 @@ def _mqtt(t, base, gw_id):
     return m
 
 
+def _nats(t, base):
+    servers = t.get("servers", list, required=True)
+    if not servers or not all(isinstance(x, str) for x in servers):
+        raise t.err("servers", "must be a non-empty list of urls (nats://host:4222 or tls://host:4222)")
+    for url in servers:
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("nats", "tls") or not u.hostname:
+            raise t.err("servers", f"must be nats://HOST:PORT or tls://HOST:PORT, got {redact_url(url)!r}")
+        try:
+            u.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise t.err("servers", f"bad port in {redact_url(url)!r}") from None
+    stream = t.get("stream", str, "CITYNODE")
+    if not stream or any(c in stream for c in " .*>/\\\t"):
+        raise t.err("stream", f"must be a stream name without spaces . * > / \\, got {stream!r}")
+    prefix = t.get("subject_prefix", str, "citynode")
+    if not prefix or any(c in prefix for c in " *>\t") or prefix.startswith(".") or prefix.endswith("."):
+        raise t.err("subject_prefix", f"must be a subject without spaces * > or a leading/trailing ., got {prefix!r}")
+    durable = t.get("durable", str, "relay")
+    if not durable or any(c in durable for c in " .*>/\\\t"):
+        raise t.err("durable", f"must be a consumer name without spaces . * > / \\, got {durable!r}")
+    files = _tls_files(t, base)
+    creds = t.get("creds", str)
+    if creds is not None:
+        creds = _path(base, creds)
+        if not creds.is_file():
+            raise t.err("creds", f"no such file: {creds}")
+        creds = str(creds)
+    if ("cert" in files) != ("key" in files):
+        raise t.err("cert" if "key" in files else "key", "cert and key go together")
+    username, password, token = t.get("username", str), t.get("password", str), t.get("token", str)
+    if password is not None and username is None:
+        raise t.err("password", "given without username")
+    window = t.number("duplicate_window_s", 120.0, 1.0, 86400.0, float)
+    retention = t.number("retention_h", 168.0, 1.0, 24 * 3650.0, float)
+    if window > retention * 3600:
+        raise t.err("duplicate_window_s", "must not be longer than retention_h")
+    n = NatsSettings(servers=tuple(servers), stream=stream, subject_prefix=prefix, durable=durable,
+                     replicas=t.number("replicas", 3, 1, 5), retention_h=retention, duplicate_window_s=window,
+                     inflight=t.number("inflight", 1000, 1, 100_000),
+                     ack_timeout_s=t.number("ack_timeout_s", 10.0, 0.5, 600.0, float),
+                     heartbeat_s=t.number("heartbeat_s", 5.0, 0.1, 3600.0, float),
+                     username=username, password=password, token=token, creds=creds, **files)
+    t.finish()
+    return n
+
+
 def _ingest(entries):
     if not isinstance(entries, list) or not entries:
         raise ConfigError("[[ingest]]: at least one ingest (kind = \"udp\" or \"serial\") is required")
@@ -356,8 +427,9 @@ def redact_url(text):
 
 def secrets_of(settings):
     # the secrets a config holds: passwords and the status page's token
-    server = settings.sensorthings_server
-    found = (settings.mqtt.password, server.password if server else None, settings.web_token)
+    server, n = settings.sensorthings_server, settings.nats
+    found = (settings.mqtt.password if settings.mqtt else None, server.password if server else None,
+             settings.web_token, n.password if n else None, n.token if n else None)
     return tuple(s for s in found if s)
 
 
@@ -385,6 +457,8 @@ def private_files(settings):
     for where, ep in (("[mqtt] key", settings.mqtt), ("[sensorthings_server] key", settings.sensorthings_server)):
         if ep is not None and ep.key:
             files.append((where, ep.key))
+    n = settings.nats
+    files += [(f"[nats] {k}", getattr(n, k)) for k in ("key", "creds") if n is not None and getattr(n, k)]
     if secrets_of(settings):
         files.append(("the config file (it holds a password or token)", settings.path))
     return files
@@ -435,10 +509,12 @@ def plaintext_warnings(settings):
     return out
 
 
-def parse(data, path="gateway.toml"):
+def parse(data, path="gateway.toml", role="gateway"):
+    # role "relay": relay.toml (gateway/relay.py): [relay] in place of [gateway], [nats] and
+    # [mqtt] both required, no [[ingest]]; every other table as for a gateway
     base = pathlib.Path(path).resolve().parent
     top = _Table(data, "top level")
-    gw = _Table(top.get("gateway", dict, required=True), "gateway")
+    gw = _Table(top.get(role, dict, required=True), role)
     gw_id = gw.get("id", str, required=True)
     if not check_node_id(gw_id):
         raise gw.err("id", f"must be {NODE_ID_RULE}, got {gw_id!r}")
@@ -449,8 +525,14 @@ def parse(data, path="gateway.toml"):
     queue_max = gw.number("queue_max", 10_000, 10, 1_000_000)
     gw.finish()
 
-    mqtt = _mqtt(_Table(top.get("mqtt", dict, required=True), "mqtt"), base, gw_id)
-    ingest = _ingest(top.get("ingest", list, required=True))
+    relay = role == "relay"
+    nats = top.get("nats", dict, required=relay)
+    if nats is not None:
+        nats = _nats(_Table(nats, "nats"), base)
+    mqtt = top.get("mqtt", dict, required=nats is None or relay)  # a gateway with [nats] needs no [mqtt]
+    if mqtt is not None:
+        mqtt = _mqtt(_Table(mqtt, "mqtt"), base, gw_id)
+    ingest = () if relay else _ingest(top.get("ingest", list, required=True))
 
     nodes = _Table(top.get("nodes", dict, required=True), "nodes")
     keys_file = _path(base, nodes.get("keys_file", str, required=True))
@@ -517,13 +599,13 @@ def parse(data, path="gateway.toml"):
             raise ConfigError("[sensorthings_server]: given, but no [[sensorthings]] mapping says what to send")
     top.finish()
     return Settings(path=str(path), gateway_id=gw_id, data_dir=data_dir, keys_file=keys_file, mqtt=mqtt,
-                    ingest=ingest, outbox=outbox, queue_max=queue_max, log_level=log_level,
+                    ingest=ingest, nats=nats, outbox=outbox, queue_max=queue_max, log_level=log_level,
                     downlink_max_per_node=dl_max, downlink_attempts=dl_attempts, aggregate_window_s=agg_window,
                     sensorthings=st, sensorthings_server=st_server, web_listen=web_listen, web_token=web_token,
                     web_stale_after_s=web_stale, web_hosts=tuple(web_hosts), forecast=forecast, publish=publish)
 
 
-def load(path):
+def load(path, role="gateway"):
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -532,6 +614,6 @@ def load(path):
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     try:
-        return parse(data, path)
+        return parse(data, path, role)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

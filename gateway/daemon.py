@@ -2,6 +2,7 @@
 # embeds it next to an in-process broker) run the same code:
 #   gw = Gateway(settings).start(); ...; gw.counters(); gw.stop()
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -37,6 +38,37 @@ def stale_after_s(configured, interval_s):
     if isinstance(interval_s, int | float) and interval_s > 0:
         return max(STALE_MIN_S, STALE_INTERVALS * float(interval_s))
     return STALE_UNKNOWN_S
+
+
+def build_outputs(s, keys, thresholds_fn):
+    # The outputs a config asks for, for the gateway's pipeline and the relay (gateway/relay.py):
+    # -> (outputs, Forecasts or None). A gateway with [nats] and no [mqtt] makes only the `up`
+    # envelope: the relay makes the rest once for the whole city.
+    prefix = s.mqtt.topic_prefix if s.mqtt is not None else "citynode"
+    outputs = [Envelope(prefix, s.gateway_id)]
+    if s.mqtt is None:
+        return outputs, None
+    server = s.sensorthings_server  # None: Observations go to the [mqtt] broker with the rest
+    if s.sensorthings:
+        check_mappings(s, keys)
+        outputs.append(SensorThings(s.sensorthings, s.gateway_id, version=server.version if server else "v1.1",
+                                    table="sensorthings" if server else None))
+    pb = s.publish
+    if pb.senml:
+        outputs.append(SenmlPack(prefix))
+    if pb.availability:
+        outputs.append(Availability(prefix, pb.availability_after_s))
+    if pb.homeassistant:
+        outputs.append(HomeAssistant(prefix, s.gateway_id, pb.homeassistant_prefix,
+                                     availability=pb.availability, expire_s=pb.availability_after_s))
+    if s.aggregate_window_s:
+        outputs.append(Aggregates(prefix, s.aggregate_window_s))
+    forecasts = None
+    if s.forecast.enabled:
+        fs = ForecastTuning(lead_s=s.forecast.lead_s, min_confidence=s.forecast.min_confidence)
+        forecasts = Forecasts(prefix, s.gateway_id, fs, s.forecast.alarm_m, thresholds_fn=thresholds_fn)
+        outputs.append(forecasts)
+    return outputs, forecasts
 
 
 class DataDirInUse(RuntimeError):
@@ -105,33 +137,18 @@ class Gateway:
         self.store = Store(db_path, s.outbox.max_bytes)
         queued, counters = self.store.downlink()
         self.downlink = Downlink(s.downlink_max_per_node, s.downlink_attempts, queued, counters)
-        outputs = [Envelope(s.mqtt.topic_prefix, s.gateway_id)]
-        server = s.sensorthings_server  # None: Observations go to the [mqtt] broker with the rest
-        if s.sensorthings:
-            check_mappings(s, self.keys)
-            outputs.append(SensorThings(s.sensorthings, s.gateway_id, version=server.version if server else "v1.1",
-                                        table="sensorthings" if server else None))
-        pb = s.publish
-        if pb.senml:
-            outputs.append(SenmlPack(s.mqtt.topic_prefix))
-        if pb.availability:
-            outputs.append(Availability(s.mqtt.topic_prefix, pb.availability_after_s))
-        if pb.homeassistant:
-            outputs.append(HomeAssistant(s.mqtt.topic_prefix, s.gateway_id, pb.homeassistant_prefix,
-                                         availability=pb.availability, expire_s=pb.availability_after_s))
-        if s.aggregate_window_s:
-            outputs.append(Aggregates(s.mqtt.topic_prefix, s.aggregate_window_s))
-        self.forecasts = None
-        if s.forecast.enabled:
-            fs = ForecastTuning(lead_s=s.forecast.lead_s, min_confidence=s.forecast.min_confidence)
-            self.forecasts = Forecasts(s.mqtt.topic_prefix, s.gateway_id, fs, s.forecast.alarm_m,
-                                       thresholds_fn=self._thresholds)
-            outputs.append(self.forecasts)
+        outputs, self.forecasts = build_outputs(s, self.keys, self._thresholds)
         # imported when used: with publisher = "process" paho and ssl stay out of this process (RSS)
-        if s.mqtt.publisher == "process":
+        if s.mqtt is not None and s.mqtt.publisher == "process":
             from gateway.pubproc import PublisherProcess as publisher
-        else:
+        elif s.mqtt is not None:
             from gateway.mqtt import Forwarder as publisher
+        else:
+            publisher = None
+        if s.nats is not None:  # the JetStream publisher, alone or beside MQTT (gateway/natsout.py)
+            from gateway.natsout import publisher as fleet_publisher
+
+            publisher = functools.partial(fleet_publisher, mqtt_publisher=publisher)
         self.forwarder = publisher(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=self._command, gateway_state_fn=self.gateway_state,
                                    alarms_fn=self.alarms)
@@ -139,6 +156,7 @@ class Gateway:
             self._start_web()
         self.pipeline = Pipeline(settings=s, keys=self.keys, store=self.store, outputs=outputs, stats=self.stats,
                                  downlink=self.downlink, forwarder=self.forwarder, history=self.history)
+        server = s.sensorthings_server if s.mqtt is not None else None
         if server:
             from gateway.sensorthings import Sender as StSender
 

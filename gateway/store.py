@@ -134,9 +134,11 @@ class Store:
 
     # ------------------------------------------------------------ the group commit
 
-    def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=(), st_rows=(), clocks=()):
+    def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=(), st_rows=(), clocks=(),
+               extra=()):
         # rows: [(topic, payload)]; st_rows: [(path, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
-        # dl_put: [(node, cmd_id, op, arg, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)].
+        # dl_put: [(node, cmd_id, op, arg, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)];
+        # extra: [(sql, [params])] of the caller's own tables (the relay's stored stream sequences).
         # All or nothing; raises StoreError (disk full, I/O) after rolling back. -> the outbox id
         # of the first row (the others follow it), None without rows.
         db = self.db
@@ -163,6 +165,8 @@ class Store:
                 db.executemany("INSERT OR REPLACE INTO cmd_counter VALUES (?, ?)", counters)
             if clocks:  # [(node, latest time_ms given, live anchor boot, uptime_ms, time_ms)], gateway/timing.py
                 db.executemany("INSERT OR REPLACE INTO timebase VALUES (?, ?, ?, ?, ?)", clocks)
+            for sql, params in extra:
+                db.executemany(sql, params)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             try:

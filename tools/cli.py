@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "decode": ("tools.decode", "print a frame in CBOR diagnostic notation and as readings"),
     "gateway": ("gateway.cli", "run the gateway daemon"),
+    "relay": ("gateway.relay", "consume the city's JetStream stream once and feed the MQTT outputs"),
     "simulate": ("tools.simulate", "run simulated nodes with the real firmware code"),
     "provision": ("tools.provision", "make a node key and config, add it to the gateway keys file"),
     "flash": ("tools.flash", "flash MicroPython and upload the firmware to a board"),

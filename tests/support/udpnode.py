@@ -114,6 +114,24 @@ class UdpNode:
         self.sock.close()
 
 
+class HeardByMany(UdpNode):
+    # A node several gateways hear (LoRa reaches several roofs): every transmission reaches
+    # each of `gateways`; an ACK from any of them counts, as on the air.
+    def __init__(self, node, key, gateways, **kw):
+        super().__init__(node, key, gateways[0], **kw)
+        self.gateways = list(gateways)
+
+    def _send(self, seq, frame):
+        for gw in self.gateways:
+            try:
+                self.sock.sendto(frame, gw)
+            except OSError:
+                pass
+        self.sent += 1
+        self.outstanding[seq] = (frame, time.monotonic())
+        self.sent_at.setdefault(seq, time.time())
+
+
 def run_nodes(nodes, count, deadline_s=60.0, rate=None):
     # Run several nodes in threads; -> list of bools (all ACKed) in node order.
     results = [False] * len(nodes)

@@ -1,0 +1,418 @@
+# `citynode relay --config relay.toml`: the city's one consumer of the JetStream stream the
+# gateways publish to (docs/fleet.md). It reads the stream through a durable pull consumer
+# with explicit acks and feeds today's outputs (the gateway's own output classes, through
+# the same outbox, group commit and MQTT publisher) once for the whole city:
+#   stream -> verify MAC -> dedup -> outputs -> outbox (SQLite, fsync) -> ack the stream
+#          -> MQTT publish (QoS 1) -> delete on PUBACK
+# Exactly once into the outbox: the stream sequence of every message it stored goes into
+# the same transaction as its rows; a redelivery (an ack lost in a crash) finds its sequence
+# there and is acked without output. Sequences at or below the consumer's ack floor are
+# pruned (the stream never delivers those again). The node's (boot, seq) state (the
+# gateway's dedup) is kept too: a frame the stream no longer holds, replayed by a gateway
+# after the retention, is still known as a duplicate while it is within its node's window.
+# The `up` message is the envelope the first gateway made (byte for byte, with that
+# gateway's id and reception time); the other outputs are made here from the verified frame.
+import asyncio
+import base64
+import datetime
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+
+import orjson
+
+from gateway import __version__, config, dedup, osthread
+from gateway.daemon import DataDirInUse, build_outputs, lock_data_dir
+from gateway.keys import load_keys
+from gateway.natsout import connect_options, ensure_stream
+from gateway.outputs import Frame, iso
+from gateway.stats import Stats
+from gateway.store import Store, StoreError
+from protocol import message
+from protocol.cbor import FrameError
+
+log = logging.getLogger("citynode.relay")
+
+FETCH = 256  # messages per pull
+ACK_WAIT_S = 30.0  # the stream redelivers a message not acked this long after delivery
+PRUNE_S = 10.0  # how often stored sequences below the consumer's ack floor are forgotten
+SEEN_TABLE = "CREATE TABLE IF NOT EXISTS relay_seen (stream_seq INTEGER PRIMARY KEY)"
+GATEWAY_ALIVE_HEARTBEATS = 3  # a gateway is shown dead after this many of its heartbeats missed
+
+
+def _unix(text):
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+class Relay:
+    def __init__(self, settings, keys=None):
+        self.s = settings
+        self.n = settings.nats
+        self.keys = keys if keys is not None else load_keys(settings.keys_file)
+        self.stats = Stats()
+        self.prefix = settings.mqtt.topic_prefix
+        self.started = None
+        self.states = {}
+        self.seen = set()
+        self._deletes = []  # outbox ids PUBACKed, deleted with the next commit
+        self.fleet = {}  # gateway id -> (time of its last heartbeat, its state)
+        self.counters = {"stored": 0, "redelivered": 0, "duplicates": 0, "rejected": 0, "acked": 0}
+        self.connected = False
+        self.web = None
+        self.history = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
+        self._lock_fd = None
+        self.error = None
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self):
+        s = self.s
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_data_dir(s.data_dir)
+        db_path = s.data_dir / "relay.sqlite"
+        self.store = Store(db_path, s.outbox.max_bytes)
+        self.store.db.execute(SEEN_TABLE)
+        self.seen = {r[0] for r in self.store.db.execute("SELECT stream_seq FROM relay_seen")}
+        self.states = self.store.seq_states()
+        self.depth = self.store.depth()
+        outputs, self.forecasts = build_outputs(s, self.keys, self._thresholds)
+        self.outputs = [o for o in outputs[1:] if getattr(o, "table", None) is None]  # [0]: the envelope
+        self.st_outputs = [o for o in outputs if getattr(o, "table", None) is not None]
+        self.sweepers = [o for o in self.outputs if hasattr(o, "sweep")]
+        from gateway.mqtt import Forwarder
+
+        self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
+                                   on_command=lambda *a: None, gateway_state_fn=self.relay_state,
+                                   alarms_fn=lambda: [])
+        self.st_sender = None
+        if s.sensorthings_server and self.st_outputs:
+            from gateway.sensorthings import Sender
+
+            self.st_sender = Sender(s.sensorthings_server, db_path, self.stats, s.gateway_id).start()
+        if s.web_listen:
+            self._start_web()
+        self.started = time.time()
+        self.forwarder.start()
+        self._thread.start()
+        log.info("relay %s: stream %s, consumer %s, %d node keys, %d messages in the outbox", s.gateway_id,
+                 self.n.stream, self.n.durable, len(self.keys), self.depth)
+        return self
+
+    def _start_web(self):
+        from gateway.web.history import History
+        from gateway.web.server import StatusWeb
+
+        self.history = History(self.s.data_dir / "history.sqlite").start()
+        self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
+                             token=self.s.web_token, stale_after_s=self.s.web_stale_after_s, hosts=self.s.web_hosts)
+        from gateway.web.fleet import add_fleet_page
+
+        add_fleet_page(self.web.app, self.fleet_status)
+        self.web.start()
+        log.info("status page on %s (the fleet: %sfleet)", self.web.url, self.web.url)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=15)
+        self.forwarder.stop()
+        self._housekeeping()
+        if self.st_sender:
+            self.st_sender.stop()
+        if self.web:
+            self.web.stop()
+        if self.history:
+            self.history.close()
+        self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("relay %s stopped; %d frames stored, %d redeliveries ignored", self.s.gateway_id,
+                 self.counters["stored"], self.counters["redelivered"])
+
+    def _thresholds(self, node):
+        st = self.stats.nodes.get(node)
+        return st.thresholds if st is not None else None
+
+    # ------------------------------------------------------------ the consumer
+
+    def _run(self):
+        osthread.name("cn-relay")
+        try:
+            asyncio.run(self._main())
+        except Exception as e:  # noqa: BLE001 - reported on the status page and in the log
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("relay: stopped by an unexpected error")
+
+    async def _main(self):
+        import nats
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        n = self.n
+        wait = 0.2
+        while not self._stop.is_set():
+            try:
+                nc = await nats.connect(**connect_options(n, f"citynode-relay-{self.s.gateway_id}"))
+                js = nc.jetstream(timeout=10)
+                await ensure_stream(js, n)
+                sub = await js.pull_subscribe(f"{n.subject_prefix}.f.>", durable=n.durable, stream=n.stream,
+                                              config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT,
+                                                                    deliver_policy=DeliverPolicy.ALL,
+                                                                    ack_wait=ACK_WAIT_S, max_ack_pending=20_000,
+                                                                    max_deliver=-1))
+                await nc.subscribe(f"{n.subject_prefix}.gateways.*", cb=self._heartbeat)
+            except Exception as e:  # noqa: BLE001 - no cluster or leader yet: retry
+                log.warning("relay: cannot consume stream %s yet (%s: %s); retrying", n.stream, type(e).__name__, e)
+                try:
+                    await nc.close()
+                except Exception:  # noqa: BLE001, S110 - not connected
+                    pass
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            self.connected = True
+            log.info("relay: consuming stream %s as %s", n.stream, n.durable)
+            try:
+                await self._consume(js, sub)
+            finally:
+                self.connected = False
+                await nc.close()
+            return
+
+    async def _consume(self, js, sub):
+        import nats
+
+        pruned = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(FETCH, timeout=0.5)
+            except nats.errors.TimeoutError:
+                msgs = []
+            except Exception as e:  # noqa: BLE001 - a server went away: the client reconnects
+                log.debug("relay: fetch failed: %r", e)
+                await asyncio.sleep(0.2)
+                continue
+            if msgs:
+                if not self._process(msgs):
+                    await asyncio.sleep(0.5)  # not stored (disk): not acked, redelivered later
+                    continue
+                for m in msgs:
+                    try:
+                        await m.ack()
+                    except Exception as e:  # noqa: BLE001 - redelivered and recognised
+                        log.debug("relay: ack failed: %r", e)
+                self.counters["acked"] += len(msgs)
+            else:
+                self._housekeeping()
+            if time.monotonic() - pruned > PRUNE_S:
+                pruned = time.monotonic()
+                await self._prune(sub)
+
+    async def _prune(self, sub):
+        try:
+            floor = (await sub.consumer_info()).ack_floor.stream_seq
+        except Exception:  # noqa: BLE001 - later
+            return
+        old = [q for q in self.seen if q <= floor]
+        if old:
+            self.store.db.execute("DELETE FROM relay_seen WHERE stream_seq <= ?", (floor,))
+            self.seen.difference_update(old)
+
+    async def _heartbeat(self, msg):
+        try:
+            state = orjson.loads(msg.data)
+            self.fleet[str(state["gateway"])] = (time.time(), state)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+
+    # ------------------------------------------------------------ one batch
+
+    def _process(self, msgs):
+        # -> True when the batch is stored (then acked), False when the commit failed
+        rows, st_rows, seen, frames = [], [], [], []
+        pending = {}
+        for msg in msgs:
+            q = msg.metadata.sequence.stream
+            if q in self.seen:
+                self.counters["redelivered"] += 1
+                continue
+            seen.append(q)
+            made = self._frame(msg, pending)
+            if made is None:
+                continue
+            f, up, gaps = made
+            rows.append(up)
+            rows.extend(r for out in self.outputs for r in out.messages(f))
+            st_rows.extend(r for out in self.st_outputs for r in out.messages(f))
+            frames.append((f, gaps))
+        deletes = self._take_deletes()
+        try:
+            first = self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes, st_rows=st_rows,
+                                      extra=(("INSERT OR IGNORE INTO relay_seen VALUES (?)", [(q,) for q in seen]),))
+        except StoreError as e:
+            log.error("relay: commit failed (%s); the batch is not acked and comes again", e)
+            return False  # the PUBACKed rows are deleted with the next commit that works
+        self._deletes = []
+        self.seen.update(seen)
+        self.states.update(pending)
+        self.depth += len(rows) - len(deletes)
+        self.forwarder.deleted(deletes)
+        self.counters["stored"] += len(frames)
+        with self.stats.lock:
+            self.stats.counters["accepted"] += len(frames)
+            for f, gaps in frames:
+                self.stats.accepted_locked(f, gaps)
+        if self.history is not None:
+            from gateway.pipeline import _numbers
+
+            for f, _ in frames:
+                self.history.add(f.node, f.time_s, _numbers(f.msg["records"]), f.msg["flags"])
+        if rows:
+            self.forwarder.offer(first, rows)
+        if st_rows and self.st_sender is not None:
+            self.st_sender.wake()
+        return True
+
+    def _frame(self, msg, pending):
+        # a stream message -> (Frame, its `up` row, gaps), or None (rejected or a duplicate: counted)
+        try:
+            env = orjson.loads(msg.data)
+            raw = base64.b64decode(env["frame"], validate=True)
+            m = message.decode(raw, self.keys.get)
+            node, boot, seq = m["node"], m["boot"], m["seq"]
+            if m["type"] != "data" or (env["node"], env["boot"], env["seq"]) != (node, boot, seq):
+                raise FrameError("payload", "the envelope does not match its frame")
+            f = Frame(node, m, raw, _unix(env["received"]), _unix(env["time"]), env["time_source"],
+                      f"nats {env['gateway']}")
+        except (FrameError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            self.counters["rejected"] += 1
+            self.stats.reject(getattr(e, "reason", "payload"), None, f"stream seq {msg.metadata.sequence.stream}",
+                              str(e)[:200])
+            return None
+        st = pending.get(node) or self.states.get(node)
+        verdict = dedup.classify(st, boot, seq, raw)
+        if verdict == dedup.DUP:  # replayed after the stream forgot it, still in the node's window
+            self.counters["duplicates"] += 1
+            return None
+        if verdict == dedup.REGRESSED:
+            self.stats.reject(verdict, node, f.link, f"boot {boot} seq {seq}")
+            return None
+        gaps = st.gaps if st is not None else 0
+        # NEW, or older than the window (REPLAY): the stream holds one message per frame, so an old
+        # unseen seq is a late frame (a gateway's long outage), not a copy; the state moves only forward
+        if verdict == dedup.NEW and (st is None or boot >= st.boot):
+            new = pending[node] = dedup.advance(st, boot, seq, raw)
+            gaps = new.gaps
+        return f, (f"{self.prefix}/nodes/{node}/up", msg.data), gaps
+
+    def _take_deletes(self):
+        self._deletes.extend(self.forwarder.take_acked())
+        return self._deletes
+
+    def _housekeeping(self):
+        deletes = self._take_deletes()
+        rows = [r for out in self.sweepers for r in out.sweep(time.time())]
+        if not (deletes or rows):
+            return
+        try:
+            first = self.store.commit(rows=rows, deletes=deletes)
+        except StoreError as e:
+            log.error("relay: commit failed (%s)", e)
+            return
+        self._deletes = []
+        self.depth += len(rows) - len(deletes)
+        self.forwarder.deleted(deletes)
+        if rows:
+            self.forwarder.offer(first, rows)
+
+    # ------------------------------------------------------------ state
+
+    def relay_state(self):
+        return {"state": "online", "gateway": self.s.gateway_id, "role": "relay", "version": __version__,
+                "time": iso(time.time()), "since": iso(self.started or time.time()), "counters": dict(self.counters)}
+
+    def status(self):
+        # the status page's snapshot, as the gateway's (gateway/daemon.py): the whole city's nodes
+        counters, rejected, nodes = self.stats.snapshot()
+        counters.update(self.counters)
+        counters["forwarded"] = self.forwarder.pubacks
+        gw = {"id": self.s.gateway_id, "version": __version__, "uptime_s": time.time() - (self.started or time.time()),
+              "broker_connected": self.forwarder.connected, "stream_connected": self.connected,
+              "outbox_depth": self.depth, "frames_per_s": 0.0, "disk_free_bytes": None, "rejected": rejected,
+              "alarms": [] if self.connected else ["stream_disconnected"], "counters": counters}
+        out = []
+        for node, st in sorted(nodes.items()):
+            st["id"] = node
+            fc = self.forecasts.nodes.get(node) if self.forecasts is not None else None
+            if fc is not None and fc.last is not None:
+                st["forecast"] = dict(fc.last, projection=fc.projection())
+            out.append(st)
+        return {"gateway": gw, "nodes": out, "fleet": self.fleet_status()}
+
+    def fleet_status(self):
+        # gateways alive (by their heartbeats) and, per node, which gateways heard it (with RSSI
+        # where the link has one) and which one's copy reached the stream first
+        now = time.time()
+        gateways, nodes = [], {}
+        for gw_id, (at, state) in sorted(self.fleet.items()):
+            c = state.get("counters") or {}
+            beat = self.n.heartbeat_s
+            gateways.append({"id": gw_id, "alive": now - at < GATEWAY_ALIVE_HEARTBEATS * beat,
+                             "last_heartbeat_s": round(now - at, 1), "version": state.get("version"),
+                             "outbox_depth": c.get("outbox_depth"), "accepted": c.get("accepted"),
+                             "alarms": state.get("alarms", [])})
+            for node, h in (state.get("heard") or {}).items():
+                nodes.setdefault(node, {"id": node, "heard_by": []})["heard_by"].append(
+                    {"gateway": gw_id, "last_seen": h.get("last_seen"), "rssi": h.get("rssi"),
+                     "accepted": h.get("accepted")})
+        with self.stats.lock:
+            for node, st in self.stats.nodes.items():
+                entry = nodes.setdefault(node, {"id": node, "heard_by": []})
+                entry["delivered_by"] = st.link.removeprefix("nats ") if st.link else None
+                entry["frames"] = st.accepted
+        return {"relay": self.s.gateway_id, "stream": self.n.stream, "stream_connected": self.connected,
+                "gateways": gateways, "nodes": [nodes[k] for k in sorted(nodes)]}
+
+
+# ------------------------------------------------------------ citynode relay
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", metavar="FILE", required=True,
+                        help="the relay's TOML config: [relay] id, data_dir; [nats]; [mqtt]; [nodes] (docs/fleet.md)")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and its keys file, then exit")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def run(args):
+    from gateway.cli import load, redact_logs
+
+    try:
+        settings, keys = load(args.config, "relay")
+    except config.ConfigError as e:
+        print(f"citynode relay: config error: {e}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"{args.config}: ok ({len(keys)} node keys, stream {settings.nats.stream} on "
+              f"{len(settings.nats.servers)} servers, mqtt {config.redact_url(settings.mqtt.url)})")
+        return 0
+    logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logs(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        relay = Relay(settings, keys).start()
+    except (OSError, sqlite3.Error, ValueError, DataDirInUse) as e:
+        print(f"citynode relay: cannot start: {e}", file=sys.stderr)
+        return 1
+    while not stop.wait(1.0):
+        pass
+    relay.stop()
+    return 0

@@ -1,0 +1,126 @@
+# Gateways publishing to a real 3-server NATS JetStream cluster on loopback (R3, fsync
+# always): every frame in the stream exactly once, however many gateways heard it and
+# however late a gateway replays its outbox (docs/fleet.md).
+import pathlib
+
+import pytest
+
+from gateway import config
+from gateway.daemon import Gateway
+from gateway.files import write_private
+from gateway.keys import format_keys
+from tests.gateway.conftest import NODES, Subscriber, wait_for
+from tests.support.broker import free_port
+from tests.support.udpnode import HeardByMany, run_nodes
+from tools.natscluster import Cluster, stream_frames
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path / "nats").start()
+    yield c
+    c.stop()
+
+
+def fleet_config(directory, gw_id, servers, mqtt_url=None, window_s=120, extra=""):
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_private(directory / "keys.toml", format_keys(NODES))
+    servers = ", ".join(f'"{u}"' for u in servers)
+    text = (f'[gateway]\nid = "{gw_id}"\ndata_dir = "var"\n\n'
+            f'[nats]\nservers = [{servers}]\nstream = "CN"\nsubject_prefix = "cn"\n'
+            f"duplicate_window_s = {window_s}\nack_timeout_s = 3\nheartbeat_s = 0.5\n{extra}\n"
+            '[[ingest]]\nkind = "udp"\nlisten = "127.0.0.1:0"\n\n[nodes]\nkeys_file = "keys.toml"\n')
+    if mqtt_url:
+        text += (f'\n[mqtt]\nurl = "{mqtt_url}"\ntopic_prefix = "cn"\nreconnect_min_s = 0.1\n'
+                 "reconnect_max_s = 0.5\nstate_interval_s = 0.5\n")
+    path = directory / "gateway.toml"
+    write_private(path, text)
+    return path
+
+
+def start(path):
+    return Gateway(config.load(path)).start()
+
+
+def test_two_gateways_hear_every_frame_the_stream_holds_it_once(tmp_path, cluster, mosquitto):
+    # A publishes to JetStream only; B to JetStream and MQTT from one outbox (each its own cursor)
+    a = start(fleet_config(tmp_path / "a", "gw-a", cluster.urls))
+    b = start(fleet_config(tmp_path / "b", "gw-b", cluster.urls, mqtt_url=mosquitto.url))
+    sub = Subscriber(mosquitto.port)
+    try:
+        gws = [("127.0.0.1", a.udp_addresses[0][1]), ("127.0.0.1", b.udp_addresses[0][1])]
+        nodes = [HeardByMany(n, k, gws) for n, k in NODES.items()]
+        assert all(run_nodes(nodes, 150, deadline_s=60))
+        assert wait_for(lambda: a.pipeline.depth == 0 and b.pipeline.depth == 0, 30), (a.pipeline.depth,
+                                                                                        b.pipeline.depth)
+        want = {(n, 1, s) for n in NODES for s in range(150)}
+        seen = stream_frames(cluster.urls, "CN")
+        assert set(seen) == want
+        assert max(seen.values()) == 1
+        # both gateways accepted every frame; the stream refused the second copy of each
+        both = a.forwarder.stored_already + a.forwarder.duplicates + sum(
+            m.stored_already + m.duplicates for m in b.forwarder.members if hasattr(m, "stored_already"))
+        assert both == len(want)
+        # B's MQTT consumers still get everything B accepted, as before
+        assert sub.wait(lambda: sub.keys_up() == want, 20)
+    finally:
+        sub.close()
+        for n in nodes:
+            n.close()
+        a.stop()
+        b.stop()
+
+
+def test_replay_after_the_duplicate_window_adds_nothing(tmp_path, cluster):
+    # C hears the same frames as A but cannot reach the cluster (a dead port); A's copies are
+    # stored; the duplicate window (1 s) passes; C comes back and replays its whole outbox
+    dead = f"nats://127.0.0.1:{free_port()}"
+    a = start(fleet_config(tmp_path / "a", "gw-a", cluster.urls, window_s=1))
+    c_dir = tmp_path / "c"
+    c = start(fleet_config(c_dir, "gw-c", [dead], window_s=1))
+    try:
+        gws = [("127.0.0.1", a.udp_addresses[0][1]), ("127.0.0.1", c.udp_addresses[0][1])]
+        nodes = [HeardByMany(n, k, gws) for n, k in NODES.items()]
+        assert all(run_nodes(nodes, 100, deadline_s=60))
+        assert wait_for(lambda: a.pipeline.depth == 0, 30)
+        assert wait_for(lambda: c.stats.counters["accepted"] == 300, 10)
+        assert c.pipeline.depth == 300 and not c.forwarder.connected
+        c.stop()
+        wait_for(lambda: False, 1.5)  # past the duplicate window
+        c = start(fleet_config(c_dir, "gw-c", cluster.urls, window_s=1))
+        assert wait_for(lambda: c.pipeline.depth == 0, 30), (c.pipeline.depth, c.forwarder.resent)
+        assert c.forwarder.stored_already == 300  # refused by subject, not by the window
+        seen = stream_frames(cluster.urls, "CN")
+        assert len(seen) == 300 and max(seen.values()) == 1
+    finally:
+        for n in nodes:
+            n.close()
+        a.stop()
+        c.stop()
+
+
+def test_nats_config_alone_or_beside_mqtt_and_secrets_stay_out_of_messages(tmp_path, capsys):
+    from tests.gateway.test_config import check
+
+    path = fleet_config(tmp_path, "gw-a", ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"])
+    assert check(path) == 0
+    assert "nats stream CN on 2 servers" in capsys.readouterr().out
+    s = config.load(path)
+    assert s.mqtt is None and s.nats.replicas == 3 and s.nats.subject_prefix == "cn"
+    # a bad url with a password in it: refused, one line, the password not in it
+    path.write_text(path.read_text().replace('"nats://127.0.0.1:4222"', '"http://op:s3cret@127.0.0.1:4222"'))
+    assert check(path) == 2
+    err = capsys.readouterr().err
+    assert "[nats] servers" in err and "s3cret" not in err and err.count("\n") == 1, err
+    path.write_text(path.read_text().replace('"http://op:s3cret@', '"nats://').replace(
+        "heartbeat_s", 'password = "s3cret"\nheartbeat_s'))
+    assert check(path) == 2
+    assert "[nats] password: given without username" in capsys.readouterr().err
+    path.write_text(path.read_text().replace('password = "s3cret"', 'username = "gw"\npassword = "s3cret"'))
+    s = config.load(path)
+    assert "s3cret" not in repr(s)  # settings may be logged
+    assert config.redact_url("nats://gw:s3cret@10.0.0.1:4222") == "nats://gw:***@10.0.0.1:4222"
+    assert "s3cret" in config.secrets_of(s)  # the log filter masks it wherever it appears
