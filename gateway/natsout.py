@@ -175,6 +175,8 @@ class NatsForwarder:
 
         async def disconnected():
             self.connected = False
+            if self._stop.is_set():
+                return  # our own close
             log.warning("nats: disconnected from the cluster; the outbox keeps every frame")
 
         async def reconnected():

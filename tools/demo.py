@@ -29,6 +29,9 @@ def add_arguments(p):
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080", type=web_arg,
                    help="the gateway's status page (%(default)s; a free port if that one is taken; 'off' for none)")
+    p.add_argument("--fleet", action="store_true",
+                   help="a city: a 3-server NATS JetStream cluster, 3 gateways, the relay (its page shows the fleet) "
+                        "and nodes heard by 2 or 3 gateways each (docs/fleet.md)")
 
 
 def seconds(text):
@@ -55,6 +58,8 @@ class Readings:
         self.lock = threading.Lock()
         self.nodes = {}
         self.frames = 0
+        self.keys = set()
+        self.duplicates = 0
         self.t0 = time.monotonic()
 
     def add(self, body):
@@ -66,7 +71,12 @@ class Readings:
             name = rec.get("n")
             if isinstance(name, str) and "v" in rec:
                 values[name] = rec["v"]
+        key = (node, body.get("boot"), body.get("seq"))
         with self.lock:
+            if key in self.keys:
+                self.duplicates += 1  # the same frame twice (a fleet must never show one)
+                return
+            self.keys.add(key)
             st = self.nodes.setdefault(node, {"frames": 0, "levels": [], "peak": 0.0})
             st["frames"] += 1
             st["seq"] = body.get("seq")
@@ -214,15 +224,24 @@ def run(args):
             client = subscribe(url, readings)
             keys = {f"sew-{i + 1:02d}": secrets.token_bytes(16) for i in range(args.nodes)}
             listen = web_listen(args.web)
-            gateway, address = start_gateway(tmp, keys, url, listen)
-            if gateway.web:
+            if args.fleet:
+                from tools.fleetdemo import Fleet
+
+                city = Fleet(tmp, keys, url, listen).start()
+                gateway, web = city, city.relay.web
+                nodes = city.nodes(stop)
+            else:
+                gateway, address = start_gateway(tmp, keys, url, listen)
+                web = gateway.web
+                nodes = [fleet.SimNode(i, node, key, address, f"{tmp}/nodes", stop=stop)
+                         for i, (node, key) in enumerate(sorted(keys.items()))]
+            if web:
                 moved = f" ({args.web} is taken, so another port)" if listen not in (args.web, None) and \
                     not args.web.endswith(":0") else ""
-                print(f"demo: status page {gateway.web.url}{moved}", file=sys.stderr)
-            for i, (node, key) in enumerate(sorted(keys.items())):
-                sim = fleet.SimNode(i, node, key, address, f"{tmp}/nodes", stop=stop)
+                print(f"demo: status page {web.url}{' and the fleet at ' + web.url + 'fleet' if args.fleet else ''}"
+                      f"{moved}", file=sys.stderr)
+            for sim in nodes:
                 sim.start()
-                nodes.append(sim)
             started = readings.t0 = time.monotonic()
             drawn = 0
             last_print = 0.0
@@ -266,6 +285,8 @@ def run(args):
     peak = max(seen.items(), key=lambda kv: kv[1]["peak"], default=None)
     peak_text = f"; highest level {peak[1]['peak']:.2f} m at {peak[0]}" if peak else ""
     rejected = sum((counters.get("rejected") or {}).values()) if gateway is not None else 0
-    print(f"demo: {frames} frames from {len(seen)} nodes reached MQTT in {ran_s:.0f} s"
-          f" ({rejected} rejected by the gateway){peak_text}")
-    return 0 if frames and len(seen) == args.nodes else 1
+    via = f" through {len(gateway.gateways)} gateways, JetStream and the relay" if args.fleet and gateway else ""
+    dups = f", {readings.duplicates} duplicates" if args.fleet else ""
+    print(f"demo: {frames} frames from {len(seen)} nodes reached MQTT{via} in {ran_s:.0f} s"
+          f" ({rejected} rejected by the gateway{'s' if via else ''}{dups}){peak_text}")
+    return 0 if frames and len(seen) == args.nodes and not readings.duplicates else 1

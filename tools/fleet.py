@@ -62,9 +62,12 @@ class SimNode(threading.Thread):
         self.runner = None
         self.error = None
 
+    def make_link(self):
+        return UdpLink(self.cfg["link"]["host"], self.cfg["link"]["port"])
+
     def run(self):
         # the sim board's runner: the node's own loop, rebooted after resets and power cuts
-        link = UdpLink(self.cfg["link"]["host"], self.cfg["link"]["port"])
+        link = self.make_link()
         self.runner = Runner(self.board, self.cfg, link, link_clock=Clock())  # resend timers in wall time
         try:
             node = self.runner.run(stop=self.stop_event.is_set)

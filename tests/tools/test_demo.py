@@ -70,3 +70,22 @@ def test_a_taken_web_port_is_said_and_duration_replaces_ctrl_c():
                   proc.stderr)
     assert m and m.group(2) == str(port) and m.group(1) != str(port), proc.stderr
     assert "Ctrl-C" not in proc.stderr and "stops after 2 s" in proc.stderr
+
+
+@pytest.mark.integration
+def test_demo_fleet_three_gateways_one_copy_of_each_frame(mosquitto):
+    # --fleet: 3 NATS servers, 3 gateways, the relay; nodes heard by 2 or 3 gateways each, and an
+    # independent subscriber on the relay's broker sees each frame once
+    sub = Subscriber(mosquitto.port, topic="citynode/nodes/+/up", client_id="fleet-consumer")
+    try:
+        proc = demo("--fleet", "--duration", "8", "--nodes", "4", "--mqtt", mosquitto.url, "--web", "127.0.0.1:0")
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        last = proc.stdout.strip().splitlines()[-1]
+        frames = int(SUMMARY.search(last).group(1))
+        assert "through 3 gateways, JetStream and the relay" in last and "0 duplicates" in last, last
+        assert "/fleet" in proc.stderr
+        keys = [(j["node"], j["boot"], j["seq"]) for j in sub.ups()]
+        assert len(keys) >= frames >= 20 and len(set(keys)) == len(keys)
+        assert {j["gateway"] for j in sub.ups()} <= {"gw-1", "gw-2", "gw-3"}
+    finally:
+        sub.close()
