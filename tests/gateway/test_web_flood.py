@@ -57,7 +57,8 @@ def wait_listening(port, timeout=20):
 
 def test_half_open_flood_leaves_mqtt_metrics_and_outbox_alone(tmp_path, mosquitto, subscriber):
     udp, web = free_port(socket.SOCK_DGRAM), free_port()
-    path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{udp}", web=f'listen = "127.0.0.1:{web}"')
+    path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{udp}",
+                        web=f'listen = "127.0.0.1:{web}"\nhosts = ["gw.city.example"]')
     gwp = GatewayProcess(path).start(wait_port=udp)
     held = []
     try:
@@ -96,6 +97,11 @@ def test_half_open_flood_leaves_mqtt_metrics_and_outbox_alone(tmp_path, mosquitt
         assert most_fds <= baseline + 64 + 16, (baseline, most_fds)  # the cap, not the flood, bounds them
         assert evicted >= HALF_OPEN - 64
         assert values["citynode_web_connections"] <= 64
+        for host, want in (("gw.city.example", 200), ("evil.example", 400)):  # [web] hosts reaches the server
+            c = http.client.HTTPConnection("127.0.0.1", web, timeout=10)
+            c.request("GET", "/api/status", headers={"Host": host})
+            assert c.getresponse().status == want, host
+            c.close()
     finally:
         for s in held:
             s.close()
