@@ -501,6 +501,13 @@ def plaintext_warnings(settings):
             scheme = ep.url.partition("://")[0]
             out.append(f"{where} url: the password goes in plain text over {scheme}:// to {ep.host}; "
                        f"use {scheme}s:// (TLS)")
+    n = settings.nats
+    if n is not None and (n.password or n.token or any(urllib.parse.urlsplit(u).password for u in n.servers)):
+        for url in n.servers:
+            u = urllib.parse.urlsplit(url)
+            if u.scheme == "nats" and not (n.ca or n.cert) and not _is_loopback(u.hostname or ""):
+                out.append(f"[nats] servers: the password or token goes in plain text over nats:// to "
+                           f"{u.hostname}; use tls://")
     if settings.web_listen and settings.web_token:
         host = settings.web_listen.rpartition(":")[0]
         if not _is_loopback(host):

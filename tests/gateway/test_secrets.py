@@ -106,6 +106,13 @@ def test_password_in_plain_text_off_the_box_warns(tmp_path, capsys):
     assert check(path) == 0 and capsys.readouterr().err == ""
     path = with_url(tmp_path, "mqtt://[::1]:1883", mqtt_extra=f'username = "a"\npassword = "{PASSWORD}"')
     assert check(path) == 0 and capsys.readouterr().err == ""
+    nats = 'servers = ["nats://nats.city.example:4222", "nats://127.0.0.1:4222"]\n'
+    path = write_config(tmp_path, "mqtt://127.0.0.1:1883", nats=nats + f'token = "{TOKEN}"')
+    assert check(path) == 0
+    assert capsys.readouterr().err == ("citynode gateway: warning: [nats] servers: the password or token goes in "
+                                       "plain text over nats:// to nats.city.example; use tls://\n")
+    path = write_config(tmp_path, "mqtt://127.0.0.1:1883", nats=nats)  # no login: nothing to warn about
+    assert check(path) == 0 and capsys.readouterr().err == ""
     path = write_config(tmp_path, "mqtt://127.0.0.1:1883", web=f'listen = "0.0.0.0:8080"\ntoken = "{TOKEN}"')
     assert check(path) == 0
     err = capsys.readouterr().err
