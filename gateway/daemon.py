@@ -66,7 +66,8 @@ def build_outputs(s, keys, thresholds_fn):
     forecasts = None
     if s.forecast.enabled:
         fs = ForecastTuning(lead_s=s.forecast.lead_s, min_confidence=s.forecast.min_confidence)
-        forecasts = Forecasts(prefix, s.gateway_id, fs, s.forecast.alarm_m, thresholds_fn=thresholds_fn)
+        forecasts = Forecasts(prefix, s.gateway_id, fs, s.forecast.alarm_m, thresholds_fn=thresholds_fn,
+                              state_path=str(s.data_dir / "forecast.json"))
         outputs.append(forecasts)
     return outputs, forecasts
 
@@ -138,6 +139,8 @@ class Gateway:
         queued, counters = self.store.downlink()
         self.downlink = Downlink(s.downlink_max_per_node, s.downlink_attempts, queued, counters)
         outputs, self.forecasts = build_outputs(s, self.keys, self._thresholds)
+        if self.forecasts is not None and self.forecasts.load_error:
+            log.warning("forecast state not restored, starting afresh (%s)", self.forecasts.load_error)
         # imported when used: with publisher = "process" paho and ssl stay out of this process (RSS)
         if s.mqtt is not None and s.mqtt.publisher == "process":
             from gateway.pubproc import PublisherProcess as publisher
@@ -203,6 +206,11 @@ class Gateway:
         for link in self.links:
             link.stop()
         self.pipeline.stop()
+        if self.forecasts is not None:
+            try:
+                self.forecasts.save()  # the pipeline is done: the forecast state is final
+            except OSError as e:
+                log.warning("forecast state not saved: %s", e)
         for link in self.links:
             if isinstance(link, UdpLink):
                 link.close()

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.forecast import NodeForecast, Settings, baseline
+from gateway.forecast import NodeForecast, Settings
 
 ALARM = 2.2
 
@@ -161,10 +161,11 @@ def test_sensor_fault_readings_are_left_out_and_counted():
 
 def test_at_or_above_the_alarm_the_eta_is_zero():
     fc = NodeForecast(ALARM)
-    fc.add(0, 2.0)
-    fc.add(30, 2.3)
+    for i in range(12):
+        fc.add(i * 30, 2.0 + i * 0.03)
     f = fc.forecast()
-    assert f["eta_s"] == 0 and f["warning"]
+    assert f["level_m"] >= 2.2 and f["eta_s"] == 0 and f["eta_early_s"] == 0 and f["warning"]
+    assert "at or above the alarm level" in f["why"]
 
 
 def test_no_readings_and_one_reading_say_so():
@@ -177,9 +178,12 @@ def test_no_readings_and_one_reading_say_so():
 
 
 @pytest.mark.parametrize("pts, eta", [([(0, 1.0), (60, 1.1)], 660.0), ([(0, 1.0), (60, 0.9)], None),
-                                      ([(0, 2.0), (60, 2.3)], 0.0), ([(0, 1.0)], None)])
-def test_baseline_is_the_line_through_the_last_two_readings(pts, eta):
-    got = baseline(pts, ALARM)
+                                      ([(0, 2.0), (60, 2.3)], 0.0), ([(0, 1.0)], None),
+                                      ([(0, 0.0), (60, 1.0), (700, 1.0), (760, 1.1)], 660.0)])
+def test_bench_baseline_is_the_least_squares_line_of_the_last_10_minutes(pts, eta):
+    from bench.forecast_bench import line_eta
+
+    got = line_eta(pts, ALARM)
     assert got == pytest.approx(eta) if eta is not None else got is None
 
 
@@ -278,3 +282,170 @@ def test_a_flood_of_readings_keeps_memory_bounded_and_fits_rarely():
     forecasts = [p for t, p in out if t == "cn/nodes/sew-01/forecast"]
     assert 45 <= len(forecasts) <= 51  # 500 s of readings, one forecast per 10 s
     assert b'"rate_mm_min":60.0' in forecasts[-1]
+
+
+# ---- the failures of issue 22, each reproduced on the forecaster of before
+
+
+def dry(fc, t0, t1, step=60, level=0.3, noise=0.008, seed=5, storm=False):
+    rng = random.Random(seed)
+    out = []
+    for t in range(t0, t1, step):
+        fc.add(t, level + rng.gauss(0, noise), storm=storm)
+        out.append(fc.forecast())
+    return out
+
+
+def test_two_false_echoes_in_a_row_in_dry_weather_raise_no_warning():
+    # the pair trips the node's storm flag; neither the flag nor the pair may warn,
+    # not at once and not later, when the pair sits in the trend's window
+    for step, height in ((60, 1.9), (15, 2.1), (60, 1.2)):
+        fc = NodeForecast(ALARM)
+        res = dry(fc, 0, 3600, step)
+        t = 3600
+        for _ in range(2):
+            fc.add(t, height, storm=True)
+            res.append(fc.forecast())
+            t += step
+        res += dry(fc, t, t + 1800, step, storm=True, seed=6)
+        assert not any(f["warning"] for f in res), (step, height)
+        assert all(f["eta_s"] is None for f in res[-20:])
+        assert fc.echoes and any(abs(e[0] - height) < 0.01 for e in fc.echoes)
+
+
+def storm_readings(step, cross_after_s, fn):
+    return [(t, fn(t)) for t in range(0, cross_after_s + 600, step)]
+
+
+def test_a_false_echo_pair_in_a_storm_does_not_clear_a_good_warning():
+    cross = crossing(storm_level)
+    fc = NodeForecast(ALARM)
+    echo_t = cross - 11 * 60
+    raised = None
+    t = 0
+    while t < cross:
+        y = storm_level(t) + random.Random(t).gauss(0, 0.008)
+        if echo_t <= t < echo_t + 20:
+            y = 2.6  # above the alarm, twice in a row
+        fc.add(t, y, storm=storm_level(t) > 1.2)
+        f = fc.forecast()
+        if f["warning"] and raised is None:
+            raised = t
+        if raised is not None:
+            assert f["warning"] and not f.get("cleared"), (t - cross, f["why"])
+        t += 10 if storm_level(t) > 0.5 else 60  # the node's storm interval
+    assert raised is not None and cross - raised >= 10 * 60
+
+
+def surcharge_level(t, crown=1.6, slow_mm_min=45):
+    # 100 mm/min up to the pipe crown, then slower as the water backs up into the pipes
+    if t < 600:
+        return 0.3
+    lv = 0.3 + (t - 600) / 60 * 0.1
+    if lv <= crown:
+        return lv
+    t_crown = 600 + (crown - 0.3) / 0.1 * 60
+    return crown + (t - t_crown) / 60 * slow_mm_min / 1000
+
+
+@pytest.mark.parametrize("crown, slow", [(1.6, 45), (1.6, 30), (1.9, 30), (2.0, 45)])
+def test_a_rise_that_slows_near_the_alarm_is_not_read_as_a_peak(crown, slow):
+    def fn(t):
+        return surcharge_level(t, crown, slow)
+
+    cross = crossing(fn)
+    fc = NodeForecast(ALARM)
+    rng = random.Random(2)
+    raised = None
+    for t in range(0, cross + 60, 15):
+        fc.add(t, fn(t) + rng.gauss(0, 0.005), storm=t > 600)
+        f = fc.forecast()
+        if f["warning"] and raised is None:
+            raised = t
+        if raised is not None and t < cross:
+            assert f["warning"] and f["eta_s"] is not None, (t - cross, f["why"])
+            assert "peak below" not in f["why"], (t - cross, f["why"])
+    assert raised is not None and cross - raised >= 5 * 60
+
+
+def test_ten_second_readings_keep_the_documented_15_minute_window():
+    fc = NodeForecast(ALARM)
+    for t in range(0, 1800, 10):
+        fc.add(t, 0.3 + t * 0.00005)
+    f = fc.forecast()
+    assert f["inputs"]["span_s"] >= 15 * 60 - 10 and f["inputs"]["readings"] >= 90
+
+
+def _storm_cases():
+    # (name, [(t, level)]) level series that made the contract contradict itself before
+    rng = random.Random(11)
+    cases = []
+    for peak in (1.95, 2.05, 2.15, 2.5, 3.2):
+        def fn(t, peak=peak):
+            return storm_level(t, peak=peak - 0.18, rise=2400)
+        pts = []
+        for t in range(0, 3 * 3600, 15):
+            y = fn(t) + rng.gauss(0, 0.01)
+            if rng.random() < 0.02:
+                y = rng.uniform(0.5, 3.0)
+            pts.append((t, y))
+        cases.append(("storm to %.2f m" % peak, pts))
+    # a fast rise to just under the alarm, then flat: the warning must not stand without an ETA
+    cases.append(("flat under the alarm", [(t, min(2.15, 0.3 + t * 0.002)) for t in range(0, 7200, 30)]))
+    # a sudden drop while warned (the shaft drains): never "rising" at a negative rate
+    cases.append(("drain", [(t, 0.3 + t * 0.0015 if t < 1100 else 1.95 - (t - 1100) * 0.001)
+                            for t in range(0, 2400, 10)]))
+    return cases
+
+
+@pytest.mark.parametrize("name, pts", _storm_cases(), ids=[c[0] for c in _storm_cases()])
+def test_the_forecast_contract_holds_on_every_forecast(name, pts):
+    fc = NodeForecast(ALARM)
+    for t, y in pts:
+        fc.add(t, y, storm=y > 1.2)
+        f = fc.forecast(now_s=t + 2)
+        if f["eta_s"] is not None and f["eta_early_s"] is not None:
+            assert f["eta_early_s"] <= f["eta_s"], f
+        if f["warning"]:
+            assert f["eta_s"] is not None and f["eta_early_s"] is not None, f
+        r = f["rate_mm_min"]
+        if r is not None:
+            why = f["why"]
+            assert ("rising" in why) == (r >= 0.5) and ("falling" in why) == (r <= -0.5), f
+            assert "-" not in why.split(":")[0], f  # never "rising -6968 mm/min"
+        assert f["why"].endswith(".") and f["why"].count(". ") == 0, f["why"]
+    last = fc.forecast(now_s=pts[-1][0] + 2)
+    if pts[-1][1] < pts[-20][1]:
+        assert not last["warning"] and last["eta_s"] is None
+
+
+def test_the_forecast_state_survives_a_gateway_restart(tmp_path):
+    from gateway.forecast import Forecasts
+    from gateway.outputs import Frame
+
+    path = tmp_path / "forecast.json"
+
+    def frame(t, y):
+        m = {"records": [{0: "l", 2: y}], "quality": {}, "flags": 1, "boot": 1, "seq": 0, "uptime_ms": 0}
+        return Frame("sew-01", m, b"", t + 1.0, float(t), "node", "test")
+
+    fo = Forecasts("cn", "gw", state_path=str(path))
+    events = []
+    for t in range(0, 1200, 15):
+        events += [b for tp, b in fo.messages(frame(t, 0.5 + t * 0.001)) if tp.endswith("/event")]
+    assert len(events) == 1 and b'"overflow_warning"' in events[0]
+    rate = fo.nodes["sew-01"].model.x[1]
+    # the gateway stops (after its last periodic save) and starts again
+    fo2 = Forecasts("cn", "gw", state_path=str(path))
+    fc = fo2.nodes["sew-01"]
+    assert fc.warning and fc.model is not None and abs(fc.model.x[1] - rate) < 0.01
+    after = []
+    for t in range(1200, 1400, 15):
+        after += fo2.messages(frame(t, 0.5 + t * 0.001))
+    assert after and not any(tp.endswith("/event") for tp, _ in after)  # no second "raised"
+    f = fo2.nodes["sew-01"].last
+    assert f["warning"] and 50 < f["rate_mm_min"] < 70
+    # a damaged state file: the gateway starts afresh and says so
+    path.write_text("{not json")
+    fo3 = Forecasts("cn", "gw", state_path=str(path))
+    assert fo3.nodes == {} and fo3.load_error
