@@ -156,11 +156,9 @@ def main(flash, cycles):
     enc = msg.encode_data
     dec = msg.decode
 
-    def encode_data(key, node_id, boot, seq, up, recs, time_s=None, quality=None, flags=0, info=None,
-                    cmd_result=None):
+    def encode_data(*a, **kw):
         t = micropython.mem_total()
-        r = enc(key, node_id, boot, seq, up, recs, time_s=time_s, quality=quality, flags=flags, info=info,
-                cmd_result=cmd_result)
+        r = enc(*a, **kw)
         proto[0] += micropython.mem_total() - t
         return r
 

@@ -22,11 +22,13 @@ DEFAULTS = {
     "watchdog_ms": 30000,
     "sleep": "light",  # light, deep or none
     "safe_after": 3,  # boots in a row that never reached a healthy cycle -> safe mode
+    "key_version": 0,  # one up per re-key (citynode provision --force), named in frames (SPEC.md 4.5)
 }
 
 _INTS = {
     "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
     "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),
+    "key_version": (0, 0x7FFFFFFF),
 }
 _THRESHOLDS = ("alarm_mm", "storm_mm", "rise_mm_min", "hysteresis_mm")
 

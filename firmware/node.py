@@ -88,7 +88,7 @@ class Node:
         self.reboot_pending = False
         self.last_report_ms = None
         self.counts = {"frames": 0, "acked": 0, "resent": 0, "rejects": 0, "cmd_ignored": 0, "loop_errors": 0,
-                       "renumbered": 0}
+                       "renumbered": 0, "discarded": 0}
         self.rejects = {}
         self.reset_cause = "unknown"
         self.unhealthy = 0
@@ -246,7 +246,9 @@ class Node:
         if self.send_info:
             info = {msg.I_FW: FIRMWARE_VERSION, msg.I_RESET: self.reset_cause, msg.I_BOARD: self.board.name,
                     msg.I_INTERVAL: self.interval_ms // 1000, msg.I_LEVEL_MM: [self.alarm_mm, self.storm_mm]}
-        frame = msg.encode_data(self.key, self.node_id, self.boot, self.seq, now, recs,
+            if self.counts["discarded"]:
+                info[6] = self.counts["discarded"]  # SPEC.md 6.1: frames discarded for a retired key
+        frame = msg.encode_data(self.key, self.node_id, self.boot, self.seq, now, recs, self.cfg["key_version"],
                                 time_s=self.clock.time_s(), quality=quality, flags=flags, info=info,
                                 cmd_result=self.cmd_result)
         slot = self.buffer.put(self.boot, self.seq, frame)
@@ -323,7 +325,7 @@ class Node:
                 self.counts["acked"] += self.buffer.ack(d["boot"], d["seq"], d["cum"])
             elif d["type"] == "cmd":
                 self.command(d)
-            elif d["type"] == "boot":
+            elif d["type"] in ("boot", "retired"):
                 self.behind(d)
         return n
 
@@ -341,6 +343,21 @@ class Node:
             if buf.boot[slot] == d["boot"] and buf.seq[slot] == d["seq"]:
                 break
             pos += 1
+        kv = self.cfg["key_version"]
+        if "min_boot" not in d:
+            # retired (SPEC.md 6.6): the gateway no longer holds the key this frame was MACed with
+            # (the node was re-keyed), so it can never be taken: drop it, count it, say so. A
+            # frame MACed with the current key is kept whatever the message says.
+            frame = buf.frame(slot)
+            cose = msg.cose
+            if frame is None or cose.parse(frame)[1] == cose.protected_header(self.node_id.encode(), kv):
+                return
+            buf.ack(d["boot"], d["seq"])
+            n = self.counts["discarded"] = self.counts["discarded"] + 1
+            self.send_info = True
+            self.board.log("discarded boot %d seq %d: old key, gateway has v%d (%d)" % (
+                d["boot"], d["seq"], d["key_version"], n))
+            return
         if d["min_boot"] > self.boot:
             self.board.log("boot %d is behind the gateway: now boot %d" % (self.boot, d["min_boot"]))
             self.boot = d["min_boot"]
@@ -348,7 +365,7 @@ class Node:
             self.last_cmd_id = 0
             self.state.save(boot=self.boot)
             self.send_info = True
-        frame = msg.renumber(self.key, self.node_id, buf.frame(slot), self.boot, self.seq)
+        frame = msg.renumber(self.key, self.node_id, buf.frame(slot), self.boot, self.seq, kv)
         buf.ack(d["boot"], d["seq"])
         slot = buf.put(self.boot, self.seq, frame)
         if slot < 0:

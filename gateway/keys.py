@@ -1,35 +1,100 @@
-# The keys file: one table per node, [nodes.<node-id>] key = "<hex>" (16..64 bytes).
+# The keys file: one table per node, [nodes.<node-id>] key = "<hex>" (16..64 bytes), and after
+# a re-key the key's version and the previous key (SPEC.md 4.5).
 # Shared by the gateway (verification), provisioning and the technician tools.
 import tomllib
 
+from protocol import keyring
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 
 MIN_KEY = 16
 MAX_KEY = 64
+MAX_KEY_VERSION = 0xFFFFFFFF  # SPEC.md 4.1: 1..4 bytes on the wire
 
 
 class KeysError(ValueError):
     pass
 
 
+class Keys(dict):
+    # node -> current key bytes (what ACKs and commands are MACed with), and per node whose key
+    # was rotated its versions: versions[node] = {key version: key bytes} (SPEC.md 4.5)
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.versions = {}
+        self.current = {}  # node -> current key version, for nodes not at 0
+        self._choosers = {}
+
+    def verifier(self, node):
+        # what protocol.cose.verify takes for a node: its key, or after a re-key a function that
+        # picks the version a frame's header names (protocol/keyring.py)
+        pick = self._choosers.get(node)
+        if pick is None:
+            v = self.versions.get(node)
+            if v is None:
+                return self.get(node)
+            pick = self._choosers[node] = keyring.chooser(v, node)
+        return pick
+
+    def version(self, node):
+        # the current key version of a node (0: never rotated)
+        return self.current.get(node, 0)
+
+    def rotate(self, node, key, keep_previous=True):
+        # a new key for a node: its version one up; the key it replaces kept as the previous one
+        # (its buffered frames still verify) unless keep_previous is False (then they are
+        # refused as retired and the node discards them, SPEC.md 6.6); older versions are dropped
+        old = self.get(node)
+        self[node] = key
+        if old is None:
+            return
+        version = self.version(node) + 1
+        self.versions[node] = {version: key, version - 1: old} if keep_previous else {version: key}
+        self.current[node] = version
+        self._choosers.pop(node, None)
+
+
+def _hex_key(source, node, entry, name):
+    try:
+        key = bytes.fromhex(entry[name])
+    except (ValueError, TypeError):
+        raise KeysError(f"{source}: [nodes.{node}] {name} is not hex") from None
+    if not MIN_KEY <= len(key) <= MAX_KEY:
+        raise KeysError(f"{source}: [nodes.{node}] {name} must be {MIN_KEY}..{MAX_KEY} bytes, got {len(key)}")
+    return key
+
+
+def _version(source, node, entry, name, default):
+    v = entry.get(name, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_KEY_VERSION:
+        raise KeysError(f"{source}: [nodes.{node}] {name} must be an integer 0..{MAX_KEY_VERSION}")
+    return v
+
+
 def parse_keys(data, source="keys file"):
+    # [nodes.<id>] key = "<hex>", and after a re-key (SPEC.md 4.5): key_version = N, and
+    # previous_key = "<hex>" with previous_version (N - 1 unless given) while the node's
+    # backlog MACed with it drains
     nodes = data.get("nodes")
     if not isinstance(nodes, dict):
         raise KeysError(f"{source}: no [nodes.<id>] tables")
-    keys = {}
+    keys = Keys()
     for node, entry in nodes.items():
         if not check_node_id(node):
             raise KeysError(f"{source}: node id {node!r}: must be {NODE_ID_RULE}")
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
             raise KeysError(f"{source}: [nodes.{node}] needs key = \"<hex>\"")
-        try:
-            key = bytes.fromhex(entry["key"])
-        except ValueError:
-            raise KeysError(f"{source}: [nodes.{node}] key is not hex") from None
-        if not MIN_KEY <= len(key) <= MAX_KEY:
-            raise KeysError(f"{source}: [nodes.{node}] key must be {MIN_KEY}..{MAX_KEY} bytes, got {len(key)}")
-        keys[node] = key
+        key = keys[node] = _hex_key(source, node, entry, "key")
+        version = _version(source, node, entry, "key_version", 0)
+        versions = {version: key}
+        if "previous_key" in entry:
+            prev = _version(source, node, entry, "previous_version", version - 1)
+            if prev >= version:
+                raise KeysError(f"{source}: [nodes.{node}] previous_version must be below key_version ({version})")
+            versions[prev] = _hex_key(source, node, entry, "previous_key")
+        if version or len(versions) > 1:
+            keys.versions[node] = versions
+            keys.current[node] = version
     return keys
 
 
@@ -61,10 +126,21 @@ def toml_key(name):
 
 
 def format_keys(keys):
-    # dict node -> key bytes -> keys file text
+    # Keys (or a dict node -> key bytes) -> keys file text
+    versions = getattr(keys, "versions", {})
+    current_of = getattr(keys, "version", lambda node: 0)
     lines = ["# citynode node keys: keep this file secret (mode 0600)", ""]
     for node in sorted(keys):
         lines.append(f"[nodes.{toml_key(node)}]")
         lines.append(f'key = "{keys[node].hex()}"')
+        held = versions.get(node)
+        if held:
+            current = current_of(node)
+            if current:
+                lines.append(f"key_version = {current}")
+            for kv in sorted(held):
+                if kv != current:
+                    lines.append(f'previous_key = "{held[kv].hex()}"  # until the backlog MACed with it drained')
+                    lines.append(f"previous_version = {kv}")
         lines.append("")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from gateway.conform import RecordCheck
 from gateway.outputs import Frame
 from gateway.store import StoreError
 from gateway.timing import FrameClock
-from protocol import cose, message
+from protocol import cose, keyring, message
 from protocol.cbor import FrameError
 
 log = logging.getLogger("citynode.gateway")
@@ -253,7 +253,7 @@ class Pipeline:
 
     def _process(self, batch):
         keys = self.keys
-        key_get = keys.get
+        key_get = getattr(keys, "verifier", keys.get)  # a node's key versions after a re-key (SPEC.md 4.5)
         decode = message.decode
         states = self.states
         pending = {}  # node -> SeqState after this batch
@@ -322,12 +322,30 @@ class Pipeline:
 
     def _reject_frame(self, reason, raw, link, addr, detail):
         node = None
-        if reason in ("mac",):  # a known node's key did not verify: count it against that node
+        if reason in ("mac", "retired"):  # a known node's key did not verify: count it against that node
             try:
                 node = cose.parse(raw)[0].decode()
             except (FrameError, UnicodeError):
                 node = None
         self.stats.reject(reason, node, link.describe(addr), detail)
+        if reason == "retired" and node is not None:
+            self._retired(node, raw, link, addr)
+
+    def _retired(self, node, raw, link, addr):
+        # SPEC.md 6.6: the frame names a key version the gateway no longer holds: tell the node
+        # (MACed with its current key) to discard it rather than offer it forever. The frame's
+        # boot and seq are read unverified; the node only drops a frame it MACed with a key
+        # version other than its current one, so a forged frame cannot make it drop good data.
+        key = self.keys.get(node)
+        try:
+            m = message.parse_payload(cose.parse(raw)[2])
+        except FrameError:
+            return
+        if key is None or m["type"] != "data":
+            return
+        version = getattr(self.keys, "version", lambda n: 0)(node)
+        if link.send(addr, keyring.encode_retired(key, node, m["boot"], m["seq"], version)):
+            self.stats.count("retired_replies")
 
     def _clock_ignored(self, node, t):
         # A node clock before 2000 or more than a day ahead (an RTC that lost power) is ignored.

@@ -9,6 +9,8 @@ import time
 from protocol import senml
 from protocol.message import I_BOARD, I_FW, I_INTERVAL, I_LEVEL_MM, I_RESET
 
+I_DISCARDED = 6  # info: frames the node discarded for a retired key (SPEC.md 6.1, 6.6)
+
 log = logging.getLogger("citynode.gateway")
 
 
@@ -36,6 +38,7 @@ class RateLimitedLog:
 class NodeState:
     __slots__ = ("node", "last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board",
                  "interval_s", "thresholds", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command",
+                 "discarded",
                  "version")
 
     def __init__(self, node):
@@ -51,6 +54,7 @@ class NodeState:
         self.gaps = 0
         self.flags = 0
         self.command = None  # {"cmd_id", "status"} of the last command result the node reported
+        self.discarded = 0  # frames the node discarded: MACed with a key the gateway no longer holds
         self.version = 0  # bumped on every change; the MQTT thread republishes changed states
 
     def as_dict(self):
@@ -61,7 +65,7 @@ class NodeState:
             "accepted": self.accepted,
             "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
             "storm": bool(self.flags & 1), "alarm": bool(self.flags & 2), "safe_mode": bool(self.flags & 4),
-            "command": self.command,
+            "command": self.command, "discarded": self.discarded,
         }
 
 
@@ -115,6 +119,8 @@ class Stats:
             st.reset_cause = info.get(I_RESET, st.reset_cause)
             st.board = info.get(I_BOARD, st.board)
             st.interval_s = info.get(I_INTERVAL, st.interval_s)
+            if isinstance(info.get(I_DISCARDED), int):
+                st.discarded = info[I_DISCARDED]
             th = info.get(I_LEVEL_MM)
             if isinstance(th, list | tuple) and len(th) == 2 and all(isinstance(v, int) and v >= 0 for v in th):
                 st.thresholds = {"alarm_m": th[0] / 1000, "storm_m": th[1] / 1000}

@@ -9,7 +9,7 @@
 # are those of any other link, and pycose verifies the rebuilt message.
 import hashlib
 
-from protocol import cose
+from protocol import cose, keyring
 from protocol.cbor import FrameError, dumps
 
 PROFILE = 0x01  # first byte of a compact message on the air, plus the key version's length (SPEC 4.5);
@@ -117,7 +117,7 @@ def to_air(msg):
     # A full COSE_Mac0 -> the bytes to send on LoRa: compact when the payload is a compact
     # array and the protected header is the usual {1: 4, 4: kid}; else the message unchanged.
     kid, protected, payload, tag = cose.parse(msg)
-    kv = cose.key_version(protected)
+    kv = keyring.key_version(protected)
     if payload[:1] and payload[0] >> 5 == 4 and protected == cose.protected_header(kid, kv):
         n = 0
         while kv >> (8 * n):

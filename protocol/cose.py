@@ -61,31 +61,8 @@ def protected_header(kid, key_version=0):
     # {1: 4, 4: kid}, and 10: the key version as a big-endian byte string once a key was rotated
     if not key_version:
         return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid})
-    n = 1
-    while key_version >> (8 * n):
-        n += 1
-    kv = bytes((key_version >> (8 * (n - 1 - i))) & 0xFF for i in range(n))
-    return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid, _H_KID_CONTEXT: kv})
+    return dumps({_H_ALG: ALG_HMAC_256_64, _H_KID: kid, _H_KID_CONTEXT: key_version.to_bytes(4, "big").lstrip(b"\0")})
 
-
-def key_version(protected):
-    # The key version a protected header names (SPEC.md 4.1): 0 without label 10. For a header
-    # parse() took (it checked label 10 already).
-    if len(protected) > 4 and protected[0] == 0xA2:
-        return 0  # {1: 4, 4: kid}: the usual header, no need to decode it
-    return _key_version(loads(protected))
-
-
-def _key_version(hdr):
-    kv = hdr.get(_H_KID_CONTEXT)
-    if kv is None:
-        return 0
-    if not isinstance(kv, bytes) or not 0 < len(kv) <= 4 or kv[0] == 0:
-        raise FrameError("kid", "key version (label 10) must be 1..4 bytes, big-endian, no leading zero")
-    v = 0
-    for b in kv:
-        v = (v << 8) | b
-    return v
 
 
 def _bstr_head(n):
@@ -150,7 +127,9 @@ def _kid(protected):
     kid = hdr.get(_H_KID)
     if not isinstance(kid, bytes) or not kid:
         raise FrameError("kid", "protected header has no kid")
-    _key_version(hdr)
+    kv = hdr.get(_H_KID_CONTEXT)  # the key version (SPEC.md 4.1; protocol/keyring.py reads it)
+    if kv is not None and (not isinstance(kv, bytes) or not 0 < len(kv) <= 4 or kv[0] == 0):
+        raise FrameError("kid", "bad key version")  # 1..4 bytes, big-endian, no leading zero
     return kid
 
 
@@ -189,20 +168,15 @@ def _decode_envelope(msg):
 
 
 def verify(msg, key_for):
-    # key_for(kid bytes) -> key bytes, or a dict {key version: key bytes} for a node whose key
-    # was rotated (SPEC.md 4.5), or None. Returns (kid, payload bytes).
+    # key_for(kid bytes) -> key bytes, or None, or for a node whose key was rotated a function
+    # (protected header -> key bytes, raising FrameError) that picks the version the header names
+    # (protocol/keyring.py, SPEC.md 4.5). Returns (kid, payload bytes).
     kid, protected, payload, tag = parse(msg)
     key = key_for(kid)
     if key is None:
         raise FrameError("unknown", "no key for kid %r" % (kid,))
-    if isinstance(key, dict):
-        kv = key_version(protected)
-        versions = key
-        key = versions.get(kv)
-        if key is None:
-            if kv < max(versions):
-                raise FrameError("retired", "key version %d of kid %r is no longer held" % (kv, kid))
-            raise FrameError("unknown", "no key version %d for kid %r" % (kv, kid))
+    if callable(key):  # a receiver holding several versions of the node's key picks one by the
+        key = key(protected)  # header (protocol/keyring.py, SPEC.md 4.5); never on a node
     if not _eq(mac0_tag(key, protected, payload), tag):
         raise FrameError("mac", "MAC does not verify")
     return kid, payload

@@ -49,7 +49,7 @@ I_RESET = 2  # reset cause, text
 I_BOARD = 3  # board name, text
 I_INTERVAL = 4  # reporting interval in seconds
 I_LEVEL_MM = 5  # level thresholds [alarm_mm, storm_mm], for charts and operators
-I_DISCARDED = 6  # frames this node discarded because the gateway no longer holds their key (SPEC 6.6)
+# info key 6: frames the node discarded because the gateway no longer holds their key (SPEC 6.6)
 
 # flags (data frames)
 F_STORM = 1  # storm mode: sampling faster because the level rises
@@ -150,18 +150,6 @@ def encode_signed(key, node, boot, cmd_id, token):
 def encode_boot(key, node, boot, seq, min_boot):
     # The gateway did not take data frame (boot, seq): its boot is behind (SPEC.md 6.5)
     return cose.sign(key, node.encode(), dumps({K_TYPE: BOOT, K_BOOT: boot, K_SEQ: seq, K_MIN_BOOT: min_boot}))
-
-
-def encode_retired(key, node, boot, seq, key_version):
-    # The gateway cannot verify data frame (boot, seq): the key version it was MACed with is no
-    # longer held; key_version is the one the gateway holds now (SPEC.md 6.6)
-    return cose.sign(key, node.encode(), dumps({K_TYPE: RETIRED, K_BOOT: boot, K_SEQ: seq,
-                                                K_KEY_VERSION: key_version}))
-
-
-def frame_key_version(frame):
-    # The key version a COSE message says it was MACed with (0 when its header names none)
-    return cose.key_version(cose.parse(frame)[1])
 
 
 def renumber(key, node, frame, boot, seq, key_version=0):

@@ -9,7 +9,7 @@ import pathlib
 import struct
 import sys
 
-from protocol import cbor, cobs, command, compact, cose, message, senml
+from protocol import cbor, cobs, command, compact, cose, keyring, message, senml
 from protocol.cbor import FrameError
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "protocol" / "vectors"
@@ -211,7 +211,7 @@ def boot_vectors():
                        message.encode_data(rotated, "sew-07", 9, 0, 1200, typical_records(), key_version=2),
                        key_version=2),
         message_vector("retired: frame boot 3 seq 1234 was MACed with a key version no longer held; now 2",
-                       "sew-07", rotated, message.encode_retired(rotated, "sew-07", 3, 1234, 2),
+                       "sew-07", rotated, keyring.encode_retired(rotated, "sew-07", 3, 1234, 2),
                        retired_frame=hexs(message.encode_data(old_key, "sew-07", 3, 1234, 3600123, typical_records(),
                                                               key_version=1))),
     ]

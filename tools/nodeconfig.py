@@ -28,7 +28,7 @@ def parse_hostport(text, what="--gateway"):
 
 
 def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, wifi_password="",
-          interval_s=DEFAULT_INTERVAL_S):
+          interval_s=DEFAULT_INTERVAL_S, key_version=0):
     # -> config dict; raises ConfigError with one line that names the option
     if not check_node_id(node):
         raise ConfigError(f"node id {node!r}: must be {NODE_ID_RULE}")
@@ -51,6 +51,8 @@ def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, w
     elif gateway:
         raise ConfigError("--gateway is for --link udp; a uart node talks to the gateway's serial port")
     config = {"node": node, "key": key.hex(), "board": board, "link": link_conf, "interval_s": interval_s}
+    if key_version:
+        config["key_version"] = key_version  # SPEC.md 4.5: the node names it in its frames
     if interval_s < STORM_INTERVAL_S:  # storm mode never reports slower than normal mode
         config["storm_interval_s"] = interval_s
     return check_with_firmware(config)

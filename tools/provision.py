@@ -8,7 +8,7 @@ import secrets
 import sys
 
 from gateway.files import write_private
-from gateway.keys import KeysError, format_keys, load_keys
+from gateway.keys import Keys, KeysError, format_keys, load_keys
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 from tools import nodeconfig
@@ -36,21 +36,28 @@ def add_arguments(p):
                    help="reporting interval in seconds (%(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the node's config (created)")
     p.add_argument("--keys", default="gateway-keys.toml", help="gateway keys file to add the node to (%(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an existing key for this node")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing key for this node (its version goes one up; the gateway keeps the "
+                        "replaced key as previous_key so the frames the node buffered under it still verify)")
+    p.add_argument("--drop-old-key", action="store_true",
+                   help="with --force: keep no previous key (it leaked): the gateway refuses the node's frames "
+                        "buffered under it as retired and the node discards them, counted")
 
 
 def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi_ssid=None,
-              wifi_password="", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force=False):
+              wifi_password="", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force=False, drop_old_key=False):
     # -> (config path, config dict). Raises ProvisionError with a one-line reason; on any
     # failure nothing is left behind: no node folder, no config, no temporary file, and the
     # keys file as it was.
     if not check_node_id(node):
         raise ProvisionError(f"node id {node!r}: must be {NODE_ID_RULE}", EXIT_USAGE)
+    if drop_old_key and not force:
+        raise ProvisionError("--drop-old-key replaces a key: give --force too", EXIT_USAGE)
     link = link or ("udp" if gateway else "uart")
     key = secrets.token_bytes(KEY_BYTES)
-    try:
-        config = nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
-                                  wifi_password=wifi_password, interval_s=interval_s)
+    try:  # checked once before the keys file is read, so a bad option names itself first
+        nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
+                         wifi_password=wifi_password, interval_s=interval_s)
     except nodeconfig.ConfigError as e:
         raise ProvisionError(str(e), EXIT_USAGE) from None
 
@@ -60,7 +67,7 @@ def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi
                              "another path", EXIT_USAGE)
     if os.path.isdir(keys_path):
         raise ProvisionError(f"--keys {keys_path} is a folder; give the keys file's path", EXIT_USAGE)
-    keys = {}
+    keys = Keys()
     if os.path.exists(keys_path):
         try:
             keys = load_keys(keys_path)
@@ -69,6 +76,9 @@ def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi
     if node in keys and not force:
         raise ProvisionError(f"{keys_path} already has a key for {node}; use --force to replace it "
                              "(the node must then be flashed again)")
+    keys.rotate(node, key, keep_previous=not drop_old_key)
+    config = nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
+                              wifi_password=wifi_password, interval_s=interval_s, key_version=keys.version(node))
     if os.path.exists(out) and not os.path.isdir(out):
         raise ProvisionError(f"--out {out} is a file; give a folder for the node's config", EXIT_USAGE)
     config_path = os.path.join(out, CONFIG_NAME)
@@ -85,7 +95,6 @@ def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi
             os.mkdir(d, 0o700)
         # the node's copy first: if writing the keys file fails, no gateway accepts a key nobody holds
         write_private(config_path, json.dumps(config, indent=1, sort_keys=True) + "\n")
-        keys[node] = key
         write_private(keys_path, format_keys(keys))
     except BaseException:
         # leave nothing behind: the old config back (with --force), or no config and no new folders
@@ -120,7 +129,7 @@ def run(args):
         config_path, config = provision(args.node, args.out, args.keys, board=args.board, link=args.link,
                                         gateway=args.gateway, wifi_ssid=args.wifi_ssid,
                                         wifi_password=args.wifi_password, interval_s=args.interval,
-                                        force=args.force)
+                                        force=args.force, drop_old_key=args.drop_old_key)
     except ProvisionError as e:
         print(f"citynode provision: {e}", file=sys.stderr)
         return e.code
@@ -131,5 +140,10 @@ def run(args):
     print(f"provisioned {args.node} ({config['board']}, link {config['link']['kind']})")
     print(f"  node config: {config_path} (mode 0600, holds the key)")
     print(f"  gateway keys: {args.keys} (mode 0600)")
+    version = config.get("key_version", 0)
+    if version:
+        kept = "no previous key kept: its buffered frames will be discarded" if args.drop_old_key else \
+            f"version {version - 1} kept as previous_key until the node's backlog drained"
+        print(f"  key version {version} ({kept})")
     print(f"next: citynode flash --port PORT --node-dir {args.out}")
     return 0

@@ -297,3 +297,54 @@ def test_boot_behind_moves_the_counter_and_renumbers_only_the_named_frames(tmp_p
     again.start()
     assert again.boot == 8  # the moved counter was on flash
     again.buffer.close()
+
+
+def test_a_rekeyed_node_names_its_key_version_and_discards_only_what_the_gateway_retired(tmp_path):
+    # SPEC.md 4.5 and 6.6 on the node: three frames buffered under key version 0, then a re-key
+    # (config with a new key, version 1) and a reboot. A gateway that no longer holds version 0
+    # answers each old frame with a retired message: the node drops exactly those, counts them,
+    # says so, and reports the count in its next info; its new frames carry version 1 and are
+    # taken. A retired message for a frame MACed with the current key, or MACed with the old
+    # key, changes nothing.
+    from firmware import config
+    from firmware.node import Node
+    from firmware.sim.board import SimBoard
+    from firmware.sim.link import SimLink
+    from protocol import keyring
+
+    new_key = bytes(range(50, 66))
+    taken = []
+
+    def silent(m):
+        return []
+
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 60})
+    board = SimBoard(str(tmp_path / "flash"))
+    node = Node(board, cfg, SimLink(board.world, board.clock, silent))
+    node.start()
+    for _ in range(3):
+        node.sleep(node.step(report=True))
+    assert node.buffer.live == 3
+    node.buffer.close()
+
+    def gateway(m):
+        kv = keyring.frame_key_version(m)
+        d = msg.decode(m, {NODE: KEY if kv == 0 else new_key}.get)
+        if kv == 0:
+            return [keyring.encode_retired(KEY, NODE, d["boot"], d["seq"], 1),  # MACed with the old key
+                    keyring.encode_retired(new_key, NODE, d["boot"], d["seq"], 1)]
+        taken.append(d)
+        return [keyring.encode_retired(new_key, NODE, d["boot"], d["seq"], 1),  # its current key: kept
+                msg.encode_ack(new_key, NODE, d["boot"], d["seq"])]
+
+    cfg = config.validate({"node": NODE, "key": new_key.hex(), "key_version": 1, "interval_s": 60})
+    node = Node(board, cfg, SimLink(board.world, board.clock, gateway))
+    node.start()
+    for _ in range(3):
+        node.sleep(node.step(report=True))
+    assert node.buffer.live == 0, (node.counts, node.rejects, board.logs)
+    assert node.counts["discarded"] == 3 and node.rejects == {"mac": 3}
+    assert [(d["boot"], d["seq"]) for d in taken] == [(2, 0), (2, 1), (2, 2)]
+    assert taken[1]["info"][6] == 3  # the count goes to the gateway after the discards
+    assert any("discarded boot 1 seq 2: old key, gateway has v1 (3)" in line for line in board.logs)
+    node.buffer.close()

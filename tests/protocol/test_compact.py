@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from protocol import compact, cose, message, senml
+from protocol import compact, cose, keyring, message, senml
 from protocol.cbor import FrameError
 from tests.protocol import vecs
 from tests.support import mpvm
@@ -51,7 +51,7 @@ def test_a_rotated_key_version_rides_in_the_packet():
     v = named("compact typical with a rotated key")
     air = vecs.unhex(v["air"])
     assert air[:2] == b"\x02\x02"  # 0x01 + one byte of key version, version 2
-    assert message.frame_key_version(compact.from_air(air, v["node"])) == 2
+    assert keyring.frame_key_version(compact.from_air(air, v["node"])) == 2
     plain = compact.from_air(b"\x01" + air[2:], v["node"])  # the version dropped: another MACed header
     with pytest.raises(FrameError) as e:
         message.decode(plain, vecs.key_for(v))

@@ -6,7 +6,7 @@ import pathlib
 import cbor2
 import pytest
 
-from protocol import cbor, cobs, cose, message, senml
+from protocol import cbor, cobs, cose, keyring, message, senml
 from protocol.cbor import FrameError
 from protocol.message import decode
 from tests.protocol import signed_vecs, vecs
@@ -118,20 +118,24 @@ def test_a_rotated_key_is_named_in_the_header_and_picked_by_version():
     v = next(v for v in VALID if "key_version" in v)
     frame = vecs.unhex(v["frame"])
     key = vecs.unhex(v["key"])
-    assert message.frame_key_version(frame) == v["key_version"] == 2
+    assert keyring.frame_key_version(frame) == v["key_version"] == 2
     assert cose.parse(frame)[1] == cose.protected_header(b"sew-07", 2) == bytes.fromhex("a3010404467365772d30370a4102")
-    assert decode(frame, {"sew-07": {1: b"x" * 16, 2: key}}.get)["seq"] == 0
+    def holding(versions):
+        return {"sew-07": keyring.chooser(versions, "sew-07")}.get
+
+    assert decode(frame, holding({1: b"x" * 16, 2: key}))["seq"] == 0
     with pytest.raises(FrameError) as e:
-        decode(frame, {"sew-07": {3: key}}.get)
+        decode(frame, holding({3: key}))
     assert e.value.reason == "retired"
     with pytest.raises(FrameError) as e:
-        decode(frame, {"sew-07": {1: key}}.get)
+        decode(frame, holding({1: key}))
     assert e.value.reason == "unknown"
     r = next(v for v in VALID if v["decoded"]["type"] == "retired")
     old = vecs.unhex(r["retired_frame"])
-    assert message.frame_key_version(old) == 1
+    assert keyring.frame_key_version(old) == 1
     with pytest.raises(FrameError) as e:
-        decode(old, {"sew-07": {2: vecs.unhex(r["key"])}}.get)
+        decode(old, holding({2: vecs.unhex(r["key"])}))
     assert e.value.reason == "retired"
     got = decode(vecs.unhex(r["frame"]), vecs.key_for(r))
     assert (got["boot"], got["seq"], got["key_version"]) == (3, 1234, 2)
+    assert keyring.encode_retired(vecs.unhex(r["key"]), "sew-07", 3, 1234, 2) == vecs.unhex(r["frame"])

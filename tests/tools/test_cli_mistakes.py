@@ -37,6 +37,8 @@ MISTAKES = [
       "--board", "linux"], 2, "HOST:PORT"),
     (["provision", "--node", "sew-02", "--out", "{tmp}/n1", "--keys", "{keys}", "--board", "esp33"], 2,
      "invalid choice: 'esp33'"),
+    (["provision", "--node", "sew-01", "--out", "{tmp}/n1", "--keys", "{keys}", "--drop-old-key"], 2,
+     "--drop-old-key replaces a key: give --force too"),
     (["decode", "not a frame!"], 2, "input is neither hex nor base64"),
     (["decode", "d18401"], 1, "not a valid frame"),
     (["flash", "--port", "/dev/ttyUSB97", "--node-dir", "{node}"], 1, "no such port /dev/ttyUSB97"),

@@ -51,6 +51,30 @@ def test_existing_key_needs_force(tmp_path, capsys):
     assert json.loads((tmp_path / "node" / "config.json").read_text())["key"] == after.hex()
 
 
+def test_a_replaced_key_is_versioned_and_the_old_one_kept_until_dropped(tmp_path, capsys):
+    # SPEC.md 4.5: --force puts the key one version up and keeps the replaced one as previous_key
+    # (the node's buffered frames still verify); a second --force drops the oldest;
+    # --drop-old-key keeps none (a leaked key): the node then discards those frames, counted
+    assert provision(tmp_path) == 0
+    first = load_keys(tmp_path / "keys.toml")
+    assert first.versions == {} and "key_version" not in json.loads((tmp_path / "node" / "config.json").read_text())
+    assert provision(tmp_path, "--force") == 0
+    assert "key version 1 (version 0 kept as previous_key" in capsys.readouterr().out
+    second = load_keys(tmp_path / "keys.toml")
+    assert second.versions["sew-07"] == {1: second["sew-07"], 0: first["sew-07"]}
+    config = json.loads((tmp_path / "node" / "config.json").read_text())
+    assert (config["key"], config["key_version"]) == (second["sew-07"].hex(), 1)
+    assert provision(tmp_path, "--force") == 0
+    third = load_keys(tmp_path / "keys.toml")
+    assert third.versions["sew-07"] == {2: third["sew-07"], 1: second["sew-07"]}
+    assert provision(tmp_path, "--force", "--drop-old-key") == 0
+    assert "no previous key kept" in capsys.readouterr().out
+    fourth = load_keys(tmp_path / "keys.toml")
+    assert fourth.versions["sew-07"] == {3: fourth["sew-07"]} and fourth.version("sew-07") == 3
+    assert "previous_key" not in (tmp_path / "keys.toml").read_text()
+    assert json.loads((tmp_path / "node" / "config.json").read_text())["key_version"] == 3
+
+
 def test_udp_link_validation(tmp_path, capsys):
     # a wrong option value is exit 2 (docs/technician.md, exit codes)
     assert provision(tmp_path, "--link", "udp", "--board", "esp32") == 2
