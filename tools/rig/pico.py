@@ -159,6 +159,7 @@ class PicoRig(PtyOutput):
         self.emulated_ms = 0.0
         self.counters = {}
         self.events = []  # control events from the runner, oldest first (boot, power_cut, report)
+        self.listeners = []  # callables given every control event (tools/rig/lora_air.py: the radio)
         self.boots = 0
         self.dropped = 0
         self.exit_status = None
@@ -399,6 +400,10 @@ class PicoRig(PtyOutput):
         ev = e.get("ev")
         if "ms" in e:
             self.emulated_ms = e["ms"]
+        for listen in self.listeners:
+            listen(e)
+        if ev and ev.startswith("lora_"):
+            return  # radio traffic: for the air, not kept
         if ev in ("tick", "boot") and self._world is not None:
             self.control(self._world.update())
         with self._cond:

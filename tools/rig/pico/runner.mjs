@@ -13,10 +13,12 @@
 //        {"echo_us": n}                       trigger/echo: echo pulse length (0: no echo)
 //        {"cut": "program"}                   power cut in the middle of the next flash program
 //        {"report": true}                     answer with the counters now
+//        {"lora_rx": {payload, rssi_dbm, snr_db, signal_rssi_dbm}}  a packet the SX1262 HAT receives
 //   out: {"ev": "tick", "ms": emulated ms since power on, "busy_ms": of them executing,
 //         ...counters}  every 100 emulated ms
 //        {"ev": "boot", "reason": "power_on"|"watchdog"|"reset", ...counters}
 //        {"ev": "power_cut", ...counters} then the process exits (status 3)
+//        {"ev": "lora_tx" | "lora_rx_on" | "lora_idle", ...}  the SX1262 HAT's radio (sx1262.mjs)
 // FLASH.bin (2 MB, the Pico's W25Q16) is the flash: created from the UF2 when missing,
 // written through on every erase and program, so killing this process loses nothing the
 // chip had finished writing, like a real power cut.
@@ -25,6 +27,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { RP2040, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
+import { sx1262Device } from './sx1262.mjs';
 
 const FLASH_SIZE = 2 * 1024 * 1024;
 const SECTOR = 4096;
@@ -111,6 +114,7 @@ function control(m) {
   if (m.echo_us !== undefined) world.echoUs = m.echo_us;
   if (m.cut) cutArmed = m.cut;
   if (m.report) send({ ev: 'report' });
+  if (m.lora_rx && radio) radio.deliver(m.lora_rx);
   wake();
 }
 
@@ -118,6 +122,7 @@ function control(m) {
 
 let mcu;
 let cdc;
+let radio = null; // the SX1262 of the Pico-LoRa-SX1262 HAT (sx1262.mjs)
 let msBase = 0; // emulated ms of earlier chips since power on (a reset builds a fresh chip)
 let resetReason = null; // set by the watchdog: rebuild the chip between instructions
 let scratch = null;
@@ -421,7 +426,9 @@ function build(reason) {
   fixUart(mcu.uart[1]);
   bme280Device(mcu.i2c[0]);
   qspiDevice(mcu);
-  echoPins(mcu, pinLevels(mcu));
+  const wires = pinLevels(mcu);
+  echoPins(mcu, wires);
+  radio = sx1262Device(mcu, wires, send);
   uartAlarm = mcu.clock.createAlarm(feedSensorUart);
   uartAlarm.schedule(1041667);
   const tick = mcu.clock.createAlarm(() => {

@@ -1,0 +1,230 @@
+# A simulated LoRa air for the rigs: radios at positions, packets with their airtime, path
+# loss, the SNR each spreading factor needs, collisions, and per-radio duty-cycle accounting.
+# The emulated SX1262 (tools/rig/pico/sx1262.mjs) puts its packets here through the Pico rig's
+# control channel (attach()); simulated nodes call transmit() directly with their own clock.
+#
+# Figures, from the Semtech SX1261/2 datasheet (Rev 2.1, "DS" below):
+# - time on air: DS 6.1.4, "LoRa Time-on-Air" (the formula micropython-lib's
+#   BaseModem.get_n_symbols_x4 implements too; tests check that both agree);
+# - the SNR the demodulator needs per spreading factor: DS Table 6-1 (SF5 -2.5 dB ... SF12
+#   -20 dB, 2.5 dB a step);
+# - the receiver's noise floor: thermal noise -174 dBm/Hz + 10 log10(BW) + a noise figure of
+#   6 dB, which puts the SF12/125 kHz sensitivity at -137 dBm as DS 3.5 ("Receive Mode
+#   Specifications") gives it;
+# - path loss: free space to 1 m at 868 MHz (31.2 dB), then a log-distance exponent (2.0 in
+#   free space, about 3 in a city), plus a radio's own extra loss (a cast-iron manhole cover
+#   takes 20-30 dB);
+# - a collision: packets on one frequency and spreading factor that overlap in time are both
+#   lost, unless one is at least 6 dB stronger than every other (the capture effect; packets
+#   of other spreading factors pass as LoRa's are quasi-orthogonal).
+# The EU868 duty cycle (ETSI EN 300 220, 1 % in 868.0-868.6 MHz) is counted per radio over
+# every sliding hour: max_duty() is the worst hour's share of airtime.
+import math
+import threading
+import time
+
+SNR_LIMIT_DB = {5: -2.5, 6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
+NOISE_FIGURE_DB = 6.0
+CAPTURE_DB = 6.0
+HOUR_S = 3600.0
+
+
+def time_on_air_us(payload_len, sf=7, bw_hz=125000, cr=5, preamble=8, crc=True, implicit=False, ldro=None):
+    # DS 6.1.4: Tsym = 2^SF / BW; Npayload = 8 + max(ceil((8 PL + 16 CRC - 4 SF + 8 + 20 IH') /
+    # (4 (SF - 2 DE))) (CR+4), 0) with IH' = 0 in implicit mode and 20 in explicit mode, and
+    # for SF5/SF6 (no +8, but 6.25 preamble symbols more); cr is 5..8 for 4/5..4/8.
+    # Symbol time in whole microseconds, as the driver has it.
+    t_sym_us = 1000000 * (1 << sf) // bw_hz
+    if ldro is None:
+        ldro = t_sym_us >= 16000  # DS 6.1.1.4: low data rate optimisation from 16 ms symbols
+    s_o, b_o = (2, -8) if sf in (5, 6) else (0, 0)
+    bits = max(8 * payload_len + (16 if crc else 0) - 4 * sf + 8 + b_o + (0 if implicit else 20), 0)
+    bps = (sf - 2 * bool(ldro)) * 4
+    n_x4 = 17 + 4 * (preamble + s_o + 8 + (bits + bps - 1) // bps * cr)  # symbols times 4
+    return t_sym_us * n_x4 // 4
+
+
+def noise_floor_dbm(bw_hz):
+    return -174.0 + 10 * math.log10(bw_hz) + NOISE_FIGURE_DB
+
+
+def path_loss_db(d_m, exponent):
+    return 31.2 + 10 * exponent * math.log10(max(d_m, 1.0))
+
+
+class Radio:
+    def __init__(self, air, name, pos, extra_loss_db, deliver):
+        self.air = air
+        self.name = name
+        self.pos = pos
+        self.extra_loss_db = extra_loss_db
+        self.deliver = deliver  # deliver(packet dict) when a packet reaches it
+        self.listening = None  # radio params while in receive mode
+        self.since = 0.0  # when it started listening
+        self.busy_until = 0.0  # transmitting until then (half duplex)
+        self.sent = []  # (start_s, airtime_s) of each transmission
+        self.counts = {"sent": 0, "received": 0, "lost_collision": 0, "lost_snr": 0}
+
+    def listen(self, params):
+        self.listening = dict(params)
+        self.since = self.air.clock()
+
+    def idle(self):
+        self.listening = None
+
+    def transmit(self, payload, params):
+        return self.air.transmit(self, payload, params)
+
+    def max_duty(self, until=None):
+        return self.air.max_duty(self, until)
+
+
+class Air:
+    def __init__(self, clock=time.monotonic, exponent=2.7):
+        self.clock = clock
+        self.exponent = exponent
+        self.radios = []
+        self.flying = []  # transmissions not yet ended: dicts with radio, payload, params, start, end
+        self.done = []  # recent transmissions (for overlap checks), pruned as time goes on
+        self._lock = threading.RLock()
+        self.counts = {"packets": 0, "delivered": 0, "lost_collision": 0, "lost_snr": 0}
+
+    def radio(self, name, pos=(0.0, 0.0), extra_loss_db=0.0, deliver=None):
+        r = Radio(self, name, pos, extra_loss_db, deliver)
+        with self._lock:
+            self.radios.append(r)
+        return r
+
+    def transmit(self, radio, payload, params):
+        # params: freq_hz, sf, bw_hz, cr, preamble, crc, implicit, power_dbm, invert_iq
+        now = self.clock()
+        air_s = time_on_air_us(len(payload), params["sf"], params["bw_hz"], params.get("cr", 5),
+                               params.get("preamble", 8), params.get("crc", True),
+                               params.get("implicit", False)) / 1e6
+        tx = {"radio": radio, "payload": bytes(payload), "params": dict(params), "start": now, "end": now + air_s}
+        with self._lock:
+            self.flying.append(tx)
+            radio.sent.append((now, air_s))
+            radio.busy_until = now + air_s
+            radio.counts["sent"] += 1
+            self.counts["packets"] += 1
+        return air_s
+
+    def step(self, now=None):
+        # deliver every transmission that has ended by now; -> seconds to the next end (or None)
+        now = self.clock() if now is None else now
+        with self._lock:
+            ended = [tx for tx in self.flying if tx["end"] <= now]
+            self.flying = [tx for tx in self.flying if tx["end"] > now]
+            self.done = [tx for tx in self.done if tx["end"] > now - 60] + ended
+            out = []
+            for tx in sorted(ended, key=lambda t: t["end"]):
+                out += self._receptions(tx)
+            nxt = min((tx["end"] for tx in self.flying), default=None)
+        for radio, pkt in out:
+            if radio.deliver is not None:
+                radio.deliver(pkt)
+        return None if nxt is None else max(nxt - now, 0.0)
+
+    def _rx_power(self, tx, rx):
+        d = math.dist(tx["radio"].pos, rx.pos)
+        loss = path_loss_db(d, self.exponent) + tx["radio"].extra_loss_db + rx.extra_loss_db
+        return tx["params"].get("power_dbm", 14) - loss
+
+    def _receptions(self, tx):
+        p = tx["params"]
+        out = []
+        for rx in self.radios:
+            lp = rx.listening
+            if rx is tx["radio"] or lp is None or rx.since > tx["start"]:
+                continue  # not listening from the start of the preamble
+            if rx.busy_until > tx["start"] and any(s <= tx["end"] and s + a > tx["start"] for s, a in rx.sent):
+                continue  # half duplex: it was transmitting meanwhile
+            if (lp.get("freq_hz"), lp.get("sf"), lp.get("bw_hz"), bool(lp.get("invert_iq"))) != (
+                    p.get("freq_hz"), p.get("sf"), p.get("bw_hz"), bool(p.get("invert_iq"))):
+                continue
+            signal = self._rx_power(tx, rx)
+            noise = noise_floor_dbm(p["bw_hz"])
+            snr = signal - noise
+            if snr < SNR_LIMIT_DB[p["sf"]]:
+                rx.counts["lost_snr"] += 1
+                self.counts["lost_snr"] += 1
+                continue
+            others = [o for o in self.done + self.flying if o is not tx and o["radio"] is not rx
+                      and o["params"].get("freq_hz") == p.get("freq_hz") and o["params"].get("sf") == p["sf"]
+                      and o["start"] < tx["end"] and o["end"] > tx["start"]]
+            if any(signal - self._rx_power(o, rx) < CAPTURE_DB for o in others):
+                rx.counts["lost_collision"] += 1
+                self.counts["lost_collision"] += 1
+                continue
+            total = 10 * math.log10(10 ** (signal / 10) + 10 ** (noise / 10))
+            rx.counts["received"] += 1
+            self.counts["delivered"] += 1
+            out.append((rx, {"payload": tx["payload"], "rssi_dbm": round(total, 1), "snr_db": round(snr, 2),
+                             "signal_rssi_dbm": round(signal, 1), "from": tx["radio"].name,
+                             "start": tx["start"], "end": tx["end"]}))
+        return out
+
+    def max_duty(self, radio, until=None):
+        # the largest share of airtime radio used in any hour up to `until` (sliding window:
+        # the worst hour starts at one of its transmissions)
+        until = self.clock() if until is None else until
+        sent = sorted(radio.sent)
+        worst = 0.0
+        for i, (s0, _) in enumerate(sent):
+            end = min(s0 + HOUR_S, until)
+            used = 0.0
+            for s, a in sent[i:]:
+                if s >= end:
+                    break
+                used += min(a, end - s)
+            worst = max(worst, used / HOUR_S)
+        return worst
+
+
+# ------------------------------------------------------------ emulated Picos on the air
+
+
+class PicoAir:
+    # Emulated Picos with the SX1262 model share one Air in wall time: each rig's radio events
+    # ({"ev": "lora_tx" | "lora_rx_on" | "lora_idle", ...} from sx1262.mjs) go to the air, and a
+    # thread hands each packet to the receiving rigs ({"lora_rx": {...}}) when it ends.
+    def __init__(self, exponent=2.7):
+        self.air = Air(time.monotonic, exponent)
+        self.toa_mismatch = []  # (rig name, the model's airtime, the air's) when they differ
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lora-air", daemon=True)
+        self._thread.start()
+
+    def attach(self, rig, name, pos=(0.0, 0.0), extra_loss_db=0.0):
+        def deliver(pkt):
+            rig.control({"lora_rx": {"payload": pkt["payload"].hex(), "rssi_dbm": pkt["rssi_dbm"],
+                                     "snr_db": pkt["snr_db"], "signal_rssi_dbm": pkt["signal_rssi_dbm"]}})
+
+        radio = self.air.radio(name, pos, extra_loss_db, deliver)
+        rig.listeners.append(lambda e: self._event(radio, e))
+        return radio
+
+    def _event(self, radio, e):
+        ev = e.get("ev")
+        if ev == "lora_tx":
+            air_s = radio.transmit(bytes.fromhex(e["payload"]), e["params"])
+            if abs(air_s * 1e6 - e["toa_us"]) > 1:
+                self.toa_mismatch.append((radio.name, e["toa_us"], air_s * 1e6))
+            self._wake.set()
+        elif ev == "lora_rx_on":
+            radio.listen(e["params"])
+        elif ev == "lora_idle":
+            radio.idle()
+
+    def _run(self):
+        while not self._stop.is_set():
+            nxt = self.air.step()
+            self._wake.wait(0.5 if nxt is None else min(nxt + 0.001, 0.5))
+            self._wake.clear()
+
+    def close(self):
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2)
