@@ -49,9 +49,8 @@ def mpy_cross_binary():
 
 def source_name(src):
     # The name a module's code carries for tracebacks: its dotted module name ("firmware.node").
-    # The board interns that string anyway when it imports the module, so this costs no qstr;
-    # a file name would cost one per module, and a device past 620 qstrs grows the unix
-    # port's qstr pool by 7 KB at once (tests/firmware/test_micropython.py's 100k test).
+    # The board interns that string anyway when it imports the module, so this costs no qstr
+    # (a file name would cost one per module, RAM on the board).
     rel = src.relative_to(ROOT).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
     return ".".join(parts)

@@ -11,6 +11,9 @@
 # - Wiring: both modules drive echo at 5 V; an ESP32 or RP2040 pin takes 3.3 V at most,
 #   so echo goes through a divider (1 kohm from echo to the pin, 2 kohm from the pin to GND).
 # time_pulse_us with a timeout, so a missing echo never blocks the loop.
+from firmware.clock import ticks_diff
+
+
 class HCSR04:
     def __init__(self, trigger, echo, min_mm=20, max_mm=4000, timeout_us=30000, time_pulse_us=None,
                  sleep_us=None, clock=None, trigger_us=20, gap_ms=60, settle_ms=100):
@@ -35,6 +38,10 @@ class HCSR04:
         self.gap_ms = gap_ms
         self.settle_ms = settle_ms
         self.clock = clock
+        # ticks(): ms modulo 2**30, a small int however long the node is up (a plain ms of a
+        # simulated clock does too): the ping allocates nothing, no GC pause can fall between
+        # the trigger and time_pulse_us and miss the echo
+        self._ticks = getattr(clock, "ticks", clock.ms)
         self._pulse = time_pulse_us
         self._sleep_us = sleep_us
         self._last_ping = None
@@ -46,7 +53,7 @@ class HCSR04:
         # wait out the gap since the last ping, then for echo low (at most settle_ms)
         clock = self.clock
         if self._last_ping is not None:
-            wait = self.gap_ms + 1 - (clock.ms() - self._last_ping)  # +1: whole ms ticks
+            wait = self.gap_ms + 1 - ticks_diff(self._ticks(), self._last_ping)  # +1: whole ms ticks
             if wait > 0:
                 clock.sleep_ms(wait)
         waited = 0
@@ -68,7 +75,7 @@ class HCSR04:
         self.trigger.value(1)
         self._sleep_us(self.trigger_us)
         self.trigger.value(0)
-        self._last_ping = self.clock.ms()
+        self._last_ping = self._ticks()
         t = self._pulse(self.echo, 1, self.timeout_us)
         if t < 0:  # -2: echo never started, -1: echo longer than the timeout
             self.errors["timeout"] += 1

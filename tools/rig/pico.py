@@ -458,30 +458,56 @@ def stop_at_boot(port, timeout=20):
     return fs
 
 
-# the node as firmware/main.py builds it (importing firmware.main itself on a board runs main())
+# The node as firmware/main.py builds it (importing firmware.main itself on a board runs main()),
+# on a link to a gateway that is away, so that `backlog` frames wait in flash. Measured after
+# start and after the backlog: free and used heap (gc), and the largest free block
+# (micropython.mem_info's "max free sz", in GC blocks of 16 bytes on a 32-bit port).
 HEAP_PROBE = """
-import gc
+import gc, micropython
 from firmware import config
 from firmware.node import Node
 cfg = config.load('config.json')
 Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
-node = Node(Board(), cfg)
+class Away:
+    def send(self, m):
+        return True
+    def poll(self, t):
+        return []
+node = Node(Board(), cfg, Away())
 node.start()
 gc.collect()
-print('FREE', gc.mem_free(), gc.mem_alloc())
+print('HEAP start', gc.mem_free(), gc.mem_alloc())
+micropython.mem_info()
+for _ in range(%d):
+    node.report()
+    node.feed()
+gc.collect()
+print('HEAP backlog', gc.mem_free(), gc.mem_alloc(), node.buffer.live)
+micropython.mem_info()
 """
 
 
-def free_heap_after_start(port):
-    # -> (free, used) heap bytes after the node was built and started on the board at `port`
+def heap_budget(port, backlog=300):
+    # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames}
+    # in bytes, on the board at `port`
     import re
 
     fs = stop_at_boot(port)
     try:
-        out = fs.exec(HEAP_PROBE).decode(errors="replace")
+        out, err = fs.t.exec_raw(HEAP_PROBE % backlog, timeout=600)
     finally:
         fs.t.close()
-    m = re.search(r"FREE (\d+) (\d+)", out)
-    if not m:
-        raise AssertionError("the heap probe printed no figures: %r" % out[-600:])
-    return int(m.group(1)), int(m.group(2))
+    text = (out + err).decode(errors="replace")
+    got = re.findall(r"HEAP (start|backlog) (\d+) (\d+).*?max free sz: (\d+)", text, re.S)
+    live = re.search(r"HEAP backlog \d+ \d+ (\d+)", text)
+    if len(got) != 2 or not live:
+        raise AssertionError("the heap probe printed no figures: %r" % text[-600:])
+    figures = {k: (int(free), int(used), int(blocks) * 16) for k, free, used, blocks in got}
+    figures["live"] = int(live.group(1))
+    return figures
+
+
+def free_heap_after_start(port):
+    # -> (free, used) heap bytes after the node was built and started on the board at `port`
+    start = heap_budget(port, backlog=0)["start"]
+    return start[0], start[1]
