@@ -6,6 +6,13 @@
 # board's SimLink is in firmware/sim/link.py.)
 from protocol import cobs
 
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:
+
+    def const(x):  # CPython stand-in for micropython.const
+        return x
+
 
 class StdioUart:
     # This process's stdin/stdout as a UART (a sim board on a pty, or a board's USB console):
@@ -147,18 +154,44 @@ class UartLink:
             waited += step
 
 
+_DNS_WAIT_MS = const(1500)  # one DNS query's answer, at most (the rp2 watchdog bites at 8.4 s)
+_REQUERY_AFTER = const(3)  # sends in a row with no datagram back: look the gateway's name up again
+_REQUERY_MS = const(5000)  # a lookup after a failed one (or a silent gateway) waits this long, doubling
+_REQUERY_MAX_MS = const(300000)  # up to 5 min: one small datagram to the DNS server then
+
+
+def _numeric(host):
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
 class UdpLink:
-    def __init__(self, host, port, sock=None, local_port=0, ready=None):
-        # ready: callable -> bool, is the network up (a board's Wi-Fi keeper), asked before each send
+    def __init__(self, host, port, sock=None, local_port=0, ready=None, dns=None, clock=None):
+        # ready: callable -> bool, is the network up (a board's Wi-Fi keeper), asked before each send.
+        # dns: (ip, port) of the DNS server, or a callable that says it (the server DHCP gave the
+        # Wi-Fi), or None: the system's getaddrinfo (CPython, the unix port), bounded by the OS.
+        # clock: times the lookups' backoff (ms()); default a Clock.
         import socket
 
+        if clock is None:
+            from firmware.clock import Clock
+
+            clock = Clock()
         self.host = host
         self.port = port
         self.addr = None
         self.last_error = None
-        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0, "offline": 0}
+        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0, "offline": 0, "moved": 0}
         self.ready = ready
-        self._resolve()  # with Wi-Fi down this fails: counted, and tried again at each send
+        self.dns = dns
+        self.clock = clock
+        # A gateway given by name is looked up at start, then again, with a backoff, while the
+        # lookup fails or the gateway stops answering (its DHCP lease gave it another address)
+        self.unanswered = 0
+        self._qid = 0
+        self._backoff_ms = _REQUERY_MS
+        self._next_ms = 0
+        self._resolve()  # with Wi-Fi down this fails: counted, and tried again with the backoff
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             local = "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
@@ -175,15 +208,34 @@ class UdpLink:
         self.last_error = e
 
     def _resolve(self):
-        # a failed lookup raises OSError with a negative lwIP/esp-idf number on the ports
-        # (extmod/modlwip.c lwip_getaddrinfo, ports/esp32/modsocket.c _getaddrinfo_inner)
+        # A numeric address is taken as it is. A name is asked of the DNS server within
+        # _DNS_WAIT_MS (firmware/dns.py: lwIP's own getaddrinfo can block past the watchdog);
+        # a failed lookup is counted and keeps the last address. Then the next one waits
+        # _REQUERY_MS, doubling (reset by a datagram from the gateway).
         import socket
 
+        host = self.host
+        now = self.clock.ms()
+        self._next_ms = now + self._backoff_ms
+        self._backoff_ms = min(2 * self._backoff_ms, _REQUERY_MAX_MS)
         try:
-            self.addr = socket.getaddrinfo(self.host, self.port)[0][-1]
-        except Exception as e:  # noqa: BLE001
+            server = self.dns() if callable(self.dns) else self.dns
+            if server is not None and not _numeric(host) and host != "localhost":
+                from firmware import dns
+
+                self._qid = (self._qid + 1) & 0xFFFF
+                ip = dns.lookup(host, server, _DNS_WAIT_MS, self._qid)
+                if ip is None:
+                    raise OSError("no answer for " + host)
+                host = ip
+            addr = socket.getaddrinfo(host, self.port)[0][-1]
+        except Exception as e:  # noqa: BLE001 - ports raise OSError with lwIP/esp-idf numbers; never fatal
             self.counts["dns"] += 1
             self.last_error = e
+            return
+        if self.addr is not None and addr != self.addr:
+            self.counts["moved"] += 1
+        self.addr = addr
 
     def send(self, message):
         if self.ready is not None:
@@ -195,8 +247,9 @@ class UdpLink:
             if not up:
                 self.counts["offline"] += 1  # the frame waits in flash
                 return False
-        if self.addr is None:
-            self._resolve()
+        if self.addr is None or self.unanswered >= _REQUERY_AFTER and not _numeric(self.host):
+            if self.clock.ms() >= self._next_ms:
+                self._resolve()
             if self.addr is None:
                 return False
         try:
@@ -205,6 +258,7 @@ class UdpLink:
             self._error(e)
             return False
         self.counts["sent"] += 1
+        self.unanswered += 1
         return True
 
     def poll(self, timeout_ms):
@@ -224,6 +278,8 @@ class UdpLink:
                 continue
             out.append(data)
             self.counts["received"] += 1
+            self.unanswered = 0
+            self._backoff_ms = _REQUERY_MS
         return out
 
     def close(self):

@@ -285,6 +285,7 @@ class Node:
                 continue
             if last:
                 self.counts["resent"] += 1
+            self.feed()  # a send may block up to a lookup's bound (links.py): never 8 in a row unfed
             self.link.send(buf.frame(slot))
             self.sent_ms[slot] = (tick & 0xFFFF) or 1
             sent += 1

@@ -76,8 +76,9 @@ class MicroPythonBoard:
                 self._light_ok = False
                 wifi.power_save()
             wifi.start()
-            # wifi.ensure is asked before each send: a lost link is rejoined with backoff
-            return links.UdpLink(link["host"], link["port"], ready=wifi.ensure)
+            # wifi.ensure is asked before each send: a lost link is rejoined with backoff; a
+            # gateway's name is asked of the DNS server DHCP gave, within a bound
+            return links.UdpLink(link["host"], link["port"], ready=wifi.ensure, dns=wifi.dns_server, clock=self.clock)
         self._uplink_uart = True
         return links.UartLink(links.StdioUart(), self.clock)  # the USB serial console
 

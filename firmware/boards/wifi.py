@@ -73,6 +73,15 @@ class Wifi:
         self._join(now)
         return False
 
+    def dns_server(self):
+        # the DNS server DHCP gave the station ((ip, 53)), None while it has none: the UDP
+        # link asks it itself, bounded in time (firmware/dns.py)
+        try:
+            ip = self.wlan.ifconfig()[3]
+        except (OSError, AttributeError, IndexError):
+            return None
+        return (ip, 53) if ip and ip != "0.0.0.0" else None
+
     def start(self, timeout_ms=20000):
         # the first join, waited for (at boot, before the watchdog is armed)
         if self.ensure() or not self.ssid:

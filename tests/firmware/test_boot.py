@@ -181,6 +181,7 @@ def test_dns_with_wifi_down_is_counted_and_retried(monkeypatch):
     import socket
 
     from firmware.links import UdpLink
+    from firmware.sim.world import VirtualClock
 
     gateway = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     gateway.bind(("127.0.0.1", 0))
@@ -200,10 +201,15 @@ def test_dns_with_wifi_down_is_counted_and_retried(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     try:
-        link = UdpLink("gw.city.example", gateway.getsockname()[1], sock=node_sock)
+        clock = VirtualClock()
+        link = UdpLink("gw.city.example", gateway.getsockname()[1], sock=node_sock, clock=clock)
         assert link.addr is None and link.counts["dns"] == 1
+        assert link.send(b"frame 1") is False and link.counts["dns"] == 1  # the next lookup waits 5 s
+        clock.sleep_ms(5000)
         assert link.send(b"frame 1") is False and link.counts["dns"] == 2
         wifi[0] = True
+        assert link.send(b"frame 2") is False  # now 10 s
+        clock.sleep_ms(10000)
         assert link.send(b"frame 2") is True
         assert gateway.recv(100) == b"frame 2"
     finally:
