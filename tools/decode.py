@@ -40,16 +40,25 @@ def diag(obj):
 
 
 def parse_input(text):
-    # hex, base64 or a serial capture (with 0x00 delimiters, as hex) -> COSE bytes
+    # hex (with or without 0x, spaces or colons), base64 (line breaks and spaces allowed: the
+    # MQTT "frame" field as pasted) or a serial capture (with 0x00 delimiters, as hex) -> COSE bytes
     text = text.strip()
+    if not text:
+        raise ValueError("no frame given (empty input); give it as hex or base64, or pipe it to -")
+    compact = "".join(text.split())
+    hexits = compact.replace(":", "")
+    if hexits[:2].lower() == "0x":
+        hexits = hexits[2:]
     raw = None
     try:
-        raw = bytes.fromhex(text.replace(" ", "").replace(":", ""))
+        raw = bytes.fromhex(hexits)
     except ValueError:
         try:
-            raw = base64.b64decode(text, validate=True)
+            raw = base64.b64decode(compact, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("input is neither hex nor base64") from None
+    if not raw:
+        raise ValueError("no frame given (empty input); give it as hex or base64, or pipe it to -")
     if raw[:1] == b"\x00":  # a serial frame: strip COBS and CRC
         for kind, body in cobs.Deframer().feed(raw):
             if kind == "frame":
@@ -87,7 +96,7 @@ def run(args):
         if keys is None:
             return 2
         try:
-            message.decode(raw, keys.get)
+            message.decode(raw, getattr(keys, "verifier", keys.get))
             print(f"MAC: ok (key of {node})")
         except FrameError as e:
             print(f"MAC: FAILED ({e})")

@@ -47,9 +47,22 @@ def seconds(text):
 
 
 def web_arg(text):
-    from tools.cli import hostport_arg
+    import argparse
+    import ipaddress
 
-    return text if text == "off" else hostport_arg(text, lowest=0)  # port 0: any free one
+    from tools.cli import hostport, hostport_arg
+
+    if text == "off":
+        return text
+    hostport_arg(text, lowest=0)  # port 0: any free one
+    host = hostport(text, lowest=0)[0]
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:  # the demo's page has no token: it stays on this machine
+        raise argparse.ArgumentTypeError(f"{text}: the demo serves its page on loopback only, e.g. 127.0.0.1:8080")
+    return text
 
 
 class Readings:

@@ -24,6 +24,8 @@ def add_arguments(p):
     p.add_argument("--keys", help="gateway keys file: verify each frame's MAC")
     p.add_argument("--count", type=positive(int), help="stop after this many frames")
     p.add_argument("--duration", type=positive(float), help="stop after this many seconds")
+    p.add_argument("--hex", action="store_true",
+                   help="print each frame's bytes as hex under its line (for citynode decode)")
 
 
 def positive(kind):
@@ -41,8 +43,10 @@ def positive(kind):
 
 class FrameTable:
     # Decodes frames and keeps per-node counts: frames, MAC ok/failed, gaps, resends
-    def __init__(self, keys=None, out=None):
+    def __init__(self, keys=None, out=None, hex_frames=False):
         self.keys = keys
+        self.key_for = getattr(keys, "verifier", None) or (keys.get if keys is not None else None)
+        self.hex_frames = hex_frames  # a line "  hex <frame>" under each frame: citynode decode takes it
         self.out = out or sys.stdout
         self.nodes = {}  # node -> dict of counts and last (boot, seq)
         self.rejects = {}
@@ -79,12 +83,13 @@ class FrameTable:
             reason = getattr(e, "reason", "kid")
             self.noise(reason)
             self.row(f"{now:8} {'?':12} {'':>10} {'':>6} {'-':6} {'':8} rejected: {reason} ({len(raw)} bytes)")
+            self._hex(raw)
             return None
         mac = "-"
         st = self._node(node)
         if self.keys is not None:
             try:
-                message.decode(raw, self.keys.get)
+                message.decode(raw, self.key_for)
                 mac = "ok"
                 st["mac_ok"] += 1
             except FrameError as e:
@@ -92,6 +97,7 @@ class FrameTable:
                 st["mac_failed"] += 1
         if m["type"] != "data":
             self.row(f"{now:8} {node:12} {m['boot']:>5}/{m.get('seq', '-')!s:<4} {'':>6} {mac:6} {m['type']}")
+            self._hex(raw)
             return m
         gap = self._gap(st, m["boot"], m["seq"])
         st["frames"] += 1
@@ -104,8 +110,14 @@ class FrameTable:
         if m["cmd_result"]:
             readings += "  cmd %d -> %d" % tuple(m["cmd_result"])
         self.row(f"{now:8} {node:12} {m['boot']:>5}/{m['seq']:<4} {gap:>6} {mac:6} {flags:8} {readings}")
+        self._hex(raw)
         m["node"] = node
         return m
+
+    def _hex(self, raw):
+        if self.hex_frames:
+            self.out.write(f"{'':8} hex {bytes(raw).hex()}\n")
+            self.out.flush()
 
     def _gap(self, st, boot, seq):
         last_boot, last_seq = st["boot"], st["seq"]
@@ -223,7 +235,7 @@ def run(args):
         keys = load_keys_option(args.keys, "monitor")
         if keys is None:
             return 2
-    table = FrameTable(keys)
+    table = FrameTable(keys, hex_frames=args.hex)
     deadline = time.monotonic() + args.duration if args.duration else None
 
     def stop():

@@ -1,6 +1,8 @@
 # The node config that provisioning writes and flashing uploads: built and validated here,
 # on the big machine, so the node only loads a small, checked file (house rule 5).
 import json
+import os
+import socket
 
 from firmware import config as device_config
 from firmware.main import BOARDS as DEVICE_BOARDS
@@ -43,6 +45,11 @@ def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, w
         if not gateway:
             raise ConfigError("--link udp needs --gateway HOST:PORT")
         host, port = parse_hostport(gateway)
+        try:  # a typo'd name is caught here, not by a node that never reaches its gateway
+            socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError):
+            raise ConfigError(f"--gateway {gateway}: cannot resolve {host!r}; give the gateway's IP address "
+                              "or a name this machine resolves") from None
         link_conf.update(host=host, port=port)
         if board in ("esp32", "rp2"):
             if not wifi_ssid:
@@ -86,11 +93,16 @@ def validate(config, source="node config"):
 
 
 def load(path):
+    folder = os.path.dirname(str(path))
+    if folder and os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"--node-dir {folder} is a file; give the folder citynode provision --out made")
     try:
         with open(path) as f:
             config = json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no node config here; run citynode provision first") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
     except ValueError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     return validate(config, str(path))

@@ -17,6 +17,7 @@ import time
 from firmware.sim.board import SimBoard
 from gateway.keys import KeysError, load_keys
 
+SIM_PREFIX = "sim-"  # ids --nodes N takes: nodes provisioned for simulation only
 DEFAULT_STATE = os.path.join(os.path.expanduser("~"), ".cache", "citynode", "sim")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -26,7 +27,11 @@ class SimulateError(Exception):
 
 
 def add_arguments(p):
-    p.add_argument("--nodes", type=int, default=1, help="number of nodes, taken from the keys file in id order")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="number of nodes: the keys file's simulated nodes (ids sim-*) in id order (1)")
+    p.add_argument("--node", action="append", metavar="ID",
+                   help="simulate this node of the keys file (repeat for more); never a deployed node: the "
+                        "gateway takes the simulated frames as that node's")
     p.add_argument("--frames", type=int, default=10, help="frames each node sends (%(default)s)")
     p.add_argument("--to", required=True, metavar="udp://HOST:PORT", help="the gateway's UDP ingest")
     p.add_argument("--keys", required=True, help="keys file: [nodes.<id>] key = \"<hex>\"")
@@ -51,7 +56,7 @@ def parse_udp(url):
 
 def prepare(args):
     # -> (host, port, [(node, key, flash_dir)]); writes each node's config.json
-    if args.nodes < 1 or args.frames < 0 or args.window < 1:
+    if (args.nodes is not None and args.nodes < 1) or args.frames < 0 or args.window < 1:
         raise SimulateError("--nodes and --window must be at least 1, --frames at least 0")
     if args.rate is not None and args.rate <= 0:
         raise SimulateError("--rate must be positive")
@@ -64,11 +69,8 @@ def prepare(args):
         keys = load_keys(args.keys)
     except KeysError as e:
         raise SimulateError(str(e)) from None
-    if len(keys) < args.nodes:
-        raise SimulateError(f"{args.keys} has {len(keys)} node(s); --nodes {args.nodes} needs that many "
-                            "(add nodes with citynode provision)")
     nodes = []
-    for node in sorted(keys)[: args.nodes]:
+    for node in chosen_nodes(args, keys):
         flash = os.path.join(args.state, node)
         os.makedirs(flash, exist_ok=True)
         cfg = {"node": node, "key": keys[node].hex(), "board": SimBoard.name, "interval_s": 60, "storm_interval_s": 30,
@@ -80,6 +82,26 @@ def prepare(args):
         os.replace(path + ".tmp", path)
         nodes.append((node, keys[node], flash))
     return host, port, nodes
+
+
+def chosen_nodes(args, keys):
+    # The ids to simulate: --node as given, else the first --nodes ids named sim-*. A simulated
+    # node sends under its key, so taking any other id would impersonate a real node.
+    if args.node:
+        missing = [n for n in args.node if n not in keys]
+        if missing:
+            raise SimulateError(f"--node {missing[0]}: not in {args.keys} (add it with citynode provision)")
+        if args.nodes is not None and args.nodes != len(set(args.node)):
+            raise SimulateError(f"--nodes {args.nodes} but {len(set(args.node))} --node given; give one of them")
+        return sorted(set(args.node))
+    want = args.nodes or 1
+    simulated = sorted(n for n in keys if n.startswith(SIM_PREFIX))
+    if len(simulated) < want:
+        raise SimulateError(
+            f"{args.keys} has {len(simulated)} simulated node(s) (ids {SIM_PREFIX}*), --nodes {want} needs that "
+            f"many: citynode provision --node {SIM_PREFIX}01 --board sim ..., or name test nodes with --node ID "
+            "(never a deployed node)")
+    return simulated[:want]
 
 
 def run_cpython(args, nodes, out):

@@ -12,7 +12,7 @@ from protocol import message as msg
 from protocol.cbor import FrameError
 from tools import cli
 
-KEYS = {"sew-%02d" % i: bytes([i]) * 16 for i in range(1, 5)}
+KEYS = {"sim-%02d" % i: bytes([i]) * 16 for i in range(1, 5)}  # simulated nodes: --nodes N takes sim-*
 
 
 class Receiver(threading.Thread):
@@ -122,7 +122,7 @@ def test_timeout_says_how_many_are_unacknowledged(keys_file, tmp_path, capsys):
 def test_bad_arguments_get_one_line(keys_file, tmp_path, capsys):
     code, out = simulate(capsys, "--nodes", 9, "--to", "udp://127.0.0.1:9", "--keys", keys_file,
                          "--state", tmp_path)
-    assert code == 2 and "has 4 node(s); --nodes 9" in out.err
+    assert code == 2 and "has 4 simulated node(s) (ids sim-*), --nodes 9" in out.err
     code, out = simulate(capsys, "--to", "tcp://x", "--keys", keys_file, "--state", tmp_path)
     assert code == 2 and "udp://HOST:PORT" in out.err
     code, out = simulate(capsys, "--to", "udp://127.0.0.1:9", "--keys", tmp_path / "none.toml", "--state", tmp_path)
@@ -142,5 +142,16 @@ def test_a_node_in_safe_mode_is_reported_not_a_traceback(receiver, keys_file, tm
         assert code == 0 and "Traceback" not in out.out + out.err, out.out + out.err
         outs.append(out.out)
     assert ["SAFE MODE" in o for o in outs] == [False, False, False, True, True], outs
-    assert "sew-01: boot 5 is in SAFE MODE" in outs[-1]
-    assert r.seen[("sew-01", 5)] == {0}
+    assert "sim-01: boot 5 is in SAFE MODE" in outs[-1]
+    assert r.seen[("sim-01", 5)] == {0}
+
+
+def test_simulate_never_takes_a_real_node_unless_named(tmp_path, capsys):
+    # --nodes N takes only ids sim-*: a keys file with real nodes is not impersonated by default
+    keys = tmp_path / "keys.toml"
+    write_private(keys, format_keys({"sew-07": bytes(16), "air-01": bytes(range(16)), "sim-01": bytes([9]) * 16}))
+    code, out = simulate(capsys, "--nodes", 2, "--to", "udp://127.0.0.1:9", "--keys", keys, "--state", tmp_path)
+    assert code == 2 and "has 1 simulated node(s) (ids sim-*), --nodes 2" in out.err and "--node ID" in out.err
+    assert not (tmp_path / "sew-07").exists() and not (tmp_path / "air-01").exists()
+    code, out = simulate(capsys, "--node", "sew-09", "--to", "udp://127.0.0.1:9", "--keys", keys, "--state", tmp_path)
+    assert code == 2 and "--node sew-09: not in" in out.err

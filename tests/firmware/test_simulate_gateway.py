@@ -3,6 +3,7 @@
 import base64
 import shutil
 import socket
+import tomllib
 
 import pytest
 
@@ -29,7 +30,9 @@ class Site:
         self.state = tmp_path / "state"
 
     def simulate(self, capsys, frames, *extra, nodes=1, keys=None, timeout=30):
-        code = cli.main(["simulate", "--nodes", str(nodes), "--frames", str(frames), "--to",
+        with open(keys or self.keys, "rb") as f:  # the test nodes by name: none is simulated under sim-*
+            ids = sorted(tomllib.load(f)["nodes"])[:nodes]
+        code = cli.main(["simulate", *[a for n in ids for a in ("--node", n)], "--frames", str(frames), "--to",
                          f"udp://127.0.0.1:{self.port}", "--keys", str(keys or self.keys), "--state",
                          str(self.state), "--timeout", str(timeout), *map(str, extra)])
         return code, capsys.readouterr().out

@@ -157,7 +157,8 @@ def test_acceptance_with_citynode_simulate(tmp_path, mosquitto, subscriber, udp_
 
     path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{udp_port}")
     gwp = GatewayProcess(path).start(wait_port=udp_port)
-    sim = subprocess.Popen([sys.executable, "-m", "tools.cli", "simulate", "--nodes", "3", "--frames", "200",
+    sim = subprocess.Popen([sys.executable, "-m", "tools.cli", "simulate", "--node", "sew-01", "--node", "sew-02",
+                            "--node", "air-03", "--frames", "200",
                             "--rate", "60", "--to", f"udp://127.0.0.1:{udp_port}", "--keys",
                             str(tmp_path / "gw" / "keys.toml"), "--state", str(tmp_path / "sim"), "--timeout", "60"],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -23,3 +23,16 @@ def test_version():
 
     proc = subprocess.run([sys.executable, "-m", "tools.cli", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"citynode {__version__}", proc
+
+
+def test_the_license_is_an_spdx_string_so_installs_print_no_deprecation():
+    # PEP 639: `license = { text = ... }` makes setuptools >= 77 warn on every install (measured:
+    # SetuptoolsDeprecationWarning before, none after); an SPDX string needs setuptools >= 77
+    import pathlib
+    import re
+    import tomllib
+
+    data = tomllib.loads((pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert data["project"]["license"] == "MIT"
+    req = [r for r in data["build-system"]["requires"] if r.startswith("setuptools")]
+    assert req and int(re.search(r">=(\d+)", req[0]).group(1)) >= 77

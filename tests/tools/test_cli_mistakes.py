@@ -23,6 +23,17 @@ MISTAKES = [
     (["monitor", "--udp", "127.0.0.1:15685", "--keys", "{tmp}/missing.toml"], 2, "no such keys file"),
     (["simulate", "--to", "udp://nohost.invalid:15685", "--keys", "{keys}"], 2, "cannot resolve 'nohost.invalid'"),
     (["simulate", "--to", "http://127.0.0.1:15685", "--keys", "{keys}"], 2, "--to must be udp://HOST:PORT"),
+    (["simulate", "--to", "udp://127.0.0.1:15685", "--keys", "{keys}", "--nodes", "1"], 2,
+     "has 0 simulated node(s) (ids sim-*)"),
+    (["simulate", "--to", "udp://127.0.0.1:15685", "--keys", "{keys}", "--node", "sew-02"], 2,
+     "--node sew-02: not in"),
+    (["decode", ""], 2, "no frame given (empty input)"),
+    (["decode", "0x"], 2, "no frame given (empty input)"),
+    (["demo", "--web", "0.0.0.0:8080"], 2, "loopback only"),
+    (["flash", "--port", "/dev/ttyUSB97", "--node-dir", "{file}"], 2, "is a file; give the folder"),
+    (["rig", "--flash", "{tmp}/board", "--node-dir", "{file}"], 2, "is a file; give the folder"),
+    (["provision", "--node", "sew-02", "--out", "{tmp}/n1", "--keys", "{keys}", "--gateway", "nohost.invalid:5683",
+      "--board", "linux"], 2, "cannot resolve 'nohost.invalid'"),
     (["rig", "--flash", "{file}"], 2, "is a file; give a folder"),
     (["rig", "--flash", "{tmp}/board", "--node-dir", "{tmp}/nonode"], 2, "no node config here"),
     (["provision", "--node", 'a"b', "--out", "{tmp}/n1", "--keys", "{keys}"], 2, "node id 'a\"b': must be"),
@@ -116,7 +127,7 @@ def test_ctrl_c_in_simulate_says_so(workbench):
         quiet.settimeout(30)
         port = quiet.getsockname()[1]
         proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "simulate", "--to", f"udp://127.0.0.1:{port}",
-                                 "--keys", str(workbench / "keys.toml"), "--frames", "1000000",
+                                 "--keys", str(workbench / "keys.toml"), "--node", "sew-01", "--frames", "1000000",
                                  "--state", str(workbench / "simstate")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

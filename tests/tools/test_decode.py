@@ -66,3 +66,30 @@ def test_a_bad_keys_file_is_one_line_and_exit_2(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"citynode {argv[0]}: {bad}: [nodes.sew-07] key is not hex"], err
+
+
+def test_hex_with_0x_and_base64_as_pasted_from_a_terminal(capsys):
+    # 0x... is hex (not base64); base64 wrapped over lines or broken by spaces is still base64
+    rc, out, _ = decode(capsys, "0x" + FRAME.hex())
+    assert rc == 0 and "seq=1234" in out
+    wrapped = base64.encodebytes(FRAME).decode()  # 76-character lines
+    assert "\n" in wrapped.strip()
+    rc, out, _ = decode(capsys, wrapped)
+    assert rc == 0 and "seq=1234" in out
+    spaced = " ".join(base64.b64encode(FRAME).decode()[i:i + 10] for i in range(0, 200, 10))
+    rc, out, _ = decode(capsys, spaced)
+    assert rc == 0 and "seq=1234" in out
+
+
+def test_monitor_hex_lines_decode_back(tmp_path, capsys):
+    # the line `citynode monitor --hex` prints under a frame is what decode takes
+    import io
+
+    from tools.monitor import FrameTable
+
+    buf = io.StringIO()
+    FrameTable(hex_frames=True, out=buf).frame(FRAME)
+    line = [x for x in buf.getvalue().splitlines() if x.strip().startswith("hex ")]
+    assert len(line) == 1
+    rc, out, _ = decode(capsys, line[0].split("hex ", 1)[1])
+    assert rc == 0 and "seq=1234" in out
