@@ -314,7 +314,8 @@ class Gateway:
         gw = {"id": self.s.gateway_id, "version": __version__, "uptime_s": time.time() - (self.started or time.time()),
               "broker_connected": self.forwarder.connected, "outbox_depth": p.depth,
               "frames_per_s": self._rate(counters["accepted"]), "disk_free_bytes": p.disk_free,
-              "rejected": rejected, "alarms": self.alarms(), "counters": counters}
+              "rejected": rejected, "rejected_unattributed": self.stats.unattributed_snapshot(),
+              "alarms": self.alarms(), "counters": counters}
         out = []
         for node, st in sorted(nodes.items()):
             st["id"] = node

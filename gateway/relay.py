@@ -344,6 +344,7 @@ class Relay:
         gw = {"id": self.s.gateway_id, "version": __version__, "uptime_s": time.time() - (self.started or time.time()),
               "broker_connected": self.forwarder.connected, "stream_connected": self.connected,
               "outbox_depth": self.depth, "frames_per_s": 0.0, "disk_free_bytes": None, "rejected": rejected,
+              "rejected_unattributed": self.stats.unattributed_snapshot(),
               "alarms": [] if self.connected else ["stream_disconnected"], "counters": counters}
         out = []
         for node, st in sorted(nodes.items()):

@@ -74,7 +74,8 @@ class Stats:
         self.lock = threading.Lock()
         self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "acks_sent": 0, "forwarded": 0,
                          "commands_sent": 0, "commands_done": 0, "commands_expired": 0, "commands_refused": 0}
-        self.rejected = {}
+        self.rejected = {}  # every reject by reason
+        self.unattributed = {}  # rejects of input no node is known for (the rest is in nodes' rejected)
         self.nodes = {}
         self.rejects_log = RateLimitedLog(log)
         self.started = time.time()
@@ -93,7 +94,9 @@ class Stats:
         # node: only for nodes that have a key (a forged kid must not grow this table)
         with self.lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
-            if node is not None:
+            if node is None:
+                self.unattributed[reason] = self.unattributed.get(reason, 0) + n
+            else:
                 st = self.node(node)
                 st.rejected[reason] = st.rejected.get(reason, 0) + n
                 st.version += 1
@@ -134,6 +137,10 @@ class Stats:
         st.last_seen = received
         st.link = link
         st.version += 1
+
+    def unattributed_snapshot(self):
+        with self.lock:
+            return dict(self.unattributed)
 
     def counters_snapshot(self):
         with self.lock:

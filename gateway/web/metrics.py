@@ -31,7 +31,9 @@ class StatusCollector:
         info.add_metric([str(gw.get("id", "")), str(gw.get("version", ""))], 1)
         yield info
         accepted = CounterMetricFamily("citynode_frames_accepted", "frames accepted per node", labels=["node"])
-        rejected = CounterMetricFamily("citynode_frames_rejected", "frames rejected per node and reason",
+        rejected = CounterMetricFamily("citynode_frames_rejected",
+                                       "frames of a known node rejected, per node and reason (mac, retired, replay, "
+                                       "payload, ...); with citynode_rejects_total, every reject counted once",
                                        labels=["node", "reason"])
         gaps = CounterMetricFamily("citynode_sequence_gaps", "frames missing in the sequence per node",
                                    labels=["node"])
@@ -55,9 +57,11 @@ class StatusCollector:
                 warning.add_metric([nid], int(bool(fc.get("warning"))))
                 if fc.get("eta_s") is not None:
                     eta.add_metric([nid], fc["eta_s"])
-        unattributed = CounterMetricFamily("citynode_rejects", "rejected input by reason, before a node is known",
-                                           labels=["reason"])
-        for reason, n in (gw.get("rejected") or {}).items():
+        unattributed = CounterMetricFamily("citynode_rejects",
+                                           "input rejected before a node was known (oversize, CBOR and COSE faults, "
+                                           "kid, unknown, serial noise, overload), by reason; not in "
+                                           "citynode_frames_rejected_total", labels=["reason"])
+        for reason, n in (gw.get("rejected_unattributed") or {}).items():
             unattributed.add_metric([str(reason)], n)
         counters = CounterMetricFamily("citynode_gateway_events", "the gateway's counters by name "
                                        "(received, acks_sent, forwarded, st_sent, st_rejected, ...)", labels=["name"])
