@@ -6,10 +6,12 @@
 #   P/nodes/<node>/availability   "online" when a node is heard, "offline" after
 #                                 availability_after_s without a frame (sweep())
 #   <ha>/sensor/<id>/config       Home Assistant MQTT discovery, once per node and reading
+import hashlib
 import re
 
 import orjson
 
+from gateway import __version__
 from protocol import senml
 
 # SenML unit -> (Home Assistant unit, device class)
@@ -17,7 +19,22 @@ HA_UNITS = {"Cel": ("°C", "temperature"), "%RH": ("%", "humidity"), "Pa": ("Pa"
             "m": ("m", "distance"), "V": ("V", "voltage"), "A": ("A", "current"), "dBW": ("dBW", None)}
 TITLES = {"t": "Temperature", "h": "Humidity", "p": "Pressure", "l": "Water level", "d": "Distance to water",
           "b": "Battery", "i": "Loop current", "r": "Signal strength"}
-_NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
+_PLAIN = re.compile(r"[A-Za-z0-9-]+")
+_NOT_ID = re.compile(r"[^A-Za-z0-9-]")
+
+
+def ha_id(*parts):
+    # A Home Assistant unique_id and discovery object id ([A-Za-z0-9_-]) for ("citynode", *parts),
+    # one to one: plain parts (letters, digits, "-") are joined with "_" as they are; when a part
+    # holds anything else (node ids may hold . : _, names / too) every such character becomes
+    # "_" and a hash of the exact parts is appended, so "col.01", "col_01" and "col:01" get three
+    # ids. A plain id has exactly len(parts) + 1 "_"-separated fields, a hashed one more: the
+    # two kinds never meet.
+    if all(_PLAIN.fullmatch(p) for p in parts):
+        return "_".join(("citynode",) + parts)
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+    return "_".join(("citynode",) + tuple(_NOT_ID.sub("_", p) for p in parts) + (digest,))
+
 
 
 class SenmlPack:
@@ -75,10 +92,13 @@ class HomeAssistant:
         self.discovery_prefix = discovery_prefix
         self.availability = availability
         self.expire_s = expire_s
-        self.announced = set()  # (node, reading)
+        self.announced = set()  # (node, reading); None: the gateway device
 
     def messages(self, f):
         out = []
+        if None not in self.announced:  # the device the nodes' via_device names, announced first
+            self.announced.add(None)
+            out.append(self._gateway_config())
         for rec in f.msg["records"]:
             name = rec.get(senml.N)
             key = (f.node, name)
@@ -91,8 +111,25 @@ class HomeAssistant:
     def reset(self):
         self.announced.clear()
 
+    def _gateway_config(self):
+        # the gateway as a device of its own: a connectivity sensor on its retained state topic
+        # (online with counters, offline as its last will)
+        uid = ha_id(self.gateway_id)
+        cfg = {
+            "name": "Connection",
+            "unique_id": uid,
+            "state_topic": f"{self.prefix}/gateways/{self.gateway_id}/state",
+            "value_template": "{{ value_json.state }}",
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+            "device": {"identifiers": [uid], "name": f"citynode gateway {self.gateway_id}",
+                       "manufacturer": "citynode", "model": "gateway", "sw_version": __version__},
+        }
+        return (f"{self.discovery_prefix}/binary_sensor/{uid}/config", orjson.dumps(cfg))
+
     def _config(self, node, name, unit):
-        uid = _NOT_ID.sub("_", f"citynode_{self.gateway_id}_{node}_{name}")
+        uid = ha_id(self.gateway_id, node, name)
         avail = [{"topic": f"{self.prefix}/gateways/{self.gateway_id}/state",
                   "value_template": "{{ value_json.state }}"}]
         if self.availability:
@@ -107,8 +144,8 @@ class HomeAssistant:
             "availability": avail,
             "availability_mode": "all",
             "state_class": "measurement",
-            "device": {"identifiers": [_NOT_ID.sub("_", f"citynode_{node}")], "name": node,
-                       "manufacturer": "citynode", "via_device": _NOT_ID.sub("_", f"citynode_{self.gateway_id}")},
+            "device": {"identifiers": [ha_id(node)], "name": node, "manufacturer": "citynode",
+                       "via_device": ha_id(self.gateway_id)},
         }
         ha = HA_UNITS.get(unit)
         if unit:

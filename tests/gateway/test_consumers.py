@@ -24,6 +24,13 @@ def discovery(sub):
         return {t: json.loads(p) for t, p, _ in sub.messages if t.startswith("homeassistant/sensor/")}
 
 
+def gateway_device(sub):
+    with sub.lock:
+        found = [json.loads(p) for t, p, _ in sub.messages if t == "homeassistant/binary_sensor/citynode_gw-test/config"]
+    assert len(found) == 1, found
+    return found[0]
+
+
 @pytest.fixture
 def gw(tmp_path, mosquitto):
     path = write_config(tmp_path / "gw", mosquitto.url, publish="senml = true\navailability = true\n"
@@ -65,8 +72,38 @@ def test_senml_topic_availability_and_discovery(gw, mosquitto, subscriber):
         state_t = env.from_string(level["availability"][0]["value_template"])
         assert state_t.render(value_json=json.loads(json.dumps({"state": "online"}))) == "online"
         assert len(configs) == 2  # l and b: once per node and reading, not per frame
+        # the device every node's via_device names is announced: the gateway, on its state topic
+        gw_cfg = gateway_device(late)
+        assert level["device"]["via_device"] == battery["device"]["via_device"] == "citynode_gw-test"
+        assert gw_cfg["device"]["identifiers"] == ["citynode_gw-test"]
+        assert gw_cfg["state_topic"] == "cn/gateways/gw-test/state" and gw_cfg["device_class"] == "connectivity"
+        online = env.from_string(gw_cfg["value_template"]).render(value_json={"state": "online", "counters": {}})
+        assert online == gw_cfg["payload_on"]
     finally:
         late.close()
     # heard again: online
     assert node.run(2, start=5, deadline_s=10)
     assert subscriber.wait(lambda: avail(subscriber) == ["online", "offline", "online"])
+
+
+def test_discovery_ids_never_collide():
+    # node ids may hold . : _ (SPEC.md section 2): each maps to its own unique_id and config
+    # topic; plain ids keep the readable form existing installations already have
+    from gateway.consumers import HomeAssistant, ha_id
+
+    ha = HomeAssistant("cn", "gw-test")
+    topics = {}
+    for node in ("col.01", "col_01", "col:01", "col-01"):
+        msg = {"records": [{0: "l", 2: 0.5}]}
+        rows = ha.messages(type("F", (), {"node": node, "msg": msg})())
+        for topic, payload in rows:
+            cfg = json.loads(payload)
+            if "/sensor/" in topic:
+                topics[node] = (topic, cfg["unique_id"], cfg["device"]["identifiers"][0])
+    assert len({t for t, _, _ in topics.values()}) == 4 and len({u for _, u, _ in topics.values()}) == 4
+    assert len({d for _, _, d in topics.values()}) == 4
+    assert topics["col-01"][1] == "citynode_gw-test_col-01_l"  # plain: unchanged
+    for topic, uid, _ in topics.values():
+        assert topic == f"homeassistant/sensor/{uid}/config"
+        assert all(c.isalnum() or c in "_-" for c in uid)
+    assert ha_id("a", "b_c") != ha_id("a_b", "c") != ha_id("a_b_c")
