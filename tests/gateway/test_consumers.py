@@ -26,7 +26,8 @@ def discovery(sub):
 
 def gateway_device(sub):
     with sub.lock:
-        found = [json.loads(p) for t, p, _ in sub.messages if t == "homeassistant/binary_sensor/citynode_gw-test/config"]
+        topic = "homeassistant/binary_sensor/citynode_gw-test/config"
+        found = [json.loads(p) for t, p, _ in sub.messages if t == topic]
     assert len(found) == 1, found
     return found[0]
 
