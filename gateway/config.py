@@ -121,6 +121,7 @@ class PublishSettings:
     availability_after_s: float = 900.0  # offline after this long without a frame
     homeassistant: bool = False  # MQTT discovery configs, retained
     homeassistant_prefix: str = "homeassistant"
+    sensorthings_ids: bool = True  # a deterministic @iot.id per Observation (FROST: ServerAndClientGenerated)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -592,7 +593,8 @@ def parse(data, path="gateway.toml", role="gateway"):
     publish = PublishSettings(senml=pb.get("senml", bool, False), availability=pb.get("availability", bool, False),
                               availability_after_s=pb.number("availability_after_s", 900.0, 1.0, 7 * 86400.0, float),
                               homeassistant=pb.get("homeassistant", bool, False),
-                              homeassistant_prefix=pb.get("homeassistant_prefix", str, "homeassistant"))
+                              homeassistant_prefix=pb.get("homeassistant_prefix", str, "homeassistant"),
+                              sensorthings_ids=pb.get("sensorthings_ids", bool, True))
     hp = publish.homeassistant_prefix
     if not hp or any(c in hp for c in "+#") or hp.startswith("/") or hp.endswith("/"):
         raise pb.err("homeassistant_prefix", f"must be a topic without + # or a leading/trailing /, got {hp!r}")

@@ -52,7 +52,11 @@ def build_outputs(s, keys, thresholds_fn):
     if s.sensorthings:
         check_mappings(s, keys)
         outputs.append(SensorThings(s.sensorthings, s.gateway_id, version=server.version if server else "v1.1",
-                                    table="sensorthings" if server else None))
+                                    table="sensorthings" if server else None, ids=s.publish.sensorthings_ids))
+        if server is None or server.mode == "mqtt":
+            log.warning("sensorthings: Observations over MQTT: FROST acknowledges before it creates and only logs "
+                        "a failure, so a refused Observation is lost; an http(s):// [sensorthings_server] is "
+                        "what knows (docs/gateway.md, SensorThings)")
     pb = s.publish
     if pb.senml:
         outputs.append(SenmlPack(prefix))

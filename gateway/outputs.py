@@ -2,9 +2,11 @@
 # implement messages(frame); the pipeline stores what they return in the outbox in the
 # same group commit, so every output is as durable as the `up` envelope.
 import base64
+import hashlib
 import json
 import math
 import time
+import uuid
 
 import orjson
 
@@ -117,6 +119,18 @@ QUALITY = {0: "ok", 1: "degraded", 2: "fault", 3: "range"}  # protocol.message Q
 FLAGS = ((1, "storm"), (2, "alarm"), (4, "safe_mode"), (8, "backlog"))  # protocol.message F_*
 
 
+def observation_id(path, node, boot, seq, index, integer):
+    # A deterministic SensorThings @iot.id for one reading of one frame in one Datastream:
+    # the same on every resend and on every gateway that hears the frame
+    basis = f"{path}\n{node}\n{boot}\n{seq}\n{index}".encode()
+    if integer:
+        return (int.from_bytes(hashlib.sha256(basis).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF) or 1
+    return str(uuid.uuid5(_ST_NAMESPACE, basis.decode()))
+
+
+_ST_NAMESPACE = uuid.UUID("6b1d2a4e-1c3f-5e0a-9b7d-2f4c8e6a0d11")  # citynode Observations (fixed)
+
+
 def datastream_path(version, ds):
     # OData key syntax: an integer as it is, a string quoted with ' doubled (FROST's PathParser)
     key = str(ds) if isinstance(ds, int) else "'" + ds.replace("'", "''") + "'"
@@ -129,12 +143,20 @@ class SensorThings:
     # resultQuality carries the reading's quality, parameters the provenance and the flags.
     # table: None puts the rows in the outbox the [mqtt] broker gets; "sensorthings" in the
     # outbox of the [sensorthings_server] connection (gateway/sensorthings.py).
-    def __init__(self, mappings, gateway_id, version="v1.1", table=None):
+    # ids: each Observation gets an @iot.id made of (Datastream, node, boot, seq, record), so a
+    # resend of one already created is refused by FROST instead of stored twice (FROST needs
+    # persistence.idGenerationMode ServerAndClientGenerated or ClientGeneratedOnly; its default,
+    # ServerGeneratedOnly, ignores the id). Integer Datastream ids -> a 63-bit integer id, string
+    # ones -> a UUID string (FROST's STRING and UUID id types both take it).
+    def __init__(self, mappings, gateway_id, version="v1.1", table=None, ids=True):
         self.streams = {(m.node, m.reading): datastream_path(version, m.datastream)
                         for m in mappings if m.node != "*"}
         self.templates = {m.reading: (version, m.datastream) for m in mappings if m.node == "*"}
+        self.integer_ids = {m.reading for m in mappings if m.node == "*" and isinstance(m.datastream, int)} | {
+            (m.node, m.reading) for m in mappings if m.node != "*" and isinstance(m.datastream, int)}
         self.gateway_id = gateway_id
         self.table = table
+        self.ids = ids
 
     def _path(self, node, reading):
         path = self.streams.get((node, reading))
@@ -158,6 +180,11 @@ class SensorThings:
             if params is None:
                 params = {"node": f.node, "boot": m["boot"], "seq": m["seq"], "gateway": self.gateway_id,
                           "time_source": f.time_source, "frame": base64.b64encode(f.raw).decode()}
+                if f.time_source == "uncertain":
+                    # SPEC.md 8: a buffered frame of a boot never heard live: its time is only an
+                    # upper bound (the frame was sampled then or earlier), not a measured instant
+                    params["time_uncertain"] = True
+                    params["phenomenonTime_latest"] = iso(f.time_s)
                 for bit, name in FLAGS:
                     if flags & bit:
                         params[name] = True
@@ -165,6 +192,10 @@ class SensorThings:
             obs = {"phenomenonTime": iso(t), "resultTime": iso(f.received),
                    "result": senml.json_number(value) if isinstance(value, float) else value,
                    "parameters": params}
+            if self.ids:
+                name = rec.get(senml.N)
+                obs["@iot.id"] = observation_id(path, f.node, m["boot"], m["seq"], i,
+                                                (f.node, name) in self.integer_ids or name in self.integer_ids)
             q = quality.get(i)
             if q is not None:
                 obs["resultQuality"] = {"status": QUALITY.get(q[2], q[2]), "samples": q[0], "rejected": q[1]}

@@ -11,6 +11,7 @@
 #               failure, so HTTP is the mode that knows what was created).
 import base64
 import http.client
+import json
 import logging
 import sqlite3
 import ssl
@@ -160,6 +161,12 @@ class Sender:
                 if resp.status == 201:
                     done.append((row_id,))
                     self._ok()
+                elif resp.status in (409, 500) and self._created_before(conn, headers, path, payload):
+                    # a resend of an Observation FROST already has (its answer was lost): FROST
+                    # refuses the repeated @iot.id ("Failed to store data.", 500), a GET finds it
+                    done.append((row_id,))
+                    self.stats.count("st_already")
+                    self._ok()
                 elif 400 <= resp.status < 500 and resp.status not in RETRY_CODES:
                     rejected.append((row_id, resp.status, answer[:1000], time.time()))
                     log.warning("sensorthings: %s %s refused an Observation (%d %s): kept in st_rejected",
@@ -171,6 +178,25 @@ class Sender:
             self._commit(done, rejected)  # also when stopping halfway: what the server has is gone
         if conn is not None:
             conn.close()
+
+    def _created_before(self, conn, headers, path, payload):
+        # Is the Observation with this row's @iot.id on the server? (GET <root>/<version>/Observations(id))
+        try:
+            oid = json.loads(payload).get("@iot.id")
+        except ValueError:
+            return False
+        if oid is None:
+            return False
+        key = str(oid) if isinstance(oid, int) else "'" + str(oid).replace("'", "''") + "'"
+        url = self.server.path + "/" + urllib.parse.quote(f"{path.split('/', 1)[0]}/Observations({key})",
+                                                          safe="/()',:-._~")
+        try:
+            conn.request("GET", url, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+            resp = conn.getresponse()
+            resp.read(65536)
+        except (OSError, http.client.HTTPException):
+            return False  # not known: the POST is retried (and asked about again)
+        return resp.status == 200
 
     def _commit(self, done, rejected):
         # done: [(row id,)] the server has; rejected: [(row id, status, answer, when)] kept aside

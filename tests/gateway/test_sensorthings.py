@@ -199,6 +199,64 @@ def test_the_stand_in_refuses_what_frost_refuses():
     assert frost.create(path, b"{not json")[0] == 400
 
 
+def test_a_resend_after_a_lost_answer_is_not_a_second_observation(tmp_path, mosquitto, subscriber):
+    # FROST created the Observation but its 201 never arrived: the gateway sends it again. With
+    # persistence.idGenerationMode ServerAndClientGenerated FROST takes the gateway's @iot.id and
+    # refuses the repeat (500 "Failed to store data."); the gateway finds it with a GET and
+    # deletes the row: one Observation per reading, counted st_already
+    frost = Frost({1: True}, id_generation="ServerAndClientGenerated")
+    frost.drop_answers = 2
+    server = frost.serve_http()
+    path = st_config(tmp_path / "gw", mosquitto.url, [{"node": "sew-01", "reading": "l", "datastream": 1}],
+                     {"url": f"http://127.0.0.1:{server.server_port}/FROST-Server", "retry_min_s": 0.05,
+                      "retry_max_s": 0.2})
+    gw = Gateway(config.load(path)).start()
+    try:
+        node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
+        assert node.run(4, deadline_s=10)
+        assert subscriber.wait(lambda: gw.st_sender.depth() == 0 and gw.counters().get("st_already") == 2)
+        assert len(frost.created) == 4 and frost.drop_answers == 0
+        ids = [o["@iot.id"] for _, o in frost.created]
+        assert len(set(ids)) == 4 and all(isinstance(i, int) and 0 < i < 2 ** 63 for i in ids)
+        assert sorted(o["parameters"]["seq"] for _, o in frost.created) == list(range(4))
+        assert [r[0] for r in frost.refused] == [500, 500]  # the two repeats, nothing stored twice
+        assert gw.counters()["st_sent"] == 4 and not gw.counters().get("st_rejected")
+    finally:
+        gw.stop()
+        server.shutdown()
+
+
+def test_observation_ids_are_deterministic_and_an_uncertain_time_is_marked():
+    # the same frame gives the same ids (on a resend, on another gateway); string Datastream ids
+    # get UUIDs; a frame whose time is only an upper bound says so in parameters
+    import uuid
+
+    from gateway.config import StreamMapping
+    from gateway.outputs import Frame, SensorThings
+
+    key = NODES["sew-01"]
+    raw = message.encode_data(key, "sew-01", 4, 9, 5000, [senml.record("l", 0.5), senml.record("b", 3.7)])
+    m = message.decode(raw, {"sew-01": key}.get)
+    st = SensorThings([StreamMapping(node="*", reading="l", datastream="{node}-level"),
+                       StreamMapping(node="sew-01", reading="b", datastream=7)], "gw-a")
+    other = SensorThings([StreamMapping(node="*", reading="l", datastream="{node}-level"),
+                          StreamMapping(node="sew-01", reading="b", datastream=7)], "gw-b")
+
+    def observations(out, source):
+        return {p: json.loads(b) for p, b in out.messages(Frame("sew-01", m, raw, 1.7e9, 1.69e9, source, "udp"))}
+
+    first = observations(st, "uncertain")
+    again = observations(other, "uptime")
+    level, battery = first["v1.1/Datastreams('sew-01-level')/Observations"], first["v1.1/Datastreams(7)/Observations"]
+    assert str(uuid.UUID(level["@iot.id"])) == level["@iot.id"] and isinstance(battery["@iot.id"], int)
+    assert {p: o["@iot.id"] for p, o in first.items()} == {p: o["@iot.id"] for p, o in again.items()}
+    assert level["parameters"]["time_uncertain"] is True
+    assert level["parameters"]["phenomenonTime_latest"] == level["phenomenonTime"]
+    assert "time_uncertain" not in again["v1.1/Datastreams(7)/Observations"]["parameters"]
+    off = SensorThings([StreamMapping(node="*", reading="l", datastream="{node}-level")], "gw-a", ids=False)
+    assert all("@iot.id" not in o for o in observations(off, "uptime").values())
+
+
 def test_http_server_gone_and_back(tmp_path, mosquitto, subscriber):
     frost = Frost({1: True})
     server = frost.serve_http()

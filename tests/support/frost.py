@@ -17,6 +17,11 @@
 #     Thing has no Location to generate one from -> "No FeatureOfInterest provided, and none can
 #     be generated." (400).
 #   - Entity ids: LONG by default (Datastreams(7)), or strings (Datastreams('b3a1')), '' inside.
+#   - persistence.idGenerationMode (FROST docs, "Persistence settings"): ServerGeneratedOnly (the
+#     default) ignores a client's @iot.id; ServerAndClientGenerated and ClientGeneratedOnly keep
+#     it, and a second create with an id that exists fails in the database's primary key:
+#     500 {"message": "Failed to store data."} (FROST-Server issues #106, #2082). GET of
+#     Observations(id): 200 with the entity, 404 "Nothing found." when there is none.
 import datetime
 import json
 import re
@@ -49,13 +54,16 @@ def _interval(text):
 
 class Frost:
     # datastreams: {id: has_location}; id_type "long" or "string"
-    def __init__(self, datastreams, id_type="long"):
+    def __init__(self, datastreams, id_type="long", id_generation="ServerGeneratedOnly"):
         self.datastreams = datastreams
         self.id_type = id_type
+        self.id_generation = id_generation
+        self.ids = {}  # observation id -> index in created
         self.created = []  # (datastream id, observation)
         self.refused = []  # (status, message, path, body)
         self.lock = threading.Lock()
         self.fail_with = None  # an HTTP status to answer every request with (a server in trouble)
+        self.drop_answers = 0  # creates whose answer is lost (the connection closes first)
 
     def _key(self, text):
         if self.id_type == "long":
@@ -99,10 +107,26 @@ class Frost:
             return self._refuse(400, "parameters must be an object", path, body)
         if "FeatureOfInterest" not in obs and not self.datastreams[key]:
             return self._refuse(400, "No FeatureOfInterest provided, and none can be generated.", path, body)
+        client_id = obs.get("@iot.id") if self.id_generation != "ServerGeneratedOnly" else None
+        if self.id_generation == "ClientGeneratedOnly" and client_id is None:
+            return self._refuse(400, "No id provided", path, body)
+        if client_id is not None and not isinstance(client_id, int if self.id_type == "long" else str):
+            return self._refuse(400, f"Failed to parse id {client_id!r}", path, body)
         with self.lock:
+            if client_id is not None and client_id in self.ids:
+                self.refused.append((500, "Failed to store data.", path, body))
+                return 500, "Failed to store data."
             self.created.append((key, obs))
-            n = len(self.created)
-        return 201, f"Observations({n})"
+            n = client_id if client_id is not None else len(self.created)
+            self.ids[n] = len(self.created) - 1
+        return 201, f"Observations({n if self.id_type == 'long' else repr(n)})"
+
+    def get_observation(self, text):
+        # GET <root>/v1.x/Observations(<id>) -> (status, entity or message)
+        key = self._key(text)
+        with self.lock:
+            i = self.ids.get(key)
+            return (200, dict(self.created[i][1], **{"@iot.id": key})) if i is not None else (404, "Nothing found.")
 
     def _refuse(self, status, message, path, body):
         with self.lock:
@@ -131,8 +155,27 @@ class Frost:
                 if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
                     return self._answer(400, "Content-Type must be application/json")
                 status, message = frost.create(urllib.parse.unquote(self.path[len(root) + 1:]), body)
+                if status == 201 and frost.drop_answers > 0:  # created, but the answer never arrives
+                    frost.drop_answers -= 1
+                    self.close_connection = True
+                    return
                 location = f"http://127.0.0.1:{self.server.server_port}{root}/v1.1/{message}" if status == 201 else None
                 self._answer(status, message, location)
+
+            def do_GET(self):
+                self.server.requests.append((self.path, self.headers.get("Authorization")))
+                m = re.fullmatch(re.escape(root) + r"/v1\.[01]/Observations\((.*)\)", urllib.parse.unquote(self.path))
+                if not m:
+                    return self._answer(404, "Nothing found.")
+                status, entity = frost.get_observation(m.group(1))
+                if status != 200:
+                    return self._answer(status, entity)
+                data = json.dumps(entity).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _answer(self, status, message, location=None):
                 data = json.dumps({"code": status, "type": "error", "message": message}).encode() \
