@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint bench clean
+.PHONY: demo test check lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,7 +38,12 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-test: $(BIN)/.installed .venv-pycose/.installed typings/.installed $(PICO_RUNNER) lint
+# The CPython side's annotations (gateway/, tools/) checked by pyright (pyrightconfig.json);
+# the firmware has its own check against the MicroPython stubs (tests/firmware/test_typecheck.py).
+typecheck: $(BIN)/.installed
+	$(BIN)/pyright
+
+test: $(BIN)/.installed .venv-pycose/.installed typings/.installed $(PICO_RUNNER) lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed $(PICO_RUNNER)

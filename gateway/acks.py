@@ -4,10 +4,10 @@
 from protocol.cbor import head
 from protocol.cose import mac0_tag, protected_header
 
-_PROTECTED = {}  # node -> (protected header bytes, its bstr head)
+_PROTECTED: dict[str, tuple[bytes, bytes]] = {}  # node -> (protected header bytes, its bstr head)
 
 
-def encode_ack(key, node, boot, seq, cum=None):
+def encode_ack(key: bytes, node: str, boot: int, seq: int, cum: int | None = None) -> bytes:
     entry = _PROTECTED.get(node)
     if entry is None:
         prot = protected_header(node.encode())

@@ -4,6 +4,8 @@
 # (RFC 8428 section 4.5.1), and a unit must be in the SenML units registry (RFC 8428 section
 # 12.1, RFC 8798). A frame that breaks either is refused with reason `payload` and counted
 # (SPEC.md section 5); it is not ACKed, so the node keeps it, as for any other refusal.
+from collections.abc import Iterable, Mapping
+
 from protocol import senml
 from protocol.names import valid_part
 from protocol.units import UNITS
@@ -15,10 +17,10 @@ _CACHE_MAX = 4096
 class RecordCheck:
     # check(records) -> None, or one line saying what is wrong. Names and units that passed
     # are remembered: a fleet uses a handful, so the usual frame costs one set lookup a record.
-    def __init__(self):
-        self.ok = set()
+    def __init__(self) -> None:
+        self.ok: set[tuple[object, object]] = set()
 
-    def check(self, records):
+    def check(self, records: Iterable[Mapping[int, object]]) -> str | None:
         ok = self.ok
         for rec in records:
             name = rec.get(_N)
@@ -34,7 +36,7 @@ class RecordCheck:
         return None
 
 
-def _fault(name, unit):
+def _fault(name: object, unit: object) -> str | None:
     if not valid_part(name):
         return (f"record name {name!r} is not a SenML name (RFC 8428 4.5.1: letters, digits and - : . / _ "
                 "only)")

@@ -7,7 +7,7 @@ import os
 import tempfile
 
 
-def write_private(path, text):
+def write_private(path: str | os.PathLike[str], text: str | bytes) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")

@@ -4,7 +4,7 @@ import os
 import socket
 
 
-def notify(state):
+def notify(state: str) -> bool:
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return False
@@ -19,7 +19,7 @@ def notify(state):
         return False
 
 
-def watchdog_interval_s():
+def watchdog_interval_s() -> float | None:
     # Half of WatchdogSec (systemd's advice), or None when no watchdog is configured for us.
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")

@@ -10,6 +10,6 @@ except (OSError, AttributeError):
     _prctl = None
 
 
-def name(text):
+def name(text: str) -> None:
     if _prctl is not None:
         _prctl(_PR_SET_NAME, ctypes.c_char_p(text.encode()[:15]), 0, 0, 0)

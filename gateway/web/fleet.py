@@ -4,15 +4,17 @@
 # the link has one, and whose copy reached the stream first.
 import html
 import json
+from collections.abc import Callable
+from typing import Any
 
-from flask import Response
+from flask import Flask, Response
 
 
-def _cell(v):
+def _cell(v: object) -> str:
     return "" if v is None else html.escape(str(v))
 
 
-def render(fleet):
+def render(fleet: dict[str, Any]) -> str:
     rows_gw = "".join(
         f"<tr><td>{_cell(g['id'])}</td><td>{'alive' if g['alive'] else 'DEAD'}</td>"
         f"<td>{_cell(g['last_heartbeat_s'])}</td><td>{_cell(g['outbox_depth'])}</td><td>{_cell(g['accepted'])}</td>"
@@ -34,12 +36,12 @@ def render(fleet):
         f"<th>frames relayed</th></tr>{rows_node}</table></body></html>")
 
 
-def add_fleet_page(app, fleet_fn):
+def add_fleet_page(app: Flask, fleet_fn: Callable[[], dict[str, Any]]) -> None:
     @app.get("/api/fleet")
-    def api_fleet():
+    def api_fleet() -> Response:
         return Response(json.dumps(fleet_fn(), separators=(",", ":")), 200, {"Content-Type": "application/json",
                                                                             "Cache-Control": "no-store"})
 
     @app.get("/fleet")
-    def fleet_page():
+    def fleet_page() -> Response:
         return Response(render(fleet_fn()), 200, {"Content-Type": "text/html; charset=utf-8"})

@@ -1,13 +1,16 @@
 # Prometheus metrics at /metrics, read from the same status snapshot as the page,
 # at scrape time (no second set of counters to keep in step).
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 
 class StatusCollector:
-    def __init__(self, status_fn):
+    def __init__(self, status_fn: Callable[[], dict[str, Any]]) -> None:
         self.status_fn = status_fn
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         status = self.status_fn()
         gw = status.get("gateway", {})
         gauges = (
