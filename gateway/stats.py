@@ -7,7 +7,18 @@ import threading
 import time
 
 from protocol import senml
-from protocol.message import I_BOARD, I_FW, I_INTERVAL, I_LEVEL_MM, I_RESET
+from protocol.message import (
+    I_BOARD,
+    I_BUFFER,
+    I_FLASH_ERRORS,
+    I_FW,
+    I_HEAP,
+    I_INTERVAL,
+    I_LEVEL_MM,
+    I_RESET,
+    I_RESETS,
+    I_SAFE_S,
+)
 
 I_DISCARDED = 6  # info: frames the node discarded for a retired key (SPEC.md 6.1, 6.6)
 
@@ -38,7 +49,7 @@ class RateLimitedLog:
 class NodeState:
     __slots__ = ("node", "last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board",
                  "interval_s", "thresholds", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command",
-                 "discarded",
+                 "discarded", "health",
                  "version")
 
     def __init__(self, node):
@@ -55,6 +66,7 @@ class NodeState:
         self.flags = 0
         self.command = None  # {"cmd_id", "status"} of the last command result the node reported
         self.discarded = 0  # frames the node discarded: MACed with a key the gateway no longer holds
+        self.health = None  # what the node last said of its health (SPEC 6.1 info 7-11), see health_from
         self.version = 0  # bumped on every change; the MQTT thread republishes changed states
 
     def as_dict(self):
@@ -65,8 +77,33 @@ class NodeState:
             "accepted": self.accepted,
             "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
             "storm": bool(self.flags & 1), "alarm": bool(self.flags & 2), "safe_mode": bool(self.flags & 4),
-            "command": self.command, "discarded": self.discarded,
+            "command": self.command, "discarded": self.discarded, "health": self.health,
         }
+
+
+def _uints(v, n):
+    return isinstance(v, list | tuple) and len(v) == n and all(type(x) is int and x >= 0 for x in v)
+
+
+def health_from(info, old=None):
+    # The health a node reports in its info block (SPEC 6.1, keys 7-11) merged over what it
+    # said before; a value of the wrong shape is ignored (the last good one stays). -> dict or None
+    h = dict(old) if old else {}
+    v = info.get(I_HEAP)
+    if _uints(v, 2):
+        h["heap_free"], h["heap_largest"] = v
+    v = info.get(I_BUFFER)
+    if _uints(v, 4):
+        h["buffer"] = dict(zip(("frames", "bytes", "torn", "dropped"), v, strict=True))
+    for key, name in ((I_FLASH_ERRORS, "flash_errors"), (I_SAFE_S, "safe_s")):
+        v = info.get(key)
+        if type(v) is int and v >= 0:
+            h[name] = v
+    v = info.get(I_RESETS)
+    if isinstance(v, dict) and len(v) <= 16 and all(isinstance(k, str) and len(k) <= 24 and type(n) is int and n >= 0
+                                   for k, n in v.items()):
+        h["resets"] = dict(v)
+    return h or None
 
 
 class Stats:
@@ -124,6 +161,7 @@ class Stats:
             st.interval_s = info.get(I_INTERVAL, st.interval_s)
             if isinstance(info.get(I_DISCARDED), int):
                 st.discarded = info[I_DISCARDED]
+            st.health = health_from(info, st.health)
             th = info.get(I_LEVEL_MM)
             if isinstance(th, list | tuple) and len(th) == 2 and all(isinstance(v, int) and v >= 0 for v in th):
                 st.thresholds = {"alarm_m": th[0] / 1000, "storm_m": th[1] / 1000}

@@ -50,6 +50,12 @@ I_BOARD = 3  # board name, text
 I_INTERVAL = 4  # reporting interval in seconds
 I_LEVEL_MM = 5  # level thresholds [alarm_mm, storm_mm], for charts and operators
 # info key 6: frames the node discarded because the gateway no longer holds their key (SPEC 6.6)
+# health (SPEC 6.1): sent with the boot frame and hourly
+I_HEAP = 7  # [free bytes, largest free block bytes] of the node's heap
+I_BUFFER = 8  # offline buffer [frames, bytes, torn, dropped]
+I_FLASH_ERRORS = 9  # flash writes that failed (other than a full filesystem)
+I_RESETS = 10  # {reset cause: count} since the node's flash state began
+I_SAFE_S = 11  # seconds in safe mode in this boot
 
 # flags (data frames)
 F_STORM = 1  # storm mode: sampling faster because the level rises

@@ -16,9 +16,12 @@ from tests.gateway.conftest import Subscriber
 
 KEY = bytes(range(16))
 INFO = {message.I_FW: "0.1.0", message.I_RESET: "power_on", message.I_BOARD: "esp32", message.I_INTERVAL: 300,
-        message.I_LEVEL_MM: [2200, 1200]}
+        message.I_LEVEL_MM: [2200, 1200], message.I_HEAP: [40960, 20480], message.I_BUFFER: [12, 1320, 1, 0],
+        message.I_FLASH_ERRORS: 0, message.I_RESETS: {"power_on": 3, "watchdog": 1}, message.I_SAFE_S: 0}
+HEALTH = {"heap_free": 40960, "heap_largest": 20480, "buffer": {"frames": 12, "bytes": 1320, "torn": 1, "dropped": 0},
+          "flash_errors": 0, "resets": {"power_on": 3, "watchdog": 1}, "safe_s": 0}
 KEPT = {"firmware": "0.1.0", "board": "esp32", "interval_s": 300, "thresholds": {"alarm_m": 2.2, "storm_m": 1.2},
-        "reset_cause": "power_on"}
+        "reset_cause": "power_on", "health": HEALTH}
 
 
 def settings(tmp, broker_url):
@@ -77,6 +80,17 @@ def test_a_restart_keeps_firmware_board_interval_and_thresholds(tmp_path, mosqui
         gw.stop()
         sub.c.loop_stop()
         sub.c.disconnect()
+
+
+def test_health_of_the_wrong_shape_is_ignored_and_the_last_good_one_stays():
+    from gateway.stats import health_from
+
+    h = health_from(INFO)
+    assert h == HEALTH
+    bad = {message.I_HEAP: [1, -2], message.I_BUFFER: [1, 2, 3], message.I_FLASH_ERRORS: "many",
+           message.I_RESETS: {"watchdog": 1.5}, message.I_SAFE_S: True}
+    assert health_from(bad, h) == HEALTH and health_from(bad) is None
+    assert health_from({message.I_SAFE_S: 3600}, h) == dict(HEALTH, safe_s=3600)  # merged over the last
 
 
 def test_a_damaged_state_file_is_no_reason_not_to_start(tmp_path):

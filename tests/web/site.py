@@ -29,7 +29,10 @@ class RawNode(threading.Thread):
         self.error = None
 
     def run(self):
-        info = {message.I_FW: HOSTILE_TEXT, message.I_LEVEL_MM: [2200, 1200]}
+        # its health (SPEC 6.1 info 7-11), with HTML as a reset cause
+        info = {message.I_FW: HOSTILE_TEXT, message.I_LEVEL_MM: [2200, 1200], message.I_HEAP: [102400, 65536],
+                message.I_BUFFER: [3, 330, 0, 1], message.I_FLASH_ERRORS: 2,
+                message.I_RESETS: {"power_on": 4, HOSTILE_TEXT[:24]: 1}, message.I_SAFE_S: 0}
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(message.encode_data(self.key, HOSTILE_ID, 1, 0, 0, [senml.record("l", 0.5)]), self.gateway)
             seq = 0

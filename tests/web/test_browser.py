@@ -83,6 +83,13 @@ def test_hostile_node_text_is_shown_as_text(page, live_site):
     # sew-02 reports HTML as its firmware version: the cell shows it as text, nothing is parsed
     row = page.locator("#nodes tbody tr", has=page.locator("td.node-id", has_text="sew-02"))
     sync_api.expect(row.locator("td", has_text=HOSTILE_TEXT)).to_have_count(1, timeout=15000)
+    # its health: buffer and heap in the cell, the rest (a reset cause in HTML too) in the tooltip
+    health = row.locator("td.health")
+    sync_api.expect(health).to_contain_text("buffer 3 · heap 100 KB")
+    sync_api.expect(health.locator(".badge")).to_have_text("flash errors")
+    title = health.get_attribute("title")
+    assert "buffer: 3 frames, 0.3 KB, 0 torn, 1 dropped" in title and "largest block 64 KB" in title, title
+    assert "resets: power_on 4, " + HOSTILE_TEXT[:24] + " 1" in title and "flash errors: 2" in title, title
     assert page.locator("#nodes b, #nodes i, #nodes img").count() == 0, "node text was parsed as HTML"
     row.click()
     sync_api.expect(page.locator("#chart-node")).to_have_text("sew-02")

@@ -111,12 +111,48 @@ function renderNodes(s) {
       }
     }
     if (!mode.textContent) mode.textContent = "normal";
+    healthCell(tr, n.health);
     etaCell(tr, n.forecast);
     tr.addEventListener("click", () => select(n.id));
     rows.push(tr);
   }
   tbody.replaceChildren(...rows);
   if (selected == null && nodes.length) select(nodes[0].id);
+}
+
+function kb(bytes) {
+  return (bytes / 1024).toFixed(bytes < 10240 ? 1 : 0) + " KB";
+}
+
+function healthCell(tr, h) {
+  // what the node last reported of its health (SPEC 6.1 info 7-11): the buffer and the heap
+  // in the cell, everything in the tooltip; a badge for flash errors and safe-mode time
+  const td = cell(tr, "–", "health");
+  if (!h) return;
+  const short = [];
+  const full = [];
+  if (h.buffer) {
+    const b = h.buffer;
+    short.push("buffer " + b.frames);
+    full.push("buffer: " + b.frames + " frames, " + kb(b.bytes) + ", " + b.torn + " torn, " + b.dropped + " dropped");
+  }
+  if (h.heap_free != null) {
+    short.push("heap " + kb(h.heap_free));
+    full.push("heap: " + kb(h.heap_free) + " free, largest block " + kb(h.heap_largest));
+  }
+  if (h.resets) full.push("resets: " + Object.entries(h.resets).map(([k, n]) => k + " " + n).join(", "));
+  if (h.flash_errors != null) full.push("flash errors: " + h.flash_errors);
+  if (h.safe_s != null) full.push("safe mode: " + h.safe_s + " s this boot");
+  td.textContent = short.join(" · ") || "–";
+  td.title = full.join("\n");
+  for (const [bad, label] of [[h.flash_errors, "flash errors"], [h.safe_s, "safe " + Math.round((h.safe_s || 0) / 60) + " min"]]) {
+    if (bad) {
+      const badge = document.createElement("span");
+      badge.className = "badge alarm";
+      badge.textContent = label;
+      td.append(" ", badge);
+    }
+  }
 }
 
 function etaCell(tr, f) {
