@@ -14,7 +14,7 @@ EXIT_CONFIG = 2
 EXIT_START = 1
 
 
-def add_arguments(parser):
+def add_arguments(parser) -> None:
     parser.add_argument("--config", metavar="FILE", help="the gateway's TOML config (see deploy/gateway.toml)")
     parser.add_argument("--check-config", metavar="FILE", help="validate FILE and its keys file, then exit")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -30,7 +30,7 @@ def _fail(text, code):
     return code
 
 
-def load(path, role="gateway"):
+def load(path, role: str = "gateway"):
     # -> (settings, keys); raises ConfigError with the one line to show (role "relay": relay.toml)
     settings = config.load(path, role)
     try:
@@ -48,7 +48,7 @@ def load(path, role="gateway"):
     return settings, keys
 
 
-def redact_logs(settings):
+def redact_logs(settings) -> None:
     for handler in logging.getLogger().handlers:  # the journal never sees a password or the web token
         handler.addFilter(config.RedactSecrets(config.secrets_of(settings)))
 
@@ -89,7 +89,7 @@ def run(args):
     wake = threading.Event()  # set by every handler: the main thread sleeps until a signal comes
 
     def handler(flag):
-        def on_signal(*_):
+        def on_signal(*_) -> None:
             flag.set()
             wake.set()
         return on_signal

@@ -151,7 +151,7 @@ class Settings:
 
 class _Table:
     # Reads one TOML table, remembering which keys were used so unknown ones are refused.
-    def __init__(self, data, name):
+    def __init__(self, data, name) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"[{name}]: must be a table")
         self.data = data
@@ -161,7 +161,7 @@ class _Table:
     def err(self, key, problem):
         return ConfigError(f"[{self.name}] {key}: {problem}")
 
-    def get(self, key, kind, default=None, required=False):
+    def get(self, key, kind, default=None, required: bool = False):
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -222,7 +222,7 @@ def _host_port(t, u, url, default_port):
         raise t.err("url", f"bad port in {url!r}") from None
 
 
-def _endpoint(t, base, u, tls, plain_hint=""):
+def _endpoint(t, base, u, tls, plain_hint: str = ""):
     # [mqtt] and [sensorthings_server]: TLS files and login -> Endpoint fields
     files = _tls_files(t, base)
     if files and not tls:
@@ -437,11 +437,11 @@ def secrets_of(settings):
 class RedactSecrets(logging.Filter):
     # On the gateway's log handler: every record is formatted, url logins masked and each of the
     # config's secrets (4+ characters; shorter ones would mask ordinary words) replaced by ***.
-    def __init__(self, secrets=()):
+    def __init__(self, secrets=()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if len(s) >= 4)
 
-    def filter(self, record):
+    def filter(self, record) -> bool:
         text = record.getMessage()
         masked = redact_url(text)
         for secret in self.secrets:
@@ -465,7 +465,7 @@ def private_files(settings):
     return files
 
 
-def check_private_files(settings):
+def check_private_files(settings) -> None:
     # A keys file, TLS private key or config with a password that group or others may open is
     # refused (ConfigError, exit 2 at start): such a key lets anyone on the box forge frames.
     for what, path in private_files(settings):
@@ -517,7 +517,7 @@ def plaintext_warnings(settings):
     return out
 
 
-def parse(data, path="gateway.toml", role="gateway"):
+def parse(data, path: str = "gateway.toml", role: str = "gateway"):
     # role "relay": relay.toml (gateway/relay.py): [relay] in place of [gateway], [nats] and
     # [mqtt] both required, no [[ingest]]; every other table as for a gateway
     base = pathlib.Path(path).resolve().parent
@@ -614,7 +614,7 @@ def parse(data, path="gateway.toml", role="gateway"):
                     web_stale_after_s=web_stale, web_hosts=tuple(web_hosts), forecast=forecast, publish=publish)
 
 
-def load(path, role="gateway"):
+def load(path, role: str = "gateway"):
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

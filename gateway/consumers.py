@@ -38,7 +38,7 @@ def ha_id(*parts):
 
 
 class SenmlPack:
-    def __init__(self, prefix):
+    def __init__(self, prefix) -> None:
         self.prefix = prefix
 
     def messages(self, f):
@@ -53,7 +53,7 @@ _LABELS = set(senml.JSON_LABELS.values())
 
 
 class Availability:
-    def __init__(self, prefix, after_s):
+    def __init__(self, prefix, after_s) -> None:
         self.prefix = prefix
         self.after_s = after_s
         self.heard = {}  # node -> latest reception time
@@ -80,13 +80,14 @@ class Availability:
             out.append((f"{self.prefix}/nodes/{node}/availability", b"offline"))
         return out
 
-    def reset(self):
+    def reset(self) -> None:
         # a failed commit lost what messages() returned: say it again with the next frame
         self.online.clear()
 
 
 class HomeAssistant:
-    def __init__(self, prefix, gateway_id, discovery_prefix="homeassistant", availability=False, expire_s=0):
+    def __init__(self, prefix, gateway_id, discovery_prefix: str = "homeassistant", availability: bool = False,
+                 expire_s: int = 0) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
         self.discovery_prefix = discovery_prefix
@@ -108,7 +109,7 @@ class HomeAssistant:
             out.append(self._config(f.node, name, rec.get(senml.U) or senml.unit_of(name)))
         return out
 
-    def reset(self):
+    def reset(self) -> None:
         self.announced.clear()
 
     def _gateway_config(self):

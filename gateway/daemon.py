@@ -99,7 +99,7 @@ def lock_data_dir(data_dir):
 
 
 class Gateway:
-    def __init__(self, settings, keys=None):
+    def __init__(self, settings, keys=None) -> None:
         self.s = settings
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
         self.stats = Stats()
@@ -202,7 +202,7 @@ class Gateway:
             raise OSError(e.errno, f"status page: cannot listen on {self.s.web_listen}: {e.strerror}") from None
         log.info("status page on %s", self.web.url)
 
-    def stop(self):
+    def stop(self) -> None:
         # Ingest first (nothing new arrives), then the pipeline finishes its queue and
         # ACKs, then the publisher says offline and disconnects.
         notify("STOPPING=1")
@@ -234,10 +234,10 @@ class Gateway:
         log.info("gateway %s stopped; %d messages wait in the outbox; %d frames accepted in %d group commits",
                  self.s.gateway_id, self.pipeline.depth, self.stats.counters["accepted"], self.pipeline.commits)
 
-    def _command(self, topic, payload, retained):
+    def _command(self, topic, payload, retained) -> None:
         handle_command(topic, payload, retained, self.keys, self.downlink, self.stats)
 
-    def reload_keys(self):
+    def reload_keys(self) -> bool:
         # SIGHUP: a bad file keeps the old keys (the daemon must not stop over a typo).
         try:
             check_private(self.s.keys_file, "[nodes] keys_file")  # as at start (gateway/cli.py)
@@ -250,7 +250,7 @@ class Gateway:
         log.info("keys reloaded: %d nodes", len(keys))
         return True
 
-    def _watchdog_loop(self, interval):
+    def _watchdog_loop(self, interval) -> None:
         # Ping only while data moves: both threads went round their loops recently, and
         # the input queue and the publisher's window are not stuck.
         last_processed, last_pubacks = self.pipeline.processed, self.forwarder.pubacks

@@ -17,7 +17,8 @@ TAG_LEN = 8  # a frame's COSE MAC tag: its last 8 bytes (SPEC.md 4.1)
 class SeqState:
     __slots__ = ("boot", "hwm", "cum", "bits", "gaps", "first", "tag", "tag0")
 
-    def __init__(self, boot, hwm=-1, cum=-1, bits=0, gaps=0, first=-1, tag=b"", tag0=b""):
+    def __init__(self, boot, hwm=-1, cum=-1, bits: int = 0, gaps: int = 0, first=-1, tag: bytes = b"",
+                 tag0: bytes = b"") -> None:
         self.boot = boot
         self.hwm = hwm  # highest seq stored in this boot, -1 before the first
         self.cum = cum  # every seq <= cum of this boot is stored, -1 when unknown

@@ -47,7 +47,7 @@ def parse_command(payload):
 
 
 class Downlink:
-    def __init__(self, max_per_node, attempts, queued=None, counters=None):
+    def __init__(self, max_per_node, attempts, queued=None, counters=None) -> None:
         self.max_per_node = max_per_node
         self.attempts = attempts
         self.lock = threading.Lock()
@@ -109,7 +109,7 @@ class Downlink:
             self._counter_changed = set()
             return put, dele, cnt
 
-    def restore(self, put, dele, cnt):
+    def restore(self, put, dele, cnt) -> None:
         # the commit failed: keep the changes for the next one (newer changes win)
         with self.lock:
             for row in put:

@@ -46,9 +46,11 @@ class Settings:
                  "noise_m", "max_rise_mm_min", "jerk", "accel_tau_min", "near_m", "fast_mm_min",
                  "echo_tol_m", "min_rate_mm_min")
 
-    def __init__(self, lead_s=900.0, window_s=2400.0, min_confidence=0.4, horizon_s=4 * 3600.0, interval_s=300.0,
-                 caution=1.0, noise_m=0.01, max_rise_mm_min=300.0, jerk=3e-4,
-                 accel_tau_min=10.0, near_m=0.5, fast_mm_min=10.0, echo_tol_m=0.03, min_rate_mm_min=2.0):
+    def __init__(self, lead_s: float = 900.0, window_s: float = 2400.0, min_confidence: float = 0.4,
+                 horizon_s=4 * 3600.0, interval_s: float = 300.0,
+                 caution: float = 1.0, noise_m: float = 0.01, max_rise_mm_min: float = 300.0, jerk: float = 3e-4,
+                 accel_tau_min: float = 10.0, near_m: float = 0.5, fast_mm_min: float = 10.0,
+                 echo_tol_m: float = 0.03, min_rate_mm_min: float = 2.0) -> None:
         self.lead_s = lead_s  # warn when the alarm is plausible within this many seconds
         self.window_s = window_s  # readings kept (for a late backlog's replay and the inputs)
         self.min_confidence = min_confidence
@@ -69,7 +71,7 @@ class Model:
     # Kalman filter over x = [level m, rate m/min, rate change m/min^2]; P its covariance.
     __slots__ = ("t", "x", "P")
 
-    def __init__(self, t, level, noise):
+    def __init__(self, t, level, noise) -> None:
         self.t = t
         self.x = [level, 0.0, 0.0]
         self.P = [[noise * noise * 4, 0.0, 0.0], [0.0, 0.01 ** 2, 0.0], [0.0, 0.0, 0.002 ** 2]]
@@ -94,7 +96,7 @@ class Model:
         P2 = [[sum(FP[i][k] * F[j][k] for k in range(3)) + Q[i][j] for j in range(3)] for i in range(3)]
         return x, P2
 
-    def update(self, t, y, noise, s):
+    def update(self, t, y, noise, s) -> None:
         x, P = self.predicted(t, s)
         S = P[0][0] + noise * noise
         k = [P[i][0] / S for i in range(3)]
@@ -147,7 +149,7 @@ def first_crossing(level, rate, acc, target, s):
 
 class NodeForecast:
     # The forecast state of one node. add() readings, forecast() when something changed.
-    def __init__(self, alarm_m, settings=None):
+    def __init__(self, alarm_m, settings=None) -> None:
         self.alarm_m = alarm_m
         self.s = settings or Settings()
         self.points = []  # [(t_s, level_m)] good-quality readings, time order, within window_s
@@ -172,7 +174,7 @@ class NodeForecast:
 
     # ---- input
 
-    def add(self, t_s, level_m, quality=0, storm=None):
+    def add(self, t_s, level_m, quality: int = 0, storm=None) -> bool:
         if storm is not None and (self.newest_t is None or t_s >= self.newest_t):
             self.storm = bool(storm)
         if quality in BAD_QUALITY or level_m is None or not math.isfinite(level_m):
@@ -202,7 +204,7 @@ class NodeForecast:
             self._done = max(0, self._done - cut)
         return True
 
-    def _run_model(self):
+    def _run_model(self) -> None:
         pts = self.points
         if self._replay:
             self._replay = False
@@ -211,7 +213,7 @@ class NodeForecast:
             self._step(t, y)
         self._done = len(pts)
 
-    def _step(self, t, y):
+    def _step(self, t, y) -> None:
         s = self.s
         m = self.model
         if m is None:
@@ -254,7 +256,7 @@ class NodeForecast:
                 self.model.P[1][1] = max(rate * rate / 4, 0.005 ** 2)
                 self.pending = []
 
-    def _forget_pending(self):
+    def _forget_pending(self) -> None:
         # the held readings were false echoes: count them and remember their heights
         tol = self.s.echo_tol_m
         for _, y in self.pending:
@@ -359,7 +361,7 @@ class NodeForecast:
         out["why"] = why + "."
         return self._warn(out, early, near_fast)
 
-    def projection(self, step_s=60.0, max_s=3600.0):
+    def projection(self, step_s: float = 60.0, max_s: float = 3600.0):
         # the projected level [[t, level_m], ...] of the last forecast, until it reaches the
         # alarm level, peaks, or max_s (for the status page's level chart); [] without a rise
         if self.trend is None:
@@ -436,8 +438,9 @@ class Forecasts:
     # load test, a node without a clock flooding) costs one forecast, not one per frame.
     # state_path: the JSON file the forecast state is kept in (written on every warning
     # change and at most every save_every_s otherwise; read at start).
-    def __init__(self, prefix, gateway_id, settings=None, alarm_m=2.2, thresholds_fn=None, min_step_s=10.0,
-                 state_path=None, save_every_s=300.0):
+    def __init__(self, prefix, gateway_id, settings=None, alarm_m: float = 2.2, thresholds_fn=None,
+                 min_step_s: float = 10.0,
+                 state_path=None, save_every_s: float = 300.0) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
         self.s = settings or Settings()
@@ -471,7 +474,7 @@ class Forecasts:
             self.nodes, self._last = {}, {}
             self.load_error = "%s: %s" % (self.state_path, e)
 
-    def save(self):
+    def save(self) -> None:
         if not self.state_path:
             return
         d = {"version": STATE_VERSION, "nodes": {}}

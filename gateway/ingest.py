@@ -25,7 +25,7 @@ class UdpLink:
     # reader thread to get the interpreter lock. No thread of its own.
     kind = "udp"
 
-    def __init__(self, host, port, submit, reject):
+    def __init__(self, host, port, submit, reject) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
@@ -40,10 +40,10 @@ class UdpLink:
     def start(self):
         return self
 
-    def describe(self, addr):
+    def describe(self, addr) -> str:
         return f"udp {addr[0]}:{addr[1]}"
 
-    def drain(self, limit=4096):
+    def drain(self, limit: int = 4096) -> None:
         # Everything readable now (at most limit datagrams) to submit; never blocks. After
         # stop() nothing is read.
         if self._stop.is_set():
@@ -62,14 +62,14 @@ class UdpLink:
                 continue
             submit((data, self, addr, time.time()))
 
-    def send(self, addr, message):
+    def send(self, addr, message) -> bool:
         try:
             self.sock.sendto(message, socket.MSG_DONTWAIT, addr)  # never block the pipeline on a full buffer
             return True
         except OSError:
             return False
 
-    def stop(self):
+    def stop(self) -> None:
         # nothing more is read; the pipeline may still select() on the socket and send ACKs
         # on it until it stops: close() after that
         self._stop.set()
@@ -78,7 +78,7 @@ class UdpLink:
         except OSError:
             pass
 
-    def close(self):
+    def close(self) -> None:
         self.sock.close()
 
     def kernel_drops(self):
@@ -109,7 +109,7 @@ class SerialLink:
     BACKOFF_MIN_S = 0.2
     BACKOFF_MAX_S = 5.0
 
-    def __init__(self, port, baudrate, submit, reject):
+    def __init__(self, port, baudrate, submit, reject) -> None:
         self.port = port
         self.baudrate = baudrate
         self.name = f"serial {port}"
@@ -135,7 +135,7 @@ class SerialLink:
         self.opened += 1
         return ser
 
-    def _close(self):
+    def _close(self) -> None:
         with self._lock:
             ser, self.ser = self.ser, None
         if ser is not None:
@@ -144,7 +144,7 @@ class SerialLink:
             except (OSError, serial.SerialException):
                 pass
 
-    def _run(self):
+    def _run(self) -> None:
         osthread.name("cn-serial")
         backoff = self.BACKOFF_MIN_S
         last_error = None
@@ -166,7 +166,7 @@ class SerialLink:
                 log.warning("%s: lost (%s); reopening", self.name, e)
             self._close()
 
-    def _read(self, ser):
+    def _read(self, ser) -> None:
         deframer = cobs.Deframer()
         while not self._stop.is_set():
             data = ser.read(1)
@@ -184,7 +184,7 @@ class SerialLink:
                 else:
                     log.debug("%s console: %s", self.name, value.decode("ascii", "replace").rstrip())
 
-    def send(self, addr, message):
+    def send(self, addr, message) -> bool:
         with self._lock:
             ser = self.ser
             if ser is None:
@@ -195,7 +195,7 @@ class SerialLink:
             except (OSError, serial.SerialException):
                 return False  # the reader notices the loss and reopens
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
         self._close()

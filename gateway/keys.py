@@ -19,7 +19,7 @@ class KeysError(ValueError):
 class Keys(dict):
     # node -> current key bytes (what ACKs and commands are MACed with), and per node whose key
     # was rotated its versions: versions[node] = {key version: key bytes} (SPEC.md 4.5)
-    def __init__(self, *a):
+    def __init__(self, *a) -> None:
         super().__init__(*a)
         self.versions = {}
         self.current = {}  # node -> current key version, for nodes not at 0
@@ -40,7 +40,7 @@ class Keys(dict):
         # the current key version of a node (0: never rotated)
         return self.current.get(node, 0)
 
-    def rotate(self, node, key, keep_previous=True):
+    def rotate(self, node, key, keep_previous: bool = True) -> None:
         # a new key for a node: its version one up; the key it replaces kept as the previous one
         # (its buffered frames still verify) unless keep_previous is False (then they are
         # refused as retired and the node discards them, SPEC.md 6.6); older versions are dropped
@@ -71,7 +71,7 @@ def _version(source, node, entry, name, default):
     return v
 
 
-def parse_keys(data, source="keys file"):
+def parse_keys(data, source: str = "keys file"):
     # [nodes.<id>] key = "<hex>", and after a re-key (SPEC.md 4.5): key_version = N, and
     # previous_key = "<hex>" with previous_version (N - 1 unless given) while the node's
     # backlog MACed with it drains

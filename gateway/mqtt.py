@@ -45,7 +45,7 @@ def _dumps(obj):
 
 
 class Forwarder:
-    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn):
+    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn) -> None:
         self.s = settings
         self.m = settings.mqtt
         self.prefix = settings.mqtt.topic_prefix
@@ -86,13 +86,13 @@ class Forwarder:
 
     # ------------------------------------------------------------ other threads
 
-    def wake(self):
+    def wake(self) -> None:
         try:
             self._wake_w.send(b"x")
         except (BlockingIOError, OSError):
             pass  # already pending: one byte is enough
 
-    def offer(self, first_id, rows):
+    def offer(self, first_id, rows) -> None:
         # The pipeline's rows [(topic, payload)] just committed with outbox ids first_id,
         # first_id + 1, ...: published from this (the pipeline's) thread when they follow the
         # cursor and fit the window; otherwise the publisher thread reads them from the outbox.
@@ -118,7 +118,7 @@ class Forwarder:
             ids, self._acked = self._acked, []
         return ids
 
-    def deleted(self, ids):
+    def deleted(self, ids) -> None:
         with self._lock:
             self._skip.difference_update(ids)
 
@@ -126,7 +126,7 @@ class Forwarder:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self.wake()
         self._thread.join(timeout=10)
@@ -135,13 +135,13 @@ class Forwarder:
 
     # ------------------------------------------------------------ paho callbacks (this thread)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connack = reason_code
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._conn_ok = False
 
-    def _on_outbox_puback(self, mid):
+    def _on_outbox_puback(self, mid) -> bool:
         # Client.publish_outbox's PUBACKs; -> False for paho's own (the retained states)
         oid = self._inflight.pop(mid, None)
         if oid is None:
@@ -149,7 +149,7 @@ class Forwarder:
         self._just_acked.append(oid)
         return True
 
-    def _hand_over(self):
+    def _hand_over(self) -> None:
         # after loop_read: the PUBACKed ids go to the pipeline (deleted in its next commit)
         ids = self._just_acked
         if ids:
@@ -161,7 +161,7 @@ class Forwarder:
             if self.activity is not None:
                 self.activity.set()
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, client, userdata, msg) -> None:
         self.on_command(msg.topic, msg.payload, msg.retain)
 
     # ------------------------------------------------------------ connection
@@ -210,12 +210,12 @@ class Forwarder:
             return None
         return c
 
-    def _log_failure(self, text):
+    def _log_failure(self, text) -> None:
         if text != self._last_error:
             log.warning("mqtt: %s; retrying with backoff", text)
             self._last_error = text
 
-    def _run(self):
+    def _run(self) -> None:
         osthread.name("cn-mqtt")
         self.reader = Reader(self.db_path)
         backoff = self.m.reconnect_min_s
@@ -258,7 +258,7 @@ class Forwarder:
 
     # ------------------------------------------------------------ one connection
 
-    def _publish_alarms(self, c, force=False):
+    def _publish_alarms(self, c, force: bool = False) -> None:
         alarms = self.alarms_fn()
         if force or alarms != self._alarms:
             self._alarms = alarms
@@ -266,14 +266,14 @@ class Forwarder:
                 log.warning("gateway alarms: %s", ", ".join(alarms))
             c.publish(self.gw_topic, _dumps(self.gateway_state_fn()), qos=1, retain=True)
 
-    def _publish_states(self, c):
+    def _publish_states(self, c) -> None:
         self._publish_alarms(c, force=True)
         for node, st in self.states_fn(self._state_versions):
             if st["last_seen"] is not None:
                 st = dict(st, last_seen=iso(st["last_seen"]))
             c.publish(f"{self.prefix}/nodes/{node}/state", _dumps(st), qos=1, retain=True)
 
-    def _session(self, c):
+    def _session(self, c) -> None:
         self._conn_ok = True
         self.connected = True
         self._state_versions = {}
@@ -353,7 +353,7 @@ class Forwarder:
             if not self._stop.is_set() and not self.taken_over:
                 log.warning("mqtt: connection to %s lost; the outbox keeps every frame", self.m.url)
 
-    def _publish_rows(self, c, rows, skip=()):
+    def _publish_rows(self, c, rows, skip=()) -> bool:
         # Outbox rows [(id, topic, payload)] in id order, QoS 1 on c (caller holds _io); the
         # cursor follows each one published or skipped. -> False when the connection is gone.
         inflight = self._inflight
@@ -367,7 +367,7 @@ class Forwarder:
             self._cursor = oid
         return True
 
-    def _goodbye(self, c):
+    def _goodbye(self, c) -> None:
         # A clean stop: say offline ourselves (the will is only sent on an unclean loss),
         # give in-flight PUBACKs a moment, then disconnect.
         state = self.gateway_state_fn()

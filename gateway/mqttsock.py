@@ -26,7 +26,7 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class BufferedSocket:
-    def __init__(self, sock):
+    def __init__(self, sock) -> None:
         self.sock = sock
         self._in = b""
         self._pos = 0
@@ -81,14 +81,14 @@ class BufferedSocket:
         inner = getattr(self.sock, "pending", None)
         return inner() if inner is not None else 0
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.flush()  # a DISCONNECT paho just wrote; best effort, never blocks
         except OSError:
             pass
         self.sock.close()
 
-    def setblocking(self, flag):
+    def setblocking(self, flag) -> None:
         self.sock.setblocking(flag)
 
     def fileno(self):
@@ -102,7 +102,7 @@ class BufferedSocket:
     def want_write(self):
         return bool(self._out)
 
-    def flush(self):
+    def flush(self) -> bool:
         # Write what paho queued. -> True when all of it went; False when the kernel's
         # buffer is full (select for writing, then flush again). OSError: connection lost.
         out = self._out
@@ -139,7 +139,7 @@ class Client(mqtt.Client):
             return BufferedSocket(sock)
         return sock
 
-    def publish_outbox(self, topic, payload, retain=False):
+    def publish_outbox(self, topic, payload, retain: bool = False):
         # -> the message id, or None when there is no connection
         sock = self._sock
         if not isinstance(sock, BufferedSocket):
@@ -158,7 +158,7 @@ class Client(mqtt.Client):
                             mid.to_bytes(2, "big"), payload)))
         return mid
 
-    def read_all(self, max_reads=8):
+    def read_all(self, max_reads: int = 8):
         # Everything readable now (select() said so): -> paho's error code, as loop_read's.
         # PUBACKs of outbox publishes come from the buffer without paho, other packets (and
         # a packet split between two reads) through paho's loop_read, one packet per call.

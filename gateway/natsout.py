@@ -35,11 +35,11 @@ def subject_token(node):
     return node.replace(".", "~")
 
 
-def frame_subject(prefix, node, boot, seq):
+def frame_subject(prefix, node, boot, seq) -> str:
     return f"{prefix}.f.{subject_token(node)}.{boot}.{seq}"
 
 
-def msg_id(node, boot, seq):
+def msg_id(node, boot, seq) -> str:
     return f"{node}/{boot}/{seq}"
 
 
@@ -86,7 +86,7 @@ def connect_options(n, name, **extra):
     return opts
 
 
-async def ensure_stream(js, n):
+async def ensure_stream(js, n) -> None:
     # create the stream if it is missing; an existing one is left as the operator made it
     from nats.js.errors import NotFoundError
 
@@ -98,7 +98,7 @@ async def ensure_stream(js, n):
 
 
 class NatsForwarder:
-    def __init__(self, *, settings, db_path, states_fn=None, gateway_state_fn=None, **_):
+    def __init__(self, *, settings, db_path, states_fn=None, gateway_state_fn=None, **_) -> None:
         self.s = settings
         self.n = settings.nats
         self.db_path = db_path
@@ -128,7 +128,7 @@ class NatsForwarder:
         self._thread.start()
         return self
 
-    def wake(self):
+    def wake(self) -> None:
         loop, ev = self._loop, self._wake
         if loop is not None and ev is not None:
             try:
@@ -136,7 +136,7 @@ class NatsForwarder:
             except RuntimeError:
                 pass  # the loop is closing
 
-    def offer(self, first_id, rows):
+    def offer(self, first_id, rows) -> None:
         self.wake()
 
     def take_acked(self):
@@ -144,18 +144,18 @@ class NatsForwarder:
             ids, self._acked = self._acked, []
         return ids
 
-    def deleted(self, ids):
+    def deleted(self, ids) -> None:
         with self._lock:
             self._skip.difference_update(ids)
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self.wake()
         self._thread.join(timeout=15)
 
     # ------------------------------------------------------------ the thread
 
-    def _run(self):
+    def _run(self) -> None:
         osthread.name("cn-nats")
         self.reader = Reader(self.db_path)
         try:
@@ -163,7 +163,7 @@ class NatsForwarder:
         finally:
             self.reader.close()
 
-    async def _main(self):
+    async def _main(self) -> None:
         import nats
 
         self._loop = asyncio.get_running_loop()
@@ -173,18 +173,18 @@ class NatsForwarder:
         wait = RETRY_S[0]
         last_error = None
 
-        async def disconnected():
+        async def disconnected() -> None:
             self.connected = False
             if self._stop.is_set():
                 return  # our own close
             log.warning("nats: disconnected from the cluster; the outbox keeps every frame")
 
-        async def reconnected():
+        async def reconnected() -> None:
             self.connected = True
             self.connects += 1
             log.info("nats: reconnected to %s", redact_url(nc.connected_url.geturl()) if nc.connected_url else "?")
 
-        async def error(e):
+        async def error(e) -> None:
             log.debug("nats: %r", e)
 
         while not self._stop.is_set():
@@ -220,14 +220,14 @@ class NatsForwarder:
                     pass
             return
 
-    async def _sleep(self, s):
+    async def _sleep(self, s) -> None:
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), s)
         except TimeoutError:
             pass
 
-    async def _publish_loop(self, nc):
+    async def _publish_loop(self, nc) -> None:
         # Publishes carry a reply subject of our own, <inbox>.<outbox id>, and the stream's answers
         # come to one subscription: the ack (or the error) names the row. (nats-py's publish_async
         # never completes its future when the stream answers with an error, as 10077.)
@@ -236,7 +236,7 @@ class NatsForwarder:
         inbox = nc.new_inbox()
         answers = []  # (outbox id, answer bytes, status header)
 
-        async def on_answer(msg):
+        async def on_answer(msg) -> None:
             try:
                 oid = int(msg.subject.rsplit(".", 1)[1])
             except ValueError:
@@ -327,7 +327,7 @@ class NatsForwarder:
             except Exception:  # noqa: BLE001 - the connection may be gone
                 pass
 
-    def _verdict(self, data, status):
+    def _verdict(self, data, status) -> bool:
         # the stream's answer to one publish -> True when the frame is stored (now or before)
         if status == "503":
             return False  # no responders: the stream has no leader right now
@@ -346,7 +346,7 @@ class NatsForwarder:
         log.warning("nats: the stream refused a frame: %s; it is sent again", err.get("description", err))
         return False
 
-    async def _announce(self, nc):
+    async def _announce(self, nc) -> None:
         # The fleet heartbeat (core NATS, not the stream): the relay's fleet page shows which
         # gateways are alive and which nodes each one hears, with RSSI where the link has one.
         if self.gateway_state_fn is None:
@@ -367,7 +367,7 @@ class NatsForwarder:
 class Fanout:
     # Two publishers on one outbox ([mqtt] and [nats]): each keeps its own cursor and window;
     # a row is deleted when both have acked it, so neither loses a row the other acked first.
-    def __init__(self, members):
+    def __init__(self, members) -> None:
         self.members = members
         self._acked = [set() for _ in members]
 
@@ -376,15 +376,15 @@ class Fanout:
             m.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         for m in self.members:
             m.stop()
 
-    def wake(self):
+    def wake(self) -> None:
         for m in self.members:
             m.wake()
 
-    def offer(self, first_id, rows):
+    def offer(self, first_id, rows) -> None:
         for m in self.members:
             offer = getattr(m, "offer", None)
             if offer is not None:
@@ -400,7 +400,7 @@ class Fanout:
             seen.difference_update(done)
         return sorted(done)
 
-    def deleted(self, ids):
+    def deleted(self, ids) -> None:
         for m in self.members:
             m.deleted(ids)
 

@@ -47,11 +47,11 @@ def load(path, known=None):
     return out
 
 
-def save(path, table):
+def save(path, table) -> None:
     write_private(path, json.dumps({"format": FORMAT, "nodes": table}, sort_keys=True, separators=(",", ":")))
 
 
-def restore(stats, table):
+def restore(stats, table) -> None:
     # put the kept fields back into the gateway's per-node state (before any frame arrives)
     with stats.lock:
         for node, fields in table.items():
@@ -63,7 +63,7 @@ def restore(stats, table):
 
 class Persister:
     # saves data_dir/nodes.json every SAVE_EVERY_S when the kept fields changed, and at stop
-    def __init__(self, path, stats, every_s=SAVE_EVERY_S):
+    def __init__(self, path, stats, every_s=SAVE_EVERY_S) -> None:
         self.path = path
         self.stats = stats
         self.every_s = every_s
@@ -77,7 +77,7 @@ class Persister:
         self._thread.start()
         return self
 
-    def save_now(self):
+    def save_now(self) -> bool:
         _counters, _rejected, states = self.stats.snapshot()
         table = kept(states)
         if table == self._last:
@@ -90,11 +90,11 @@ class Persister:
         self._last = table
         return True
 
-    def _loop(self):
+    def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             self.save_now()
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(5)

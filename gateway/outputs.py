@@ -15,7 +15,7 @@ from protocol import senml
 _iso_second = (None, "")  # the last second formatted: most frames share it
 
 
-def iso(t):
+def iso(t) -> str:
     # Unix seconds -> ISO 8601 UTC with milliseconds ("2026-05-01T12:00:00.250Z")
     global _iso_second
     s, ms = divmod(int(round(t * 1000)), 1000)
@@ -60,7 +60,7 @@ class Frame:
     # One accepted data frame and what the gateway knows about it.
     __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link")
 
-    def __init__(self, node, msg, raw, received, time_s, time_source, link):
+    def __init__(self, node, msg, raw, received, time_s, time_source, link) -> None:
         self.node = node
         self.msg = msg  # protocol.message.decode() result
         self.raw = raw  # the original COSE_Mac0 bytes
@@ -72,7 +72,7 @@ class Frame:
 
 class Envelope:
     # P/nodes/<node>/up: the contract payload of ARCHITECTURE.md, plus time_source.
-    def __init__(self, prefix, gateway_id):
+    def __init__(self, prefix, gateway_id) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
 
@@ -131,7 +131,7 @@ def observation_id(path, node, boot, seq, index, integer):
 _ST_NAMESPACE = uuid.UUID("6b1d2a4e-1c3f-5e0a-9b7d-2f4c8e6a0d11")  # citynode Observations (fixed)
 
 
-def datastream_path(version, ds):
+def datastream_path(version, ds) -> str:
     # OData key syntax: an integer as it is, a string quoted with ' doubled (FROST's PathParser)
     key = str(ds) if isinstance(ds, int) else "'" + ds.replace("'", "''") + "'"
     return f"{version}/Datastreams({key})/Observations"
@@ -148,7 +148,7 @@ class SensorThings:
     # persistence.idGenerationMode ServerAndClientGenerated or ClientGeneratedOnly; its default,
     # ServerGeneratedOnly, ignores the id). Integer Datastream ids -> a 63-bit integer id, string
     # ones -> a UUID string (FROST's STRING and UUID id types both take it).
-    def __init__(self, mappings, gateway_id, version="v1.1", table=None, ids=True):
+    def __init__(self, mappings, gateway_id, version: str = "v1.1", table=None, ids: bool = True) -> None:
         self.streams = {(m.node, m.reading): datastream_path(version, m.datastream)
                         for m in mappings if m.node != "*"}
         self.templates = {m.reading: (version, m.datastream) for m in mappings if m.node == "*"}
@@ -207,7 +207,7 @@ class Aggregates:
     # min/mean/max/count per node and numeric reading over fixed wall-clock windows,
     # published to P/nodes/<node>/agg when the first frame of a later window arrives.
     # The open window lives in memory: a restart loses at most that window's aggregate.
-    def __init__(self, prefix, window_s):
+    def __init__(self, prefix, window_s) -> None:
         self.prefix = prefix
         self.window_s = window_s
         self.open = {}  # node -> (window index, {name: [min, sum, max, count, unit]})

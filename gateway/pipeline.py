@@ -34,7 +34,7 @@ class Inbox:
     # its UDP sockets, written only while it waits. queue.Queue takes a lock and notifies a
     # condition on every put and get: ~2 us a frame on each side at saturation, for a
     # consumer that takes whole batches anyway.
-    def __init__(self, maxsize):
+    def __init__(self, maxsize) -> None:
         self.maxsize = maxsize
         self._items = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -42,7 +42,7 @@ class Inbox:
         self._wake_w.setblocking(False)
         self._waiting = False
 
-    def put(self, item):
+    def put(self, item) -> bool:
         # -> False when full
         items = self._items
         if len(items) >= self.maxsize:
@@ -55,7 +55,7 @@ class Inbox:
                 pass  # a wake-up is pending already
         return True
 
-    def wait(self, timeout, socks=()):
+    def wait(self, timeout, socks=()) -> None:
         # until an item is there or one of socks is readable, at most timeout s; one consumer only
         if self._items:
             return
@@ -71,11 +71,11 @@ class Inbox:
         finally:
             self._waiting = False
 
-    def close(self):
+    def close(self) -> None:
         self._wake_r.close()
         self._wake_w.close()
 
-    def take(self, batch, limit):
+    def take(self, batch, limit) -> None:
         # move up to limit - len(batch) items into batch, oldest first
         items = self._items
         n = min(len(items), limit - len(batch))
@@ -86,12 +86,12 @@ class Inbox:
     def qsize(self):
         return len(self._items)
 
-    def empty(self):
+    def empty(self) -> bool:
         return not self._items
 
 
 class Pipeline:
-    def __init__(self, *, settings, keys, store, outputs, stats, downlink, forwarder, history=None):
+    def __init__(self, *, settings, keys, store, outputs, stats, downlink, forwarder, history=None) -> None:
         self.s = settings
         self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
         self.store = store
@@ -127,11 +127,11 @@ class Pipeline:
 
     # ------------------------------------------------------------ called by links
 
-    def submit(self, item):
+    def submit(self, item) -> None:
         if not self.queue.put(item):
             self.stats.reject("overload", None, item[1].describe(item[2]), "input queue full")
 
-    def reject(self, reason, where, detail=""):
+    def reject(self, reason, where, detail: str = "") -> None:
         self.stats.reject(reason, None, where, detail)
 
     @property
@@ -143,12 +143,12 @@ class Pipeline:
 
     # ------------------------------------------------------------ thread
 
-    def poll(self, links):
+    def poll(self, links) -> None:
         # UDP links this thread reads itself (gateway/ingest.py UdpLink.drain), instead of a
         # reader thread each: at a moderate rate a frame then wakes one thread, not two
         self.polled = list(links)
 
-    def _count_kernel_drops(self):
+    def _count_kernel_drops(self) -> None:
         # datagrams the kernel dropped because a socket's buffer was full (a burst during a long
         # commit): refused as `overload` like a full input queue; the nodes resend them
         for link in self.polled:
@@ -162,7 +162,7 @@ class Pipeline:
                                   "(raise net.core.rmem_max)", n=drops - before)
             self._drops[link] = drops
 
-    def _poll(self):
+    def _poll(self) -> None:
         for link in self.polled:
             link.drain()
             if link.stopped:  # stop() shut it down: readable for good, and nothing more to read
@@ -173,12 +173,12 @@ class Pipeline:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         # Finish what is queued (its senders are waiting for ACKs), then stop.
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def _run(self):
+    def _run(self) -> None:
         osthread.name("cn-pipeline")
         # Group commit: a batch is what waits in the queue, plus what arrives within a
         # linger after its first frame when frames come often enough for that to pay (one
@@ -251,7 +251,7 @@ class Pipeline:
             return "outbox_full"
         return None
 
-    def _process(self, batch):
+    def _process(self, batch) -> None:
         keys = self.keys
         key_get = getattr(keys, "verifier", keys.get)  # a node's key versions after a re-key (SPEC.md 4.5)
         decode = message.decode
@@ -320,7 +320,7 @@ class Pipeline:
             if key is not None and link.send(addr, message.encode_boot(key, node, boot, seq, least)):
                 self.stats.count("boot_replies")
 
-    def _reject_frame(self, reason, raw, link, addr, detail):
+    def _reject_frame(self, reason, raw, link, addr, detail) -> None:
         node = None
         if reason in ("mac", "retired"):  # a known node's key did not verify: count it against that node
             try:
@@ -331,7 +331,7 @@ class Pipeline:
         if reason == "retired" and node is not None:
             self._retired(node, raw, link, addr)
 
-    def _retired(self, node, raw, link, addr):
+    def _retired(self, node, raw, link, addr) -> None:
         # SPEC.md 6.6: the frame names a key version the gateway no longer holds: tell the node
         # (MACed with its current key) to discard it rather than offer it forever. The frame's
         # boot and seq are read unverified; the node only drops a frame it MACed with a key
@@ -347,7 +347,7 @@ class Pipeline:
         if link.send(addr, keyring.encode_retired(key, node, m["boot"], m["seq"], version)):
             self.stats.count("retired_replies")
 
-    def _clock_ignored(self, node, t):
+    def _clock_ignored(self, node, t) -> None:
         # A node clock before 2000 or more than a day ahead (an RTC that lost power) is ignored.
         self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the gateway", node, t)
 
@@ -357,7 +357,7 @@ class Pipeline:
             self.pending_deletes.extend(acked)
         return self.pending_deletes
 
-    def _commit_housekeeping(self):
+    def _commit_housekeeping(self) -> None:
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
         rows = [r for out in self.sweepers for r in out.sweep(time.time())]  # e.g. nodes gone offline
@@ -375,7 +375,7 @@ class Pipeline:
             self.depth += len(rows)
             self._publish(first, rows)
 
-    def _publish(self, first, rows):
+    def _publish(self, first, rows) -> None:
         # committed rows to the publisher: in memory when it takes them (gateway/mqtt.py offer),
         # else it is woken and reads them from the outbox
         if self._offer is not None and first is not None:
@@ -383,7 +383,7 @@ class Pipeline:
         else:
             self.forwarder.wake()
 
-    def _reset_outputs(self):
+    def _reset_outputs(self) -> None:
         # outputs that publish a change once (availability, discovery) forget what a failed
         # commit lost, and say it again
         for out in self.outputs:
@@ -391,13 +391,13 @@ class Pipeline:
             if reset is not None:
                 reset()
 
-    def _deleted(self, deletes):
+    def _deleted(self, deletes) -> None:
         if deletes:
             self.depth -= len(deletes)
             self.forwarder.deleted(deletes)
             self.pending_deletes = []
 
-    def _store_failed(self, e):
+    def _store_failed(self, e) -> None:
         if self.store_error != e.reason:
             log.error("outbox: commit failed (%s); new frames are not ACKed until it works again", e)
         self.store_error = e.reason
@@ -405,7 +405,7 @@ class Pipeline:
         if e.reason == "disk_full":
             self.disk_full_at = time.monotonic()
 
-    def _commit(self, rows, pending, frames, acks, dups, refuse, st_rows=()):
+    def _commit(self, rows, pending, frames, acks, dups, refuse, st_rows=()) -> None:
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
         ok = True
@@ -456,7 +456,7 @@ class Pipeline:
         if ok and st_rows and self.st_sender is not None:
             self.st_sender.wake()
 
-    def _send_acks(self, acks, committed):
+    def _send_acks(self, acks, committed) -> None:
         # One ACK per frame would be one syscall per frame. Frames of a node that are
         # all covered by its cum (every seq <= cum stored, SPEC.md 6.2) share one ACK
         # carrying cum; a seq above cum (after a gap) gets its own.
@@ -483,7 +483,7 @@ class Pipeline:
         for node, (boot, link, addr) in heard.items():
             self._send_commands(node, boot, link, addr)
 
-    def _send_commands(self, node, boot, link, addr):
+    def _send_commands(self, node, boot, link, addr) -> None:
         result = self.stats.nodes.get(node)
         cmd_result = None
         if result is not None and result.command:

@@ -41,11 +41,11 @@ class Channel:
     # Messages over one end of a socketpair: each a pickle after its length (4 bytes). One
     # thread receives; senders hold their own lock. multiprocessing.connection does the same
     # but imports tempfile, shutil, bz2, lzma...: ~0.5 MiB more RSS in each process.
-    def __init__(self, sock):
+    def __init__(self, sock) -> None:
         self._sock = sock
         self._rfile = sock.makefile("rb")
 
-    def send(self, msg):
+    def send(self, msg) -> None:
         data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
         self._sock.sendall(_LENGTH.pack(len(data)) + data)
 
@@ -59,7 +59,7 @@ class Channel:
             raise EOFError
         return pickle.loads(data)
 
-    def close(self):
+    def close(self) -> None:
         self._rfile.close()
         self._sock.close()
 
@@ -79,7 +79,7 @@ def _child_env():
 
 
 class PublisherProcess:
-    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn):
+    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn) -> None:
         self.s = settings
         self.db_path = str(db_path)
         self.states_fn = states_fn
@@ -109,7 +109,7 @@ class PublisherProcess:
         threading.Thread(target=self._tick, name="mqtt-proxy-tick", daemon=True).start()
         return self
 
-    def wake(self):
+    def wake(self) -> None:
         self._send(("wake",))
 
     def take_acked(self):
@@ -117,10 +117,10 @@ class PublisherProcess:
             ids, self._acked = self._acked, []
         return ids
 
-    def deleted(self, ids):
+    def deleted(self, ids) -> None:
         self._send(("deleted", ids))
 
-    def stop(self):
+    def stop(self) -> None:
         self._stopping.set()
         self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
         self._send(("stop",))
@@ -161,7 +161,7 @@ class PublisherProcess:
         threading.Thread(target=self._receive, args=(parent_end, proc), name="mqtt-proxy-rx", daemon=True).start()
         self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
 
-    def _send(self, msg):
+    def _send(self, msg) -> None:
         with self._send_lock:
             try:
                 if self._conn is not None:
@@ -169,7 +169,7 @@ class PublisherProcess:
             except (OSError, ValueError):
                 pass  # the child is gone; the receiver restarts it
 
-    def _receive(self, conn, proc):
+    def _receive(self, conn, proc) -> None:
         while True:
             try:
                 msg = conn.recv()
@@ -206,7 +206,7 @@ class PublisherProcess:
             self.restarts += 1
             self._spawn()
 
-    def _tick(self):
+    def _tick(self) -> None:
         while not self._stopping.wait(PARENT_TICK_S):
             self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
             changed = [(node, st) for node, st in self.states_fn(self._versions)]
@@ -219,7 +219,7 @@ class PublisherProcess:
 
 class _ChildHost:
     # What the Forwarder asks its host for, fed from the parent's messages.
-    def __init__(self, conn, send, initial):
+    def __init__(self, conn, send, initial) -> None:
         self.conn = conn
         self.send = send
         self.gw, self.alarm_list = initial
@@ -240,7 +240,7 @@ class _ChildHost:
                 out.append((node, st))
         return out
 
-    def command(self, topic, payload, retained):
+    def command(self, topic, payload, retained) -> None:
         self.send(("command", topic, payload, retained))
 
 
@@ -252,7 +252,7 @@ def _terminate(signum, frame):
     raise _Terminate()
 
 
-def child_main(fd):
+def child_main(fd) -> None:
     # Ctrl-C and SIGHUP reach the whole process group: the parent handles them. SIGTERM
     # (systemd signals the whole group; PublisherProcess.stop's terminate()) ends the child
     # cleanly; the parent's outbox keeps whatever it did not get to publish.
@@ -270,7 +270,7 @@ def child_main(fd):
                         format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
     send_lock = threading.Lock()
 
-    def send(msg):
+    def send(msg) -> None:
         with send_lock:
             conn.send(msg)
 
@@ -282,7 +282,7 @@ def child_main(fd):
     activity = threading.Event()  # set by the Forwarder when PUBACKs come: no polling while idle
     fwd.activity = activity
 
-    def pump():
+    def pump() -> None:
         last, last_t = None, 0.0
         while not done.is_set():
             activity.clear()

@@ -49,7 +49,7 @@ def _unix(text):
 
 
 class Relay:
-    def __init__(self, settings, keys=None):
+    def __init__(self, settings, keys=None) -> None:
         self.s = settings
         self.n = settings.nats
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
@@ -104,7 +104,7 @@ class Relay:
                  self.n.stream, self.n.durable, len(self.keys), self.depth)
         return self
 
-    def _start_web(self):
+    def _start_web(self) -> None:
         from gateway.web.history import History
         from gateway.web.server import StatusWeb
 
@@ -117,7 +117,7 @@ class Relay:
         self.web.start()
         log.info("status page on %s (the fleet: %sfleet)", self.web.url, self.web.url)
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
         self.forwarder.stop()
@@ -141,7 +141,7 @@ class Relay:
 
     # ------------------------------------------------------------ the consumer
 
-    def _run(self):
+    def _run(self) -> None:
         osthread.name("cn-relay")
         try:
             asyncio.run(self._main())
@@ -149,7 +149,7 @@ class Relay:
             self.error = f"{type(e).__name__}: {e}"
             log.exception("relay: stopped by an unexpected error")
 
-    async def _main(self):
+    async def _main(self) -> None:
         import nats
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -184,7 +184,7 @@ class Relay:
                 await nc.close()
             return
 
-    async def _consume(self, js, sub):
+    async def _consume(self, js, sub) -> None:
         import nats
 
         pruned = time.monotonic()
@@ -213,7 +213,7 @@ class Relay:
                 pruned = time.monotonic()
                 await self._prune(sub)
 
-    async def _prune(self, sub):
+    async def _prune(self, sub) -> None:
         try:
             floor = (await sub.consumer_info()).ack_floor.stream_seq
         except Exception:  # noqa: BLE001 - later
@@ -223,7 +223,7 @@ class Relay:
             self.store.db.execute("DELETE FROM relay_seen WHERE stream_seq <= ?", (floor,))
             self.seen.difference_update(old)
 
-    async def _heartbeat(self, msg):
+    async def _heartbeat(self, msg) -> None:
         try:
             state = orjson.loads(msg.data)
             self.fleet[str(state["gateway"])] = (time.time(), state)
@@ -232,7 +232,7 @@ class Relay:
 
     # ------------------------------------------------------------ one batch
 
-    def _process(self, msgs):
+    def _process(self, msgs) -> bool:
         # -> True when the batch is stored (then acked), False when the commit failed
         rows, st_rows, seen, frames = [], [], [], []
         pending = {}
@@ -314,7 +314,7 @@ class Relay:
         self._deletes.extend(self.forwarder.take_acked())
         return self._deletes
 
-    def _housekeeping(self):
+    def _housekeeping(self) -> None:
         deletes = self._take_deletes()
         rows = [r for out in self.sweepers for r in out.sweep(time.time())]
         if not (deletes or rows):
@@ -383,14 +383,14 @@ class Relay:
 # ------------------------------------------------------------ citynode relay
 
 
-def add_arguments(parser):
+def add_arguments(parser) -> None:
     parser.add_argument("--config", metavar="FILE", required=True,
                         help="the relay's TOML config: [relay] id, data_dir; [nats]; [mqtt]; [nodes] (docs/fleet.md)")
     parser.add_argument("--check-config", action="store_true", help="validate the config and its keys file, then exit")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
-def run(args):
+def run(args) -> int:
     from gateway.cli import load, redact_logs
 
     try:

@@ -37,7 +37,7 @@ def _tls_context(server):
 
 
 class Sender:
-    def __init__(self, server, db_path, stats, gateway_id):
+    def __init__(self, server, db_path, stats, gateway_id) -> None:
         self.server = server
         self.db_path = db_path
         self.stats = stats
@@ -50,7 +50,7 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="sensorthings", daemon=True)
         self._db = None
 
-    def wake(self):
+    def wake(self) -> None:
         self._wake.set()
 
     def start(self):
@@ -58,7 +58,7 @@ class Sender:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
@@ -90,7 +90,7 @@ class Sender:
             db.execute("ROLLBACK")
             raise
 
-    def _failed(self, text):
+    def _failed(self, text) -> None:
         s = self.server
         self.backoff = min(max(self.backoff * 2, s.retry_min_s), s.retry_max_s)
         if text != self.last_error:
@@ -99,13 +99,13 @@ class Sender:
         self.stats.count("st_errors")
         self._stop.wait(self.backoff)
 
-    def _ok(self):
+    def _ok(self) -> None:
         if self.last_error is not None:
             log.info("sensorthings: %s takes Observations again", self.server.url)
         self.last_error = None
         self.backoff = 0.0
 
-    def _run(self):
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 (self._run_http if self.server.mode == "http" else self._run_mqtt)()
@@ -128,7 +128,7 @@ class Sender:
             h["Authorization"] = "Basic " + base64.b64encode(token).decode()
         return h
 
-    def _run_http(self):
+    def _run_http(self) -> None:
         conn = None
         headers = self._headers()
         root = self.server.path
@@ -198,7 +198,7 @@ class Sender:
             return False  # not known: the POST is retried (and asked about again)
         return resp.status == 200
 
-    def _commit(self, done, rejected):
+    def _commit(self, done, rejected) -> None:
         # done: [(row id,)] the server has; rejected: [(row id, status, answer, when)] kept aside
         if not done and not rejected:
             return
@@ -226,21 +226,21 @@ class Sender:
             c.tls_set_context(_tls_context(s))
         return c
 
-    def _run_mqtt(self):
+    def _run_mqtt(self) -> None:
         lock = threading.Lock()
         acked = []
         inflight = {}  # mid -> row id
         state = {"up": False}
 
-        def on_connect(c, u, flags, rc, props):
+        def on_connect(c, u, flags, rc, props) -> None:
             state["up"] = not rc.is_failure
 
-        def on_disconnect(c, u, flags, rc, props):
+        def on_disconnect(c, u, flags, rc, props) -> None:
             state["up"] = False
 
         early = set()  # PUBACKs that came before publish() returned and its mid was noted
 
-        def on_publish(c, u, mid, rc, props):
+        def on_publish(c, u, mid, rc, props) -> None:
             with lock:
                 row = inflight.pop(mid, None)
                 if row is not None:

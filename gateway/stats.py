@@ -26,13 +26,13 @@ log = logging.getLogger("citynode.gateway")
 
 
 class RateLimitedLog:
-    def __init__(self, logger, interval_s=10.0):
+    def __init__(self, logger, interval_s: float = 10.0) -> None:
         self.logger = logger
         self.interval_s = interval_s
         self.last = {}  # key -> (time logged, suppressed since)
         self.lock = threading.Lock()
 
-    def warning(self, key, msg, *args):
+    def warning(self, key, msg, *args) -> None:
         now = time.monotonic()
         with self.lock:
             t, suppressed = self.last.get(key, (-1e9, 0))
@@ -52,7 +52,7 @@ class NodeState:
                  "discarded", "health",
                  "version")
 
-    def __init__(self, node):
+    def __init__(self, node) -> None:
         self.node = node
         self.last_seen = None
         self.boot = self.seq = None
@@ -107,7 +107,7 @@ def health_from(info, old=None):
 
 
 class Stats:
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "acks_sent": 0, "forwarded": 0,
                          "commands_sent": 0, "commands_done": 0, "commands_expired": 0, "commands_refused": 0}
@@ -123,11 +123,11 @@ class Stats:
             st = self.nodes[node] = NodeState(node)
         return st
 
-    def count(self, name, n=1):
+    def count(self, name, n: int = 1) -> None:
         with self.lock:
             self.counters[name] = self.counters.get(name, 0) + n
 
-    def reject(self, reason, node=None, where="", detail="", n=1):
+    def reject(self, reason, node=None, where: str = "", detail: str = "", n: int = 1) -> None:
         # node: only for nodes that have a key (a forged kid must not grow this table)
         with self.lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
@@ -140,7 +140,7 @@ class Stats:
         self.rejects_log.warning(reason, "rejected (%s) from %s%s%s", reason, where or "?",
                                  f" node {node}" if node else "", f": {detail}" if detail else "")
 
-    def accepted_locked(self, frame, gaps):
+    def accepted_locked(self, frame, gaps) -> None:
         # frame: outputs.Frame, stored; caller holds self.lock
         m = frame.msg
         st = self.node(frame.node)
@@ -169,7 +169,7 @@ class Stats:
             st.command = {"cmd_id": m["cmd_result"][0], "status": m["cmd_result"][1]}
         st.version += 1
 
-    def duplicate_locked(self, node, link, received):
+    def duplicate_locked(self, node, link, received) -> None:
         st = self.node(node)
         st.duplicates += 1
         st.last_seen = received

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS st_rejected (id INTEGER PRIMARY KEY, path TEXT NOT NU
 
 
 class StoreError(Exception):
-    def __init__(self, reason, detail):
+    def __init__(self, reason, detail) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason  # "disk_full" or "storage"
 
@@ -48,7 +48,7 @@ def _reason(err):
 
 
 class Store:
-    def __init__(self, path, max_bytes=0):
+    def __init__(self, path, max_bytes: int = 0) -> None:
         self.path = str(path)
         self.max_bytes = max_bytes
         self.db = None
@@ -58,7 +58,7 @@ class Store:
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
         self._checkpointer.start()
 
-    def open(self):
+    def open(self) -> None:
         if self.db is not None:
             try:
                 self.db.close()
@@ -80,7 +80,7 @@ class Store:
         db.executescript(SCHEMA)
         self.db = db
 
-    def close(self):
+    def close(self) -> None:
         self._closing.set()
         self._dirty.set()
         self._checkpointer.join(10)
@@ -88,7 +88,7 @@ class Store:
             self.db.close()  # the last connection checkpoints and removes the WAL
             self.db = None
 
-    def _checkpoint_loop(self):
+    def _checkpoint_loop(self) -> None:
         osthread.name("cn-checkpoint")
         # PASSIVE: copies what no reader still needs and never blocks the writer
         db = None
@@ -187,7 +187,7 @@ def connect(path):
 
 class Reader:
     # The publisher's view: rows after a cursor, in id (= arrival) order.
-    def __init__(self, path):
+    def __init__(self, path) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout=5000")
 
@@ -195,5 +195,5 @@ class Reader:
         return self.db.execute("SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                                (last_id, limit)).fetchall()
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()

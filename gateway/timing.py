@@ -21,7 +21,7 @@ USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart
 class _Node:
     __slots__ = ("anchors", "used", "order", "floor", "top", "live_boot", "run")
 
-    def __init__(self, floor, anchor=None):
+    def __init__(self, floor, anchor=None) -> None:
         self.anchors = {}  # boot -> [uptime_ms, time_ms, certain]
         self.used = set()  # time_ms given lately
         self.order = collections.deque()  # the same, oldest first
@@ -38,7 +38,7 @@ class _Node:
 
 
 class FrameClock:
-    def __init__(self, warn=None, saved=None):
+    def __init__(self, warn=None, saved=None) -> None:
         self.nodes = {}
         self.warn = warn  # warn(node, clock value) when a node clock is ignored
         # node -> (latest time_ms given, live anchor (boot, uptime_ms, time_ms) or None), as

@@ -13,7 +13,7 @@ MAX_POINTS = 2000  # per node and query: older points are thinned for the browse
 
 
 class History:
-    def __init__(self, path, keep_s=KEEP_S, max_rows=MAX_ROWS, flush_s=FLUSH_S):
+    def __init__(self, path, keep_s=KEEP_S, max_rows=MAX_ROWS, flush_s=FLUSH_S) -> None:
         self.path = str(path)
         self.keep_s = keep_s
         self.max_rows = max_rows
@@ -39,7 +39,7 @@ class History:
         self._thread.start()
         return self
 
-    def add(self, node, ts, values, flags=0):
+    def add(self, node, ts, values, flags: int = 0) -> None:
         # values: {name: number}; non-numbers are not charted
         rows = [(node, float(ts), name, float(v), int(flags)) for name, v in values.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)]
@@ -49,7 +49,7 @@ class History:
                 return
             self._pending.extend(rows)
 
-    def flush(self):
+    def flush(self) -> None:
         with self._lock:
             rows, self._pending = self._pending, []
         with self._db_lock:
@@ -64,7 +64,7 @@ class History:
                 )
             self._db.commit()
 
-    def _run(self):
+    def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
             try:
                 self.flush()
@@ -100,7 +100,7 @@ class History:
         with self._db_lock:
             return self._db.execute("SELECT COUNT(*) FROM reading").fetchone()[0]
 
-    def close(self):
+    def close(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)

@@ -31,11 +31,11 @@ WAITING, BUSY = "waiting", "busy"
 
 class Counts:
     # named counters shared by the server's threads and the app
-    def __init__(self):
+    def __init__(self) -> None:
         self._c = collections.Counter()
         self._lock = threading.Lock()
 
-    def add(self, name, n=1):
+    def add(self, name, n: int = 1) -> None:
         with self._lock:
             self._c[name] += n
 
@@ -47,7 +47,7 @@ class Counts:
 class _HeadLimit:
     # The handler's rfile while a request head is read: readline() stops at `left` bytes
     # in all (http.client.LineTooLong beyond, which http.server answers with 431).
-    def __init__(self, raw, budget):
+    def __init__(self, raw, budget) -> None:
         self.raw = raw
         self.budget = budget
         self.left = None  # None: no limit (the body)
@@ -67,13 +67,13 @@ class _HeadLimit:
 
 
 class _Handler(WSGIRequestHandler):
-    def setup(self):
+    def setup(self) -> None:
         self.timeout = self.server.header_timeout_s  # every recv and send on this connection
         super().setup()
         self.rfile = _HeadLimit(self.rfile, self.server.max_head_bytes)
         self._requests = 0
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> None:
         # http.server's loop body, with the head bounded in size and time
         server = self.server
         if self._requests:
@@ -105,7 +105,7 @@ class _Handler(WSGIRequestHandler):
         except (TimeoutError, OSError):
             self.close_connection = True
 
-    def _drain(self):
+    def _drain(self) -> None:
         # after an error answer: read (a bounded amount of) what the client still sends, so that
         # closing does not reset the connection before the client has read the answer
         self.close_connection = True
@@ -116,26 +116,27 @@ class _Handler(WSGIRequestHandler):
             while left > 0 and (chunk := self.connection.recv(min(left, 65536))):
                 left -= len(chunk)
 
-    def send_error(self, code, message=None, explain=None):
+    def send_error(self, code, message=None, explain=None) -> None:
         if code == 431:
             self.server.count("head_too_large")
         super().send_error(code, message, explain)
 
     # No line per request in the journal (a url can carry ?token=), and none for the noise
     # of a scan or a flood: the counts are in /metrics.
-    def log_request(self, code="-", size="-"):
+    def log_request(self, code: str = "-", size: str = "-") -> None:
         pass
 
-    def log_message(self, format, *args):
+    def log_message(self, format, *args) -> None:
         pass
 
-    def log_error(self, format, *args):
+    def log_error(self, format, *args) -> None:
         pass
 
 
 class BoundedWSGIServer(ThreadedWSGIServer):
-    def __init__(self, host, port, app, *, max_connections=64, header_timeout_s=10.0, idle_timeout_s=30.0,
-                 busy_timeout_s=60.0, max_head_bytes=16384, counts=None):
+    def __init__(self, host, port, app, *, max_connections: int = 64, header_timeout_s: float = 10.0,
+                 idle_timeout_s: float = 30.0,
+                 busy_timeout_s: float = 60.0, max_head_bytes: int = 16384, counts=None) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -157,14 +158,14 @@ class BoundedWSGIServer(ThreadedWSGIServer):
         self._janitor = threading.Thread(target=self._janitor_loop, name="status-web-janitor", daemon=True)
         self._janitor.start()
 
-    def count(self, name, n=1):
+    def count(self, name, n: int = 1) -> None:
         self.counts.add(name, n)
 
     def connections(self):
         with self._lock:
             return len(self._conns)
 
-    def mark(self, sock, state, timeout_s):
+    def mark(self, sock, state, timeout_s) -> bool:
         # -> False when the connection was already ended (evicted or past its deadline)
         now = time.monotonic()
         with self._lock:
@@ -173,14 +174,14 @@ class BoundedWSGIServer(ThreadedWSGIServer):
             self._conns[sock] = [state, now, now + timeout_s]
             return True
 
-    def _end(self, sock):
+    def _end(self, sock) -> None:
         # under self._lock: wake the connection's thread (its recv returns b"") and forget it;
         # the thread closes the socket itself
         del self._conns[sock]
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
-    def process_request(self, request, client_address):
+    def process_request(self, request, client_address) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._conns) >= self.max_connections:
@@ -208,18 +209,18 @@ class BoundedWSGIServer(ThreadedWSGIServer):
         except RuntimeError:  # no thread could be started
             self.shutdown_request(request)
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request, client_address) -> None:
         # an unexpected error on one connection: one line, no traceback on the journal
         self.count("errors")
         log.warning("status page: a request from %s failed", client_address[0] if client_address else "?",
                     exc_info=log.isEnabledFor(logging.DEBUG))
 
-    def shutdown_request(self, request):
+    def shutdown_request(self, request) -> None:
         with self._lock:
             self._conns.pop(request, None)
         super().shutdown_request(request)
 
-    def _janitor_loop(self):
+    def _janitor_loop(self) -> None:
         tick = min(1.0, self.header_timeout_s / 4)
         while not self._closed.wait(tick):
             now = time.monotonic()
@@ -230,7 +231,7 @@ class BoundedWSGIServer(ThreadedWSGIServer):
                 if late:
                     self.counts.add("timed_out", len(late))
 
-    def server_close(self):
+    def server_close(self) -> None:
         if hasattr(self, "_closed"):
             self._closed.set()
         with self._lock:

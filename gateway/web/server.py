@@ -70,7 +70,7 @@ def host_name(header):
     return name.lower().rstrip(".") or None
 
 
-def host_allowed(name, hosts=()):
+def host_allowed(name, hosts=()) -> bool:
     # loopback names and IP literals are safe (DNS rebinding needs a DNS name); other names only
     # when configured ([web] hosts: the name a reverse proxy or the technicians use)
     if name is None:
@@ -86,7 +86,7 @@ def host_allowed(name, hosts=()):
 
 class Sessions:
     # Session cookies for token mode: random ids, each valid SESSION_S; at most MAX_SESSIONS.
-    def __init__(self):
+    def __init__(self) -> None:
         self._by_id = collections.OrderedDict()  # id -> expiry (time.time)
         self._lock = threading.Lock()
 
@@ -102,7 +102,7 @@ class Sessions:
             self._by_id[sid] = now + SESSION_S
         return sid
 
-    def valid(self, sid):
+    def valid(self, sid) -> bool:
         if not sid:
             return False
         with self._lock:
@@ -117,7 +117,7 @@ class Sessions:
 
 class WebCollector:
     # the status server's own counts, as citynode_web_events_total{name} and the open connections
-    def __init__(self, counts_fn, connections_fn):
+    def __init__(self, counts_fn, connections_fn) -> None:
         self.counts_fn = counts_fn
         self.connections_fn = connections_fn
 
@@ -193,7 +193,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
                             secure=_secure(request))
         return resp
 
-    def as_json(obj, status=200):
+    def as_json(obj, status: int = 200):
         return Response(json.dumps(obj, separators=(",", ":")), status, {"Content-Type": "application/json"})
 
     @app.get("/")
@@ -233,7 +233,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
 
 class StatusWeb:
     # start() serves in a daemon thread; stop() shuts the server down.
-    def __init__(self, *, listen, status_fn, history, token=None, stale_after_s=None, hosts=(), **limits):
+    def __init__(self, *, listen, status_fn, history, token=None, stale_after_s=None, hosts=(), **limits) -> None:
         self.host, self.port = parse_listen(listen, token)
         self.limits = limits  # BoundedWSGIServer's: max_connections, header_timeout_s, ...
         self.counts = Counts()  # the server's and the app's, for /metrics
@@ -243,7 +243,7 @@ class StatusWeb:
         self._thread = None
 
     @property
-    def url(self):
+    def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
@@ -258,7 +258,7 @@ class StatusWeb:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
