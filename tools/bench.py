@@ -15,7 +15,7 @@ def names():
     return [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"benchmarks to run: {', '.join(names())} (default: all)")
 

@@ -34,7 +34,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 class CliError(Exception):
     # raise CliError("what went wrong; what to do", code) from a subcommand: one line, that code
-    def __init__(self, message, code=EXIT_FAILED):
+    def __init__(self, message, code=EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
 
@@ -46,7 +46,7 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def hostport(text, what="", lowest=1):
+def hostport(text, what: str = "", lowest: int = 1):
     # "HOST:PORT" -> (host, port) with the port lowest..65535 (0: any free port, for a listener
     # that says where it ended up); ValueError with one line otherwise
     host, sep, port = (text or "").rpartition(":")
@@ -59,7 +59,7 @@ def hostport(text, what="", lowest=1):
     return host, int(port)
 
 
-def hostport_arg(text, lowest=1):
+def hostport_arg(text, lowest: int = 1):
     # argparse type= for HOST:PORT options: the value is kept as given, checked here
     try:
         hostport(text, lowest=lowest)
@@ -113,7 +113,7 @@ def _load(name):
         raise
 
 
-def _say(command, text):
+def _say(command, text) -> None:
     print(f"citynode{' ' + command if command else ''}: {text}", file=sys.stderr, flush=True)
 
 

@@ -7,7 +7,7 @@ from protocol import cbor, cobs, cose, message, senml
 from protocol.cbor import FrameError
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("frame", help="the frame as hex or base64, or - to read it from stdin")
     p.add_argument("--keys", help="keys file; with it the MAC is verified")
 

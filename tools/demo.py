@@ -23,7 +23,7 @@ BUCKET_S = 0.5
 LEVEL_FULL_M = 2.8  # top of the sparkline (the shaft is ~3 m deep)
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes, 1..20 (%(default)s)")
     p.add_argument("--duration", type=seconds, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
@@ -67,7 +67,7 @@ def web_arg(text):
 
 class Readings:
     # What arrived on P/nodes/+/up, per node (filled by the MQTT thread, read by the table)
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.nodes = {}
         self.frames = 0
@@ -75,7 +75,7 @@ class Readings:
         self.duplicates = 0
         self.t0 = time.monotonic()
 
-    def add(self, body):
+    def add(self, body) -> None:
         node = body.get("node")
         if not isinstance(node, str):
             return
@@ -125,11 +125,11 @@ def subscribe(url, readings):
     if u.username:
         client.username_pw_set(u.username, u.password)
 
-    def on_connect(c, _userdata, _flags, reason, _props=None):
+    def on_connect(c, _userdata, _flags, reason, _props=None) -> None:
         if not reason.is_failure:
             c.subscribe(f"{PREFIX}/nodes/+/up", qos=1)
 
-    def on_message(_c, _userdata, msg):
+    def on_message(_c, _userdata, msg) -> None:
         try:
             readings.add(json.loads(msg.payload))
         except ValueError:

@@ -14,7 +14,7 @@ def free_port():
 
 
 class EmbeddedBroker:
-    def __init__(self, port=None):
+    def __init__(self, port=None) -> None:
         self.port = port or free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self._loop = None
@@ -23,7 +23,7 @@ class EmbeddedBroker:
         self._ready = threading.Event()
         self._error = None
 
-    def start(self, timeout=10):
+    def start(self, timeout: int = 10):
         for name in ("amqtt", "transitions"):  # their INFO lines would break the demo's table
             logging.getLogger(name).setLevel(logging.WARNING)
         self._thread = threading.Thread(target=self._run, name="embedded-broker", daemon=True)
@@ -34,7 +34,7 @@ class EmbeddedBroker:
             raise RuntimeError(f"the embedded MQTT broker failed: {self._error}")
         return self
 
-    def _run(self):
+    def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         try:
@@ -47,7 +47,7 @@ class EmbeddedBroker:
         self._loop.run_forever()
         self._loop.close()
 
-    async def _start(self):
+    async def _start(self) -> None:
         from amqtt.broker import Broker
 
         config = {
@@ -57,7 +57,7 @@ class EmbeddedBroker:
         self._broker = Broker(config)  # made inside the running loop, as amqtt wants
         await self._broker.start()
 
-    def stop(self, timeout=10):
+    def stop(self, timeout: int = 10) -> None:
         if self._loop is None or self._broker is None:
             return
         fut = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)

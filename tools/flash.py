@@ -28,12 +28,12 @@ CONFIG_ERROR = rb"[^\r\n]*(?:config|ConfigError)[^\r\n]*(?:provision|must|not va
 
 class FlashError(Exception):
     # code: the exit code (docs/technician.md): 1 the flash failed, 2 a bad node folder
-    def __init__(self, message, code=1):
+    def __init__(self, message, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
     p.add_argument("--image", metavar="BIN", help="MicroPython firmware image: erase the chip and write it first")
     p.add_argument("--chip", choices=sorted(CHIPS), default="esp32", help="board's chip (%(default)s)")
@@ -137,7 +137,7 @@ PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "linux": "linux", "sim": "linux"}
 RIG_PROBE = "import sys\ntry:\n _r = CITYNODE_RIG\nexcept NameError:\n _r = '-'\nprint(sys.platform, _r)"
 
 
-def check_board(fs, config, port):
+def check_board(fs, config, port) -> bool:
     # the firmware picks its board module from the config: a config for another board would
     # upload fine and then crash on the first Pin. Ask the board what it is before writing.
     # -> True when the port is the virtual rig (tools/rig/agent.py sets CITYNODE_RIG): it
@@ -184,7 +184,7 @@ def upload(fs, files):
     return len(todo)
 
 
-def print_plan(args, files):
+def print_plan(args, files) -> None:
     print("plan (dry run, nothing is written):")
     if args.image:
         name, _, offset = CHIPS[args.chip]
@@ -210,14 +210,14 @@ def run(args):
         return 130
 
 
-def flash(args):
+def flash(args) -> int:
     config = load_node_config(args.node_dir)
     if not args.dry_run:
         check_port(args.port)
         probe_port(args.port)
     bars = []
 
-    def compiled(i, n):
+    def compiled(i, n) -> None:
         if not bars:
             bars.append(Bar("compile", n, " files"))
         bars[0].update(i)

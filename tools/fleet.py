@@ -16,7 +16,7 @@ FACTOR = 480  # world seconds per wall second: 15 s of demo = 2 h of sewer
 
 class CompressedClock:
     # the firmware clock interface (ms, sleep_ms, set_time, time_s), FACTOR times faster
-    def __init__(self, factor=FACTOR):
+    def __init__(self, factor=FACTOR) -> None:
         self.factor = factor
         self._t0 = time.monotonic()
         self._unix_offset = None
@@ -24,11 +24,11 @@ class CompressedClock:
     def ms(self):
         return int((time.monotonic() - self._t0) * 1000 * self.factor)
 
-    def sleep_ms(self, ms):
+    def sleep_ms(self, ms) -> None:
         if ms > 0:
             time.sleep(ms / 1000 / self.factor)
 
-    def set_time(self, unix_s):
+    def set_time(self, unix_s) -> None:
         self._unix_offset = unix_s - self.ms() // 1000
 
     def time_s(self):
@@ -51,7 +51,7 @@ def config_for(node, key, host, port):
 
 
 class SimNode(threading.Thread):
-    def __init__(self, index, node, key, gateway, flash_dir, factor=FACTOR, stop=None):
+    def __init__(self, index, node, key, gateway, flash_dir, factor=FACTOR, stop=None) -> None:
         super().__init__(name=f"sim-{node}", daemon=True)
         self.node_id = node
         self.cfg = config_for(node, key, gateway[0], gateway[1])
@@ -65,7 +65,7 @@ class SimNode(threading.Thread):
     def make_link(self):
         return UdpLink(self.cfg["link"]["host"], self.cfg["link"]["port"])
 
-    def run(self):
+    def run(self) -> None:
         # the sim board's runner: the node's own loop, rebooted after resets and power cuts
         link = self.make_link()
         self.runner = Runner(self.board, self.cfg, link, link_clock=Clock())  # resend timers in wall time

@@ -13,7 +13,7 @@ STREAM = "CITYNODE"
 class AirLink(UdpLink):
     # the firmware's UDP link, but each datagram reaches several gateways (the air); the
     # ACK of any of them counts, as on a radio channel
-    def __init__(self, addresses):
+    def __init__(self, addresses) -> None:
         super().__init__(*addresses[0])
         self.others = [a for a in addresses[1:]]
 
@@ -28,7 +28,7 @@ class AirLink(UdpLink):
 
 
 class AirNode(fleet.SimNode):
-    def __init__(self, index, node, key, gateways, flash_dir, stop=None):
+    def __init__(self, index, node, key, gateways, flash_dir, stop=None) -> None:
         super().__init__(index, node, key, gateways[0], flash_dir, stop=stop)
         self.gateways = gateways
 
@@ -43,7 +43,7 @@ def heard_by(i, addresses):
 
 
 class Fleet:
-    def __init__(self, tmp, keys, mqtt_url, web=None, prefix="citynode"):
+    def __init__(self, tmp, keys, mqtt_url, web=None, prefix: str = "citynode") -> None:
         self.tmp = tmp
         self.keys = keys
         self.mqtt_url = mqtt_url
@@ -96,7 +96,7 @@ class Fleet:
                 rejected[k] = rejected.get(k, 0) + v
         return {"rejected": rejected, "relay": dict(self.relay.counters) if self.relay else {}}
 
-    def stop(self):
+    def stop(self) -> None:
         if self.relay is not None:
             self.relay.stop()
         for gw in self.gateways:

@@ -28,7 +28,7 @@ def vendor_dir():
     return pathlib.Path(os.environ.get("CITYNODE_LORA_LIB") or default)
 
 
-def driver_files(chip="sx1262"):
+def driver_files(chip: str = "sx1262"):
     # -> [(board path, .mpy bytes)] for lib/lora/ on the board
     from tools.upload import mpy_cross_binary
 

@@ -15,7 +15,7 @@ from protocol.cbor import FrameError
 OUT = pathlib.Path(__file__).resolve().parent.parent / "protocol" / "vectors"
 
 
-def key_of(node, size=32):
+def key_of(node, size: int = 32):
     # A fixed test key per node: SHA-256 chain of "citynode vector key <node>", cut to size bytes
     out = b""
     block = ("citynode vector key " + node).encode()
@@ -33,7 +33,8 @@ def f16(x):
     return struct.unpack(">e", struct.pack(">e", x))[0]
 
 
-def typical_records(t=21.53, h=48.5, p=101325, level=0.412, dist=1.588, batt=3.71):
+def typical_records(t: float = 21.53, h: float = 48.5, p: int = 101325, level: float = 0.412, dist: float = 1.588,
+                    batt: float = 3.71):
     # The typical sewer node of SPEC.md section 3: BME280, ultrasonic level, battery.
     # Quantised as the firmware does: t, l, d binary32; h, b binary16; p integer pascals.
     R = senml.record
@@ -153,7 +154,7 @@ def signed_vectors():
     c = 1767225601
     th = {"alarm_m": f16(2.5), "storm_m": f16(1.5), "rise_mm_min": 30}
 
-    def sign(counter=c, op="interval", arg=60, key=ck, to=node, boot=3):
+    def sign(counter=c, op: str = "interval", arg: int = 60, key=ck, to=node, boot: int = 3):
         return command.sign(key, to, boot, counter, op, arg)
 
     prot = cose.protected_header(node.encode())
@@ -224,8 +225,9 @@ def bhead(n):
     return cbor.head(2, n)
 
 
-def envelope(protected, payload, tag, *, outer=b"\xd1\x84", unprotected=b"\xa0", prot_head=None, pay_head=None,
-             tag_head=b"\x48", trailer=b""):
+def envelope(protected, payload, tag, *, outer: bytes = b"\xd1\x84", unprotected: bytes = b"\xa0", prot_head=None,
+             pay_head=None,
+             tag_head: bytes = b"\x48", trailer: bytes = b""):
     # COSE_Mac0 bytes assembled by hand, so single faults can be placed anywhere
     return b"".join((outer, prot_head or bhead(len(protected)), protected, unprotected,
                      pay_head or bhead(len(payload)), payload, tag_head, tag, trailer))
@@ -516,7 +518,7 @@ def build():
     }
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true", help="fail if the checked-in vectors differ")
     ap.add_argument("--out", type=pathlib.Path, default=OUT)

@@ -15,7 +15,7 @@ FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F
 IDLE_FLUSH_S = 0.2  # console text without a delimiter is shown after this much quiet
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0")
     src.add_argument("--udp", metavar="HOST:PORT", type=hostport_arg,
@@ -43,7 +43,7 @@ def positive(kind):
 
 class FrameTable:
     # Decodes frames and keeps per-node counts: frames, MAC ok/failed, gaps, resends
-    def __init__(self, keys=None, out=None, hex_frames=False):
+    def __init__(self, keys=None, out=None, hex_frames: bool = False) -> None:
         self.keys = keys
         self.key_for = getattr(keys, "verifier", None) or (keys.get if keys is not None else None)
         self.hex_frames = hex_frames  # a line "  hex <frame>" under each frame: citynode decode takes it
@@ -57,20 +57,20 @@ class FrameTable:
         return self.nodes.setdefault(node, {"frames": 0, "mac_ok": 0, "mac_failed": 0, "gaps": 0,
                                             "resent": 0, "boot": None, "seq": None})
 
-    def row(self, text):
+    def row(self, text) -> None:
         if not self._header:
             self.out.write(f"{'time':8} {'node':12} {'boot/seq':>10} {'gap':>6} {'MAC':6} {'flags':8} readings\n")
             self._header = True
         self.out.write(text + "\n")
         self.out.flush()
 
-    def console(self, text, source=""):
+    def console(self, text, source: str = "") -> None:
         line = text.decode("utf-8", "replace").rstrip("\r\n")
         for part in line.splitlines() or [""]:
             self.out.write(f"{time.strftime('%H:%M:%S')} {source}| {part}\n")
         self.out.flush()
 
-    def noise(self, reason):
+    def noise(self, reason) -> None:
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
 
     def frame(self, raw):
@@ -114,7 +114,7 @@ class FrameTable:
         m["node"] = node
         return m
 
-    def _hex(self, raw):
+    def _hex(self, raw) -> None:
         if self.hex_frames:
             self.out.write(f"{'':8} hex {bytes(raw).hex()}\n")
             self.out.flush()
@@ -152,7 +152,7 @@ def open_port(port, baud):
     return open_exclusive(port, baud)
 
 
-def watch_serial(ser, port, baud, table, stop):
+def watch_serial(ser, port, baud, table, stop) -> None:
     import serial
 
     deframer = cobs.Deframer()
@@ -213,7 +213,7 @@ def open_udp(addr):
     return sock
 
 
-def watch_udp(sock, table, stop):
+def watch_udp(sock, table, stop) -> None:
     with sock:
         sock.settimeout(0.1)
         while not stop():
@@ -227,7 +227,7 @@ def watch_udp(sock, table, stop):
             table.frame(data)
 
 
-def run(args):
+def run(args) -> int:
     keys = None
     if args.keys:
         from tools.cli import load_keys_option

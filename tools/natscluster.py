@@ -41,7 +41,7 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, workdir, size=3, name="citynode"):
+    def __init__(self, workdir, size: int = 3, name: str = "citynode") -> None:
         self.workdir = pathlib.Path(workdir)
         self.size = size
         self.name = name
@@ -64,7 +64,7 @@ class Cluster:
         return (single + f"cluster {{\n  name: {self.name}\n  listen: 127.0.0.1:{self.route_ports[i]}\n"
                 f"  routes: [{routes}]\n}}\n")
 
-    def start(self, timeout=20.0):
+    def start(self, timeout: float = 20.0):
         for i in range(self.size):
             self.start_server(i)
         self.wait_ready(timeout)
@@ -87,14 +87,14 @@ class Cluster:
             time.sleep(0.05)
         raise ClusterError(f"nats-server n{i + 1} does not listen on 127.0.0.1:{self.client_ports[i]}")
 
-    def kill9(self, i):
+    def kill9(self, i) -> None:
         p = self.procs[i]
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
         self.procs[i] = None
 
-    def wait_ready(self, timeout=20.0):
+    def wait_ready(self, timeout: float = 20.0) -> None:
         # JetStream has a meta leader (the cluster formed): /healthz?js-enabled-only on each is not
         # enough, so ask over the client protocol for account info until it answers
         import asyncio
@@ -119,7 +119,7 @@ class Cluster:
 
         asyncio.run(probe())
 
-    def stop(self):
+    def stop(self) -> None:
         for i, p in enumerate(self.procs):
             if p is not None and p.poll() is None:
                 p.terminate()
@@ -133,11 +133,11 @@ class Cluster:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def stream_frames(urls, stream, timeout=30.0):
+def stream_frames(urls, stream, timeout: float = 30.0):
     # An independent reader: every message in the stream, from its first, by an ephemeral
     # consumer of its own -> collections.Counter of (node, boot, seq) from the message ids
     import asyncio

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
     pass
 
 
-def parse_hostport(text, what="--gateway"):
+def parse_hostport(text, what: str = "--gateway"):
     host, sep, port = (text or "").rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -29,8 +29,8 @@ def parse_hostport(text, what="--gateway"):
     return host, int(port)
 
 
-def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, wifi_password="",
-          interval_s=DEFAULT_INTERVAL_S, key_version=0):
+def build(node, key, board: str = "esp32", link: str = "uart", gateway=None, wifi_ssid=None, wifi_password: str = "",
+          interval_s=DEFAULT_INTERVAL_S, key_version: int = 0):
     # -> config dict; raises ConfigError with one line that names the option
     if not check_node_id(node):
         raise ConfigError(f"node id {node!r}: must be {NODE_ID_RULE}")
@@ -65,7 +65,7 @@ def build(node, key, board="esp32", link="uart", gateway=None, wifi_ssid=None, w
     return check_with_firmware(config)
 
 
-def check_with_firmware(config, source="node config"):
+def check_with_firmware(config, source: str = "node config"):
     # the node's own validation (firmware/config.py), run here so a bad config never reaches a board
     from firmware.config import ConfigError as FirmwareConfigError
     from firmware.config import validate as firmware_validate
@@ -77,7 +77,7 @@ def check_with_firmware(config, source="node config"):
     return config
 
 
-def validate(config, source="node config"):
+def validate(config, source: str = "node config"):
     # A config read back from a file (flash uploads only what passes this)
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: not a JSON object")

@@ -61,7 +61,7 @@ def busy_error(port, who=()):
     return CliError(f"port {port} is busy: {by} has it open; close that and retry")
 
 
-def open_exclusive(port, baudrate=115200, timeout=0.05, check_holders=True):
+def open_exclusive(port, baudrate: int = 115200, timeout: float = 0.05, check_holders: bool = True):
     # -> an open serial.Serial that no other citynode command can open meanwhile; CliError otherwise
     import serial
 

@@ -5,7 +5,7 @@ import time
 
 
 class Bar:
-    def __init__(self, label, total, unit="", stream=None, width=30):
+    def __init__(self, label, total, unit: str = "", stream=None, width: int = 30) -> None:
         self.label = label
         self.total = max(1, total)
         self.unit = unit
@@ -16,7 +16,7 @@ class Bar:
         self.started = time.monotonic()
         self._last_pct = 0  # off a terminal the first line comes at a quarter
 
-    def update(self, done, note=""):
+    def update(self, done, note: str = "") -> None:
         self.done = min(done, self.total)
         pct = self.done * 100 // self.total
         if not self.tty and pct // 25 == self._last_pct // 25 and self.done < self.total:
@@ -31,10 +31,10 @@ class Bar:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def step(self, n=1, note=""):
+    def step(self, n: int = 1, note: str = "") -> None:
         self.update(self.done + n, note)
 
-    def finish(self, note=""):
+    def finish(self, note: str = ""):
         if self.tty or self.done < self.total or note:
             self._last_pct = -100
             self.update(self.total, note)

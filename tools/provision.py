@@ -19,12 +19,12 @@ CONFIG_NAME = nodeconfig.CONFIG_NAME
 
 
 class ProvisionError(Exception):
-    def __init__(self, message, code=EXIT_FAILED):
+    def __init__(self, message, code=EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("--node", required=True, help="node id (1..32 of A-Z a-z 0-9 - : . _, first a letter or digit)")
     p.add_argument("--board", choices=sorted(nodeconfig.BOARDS), default="esp32", help="target board (esp32)")
     p.add_argument("--link", choices=("uart", "udp"), default=None,
@@ -44,8 +44,9 @@ def add_arguments(p):
                         "buffered under it as retired and the node discards them, counted")
 
 
-def provision(node, out, keys_path, board="esp32", link=None, gateway=None, wifi_ssid=None,
-              wifi_password="", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force=False, drop_old_key=False):
+def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=None, wifi_ssid=None,
+              wifi_password: str = "", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force: bool = False,
+              drop_old_key: bool = False):
     # -> (config path, config dict). Raises ProvisionError with a one-line reason; on any
     # failure nothing is left behind: no node folder, no config, no temporary file, and the
     # keys file as it was.

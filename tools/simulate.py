@@ -26,7 +26,7 @@ class SimulateError(Exception):
     pass
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("--nodes", type=int, default=None,
                    help="number of nodes: the keys file's simulated nodes (ids sim-*) in id order (1)")
     p.add_argument("--node", action="append", metavar="ID",
@@ -188,7 +188,7 @@ def run_processes(args, nodes, out):
     return results
 
 
-def run(args, out=None):
+def run(args, out=None) -> int:
     out = out or sys.stdout
     try:
         _host, _port, nodes = prepare(args)

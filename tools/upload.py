@@ -204,10 +204,10 @@ elif sys.platform == 'esp32':
 
 class BoardFs:
     # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport)
-    def __init__(self, transport):
+    def __init__(self, transport) -> None:
         self.t = transport
 
-    def enter(self, timeout_s):
+    def enter(self, timeout_s) -> bool:
         # The raw REPL, over a running node: its Ctrl-C (mpremote sends one per attempt) stops
         # the node at the node's next look at its console, so try again until timeout_s. Then
         # the watchdog the node armed is stopped, or it would reset the board mid-upload.
@@ -241,7 +241,7 @@ class BoardFs:
         out = self.exec(_HASH_CODE % (list(paths),))
         return ast.literal_eval(out.decode().strip())
 
-    def makedirs(self, paths):
+    def makedirs(self, paths) -> None:
         dirs = sorted({os.path.dirname(p) for p in paths if "/" in p}, key=lambda d: d.count("/"))
         todo = []
         for d in dirs:
@@ -253,7 +253,7 @@ class BoardFs:
         if todo:
             self.exec("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass" % (todo,))
 
-    def write(self, path, data, on_bytes=None):
+    def write(self, path, data, on_bytes=None) -> None:
         tmp = path + ".new"
         self.exec("from binascii import a2b_base64 as _d\n_f=open(%r,'wb')\n_w=_f.write" % tmp)
         for i in range(0, len(data), CHUNK):
@@ -286,7 +286,7 @@ class BoardFs:
         return None, seen
 
 
-def write_bundle(folder, files):
+def write_bundle(folder, files) -> None:
     # the same files straight into a host folder: a virtual rig's flash, prepared without a REPL
     for path, data in files:
         target = pathlib.Path(folder) / path

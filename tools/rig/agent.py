@@ -26,7 +26,7 @@ _open = open
 _cwd = ["/"]
 
 
-def _control(what):
+def _control(what) -> None:
     sys.stderr.write("@@rig " + what + "\n")
 
 
@@ -61,14 +61,14 @@ class JailedOs:
     def getcwd(self):
         return _cwd[0]
 
-    def chdir(self, path):
+    def chdir(self, path) -> None:
         _os.stat(_host(path))
         _cwd[0] = _virtual(path)
 
-    def listdir(self, path=""):
+    def listdir(self, path: str = ""):
         return _os.listdir(_host(path or "."))
 
-    def ilistdir(self, path=""):
+    def ilistdir(self, path: str = ""):
         # the unix port gives (name, type, inode); a board adds the size, which mpremote shows
         base = _host(path or ".")
         for entry in _os.ilistdir(base):
@@ -80,7 +80,7 @@ class JailedOs:
     def stat(self, path):
         return _os.stat(_host(path))
 
-    def statvfs(self, path="/"):
+    def statvfs(self, path: str = "/"):
         return _os.statvfs(_host(path))
 
     def mkdir(self, path):
@@ -127,7 +127,7 @@ def read_exactly(n):
     return data
 
 
-def run_file(name, g):
+def run_file(name, g) -> bool:
     try:
         src = _open(_host(name)).read()
     except OSError:
@@ -136,7 +136,7 @@ def run_file(name, g):
     return True
 
 
-def serve(g):
+def serve(g) -> None:
     while True:
         try:
             if not serve_one(g):
@@ -145,7 +145,7 @@ def serve(g):
             _control("idle")  # a Ctrl-C that landed between commands: nothing to interrupt
 
 
-def serve_one(g):
+def serve_one(g) -> bool:
     out = sys.stdout
     header = sys.stdin.buffer.readline()
     if not header:
@@ -172,7 +172,7 @@ def serve_one(g):
     return True
 
 
-def main():
+def main() -> None:
     g = fresh_globals()
     if MODE == "boot":
         _control("running")

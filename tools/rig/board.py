@@ -50,7 +50,7 @@ class PtyOutput:
     # the port open (then dropped and counted), bounded to MAX_PENDING, written without
     # blocking. Needs self._out (bytearray), self._connected, self._master, self._sel,
     # self.log and self.dropped.
-    def stop(self):
+    def stop(self) -> None:
         # the rig's thread (woken through the wake pipe), the device process, the pty; needs
         # self._stop, self._thread, self._kill() and self._wake_r/_wake_w too
         self._stop.set()
@@ -67,7 +67,7 @@ class PtyOutput:
             except OSError:
                 pass
 
-    def _host_attached(self):
+    def _host_attached(self) -> bool:
         import select
 
         p = select.poll()
@@ -92,7 +92,7 @@ class PtyOutput:
             return None
         return data
 
-    def _wait_for_client_setup(self):
+    def _wait_for_client_setup(self) -> None:
         deadline = time.monotonic() + SETTLE_MAX_S
         while time.monotonic() < deadline:
             try:
@@ -103,7 +103,7 @@ class PtyOutput:
             time.sleep(0.01)
         time.sleep(SETTLE_S)
 
-    def _emit(self, data):
+    def _emit(self, data) -> None:
         if not self._connected:
             self.dropped += len(data)
             return
@@ -113,7 +113,7 @@ class PtyOutput:
             self.dropped += cut
             del self._out[:cut]
 
-    def _flush_out(self):
+    def _flush_out(self) -> None:
         while self._out and self._connected:
             try:
                 n = os.write(self._master, self._out[:4096])
@@ -126,7 +126,7 @@ class PtyOutput:
 
 
 class VirtualRig(ReplKeys, PtyOutput):
-    def __init__(self, flash_dir, board="sim", heap="256k", micropython=None, log=None):
+    def __init__(self, flash_dir, board: str = "sim", heap: str = "256k", micropython=None, log=None) -> None:
         self.flash = str(pathlib.Path(flash_dir).resolve())
         self.board = board
         self.heap = heap
@@ -166,7 +166,7 @@ class VirtualRig(ReplKeys, PtyOutput):
         self._thread.start()
         return self
 
-    def hard_reset(self):
+    def hard_reset(self) -> None:
         # the reset button: from another thread
         with self._lock:
             self._reset_requested = True
@@ -175,12 +175,12 @@ class VirtualRig(ReplKeys, PtyOutput):
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.stop()
 
     # ------------------------------------------------------------ the interpreter process
 
-    def _spawn(self, mode):
+    def _spawn(self, mode) -> None:
         self._kill()
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([self.flash, self.flash + "/lib", ".frozen"]),
                    RIG_BANNER=self.banner.decode())
@@ -194,7 +194,7 @@ class VirtualRig(ReplKeys, PtyOutput):
             os.set_blocking(f.fileno(), False)
             self._sel.register(f, selectors.EVENT_READ, "proc")
 
-    def _kill(self):
+    def _kill(self) -> None:
         p, self._proc = self._proc, None
         if p is None:
             return
@@ -212,21 +212,21 @@ class VirtualRig(ReplKeys, PtyOutput):
             except OSError:
                 pass
 
-    def _to_proc(self, data):
+    def _to_proc(self, data) -> None:
         try:
             self._proc.stdin.write(data)
             self._proc.stdin.flush()
         except (OSError, AttributeError):
             pass  # the program ended; its exit is handled by the loop
 
-    def _command(self, kind, code):
+    def _command(self, kind, code) -> None:
         self._to_proc(b"%s %d\n" % (kind, len(code)) + code)
 
     # ------------------------------------------------------------ output to the port
 
     # ------------------------------------------------------------ the loop
 
-    def _loop(self):
+    def _loop(self) -> None:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
@@ -236,7 +236,7 @@ class VirtualRig(ReplKeys, PtyOutput):
             self._kill()
             self._sel.close()
 
-    def _step(self):
+    def _step(self) -> None:
         if not self._connected:
             if self._host_attached():
                 self._wait_for_client_setup()
@@ -262,12 +262,12 @@ class VirtualRig(ReplKeys, PtyOutput):
             elif self._proc is not None and key.fileobj in (self._proc.stdout, self._proc.stderr):
                 self._read_proc(key.fileobj)
 
-    def _read_port(self):
+    def _read_port(self) -> None:
         data = self._read_host()
         if data:
             self._input(data)
 
-    def _read_proc(self, f):
+    def _read_proc(self, f) -> None:
         try:
             data = os.read(f.fileno(), 65536)
         except BlockingIOError:
@@ -292,7 +292,7 @@ class VirtualRig(ReplKeys, PtyOutput):
             else:
                 self._emit(line + b"\r\n")  # the interpreter's own complaints, on the console
 
-    def _drain_stdout(self):
+    def _drain_stdout(self) -> None:
         while True:
             try:
                 data = os.read(self._proc.stdout.fileno(), 65536)
@@ -302,7 +302,7 @@ class VirtualRig(ReplKeys, PtyOutput):
                 return
             self._emit(data)
 
-    def _proc_exited(self):
+    def _proc_exited(self) -> None:
         self._proc.wait()
         code = self._proc.returncode
         if self.log:
@@ -312,13 +312,13 @@ class VirtualRig(ReplKeys, PtyOutput):
         else:  # main.py ended the process (machine.reset, a crash): a board resets and boots again
             self._power_on()
 
-    def _power_on(self):
+    def _power_on(self) -> None:
         self._line.clear()
         self._held.clear()
         self._spawn("boot")
         self.state = STARTING
 
-    def _control(self, what):
+    def _control(self, what) -> None:
         if what == "running":
             self.state = RUNNING
             self._in_frame = False
@@ -341,7 +341,7 @@ class VirtualRig(ReplKeys, PtyOutput):
 
     # ------------------------------------------------------------ input from the port
 
-    def _input(self, data):
+    def _input(self, data) -> None:
         if self.state in (OFF, STARTING):
             self._held += data
             return
@@ -380,14 +380,14 @@ class VirtualRig(ReplKeys, PtyOutput):
         self._to_proc(data)
         return b""
 
-    def _interrupt(self):
+    def _interrupt(self) -> None:
         self.state = INTERRUPTING
         self._interrupt_at = time.monotonic()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
 
 
-def _set_speed(fd, speed):
+def _set_speed(fd, speed) -> None:
     try:
         attrs = termios.tcgetattr(fd)
         attrs[4] = attrs[5] = speed

@@ -14,7 +14,7 @@ import threading
 from tools.rig.board import VirtualRig
 
 
-def add_arguments(p):
+def add_arguments(p) -> None:
     p.add_argument("--flash", required=True, metavar="DIR", help="host folder that is the board's flash (created)")
     p.add_argument("--node-dir", metavar="DIR", help="provisioned node folder: install the firmware and its config")
     p.add_argument("--board", default="sim", help="pico: the emulated Raspberry Pi Pico (the real MicroPython rp2 "
@@ -77,7 +77,7 @@ def run_pico(args):
     return serve(rig, f"flash is {rig.flash_file}")
 
 
-def serve(rig, where):
+def serve(rig, where) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     print("port " + rig.port, flush=True)
@@ -93,7 +93,7 @@ def serve(rig, where):
     return 0
 
 
-def wear(rig):
+def wear(rig) -> None:
     # the emulated Pico's counters since the rig started: flash wear and resets
     if not hasattr(rig, "report") or not rig.running:
         return

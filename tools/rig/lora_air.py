@@ -29,7 +29,8 @@ CAPTURE_DB = 6.0
 HOUR_S = 3600.0
 
 
-def time_on_air_us(payload_len, sf=7, bw_hz=125000, cr=5, preamble=8, crc=True, implicit=False, ldro=None):
+def time_on_air_us(payload_len, sf: int = 7, bw_hz: int = 125000, cr: int = 5, preamble: int = 8, crc: bool = True,
+                   implicit: bool = False, ldro=None):
     # DS 6.1.4: Tsym = 2^SF / BW; Npayload = 8 + max(ceil((8 PL + 16 CRC - 4 SF + 8 + 20 IH') /
     # (4 (SF - 2 DE))) (CR+4), 0) with IH' = 0 in implicit mode and 20 in explicit mode, and
     # for SF5/SF6 (no +8, but 6.25 preamble symbols more); cr is 5..8 for 4/5..4/8.
@@ -53,7 +54,7 @@ def path_loss_db(d_m, exponent):
 
 
 class Radio:
-    def __init__(self, air, name, pos, extra_loss_db, deliver):
+    def __init__(self, air, name, pos, extra_loss_db, deliver) -> None:
         self.air = air
         self.name = name
         self.pos = pos
@@ -65,11 +66,11 @@ class Radio:
         self.sent = []  # (start_s, airtime_s) of each transmission
         self.counts = {"sent": 0, "received": 0, "lost_collision": 0, "lost_snr": 0}
 
-    def listen(self, params):
+    def listen(self, params) -> None:
         self.listening = dict(params)
         self.since = self.air.clock()
 
-    def idle(self):
+    def idle(self) -> None:
         self.listening = None
 
     def transmit(self, payload, params):
@@ -80,7 +81,7 @@ class Radio:
 
 
 class Air:
-    def __init__(self, clock=time.monotonic, exponent=2.7):
+    def __init__(self, clock=time.monotonic, exponent: float = 2.7) -> None:
         self.clock = clock
         self.exponent = exponent
         self.radios = []
@@ -89,7 +90,7 @@ class Air:
         self._lock = threading.RLock()
         self.counts = {"packets": 0, "delivered": 0, "lost_collision": 0, "lost_snr": 0}
 
-    def radio(self, name, pos=(0.0, 0.0), extra_loss_db=0.0, deliver=None):
+    def radio(self, name, pos=(0.0, 0.0), extra_loss_db: float = 0.0, deliver=None):
         r = Radio(self, name, pos, extra_loss_db, deliver)
         with self._lock:
             self.radios.append(r)
@@ -189,7 +190,7 @@ class PicoAir:
     # Emulated Picos with the SX1262 model share one Air in wall time: each rig's radio events
     # ({"ev": "lora_tx" | "lora_rx_on" | "lora_idle", ...} from sx1262.mjs) go to the air, and a
     # thread hands each packet to the receiving rigs ({"lora_rx": {...}}) when it ends.
-    def __init__(self, exponent=2.7):
+    def __init__(self, exponent: float = 2.7) -> None:
         self.air = Air(time.monotonic, exponent)
         self.toa_mismatch = []  # (rig name, the model's airtime, the air's) when they differ
         self._wake = threading.Event()
@@ -197,8 +198,8 @@ class PicoAir:
         self._thread = threading.Thread(target=self._run, name="lora-air", daemon=True)
         self._thread.start()
 
-    def attach(self, rig, name, pos=(0.0, 0.0), extra_loss_db=0.0):
-        def deliver(pkt):
+    def attach(self, rig, name, pos=(0.0, 0.0), extra_loss_db: float = 0.0):
+        def deliver(pkt) -> None:
             rig.control({"lora_rx": {"payload": pkt["payload"].hex(), "rssi_dbm": pkt["rssi_dbm"],
                                      "snr_db": pkt["snr_db"], "signal_rssi_dbm": pkt["signal_rssi_dbm"]}})
 
@@ -206,7 +207,7 @@ class PicoAir:
         rig.listeners.append(lambda e: self._event(radio, e))
         return radio
 
-    def _event(self, radio, e):
+    def _event(self, radio, e) -> None:
         ev = e.get("ev")
         if ev == "lora_tx":
             air_s = radio.transmit(bytes.fromhex(e["payload"]), e["params"])
@@ -218,13 +219,13 @@ class PicoAir:
         elif ev == "lora_idle":
             radio.idle()
 
-    def _run(self):
+    def _run(self) -> None:
         while not self._stop.is_set():
             nxt = self.air.step()
             self._wake.wait(0.5 if nxt is None else min(nxt + 0.001, 0.5))
             self._wake.clear()
 
-    def close(self):
+    def close(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2)

@@ -93,7 +93,7 @@ def check():
 
 class EmulatedClock:
     # the world's clock: the board's emulated milliseconds, times `speed` (a storm in minutes)
-    def __init__(self, rig, speed=1.0, start_ms=0):
+    def __init__(self, rig, speed: float = 1.0, start_ms: int = 0) -> None:
         self.rig = rig
         self.speed = speed
         self.start_ms = start_ms
@@ -101,12 +101,12 @@ class EmulatedClock:
     def ms(self):
         return int(self.start_ms + self.rig.emulated_ms * self.speed)
 
-    def sleep_ms(self, ms):
+    def sleep_ms(self, ms) -> None:
         pass
 
 
 class RigClock:
-    def __init__(self, rig):
+    def __init__(self, rig) -> None:
         self.rig = rig
 
     def ms(self):
@@ -115,7 +115,7 @@ class RigClock:
 
 class PicoWorld:
     # the simulated world as the board's sensors see it (firmware/sim/world.py)
-    def __init__(self, rig, speed=1.0, **params):
+    def __init__(self, rig, speed: float = 1.0, **params) -> None:
         from firmware.sim.devices import DATASHEET_CALIB, BME280Sim, LoopAdc, UltrasonicUart, calib_bytes
         from firmware.sim.world import World
 
@@ -150,7 +150,7 @@ class PicoRig(PtyOutput):
     # board is plugged in when the terminal is ready), keeps running while the port is
     # closed (what it prints then is dropped: no USB host reads it), and keeps its flash in
     # `flash_file` across resets, power cuts and runs.
-    def __init__(self, flash_file, world=None, log=None, power_on_open=True):
+    def __init__(self, flash_file, world=None, log=None, power_on_open: bool = True) -> None:
         self.flash_file = str(flash_file)
         self.world_params = dict(world or {})
         self.log = log
@@ -196,30 +196,30 @@ class PicoRig(PtyOutput):
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         super().stop()  # PtyOutput: thread, emulator, pty, wake pipe
         self._sel.close()
 
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.stop()
 
     # ------------------------------------------------------------ what tests and tools call
 
-    def power_cut(self):
+    def power_cut(self) -> None:
         # pull the plug: the runner dies at once; the flash file keeps what was written
         self._request("cut")
 
-    def power_on(self):
+    def power_on(self) -> None:
         self._request("on")
 
-    def cut_during_flash_write(self):
+    def cut_during_flash_write(self) -> None:
         # the power fails half way through the board's next flash page program
         self.control({"cut": "program"})
 
-    def control(self, msg):
+    def control(self, msg) -> None:
         with self._lock:
             ctl = self._ctl
         if ctl is not None:
@@ -228,13 +228,13 @@ class PicoRig(PtyOutput):
             except OSError:
                 pass
 
-    def report(self, timeout=5):
+    def report(self, timeout: int = 5):
         # -> the runner's counters now: erases, programs, program_bytes, watchdog_resets, resets, boots, ms
         n = len(self.events)
         self.control({"report": True})
         return self.wait_event(lambda e: e["ev"] == "report", timeout, start=n)
 
-    def wait_event(self, pred, timeout, start=0):
+    def wait_event(self, pred, timeout, start: int = 0):
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -252,23 +252,23 @@ class PicoRig(PtyOutput):
         return self._world.world if self._world is not None else None
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     # ------------------------------------------------------------ the runner process
 
-    def _request(self, what):
+    def _request(self, what) -> None:
         with self._lock:
             self._requests.append(what)
         self._wake()
 
-    def _wake(self):
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
 
-    def _power_on(self):
+    def _power_on(self) -> None:
         self._kill()
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
@@ -290,7 +290,7 @@ class PicoRig(PtyOutput):
         self.control(self._world.first())
         self.control(self._world.update())
 
-    def _kill(self):
+    def _kill(self) -> None:
         p, self._proc = self._proc, None
         with self._lock:
             ctl, self._ctl = self._ctl, None
@@ -316,14 +316,14 @@ class PicoRig(PtyOutput):
 
     # ------------------------------------------------------------ the loop
 
-    def _loop(self):
+    def _loop(self) -> None:
         try:
             while not self._stop.is_set():
                 self._step()
         finally:
             self._kill()
 
-    def _step(self):
+    def _step(self) -> None:
         if not self._connected and self._host_attached():
             self._wait_for_client_setup()
             self._connected = True
@@ -351,12 +351,12 @@ class PicoRig(PtyOutput):
             elif key.data == "ctl":
                 self._read_ctl()
 
-    def _read_port(self):
+    def _read_port(self) -> None:
         data = self._read_host()
         if data and self._proc is not None:
             self._to_dev += data
 
-    def _flush_dev(self):
+    def _flush_dev(self) -> None:
         while self._to_dev and self._proc is not None:
             try:
                 n = os.write(self._proc.stdin.fileno(), self._to_dev[:65536])
@@ -367,7 +367,7 @@ class PicoRig(PtyOutput):
                 return
             del self._to_dev[:n]
 
-    def _read_dev(self):
+    def _read_dev(self) -> None:
         try:
             data = os.read(self._proc.stdout.fileno(), 65536)
         except BlockingIOError:
@@ -377,7 +377,7 @@ class PicoRig(PtyOutput):
             return
         self._emit(data)
 
-    def _read_ctl(self):
+    def _read_ctl(self) -> None:
         try:
             data = self._ctl.recv(65536)
         except BlockingIOError:
@@ -396,7 +396,7 @@ class PicoRig(PtyOutput):
             if line.strip():
                 self._event(json.loads(line))
 
-    def _event(self, e):
+    def _event(self, e) -> None:
         ev = e.get("ev")
         if "ms" in e:
             self.emulated_ms = e["ms"]
@@ -416,7 +416,7 @@ class PicoRig(PtyOutput):
                     self.log("event " + json.dumps(e))
             self._cond.notify_all()
 
-    def _runner_exited(self):
+    def _runner_exited(self) -> None:
         p = self._proc
         self._kill()
         if self.log:
@@ -427,7 +427,7 @@ class PicoRig(PtyOutput):
 # ------------------------------------------------------------ the board's REPL (tests, bench)
 
 
-def stop_at_boot(port, timeout=20):
+def stop_at_boot(port, timeout: int = 20):
     # Opening the port powers the rig's board on; Ctrl-C every 50 ms stops main.py during its
     # imports, before the node takes the console (micropython.kbd_intr(-1)), as a technician
     # would at a board's boot. -> the raw REPL (tools.upload.BoardFs), with a clean slate.
@@ -487,7 +487,7 @@ micropython.mem_info()
 """
 
 
-def heap_budget(port, backlog=300):
+def heap_budget(port, backlog: int = 300):
     # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames}
     # in bytes, on the board at `port`
     import re

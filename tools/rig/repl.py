@@ -18,7 +18,7 @@ class ReplKeys:
     # needs from the board: self._line (bytearray), self.banner, self.state, _emit(bytes),
     # _command(kind, code), _spawn(mode), _power_on()
 
-    def _friendly_byte(self, b):
+    def _friendly_byte(self, b) -> None:
         line = self._line
         if b in (13, 10):
             self._emit(b"\r\n")
@@ -50,7 +50,7 @@ class ReplKeys:
             line.append(b)
             self._emit(bytes([b]))
 
-    def _raw_byte(self, b):
+    def _raw_byte(self, b) -> None:
         line = self._line
         if b == 1:  # Ctrl-A: a fresh raw REPL, or the raw-paste request \x05 A \x01
             if bytes(line) == b"\x05A":

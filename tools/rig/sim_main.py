@@ -7,10 +7,10 @@ from firmware.links import UartLink
 from firmware.sim.board import Runner, SimBoard, StdioUart
 
 
-def main():
+def main() -> None:
     uart = StdioUart()
 
-    def console(text):
+    def console(text) -> None:
         uart.write((text + "\n").encode())
 
     board = SimBoard(".", clock=Clock(), log=console)
