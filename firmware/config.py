@@ -80,8 +80,16 @@ def validate(raw):
     if cfg["sleep"] not in ("light", "deep", "none"):
         raise ConfigError("config: sleep must be light, deep or none")
     link = cfg["link"]
-    if not isinstance(link, dict) or link.get("kind") not in ("uart", "udp"):
-        raise ConfigError("config: link.kind must be uart or udp")
+    if not isinstance(link, dict) or link.get("kind") not in ("uart", "udp", "lora"):
+        raise ConfigError("config: link.kind must be uart, udp or lora")
+    if link["kind"] == "lora":
+        # EU868 g1 sub-band (868.0-868.6 MHz, 1 %, 25 mW ERP: ETSI EN 300 220); docs/lora.md
+        for k, v in (("freq_khz", 868100), ("sf", 12), ("power_dbm", 14), ("duty_permille", 10)):
+            link.setdefault(k, v)
+        _int(link, "freq_khz", 868000, 868600, "config link")
+        _int(link, "sf", 7, 12, "config link")
+        _int(link, "power_dbm", -9, 14, "config link")
+        _int(link, "duty_permille", 1, 10, "config link")
     if link["kind"] == "udp":
         if not isinstance(link.get("host"), str):
             raise ConfigError("config: link.host must be the gateway's address")

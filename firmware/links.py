@@ -1,5 +1,7 @@
 # Links to the gateway behind one small interface:
-#   send(message) -> bool    one COSE message out (False: the link could not take it)
+#   send(message) -> bool    one COSE message out (False: the link could not take it; None:
+#                            not now, the frame stays due and the link is not down: LoRa's duty
+#                            cycle, firmware/lora_link.py)
 #   poll(timeout_ms) -> list messages that arrived (COSE bytes), waiting at most timeout_ms
 # UART frames messages with COBS + CRC (SPEC section 7) and passes console text by;
 # UDP carries one message per datagram. Rejects are counted, never raised. (The sim

@@ -67,6 +67,8 @@ class Node:
         # heap than ms in 32 (512 slots); a frame unsent for a multiple of 70 min waits once more.
         self.sent_ms = array("H", bytes(2 * cfg["buffer_slots"]))
         self.link = link if link is not None else board.uplink(cfg)
+        if getattr(self.link, "feed", 0) is None:
+            self.link.feed = self.feed  # LoRa waits seconds on the air: it feeds the watchdog meanwhile
         self.sampler = None  # stays None in safe mode: no sensor code runs
         self.wdt = None
         self.boot = 0
@@ -188,6 +190,9 @@ class Node:
                 self.board.reset()
             return 5000
         wait = self.storm_interval_ms if self.storm or self.alarm else self.interval_ms
+        fit = getattr(self.link, "fit", None)
+        if fit is not None:
+            wait = fit(wait, self)  # LoRa: stretched to the duty cycle, and its window and resends (lora_link.py)
         return max(0, wait - (self.clock.ms() - started))
 
     def _evaluate(self, now, s):
@@ -248,9 +253,10 @@ class Node:
                     msg.I_INTERVAL: self.interval_ms // 1000, msg.I_LEVEL_MM: [self.alarm_mm, self.storm_mm]}
             if self.counts["discarded"]:
                 info[6] = self.counts["discarded"]  # SPEC.md 6.1: frames discarded for a retired key
-        frame = msg.encode_data(self.key, self.node_id, self.boot, self.seq, now, recs, self.cfg["key_version"],
-                                time_s=self.clock.time_s(), quality=quality, flags=flags, info=info,
-                                cmd_result=self.cmd_result)
+        # a LoRa link encodes in the compact profile (SPEC.md 13) and adds info 12, others in full
+        encode = getattr(self.link, "encode", msg.encode_data)
+        frame = encode(self.key, self.node_id, self.boot, self.seq, now, recs, self.cfg["key_version"],
+                       time_s=self.clock.time_s(), quality=quality, flags=flags, info=info, cmd_result=self.cmd_result)
         slot = self.buffer.put(self.boot, self.seq, frame)
         if slot < 0:
             self.link.send(frame)  # too big for a slot: live only
@@ -283,10 +289,11 @@ class Node:
             if last and ((tick - last) & 0xFFFF) < retry:
                 inflight += 1
                 continue
+            self.feed()  # a send may block up to a lookup's bound (links.py): never 8 in a row unfed
+            if self.link.send(buf.frame(slot)) is None:
+                break  # not now (the LoRa duty cycle): it stays due, and the link is not down
             if last:
                 self.counts["resent"] += 1
-            self.feed()  # a send may block up to a lookup's bound (links.py): never 8 in a row unfed
-            self.link.send(buf.frame(slot))
             self.sent_ms[slot] = (tick & 0xFFFF) or 1
             sent += 1
             self.unanswered += 1

@@ -145,6 +145,15 @@ def build_bundle(node_config=None, progress=None):
     # config. node_config: a checked config dict, or None to keep the board's config
     board = node_config.get("board") if node_config is not None else SimBoard.name
     files = compile_sources(manifest(board), progress)
+    link = (node_config or {}).get("link") or {}
+    if link.get("kind") == "lora":
+        # micropython-lib's LoRa drivers, as `mpremote mip install lora-sx126x` puts them (third-party)
+        from tools.lora_packages import LoraDriversMissing, driver_files
+
+        try:
+            files += driver_files(link.get("chip", "sx1262"))
+        except LoraDriversMissing as e:
+            raise UploadError(str(e)) from None
     files.append(("main.py", main_source(board).encode()))
     if node_config is not None:
         files.append(("config.json", json.dumps(node_config, sort_keys=True).encode()))

@@ -80,7 +80,9 @@ def test_config_defaults_and_rejects():
         ({"node": "n", "key": "00"}, "16..64"),
         ({"node": "n", "key": key, "interval_s": 0}, "interval_s"),
         ({"node": "n", "key": key, "interval_s": 10, "storm_interval_s": 30}, "storm_interval_s"),
-        ({"node": "n", "key": key, "link": {"kind": "lora"}}, "link.kind"),
+        ({"node": "n", "key": key, "link": {"kind": "zigbee"}}, "link.kind"),
+        ({"node": "n", "key": key, "link": {"kind": "lora", "freq_khz": 869525}}, "freq_khz"),  # the 10 % band
+        ({"node": "n", "key": key, "link": {"kind": "lora", "power_dbm": 22}}, "power_dbm"),  # over 25 mW ERP
         ({"node": "n", "key": key, "link": {"kind": "udp", "host": "h", "port": 0}}, "port"),
         ({"node": "n", "key": key, "sensors": {"level": {"kind": "laser"}}}, "sensors.level.kind"),
         ({"node": "n", "key": key, "sensors": {"level": {"samples": 99}}}, "samples"),

@@ -62,15 +62,23 @@ class Radio:
         self.deliver = deliver  # deliver(packet dict) when a packet reaches it
         self.listening = None  # radio params while in receive mode
         self.since = 0.0  # when it started listening
+        self.idle_at = None
+        self.last_params = None
         self.busy_until = 0.0  # transmitting until then (half duplex)
         self.sent = []  # (start_s, airtime_s) of each transmission
         self.counts = {"sent": 0, "received": 0, "lost_collision": 0, "lost_snr": 0}
 
     def listen(self, params) -> None:
-        self.listening = dict(params)
-        self.since = self.air.clock()
+        # listening again at the very instant it stopped (one receive call after another)
+        # keeps the start: a packet already on the air is still heard from its preamble
+        now = self.air.clock()
+        if not (self.idle_at == now and self.last_params == params):
+            self.since = now
+        self.listening = self.last_params = dict(params)
 
     def idle(self) -> None:
+        if self.listening is not None:
+            self.idle_at = self.air.clock()
         self.listening = None
 
     def transmit(self, payload, params):
@@ -229,3 +237,217 @@ class PicoAir:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2)
+
+
+# ------------------------------------------------------------ simulated radios in virtual time
+
+
+class SimTime:
+    # Discrete-event time for actors in threads (nodes, a gateway): exactly one runs at a
+    # time; sleep(ms) hands over to the actor due first. A node's code runs unchanged on it
+    # (ActorClock is a board clock), and an hour of air takes seconds.
+    def __init__(self):
+        self.now_ms = 0
+        self._cond = threading.Condition()
+        self._wake = {}  # actor -> (ms, order) while it sleeps
+        self._order = 0
+        self._running = None
+        self._alive = 0
+        self.errors = []
+
+    def clock(self):
+        return self.now_ms / 1000.0
+
+    def spawn(self, fn, name):
+        clock = ActorClock(self, name)
+        with self._cond:
+            self._alive += 1
+            self._wake[clock] = (0, self._order)
+            self._order += 1
+
+        def main():
+            try:
+                self._wait_turn(clock)
+                fn(clock)
+            except BaseException as e:  # noqa: BLE001 - reported by run()
+                self.errors.append((name, e))
+            finally:
+                with self._cond:
+                    self._alive -= 1
+                    self._running = None
+                    self._next()
+
+        t = threading.Thread(target=main, name="sim-" + name, daemon=True)
+        clock.thread = t
+        return clock
+
+    def run(self, timeout_s=600):
+        threads = [c.thread for c in list(self._wake)]
+        for t in threads:
+            t.start()
+        with self._cond:
+            self._next()
+        for t in threads:
+            t.join(timeout_s)
+        if self.errors:
+            raise self.errors[0][1]
+
+    def _next(self):
+        # with the lock held: wake the actor due first once no actor runs
+        if self._running is not None or not self._wake:
+            return
+        actor = min(self._wake, key=lambda a: self._wake[a])
+        ms = self._wake.pop(actor)[0]
+        self.now_ms = max(self.now_ms, ms)
+        self._running = actor
+        self._cond.notify_all()
+
+    def _wait_turn(self, actor):
+        with self._cond:
+            while self._running is not actor:
+                self._cond.wait()
+
+    def sleep(self, actor, ms):
+        with self._cond:
+            self._wake[actor] = (self.now_ms + max(0, ms), self._order)
+            self._order += 1
+            self._running = None
+            self._next()
+            while self._running is not actor:
+                self._cond.wait()
+
+    def nudge(self, actor, at_ms):
+        # wake a sleeping actor no later than at_ms (a packet ends for its listening radio)
+        with self._cond:
+            w = self._wake.get(actor)
+            if w is not None and w[0] > at_ms:
+                self._wake[actor] = (max(at_ms, self.now_ms), w[1])
+
+
+class ActorClock:
+    # a board clock (firmware/sim/world.py VirtualClock's interface) on SimTime
+    def __init__(self, sim, name):
+        self.sim = sim
+        self.name = name
+        self.thread = None
+        self._unix_offset = None
+
+    def ms(self):
+        return self.sim.now_ms
+
+    def sleep_ms(self, ms):
+        self.sim.sleep(self, int(ms))
+
+    def set_time(self, unix_s):
+        self._unix_offset = unix_s - self.sim.now_ms // 1000
+
+    def time_s(self):
+        return None if self._unix_offset is None else self._unix_offset + self.sim.now_ms // 1000
+
+
+class RxPacket(bytes):
+    # what micropython-lib's recv() returns: the payload, with rssi (dBm) and snr (dB x 4)
+    rssi = None
+    snr = None
+
+
+class SimModem:
+    # micropython-lib's SyncModem API (send, recv, get_time_on_air_us) on a radio of an Air in
+    # SimTime: what firmware/lora_link.py drives on a board, for simulations and tests
+    def __init__(self, air, sim, clock, name, pos=(0.0, 0.0), extra_loss_db=0.0, **params):
+        self.air = air
+        self.sim = sim
+        self.clock = clock
+        self.params = dict({"freq_hz": 868100000, "sf": 12, "bw_hz": 125000, "cr": 5, "preamble": 8, "crc": True,
+                            "implicit": False, "power_dbm": 14, "invert_iq": False}, **params)
+        self.inbox = []
+        self.radio = air.radio(name, pos, extra_loss_db, self.inbox.append)
+        self.radio.modem = self
+
+    def get_time_on_air_us(self, n):
+        p = self.params
+        return time_on_air_us(n, p["sf"], p["bw_hz"], p["cr"], p["preamble"], p["crc"], p["implicit"])
+
+    def send(self, packet):
+        self.radio.idle()
+        air_s = self.air.transmit(self.radio, packet, self.params)
+        end_ms = self.sim.now_ms + int(math.ceil(air_s * 1000))
+        for r in self.air.radios:
+            m = getattr(r, "modem", None)
+            if m is not None and r.listening is not None and r is not self.radio:
+                self.sim.nudge(m.clock, end_ms)
+        self.clock.sleep_ms(end_ms - self.sim.now_ms)
+        self.air.step(self.sim.clock())
+        return end_ms
+
+    def recv(self, timeout_ms=None, rx_length=0xFF, rx_packet=None):
+        deadline = None if timeout_ms is None else self.sim.now_ms + timeout_ms
+        self.radio.listen(self.params)
+        try:
+            while True:
+                self.air.step(self.sim.clock())
+                if self.inbox:
+                    got = self.inbox.pop(0)
+                    pkt = RxPacket(got["payload"])
+                    pkt.rssi = int(round(got["rssi_dbm"]))
+                    pkt.snr = int(round(got["snr_db"] * 4))
+                    return pkt
+                if deadline is not None and self.sim.now_ms >= deadline:
+                    return None
+                nxt = self.air.step(self.sim.clock())
+                wait = 60000 if deadline is None else deadline - self.sim.now_ms
+                if nxt is not None:
+                    wait = min(wait, int(math.ceil(nxt * 1000)) + 1)
+                self.clock.sleep_ms(max(1, wait))
+        finally:
+            self.radio.idle()
+
+
+def sim_gateway_actor(modem, keys, gateway, until_ms, permille=10, turnaround_ms=200, counts=None):
+    # A gateway's radio in SimTime: every packet it hears goes to `gateway` (firmware/sim/
+    # gateway.py SimGateway: message -> replies); its ACKs go back compact, under the
+    # gateway's own duty cycle (an ACK the hour has no room for is skipped: the next one is
+    # cumulative). -> the actor function for SimTime.spawn.
+    from firmware.lora_link import DutyCycle
+    from protocol import compact
+    from protocol import message as msg
+    from protocol.cbor import FrameError
+
+    by_addr = {}
+    for node in keys:
+        by_addr.setdefault(compact.address(node), []).append(node)
+    counts = counts if counts is not None else {}
+    counts.update(heard=0, acks=0, skipped=0, rejected=0)
+
+    def run(clock):
+        duty = DutyCycle(clock, permille)
+        modem.duty = duty
+        while clock.ms() < until_ms:
+            pkt = modem.recv(timeout_ms=min(60000, until_ms - clock.ms()))
+            if pkt is None:
+                continue
+            counts["heard"] += 1
+            replies = []
+            try:
+                for node in by_addr.get(compact.addr_of(pkt), ()):
+                    replies = gateway(compact.from_air(pkt, node))
+                    if replies:
+                        break
+            except FrameError:
+                counts["rejected"] += 1
+                continue
+            clock.sleep_ms(turnaround_ms)
+            for r in replies:
+                d = msg.decode(r, keys.get)
+                if d["type"] == "ack":
+                    r = compact.encode_ack(keys[d["node"]], d["node"], d["boot"], d["seq"], d["cum"])
+                air = compact.to_air(r)
+                t = (modem.get_time_on_air_us(len(air)) + 999) // 1000
+                if not duty.allows(t):
+                    counts["skipped"] += 1
+                    continue
+                duty.spend(t)
+                modem.send(air)
+                counts["acks"] += 1
+
+    return run
