@@ -211,6 +211,9 @@ elif sys.platform == 'esp32':
 """
 
 
+_EXEC_WAIT_S = 10  # how long a board may stay silent inside one raw-REPL command
+
+
 class BoardFs:
     # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport)
     def __init__(self, transport) -> None:
@@ -240,11 +243,18 @@ class BoardFs:
     def exec(self, code):
         from mpremote.transport import TransportError
 
+        # mpremote reads the raw-paste answers (R\x01, each window grant) with the port's read
+        # timeout: 1 s gave up on a board busy for longer (a hub, an emulated Pico on a loaded
+        # host) with "unexpected read during raw paste: b''". A board gets _EXEC_WAIT_S here.
+        ser = self.t.serial
+        quick, ser.timeout = ser.timeout, _EXEC_WAIT_S
         try:
             return self.t.exec(code)
         except TransportError as e:
             detail = str(e.args[-1] if e.args else e).strip().splitlines()
             raise UploadError(f"the board refused a command: {detail[-1] if detail else e}") from None
+        finally:
+            ser.timeout = quick
 
     def hashes(self, paths):
         out = self.exec(_HASH_CODE % (list(paths),))

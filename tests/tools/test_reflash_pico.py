@@ -51,3 +51,36 @@ def test_reflash_outlasts_the_running_nodes_watchdog(running_pico):
         fs.t.close()
     after = rig.report()
     assert after["watchdog_resets"] == before["watchdog_resets"], (before, after)
+
+
+def test_a_board_that_stalls_mid_command_is_waited_for(tmp_path):
+    # A busy board (behind a USB hub, or this emulated Pico on a loaded host) can take over a
+    # second to grant the next raw-paste window. With mpremote's reads bounded at 1 s the upload
+    # died with "unexpected read during raw paste: b''" (seen on the emulated Pico under load).
+    # The emulator is stopped for 2 s in the middle of a command larger than the port's window.
+    import os
+    import signal
+    import threading
+
+    from tools.flash import connect
+    from tools.rig import pico
+
+    why = pico.check()
+    if why is not None:
+        pytest.skip("emulated Pico: " + why)
+    rig = pico.PicoRig(tmp_path / "pico-flash.bin", log=lambda m: None).start()
+    try:
+        fs = connect(rig.port, 60)
+        pid = rig._proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        resume = threading.Timer(2.0, os.kill, (pid, signal.SIGCONT))
+        resume.start()
+        try:
+            out = fs.exec("_s = %r\nprint(len(_s))" % ("x" * 4000))
+        finally:
+            resume.cancel()
+            os.kill(pid, signal.SIGCONT)
+            fs.t.close()
+    finally:
+        rig.stop()
+    assert out.strip() == b"4000"
