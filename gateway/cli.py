@@ -1,36 +1,39 @@
 # `citynode gateway --config gateway.toml`: run until SIGTERM/SIGINT (SIGHUP reloads the
 # keys file). `citynode gateway --check-config FILE` only validates. A bad config is one
 # line on stderr naming the key, and exit code 2.
+import argparse
 import logging
 import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from gateway import config
-from gateway.keys import KeysError, load_keys
+from gateway.keys import Keys, KeysError, load_keys
 
 EXIT_CONFIG = 2
 EXIT_START = 1
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="the gateway's TOML config (see deploy/gateway.toml)")
     parser.add_argument("--check-config", metavar="FILE", help="validate FILE and its keys file, then exit")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         help="overrides [gateway] log_level")
 
 
-def plural(n, noun):
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _fail(text, code):
+def _fail(text: str, code: int) -> int:
     print(f"citynode gateway: {text}", file=sys.stderr)
     return code
 
 
-def load(path, role: str = "gateway"):
+def load(path: str, role: str = "gateway") -> tuple[config.Settings, Keys]:
     # -> (settings, keys); raises ConfigError with the one line to show (role "relay": relay.toml)
     settings = config.load(path, role)
     try:
@@ -48,12 +51,12 @@ def load(path, role: str = "gateway"):
     return settings, keys
 
 
-def redact_logs(settings) -> None:
+def redact_logs(settings: config.Settings) -> None:
     for handler in logging.getLogger().handlers:  # the journal never sees a password or the web token
         handler.addFilter(config.RedactSecrets(config.secrets_of(settings)))
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     path = args.check_config or args.config
     if not path:
         return _fail("give --config FILE (or --check-config FILE)", EXIT_CONFIG)
@@ -88,8 +91,8 @@ def run(args):
     hup = threading.Event()
     wake = threading.Event()  # set by every handler: the main thread sleeps until a signal comes
 
-    def handler(flag):
-        def on_signal(*_) -> None:
+    def handler(flag: threading.Event) -> Callable[..., None]:
+        def on_signal(*_: Any) -> None:
             flag.set()
             wake.set()
         return on_signal

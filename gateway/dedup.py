@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 # Duplicates and replays (SPEC.md section 10): per node the highest boot, and in that
 # boot the highest seq (hwm), a window of recently stored seqs and `cum` (every seq <= cum
 # is stored), and the MAC tags of the boot's first stored frame and of its seq 0: the same
@@ -17,8 +19,8 @@ TAG_LEN = 8  # a frame's COSE MAC tag: its last 8 bytes (SPEC.md 4.1)
 class SeqState:
     __slots__ = ("boot", "hwm", "cum", "bits", "gaps", "first", "tag", "tag0")
 
-    def __init__(self, boot, hwm=-1, cum=-1, bits: int = 0, gaps: int = 0, first=-1, tag: bytes = b"",
-                 tag0: bytes = b"") -> None:
+    def __init__(self, boot: int, hwm: int = -1, cum: int = -1, bits: int = 0, gaps: int = 0, first: int = -1,
+                 tag: bytes = b"", tag0: bytes = b"") -> None:
         self.boot = boot
         self.hwm = hwm  # highest seq stored in this boot, -1 before the first
         self.cum = cum  # every seq <= cum of this boot is stored, -1 when unknown
@@ -28,13 +30,13 @@ class SeqState:
         self.tag = tag  # that frame's MAC tag (b"": unknown, e.g. a state from before tags)
         self.tag0 = tag0  # the MAC tag of seq 0 of this boot, once stored (b"": not stored)
 
-    def to_row(self):
+    def to_row(self) -> tuple[int, int, int, bytes, int]:
         # first and the tags ride behind the window bits: rows written before them still load
         extra = (self.first + 1).to_bytes(4, "little") + self.tag + self.tag0 if self.tag else b""
         return self.boot, self.hwm, self.cum, self.bits.to_bytes(WINDOW // 8, "little") + extra, self.gaps
 
     @classmethod
-    def from_row(cls, boot, hwm, cum, bits, gaps):
+    def from_row(cls, boot: int, hwm: int, cum: int, bits: bytes, gaps: int) -> SeqState:
         n = WINDOW // 8
         extra = bits[n:]
         first = int.from_bytes(extra[:4], "little") - 1 if len(extra) >= 4 + TAG_LEN else -1
@@ -44,23 +46,23 @@ class SeqState:
                    bytes(extra[4 : 4 + TAG_LEN]), bytes(extra[4 + TAG_LEN : 4 + 2 * TAG_LEN]))
 
 
-def min_boot(state):
+def min_boot(state: SeqState) -> int:
     # the lowest boot a node may use for frames this gateway has not seen (SPEC.md 6.5)
     return state.boot + 1 if state.hwm >= 0 else state.boot
 
 
-def restart(state):
+def restart(state: SeqState) -> SeqState:
     # After REGRESSED: the node's frames of that boot are refused from now on; its next boot
     # starts afresh. (Persisted with the batch, like any state.)
     return SeqState(state.boot + 1, gaps=state.gaps)
 
 
-def tag_of(frame):
+def tag_of(frame: bytes | None) -> bytes:
     # a frame's COSE MAC tag: its last bytes (SPEC.md 4.1; the decoder refused anything after)
     return b"" if frame is None else bytes(frame[-TAG_LEN:])
 
 
-def classify(state, boot, seq, frame=None):
+def classify(state: SeqState | None, boot: int, seq: int, frame: bytes | None = None) -> str:
     # -> NEW (store and forward), DUP (stored before: ACK again), REPLAY (reject) or
     # REGRESSED (reject; the node must move its boot counter on). frame: the verified bytes.
     if state is None or boot > state.boot:
@@ -81,7 +83,7 @@ def classify(state, boot, seq, frame=None):
     return DUP if (state.bits >> back) & 1 else NEW
 
 
-def advance(state, boot, seq, frame=None):
+def advance(state: SeqState | None, boot: int, seq: int, frame: bytes | None = None) -> SeqState:
     # The state after storing (boot, seq), which classify() called NEW.
     # frame: its bytes, whose tag is kept when it is the first stored of its boot
     if state is None or boot > state.boot:

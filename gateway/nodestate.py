@@ -4,11 +4,19 @@
 # status page and from the retained P/nodes/<id>/state. Counters start again at zero: they
 # count what this gateway process saw. Written atomically (gateway/files.py: temp, fsync, rename) by
 # Persister, a thread that saves only when something it keeps has changed.
+from __future__ import annotations
+
 import json
 import logging
+import os
 import threading
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway.files import write_private
+
+if TYPE_CHECKING:
+    from gateway.stats import Stats
 
 log = logging.getLogger("citynode.gateway")
 
@@ -19,12 +27,12 @@ KEPT = ("last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "boa
 SAVE_EVERY_S = 5.0
 
 
-def kept(states):
+def kept(states: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     # node -> full state dict  ->  node -> the fields kept across restarts
     return {node: {k: st.get(k) for k in KEPT} for node, st in states.items()}
 
 
-def load(path, known=None):
+def load(path: str | os.PathLike[str], known: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
     # -> node -> kept fields; a missing or unreadable file is an empty table (logged), never a
     # reason not to start. known: node ids with a key now (others are dropped)
     try:
@@ -47,11 +55,11 @@ def load(path, known=None):
     return out
 
 
-def save(path, table) -> None:
+def save(path: str | os.PathLike[str], table: Mapping[str, Mapping[str, Any]]) -> None:
     write_private(path, json.dumps({"format": FORMAT, "nodes": table}, sort_keys=True, separators=(",", ":")))
 
 
-def restore(stats, table) -> None:
+def restore(stats: Stats, table: Mapping[str, Mapping[str, Any]]) -> None:
     # put the kept fields back into the gateway's per-node state (before any frame arrives)
     with stats.lock:
         for node, fields in table.items():
@@ -63,7 +71,7 @@ def restore(stats, table) -> None:
 
 class Persister:
     # saves data_dir/nodes.json every SAVE_EVERY_S when the kept fields changed, and at stop
-    def __init__(self, path, stats, every_s=SAVE_EVERY_S) -> None:
+    def __init__(self, path: str | os.PathLike[str], stats: Stats, every_s: float = SAVE_EVERY_S) -> None:
         self.path = path
         self.stats = stats
         self.every_s = every_s
@@ -71,7 +79,7 @@ class Persister:
         self._stop = threading.Event()
         self._thread = None
 
-    def start(self, restored=None):
+    def start(self, restored: Mapping[str, Mapping[str, Any]] | None = None) -> Self:
         self._last = restored
         self._thread = threading.Thread(target=self._loop, name="node-state", daemon=True)
         self._thread.start()

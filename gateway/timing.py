@@ -10,6 +10,8 @@
 # buffered frames are still dated by uptime, and a frame that would be dated before the
 # latest time given is placed after it instead, marked `uncertain`.
 import collections
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 CLOCK_MIN_S = 946684800  # 2000-01-01
 CLOCK_AHEAD_S = 86400
@@ -21,14 +23,14 @@ USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart
 class _Node:
     __slots__ = ("anchors", "used", "order", "floor", "top", "live_boot", "run")
 
-    def __init__(self, floor, anchor=None) -> None:
-        self.anchors = {}  # boot -> [uptime_ms, time_ms, certain]
-        self.used = set()  # time_ms given lately
-        self.order = collections.deque()  # the same, oldest first
+    def __init__(self, floor: int, anchor: tuple[int, int, int] | None = None) -> None:
+        self.anchors: dict[int, list[Any]] = {}  # boot -> [uptime_ms, time_ms, certain]
+        self.used: set[int] = set()  # time_ms given lately
+        self.order: collections.deque[int] = collections.deque()  # the same, oldest first
         # (lo, hi): every millisecond from lo to hi is in `used`. A node sending faster than a
         # frame per millisecond (a flood, a backlog sent live) runs its live times ahead of the
         # clock; a forward claim jumps over this run instead of walking up to USED_KEPT steps.
-        self.run = None
+        self.run: tuple[int, int] | None = None
         self.live_boot = -1  # the highest boot with a live anchor
         if anchor is not None:  # (boot, uptime_ms, time_ms) kept from before a restart
             self.anchors[anchor[0]] = [anchor[1], anchor[2], True]
@@ -38,14 +40,15 @@ class _Node:
 
 
 class FrameClock:
-    def __init__(self, warn=None, saved=None) -> None:
-        self.nodes = {}
+    def __init__(self, warn: Callable[[str, Any], object] | None = None,
+                 saved: Mapping[str, tuple[int, tuple[int, int, int] | None]] | None = None) -> None:
+        self.nodes: dict[str, _Node] = {}
         self.warn = warn  # warn(node, clock value) when a node clock is ignored
         # node -> (latest time_ms given, live anchor (boot, uptime_ms, time_ms) or None), as
         # stored before this start (Store.timebase): a restart keeps dating buffered frames
         self.saved = dict(saved or {})
 
-    def saved_of(self, nodes):
+    def saved_of(self, nodes: Iterable[str]) -> list[tuple[str, int, int | None, int | None, int | None]]:
         # -> [(node, latest time_ms given, boot, uptime_ms, time_ms)] to store with the commit
         out = []
         for node in nodes:
@@ -58,7 +61,7 @@ class FrameClock:
                     out.append((node, st.top, None, None, None))
         return out
 
-    def fix(self, node, m, received):
+    def fix(self, node: str, m: Mapping[str, Any], received: float) -> tuple[float, str]:
         # -> (time in Unix seconds, "node" | "received" | "uptime" | "uncertain")
         st = self.nodes.get(node)
         if st is None:
@@ -75,9 +78,8 @@ class FrameClock:
         now_ms = int(round(received * 1000))
         anchors = st.anchors
         a = anchors.get(boot)
-        certain = a is not None and a[2]
         live = not m["flags"] & F_BACKLOG
-        if certain and (up <= a[0] or not live):
+        if a is not None and a[2] and (up <= a[0] or not live):  # a certain anchor
             # buffered or resent: its place on the boot's timeline, never after its reception
             ms, source = min(a[1] + (up - a[0]), now_ms), "uptime"
         elif live and boot >= st.live_boot:
@@ -102,7 +104,7 @@ class FrameClock:
             st.top = ms
         return ms / 1000.0, source
 
-    def _claim(self, st, ms, earlier):
+    def _claim(self, st: _Node, ms: int, earlier: bool) -> int:
         # -> the nearest free millisecond from ms: earlier ones first when `earlier`
         used = st.used
         run = st.run

@@ -1,9 +1,12 @@
 # Short local history of readings for the status page's charts: SQLite, its own file
 # (the outbox's commit path stays untouched), bounded by age and by row count.
 # Writes are batched: add() only appends to a bounded list; a flusher thread commits.
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any, Self
 
 KEEP_S = 24 * 3600
 MAX_ROWS = 200_000  # ~10 MB on disk; the oldest rows go first
@@ -13,7 +16,8 @@ MAX_POINTS = 2000  # per node and query: older points are thinned for the browse
 
 
 class History:
-    def __init__(self, path, keep_s=KEEP_S, max_rows=MAX_ROWS, flush_s=FLUSH_S) -> None:
+    def __init__(self, path: str | os.PathLike[str], keep_s: float = KEEP_S, max_rows: int = MAX_ROWS,
+                 flush_s: float = FLUSH_S) -> None:
         self.path = str(path)
         self.keep_s = keep_s
         self.max_rows = max_rows
@@ -34,12 +38,12 @@ class History:
         self._db.commit()
         self._thread = None
 
-    def start(self):
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._run, name="history-flush", daemon=True)
         self._thread.start()
         return self
 
-    def add(self, node, ts, values, flags: int = 0) -> None:
+    def add(self, node: str, ts: float, values: Mapping[str, object], flags: int = 0) -> None:
         # values: {name: number}; non-numbers are not charted
         rows = [(node, float(ts), name, float(v), int(flags)) for name, v in values.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)]
@@ -71,7 +75,7 @@ class History:
             except sqlite3.Error:
                 pass  # a full disk must not stop the gateway; the rows stay pending up to the bound
 
-    def query(self, node, since_s=KEEP_S):
+    def query(self, node: str, since_s: float = KEEP_S) -> dict[str, Any]:
         # -> {"t": [...], "series": {name: [...]}, "storm": [...]} aligned on t, oldest first
         self.flush()
         with self._db_lock:
@@ -96,7 +100,7 @@ class History:
                 storm[i] = 1
         return {"node": node, "t": times, "series": series, "storm": storm}
 
-    def rows(self):
+    def rows(self) -> int:
         with self._db_lock:
             return self._db.execute("SELECT COUNT(*) FROM reading").fetchone()[0]
 
