@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint typecheck bench clean
+.PHONY: demo venv test check lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,8 @@ $(PICO_RUNNER): tools/rig/pico/package.json tools/rig/pico/package-lock.json
 
 demo: $(BIN)/.installed
 	$(BIN)/citynode demo
+
+venv: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

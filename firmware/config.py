@@ -8,7 +8,9 @@ CONFIG_NAME = "config.json"
 DEFAULTS = {
     "interval_s": 300,  # reporting interval in normal mode
     "storm_interval_s": 30,  # sampling/reporting interval in storm mode
-    "heartbeat_s": 3600,  # report at least this often even when nothing changes
+    # None: a frame every cycle (interval_s, storm_interval_s in storm mode). A number above
+    # interval_s: report on change (a level move of delta_mm) and at least this often
+    "heartbeat_s": None,
     "board": None,  # esp32, rp2, linux or sim; absent: the board it runs on (firmware/main.py)
     "link": {"kind": "uart"},
     "sensors": {
@@ -74,7 +76,8 @@ def validate(raw):
         raise ConfigError("config: key must be 16..64 bytes")
     cfg["key_bytes"] = key
     for k in _INTS:
-        _int(cfg, k, _INTS[k][0], _INTS[k][1])
+        if k != "heartbeat_s" or cfg[k] is not None:
+            _int(cfg, k, _INTS[k][0], _INTS[k][1])
     if cfg["storm_interval_s"] > cfg["interval_s"]:
         raise ConfigError("config: storm_interval_s must not exceed interval_s")
     if cfg["sleep"] not in ("light", "deep", "none"):

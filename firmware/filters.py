@@ -118,6 +118,7 @@ class Burst:
 class Reporter:
     # Report-on-change: a value is due when it moved by delta since the last report,
     # or when heartbeat_ms passed (so a silent node is a dead node, not a calm one).
+    # heartbeat_ms None: every value is due (a frame per cycle, the default).
     def __init__(self, delta, heartbeat_ms):
         self.delta = delta
         self.heartbeat_ms = heartbeat_ms
@@ -125,7 +126,7 @@ class Reporter:
         self.last_ms = None
 
     def due(self, value, now_ms):
-        if self.last_ms is None or now_ms - self.last_ms >= self.heartbeat_ms:
+        if self.heartbeat_ms is None or self.last_ms is None or now_ms - self.last_ms >= self.heartbeat_ms:
             return True
         if value is None or self.last_value is None:
             return value is not self.last_value

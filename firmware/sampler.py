@@ -36,7 +36,8 @@ class Sampler:
         clamp = lc.get("clamp_mm") or (None, None)
         self.burst = filters.Burst(lc.get("samples", 5), max_dev=lc.get("max_dev_mm", 60), lo=clamp[0], hi=clamp[1],
                                    ema_alpha=lc.get("ema_alpha"))
-        self.reporter = filters.Reporter(lc.get("delta_mm", 10), cfg["heartbeat_s"] * 1000)
+        hb = cfg["heartbeat_s"]  # None: a frame every cycle (firmware/config.py)
+        self.reporter = filters.Reporter(lc.get("delta_mm", 10), hb * 1000 if hb else None)
         # last results
         self.temp_c = self.pressure_pa = self.humidity_rh = None
         self.climate_q = None  # [taken, rejected, status] when not ok

@@ -316,7 +316,7 @@ def _nats(t, base):
     return n
 
 
-def _ingest(entries):
+def _ingest(entries, base):
     if not isinstance(entries, list) or not entries:
         raise ConfigError("[[ingest]]: at least one ingest (kind = \"udp\" or \"serial\") is required")
     out = []
@@ -327,7 +327,10 @@ def _ingest(entries):
             listen = t.get("listen", str, required=True)
             out.append(IngestSettings(kind="udp", listen=parse_hostport(listen, lambda p, t=t: t.err("listen", p))))
         elif kind == "serial":
-            out.append(IngestSettings(kind="serial", port=t.get("port", str, required=True),
+            port = t.get("port", str, required=True)
+            if "://" not in port and not port.startswith("/"):
+                port = str(_path(base, port))  # relative to the config file, like every path here
+            out.append(IngestSettings(kind="serial", port=port,
                                       baudrate=t.number("baudrate", 115200, 50, 4_000_000)))
         else:
             raise t.err("kind", f"must be \"udp\" or \"serial\", got {kind!r}")
@@ -540,7 +543,7 @@ def parse(data, path: str = "gateway.toml", role: str = "gateway"):
     mqtt = top.get("mqtt", dict, required=nats is None or relay)  # a gateway with [nats] needs no [mqtt]
     if mqtt is not None:
         mqtt = _mqtt(_Table(mqtt, "mqtt"), base, gw_id)
-    ingest = () if relay else _ingest(top.get("ingest", list, required=True))
+    ingest = () if relay else _ingest(top.get("ingest", list, required=True), base)
 
     nodes = _Table(top.get("nodes", dict, required=True), "nodes")
     keys_file = _path(base, nodes.get("keys_file", str, required=True))

@@ -28,6 +28,22 @@ def test_dry_weather_reports_on_change_and_heartbeat(rig):
     assert not r.gw.rejects and r.gw.duplicates == 0
 
 
+def test_a_provisioned_node_sends_one_frame_per_interval(rig, tmp_path):
+    # the config `citynode provision` writes (no heartbeat_s): the first frame at boot, then one
+    # every interval in dry weather, as the README says; a 10 s node does not come in bursts
+    from tools import nodeconfig
+
+    cfg = nodeconfig.build(NODE, KEY, board="sim", interval_s=10)
+    assert "heartbeat_s" not in cfg
+    r = rig({"interval_s": cfg["interval_s"], "storm_interval_s": 10}, dropout_p=0, spike_p=0)
+    r.run(0.25)  # 15 minutes
+    times = [d["uptime_ms"] for d in r.gw.decoded]
+    assert times[0] < 10_000  # the first frame right after boot: data within seconds, not an hour
+    assert len(times) == pytest.approx(90, abs=2)
+    gaps = {b - a for a, b in zip(times, times[1:])}
+    assert max(gaps) <= 11_000 and min(gaps) >= 9_000  # one per interval: no bursts, no silence
+
+
 def test_storm_alarm_at_once_and_hysteresis(rig):
     r = rig(rain_start_s=3600)
     r.run(6)

@@ -112,3 +112,11 @@ def test_port_in_use_is_one_line_naming_the_listener(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (f"citynode gateway: cannot start: [ingest.0] listen 127.0.0.1:{port}: "
                                                  "Address already in use")
+
+
+def test_a_relative_serial_port_is_relative_to_the_config_file(tmp_path):
+    # as data_dir and keys_file: deploy/gateway-laptop.toml names the rig's link "../lab/board"
+    path = write_config(tmp_path / "gw", "mqtt://127.0.0.1:1883", serial=["../lab/board", "/dev/ttyUSB0",
+                                                                          "rfc2217://127.0.0.1:7000"])
+    ports = [i.port for i in config.load(path).ingest if i.kind == "serial"]
+    assert ports == [str(tmp_path / "gw" / ".." / "lab" / "board"), "/dev/ttyUSB0", "rfc2217://127.0.0.1:7000"]

@@ -32,6 +32,7 @@ MISTAKES = [
     (["demo", "--web", "0.0.0.0:8080"], 2, "loopback only"),
     (["flash", "--port", "/dev/ttyUSB97", "--node-dir", "{file}"], 2, "is a file; give the folder"),
     (["rig", "--flash", "{tmp}/board", "--node-dir", "{file}"], 2, "is a file; give the folder"),
+    (["rig", "--flash", "{tmp}/board", "--link", "{file}"], 2, "exists and is no symlink"),
     (["provision", "--node", "sew-02", "--out", "{tmp}/n1", "--keys", "{keys}", "--gateway", "nohost.invalid:5683",
       "--board", "linux"], 2, "cannot resolve 'nohost.invalid'"),
     (["rig", "--flash", "{file}"], 2, "is a file; give a folder"),

@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--board", default="sim", help="pico: the emulated Raspberry Pi Pico (the real MicroPython rp2 "
                    "port); any other name: the virtual rig (unix port) with that name in its REPL banner "
                    "(%(default)s)")
+    p.add_argument("--link", metavar="PATH",
+                   help="also reach the board's pty as PATH (a symlink, removed on exit): a fixed name for a "
+                        "gateway config, as /dev/serial/by-id/... is for a real board")
     p.add_argument("--heap", default="256k", help="virtual rig: MicroPython heap, like the board's free RAM "
                    "(%(default)s)")
     p.add_argument("--world-speed", type=float, default=1.0, metavar="X",
@@ -35,6 +38,12 @@ def run(args):
         print(f"citynode rig: --flash {args.flash} is a file; give a folder (it is created if missing)",
               file=sys.stderr)
         return 2
+    if args.link and os.path.lexists(args.link) and not os.path.islink(args.link):
+        print(f"citynode rig: --link {args.link} exists and is no symlink; give another path", file=sys.stderr)
+        return 2
+    if args.link and not os.path.isdir(os.path.dirname(os.path.abspath(args.link))):
+        print(f"citynode rig: --link {args.link}: its folder does not exist", file=sys.stderr)
+        return 2
     if args.board == "pico":
         return run_pico(args)
     if args.node_dir:
@@ -49,7 +58,7 @@ def run(args):
             return 2
     rig = VirtualRig(args.flash, board=args.board, heap=args.heap,
                      log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
-    return serve(rig, f"flash is {rig.flash}")
+    return serve(rig, f"flash is {rig.flash}", args.link)
 
 
 def run_pico(args):
@@ -74,12 +83,18 @@ def run_pico(args):
         if proc.returncode != 0:
             rig.stop()
             return proc.returncode
-    return serve(rig, f"flash is {rig.flash_file}")
+    return serve(rig, f"flash is {rig.flash_file}", args.link)
 
 
-def serve(rig, where) -> int:
+def serve(rig, where, link: str | None = None) -> int:
+    import os
+
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    if link:
+        if os.path.islink(link):
+            os.unlink(link)  # a link an earlier rig left behind
+        os.symlink(rig.port, link)
     print("port " + rig.port, flush=True)
     print(f"rig: the board powers on when {rig.port} is opened (citynode monitor --port {rig.port}, "
           f"mpremote connect {rig.port}); {where}; Ctrl-C stops", file=sys.stderr, flush=True)
@@ -90,6 +105,8 @@ def serve(rig, where) -> int:
     finally:
         wear(rig)
         rig.stop()
+        if link and os.path.islink(link):
+            os.unlink(link)
     return 0
 
 
