@@ -70,10 +70,21 @@ class NatsSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IngestSettings:
-    kind: str  # "udp" | "serial"
+    kind: str  # "udp" | "serial" | "chirpstack"
     listen: tuple[str, int] | None = None
     port: str | None = None
     baudrate: int = 115200
+    # chirpstack: ChirpStack v4's MQTT integration (gateway/chirpstack.py)
+    url: str | None = None  # redacted: the password stays in .password
+    host: str | None = None
+    broker_port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    application: str = "+"
+    fport: int = 10
+    downlink: bool = False
+    client_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -318,7 +329,7 @@ def _nats(t, base):
 
 def _ingest(entries, base):
     if not isinstance(entries, list) or not entries:
-        raise ConfigError("[[ingest]]: at least one ingest (kind = \"udp\" or \"serial\") is required")
+        raise ConfigError("[[ingest]]: at least one ingest (kind = \"udp\", \"serial\" or \"chirpstack\") is required")
     out = []
     for i, entry in enumerate(entries):
         t = _Table(entry, f"ingest.{i}")
@@ -332,8 +343,24 @@ def _ingest(entries, base):
                 port = str(_path(base, port))  # relative to the config file, like every path here
             out.append(IngestSettings(kind="serial", port=port,
                                       baudrate=t.number("baudrate", 115200, 50, 4_000_000)))
+        elif kind == "chirpstack":
+            url = t.get("url", str, required=True)
+            u = urllib.parse.urlsplit(url)
+            shown = redact_url(url)
+            if u.scheme not in ("mqtt", "mqtts"):
+                raise t.err("url", f"must start with mqtt:// or mqtts://, got {shown!r}")
+            tls = u.scheme == "mqtts"
+            app = t.get("application", str, "+")
+            if not app or "/" in app or "#" in app or ("+" in app and app != "+"):
+                raise t.err("application", f"must be an application id or +, got {app!r}")
+            port = _host_port(t, u, shown, 8883 if tls else 1883)
+            out.append(IngestSettings(
+                kind="chirpstack", url=shown, host=u.hostname, broker_port=port, tls=tls, username=u.username,
+                password=u.password, application=app,
+                fport=t.number("fport", 10, 1, 223), downlink=t.get("downlink", bool, False),
+                client_id=t.get("client_id", str, "")))
         else:
-            raise t.err("kind", f"must be \"udp\" or \"serial\", got {kind!r}")
+            raise t.err("kind", f"must be \"udp\", \"serial\" or \"chirpstack\", got {kind!r}")
         t.finish()
     return tuple(out)
 

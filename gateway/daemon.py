@@ -168,7 +168,7 @@ class Gateway:
             from gateway.sensorthings import Sender as StSender
 
             self.st_sender = self.pipeline.st_sender = StSender(server, db_path, self.stats, s.gateway_id)
-        self.links = open_links(s.ingest, self.pipeline.submit, self.pipeline.reject)
+        self.links = open_links(s.ingest, self.pipeline.submit, self.pipeline.reject, lambda: self.pipeline.keys)
         self.started = time.time()
         self.forwarder.start()
         if self.st_sender:

@@ -201,9 +201,15 @@ class SerialLink:
         self._close()
 
 
-def open_links(settings_list, submit, reject):
+def open_links(settings_list, submit, reject, keys=None):
+    # keys() -> the current node -> key dict (the ChirpStack ingest maps LoRa addresses to nodes)
     links = []
     for i, s in enumerate(settings_list):
+        if s.kind == "chirpstack":
+            from gateway.chirpstack import ChirpStackLink
+
+            links.append(ChirpStackLink(s, submit, reject, keys or dict))
+            continue
         if s.kind == "udp":
             try:
                 links.append(UdpLink(s.listen[0], s.listen[1], submit, reject))

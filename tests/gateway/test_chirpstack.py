@@ -1,0 +1,91 @@
+# The ChirpStack v4 ingest (gateway/chirpstack.py) against a real mosquitto: uplink events in
+# ChirpStack's documented JSON form (integration.UplinkEvent: deviceInfo, data as base64
+# FRMPayload, rxInfo with rssi and snr) carrying compact citynode frames; our MAC is verified
+# on top of LoRaWAN's; a repeated event is forwarded once; ACKs go back as downlinks.
+import base64
+import json
+import time
+
+import paho.mqtt.client as mqtt
+
+from gateway import config
+from gateway.daemon import Gateway
+from protocol import compact, senml
+from tests.gateway.conftest import NODES, write_config
+
+APP = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+DEV_EUI = "0004a30b001c0530"
+
+
+def uplink_event(air, dev_eui=DEV_EUI, rssi=-117, snr=-9.25):
+    # the JSON ChirpStack v4 publishes on application/<id>/device/<devEUI>/event/up
+    return json.dumps({
+        "deduplicationId": "3c1a8d2e-5f4b-4c1e-9a7d-2b6c8e0f1a3d", "time": "2026-12-06T12:00:00.000+00:00",
+        "deviceInfo": {"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242", "tenantName": "city",
+                       "applicationId": APP, "applicationName": "sewer", "deviceProfileId": "a1b2",
+                       "deviceProfileName": "citynode", "deviceName": "sew-01", "devEui": dev_eui, "tags": {}},
+        "devAddr": "01fa2b3c", "adr": True, "dr": 0, "fCnt": 17, "fPort": 10, "confirmed": False,
+        "data": base64.b64encode(air).decode(),
+        "rxInfo": [{"gatewayId": "b827ebfffe123456", "uplinkId": 4711, "rssi": rssi - 6, "snr": snr - 3,
+                    "channel": 1, "crcStatus": "CRC_OK"},
+                   {"gatewayId": "b827ebfffe654321", "uplinkId": 4712, "rssi": rssi, "snr": snr,
+                    "channel": 1, "crcStatus": "CRC_OK"}],
+        "txInfo": {"frequency": 868100000,
+                   "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12, "codeRate": "CR_4_5"}}},
+    })
+
+
+def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosquitto, subscriber):
+    path = write_config(tmp_path / "gw", mosquitto.url)
+    with open(path, "a") as f:
+        f.write(f'\n[[ingest]]\nkind = "chirpstack"\nurl = "{mosquitto.url}"\napplication = "+"\ndownlink = true\n')
+    gw = Gateway(config.load(path)).start()
+    downs = []
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chirpstack-sim")
+    pub.on_message = lambda c, u, m: downs.append((m.topic, json.loads(m.payload)))
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.subscribe(f"application/{APP}/device/+/command/down", qos=1)
+    pub.loop_start()
+    try:
+        link = next(x for x in gw.links if x.kind == "chirpstack")
+        assert subscriber.wait(lambda: link.client.is_connected(), 10)
+        time.sleep(0.5)  # its subscription is in place
+        key = NODES["sew-01"]
+        recs = [senml.record("t", 8.25), senml.record("h", 97.5), senml.record("p", 100900),
+                senml.record("l", 0.412), senml.record("d", 2.588), senml.record("b", 3.6)]
+        frame = compact.encode_data(key, "sew-01", 3, 1234, 3600123, recs)
+        air = compact.to_air(frame)
+        assert len(air) <= 51  # it fits LoRaWAN EU868 DR0 (SF12)
+        topic = f"application/{APP}/device/{DEV_EUI}/event/up"
+        for _ in range(2):  # the same uplink twice (a retransmission, or a second ChirpStack region)
+            pub.publish(topic, uplink_event(air), qos=1)
+        bad = bytearray(air)
+        bad[-1] ^= 1  # our MAC broken after LoRaWAN's MIC was fine
+        pub.publish(topic, uplink_event(bytes(bad)), qos=1)
+        pub.publish(topic, uplink_event(b"\x01" + bytes(4) + air[5:]), qos=1)  # an address no node has
+        pub.publish(topic, b'{"data": "not base64!"}', qos=1)
+        assert subscriber.wait(lambda: gw.counters()["rejected"].get("payload", 0) >= 1, 20)
+        assert subscriber.wait(lambda: len(subscriber.ups()) >= 1, 20)
+        time.sleep(0.5)
+        ups = subscriber.ups()
+        assert [(u["node"], u["boot"], u["seq"]) for u in ups] == [("sew-01", 3, 1234)]
+        pack = {r["n"]: r["v"] for r in ups[0]["senml"]}
+        assert pack == {"t": 8.25, "h": 97.5, "p": 100900, "l": 0.412, "d": 2.588, "b": 3.6}
+        # the reception (the best of the gateways that heard it) is the node's link on the status page
+        assert gw.stats.node("sew-01").link == f"chirpstack {DEV_EUI} rssi -117 snr -9.25"
+        rejected = gw.counters()["rejected"]
+        assert rejected.get("mac") == 1 and rejected.get("unknown") == 1 and rejected.get("payload") == 1, rejected
+        # the ACKs went back as ChirpStack downlinks for that device, compact, MACed with the node's key
+        assert subscriber.wait(lambda: len(downs) >= 1, 10)
+        t, body = downs[0]
+        assert t == f"application/{APP}/device/{DEV_EUI}/command/down" and body["devEui"] == DEV_EUI
+        ack = compact.from_air(base64.b64decode(body["data"]), "sew-01")
+        from protocol import message
+
+        d = message.decode(ack, NODES.get)
+        assert (d["type"], d["boot"], d["seq"]) == ("ack", 3, 1234)
+        assert len(base64.b64decode(body["data"])) <= 22
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        gw.stop()
