@@ -6,13 +6,19 @@
 #   P/nodes/<node>/availability   "online" when a node is heard, "offline" after
 #                                 availability_after_s without a frame (sweep())
 #   <ha>/sensor/<id>/config       Home Assistant MQTT discovery, once per node and reading
+from __future__ import annotations
+
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 import orjson
 
 from gateway import __version__
 from protocol import senml
+
+if TYPE_CHECKING:
+    from gateway.outputs import Frame, Row
 
 # SenML unit -> (Home Assistant unit, device class)
 HA_UNITS = {"Cel": ("°C", "temperature"), "%RH": ("%", "humidity"), "Pa": ("Pa", "pressure"),
@@ -23,7 +29,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9-]+")
 _NOT_ID = re.compile(r"[^A-Za-z0-9-]")
 
 
-def ha_id(*parts):
+def ha_id(*parts: str) -> str:
     # A Home Assistant unique_id and discovery object id ([A-Za-z0-9_-]) for ("citynode", *parts),
     # one to one: plain parts (letters, digits, "-") are joined with "_" as they are; when a part
     # holds anything else (node ids may hold . : _, names / too) every such character becomes
@@ -38,10 +44,10 @@ def ha_id(*parts):
 
 
 class SenmlPack:
-    def __init__(self, prefix) -> None:
+    def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[Row]:
         pack = senml.to_json(f.msg["records"], base_name=f.node + ":", base_time=round(f.time_s, 3))
         for rec in pack:  # only registered labels: text-labelled extensions stay in the envelope's ext
             for k in [k for k in rec if k not in _LABELS]:
@@ -53,14 +59,14 @@ _LABELS = set(senml.JSON_LABELS.values())
 
 
 class Availability:
-    def __init__(self, prefix, after_s) -> None:
+    def __init__(self, prefix: str, after_s: float) -> None:
         self.prefix = prefix
         self.after_s = after_s
         self.heard = {}  # node -> latest reception time
         self.online = set()
         self.swept = 0.0
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[Row]:
         if f.received > self.heard.get(f.node, 0.0):
             self.heard[f.node] = f.received
         if f.node in self.online:
@@ -68,7 +74,7 @@ class Availability:
         self.online.add(f.node)
         return [(f"{self.prefix}/nodes/{f.node}/availability", b"online")]
 
-    def sweep(self, now):
+    def sweep(self, now: float) -> list[Row]:
         # -> rows for nodes not heard for after_s (the pipeline calls it with every batch and
         # while idle; it looks at most once a second)
         if now - self.swept < 1.0:
@@ -86,7 +92,8 @@ class Availability:
 
 
 class HomeAssistant:
-    def __init__(self, prefix, gateway_id, discovery_prefix: str = "homeassistant", availability: bool = False,
+    def __init__(self, prefix: str, gateway_id: str, discovery_prefix: str = "homeassistant",
+                 availability: bool = False,
                  expire_s: int = 0) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
@@ -95,7 +102,7 @@ class HomeAssistant:
         self.expire_s = expire_s
         self.announced = set()  # (node, reading); None: the gateway device
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[Row]:
         out = []
         if None not in self.announced:  # the device the nodes' via_device names, announced first
             self.announced.add(None)
@@ -112,7 +119,7 @@ class HomeAssistant:
     def reset(self) -> None:
         self.announced.clear()
 
-    def _gateway_config(self):
+    def _gateway_config(self) -> Row:
         # the gateway as a device of its own: a connectivity sensor on its retained state topic
         # (online with counters, offline as its last will)
         uid = ha_id(self.gateway_id)
@@ -129,7 +136,7 @@ class HomeAssistant:
         }
         return (f"{self.discovery_prefix}/binary_sensor/{uid}/config", orjson.dumps(cfg))
 
-    def _config(self, node, name, unit):
+    def _config(self, node: str, name: str, unit: str | None) -> Row:
         uid = ha_id(self.gateway_id, node, name)
         avail = [{"topic": f"{self.prefix}/gateways/{self.gateway_id}/state",
                   "value_template": "{{ value_json.state }}"}]
@@ -148,7 +155,7 @@ class HomeAssistant:
             "device": {"identifiers": [ha_id(node)], "name": node, "manufacturer": "citynode",
                        "via_device": ha_id(self.gateway_id)},
         }
-        ha = HA_UNITS.get(unit)
+        ha = HA_UNITS.get(unit) if unit else None
         if unit:
             cfg["unit_of_measurement"] = ha[0] if ha else unit
         if ha and ha[1]:

@@ -3,11 +3,18 @@
 # current boot, on the link the node was just heard on. It is resent on later frames
 # until the node reports its result (cmd_result in a data frame) or the attempts run out.
 # Queues persist in the outbox database with the pipeline's next group commit.
+from __future__ import annotations
+
 import json
 import logging
 import threading
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from protocol.message import MAX_U32, OPS
+
+if TYPE_CHECKING:
+    from gateway.stats import Stats
 
 THRESHOLD_KEYS = ("alarm_m", "storm_m", "rise_mm_min")
 log = logging.getLogger("citynode.gateway")
@@ -17,7 +24,7 @@ class CommandError(ValueError):
     pass
 
 
-def parse_command(payload):
+def parse_command(payload: bytes | str) -> tuple[str, Any]:
     # JSON bytes -> (op, arg); checks the argument as SPEC.md section 6.3 defines it
     try:
         obj = json.loads(payload)
@@ -47,7 +54,8 @@ def parse_command(payload):
 
 
 class Downlink:
-    def __init__(self, max_per_node, attempts, queued=None, counters=None) -> None:
+    def __init__(self, max_per_node: int, attempts: int, queued: Mapping[str, Iterable[Iterable[Any]]] | None = None,
+                 counters: Mapping[str, int] | None = None) -> None:
         self.max_per_node = max_per_node
         self.attempts = attempts
         self.lock = threading.Lock()
@@ -57,7 +65,7 @@ class Downlink:
         self._del = set()
         self._counter_changed = set()
 
-    def add(self, node, op, arg):
+    def add(self, node: str, op: str, arg: Any) -> int:
         # From the MQTT thread. -> cmd_id; CommandError when the node's queue is full.
         with self.lock:
             q = self.queued.setdefault(node, [])
@@ -73,7 +81,8 @@ class Downlink:
             self._put[(node, cmd_id)] = (node, cmd_id, op, arg, 0)
             return cmd_id
 
-    def heard(self, node, cmd_result):
+    def heard(self, node: str, cmd_result: tuple[int, int] | list[int] | None) -> tuple[list[tuple[int, str, Any]],
+              int, int]:
         # The node was heard. -> ([(cmd_id, op, arg)] to send now, done count, expired count)
         with self.lock:
             q = self.queued.get(node)
@@ -100,7 +109,7 @@ class Downlink:
                 del self.queued[node]
             return send, done, expired
 
-    def take_changes(self):
+    def take_changes(self) -> tuple[list[tuple[str, int, str, Any, int]], list[tuple[str, int]], list[tuple[str, int]]]:
         # -> (dl_put rows, dl_del keys, counter rows) for the next commit
         with self.lock:
             put, self._put = list(self._put.values()), {}
@@ -109,7 +118,8 @@ class Downlink:
             self._counter_changed = set()
             return put, dele, cnt
 
-    def restore(self, put, dele, cnt) -> None:
+    def restore(self, put: Iterable[tuple[str, int, str, Any, int]], dele: Iterable[tuple[str, int]],
+                cnt: Iterable[tuple[str, int]]) -> None:
         # the commit failed: keep the changes for the next one (newer changes win)
         with self.lock:
             for row in put:
@@ -117,12 +127,13 @@ class Downlink:
             self._del.update(k for k in dele if k not in self._put)
             self._counter_changed.update(n for n, _ in cnt)
 
-    def depth(self):
+    def depth(self) -> int:
         with self.lock:
             return sum(len(q) for q in self.queued.values())
 
 
-def handle_command(topic, payload, retained, keys, downlink, stats):
+def handle_command(topic: str, payload: bytes, retained: bool, keys: Collection[str], downlink: Downlink,
+                   stats: Stats) -> None:
     # A message on P/nodes/<node>/down: checked, then queued for the node (or refused, counted).
     parts = topic.split("/")
     node = parts[-2] if len(parts) >= 3 else ""

@@ -1,7 +1,10 @@
 # The keys file: one table per node, [nodes.<node-id>] key = "<hex>" (16..64 bytes), and after
 # a re-key the key's version and the previous key (SPEC.md 4.5).
 # Shared by the gateway (verification), provisioning and the technician tools.
+import os
 import tomllib
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from protocol import keyring
 from protocol.message import check_node_id
@@ -19,13 +22,13 @@ class KeysError(ValueError):
 class Keys(dict):
     # node -> current key bytes (what ACKs and commands are MACed with), and per node whose key
     # was rotated its versions: versions[node] = {key version: key bytes} (SPEC.md 4.5)
-    def __init__(self, *a) -> None:
+    def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self.versions = {}
         self.current = {}  # node -> current key version, for nodes not at 0
         self._choosers = {}
 
-    def verifier(self, node):
+    def verifier(self, node: str) -> bytes | Callable[..., Any] | None:
         # what protocol.cose.verify takes for a node: its key, or after a re-key a function that
         # picks the version a frame's header names (protocol/keyring.py)
         pick = self._choosers.get(node)
@@ -36,11 +39,11 @@ class Keys(dict):
             pick = self._choosers[node] = keyring.chooser(v, node)
         return pick
 
-    def version(self, node):
+    def version(self, node: str) -> int:
         # the current key version of a node (0: never rotated)
         return self.current.get(node, 0)
 
-    def rotate(self, node, key, keep_previous: bool = True) -> None:
+    def rotate(self, node: str, key: bytes, keep_previous: bool = True) -> None:
         # a new key for a node: its version one up; the key it replaces kept as the previous one
         # (its buffered frames still verify) unless keep_previous is False (then they are
         # refused as retired and the node discards them, SPEC.md 6.6); older versions are dropped
@@ -54,7 +57,7 @@ class Keys(dict):
         self._choosers.pop(node, None)
 
 
-def _hex_key(source, node, entry, name):
+def _hex_key(source: str, node: str, entry: Mapping[str, Any], name: str) -> bytes:
     try:
         key = bytes.fromhex(entry[name])
     except (ValueError, TypeError):
@@ -64,14 +67,14 @@ def _hex_key(source, node, entry, name):
     return key
 
 
-def _version(source, node, entry, name, default):
+def _version(source: str, node: str, entry: Mapping[str, Any], name: str, default: int) -> int:
     v = entry.get(name, default)
     if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_KEY_VERSION:
         raise KeysError(f"{source}: [nodes.{node}] {name} must be an integer 0..{MAX_KEY_VERSION}")
     return v
 
 
-def parse_keys(data, source: str = "keys file"):
+def parse_keys(data: Mapping[str, Any], source: str = "keys file") -> Keys:
     # [nodes.<id>] key = "<hex>", and after a re-key (SPEC.md 4.5): key_version = N, and
     # previous_key = "<hex>" with previous_version (N - 1 unless given) while the node's
     # backlog MACed with it drains
@@ -98,7 +101,7 @@ def parse_keys(data, source: str = "keys file"):
     return keys
 
 
-def load_keys(path):
+def load_keys(path: str | os.PathLike[str]) -> Keys:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -109,7 +112,7 @@ def load_keys(path):
     return parse_keys(data, str(path))
 
 
-def toml_key(name):
+def toml_key(name: str) -> str:
     # a TOML key (TOML 1.0 "Keys"): bare when it is only A-Za-z0-9_-, else a basic string with
     # backslash, quote and control characters escaped, so any id reads back as itself
     if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
@@ -125,7 +128,7 @@ def toml_key(name):
     return '"' + "".join(out) + '"'
 
 
-def format_keys(keys):
+def format_keys(keys: Mapping[str, bytes]) -> str:
     # Keys (or a dict node -> key bytes) -> keys file text
     versions = getattr(keys, "versions", {})
     current_of = getattr(keys, "version", lambda node: 0)

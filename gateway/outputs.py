@@ -1,21 +1,31 @@
 # Outputs turn one accepted frame into MQTT messages [(topic, payload bytes)]. They all
 # implement messages(frame); the pipeline stores what they return in the outbox in the
 # same group commit, so every output is as durable as the `up` envelope.
+from __future__ import annotations
+
 import base64
 import hashlib
 import json
 import math
 import time
 import uuid
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
 from protocol import senml
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from gateway.config import StreamMapping
+
+Row: TypeAlias = tuple[str, bytes]  # an outbox row: (topic, payload)
+
 _iso_second = (None, "")  # the last second formatted: most frames share it
 
 
-def iso(t) -> str:
+def iso(t: float) -> str:
     # Unix seconds -> ISO 8601 UTC with milliseconds ("2026-05-01T12:00:00.250Z")
     global _iso_second
     s, ms = divmod(int(round(t * 1000)), 1000)
@@ -25,7 +35,7 @@ def iso(t) -> str:
     return "%s.%03dZ" % (cached[1], ms)
 
 
-def _dumps(obj):
+def _dumps(obj: object) -> bytes:
     # orjson: compact UTF-8, key order kept, NaN/infinity as null; ~8x faster than json here
     try:
         return orjson.dumps(obj)
@@ -33,7 +43,7 @@ def _dumps(obj):
         return json.dumps(_json_safe(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _json_safe(x):
+def _json_safe(x: object) -> object:
     # JSON has no NaN, infinity or bytes: null and base64 instead (`frame` keeps the original)
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -52,7 +62,7 @@ def _json_safe(x):
 RETAINED_SUFFIXES = ("/forecast", "/availability", "/config")
 
 
-def retained(topic):
+def retained(topic: str) -> bool:
     return topic.endswith(RETAINED_SUFFIXES)
 
 
@@ -60,7 +70,8 @@ class Frame:
     # One accepted data frame and what the gateway knows about it.
     __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link")
 
-    def __init__(self, node, msg, raw, received, time_s, time_source, link) -> None:
+    def __init__(self, node: str, msg: dict[str, Any], raw: bytes, received: float, time_s: float, time_source: str,
+                 link: str) -> None:
         self.node = node
         self.msg = msg  # protocol.message.decode() result
         self.raw = raw  # the original COSE_Mac0 bytes
@@ -72,11 +83,11 @@ class Frame:
 
 class Envelope:
     # P/nodes/<node>/up: the contract payload of ARCHITECTURE.md, plus time_source.
-    def __init__(self, prefix, gateway_id) -> None:
+    def __init__(self, prefix: str, gateway_id: str) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[Row]:
         m = f.msg
         body = {
             "node": f.node, "boot": m["boot"], "seq": m["seq"],
@@ -95,7 +106,7 @@ class Envelope:
         return [(f"{self.prefix}/nodes/{f.node}/up", _dumps(body))]
 
 
-def _extensions(pack, records):
+def _extensions(pack: list[dict[str, Any]], records: list[dict[Any, Any]]) -> dict[str, dict[str, Any]] | None:
     # Text-labelled fields a node added to a record are no registered SenML labels (RFC 8428
     # section 12.2): they leave the pack, which stays strict, for "ext" {record index: {label: value}}.
     ext = None
@@ -108,7 +119,7 @@ def _extensions(pack, records):
     return ext
 
 
-def _value(rec):
+def _value(rec: dict[Any, Any]) -> Any:
     for label in (senml.V, senml.VS, senml.VB):
         if label in rec:
             return rec[label]
@@ -119,7 +130,7 @@ QUALITY = {0: "ok", 1: "degraded", 2: "fault", 3: "range"}  # protocol.message Q
 FLAGS = ((1, "storm"), (2, "alarm"), (4, "safe_mode"), (8, "backlog"))  # protocol.message F_*
 
 
-def observation_id(path, node, boot, seq, index, integer):
+def observation_id(path: str, node: str, boot: int, seq: int, index: int, integer: bool) -> int | str:
     # A deterministic SensorThings @iot.id for one reading of one frame in one Datastream:
     # the same on every resend and on every gateway that hears the frame
     basis = f"{path}\n{node}\n{boot}\n{seq}\n{index}".encode()
@@ -131,7 +142,7 @@ def observation_id(path, node, boot, seq, index, integer):
 _ST_NAMESPACE = uuid.UUID("6b1d2a4e-1c3f-5e0a-9b7d-2f4c8e6a0d11")  # citynode Observations (fixed)
 
 
-def datastream_path(version, ds) -> str:
+def datastream_path(version: str, ds: int | str) -> str:
     # OData key syntax: an integer as it is, a string quoted with ' doubled (FROST's PathParser)
     key = str(ds) if isinstance(ds, int) else "'" + ds.replace("'", "''") + "'"
     return f"{version}/Datastreams({key})/Observations"
@@ -148,17 +159,18 @@ class SensorThings:
     # persistence.idGenerationMode ServerAndClientGenerated or ClientGeneratedOnly; its default,
     # ServerGeneratedOnly, ignores the id). Integer Datastream ids -> a 63-bit integer id, string
     # ones -> a UUID string (FROST's STRING and UUID id types both take it).
-    def __init__(self, mappings, gateway_id, version: str = "v1.1", table=None, ids: bool = True) -> None:
+    def __init__(self, mappings: Iterable[StreamMapping], gateway_id: str, version: str = "v1.1",
+                 table: str | None = None, ids: bool = True) -> None:
         self.streams = {(m.node, m.reading): datastream_path(version, m.datastream)
                         for m in mappings if m.node != "*"}
-        self.templates = {m.reading: (version, m.datastream) for m in mappings if m.node == "*"}
+        self.templates = {m.reading: (version, str(m.datastream)) for m in mappings if m.node == "*"}  # str: config.py
         self.integer_ids = {m.reading for m in mappings if m.node == "*" and isinstance(m.datastream, int)} | {
             (m.node, m.reading) for m in mappings if m.node != "*" and isinstance(m.datastream, int)}
         self.gateway_id = gateway_id
         self.table = table
         self.ids = ids
 
-    def _path(self, node, reading):
+    def _path(self, node: str, reading: str) -> str | None:
         path = self.streams.get((node, reading))
         if path is None:
             t = self.templates.get(reading)
@@ -166,7 +178,7 @@ class SensorThings:
                 path = self.streams[(node, reading)] = datastream_path(t[0], t[1].replace("{node}", node))
         return path
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[Row]:
         out = []
         m = f.msg
         quality = m["quality"]
@@ -207,12 +219,12 @@ class Aggregates:
     # min/mean/max/count per node and numeric reading over fixed wall-clock windows,
     # published to P/nodes/<node>/agg when the first frame of a later window arrives.
     # The open window lives in memory: a restart loses at most that window's aggregate.
-    def __init__(self, prefix, window_s) -> None:
+    def __init__(self, prefix: str, window_s: float) -> None:
         self.prefix = prefix
         self.window_s = window_s
         self.open = {}  # node -> (window index, {name: [min, sum, max, count, unit]})
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[Row]:
         w = int(f.time_s // self.window_s)
         cur = self.open.get(f.node)
         out = []
@@ -240,7 +252,7 @@ class Aggregates:
                 a[3] += 1
         return out
 
-    def _publish(self, node, w, acc):
+    def _publish(self, node: str, w: int, acc: dict[str, list[Any]]) -> Row:
         readings = {name: {"min": senml.json_number(a[0]), "mean": round(a[1] / a[3], 6),
                            "max": senml.json_number(a[2]), "count": a[3], "u": a[4]} for name, a in acc.items()}
         body = {"node": node, "start": iso(w * self.window_s), "end": iso((w + 1) * self.window_s),

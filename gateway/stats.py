@@ -2,9 +2,13 @@
 # the MQTT thread and the status page read snapshots. Rejects are counted by the
 # reason names of SPEC.md section 9 (plus the gateway's own: replay, overload,
 # outbox_full, disk_full, storage) and logged at most once per reason per interval.
+from __future__ import annotations
+
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from protocol import senml
 from protocol.message import (
@@ -20,19 +24,22 @@ from protocol.message import (
     I_SAFE_S,
 )
 
+if TYPE_CHECKING:
+    from gateway.outputs import Frame
+
 I_DISCARDED = 6  # info: frames the node discarded for a retired key (SPEC.md 6.1, 6.6)
 
 log = logging.getLogger("citynode.gateway")
 
 
 class RateLimitedLog:
-    def __init__(self, logger, interval_s: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
         self.logger = logger
         self.interval_s = interval_s
-        self.last = {}  # key -> (time logged, suppressed since)
+        self.last: dict[str, tuple[float, int]] = {}  # key -> (time logged, suppressed since)
         self.lock = threading.Lock()
 
-    def warning(self, key, msg, *args) -> None:
+    def warning(self, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()
         with self.lock:
             t, suppressed = self.last.get(key, (-1e9, 0))
@@ -52,24 +59,32 @@ class NodeState:
                  "discarded", "health",
                  "version")
 
-    def __init__(self, node) -> None:
+    def __init__(self, node: str) -> None:
         self.node = node
-        self.last_seen = None
-        self.boot = self.seq = None
-        self.battery_v = self.firmware = self.reset_cause = self.board = self.interval_s = None
-        self.thresholds = None  # {"alarm_m", "storm_m"} as the node reported them
-        self.link = None
+        self.last_seen: float | None = None
+        self.boot: int | None = None
+        self.seq: int | None = None
+        # as the node's info block said them (SPEC.md 6.1)
+        self.battery_v: Any = None
+        self.firmware: Any = None
+        self.reset_cause: Any = None
+        self.board: Any = None
+        self.interval_s: Any = None
+        self.thresholds: dict[str, float] | None = None  # {"alarm_m", "storm_m"} as the node reported them
+        self.link: str | None = None
         self.accepted = 0
         self.duplicates = 0
-        self.rejected = {}
+        self.rejected: dict[str, int] = {}
         self.gaps = 0
         self.flags = 0
-        self.command = None  # {"cmd_id", "status"} of the last command result the node reported
+        # {"cmd_id", "status"} of the last command result the node reported
+        self.command: dict[str, Any] | None = None
         self.discarded = 0  # frames the node discarded: MACed with a key the gateway no longer holds
-        self.health = None  # what the node last said of its health (SPEC 6.1 info 7-11), see health_from
+        # what the node last said of its health (SPEC 6.1 info 7-11), see health_from
+        self.health: dict[str, Any] | None = None
         self.version = 0  # bumped on every change; the MQTT thread republishes changed states
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {
             "node": self.node, "last_seen": self.last_seen, "boot": self.boot, "seq": self.seq,
             "battery_v": self.battery_v, "firmware": self.firmware, "reset_cause": self.reset_cause,
@@ -81,11 +96,11 @@ class NodeState:
         }
 
 
-def _uints(v, n):
+def _uints(v: object, n: int) -> TypeGuard[list[int] | tuple[int, ...]]:
     return isinstance(v, list | tuple) and len(v) == n and all(type(x) is int and x >= 0 for x in v)
 
 
-def health_from(info, old=None):
+def health_from(info: Mapping[int, Any], old: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     # The health a node reports in its info block (SPEC 6.1, keys 7-11) merged over what it
     # said before; a value of the wrong shape is ignored (the last good one stays). -> dict or None
     h = dict(old) if old else {}
@@ -111,23 +126,23 @@ class Stats:
         self.lock = threading.Lock()
         self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "acks_sent": 0, "forwarded": 0,
                          "commands_sent": 0, "commands_done": 0, "commands_expired": 0, "commands_refused": 0}
-        self.rejected = {}  # every reject by reason
-        self.unattributed = {}  # rejects of input no node is known for (the rest is in nodes' rejected)
-        self.nodes = {}
+        self.rejected: dict[str, int] = {}  # every reject by reason
+        self.unattributed: dict[str, int] = {}  # rejects of input no node is known for (the rest is in nodes' rejected)
+        self.nodes: dict[str, NodeState] = {}
         self.rejects_log = RateLimitedLog(log)
         self.started = time.time()
 
-    def node(self, node):
+    def node(self, node: str) -> NodeState:
         st = self.nodes.get(node)
         if st is None:
             st = self.nodes[node] = NodeState(node)
         return st
 
-    def count(self, name, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1) -> None:
         with self.lock:
             self.counters[name] = self.counters.get(name, 0) + n
 
-    def reject(self, reason, node=None, where: str = "", detail: str = "", n: int = 1) -> None:
+    def reject(self, reason: str, node: str | None = None, where: str = "", detail: str = "", n: int = 1) -> None:
         # node: only for nodes that have a key (a forged kid must not grow this table)
         with self.lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
@@ -140,7 +155,7 @@ class Stats:
         self.rejects_log.warning(reason, "rejected (%s) from %s%s%s", reason, where or "?",
                                  f" node {node}" if node else "", f": {detail}" if detail else "")
 
-    def accepted_locked(self, frame, gaps) -> None:
+    def accepted_locked(self, frame: Frame, gaps: int) -> None:
         # frame: outputs.Frame, stored; caller holds self.lock
         m = frame.msg
         st = self.node(frame.node)
@@ -169,26 +184,26 @@ class Stats:
             st.command = {"cmd_id": m["cmd_result"][0], "status": m["cmd_result"][1]}
         st.version += 1
 
-    def duplicate_locked(self, node, link, received) -> None:
+    def duplicate_locked(self, node: str, link: str, received: float) -> None:
         st = self.node(node)
         st.duplicates += 1
         st.last_seen = received
         st.link = link
         st.version += 1
 
-    def unattributed_snapshot(self):
+    def unattributed_snapshot(self) -> dict[str, int]:
         with self.lock:
             return dict(self.unattributed)
 
-    def counters_snapshot(self):
+    def counters_snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         with self.lock:
             return dict(self.counters), dict(self.rejected)
 
-    def snapshot(self):
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, Any]]]:
         with self.lock:
             return dict(self.counters), dict(self.rejected), {n: s.as_dict() for n, s in self.nodes.items()}
 
-    def changed_nodes(self, seen_versions):
+    def changed_nodes(self, seen_versions: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
         # -> [(node, state dict)] for nodes whose version differs from seen_versions (updated in place)
         out = []
         with self.lock:
