@@ -97,6 +97,13 @@ def validate(raw):
         if not isinstance(link.get("host"), str):
             raise ConfigError("config: link.host must be the gateway's address")
         _int(link, "port", 1, 65535, "config link")
+        fallback = link.get("fallback") or []
+        if not isinstance(fallback, list) or len(fallback) > 3:
+            raise ConfigError("config: link.fallback must be a list of up to 3 gateways")
+        for g in fallback:
+            if not isinstance(g, dict) or not isinstance(g.get("host"), str):
+                raise ConfigError("config: link.fallback entries need host and port")
+            _int(g, "port", 1, 65535, "config link.fallback")
     th = cfg["thresholds"]
     for k in _THRESHOLDS:
         _int(th, k, 0, 100000, "config thresholds")

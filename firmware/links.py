@@ -162,13 +162,29 @@ _REQUERY_MS = const(5000)  # a lookup after a failed one (or a silent gateway) w
 _REQUERY_MAX_MS = const(300000)  # up to 5 min: one small datagram to the DNS server then
 
 
+_SWITCH_AFTER = const(4)  # waits for an answer that came to nothing before the next gateway is tried
+_PROBE_EVERY = const(8)  # away from the first gateway, every 8th frame goes to it as well
+
+
+def udp_link(link, **kw):
+    # a validated config's link (kind udp) -> UdpLink with its fallback gateways
+    fb = [(g["host"], g["port"]) for g in link.get("fallback") or ()]
+    return UdpLink(link["host"], link["port"], fallback=fb, **kw)
+
+
 def _numeric(host):
     parts = host.split(".")
     return len(parts) == 4 and all(p.isdigit() for p in parts)
 
 
 class UdpLink:
-    def __init__(self, host, port, sock=None, local_port=0, ready=None, dns=None, clock=None):
+    # fallback: [(host, port)] of gateways to try, in turn, when this one stops answering:
+    # after _SWITCH_AFTER failed probes (a poll that waited after a send and got nothing) the
+    # link moves to the next one; while away from the first, every _PROBE_EVERY-th frame goes
+    # to the first as well, and its first answer brings the link back. The node's buffer keeps
+    # each frame until some gateway ACKs it, and the gateways' stream keeps one copy
+    # (docs/fleet.md): a switch loses nothing and doubles nothing.
+    def __init__(self, host, port, sock=None, local_port=0, ready=None, dns=None, clock=None, fallback=()):
         # ready: callable -> bool, is the network up (a board's Wi-Fi keeper), asked before each send.
         # dns: (ip, port) of the DNS server, or a callable that says it (the server DHCP gave the
         # Wi-Fi), or None: the system's getaddrinfo (CPython, the unix port), bounded by the OS.
@@ -183,7 +199,8 @@ class UdpLink:
         self.port = port
         self.addr = None
         self.last_error = None
-        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0, "offline": 0, "moved": 0}
+        self.counts = {"sent": 0, "received": 0, "oversize": 0, "error": 0, "dns": 0, "offline": 0, "moved": 0,
+                       "switch": 0}
         self.ready = ready
         self.dns = dns
         self.clock = clock
@@ -193,6 +210,11 @@ class UdpLink:
         self._qid = 0
         self._backoff_ms = _REQUERY_MS
         self._next_ms = 0
+        self.gws = [(host, port)] + list(fallback)
+        self.gw = 0  # index in gws of the gateway in use
+        self.quiet = 0  # failed probes: polls that waited after a send and got nothing
+        self.asked = False  # sent since the last datagram came back
+        self.home = None  # the first gateway's address, while away from it
         self._resolve()  # with Wi-Fi down this fails: counted, and tried again with the backoff
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -249,6 +271,9 @@ class UdpLink:
             if not up:
                 self.counts["offline"] += 1  # the frame waits in flash
                 return False
+        if self.quiet >= _SWITCH_AFTER and len(self.gws) > 1:
+            self._use((self.gw + 1) % len(self.gws))
+        self.asked = True
         if self.addr is None or self.unanswered >= _REQUERY_AFTER and not _numeric(self.host):
             if self.clock.ms() >= self._next_ms:
                 self._resolve()
@@ -256,12 +281,28 @@ class UdpLink:
                 return False
         try:
             self.sock.sendto(message, self.addr)
+            if self.home is not None and self.counts["sent"] % _PROBE_EVERY == 0:
+                self.sock.sendto(message, self.home)  # a probe: is the first gateway back?
         except Exception as e:  # noqa: BLE001 - no route, interface down, ECONNREFUSED, ...: never fatal
             self._error(e)
             return False
         self.counts["sent"] += 1
         self.unanswered += 1
         return True
+
+    def _use(self, i):
+        # switch to gateway i of gws (0: back to the first)
+        if self.gw == 0:
+            self.home = self.addr  # None when it never resolved: then no probes
+        self.gw = i
+        self.quiet = self.unanswered = 0
+        self.counts["switch"] += 1
+        if i == 0:
+            self.home = None
+        self.host, self.port = self.gws[i]
+        self.addr = None
+        self._backoff_ms = _REQUERY_MS
+        self._resolve()
 
     def poll(self, timeout_ms):
         out = []
@@ -271,10 +312,14 @@ class UdpLink:
                 if not self._poller.poll(wait):
                     break
                 wait = 0
-                data = self.sock.recv(cobs.MAX_MESSAGE + 1)
+                data, src = self.sock.recvfrom(cobs.MAX_MESSAGE + 1)
             except Exception as e:  # noqa: BLE001 - never fatal to the node loop
                 self._error(e)
                 break
+            self.quiet = 0
+            self.asked = False
+            if self.home is not None and src == self.home:
+                self._use(0)  # the first gateway answered a probe: back to it
             if len(data) > cobs.MAX_MESSAGE:
                 self.counts["oversize"] += 1
                 continue
@@ -282,6 +327,8 @@ class UdpLink:
             self.counts["received"] += 1
             self.unanswered = 0
             self._backoff_ms = _REQUERY_MS
+        if not out and self.asked and timeout_ms > 0:
+            self.quiet += 1
         return out
 
     def close(self):

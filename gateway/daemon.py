@@ -76,6 +76,19 @@ def build_outputs(s, keys, thresholds_fn):
     return outputs, forecasts
 
 
+def close_rest(owner):
+    # the last of a stop, for the gateway and the relay: the status page, its history, the
+    # outbox, and the data_dir lock
+    if owner.web:
+        owner.web.stop()
+    if owner.history:
+        owner.history.close()
+    owner.store.close()
+    if owner._lock_fd is not None:
+        os.close(owner._lock_fd)  # releases the data_dir lock
+        owner._lock_fd = None
+
+
 class DataDirInUse(RuntimeError):
     pass
 
@@ -223,14 +236,7 @@ class Gateway:
         if self.st_sender:
             self.st_sender.stop()
         self.pipeline._commit_housekeeping()  # delete what was PUBACKed at the end
-        if self.web:
-            self.web.stop()
-        if self.history:
-            self.history.close()
-        self.store.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the data_dir lock
-            self._lock_fd = None
+        close_rest(self)
         log.info("gateway %s stopped; %d messages wait in the outbox; %d frames accepted in %d group commits",
                  self.s.gateway_id, self.pipeline.depth, self.stats.counters["accepted"], self.pipeline.commits)
 

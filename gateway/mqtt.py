@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from gateway import osthread
 from gateway.mqttsock import Client
 from gateway.outputs import iso, retained
-from gateway.store import Reader
+from gateway.store import AckedRows, Reader
 
 log = logging.getLogger("citynode.gateway")
 
@@ -44,7 +44,7 @@ def _dumps(obj):
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-class Forwarder:
+class Forwarder(AckedRows):
     def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn) -> None:
         self.s = settings
         self.m = settings.mqtt
@@ -112,15 +112,6 @@ class Forwarder:
             else:
                 self._dirty = True
         self.wake()
-
-    def take_acked(self):
-        with self._lock:
-            ids, self._acked = self._acked, []
-        return ids
-
-    def deleted(self, ids) -> None:
-        with self._lock:
-            self._skip.difference_update(ids)
 
     def start(self):
         self._thread.start()

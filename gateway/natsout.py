@@ -21,13 +21,15 @@ import orjson
 
 from gateway import osthread
 from gateway.config import redact_url
-from gateway.store import Reader
+from gateway.store import AckedRows, Reader
 
 log = logging.getLogger("citynode.gateway")
 
 READ_BATCH = 256
 STORED_ALREADY = 10077  # JSStreamStoreFailedError "maximum messages per subject exceeded"
-RETRY_S = (0.2, 5.0)  # connect / stream set-up retries: first and longest wait
+IN_PROCESS = 10158  # JSStreamDuplicateMessageConflict "duplicate message id is in process"
+RETRY_S = (0.2, 5.0)
+CONNECT_TIMEOUT_S = 5.0  # connect / stream set-up retries: first and longest wait
 
 
 def subject_token(node):
@@ -97,7 +99,7 @@ async def ensure_stream(js, n) -> None:
         log.info("nats: stream %s created (R%d, file storage, dedup by subject)", n.stream, n.replicas)
 
 
-class NatsForwarder:
+class NatsForwarder(AckedRows):
     def __init__(self, *, settings, db_path, states_fn=None, gateway_state_fn=None, **_) -> None:
         self.s = settings
         self.n = settings.nats
@@ -110,6 +112,7 @@ class NatsForwarder:
         self.pubacks = 0  # rows acked by the stream (or not for it)
         self.stored_already = 0  # frames the stream had from another gateway or an earlier send
         self.duplicates = 0  # acks with duplicate=true (within the duplicate window)
+        self.in_process = 0  # "duplicate message id is in process": another gateway's copy, being stored
         self.resent = 0
         self.heartbeat = time.monotonic()
         self.taken_over = False
@@ -138,15 +141,6 @@ class NatsForwarder:
 
     def offer(self, first_id, rows) -> None:
         self.wake()
-
-    def take_acked(self):
-        with self._lock:
-            ids, self._acked = self._acked, []
-        return ids
-
-    def deleted(self, ids) -> None:
-        with self._lock:
-            self._skip.difference_update(ids)
 
     def stop(self) -> None:
         self._stop.set()
@@ -190,9 +184,11 @@ class NatsForwarder:
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             try:
-                nc = await nats.connect(**connect_options(n, f"citynode-{self.s.gateway_id}",
-                                                          disconnected_cb=disconnected,
-                                                          reconnected_cb=reconnected, error_cb=error))
+                # bounded: nats-py keeps trying a first connection for ever with max_reconnect_attempts=-1,
+                # and a stop must not wait for a cluster that is not there
+                nc = await asyncio.wait_for(nats.connect(**connect_options(
+                    n, f"citynode-{self.s.gateway_id}", disconnected_cb=disconnected, reconnected_cb=reconnected,
+                    error_cb=error)), CONNECT_TIMEOUT_S)
                 await ensure_stream(nc.jetstream(timeout=n.ack_timeout_s), n)
             except Exception as e:  # noqa: BLE001 - no server yet, no leader yet: retry with backoff
                 text = f"{type(e).__name__}: {e}"
@@ -286,26 +282,30 @@ class NatsForwarder:
                 if self._wake.is_set() or not inflight:
                     dirty = True  # woken (new rows), or nothing in flight: look at the outbox again
                 self._wake.clear()
-                failed = False
+                failed = []  # rows to send again: from the lowest of them on (acked and in-flight rows skipped)
+                pause = False
                 got, answers[:] = answers[:], []
                 for oid, data, status in got:
                     if inflight.pop(oid, None) is None:
                         continue  # the answer to an earlier send of a row sent again
                     verdict = self._verdict(data, status)
-                    if verdict:
+                    if verdict is True:
                         acked.append(oid)
                     else:
-                        failed = True
+                        failed.append(oid)
+                        pause = pause or verdict is False
                 now = time.monotonic()
                 late = [oid for oid, sent in inflight.items() if now - sent > n.ack_timeout_s]
                 for oid in late:  # no answer (a server died with it, the connection broke): send it again
                     del inflight[oid]
-                    failed = True
+                    failed.append(oid)
+                    pause = True
                 if failed:
-                    self.resent += 1
-                    cursor = 0  # the outbox again from its start, skipping what is acked or in flight
+                    self.resent += len(failed)
+                    cursor = min(cursor, min(failed) - 1)
                     dirty = True
-                    await asyncio.sleep(0.2)  # a leader election or a reconnect takes a moment
+                    if pause:
+                        await asyncio.sleep(0.2)  # a leader election or a reconnect takes a moment
                 if acked:
                     self.pubacks += len(acked)
                     with self._lock:
@@ -327,8 +327,9 @@ class NatsForwarder:
             except Exception:  # noqa: BLE001 - the connection may be gone
                 pass
 
-    def _verdict(self, data, status) -> bool:
-        # the stream's answer to one publish -> True when the frame is stored (now or before)
+    def _verdict(self, data, status):
+        # the stream's answer to one publish -> True when the frame is stored (now or before),
+        # IN_PROCESS when another copy is being stored (send again), False on a refusal (send again later)
         if status == "503":
             return False  # no responders: the stream has no leader right now
         try:
@@ -343,6 +344,9 @@ class NatsForwarder:
         if err.get("err_code") == STORED_ALREADY:
             self.stored_already += 1
             return True
+        if err.get("err_code") == IN_PROCESS:
+            self.in_process += 1
+            return IN_PROCESS  # another gateway's copy is being stored right now: ask again, quietly
         log.warning("nats: the stream refused a frame: %s; it is sent again", err.get("description", err))
         return False
 

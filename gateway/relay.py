@@ -16,7 +16,6 @@ import asyncio
 import base64
 import datetime
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -26,9 +25,9 @@ import time
 import orjson
 
 from gateway import __version__, config, dedup, osthread
-from gateway.daemon import DataDirInUse, build_outputs, lock_data_dir
+from gateway.daemon import DataDirInUse, build_outputs, close_rest, lock_data_dir
 from gateway.keys import load_keys
-from gateway.natsout import connect_options, ensure_stream
+from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream
 from gateway.outputs import Frame, iso
 from gateway.stats import Stats
 from gateway.store import Store, StoreError
@@ -124,14 +123,7 @@ class Relay:
         self._housekeeping()
         if self.st_sender:
             self.st_sender.stop()
-        if self.web:
-            self.web.stop()
-        if self.history:
-            self.history.close()
-        self.store.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        close_rest(self)
         log.info("relay %s stopped; %d frames stored, %d redeliveries ignored", self.s.gateway_id,
                  self.counters["stored"], self.counters["redelivered"])
 
@@ -157,7 +149,8 @@ class Relay:
         wait = 0.2
         while not self._stop.is_set():
             try:
-                nc = await nats.connect(**connect_options(n, f"citynode-relay-{self.s.gateway_id}"))
+                nc = await asyncio.wait_for(nats.connect(**connect_options(n, f"citynode-relay-{self.s.gateway_id}")),
+                                            CONNECT_TIMEOUT_S)
                 js = nc.jetstream(timeout=10)
                 await ensure_stream(js, n)
                 sub = await js.pull_subscribe(f"{n.subject_prefix}.f.>", durable=n.durable, stream=n.stream,

@@ -185,6 +185,21 @@ def connect(path):
     return db
 
 
+class AckedRows:
+    # A publisher's outbox ids its broker (or stream) acknowledged: handed to the pipeline,
+    # which deletes them in its next commit (take_acked), and skipped when the publisher
+    # reads the outbox again until then (deleted() forgets them). The subclass sets
+    # _lock, _acked (list) and _skip (set) in its __init__.
+    def take_acked(self):
+        with self._lock:
+            ids, self._acked = self._acked, []
+        return ids
+
+    def deleted(self, ids):
+        with self._lock:
+            self._skip.difference_update(ids)
+
+
 class Reader:
     # The publisher's view: rows after a cursor, in id (= arrival) order.
     def __init__(self, path) -> None:

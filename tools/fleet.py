@@ -8,7 +8,7 @@ import time
 
 from firmware import config as node_config
 from firmware.clock import Clock
-from firmware.links import UdpLink
+from firmware.links import udp_link
 from firmware.sim.board import Runner, SimBoard
 
 FACTOR = 480  # world seconds per wall second: 15 s of demo = 2 h of sewer
@@ -63,7 +63,7 @@ class SimNode(threading.Thread):
         self.error = None
 
     def make_link(self):
-        return UdpLink(self.cfg["link"]["host"], self.cfg["link"]["port"])
+        return udp_link(self.cfg["link"])
 
     def run(self) -> None:
         # the sim board's runner: the node's own loop, rebooted after resets and power cuts

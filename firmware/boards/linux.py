@@ -150,7 +150,7 @@ class Board:
 
         link = cfg["link"]
         if link["kind"] == "udp":
-            return links.UdpLink(link["host"], link["port"])
+            return links.udp_link(link)
         return links.UartLink(SerialUart(link.get("port", "/dev/ttyUSB0"), link.get("baudrate", 115200)))
 
     def log(self, text):

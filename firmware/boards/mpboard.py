@@ -78,7 +78,7 @@ class MicroPythonBoard:
             wifi.start()
             # wifi.ensure is asked before each send: a lost link is rejoined with backoff; a
             # gateway's name is asked of the DNS server DHCP gave, within a bound
-            return links.UdpLink(link["host"], link["port"], ready=wifi.ensure, dns=wifi.dns_server, clock=self.clock)
+            return links.udp_link(link, ready=wifi.ensure, dns=wifi.dns_server, clock=self.clock)
         if link["kind"] == "lora":
             return self.lora(cfg)
         self._uplink_uart = True

@@ -228,3 +228,69 @@ def test_a_node_on_its_console_stops_at_ctrl_c_while_it_sleeps(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         node.sleep(300000)
     assert 10000 <= board.clock.ms() - t0 <= 10100
+
+
+def test_udp_link_moves_to_its_fallback_gateway_and_back(tmp_path):
+    # real sockets: the first gateway is silent, the fallback answers; after 4 sends without an
+    # answer the link moves over; once the first answers one of its probes, the link returns
+    import socket
+
+    def sock():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(1.0)
+        return s
+
+    first, second, node = sock(), sock(), sock()
+    try:
+        link = UdpLink("127.0.0.1", first.getsockname()[1], sock=node,
+                       fallback=[("127.0.0.1", second.getsockname()[1])])
+
+        def answer(gw):
+            data, addr = gw.recvfrom(2048)
+            gw.sendto(b"ack " + data, addr)
+
+        for i in range(4):  # unanswered: the first gateway is down
+            assert link.send(b"f%d" % i)
+            assert link.poll(10) == []
+        assert link.gw == 0 and link.counts["switch"] == 0
+        assert link.send(b"f4") and link.gw == 1 and link.counts["switch"] == 1
+        answer(second)
+        assert link.poll(500) == [b"ack f4"] and link.quiet == 0
+        first.settimeout(0.05)
+        assert [first.recvfrom(2048)[0] for _ in range(4)] == [b"f0", b"f1", b"f2", b"f3"]  # unanswered
+        probes = []
+        for i in range(5, 20):  # on the fallback; every 8th frame also probes the first gateway
+            assert link.send(b"f%d" % i)
+            answer(second)
+            link.poll(500)
+            try:
+                probes.append(first.recvfrom(2048)[0])
+            except TimeoutError:
+                pass
+        assert probes == [b"f8", b"f16"] and link.gw == 1
+        for i in range(20, 40):  # the first gateway is back: it answers the next probe
+            assert link.send(b"f%d" % i)
+            try:
+                answer(first)
+            except TimeoutError:
+                pass
+            answer(second)
+            link.poll(200)
+            if link.gw == 0:
+                break
+        assert link.gw == 0 and link.counts["switch"] == 2 and link.home is None
+        assert link.send(b"last")
+        assert first.recvfrom(2048)[0] == b"last"  # home again
+    finally:
+        for s in (first, second, node):
+            s.close()
+
+
+def test_a_fallback_gateway_in_the_node_config_is_checked():
+    base = {"node": NODE, "key": KEY.hex(), "link": {"kind": "udp", "host": "gw1", "port": 5683}}
+    cfg = config.validate(dict(base, link=dict(base["link"], fallback=[{"host": "gw2", "port": 5683}])))
+    assert cfg["link"]["fallback"] == [{"host": "gw2", "port": 5683}]
+    for bad in ([{"host": "gw2"}], [{"port": 1}], "gw2", [{"host": "gw", "port": 1}] * 4):
+        with pytest.raises(config.ConfigError, match="fallback"):
+            config.validate(dict(base, link=dict(base["link"], fallback=bad)))

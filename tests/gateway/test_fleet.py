@@ -2,6 +2,7 @@
 # always): every frame in the stream exactly once, however many gateways heard it and
 # however late a gateway replays its outbox (docs/fleet.md).
 import pathlib
+import time
 
 import pytest
 
@@ -88,7 +89,9 @@ def test_replay_after_the_duplicate_window_adds_nothing(tmp_path, cluster):
         assert wait_for(lambda: a.pipeline.depth == 0, 30)
         assert wait_for(lambda: c.stats.counters["accepted"] == 300, 10)
         assert c.pipeline.depth == 300 and not c.forwarder.connected
-        c.stop()
+        t0 = time.monotonic()
+        c.stop()  # while its publisher still tries to reach a cluster that is not there
+        assert time.monotonic() - t0 < 8
         wait_for(lambda: False, 1.5)  # past the duplicate window
         c = start(fleet_config(c_dir, "gw-c", cluster.urls, window_s=1))
         assert wait_for(lambda: c.pipeline.depth == 0, 30), (c.pipeline.depth, c.forwarder.resent)
@@ -124,3 +127,52 @@ def test_nats_config_alone_or_beside_mqtt_and_secrets_stay_out_of_messages(tmp_p
     assert "s3cret" not in repr(s)  # settings may be logged
     assert config.redact_url("nats://gw:s3cret@10.0.0.1:4222") == "nats://gw:***@10.0.0.1:4222"
     assert "s3cret" in config.secrets_of(s)  # the log filter masks it wherever it appears
+
+
+def test_a_node_fails_over_to_its_fallback_gateway_and_back_nothing_lost_or_doubled(tmp_path, cluster):
+    # the real firmware (sim board, compressed time) with link.fallback; its first gateway stops
+    # and comes back; the stream holds every frame the node got ACKed, once
+    import threading
+
+    from tools import fleet
+
+    ports = [free_port(__import__("socket").SOCK_DGRAM) for _ in range(2)]
+    paths = [fleet_config(tmp_path / n, f"gw-{n}", cluster.urls).read_text() for n in "ab"]
+    cfgs = []
+    for n, text, port in zip("ab", paths, ports, strict=True):
+        p = tmp_path / n / "gateway.toml"
+        p.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+        cfgs.append(p)
+    a, b = start(cfgs[0]), start(cfgs[1])
+    node_id, key = next(iter(NODES.items()))
+
+    class Node(fleet.SimNode):
+        def make_link(self):
+            self.link = super().make_link()
+            return self.link
+
+    stop = threading.Event()
+    sim = Node(0, node_id, key, ("127.0.0.1", ports[0]), tmp_path / "flash", stop=stop)
+    sim.cfg["link"]["fallback"] = [{"host": "127.0.0.1", "port": ports[1]}]
+    sim.start()
+    try:
+        assert wait_for(lambda: a.stats.counters["accepted"] >= 5, 20)
+        a.stop()  # the first gateway goes away
+        assert wait_for(lambda: sim.link.gw == 1, 30), sim.link.counts
+        got_b = b.stats.counters["accepted"]
+        assert wait_for(lambda: b.stats.counters["accepted"] >= got_b + 5, 20)
+        a = start(cfgs[0])  # back: a probe finds it, the link returns
+        assert wait_for(lambda: sim.link.gw == 0, 30), sim.link.counts
+        got_a = a.stats.counters["accepted"]
+        assert wait_for(lambda: a.stats.counters["accepted"] >= got_a + 3, 20)
+    finally:
+        stop.set()
+        sim.join(10)
+        a.stop()
+        b.stop()
+    assert sim.error is None and sim.link.counts["switch"] == 2
+    node = sim.runner.node
+    seen = stream_frames(cluster.urls, "CN")
+    assert max(seen.values()) == 1  # nothing doubled
+    seqs = {s for (n, _b, s) in seen}
+    assert len(seqs) >= node.seq - node.buffer.live and seqs <= set(range(node.seq))  # nothing ACKed lost
