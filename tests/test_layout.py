@@ -2,7 +2,10 @@
 # protocol imports nothing from the repo; firmware and gateway import protocol only;
 # tools may import all three.
 import ast
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -49,3 +52,17 @@ def test_rule_checker_sees_violations(tmp_path):
     bad = tmp_path / "x.py"
     bad.write_text("import gateway.outbox\nfrom firmware import sampler\nimport json\n")
     assert [top for _, top in repo_imports(bad)] == ["gateway", "firmware"]
+
+
+def test_cpython_side_type_checks():
+    # pyright in standard mode over gateway/ and tools/ (pyrightconfig.json; `make typecheck` runs
+    # the same). Here so that every landing runs it with the dependency rule; the firmware has its
+    # own check against the MicroPython stubs (tests/firmware/test_typecheck.py).
+    pyright = pathlib.Path(sys.executable).parent / "pyright"
+    p = subprocess.run([str(pyright), "--outputjson", "-p", str(ROOT / "pyrightconfig.json")], capture_output=True,
+                       text=True, timeout=600, cwd=str(ROOT))
+    report = json.loads(p.stdout)
+    errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
+    assert not errors, "\n".join(f"{pathlib.Path(e['file']).relative_to(ROOT)}:{e['range']['start']['line'] + 1}: "
+                                 f"{e['message']}" for e in errors)
+    assert report["summary"]["filesAnalyzed"] > 30  # the scope did not shrink to nothing
