@@ -31,6 +31,9 @@ _INTS = {
     "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
     "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),
     "key_version": (0, 0x7FFFFFFF),
+    # optional: the operator's command counter when this config was made (SPEC 6.7), and how
+    # far a time command may move the clock (firmware/commands.py has the defaults)
+    "cmd_floor": (0, 0xFFFFFFFF), "time_step_max_s": (1, 0xFFFFFFFF),
 }
 _THRESHOLDS = ("alarm_mm", "storm_mm", "rise_mm_min", "hysteresis_mm")
 
@@ -75,8 +78,17 @@ def validate(raw):
     if not 16 <= len(key) <= 64:
         raise ConfigError("config: key must be 16..64 bytes")
     cfg["key_bytes"] = key
+    ck = cfg.get("command_key")
+    if ck is not None:  # without it the node takes no command
+        try:
+            ck = bytes.fromhex(ck)
+        except (TypeError, ValueError):
+            ck = key
+        if not 16 <= len(ck) <= 64 or ck == key:
+            raise ConfigError("config: command_key must be 16..64 bytes in hex, not the key")
+        cfg["command_key_bytes"] = ck
     for k in _INTS:
-        if k != "heartbeat_s" or cfg[k] is not None:
+        if k in cfg and (k != "heartbeat_s" or cfg[k] is not None):
             _int(cfg, k, _INTS[k][0], _INTS[k][1])
     if cfg["storm_interval_s"] > cfg["interval_s"]:
         raise ConfigError("config: storm_interval_s must not exceed interval_s")

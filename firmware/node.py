@@ -89,7 +89,8 @@ class Node:
         self.force_report = False
         self.reboot_pending = False
         self.last_report_ms = None
-        self.counts = {"frames": 0, "acked": 0, "resent": 0, "rejects": 0, "cmd_ignored": 0, "loop_errors": 0,
+        self.counts = {"frames": 0, "acked": 0, "resent": 0, "rejects": 0, "cmd_ignored": 0, "cmd_refused": 0,
+                       "loop_errors": 0,
                        "renumbered": 0, "discarded": 0}
         self.rejects = {}
         self.reset_cause = "unknown"
@@ -108,11 +109,14 @@ class Node:
             # same boot, woken from deep sleep: continue its sequence numbers and its uptime
             self.boot = st["boot"]
             self.seq = wake[1]
-            self.last_cmd_id = wake[2]
+            self.last_cmd_id = max(wake[2], _count(st.get("cmd")))
             self.send_info = False
             unhealthy = wake[3]
         else:
             self.boot = st.get("boot", 0) + 1
+            # the last command counter applied, and never below the operator's counter when
+            # this config was made: a wiped flash does not take back old commands (SPEC 6.6)
+            self.last_cmd_id = max(_count(st.get("cmd")), self.cfg.get("cmd_floor", 0))
             unhealthy = st.get("unhealthy", 0) + 1  # cleared once this boot proves healthy
         self.reset_cause = cause
         self.safe = unhealthy > self.cfg["safe_after"]
@@ -370,7 +374,6 @@ class Node:
             self.board.log("boot %d is behind the gateway: now boot %d" % (self.boot, d["min_boot"]))
             self.boot = d["min_boot"]
             self.seq = 0
-            self.last_cmd_id = 0
             self.state.save(boot=self.boot)
             self.send_info = True
         frame = msg.renumber(self.key, self.node_id, buf.frame(slot), self.boot, self.seq, kv)
@@ -389,39 +392,13 @@ class Node:
     # ------------------------------------------------------------ commands
 
     def command(self, d):
-        cmd_id = d["cmd_id"]
-        if d["boot"] != self.boot or cmd_id <= self.last_cmd_id:
-            self.counts["cmd_ignored"] += 1  # another boot's command, or a replay
+        # a type 3 message: checked and applied or refused in firmware/commands.py
+        if d["boot"] != self.boot:
+            self.counts["cmd_ignored"] += 1  # relayed for another boot: the gateway sends it again
             return
-        self.last_cmd_id = cmd_id
-        op = d["op"]
-        arg = d["arg"]
-        status = 1
-        if op == "interval":
-            if isinstance(arg, int) and not isinstance(arg, bool) and 1 <= arg <= 86400:
-                self.interval_ms = arg * 1000
-                self.storm_interval_ms = min(self.storm_interval_ms, self.interval_ms)
-                self.send_info = True
-                status = 0
-        elif op == "thresholds":
-            status = self._thresholds(arg)
-            self.send_info = status == 0
-        elif op == "time":
-            if isinstance(arg, int) and not isinstance(arg, bool) and arg > 0:
-                self.clock.set_time(arg)
-                status = 0
-        elif op == "reboot":
-            self.reboot_pending = True
-            status = 0
-        else:
-            status = 2
-        self.cmd_result = [cmd_id, status]
-        self.force_report = True
-        if status == 0 and op in ("interval", "thresholds"):
-            self.state.save(set={"interval_ms": self.interval_ms, "storm_interval_ms": self.storm_interval_ms,
-                                 "alarm_mm": self.alarm_mm, "storm_mm": self.storm_mm,
-                                 "rise_mm_min": self.rise_mm_min, "base": self._config_base()})
-        self.board.log("command %d %s -> %d" % (cmd_id, op, status))
+        from firmware import commands  # loaded when a command comes: no heap before
+
+        commands.handle(self, d)
         if self.reboot_pending:
             self.report()  # the result must leave before the reset
 
@@ -429,26 +406,6 @@ class Node:
         th = self.cfg["thresholds"]
         return [self.cfg["interval_s"], self.cfg["storm_interval_s"], th["alarm_mm"], th["storm_mm"],
                 th["rise_mm_min"]]
-
-    def _thresholds(self, arg):
-        if not isinstance(arg, dict) or not arg:
-            return 1
-        new = {}
-        for k in arg:
-            v = arg[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                return 1
-            if k == "alarm_m" and v <= 100:
-                new["alarm_mm"] = int(v * 1000)
-            elif k == "storm_m" and v <= 100:
-                new["storm_mm"] = int(v * 1000)
-            elif k == "rise_mm_min" and v <= 100000:
-                new["rise_mm_min"] = int(v)
-            else:
-                return 1
-        for k in new:
-            setattr(self, k, new[k])
-        return 0
 
     # ------------------------------------------------------------ running
 
@@ -542,6 +499,10 @@ class Node:
             if until_ms is not None:
                 wait = min(wait, max(0, until_ms - self.clock.ms()))
             self.sleep(wait)
+
+
+def _count(v):
+    return v if isinstance(v, int) else 0
 
 
 def record_status(text):

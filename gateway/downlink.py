@@ -1,8 +1,13 @@
-# Commands for nodes (P/nodes/<node>/down, JSON {"op": ..., "arg": ...}). A command waits
-# until its node is next heard (nodes sleep), then goes, MACed and bound to the node's
-# current boot, on the link the node was just heard on. It is resent on later frames
-# until the node reports its result (cmd_result in a data frame) or the attempts run out.
-# Queues persist in the outbox database with the pipeline's next group commit.
+# Commands for nodes (P/nodes/<node>/down). Only the operator's signed commands (SPEC.md 6.7,
+# made by `citynode command`): JSON {"cose": "<hex of the signed command>", ...}. The gateway
+# cannot verify them (it never holds a command key); it checks their form, that they are for
+# the node of the topic, and their op and argument with the one checker (protocol/command.py),
+# and relays them. Unsigned JSON ({"op": ..., "arg": ...} of earlier versions) is refused:
+# one log line, the counter commands_unsigned. A command waits until its node is next heard
+# with a fresh frame (nodes sleep), then goes MACed and bound to the node's current boot on the
+# link it was just heard on, again on later fresh frames until the node reports a result for
+# it (cmd_result) or the attempts run out. Queues persist in the outbox database with the
+# pipeline's next group commit.
 from __future__ import annotations
 
 import json
@@ -11,46 +16,49 @@ import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from protocol.message import MAX_U32, OPS
+from protocol import command
+from protocol.cbor import FrameError
 
 if TYPE_CHECKING:
     from gateway.stats import Stats
 
-THRESHOLD_KEYS = ("alarm_m", "storm_m", "rise_mm_min")
 log = logging.getLogger("citynode.gateway")
+MAX_PAYLOAD = 2048  # a signed command is at most 512 bytes, 1 KB as hex
 
 
 class CommandError(ValueError):
     pass
 
 
-def parse_command(payload: bytes | str) -> tuple[str, Any]:
-    # JSON bytes -> (op, arg); checks the argument as SPEC.md section 6.3 defines it
+class Unsigned(CommandError):
+    pass
+
+
+def parse_command(payload: bytes | str, node: str) -> tuple[int, str, Any, bytes]:
+    # JSON bytes from P/nodes/<node>/down -> (counter, op, arg, signed command bytes).
+    # Unsigned when there is no "cose"; CommandError for anything else that is wrong.
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandError(f"{len(payload)} bytes; a signed command is at most {MAX_PAYLOAD}")
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise CommandError("not JSON") from None
-    if not isinstance(obj, dict) or obj.get("op") not in OPS:
-        raise CommandError(f"op must be one of {', '.join(OPS)}")
-    op, arg = obj["op"], obj.get("arg")
-    extra = set(obj) - {"op", "arg"}
-    if extra:
-        raise CommandError(f"unknown field {sorted(extra)[0]!r}")
-    if op == "interval":
-        if not isinstance(arg, int) or isinstance(arg, bool) or not 1 <= arg <= 86400:
-            raise CommandError("interval arg must be whole seconds 1..86400")
-    elif op == "thresholds":
-        if not isinstance(arg, dict) or not arg or any(
-                k not in THRESHOLD_KEYS or isinstance(v, bool) or not isinstance(v, int | float)
-                for k, v in arg.items()):
-            raise CommandError(f"thresholds arg must be a map of {', '.join(THRESHOLD_KEYS)} to numbers")
-    elif op == "reboot":
-        if arg is not None:
-            raise CommandError("reboot takes no arg")
-    elif op == "time":
-        if not isinstance(arg, int) or isinstance(arg, bool) or not 0 <= arg <= MAX_U32:
-            raise CommandError("time arg must be Unix seconds")
-    return op, arg
+    if not isinstance(obj, dict):
+        raise CommandError("not a JSON object")
+    if "cose" not in obj:
+        raise Unsigned("unsigned command; the operator signs commands with `citynode command`")
+    try:
+        token = bytes.fromhex(obj["cose"])
+        kid, f = command.peek(token)
+    except (TypeError, ValueError) as e:
+        reason = e.reason if isinstance(e, FrameError) else "hex"
+        raise CommandError(f"cose is not a signed command ({reason})") from None
+    if kid != node:
+        raise CommandError(f"signed for node {kid!r}, published for {node!r}")
+    code = command.check(f["op"], f["arg"])
+    if code:
+        raise CommandError(f"{f['op']} {f['arg']!r}: {command.RESULTS[code]}")
+    return f["counter"], f["op"], f["arg"], token
 
 
 class Downlink:
@@ -59,31 +67,38 @@ class Downlink:
         self.max_per_node = max_per_node
         self.attempts = attempts
         self.lock = threading.Lock()
-        self.queued = {n: [list(c) for c in cmds] for n, cmds in (queued or {}).items()}  # [cmd_id, op, arg, tries]
-        self.counters = dict(counters or {})  # node -> last cmd_id given out (cmd_ids only grow)
+        # node -> [[counter, op, signed command bytes, tries]], lowest counter first
+        self.queued = {n: [list(c) for c in cmds] for n, cmds in (queued or {}).items()}
+        self.counters = dict(counters or {})  # node -> highest counter queued
         self._put = {}  # (node, cmd_id) -> row to persist
         self._del = set()
         self._counter_changed = set()
 
-    def add(self, node: str, op: str, arg: Any) -> int:
-        # From the MQTT thread. -> cmd_id; CommandError when the node's queue is full.
+    def add(self, node: str, counter: int, op: str, token: bytes) -> bool:
+        # From the MQTT thread. -> True when queued, False when already queued (the broker
+        # redelivered it); CommandError when the node's queue is full.
         with self.lock:
             q = self.queued.setdefault(node, [])
-            for c in q:
-                if c[1] == op and c[2] == arg and c[3] == 0:
-                    return c[0]  # the broker redelivered it (QoS 1 after a reconnect): queued once
+            if any(c[2] == token for c in q):
+                return False
+            if any(c[0] == counter for c in q):
+                raise CommandError(f"counter {counter} already queued for {node}")
             if len(q) >= self.max_per_node:
                 raise CommandError(f"{len(q)} commands already queued for {node}")
-            cmd_id = self.counters.get(node, 0) + 1
-            self.counters[node] = cmd_id
-            self._counter_changed.add(node)
-            q.append([cmd_id, op, arg, 0])
-            self._put[(node, cmd_id)] = (node, cmd_id, op, arg, 0)
-            return cmd_id
+            q.append([counter, op, token, 0])
+            q.sort(key=lambda c: c[0])  # the node applies rising counters only: lowest first
+            if counter > self.counters.get(node, 0):
+                self.counters[node] = counter
+                self._counter_changed.add(node)
+            self._put[(node, counter)] = (node, counter, op, token, 0)
+            return True
 
-    def heard(self, node: str, cmd_result: tuple[int, int] | list[int] | None) -> tuple[list[tuple[int, str, Any]],
+    def heard(self, node: str, cmd_result: tuple[int, int] | list[int] | None) -> tuple[list[tuple[int, bytes]],
               int, int]:
-        # The node was heard. -> ([(cmd_id, op, arg)] to send now, done count, expired count)
+        # The node was heard in a fresh frame. -> ([(counter, signed command)] to send now,
+        # done count, expired count). A command sent at least once is done when the node reported
+        # a result for its counter, or applied a later one (then this one is a replay to it).
+        # cmd_result: the last result the node reported, which may predate a command queued since.
         with self.lock:
             q = self.queued.get(node)
             if not q:
@@ -91,13 +106,14 @@ class Downlink:
             done = expired = 0
             keep, send = [], []
             for c in q:
-                if cmd_result and cmd_result[0] >= c[0]:
+                if c[3] and cmd_result and (cmd_result[0] == c[0] or (cmd_result[1] == command.APPLIED
+                                                                   and cmd_result[0] > c[0])):
                     done += 1
                 elif c[3] >= self.attempts:
                     expired += 1
                 else:
                     c[3] += 1
-                    send.append((c[0], c[1], c[2]))
+                    send.append((c[0], c[2]))
                     keep.append(c)
                     self._put[(node, c[0])] = (node, c[0], c[1], c[2], c[3])
                     continue
@@ -138,14 +154,19 @@ def handle_command(topic: str, payload: bytes, retained: bool, keys: Collection[
     parts = topic.split("/")
     node = parts[-2] if len(parts) >= 3 else ""
     try:
-        if retained:  # a retained command would be applied again on every reconnect
+        if retained:  # a retained command would be relayed again on every reconnect
             raise CommandError("retained commands are refused; publish without retain")
         if node not in keys:
             raise CommandError(f"no key for node {node!r}")
-        op, arg = parse_command(payload)
-        cmd_id = downlink.add(node, op, arg)
+        counter, op, arg, token = parse_command(payload, node)
+        new = downlink.add(node, counter, op, token)
+    except Unsigned as e:
+        stats.count("commands_unsigned")
+        stats.rejects_log.warning("unsigned", "downlink: command on %s refused: %s", topic, e)
+        return
     except CommandError as e:
         stats.count("commands_refused")
-        log.warning("downlink: command on %s refused: %s", topic, e)
+        stats.rejects_log.warning("command", "downlink: command on %s refused: %s", topic, e)
         return
-    log.info("downlink: %s %s queued for %s as cmd %d until it is next heard", op, arg, node, cmd_id)
+    if new:
+        log.info("downlink: signed %s %s (counter %d) queued for %s until it is next heard", op, arg, counter, node)

@@ -101,15 +101,19 @@ def parse_keys(data: Mapping[str, Any], source: str = "keys file") -> Keys:
     return keys
 
 
-def load_keys(path: str | os.PathLike[str]) -> Keys:
+def read_toml(path: str | os.PathLike[str], what: str = "keys file") -> dict[str, Any]:
+    # a keys file's TOML (this one, or the operator keys file of tools/command.py); KeysError
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise KeysError(f"{path}: no such keys file") from None
+        raise KeysError(f"{path}: no such {what}") from None
     except tomllib.TOMLDecodeError as e:
         raise KeysError(f"{path}: not valid TOML ({e})") from None
-    return parse_keys(data, str(path))
+
+
+def load_keys(path: str | os.PathLike[str]) -> Keys:
+    return parse_keys(read_toml(path), str(path))
 
 
 def toml_key(name: str) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import orjson
 
 from protocol import senml
+from protocol.command import RESULTS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -100,6 +101,10 @@ class Envelope:
             body["flags"] = m["flags"]
         if m["quality"]:
             body["quality"] = {str(k): v for k, v in m["quality"].items()}
+        if m["cmd_result"]:  # the result of a command (SPEC 6.7), as in P/nodes/<node>/state
+            cmd_id, status = m["cmd_result"]
+            body["command"] = {"cmd_id": cmd_id, "status": status,
+                               "result": RESULTS[status] if status < len(RESULTS) else str(status)}
         ext = _extensions(body["senml"], m["records"])
         if ext:
             body["ext"] = ext

@@ -260,7 +260,7 @@ class Pipeline:
         rows = [r for out in self.sweepers for r in out.sweep(time.time())] if self.sweepers else []
         st_rows = []
         frames = []  # (Frame, gaps)
-        acks = []  # (node, boot, seq, link, addr, stored_before)
+        acks = []  # (node, boot, seq, link, addr, stored_before, fresh: a new frame)
         dups = []  # (node, link description, received)
         behind = []  # (node, boot, seq, link, addr, min_boot): refused, its boot is behind
         refuse = self._capacity_check()
@@ -293,7 +293,8 @@ class Pipeline:
                 behind.append((node, boot, seq, link, addr, dedup.min_boot(st)))
                 continue
             if verdict == dedup.DUP:
-                acks.append((node, boot, seq, link, addr, node not in pending))
+                # a retransmission or a replay: its ACK and nothing else (no link, last seen or command)
+                acks.append((node, boot, seq, link, addr, node not in pending, False))
                 dups.append((node, link.describe(addr), received))
                 continue
             if refuse is None and self.depth + len(rows) >= self.s.outbox.max_messages:
@@ -313,7 +314,7 @@ class Pipeline:
             new = dedup.advance(st, boot, seq, raw)
             pending[node] = new
             frames.append((f, new.gaps))
-            acks.append((node, boot, seq, link, addr, False))
+            acks.append((node, boot, seq, link, addr, False, True))
         self._commit(rows, pending, frames, acks, dups, refuse, st_rows)
         for node, boot, seq, link, addr, least in behind:  # SPEC.md 6.5: tell the node
             key = keys.get(node)
@@ -322,11 +323,16 @@ class Pipeline:
 
     def _reject_frame(self, reason, raw, link, addr, detail) -> None:
         node = None
-        if reason in ("mac", "retired"):  # a known node's key did not verify: count it against that node
+        if reason in ("mac", "retired"):  # names a known node whose (current) key did not verify it
             try:
                 node = cose.parse(raw)[0].decode()
             except (FrameError, UnicodeError):
                 node = None
+        if reason == "mac":  # anyone can name a node: unverified for it, not among its rejects (its tamper alarm)
+            self.stats.reject(reason, None, link.describe(addr), detail)
+            if node is not None and node in self.keys:
+                self.stats.unverified(node)
+            return
         self.stats.reject(reason, node, link.describe(addr), detail)
         if reason == "retired" and node is not None:
             self._retired(node, raw, link, addr)
@@ -461,9 +467,12 @@ class Pipeline:
         # all covered by its cum (every seq <= cum stored, SPEC.md 6.2) share one ACK
         # carrying cum; a seq above cum (after a gap) gets its own.
         groups = {}
-        for node, boot, seq, link, addr, stored_before in acks:
+        fresh = set()  # (node, boot, link, addr) that sent a new frame: only these get commands
+        for node, boot, seq, link, addr, stored_before, new in acks:
             if committed or stored_before:
                 groups.setdefault((node, boot, link, addr), []).append(seq)
+                if new and committed:
+                    fresh.add((node, boot, link, addr))
         sent = 0
         heard = {}
         for (node, boot, link, addr), seqs in groups.items():
@@ -478,7 +487,8 @@ class Pipeline:
             for seq in out:
                 if link.send(addr, encode_ack(key, node, boot, seq, cum)):
                     sent += 1
-            heard[node] = (boot, link, addr)
+            if (node, boot, link, addr) in fresh:
+                heard[node] = (boot, link, addr)
         self.stats.count("acks_sent", sent)
         for node, (boot, link, addr) in heard.items():
             self._send_commands(node, boot, link, addr)
@@ -495,8 +505,8 @@ class Pipeline:
             self.stats.count("commands_expired", expired)
             log.warning("downlink: %d command(s) for %s expired unanswered", expired, node)
         key = self.keys.get(node)
-        for cmd_id, op, arg in send:
-            if key is not None and link.send(addr, message.encode_cmd(key, node, boot, cmd_id, op, arg)):
+        for counter, token in send:
+            if key is not None and link.send(addr, message.encode_signed(key, node, boot, counter, token)):
                 self.stats.count("commands_sent")
 
 

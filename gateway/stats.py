@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from protocol import senml
+from protocol.command import RESULTS
 from protocol.message import (
     I_BOARD,
     I_BUFFER,
@@ -56,7 +57,7 @@ class RateLimitedLog:
 class NodeState:
     __slots__ = ("node", "last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board",
                  "interval_s", "thresholds", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command",
-                 "discarded", "health",
+                 "discarded", "health", "commands", "unverified",
                  "version")
 
     def __init__(self, node: str) -> None:
@@ -77,11 +78,13 @@ class NodeState:
         self.rejected: dict[str, int] = {}
         self.gaps = 0
         self.flags = 0
-        # {"cmd_id", "status"} of the last command result the node reported
+        # {"cmd_id", "status", "result"} of the last command result the node reported
         self.command: dict[str, Any] | None = None
         self.discarded = 0  # frames the node discarded: MACed with a key the gateway no longer holds
         # what the node last said of its health (SPEC 6.1 info 7-11), see health_from
         self.health: dict[str, Any] | None = None
+        self.commands: dict[str, int] = {}  # result name (SPEC 6.7) -> how many the node reported
+        self.unverified = 0  # frames naming this node whose MAC did not verify (anyone can name a node)
         self.version = 0  # bumped on every change; the MQTT thread republishes changed states
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +96,7 @@ class NodeState:
             "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
             "storm": bool(self.flags & 1), "alarm": bool(self.flags & 2), "safe_mode": bool(self.flags & 4),
             "command": self.command, "discarded": self.discarded, "health": self.health,
+            "commands": dict(self.commands), "unverified": self.unverified,
         }
 
 
@@ -125,7 +129,8 @@ class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counters = {"received": 0, "accepted": 0, "duplicates": 0, "acks_sent": 0, "forwarded": 0,
-                         "commands_sent": 0, "commands_done": 0, "commands_expired": 0, "commands_refused": 0}
+                         "commands_sent": 0, "commands_done": 0, "commands_expired": 0, "commands_refused": 0,
+                         "commands_unsigned": 0}
         self.rejected: dict[str, int] = {}  # every reject by reason
         self.unattributed: dict[str, int] = {}  # rejects of input no node is known for (the rest is in nodes' rejected)
         self.nodes: dict[str, NodeState] = {}
@@ -181,19 +186,28 @@ class Stats:
             if isinstance(th, list | tuple) and len(th) == 2 and all(isinstance(v, int) and v >= 0 for v in th):
                 st.thresholds = {"alarm_m": th[0] / 1000, "storm_m": th[1] / 1000}
         if m["cmd_result"]:
-            st.command = {"cmd_id": m["cmd_result"][0], "status": m["cmd_result"][1]}
+            cmd_id, status = m["cmd_result"]
+            name = RESULTS[status] if status < len(RESULTS) else str(status)
+            st.command = {"cmd_id": cmd_id, "status": status, "result": name}
+            st.commands[name] = st.commands.get(name, 0) + 1
         st.version += 1
 
     def duplicate_locked(self, node: str, link: str, received: float) -> None:
+        # a frame already stored: counted, but it moves neither last_seen nor link (a replay
+        # from elsewhere must not redirect the node's ACKs and commands)
         st = self.node(node)
         st.duplicates += 1
-        st.last_seen = received
-        st.link = link
         st.version += 1
 
     def unattributed_snapshot(self) -> dict[str, int]:
         with self.lock:
             return dict(self.unattributed)
+
+    def unverified(self, node: str) -> None:
+        with self.lock:
+            st = self.node(node)
+            st.unverified += 1
+            st.version += 1
 
     def counters_snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         with self.lock:

@@ -124,11 +124,22 @@ class Store:
                 for node, top, boot, up, at in self.db.execute("SELECT * FROM timebase")}
 
     def downlink(self):
-        # -> {node: [(cmd_id, op, arg, attempts)]} oldest first, and {node: last cmd_id}
+        # -> {node: [(counter, op, signed command bytes, attempts)]} lowest first, and {node: highest
+        # counter}. The arg column holds the signed command as a JSON hex string; rows of earlier
+        # versions (an unsigned command's argument) are dropped: no node would take them.
         queued = {}
+        dropped = 0
         for node, cmd_id, op, arg, attempts in self.db.execute(
                 "SELECT node, cmd_id, op, arg, attempts FROM downlink ORDER BY node, cmd_id"):
-            queued.setdefault(node, []).append((cmd_id, op, json.loads(arg), attempts))
+            try:
+                token = bytes.fromhex(json.loads(arg))
+            except (TypeError, ValueError):
+                dropped += 1
+                continue
+            queued.setdefault(node, []).append((cmd_id, op, token, attempts))
+        if dropped:
+            log.warning("outbox: %d unsigned command(s) of an earlier version dropped from the downlink queue",
+                        dropped)
         counters = dict(self.db.execute("SELECT node, last FROM cmd_counter"))
         return queued, counters
 
@@ -137,7 +148,7 @@ class Store:
     def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=(), st_rows=(), clocks=(),
                extra=()):
         # rows: [(topic, payload)]; st_rows: [(path, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
-        # dl_put: [(node, cmd_id, op, arg, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)];
+        # dl_put: [(node, counter, op, signed command, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)];
         # extra: [(sql, [params])] of the caller's own tables (the relay's stored stream sequences).
         # All or nothing; raises StoreError (disk full, I/O) after rolling back. -> the outbox id
         # of the first row (the others follow it), None without rows.
@@ -158,7 +169,7 @@ class Store:
                                [(node, *st.to_row()) for node, st in states])
             if dl_put:
                 db.executemany("INSERT OR REPLACE INTO downlink VALUES (?, ?, ?, ?, ?)",
-                               [(n, c, op, json.dumps(arg), a) for n, c, op, arg, a in dl_put])
+                               [(n, c, op, json.dumps(token.hex()), a) for n, c, op, token, a in dl_put])
             if dl_del:
                 db.executemany("DELETE FROM downlink WHERE node = ? AND cmd_id = ?", dl_del)
             if counters:

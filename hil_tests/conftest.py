@@ -115,7 +115,8 @@ def hil_node(request, tmp_path_factory):
     (base / "node-rp2").mkdir()
     (base / "node-rp2" / "config.json").write_text(json.dumps(dict(cfg, board="rp2")))
     node = {"node": NODE, "key": bytes.fromhex(cfg["key"]), "config": cfg, "node_dir": base / "node",
-            "rp2_dir": base / "node-rp2", "keys_file": base / "keys.toml", "base": base}
+            "rp2_dir": base / "node-rp2", "keys_file": base / "keys.toml", "base": base,
+            "operator_keys": base / "operator-keys.toml"}  # the command key, off the gateway (SPEC 6.7)
     if real_board(request):
         cfg["board"] = "esp32"
         (base / "node" / "config.json").write_text(json.dumps(cfg))

@@ -1,6 +1,6 @@
 # The board against the real gateway (`citynode gateway`, serial ingest on the board's
 # port) and a real mosquitto: frames arrive on MQTT and verify there; a command sent on
-# P/nodes/<node>/down reaches the node and changes its reporting interval.
+# P/nodes/<node>/down reaches the node only when the operator signed it (SPEC 6.7), and changes its interval.
 import base64
 import json
 import queue
@@ -90,26 +90,57 @@ def test_round_trip_through_the_gateway_to_mqtt(request, gateway, uplink, hil_no
     assert gateway.poll() is None
 
 
-def test_downlink_command_changes_the_interval(request, gateway, uplink, hil_node, mosquitto):
-    body, d = next_up(uplink, hil_node)  # the node was heard: the gateway knows its boot and link
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hil-operator")
+def publish(mosquitto, payload):
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hil-publisher")
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
-    pub.publish(f"{PREFIX}/nodes/{NODE}/down", json.dumps({"op": "interval", "arg": 1}), qos=1).wait_for_publish(5)
+    pub.publish(f"{PREFIX}/nodes/{NODE}/down", payload, qos=1).wait_for_publish(5)
     pub.loop_stop()
     pub.disconnect()
-    deadline = time.monotonic() + 30
-    applied = None
+
+
+def signed_by_operator(hil_node, mosquitto, op, arg):
+    # `citynode command --print`: signed with the operator keys for the node's boot (its retained state)
+    proc = subprocess.run([sys.executable, "-m", "tools.cli", "command", "--node", NODE, "--op", op, "--arg",
+                           json.dumps(arg), "--operator-keys", str(hil_node["operator_keys"]), "--mqtt", mosquitto.url,
+                           "--prefix", PREFIX, "--print"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def result_for(uplink, hil_node, counter, timeout=60):
+    # -> the node's first data frame that reports the result of command `counter`
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body, d = next_up(uplink, hil_node)
-        if d["cmd_result"]:
-            applied = d
-            break
-    assert applied is not None, "the node never reported the command's result"
-    assert applied["cmd_result"][1] == 0  # applied
-    assert applied["info"][message.I_INTERVAL] == 1
+        _, d = next_up(uplink, hil_node)
+        if d["cmd_result"] and d["cmd_result"][0] == counter:
+            return d
+    raise AssertionError(f"the node never reported a result for command {counter}")
+
+
+def test_only_the_operators_commands_change_the_interval(request, gateway, uplink, hil_node, mosquitto):
+    # issue 19: unsigned, forged with the gateway's node key, replayed: not applied; signed: applied once
+    from protocol import command
+
+    body, d = next_up(uplink, hil_node)  # the node was heard: the gateway knows its boot and link
+    publish(mosquitto, json.dumps({"op": "interval", "arg": 1}))  # anyone on the broker: refused at the gateway
+    forged = command.sign(hil_node["key"], NODE, d["boot"], 0x7FFFFFF0, "interval", 1)
+    publish(mosquitto, json.dumps({"cose": forged.hex()}))
+    refused = result_for(uplink, hil_node, 0x7FFFFFF0)
+    assert refused["cmd_result"][1] == command.BAD_SIGNATURE
+    first = signed_by_operator(hil_node, mosquitto, "interval", 3)
+    publish(mosquitto, first)
+    d = result_for(uplink, hil_node, json.loads(first)["counter"])
+    assert d["cmd_result"][1] == command.APPLIED and d["info"][message.I_INTERVAL] == 3
+    second = signed_by_operator(hil_node, mosquitto, "interval", 1)
+    publish(mosquitto, second)
+    applied = result_for(uplink, hil_node, json.loads(second)["counter"])
+    assert applied["cmd_result"][1] == command.APPLIED and applied["info"][message.I_INTERVAL] == 1
+    publish(mosquitto, first)  # a replay of a genuine command in the same boot
+    replayed = result_for(uplink, hil_node, json.loads(first)["counter"])
+    assert replayed["cmd_result"][1] == command.REPLAY and not replayed["info"]  # nothing changed, no new info
     # and it keeps the new pace: frames one second apart instead of INTERVAL_S
-    uptimes = [applied["uptime_ms"]]
+    uptimes = [replayed["uptime_ms"]]
     for _ in range(3):
         uptimes.append(next_up(uplink, hil_node)[1]["uptime_ms"])
     gaps = [b - a for a, b in zip(uptimes, uptimes[1:])]

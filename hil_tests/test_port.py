@@ -37,10 +37,15 @@ def test_reboot_command_restarts_the_node(request, board_kind, rig, dut, hil_nod
     reboot_real_board(request, dut)
     reader = FrameReader(dut, hil_node)
     d, _ = reader.next()
-    # the gateway's command frame, straight onto the node's line (SPEC 6.3)
-    cmd = message.encode_cmd(hil_node["key"], hil_node["node"], d["boot"], 7, "reboot")
+    # an operator's signed reboot as the gateway relays it, straight onto the node's line (SPEC 6.3, 6.7)
+    from protocol import command
+
+    counter = hil_node["config"]["cmd_floor"] + 7
+    token = command.sign(bytes.fromhex(hil_node["config"]["command_key"]), hil_node["node"], d["boot"], counter,
+                         "reboot")
+    cmd = message.encode_signed(hil_node["key"], hil_node["node"], d["boot"], counter, token)
     dut.serial.proc.write(cobs.encode(cmd))
-    dut.expect(rb"command 7 reboot -> 0", timeout=20)
+    dut.expect(b"command %d reboot -> 0" % counter, timeout=20)
     m = dut.expect(BANNER, timeout=30)
     assert int(m.group(3)) == d["boot"] + 1 and m.group(4) == b"command", m.group(0)
     # the new boot's first frame says why it started (frames of the old boot still waiting

@@ -17,6 +17,7 @@ COMMANDS = {
     "relay": ("gateway.relay", "consume the city's JetStream stream once and feed the MQTT outputs"),
     "simulate": ("tools.simulate", "run simulated nodes with the real firmware code"),
     "provision": ("tools.provision", "make a node key and config, add it to the gateway keys file"),
+    "command": ("tools.command", "sign a command for a node with the operator keys and send it"),
     "flash": ("tools.flash", "flash MicroPython and upload the firmware to a board"),
     "monitor": ("tools.monitor", "decode frames and console lines from a port or UDP live"),
     "demo": ("tools.demo", "simulated nodes, gateway and an embedded broker in one command"),

@@ -13,8 +13,10 @@ from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 from tools import nodeconfig
 from tools.cli import EXIT_FAILED, EXIT_USAGE
+from tools.command import format_operator_keys, load_operator_keys, next_counter
 
 KEY_BYTES = 16  # 128-bit HMAC key, the SPEC's minimum and plenty for HMAC 256/64
+COMMAND_KEY_BYTES = 32  # the operator's command key (SPEC 6.7): the gateway never holds it
 CONFIG_NAME = nodeconfig.CONFIG_NAME
 
 
@@ -36,6 +38,9 @@ def add_arguments(p) -> None:
                    help="reporting interval in seconds (%(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the node's config (created)")
     p.add_argument("--keys", default="gateway-keys.toml", help="gateway keys file to add the node to (%(default)s)")
+    p.add_argument("--operator-keys", metavar="FILE",
+                   help="operator keys file for the node's command key (default: operator-keys.toml next to "
+                        "--keys); copy only the gateway keys file to the gateway")
     p.add_argument("--force", action="store_true",
                    help="replace an existing key for this node (its version goes one up; the gateway keeps the "
                         "replaced key as previous_key so the frames the node buffered under it still verify)")
@@ -46,7 +51,7 @@ def add_arguments(p) -> None:
 
 def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=None, wifi_ssid=None,
               wifi_password: str = "", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force: bool = False,
-              drop_old_key: bool = False):
+              drop_old_key: bool = False, operator_keys_path=None):
     # -> (config path, config dict). Raises ProvisionError with a one-line reason; on any
     # failure nothing is left behind: no node folder, no config, no temporary file, and the
     # keys file as it was.
@@ -61,6 +66,19 @@ def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=Non
                          wifi_password=wifi_password, interval_s=interval_s)
     except nodeconfig.ConfigError as e:
         raise ProvisionError(str(e), EXIT_USAGE) from None
+    command_key = secrets.token_bytes(COMMAND_KEY_BYTES)
+    operator_keys_path = operator_keys_path or os.path.join(os.path.dirname(keys_path), "operator-keys.toml")
+    op_keys, counters = {}, {}
+    if os.path.abspath(operator_keys_path) == os.path.abspath(keys_path):
+        raise ProvisionError("--operator-keys must not be the gateway keys file: the gateway must not hold command "
+                             "keys", EXIT_USAGE)
+    if os.path.exists(operator_keys_path):
+        try:
+            op_keys, counters = load_operator_keys(operator_keys_path)
+        except KeysError as e:
+            raise ProvisionError(f"{e}; fix or move it, then provision again", EXIT_USAGE) from None
+    # the node takes no command signed before this config (a wiped node flashed again: SPEC 6.7)
+    counters[node] = floor = next_counter(counters.get(node, 0)) - 1
 
     keys_dir = os.path.dirname(os.path.abspath(keys_path))
     if not os.path.isdir(keys_dir):
@@ -80,6 +98,9 @@ def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=Non
     keys.rotate(node, key, keep_previous=not drop_old_key)
     config = nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
                               wifi_password=wifi_password, interval_s=interval_s, key_version=keys.version(node))
+    config["command_key"] = command_key.hex()
+    config["cmd_floor"] = floor
+    config = nodeconfig.check_with_firmware(config)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ProvisionError(f"--out {out} is a file; give a folder for the node's config", EXIT_USAGE)
     config_path = os.path.join(out, CONFIG_NAME)
@@ -91,14 +112,30 @@ def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=Non
             old_config = f.read()
 
     made = _missing_dirs(out)
+    old_keys = _read(keys_path)
+    old_op_keys = _read(operator_keys_path)
     try:
         for d in made:
             os.mkdir(d, 0o700)
         # the node's copy first: if writing the keys file fails, no gateway accepts a key nobody holds
         write_private(config_path, json.dumps(config, indent=1, sort_keys=True) + "\n")
         write_private(keys_path, format_keys(keys))
+        op_keys[node] = command_key
+        write_private(operator_keys_path, format_operator_keys(op_keys, counters))
     except BaseException:
-        # leave nothing behind: the old config back (with --force), or no config and no new folders
+        # leave nothing behind: the old config back (with --force), or no config and no new folders,
+        # and both keys files as they were
+        for path, old in ((keys_path, old_keys), (operator_keys_path, old_op_keys)):
+            try:
+                if old is not None:
+                    with open(path, "rb") as f:
+                        changed = f.read() != old
+                    if changed:
+                        write_private(path, old)
+                elif os.path.exists(path):
+                    os.unlink(path)
+            except OSError:
+                pass
         try:
             if old_config is not None:
                 write_private(config_path, old_config)
@@ -110,6 +147,14 @@ def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=Non
             pass
         raise
     return config_path, config
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _missing_dirs(path):
@@ -126,11 +171,13 @@ def _missing_dirs(path):
 
 
 def run(args):
+    args.operator_keys = args.operator_keys or os.path.join(os.path.dirname(args.keys), "operator-keys.toml")
     try:
         config_path, config = provision(args.node, args.out, args.keys, board=args.board, link=args.link,
                                         gateway=args.gateway, wifi_ssid=args.wifi_ssid,
                                         wifi_password=args.wifi_password, interval_s=args.interval,
-                                        force=args.force, drop_old_key=args.drop_old_key)
+                                        force=args.force, drop_old_key=args.drop_old_key,
+                                        operator_keys_path=args.operator_keys)
     except ProvisionError as e:
         print(f"citynode provision: {e}", file=sys.stderr)
         return e.code
@@ -146,5 +193,6 @@ def run(args):
         kept = "no previous key kept: its buffered frames will be discarded" if args.drop_old_key else \
             f"version {version - 1} kept as previous_key until the node's backlog drained"
         print(f"  key version {version} ({kept})")
+    print(f"  operator keys: {args.operator_keys} (mode 0600, the command key: keep it off the gateway)")
     print(f"next: citynode flash --port PORT --node-dir {args.out}")
     return 0

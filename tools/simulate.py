@@ -43,6 +43,8 @@ def add_arguments(p) -> None:
     p.add_argument("--window", type=int, default=16, help="unacknowledged frames in flight per node (%(default)s)")
     p.add_argument("--state", default=DEFAULT_STATE, help="folder for the nodes' flash (%(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated worlds")
+    p.add_argument("--operator-keys", metavar="FILE",
+                   help="operator keys file: the nodes get their command keys and take signed commands")
 
 
 def parse_udp(url):
@@ -69,12 +71,22 @@ def prepare(args):
         keys = load_keys(args.keys)
     except KeysError as e:
         raise SimulateError(str(e)) from None
+    command_keys = {}
+    if getattr(args, "operator_keys", None):
+        from tools.command import load_operator_keys
+
+        try:
+            command_keys = load_operator_keys(args.operator_keys)[0]
+        except KeysError as e:
+            raise SimulateError(str(e)) from None
     nodes = []
     for node in chosen_nodes(args, keys):
         flash = os.path.join(args.state, node)
         os.makedirs(flash, exist_ok=True)
         cfg = {"node": node, "key": keys[node].hex(), "board": SimBoard.name, "interval_s": 60, "storm_interval_s": 30,
                "heartbeat_s": 60, "link": {"kind": "udp", "host": host, "port": port}, "buffer_slots": 512}
+        if node in command_keys:
+            cfg["command_key"] = command_keys[node].hex()
         path = os.path.join(flash, "config.json")
         with open(path + ".tmp", "w") as f:
             json.dump(cfg, f)

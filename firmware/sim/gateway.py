@@ -3,15 +3,17 @@
 # of that boot below which nothing is missing) and hands out queued commands. Lenient where
 # the real gateway is strict (SPEC.md 10): it takes frames of any boot and never answers with
 # boot-behind (6.5); tests of those run against the real gateway (tests/firmware/
-# test_simulate_gateway.py) or a peer of their own (test_node.py).
+# test_simulate_gateway.py) or a peer of their own (test_node.py). With the nodes' command
+# keys it also plays the operator: it signs (op, arg) for the boot it hears (SPEC 6.6).
 from protocol import message as msg
 from protocol.cbor import FrameError
 
 
 class SimGateway:
-    def __init__(self, keys, sink=None):
+    def __init__(self, keys, sink=None, command_keys=None):
         # sink(message, decoded): called for each new frame instead of keeping it (small heaps)
         self.keys = keys  # node id -> key bytes
+        self.command_keys = command_keys or {}  # node id -> command key (the operator's)
         self.sink = sink
         self.accepted = 0
         self.frames = []  # accepted frames, raw bytes, in arrival order
@@ -20,7 +22,7 @@ class SimGateway:
         self.cum = {}  # (node, boot) -> highest contiguous seq
         self.rejects = {}
         self.duplicates = 0
-        self.commands = []  # (node, op, arg) waiting for the node's next frame
+        self.commands = []  # (node, op, arg) or (node, signed command) waiting for the node's next frame
         self.cmd_id = 0
 
     def __call__(self, message):
@@ -57,6 +59,17 @@ class SimGateway:
             if item[0] == node:
                 self.commands.remove(item)
                 self.cmd_id += 1
-                replies.append(msg.encode_cmd(key, node, d["boot"], self.cmd_id, item[1], item[2]))
+                ck = self.command_keys.get(node)
+                if len(item) == 2:
+                    from protocol.command import peek
+
+                    replies.append(msg.encode_signed(key, node, d["boot"], peek(item[1])[1]["counter"], item[1]))
+                elif ck is not None:
+                    from protocol import command
+
+                    token = command.sign(ck, node, d["boot"], self.cmd_id, item[1], item[2])
+                    replies.append(msg.encode_signed(key, node, d["boot"], self.cmd_id, token))
+                else:  # unsigned: a node refuses it (SPEC 6.6), tests show that
+                    replies.append(msg.encode_cmd(key, node, d["boot"], self.cmd_id, item[1], item[2]))
                 break
         return replies

@@ -7,16 +7,18 @@ from firmware.sim.gateway import SimGateway
 from firmware.sim.link import SimLink
 
 KEY = bytes(range(16))
+CMD_KEY = bytes(range(100, 132))  # the operator's command key (SPEC 6.6)
 NODE = "sew-07"
 HOUR_MS = 3600 * 1000
 
 
 class Rig:
     def __init__(self, flash, cfg_over=None, **world):
-        raw = {"node": NODE, "key": KEY.hex(), "interval_s": 300, "storm_interval_s": 30}
+        raw = {"node": NODE, "key": KEY.hex(), "command_key": CMD_KEY.hex(), "interval_s": 300,
+               "storm_interval_s": 30}
         raw.update(cfg_over or {})
         self.cfg = config.validate(raw)
-        self.gw = SimGateway({NODE: KEY})
+        self.gw = SimGateway({NODE: KEY}, command_keys={NODE: CMD_KEY})
         self.board = SimBoard(str(flash), **world)
         self.link = SimLink(self.board.world, self.board.clock, self.gw)
         self.runner = Runner(self.board, self.cfg, self.link)

@@ -3,8 +3,9 @@
 # safe mode, commands, boot counter.
 import pytest
 
+from protocol import command
 from protocol import message as msg
-from tests.firmware.conftest import KEY, NODE
+from tests.firmware.conftest import CMD_KEY, KEY, NODE
 
 
 def contiguous(seqs):
@@ -191,18 +192,21 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
     node = r.node
     assert node.interval_ms == 60000 and node.alarm_mm == 100 and node.storm_mm == 50
     results = [x["cmd_result"] for x in r.gw.decoded if x["cmd_result"]]
-    assert results == [[1, 0], [2, 0], [3, 0], [4, 1]]
+    assert results == [[1, 0], [2, 0], [3, 0], [4, command.OUT_OF_RANGE]]
     # the new thresholds go out in the info of the frame that reports the command
     th_frame = [x for x in r.gw.decoded if x["cmd_result"] == [2, 0]][0]
     assert th_frame["info"][msg.I_LEVEL_MM] == [100, 50]
     assert any(x["time"] and x["time"] >= 1_800_000_000 for x in r.gw.decoded)
     assert any(x["flags"] & msg.F_ALARM for x in r.gw.decoded)  # the new 0.1 m alarm threshold
-    # a replayed command id and another boot's command are ignored
+    assert node.counts["cmd_refused"] == 1 and node.last_cmd_id == 3
+    # a replayed command, another boot's command, and a command MACed with a wrong key are not applied
     before = node.counts["cmd_ignored"]
-    node.receive([msg.encode_cmd(KEY, NODE, node.boot, 2, "interval", 10),
-                  msg.encode_cmd(KEY, NODE, node.boot + 5, 99, "interval", 10),
+    node.receive([msg.encode_signed(KEY, NODE, node.boot, 2, command.sign(CMD_KEY, NODE, node.boot, 2, "interval", 10)),
+                  msg.encode_signed(KEY, NODE, node.boot + 5, 99, command.sign(CMD_KEY, NODE, node.boot + 5, 99,
+                                                                               "interval", 10)),
                   msg.encode_cmd(bytes(16), NODE, node.boot, 100, "interval", 10)])
-    assert node.counts["cmd_ignored"] == before + 2 and node.rejects == {"mac": 1}
+    assert node.counts["cmd_ignored"] == before + 1 and node.rejects == {"mac": 1}
+    assert node.cmd_result == [2, command.REPLAY]
     assert node.interval_ms == 60000
     # what the gateway set survives a reset
     r.runner.node = None
@@ -214,7 +218,8 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
     # a newly flashed config with other values wins over what the gateway set
     from firmware import config
 
-    r.runner.cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 600, "storm_interval_s": 30})
+    r.runner.cfg = config.validate({"node": NODE, "key": KEY.hex(), "command_key": CMD_KEY.hex(), "interval_s": 600,
+                                    "storm_interval_s": 30})
     r.runner.node = None
     r.run(0.1)
     assert r.node.interval_ms == 600000 and r.node.alarm_mm == 2200

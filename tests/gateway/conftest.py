@@ -21,6 +21,14 @@ from tests.support.senml_strict import UpChecker
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NODES = {"sew-01": bytes(range(16)), "sew-02": bytes(range(1, 33)), "air-03": bytes(range(7, 27))}
+COMMAND_KEYS = {n: bytes(range(200, 232)) for n in NODES}  # the operator's (SPEC 6.7): never in the gateway's files
+
+
+def signed_down(node, boot, counter, op, arg=None):
+    # what `citynode command --print` publishes on P/nodes/<node>/down
+    from tools.command import down_payload
+
+    return down_payload(COMMAND_KEYS[node], node, boot, counter, op, arg)
 
 
 def write_config(directory, broker_url, udp="127.0.0.1:0", extra_top="", serial=(), mqtt_extra="", **sections):

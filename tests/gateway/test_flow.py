@@ -9,8 +9,8 @@ import pytest
 
 from gateway import config
 from gateway.daemon import Gateway
-from protocol import message
-from tests.gateway.conftest import NODES, Subscriber, write_config
+from protocol import command, message
+from tests.gateway.conftest import COMMAND_KEYS, NODES, Subscriber, signed_down, write_config
 from tests.support.udpnode import UdpNode, level_m, run_nodes
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def test_downlink_survives_a_restart_and_completes(tmp_path, mosquitto, subscrib
     node = UdpNode("sew-01", NODES["sew-01"], gw.udp_addresses[0])
     assert node.run(2, deadline_s=5)
     assert subscriber.wait(lambda: gw.forwarder.connected, 5)  # subscribed to the down topic
-    publish.single("cn/nodes/sew-01/down", '{"op": "thresholds", "arg": {"alarm_m": 0.9}}', qos=1,
+    publish.single("cn/nodes/sew-01/down", signed_down("sew-01", 1, 17, "thresholds", {"alarm_m": 0.9}), qos=1,
                    hostname="127.0.0.1", port=mosquitto.port)
     assert subscriber.wait(lambda: gw.counters()["downlink_queued"] == 1, 5)
     time.sleep(0.3)  # the next housekeeping commit stores it
@@ -172,14 +172,15 @@ def test_downlink_survives_a_restart_and_completes(tmp_path, mosquitto, subscrib
         assert node.run(1, start=2, deadline_s=5)
         assert subscriber.wait(lambda: node._receive(0.05) or node.commands, 5)
         cmd = node.commands[0]
-        assert (cmd["op"], cmd["arg"], cmd["cmd_id"]) == ("thresholds", {"alarm_m": 0.9}, 1)
+        assert cmd["cmd_id"] == 17 and command.peek(cmd["signed"])[1]["op"] == "thresholds"
+        assert command.decide(cmd["signed"], "sew-01", COMMAND_KEYS["sew-01"], 1, 0)[0] == command.APPLIED
         # the node reports the command applied: done, no more resends
         report = message.encode_data(NODES["sew-01"], "sew-01", 1, 3, 9000, [senml.record("l", 0.5)],
-                                     cmd_result=[1, 0])
+                                     cmd_result=[17, 0])
         node.send_raw(report)
         assert subscriber.wait(lambda: gw.counters()["commands_done"] == 1, 5)
         assert gw.counters()["downlink_queued"] == 0
-        assert subscriber.wait(lambda: any(j.get("command") == {"cmd_id": 1, "status": 0}
+        assert subscriber.wait(lambda: any(j.get("command") == {"cmd_id": 17, "status": 0, "result": "applied"}
                                            for t, j in subscriber.on("/state") if t == "cn/nodes/sew-01/state"))
     finally:
         gw.stop()

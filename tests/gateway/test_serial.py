@@ -1,11 +1,12 @@
 # A USB serial adapter unplugged and plugged back in (a pty behind a stable symlink):
 # the gateway notices, retries with backoff, reopens, and the node's frames (including
 # the ones it kept while unplugged) all arrive. Two ports at once.
+import json
 import time
 
 import pytest
 
-from tests.gateway.conftest import NODES
+from tests.gateway.conftest import NODES, signed_down
 from tests.gateway.ptyport import PtyPort, SerialNode
 
 pytestmark = pytest.mark.integration
@@ -52,18 +53,21 @@ def test_ack_goes_back_on_the_serial_link_and_commands_follow(tmp_path, gateway_
         # gateway publishes its retained "online" state after its SUBSCRIBE
         assert subscriber.wait(lambda: any(j["state"] == "online" for _, j in subscriber.on("/gateways/gw-test/state")),
                                20)
+        publish.single("cn/nodes/air-03/down", signed_down("air-03", 1, 5, "interval", 120), qos=1,
+                       hostname="127.0.0.1", port=mosquitto.port)
+        publish.single("cn/nodes/air-03/down", signed_down("air-03", 1, 6, "interval", "soon"), qos=1,
+                       hostname="127.0.0.1", port=mosquitto.port)
         publish.single("cn/nodes/air-03/down", '{"op": "interval", "arg": 120}', qos=1, hostname="127.0.0.1",
-                       port=mosquitto.port)
-        publish.single("cn/nodes/air-03/down", '{"op": "interval", "arg": "soon"}', qos=1, hostname="127.0.0.1",
-                       port=mosquitto.port)
-        assert subscriber.wait(lambda: gw.counters()["downlink_queued"] == 1 and gw.counters()["commands_refused"] == 1,
-                               20), gw.counters()
+                       port=mosquitto.port)  # unsigned: refused
+        assert subscriber.wait(lambda: gw.counters()["downlink_queued"] == 1 and gw.counters()["commands_refused"] == 1
+                               and gw.counters()["commands_unsigned"] == 1, 20), gw.counters()
         assert not node.commands  # queued, not sent: the node has not been heard since
         assert node.run(range(3, 4))
         deadline = time.monotonic() + 20
         while not node.commands and time.monotonic() < deadline:
             node.poll(0.05)
         cmd = node.commands[0]
-        assert (cmd["op"], cmd["arg"], cmd["boot"], cmd["cmd_id"]) == ("interval", 120, 1, 1)
+        assert (cmd["boot"], cmd["cmd_id"]) == (1, 5) and cmd["signed"] == bytes.fromhex(
+            json.loads(signed_down("air-03", 1, 5, "interval", 120))["cose"])
     finally:
         port.close()

@@ -5,9 +5,11 @@ import pytest
 
 from gateway import dedup
 from gateway.acks import encode_ack
-from gateway.downlink import CommandError, Downlink, parse_command
+from gateway.downlink import CommandError, Downlink, Unsigned, parse_command
 from gateway.outputs import iso
-from protocol import message
+from protocol import command, message
+from tests.gateway.conftest import COMMAND_KEYS
+from tools.command import down_payload
 
 
 def test_fast_ack_is_byte_identical_to_protocol():
@@ -82,40 +84,64 @@ def test_dedup_regressed_boot_when_the_old_lifes_seq_0_came_late():
     assert dedup.classify(again, 4, 0, new0) == dedup.REGRESSED
 
 
-@pytest.mark.parametrize("payload,ok", [
-    (b'{"op": "interval", "arg": 60}', True),
-    (b'{"op": "interval", "arg": 0}', False),
-    (b'{"op": "thresholds", "arg": {"alarm_m": 0.8}}', True),
-    (b'{"op": "thresholds", "arg": {"alarm": 0.8}}', False),
-    (b'{"op": "reboot"}', True),
-    (b'{"op": "reboot", "arg": 1}', False),
-    (b'{"op": "time", "arg": 1790000000}', True),
-    (b'{"op": "format"}', False),
-    (b"not json", False),
-    (b'{"op": "reboot", "extra": 1}', False),
+def _signed(op, arg=None, node="n", counter=7):
+    return down_payload(COMMAND_KEYS["sew-01"], node, 1, counter, op, arg).encode()
+
+
+@pytest.mark.parametrize("payload,error", [
+    (_signed("interval", 60), None),
+    (_signed("interval", 0), CommandError),  # the one checker (protocol/command.py): out_of_range
+    (_signed("thresholds", {"alarm_m": 0.8}), None),
+    (_signed("thresholds", {"alarm": 0.8}), CommandError),
+    (_signed("reboot"), None),
+    (_signed("reboot", 1), CommandError),
+    (_signed("time", 1790000000), None),
+    (_signed("format"), CommandError),
+    (_signed("interval", 60, node="m"), CommandError),  # signed for another node than the topic's
+    (b'{"cose": "d1"}', CommandError),
+    (b'{"cose": "zz"}', CommandError),
+    (b"not json", CommandError),
+    (b"[]", CommandError),
+    (b'{"op": "interval", "arg": 60}', Unsigned),  # the unsigned form of earlier versions
+    (b'{"op": "reboot"}', Unsigned),
 ])
-def test_command_validation(payload, ok):
-    if ok:
-        parse_command(payload)
+def test_command_validation(payload, error):
+    if error is None:
+        counter, op, _arg, token = parse_command(payload, "n")
+        assert counter == 7 and command.peek(token)[1]["op"] == op
     else:
-        with pytest.raises(CommandError):
-            parse_command(payload)
+        with pytest.raises(error):
+            parse_command(payload, "n")
 
 
 def test_downlink_queue_resend_done_and_expiry():
     d = Downlink(max_per_node=2, attempts=2)
-    assert d.add("n", "interval", 60) == 1 and d.add("n", "reboot", None) == 2
-    assert d.add("n", "reboot", None) == 2  # a redelivery of the same, not yet sent: not queued twice
+    assert d.add("n", 11, "interval", b"t11") and d.add("n", 10, "reboot", b"t10")
+    assert not d.add("n", 10, "reboot", b"t10")  # a redelivery of the same: not queued twice
     with pytest.raises(CommandError):
-        d.add("n", "time", 5)
-    send, done, expired = d.heard("n", None)
-    assert [c[0] for c in send] == [1, 2] and (done, expired) == (0, 0)
-    send, done, expired = d.heard("n", (1, 0))  # the node applied 1
-    assert [c[0] for c in send] == [2] and done == 1
-    send, done, expired = d.heard("n", (1, 0))
+        d.add("n", 12, "time", b"t12")  # the queue is full
+    send, done, expired = d.heard("n", (10, 0))  # a result from before: 10 is not sent yet, so not done
+    assert send == [(10, b"t10"), (11, b"t11")] and (done, expired) == (0, 0)  # lowest counter first
+    send, done, expired = d.heard("n", (10, 0))  # the node applied 10
+    assert send == [(11, b"t11")] and done == 1
+    send, done, expired = d.heard("n", (10, 0))
     assert send == [] and expired == 1 and d.depth() == 0
     put, dele, cnt = d.take_changes()
-    assert set(dele) == {("n", 1), ("n", 2)} and cnt == [("n", 2)]
+    assert set(dele) == {("n", 10), ("n", 11)} and cnt == [("n", 11)]
+
+
+def test_a_forged_result_does_not_clear_the_queue():
+    # A forged command with a huge counter is refused by the node (bad_signature) and reported:
+    # that result completes only the forged command, not the genuine ones queued before it.
+    d = Downlink(max_per_node=4, attempts=5)
+    d.add("n", 100, "interval", b"genuine")
+    d.add("n", 0xFFFFFFFF, "interval", b"forged")
+    send, done, _ = d.heard("n", (5000, command.APPLIED))  # an older result completes nothing not yet sent
+    assert send == [(100, b"genuine"), (0xFFFFFFFF, b"forged")] and done == 0
+    send, done, _ = d.heard("n", (0xFFFFFFFF, command.BAD_SIGNATURE))
+    assert send == [(100, b"genuine")] and done == 1
+    send, done, _ = d.heard("n", (200, command.APPLIED))  # a later command applied: 100 would be a replay
+    assert send == [] and done == 1
 
 
 def test_iso_times():

@@ -31,6 +31,20 @@ def test_provision_writes_config_and_keys_0600(tmp_path):
     assert mode(tmp_path / "node" / "config.json") == 0o600
 
 
+def test_command_key_goes_to_the_operator_keys_file_only(tmp_path):
+    # SPEC 6.7: the node and the operator hold the command key; the gateway keys file does not
+    from tools.command import load_operator_keys
+
+    assert provision(tmp_path) == 0
+    config = json.loads((tmp_path / "node" / "config.json").read_text())
+    op_keys, counters = load_operator_keys(tmp_path / "operator-keys.toml")
+    assert bytes.fromhex(config["command_key"]) == op_keys["sew-07"] and len(op_keys["sew-07"]) == 32
+    assert config["cmd_floor"] == counters["sew-07"] > 1_700_000_000  # commands signed before it are refused
+    assert op_keys["sew-07"].hex() not in (tmp_path / "keys.toml").read_text()
+    assert mode(tmp_path / "operator-keys.toml") == 0o600
+    assert provision(tmp_path, "--force", "--operator-keys", str(tmp_path / "keys.toml")) == 2  # never the same file
+
+
 def test_keys_are_fresh_and_other_nodes_kept(tmp_path):
     assert provision(tmp_path, node="a") == 0
     assert provision(tmp_path, node="b", out="b") == 0
@@ -86,7 +100,7 @@ def test_udp_link_validation(tmp_path, capsys):
     assert provision(tmp_path, "--gateway", "10.0.0.2:5683", "--wifi-ssid", "city", "--board", "rp2") == 0
     link = json.loads((tmp_path / "node" / "config.json").read_text())["link"]
     assert link == {"kind": "udp", "host": "10.0.0.2", "port": 5683, "wifi_ssid": "city", "wifi_password": ""}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.toml", "node"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.toml", "node", "operator-keys.toml"]  # no temp file
 
 
 def test_bad_node_id_and_broken_keys_file(tmp_path, capsys):

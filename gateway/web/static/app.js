@@ -73,6 +73,12 @@ function rejectedText(r) {
   return parts.length ? parts.join(", ") : "0";
 }
 
+function commandText(n) {
+  // the last command result the node reported (SPEC 6.7 result names), and unverified frames
+  const c = n.command ? n.command.result + " #" + n.command.cmd_id : "–";
+  return n.unverified ? c + ", unverified " + n.unverified : c;
+}
+
 function renderNodes(s) {
   const tbody = document.querySelector("#nodes tbody");
   const rows = [];
@@ -101,6 +107,7 @@ function renderNodes(s) {
     cell(tr, String(n.accepted || 0), "num");
     cell(tr, rejectedText(n.rejected), "rejected");
     cell(tr, String(n.gaps || 0), "num");
+    cell(tr, commandText(n), "command");
     const mode = cell(tr, "");
     for (const [flag, label] of [["alarm", "alarm"], ["storm", "storm"], ["safe_mode", "safe mode"]]) {
       if (n[flag]) {

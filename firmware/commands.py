@@ -1,0 +1,74 @@
+# Commands on the node (SPEC.md 6.3 and 6.6): only what the operator signed with this
+# node's command key, for this node and this boot, with a counter above the last one
+# applied (kept on flash, so a replay is refused after a reset too), and an argument the
+# one checker in protocol/command.py accepts. Every outcome but a repeat of the command
+# just applied is reported in cmd_result and counted; only APPLIED changes the node.
+from protocol import command as C
+
+
+def depth_mm(cfg):
+    # the shaft's depth at the level sensor: its mount height (distance sensors) or the
+    # probe's span (hydrostatic); None without a level sensor
+    s = cfg["sensors"].get("level")
+    if not s:
+        return None
+    from firmware.sensors import DISTANCE_KINDS
+
+    return s.get("mount_mm", 3000) if s.get("kind") in DISTANCE_KINDS else s.get("span_mm", 5000)
+
+
+def handle(node, d):
+    # d: a decoded type 3 message. -> status, or None for a repeat that is only counted
+    cmd_id = d["cmd_id"]
+    token = d.get("signed")
+    f = None
+    if token is None:
+        status = C.UNSIGNED
+    else:
+        cfg = node.cfg
+        status, f = C.decide(token, node.node_id, cfg.get("command_key_bytes"), node.boot, node.last_cmd_id, cmd_id,
+                             depth_mm(cfg), node.clock.time_s(), cfg.get("time_step_max_s", 3600))
+        if status == C.REPLAY and f is not None and f["counter"] == node.last_cmd_id:
+            node.counts["cmd_ignored"] += 1  # the gateway's resend of the command just applied
+            return None
+    if status == C.APPLIED:
+        _apply(node, f)
+    else:
+        node.counts["cmd_refused"] += 1
+    node.cmd_result = [cmd_id, status]
+    node.force_report = True
+    node.board.log("command %d %s -> %d %s" % (cmd_id, f["op"] if f else "?", status, C.RESULTS[status]))
+    return status
+
+
+def _apply(node, f):
+    op = f["op"]
+    arg = f["arg"]
+    node.last_cmd_id = f["counter"]
+    if op == "interval":
+        node.interval_ms = arg * 1000
+        node.storm_interval_ms = min(node.storm_interval_ms, node.interval_ms)
+    elif op == "thresholds":
+        for k in arg:
+            v = arg[k]
+            if k == "rise_mm_min":
+                node.rise_mm_min = int(v)
+            elif k == "alarm_m":
+                node.alarm_mm = int(v * 1000)
+            else:
+                node.storm_mm = int(v * 1000)
+    elif op == "time":
+        node.clock.set_time(arg)
+    else:
+        node.reboot_pending = True
+    kept = None
+    if op in ("interval", "thresholds"):
+        node.send_info = True
+        kept = {"interval_ms": node.interval_ms, "storm_interval_ms": node.storm_interval_ms,
+                "alarm_mm": node.alarm_mm, "storm_mm": node.storm_mm, "rise_mm_min": node.rise_mm_min,
+                "base": node._config_base()}
+    # the counter is on flash with the change: a replay after a reset finds it there
+    if kept is not None:
+        node.state.save(cmd=node.last_cmd_id, set=kept)
+    else:
+        node.state.save(cmd=node.last_cmd_id)

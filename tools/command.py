@@ -1,0 +1,226 @@
+# `citynode command --node X --op interval --arg 60 --operator-keys FILE --mqtt URL`: the
+# operator's command to one node, signed with the node's command key (SPEC.md 6.7) for the
+# node's current boot (read from its retained P/nodes/X/state, or --boot) and a counter above
+# every earlier one (the clock's Unix seconds, or the last counter + 1; kept in the operator
+# keys file before anything is sent). Published to P/nodes/X/down, or printed (--print) for
+# another publisher; --wait shows the node's result when it reports it. Exit codes: 0 applied
+# (or sent/printed without --wait), 1 refused by the node or no result in time or no broker,
+# 2 wrong input (nothing signed), 130 Ctrl-C.
+import argparse
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from gateway.files import write_private
+from gateway.keys import KeysError, parse_keys, read_toml, toml_key
+from protocol import command
+from protocol.message import check_node_id
+from tools.cli import EXIT_FAILED, EXIT_USAGE, CliError
+
+DEFAULT_PREFIX = "citynode"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", required=True, help="the node to command")
+    p.add_argument("--op", required=True, choices=command.OPS, help="what to do")
+    p.add_argument("--arg", help="the argument as JSON: 60 (interval, time), '{\"alarm_m\": 1.5}' (thresholds)")
+    p.add_argument("--operator-keys", required=True, metavar="FILE",
+                   help="the operator keys file from `citynode provision` (command keys, mode 0600)")
+    p.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:password@]host:1883 or mqtts://...")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix P of P/nodes/<node>/down (%(default)s)")
+    p.add_argument("--boot", type=int, help="the node's current boot (default: from its retained state on --mqtt)")
+    p.add_argument("--print", action="store_true", help="print the signed command as JSON instead of publishing it")
+    p.add_argument("--wait", action="store_true", help="wait for the node's result and show it")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the state or result (%(default)s)")
+
+
+# ---------------------------------------------------------------- operator keys file
+
+
+def load_operator_keys(path: str | os.PathLike) -> tuple[dict[str, bytes], dict[str, int]]:
+    # -> (node -> command key, node -> last counter). KeysError with one line.
+    data = read_toml(path, "operator keys file")
+    keys = parse_keys(data, str(path))
+    counters = {}
+    for node, entry in data["nodes"].items():
+        c = entry.get("counter", 0)
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= command.U32:
+            raise KeysError(f"{path}: [nodes.{node}] counter must be an integer 0..{command.U32}")
+        counters[node] = c
+    return keys, counters
+
+
+def format_operator_keys(keys: dict[str, bytes], counters: dict[str, int]) -> str:
+    lines = ["# citynode operator keys: the command key of each node and the last command counter used.",
+             "# Keep this file secret (mode 0600) and off the gateway: it commands the nodes.", ""]
+    for node in sorted(keys):
+        lines += [f"[nodes.{toml_key(node)}]", f'key = "{keys[node].hex()}"', f"counter = {counters.get(node, 0)}", ""]
+    return "\n".join(lines)
+
+
+def next_counter(last: int, now_s: float | None = None) -> int:
+    # above the last counter and at least the clock's Unix seconds: above any earlier command
+    # even when this file's history was lost (SPEC 6.7)
+    return max(last + 1, int(time.time() if now_s is None else now_s))
+
+
+def down_payload(command_key: bytes, node: str, boot: int, counter: int, op: str, arg: Any = None) -> str:
+    # the JSON published on P/nodes/<node>/down (README, MQTT topics): the signed command in
+    # "cose" (hex), the rest for people and logs (the gateway and the node read only "cose")
+    token = command.sign(command_key, node, boot, counter, op, arg)
+    return json.dumps({"node": node, "op": op, "arg": arg, "boot": boot, "counter": counter, "cose": token.hex()},
+                      separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- MQTT
+
+
+class Broker:
+    # one paho client on the node's state and up topics (its boot, and the results of its
+    # commands as they arrive), and a publish that waits for its PUBACK
+    def __init__(self, url: str, base: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise CliError(f"--mqtt must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}", EXIT_USAGE)
+        self.boot = None
+        self.results = {}  # cmd_id -> {"cmd_id", "status", "result"} the node reported
+        self.cond = threading.Condition()
+        self.client = c = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                      client_id=f"citynode-command-{secrets.token_hex(3)}", protocol=mqtt.MQTTv311)
+        if u.scheme == "mqtts":
+            c.tls_set()
+        if u.username:
+            c.username_pw_set(urllib.parse.unquote(u.username), urllib.parse.unquote(u.password or ""))
+        self.subscribed = threading.Event()
+        self.topics = [(base + "/state", 1), (base + "/up", 1)]
+        c.on_connect = self._connected
+        c.on_subscribe = self._subscribed
+        c.on_message = self._message
+        try:
+            c.connect(u.hostname, u.port or (8883 if u.scheme == "mqtts" else 1883), keepalive=30)
+        except OSError as e:
+            raise CliError(f"cannot reach the MQTT broker at {u.hostname}:{u.port} ({e.strerror or e})") from None
+        c.loop_start()
+
+    def _connected(self, client: Any, _u: object, _f: object, reason: Any, _p: object = None) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.topics)
+
+    def _subscribed(self, *_a: object) -> None:
+        self.subscribed.set()
+
+    def _message(self, _c: object, _u: object, msg: Any) -> None:
+        try:
+            st = json.loads(msg.payload)
+        except ValueError:
+            return
+        if not isinstance(st, dict):
+            return
+        with self.cond:
+            if isinstance(st.get("boot"), int) and not isinstance(st["boot"], bool):
+                self.boot = st["boot"]
+            cmd = st.get("command")
+            if isinstance(cmd, dict) and isinstance(cmd.get("cmd_id"), int):
+                self.results[cmd["cmd_id"]] = cmd
+            self.cond.notify_all()
+
+    def wait(self, get: Callable[[], Any], timeout: float) -> Any:
+        # -> the first value get() gives that is not None, or None after timeout seconds
+        end = time.monotonic() + timeout
+        with self.cond:
+            while get() is None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            return get()
+
+    def publish(self, topic: str, payload: str, timeout: float) -> None:
+        if not self.subscribed.wait(timeout):
+            raise CliError("the broker did not answer in time")
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise CliError(f"the broker did not acknowledge the command on {topic} in time")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# ---------------------------------------------------------------- the command
+
+
+def parse_arg(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise CliError(f"--arg {text!r} is not JSON (a number, or an object such as '{{\"alarm_m\": 1.5}}')",
+                       EXIT_USAGE) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    node = args.node
+    if not check_node_id(node):
+        raise CliError(f"--node {node!r} is not a node id", EXIT_USAGE)
+    arg = parse_arg(args.arg)
+    code = command.check(args.op, arg)
+    if code:
+        raise CliError(f"--op {args.op} --arg {args.arg}: {command.RESULTS[code]} (nothing was signed)", EXIT_USAGE)
+    try:
+        keys, counters = load_operator_keys(args.operator_keys)
+    except KeysError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    if node not in keys:
+        raise CliError(f"{args.operator_keys} has no command key for {node}", EXIT_USAGE)
+    if args.boot is not None and not 0 <= args.boot <= command.U32:
+        raise CliError(f"--boot {args.boot} is not 0..{command.U32}", EXIT_USAGE)
+    if args.mqtt is None and (not args.print or args.boot is None or args.wait):
+        raise CliError("--mqtt is needed (or --print with --boot, to sign only)", EXIT_USAGE)
+    base = f"{args.prefix}/nodes/{node}"
+    broker = Broker(args.mqtt, base) if args.mqtt else None
+    try:
+        boot = args.boot
+        if boot is None:  # its retained state, or its next frame
+            assert broker is not None  # checked above: --mqtt unless --print --boot
+            boot = broker.wait(lambda: broker.boot, args.timeout)
+            if boot is None:
+                raise CliError(f"no state or frame of {node} on {base}/state or /up within {args.timeout:g} s "
+                               "(has the gateway heard it?); give --boot")
+        counter = next_counter(counters.get(node, 0))
+        if counter > command.U32:
+            raise CliError(f"command counter of {node} is exhausted; provision a new command key")
+        counters[node] = counter
+        write_private(args.operator_keys, format_operator_keys(keys, counters))  # before it can be sent
+        payload = down_payload(keys[node], node, boot, counter, args.op, arg)
+        if args.print:
+            print(payload)
+            return 0
+        assert broker is not None
+        broker.publish(base + "/down", payload, args.timeout)
+        print(f"{node}: {args.op} {args.arg or ''} signed for boot {boot} as counter {counter}, sent to {base}/down"
+              .replace("  ", " "), flush=True)
+        if not args.wait:
+            return 0
+        got = broker.wait(lambda: broker.results.get(counter), args.timeout)
+        if got is None:
+            print(f"citynode command: no result from {node} within {args.timeout:g} s (the gateway sends it when "
+                  "the node is next heard)", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{node}: {got.get('result') or got.get('status')}")
+        return 0 if got.get("status") == command.APPLIED else EXIT_FAILED
+    finally:
+        if broker is not None:
+            broker.close()
+
