@@ -3,18 +3,30 @@
 # bounded input queue is full (counted, not ACKed, so the node keeps the frame and resends
 # it). send(addr, message) answers on the link. A serial link runs a reader thread; the UDP
 # sockets are read by the pipeline thread.
+from __future__ import annotations
+
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import serial
 
 from gateway import osthread
 from protocol import cobs
 
+if TYPE_CHECKING:
+    from gateway.config import IngestSettings
+
 log = logging.getLogger("citynode.gateway")
+
+# submit((message bytes, link, address, received time)) -> False when the input queue is full;
+# reject(reason, where, detail)
+Submit: TypeAlias = Callable[[tuple[bytes, Any, Any, float]], object]
+Reject: TypeAlias = Callable[[str, str, str], object]
 
 UDP_RCVBUF = 4 * 1024 * 1024  # ride out bursts; the kernel caps it at net.core.rmem_max
 
@@ -25,7 +37,7 @@ class UdpLink:
     # reader thread to get the interpreter lock. No thread of its own.
     kind = "udp"
 
-    def __init__(self, host, port, submit, reject) -> None:
+    def __init__(self, host: str, port: int, submit: Submit, reject: Reject) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
@@ -37,10 +49,10 @@ class UdpLink:
         self.reject = reject
         self._stop = threading.Event()
 
-    def start(self):
+    def start(self) -> Self:
         return self
 
-    def describe(self, addr) -> str:
+    def describe(self, addr: tuple[Any, ...]) -> str:
         return f"udp {addr[0]}:{addr[1]}"
 
     def drain(self, limit: int = 4096) -> None:
@@ -62,7 +74,7 @@ class UdpLink:
                 continue
             submit((data, self, addr, time.time()))
 
-    def send(self, addr, message) -> bool:
+    def send(self, addr: tuple[Any, ...], message: bytes) -> bool:
         try:
             self.sock.sendto(message, socket.MSG_DONTWAIT, addr)  # never block the pipeline on a full buffer
             return True
@@ -81,7 +93,7 @@ class UdpLink:
     def close(self) -> None:
         self.sock.close()
 
-    def kernel_drops(self):
+    def kernel_drops(self) -> int | None:
         # datagrams the kernel dropped for this socket (its receive buffer was full), from the
         # `drops` column of /proc/net/udp or udp6; None where there is none (not Linux)
         try:
@@ -98,7 +110,7 @@ class UdpLink:
         return None
 
     @property
-    def stopped(self):
+    def stopped(self) -> bool:
         return self._stop.is_set()
 
 
@@ -109,7 +121,7 @@ class SerialLink:
     BACKOFF_MIN_S = 0.2
     BACKOFF_MAX_S = 5.0
 
-    def __init__(self, port, baudrate, submit, reject) -> None:
+    def __init__(self, port: str, baudrate: int, submit: Submit, reject: Reject) -> None:
         self.port = port
         self.baudrate = baudrate
         self.name = f"serial {port}"
@@ -121,14 +133,14 @@ class SerialLink:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{self.name}", daemon=True)
 
-    def start(self):
+    def start(self) -> Self:
         self._thread.start()
         return self
 
-    def describe(self, addr):
+    def describe(self, addr: object) -> str:
         return self.name
 
-    def _open(self):
+    def _open(self) -> serial.Serial:
         ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.25, write_timeout=0.5)
         with self._lock:
             self.ser = ser
@@ -166,7 +178,7 @@ class SerialLink:
                 log.warning("%s: lost (%s); reopening", self.name, e)
             self._close()
 
-    def _read(self, ser) -> None:
+    def _read(self, ser: serial.Serial) -> None:
         deframer = cobs.Deframer()
         while not self._stop.is_set():
             data = ser.read(1)
@@ -184,7 +196,7 @@ class SerialLink:
                 else:
                     log.debug("%s console: %s", self.name, value.decode("ascii", "replace").rstrip())
 
-    def send(self, addr, message) -> bool:
+    def send(self, addr: object, message: bytes) -> bool:
         with self._lock:
             ser = self.ser
             if ser is None:
@@ -201,7 +213,8 @@ class SerialLink:
         self._close()
 
 
-def open_links(settings_list, submit, reject, keys=None):
+def open_links(settings_list: Iterable[IngestSettings], submit: Submit, reject: Reject,
+               keys: Callable[[], dict[str, bytes]] | None = None) -> list[Any]:
     # keys() -> the current node -> key dict (the ChirpStack ingest maps LoRa addresses to nodes)
     links = []
     for i, s in enumerate(settings_list):
@@ -211,6 +224,7 @@ def open_links(settings_list, submit, reject, keys=None):
             links.append(ChirpStackLink(s, submit, reject, keys or dict))
             continue
         if s.kind == "udp":
+            assert s.listen is not None  # config.py: a udp link has listen, a serial one port
             try:
                 links.append(UdpLink(s.listen[0], s.listen[1], submit, reject))
             except OSError as e:
@@ -219,5 +233,6 @@ def open_links(settings_list, submit, reject, keys=None):
                         link.sock.close()
                 raise OSError(f"[ingest.{i}] listen {s.listen[0]}:{s.listen[1]}: {e.strerror or e}") from None
         else:
+            assert s.port is not None
             links.append(SerialLink(s.port, s.baudrate, submit, reject))  # opened (and retried) by its thread
     return links

@@ -3,6 +3,8 @@
 # publisher. Nothing is ACKed before the commit that stored it has returned; a failed
 # commit (disk full, I/O error) ACKs nothing new and leaves the dedup state unchanged,
 # so the nodes resend and nothing acknowledged is ever lost.
+from __future__ import annotations
+
 import collections
 import logging
 import os
@@ -10,6 +12,8 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway import dedup, osthread
 from gateway.acks import encode_ack
@@ -18,6 +22,13 @@ from gateway.outputs import Frame
 from gateway.store import StoreError
 from gateway.timing import FrameClock
 from protocol import cose, keyring, message
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.downlink import Downlink
+    from gateway.stats import Stats
+    from gateway.store import Store
+    from gateway.web.history import History
 from protocol.cbor import FrameError
 
 log = logging.getLogger("citynode.gateway")
@@ -34,7 +45,7 @@ class Inbox:
     # its UDP sockets, written only while it waits. queue.Queue takes a lock and notifies a
     # condition on every put and get: ~2 us a frame on each side at saturation, for a
     # consumer that takes whole batches anyway.
-    def __init__(self, maxsize) -> None:
+    def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -42,7 +53,7 @@ class Inbox:
         self._wake_w.setblocking(False)
         self._waiting = False
 
-    def put(self, item) -> bool:
+    def put(self, item: tuple[Any, ...]) -> bool:
         # -> False when full
         items = self._items
         if len(items) >= self.maxsize:
@@ -55,7 +66,7 @@ class Inbox:
                 pass  # a wake-up is pending already
         return True
 
-    def wait(self, timeout, socks=()) -> None:
+    def wait(self, timeout: float, socks: Iterable[Any] = ()) -> None:
         # until an item is there or one of socks is readable, at most timeout s; one consumer only
         if self._items:
             return
@@ -75,7 +86,7 @@ class Inbox:
         self._wake_r.close()
         self._wake_w.close()
 
-    def take(self, batch, limit) -> None:
+    def take(self, batch: list[Any], limit: int) -> None:
         # move up to limit - len(batch) items into batch, oldest first
         items = self._items
         n = min(len(items), limit - len(batch))
@@ -83,7 +94,7 @@ class Inbox:
         for _ in range(n):
             batch.append(pop())
 
-    def qsize(self):
+    def qsize(self) -> int:
         return len(self._items)
 
     def empty(self) -> bool:
@@ -91,7 +102,8 @@ class Inbox:
 
 
 class Pipeline:
-    def __init__(self, *, settings, keys, store, outputs, stats, downlink, forwarder, history=None) -> None:
+    def __init__(self, *, settings: Settings, keys: Mapping[str, bytes], store: Store, outputs: Iterable[Any],
+                 stats: Stats, downlink: Downlink, forwarder: Any, history: History | None = None) -> None:
         self.s = settings
         self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
         self.store = store
@@ -127,15 +139,15 @@ class Pipeline:
 
     # ------------------------------------------------------------ called by links
 
-    def submit(self, item) -> None:
+    def submit(self, item: tuple[Any, ...]) -> None:
         if not self.queue.put(item):
             self.stats.reject("overload", None, item[1].describe(item[2]), "input queue full")
 
-    def reject(self, reason, where, detail: str = "") -> None:
+    def reject(self, reason: str, where: str, detail: str = "") -> None:
         self.stats.reject(reason, None, where, detail)
 
     @property
-    def heartbeat(self):
+    def heartbeat(self) -> float:
         # For the watchdog: when the loop last proved alive. Waiting for frames is alive (it
         # sleeps without polling); a batch or commit that hangs (a stuck disk) ages.
         busy = self._busy_since
@@ -143,7 +155,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ thread
 
-    def poll(self, links) -> None:
+    def poll(self, links: Iterable[Any]) -> None:
         # UDP links this thread reads itself (gateway/ingest.py UdpLink.drain), instead of a
         # reader thread each: at a moderate rate a frame then wakes one thread, not two
         self.polled = list(links)
@@ -169,7 +181,7 @@ class Pipeline:
                 self.poll([x for x in self.polled if not x.stopped])
                 return
 
-    def start(self):
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -234,7 +246,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ one batch
 
-    def _capacity_check(self):
+    def _capacity_check(self) -> str | None:
         now = time.monotonic()
         if now - self._disk_checked >= DISK_CHECK_S:
             self._disk_checked = now
@@ -251,7 +263,7 @@ class Pipeline:
             return "outbox_full"
         return None
 
-    def _process(self, batch) -> None:
+    def _process(self, batch: list[tuple[Any, ...]]) -> None:
         keys = self.keys
         key_get = getattr(keys, "verifier", keys.get)  # a node's key versions after a re-key (SPEC.md 4.5)
         decode = message.decode
@@ -287,6 +299,7 @@ class Pipeline:
             st = pending.get(node) or states.get(node)
             verdict = dedup.classify(st, boot, seq, raw)
             if verdict == dedup.REPLAY or verdict == dedup.REGRESSED:
+                assert st is not None  # without a state classify() says NEW
                 if verdict == dedup.REGRESSED:
                     st = pending[node] = dedup.restart(st)
                 self.stats.reject(verdict, node, link.describe(addr), f"boot {boot} seq {seq}")
@@ -321,7 +334,7 @@ class Pipeline:
             if key is not None and link.send(addr, message.encode_boot(key, node, boot, seq, least)):
                 self.stats.count("boot_replies")
 
-    def _reject_frame(self, reason, raw, link, addr, detail) -> None:
+    def _reject_frame(self, reason: str, raw: bytes, link: Any, addr: Any, detail: str) -> None:
         node = None
         if reason in ("mac", "retired"):  # names a known node whose (current) key did not verify it
             try:
@@ -337,7 +350,7 @@ class Pipeline:
         if reason == "retired" and node is not None:
             self._retired(node, raw, link, addr)
 
-    def _retired(self, node, raw, link, addr) -> None:
+    def _retired(self, node: str, raw: bytes, link: Any, addr: Any) -> None:
         # SPEC.md 6.6: the frame names a key version the gateway no longer holds: tell the node
         # (MACed with its current key) to discard it rather than offer it forever. The frame's
         # boot and seq are read unverified; the node only drops a frame it MACed with a key
@@ -353,11 +366,11 @@ class Pipeline:
         if link.send(addr, keyring.encode_retired(key, node, m["boot"], m["seq"], version)):
             self.stats.count("retired_replies")
 
-    def _clock_ignored(self, node, t) -> None:
+    def _clock_ignored(self, node: str, t: object) -> None:
         # A node clock before 2000 or more than a day ahead (an RTC that lost power) is ignored.
         self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the gateway", node, t)
 
-    def _take_deletes(self):
+    def _take_deletes(self) -> list[int]:
         acked = self.forwarder.take_acked()
         if acked:
             self.pending_deletes.extend(acked)
@@ -381,7 +394,7 @@ class Pipeline:
             self.depth += len(rows)
             self._publish(first, rows)
 
-    def _publish(self, first, rows) -> None:
+    def _publish(self, first: int | None, rows: list[tuple[str, bytes]]) -> None:
         # committed rows to the publisher: in memory when it takes them (gateway/mqtt.py offer),
         # else it is woken and reads them from the outbox
         if self._offer is not None and first is not None:
@@ -397,13 +410,13 @@ class Pipeline:
             if reset is not None:
                 reset()
 
-    def _deleted(self, deletes) -> None:
+    def _deleted(self, deletes: list[int]) -> None:
         if deletes:
             self.depth -= len(deletes)
             self.forwarder.deleted(deletes)
             self.pending_deletes = []
 
-    def _store_failed(self, e) -> None:
+    def _store_failed(self, e: StoreError) -> None:
         if self.store_error != e.reason:
             log.error("outbox: commit failed (%s); new frames are not ACKed until it works again", e)
         self.store_error = e.reason
@@ -411,7 +424,9 @@ class Pipeline:
         if e.reason == "disk_full":
             self.disk_full_at = time.monotonic()
 
-    def _commit(self, rows, pending, frames, acks, dups, refuse, st_rows=()) -> None:
+    def _commit(self, rows: list[tuple[str, bytes]], pending: dict[str, dedup.SeqState],
+                frames: list[tuple[Frame, int]], acks: list[Any], dups: list[tuple[str, str, float]],
+                refuse: str | None, st_rows: Sequence[tuple[str, bytes]] = ()) -> None:
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
         ok = True
@@ -462,7 +477,7 @@ class Pipeline:
         if ok and st_rows and self.st_sender is not None:
             self.st_sender.wake()
 
-    def _send_acks(self, acks, committed) -> None:
+    def _send_acks(self, acks: list[Any], committed: bool) -> None:
         # One ACK per frame would be one syscall per frame. Frames of a node that are
         # all covered by its cum (every seq <= cum stored, SPEC.md 6.2) share one ACK
         # carrying cum; a seq above cum (after a gap) gets its own.
@@ -493,7 +508,7 @@ class Pipeline:
         for node, (boot, link, addr) in heard.items():
             self._send_commands(node, boot, link, addr)
 
-    def _send_commands(self, node, boot, link, addr) -> None:
+    def _send_commands(self, node: str, boot: int, link: Any, addr: Any) -> None:
         result = self.stats.nodes.get(node)
         cmd_result = None
         if result is not None and result.command:
@@ -510,7 +525,7 @@ class Pipeline:
                 self.stats.count("commands_sent")
 
 
-def _numbers(records):
+def _numbers(records: Iterable[Mapping[Any, Any]]) -> dict[Any, float]:
     out = {}
     for rec in records:
         v = rec.get(2)

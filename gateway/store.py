@@ -7,10 +7,15 @@
 # Checkpoints (copying the WAL into the database file: two more fsyncs) run in a thread
 # of their own, so a group commit waits for one fsync only; on an SD card (5-20 ms per
 # fsync) that keeps the commit, and so the ACK and the frame's latency, short.
+from __future__ import annotations
+
 import json
 import logging
+import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from gateway import osthread
 from gateway.dedup import SeqState
@@ -37,18 +42,18 @@ CREATE TABLE IF NOT EXISTS st_rejected (id INTEGER PRIMARY KEY, path TEXT NOT NU
 
 
 class StoreError(Exception):
-    def __init__(self, reason, detail) -> None:
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason  # "disk_full" or "storage"
 
 
-def _reason(err):
+def _reason(err: BaseException) -> str:
     text = str(err).lower()
     return "disk_full" if "full" in text or "no space" in text else "storage"
 
 
 class Store:
-    def __init__(self, path, max_bytes: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 0) -> None:
         self.path = str(path)
         self.max_bytes = max_bytes
         self.db = None
@@ -111,19 +116,19 @@ class Store:
 
     # ------------------------------------------------------------ loading at start
 
-    def depth(self):
+    def depth(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
-    def seq_states(self):
+    def seq_states(self) -> dict[str, SeqState]:
         return {row[0]: SeqState.from_row(*row[1:])
                 for row in self.db.execute("SELECT node, boot, hwm, cum, bits, gaps FROM seqstate")}
 
-    def timebase(self):
+    def timebase(self) -> dict[str, tuple[int, tuple[int, int, int] | None]]:
         # -> {node: (latest time_ms given, (boot, uptime_ms, time_ms) or None)}
         return {node: (top, (boot, up, at) if boot is not None else None)
                 for node, top, boot, up, at in self.db.execute("SELECT * FROM timebase")}
 
-    def downlink(self):
+    def downlink(self) -> tuple[dict[str, list[tuple[int, str, bytes, int]]], dict[str, int]]:
         # -> {node: [(counter, op, signed command bytes, attempts)]} lowest first, and {node: highest
         # counter}. The arg column holds the signed command as a JSON hex string; rows of earlier
         # versions (an unsigned command's argument) are dropped: no node would take them.
@@ -145,8 +150,11 @@ class Store:
 
     # ------------------------------------------------------------ the group commit
 
-    def commit(self, rows=(), states=(), deletes=(), dl_put=(), dl_del=(), counters=(), st_rows=(), clocks=(),
-               extra=()):
+    def commit(self, rows: Sequence[tuple[str, bytes]] = (), states: Iterable[tuple[str, SeqState]] = (),
+               deletes: Sequence[int] = (), dl_put: Sequence[tuple[str, int, str, Any, int]] = (),
+               dl_del: Sequence[tuple[str, int]] = (), counters: Sequence[tuple[str, int]] = (),
+               st_rows: Sequence[tuple[str, bytes]] = (), clocks: Sequence[tuple[Any, ...]] = (),
+               extra: Iterable[tuple[str, Iterable[Sequence[Any]]]] = ()) -> int | None:
         # rows: [(topic, payload)]; st_rows: [(path, payload)]; states: [(node, SeqState)]; deletes: [outbox id];
         # dl_put: [(node, counter, op, signed command, attempts)]; dl_del: [(node, cmd_id)]; counters: [(node, last)];
         # extra: [(sql, [params])] of the caller's own tables (the relay's stored stream sequences).
@@ -189,7 +197,7 @@ class Store:
         return first
 
 
-def connect(path):
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     # another connection to the outbox (readers, and the SensorThings sender's short writes)
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
@@ -201,23 +209,27 @@ class AckedRows:
     # which deletes them in its next commit (take_acked), and skipped when the publisher
     # reads the outbox again until then (deleted() forgets them). The subclass sets
     # _lock, _acked (list) and _skip (set) in its __init__.
-    def take_acked(self):
+    _lock: threading.Lock
+    _acked: list[int]
+    _skip: set[int]
+
+    def take_acked(self) -> list[int]:
         with self._lock:
             ids, self._acked = self._acked, []
         return ids
 
-    def deleted(self, ids):
+    def deleted(self, ids: Iterable[int]) -> None:
         with self._lock:
             self._skip.difference_update(ids)
 
 
 class Reader:
     # The publisher's view: rows after a cursor, in id (= arrival) order.
-    def __init__(self, path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout=5000")
 
-    def after(self, last_id, limit):
+    def after(self, last_id: int, limit: int) -> list[tuple[int, str, bytes]]:
         return self.db.execute("SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                                (last_id, limit)).fetchall()
 
