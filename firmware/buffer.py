@@ -47,6 +47,8 @@ class Buffer:
         self.wc = array("I", bytes(4 * slots))  # write order, 0: empty slot
         self.boot = array("I", bytes(4 * slots))
         self.seq = array("I", bytes(4 * slots))
+        self.size = array("H", bytes(2 * slots))  # bytes on flash per slot (frame + CRC)
+        self.bytes = 0  # of all live frames
         self.reserve_blocks = reserve_blocks
         self._room = 0  # frames that may still be put before the free blocks are read again
         self.live = 0
@@ -111,8 +113,11 @@ class Buffer:
         # MicroPython's ilistdir puts no list of every name on the heap; no watchdog to feed
         # yet (the node arms it after this)
         names = fs.ilistdir(self.dir) if hasattr(fs, "ilistdir") else fs.listdir(self.dir)
+        size = self.size
         for name in names:
-            if not isinstance(name, str):
+            nbytes = 0
+            if not isinstance(name, str):  # ilistdir: (name, type, inode, size)
+                nbytes = name[3] if len(name) > 3 else 0
                 name = name[0]
             if len(name) != 16:
                 self._remove(self.dir + "/" + name)  # not ours (or a tool's leftover)
@@ -129,24 +134,29 @@ class Buffer:
                 continue
             boot[n] = b
             seq[n] = s
+            size[n] = nbytes
             n += 1
         # insertion sort by (boot, seq): littlefs lists names in order, so one pass there
         for i in range(1, n):
             bi = boot[i]
             si = seq[i]
+            zi = size[i]
             j = i - 1
             while j >= 0 and (boot[j] > bi or (boot[j] == bi and seq[j] > si)):
                 boot[j + 1] = boot[j]
                 seq[j + 1] = seq[j]
+                size[j + 1] = size[j]
                 j -= 1
             boot[j + 1] = bi
             seq[j + 1] = si
+            size[j + 1] = zi
         if n and self._read(self._name(boot[n - 1], seq[n - 1])) < 0:
             self._remove(self._name(boot[n - 1], seq[n - 1]))  # the write a power cut tore
             self.counts["torn"] += 1
             n -= 1
         for i in range(n):
             self.wc[i] = i + 1
+            self.bytes += size[i]
         self._wc = n
         self.live = n
         self.next = n % self.slots
@@ -191,6 +201,8 @@ class Buffer:
         self.wc[i] = self._wc
         self.boot[i] = boot
         self.seq[i] = seq
+        self.size[i] = len(frame) + 2
+        self.bytes += len(frame) + 2
         self._room -= 1
         self.live += 1
         self.next = (i + 1) % self.slots
@@ -223,6 +235,7 @@ class Buffer:
         self._remove(self._name(self.boot[i], self.seq[i]))
         if lost:
             self.counts["dropped"] += 1
+        self.bytes -= self.size[i]
         self.wc[i] = 0
         self.live -= 1
         if self._last is not None and self._last[0] == i:

@@ -23,13 +23,18 @@ except ImportError:
 
 
 FIRMWARE_VERSION = "0.1.0"
-HEALTHY_AFTER = 2  # cycles that must complete before a boot counts as good
+HEALTHY_AFTER = 2  # cycles a boot completes before it can count as good (a deep-sleep wake: one)
+HEALTHY_MS = 600000  # and this long up, with a frame acknowledged (or the link down: no fault of the node)
+SAFE_RETRY_MS = 6 * 3600000  # healthy this long in safe mode, the node tries normal mode again,
+SAFE_RETRY_MAX_MS = 7 * 86400000  # waiting twice as long after each try that failed, up to a week
 # An underscored const() is no global and no interned name on the device (see tools/upload.py)
 _WINDOW = const(8)  # frames in flight while the gateway answers
 _RETRY_MS = const(3000)  # resend a frame not acknowledged after this long
 _ACK_WAIT_MS = const(300)  # how long to listen after sending
 _OFFLINE_AFTER = const(3)  # sends in a row without any ACK: the link is down
 _CYCLE_BUDGET = const(40)  # send/listen rounds per cycle for draining a backlog
+_HEALTH_MS = const(3600000)  # the node's health rides in a frame at least this often
+_PROBE_MS = const(86400000)  # the largest free heap block is probed at boot and then daily
 
 
 class Reset(Exception):
@@ -95,6 +100,11 @@ class Node:
         self.rejects = {}
         self.reset_cause = "unknown"
         self.unhealthy = 0
+        self.safe_tries = 0  # tries of normal mode from safe mode that failed (state.json)
+        self.resets = {}  # reset cause -> boots (state.json)
+        self.health_ms = None  # when the last frame with the node's health was made
+        self.largest_ms = None  # when the largest free heap block was last probed
+        self.largest = 0
 
     # ------------------------------------------------------------ boot
 
@@ -117,9 +127,15 @@ class Node:
             # the last command counter applied, and never below the operator's counter when
             # this config was made: a wiped flash does not take back old commands (SPEC 6.6)
             self.last_cmd_id = max(_count(st.get("cmd")), self.cfg.get("cmd_floor", 0))
-            unhealthy = st.get("unhealthy", 0) + 1  # cleared once this boot proves healthy
+            # counted until this boot proves healthy; a boot the power cut short (power-on, an
+            # ESP32's brown-out: both PWRON_RESET) proved nothing either way and is not counted
+            prev = st.get("unhealthy", 0)
+            unhealthy = prev if cause == "power_on" and prev else prev + 1
         self.reset_cause = cause
-        self.safe = unhealthy > self.cfg["safe_after"]
+        # safe mode after safe_after failed boots in a row; a try of normal mode after healthy
+        # hours in safe mode starts with one failure to spare
+        self.safe = unhealthy > self.cfg["safe_after"] and cause != "safe_retry"
+        self.safe_tries = st.get("safe_tries", 0)
         # interval and thresholds set by the gateway outlive a reset, unless the config on
         # flash changed since (a technician's new config wins)
         kept = st.get("set")
@@ -131,10 +147,15 @@ class Node:
         resume = getattr(self.clock, "resume", None)
         if wake is not None and resume is not None:
             resume(wake[4], wake[5])  # before anything times itself on the clock
+        resets = st.get("resets")
+        self.resets = resets = resets if isinstance(resets, dict) else {}
+        if wake is None:
+            resets[cause] = resets.get(cause, 0) + 1  # health: resets by cause (a wake is none)
         if wake is None or st.get("sleeping"):
             # the new boot counter is on flash before any frame carries it (a wake kept in
             # RTC memory writes nothing here: no flash wear per wake)
-            self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None, wake=None)
+            self.state.save(boot=self.boot, unhealthy=unhealthy, note=None, sleeping=None, wake=None,
+                            resets=resets)
         self.wdt = self.board.watchdog(self.cfg["watchdog_ms"])
         if not self.safe:
             self.sampler = Sampler(self.board, self.cfg)
@@ -175,9 +196,7 @@ class Node:
                 self.report(started)
             self.transmit(timeout_ms)
             self.cycles += 1
-            if self.cycles == HEALTHY_AFTER:
-                self.state.save(unhealthy=0)
-                self.unhealthy = 0
+            self._health()
             if self.reboot_pending:
                 self.board.log("rebooting on command")
                 self.state.save(note="command")
@@ -198,6 +217,24 @@ class Node:
         if fit is not None:
             wait = fit(wait, self)  # LoRa: stretched to the duty cycle, and its window and resends (lora_link.py)
         return max(0, wait - (self.clock.ms() - started))
+
+    def _health(self):
+        # A boot is healthy once it has completed HEALTHY_AFTER cycles, been up HEALTHY_MS and
+        # had a frame acknowledged (or its link is down: an outage is not the node's fault).
+        # Normal mode: the failure count is cleared. Safe mode: once healthy for the retry
+        # time, the node resets into normal mode; a try that fails doubles the next wait.
+        up = self.clock.ms()
+        if self.cycles < HEALTHY_AFTER or up < HEALTHY_MS or not (self.counts["acked"] or self.offline):
+            return
+        if not self.safe:
+            if self.unhealthy or self.safe_tries:
+                self.state.save(unhealthy=0, safe_tries=None)
+                self.unhealthy = self.safe_tries = 0
+            return
+        if up >= min(SAFE_RETRY_MS << min(self.safe_tries, 5), SAFE_RETRY_MAX_MS):
+            self.board.log("safe mode: healthy for %d h, trying normal mode" % (up // 3600000))
+            self.state.save(unhealthy=self.cfg["safe_after"], safe_tries=self.safe_tries + 1, note="safe_retry")
+            self.board.reset()
 
     def _evaluate(self, now, s):
         # storm mode with hysteresis and the alarm threshold; -> True when a frame is due
@@ -257,6 +294,8 @@ class Node:
                     msg.I_INTERVAL: self.interval_ms // 1000, msg.I_LEVEL_MM: [self.alarm_mm, self.storm_mm]}
             if self.counts["discarded"]:
                 info[6] = self.counts["discarded"]  # SPEC.md 6.1: frames discarded for a retired key
+        if self.send_info or self.health_ms is None or now - self.health_ms >= _HEALTH_MS:
+            info = self._health_info(info or {}, now)
         # a LoRa link encodes in the compact profile (SPEC.md 13) and adds info 12, others in full
         encode = getattr(self.link, "encode", msg.encode_data)
         frame = encode(self.key, self.node_id, self.boot, self.seq, now, recs, self.cfg["key_version"],
@@ -273,6 +312,25 @@ class Node:
         self.force_report = False
         self.last_report_ms = cycle_ms
         return frame
+
+    def _health_info(self, info, now):
+        # the node's health (SPEC 6.1 info 7-11), with the boot frame and then hourly
+        self.health_ms = now
+        import gc
+
+        free = getattr(gc, "mem_free", None)  # MicroPython only: the CPython sim has no heap to report
+        if free is not None:
+            if self.largest_ms is None or now - self.largest_ms >= _PROBE_MS:
+                self.largest_ms = now
+                self.largest = _largest_free()
+            info[msg.I_HEAP] = [free(), self.largest]
+        b = self.buffer
+        c = b.counts
+        info[msg.I_BUFFER] = [b.live, b.bytes, c["torn"], c["dropped"]]
+        info[msg.I_FLASH_ERRORS] = c["flash"]
+        info[msg.I_RESETS] = self.resets
+        info[msg.I_SAFE_S] = now // 1000 if self.safe else 0
+        return info
 
     # ------------------------------------------------------------ link
 
@@ -463,7 +521,9 @@ class Node:
     def sleep(self, ms):
         # light sleep in slices the watchdog survives; deep sleep saves what the wake needs
         mode = self.cfg["sleep"]
-        if mode == "deep" and hasattr(self.board, "deepsleep") and not self.buffer.live:
+        # a backlog the gateway is not answering for waits in flash: a battery node sleeps on
+        # and probes once per wake (a drain while the gateway answers stays awake)
+        if mode == "deep" and hasattr(self.board, "deepsleep") and (not self.buffer.live or self.offline):
             self._keep(ms)
             self.board.deepsleep(ms)
             return
@@ -503,6 +563,22 @@ class Node:
 
 def _count(v):
     return v if isinstance(v, int) else 0
+
+
+def _largest_free():
+    # -> the largest free heap block, probed (MicroPython has no call for it): 32 KB (the
+    # budget's least, hil_tests/test_port.py) if that allocates, else halving down to 1 KB; 0
+    # below that. A transient allocation, so the node probes at boot and then daily only.
+    n = 32768
+    while n >= 1024:
+        try:
+            b = bytearray(n)
+        except MemoryError:
+            n //= 2
+            continue
+        del b
+        return n
+    return 0
 
 
 def record_status(text):

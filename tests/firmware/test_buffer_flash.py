@@ -243,6 +243,9 @@ def test_esp32_frames_past_the_inline_limit_leave_room_for_the_boot_state():
     save_state(vol)  # the next boot writes its counter (into the reserve)
     again = open_buffer(vol)  # and its buffer restores the reserve: a frame or two older go
     assert list(contents(again)) == list(kept)[len(kept) - again.live :] and again.live >= len(kept) - 3
+    # the bytes it holds (a health figure, SPEC 6.1 info 8), counted in RAM and read back at start
+    assert buf.bytes == sum(len(v) + 2 for v in kept.values())
+    assert again.bytes == sum(len(v) + 2 for v in contents(again).values())
     save_state(vol)
 
 

@@ -144,3 +144,22 @@ def test_rtc_memory_lost_with_the_power_starts_a_new_boot(tmp_path):
     assert node.boot == 2 and node.seq > 0 and not node.safe
     seqs = sorted(d["seq"] for d in gw.decoded if d["boot"] == 2)
     assert seqs == list(range(len(seqs))) and seqs
+
+
+def test_a_gateway_outage_does_not_keep_a_deep_sleeper_awake(rig):
+    # A battery node on deep sleep and a 6-hour gateway outage. On main it slept only with an
+    # empty buffer: it stayed awake (light sleep, radio on) the whole outage. Now it goes on
+    # sleeping with its backlog in flash, probes once per wake, and drains when the link is back.
+    r = rig({"sleep": "deep", "interval_s": 300, "heartbeat_s": 300}, outages=((3600, 7 * 3600),))
+    r.run(1)
+    before = r.board.resets.count("deepsleep")
+    r.run(6)  # the outage
+    wakes = r.board.resets.count("deepsleep") - before
+    assert wakes >= 6 * 12 - 2, wakes  # one wake per interval, asleep in between
+    r.run(2)  # the link is back
+    seen = [(d["boot"], d["seq"]) for d in r.gw.decoded]
+    assert len(seen) == len(set(seen))  # nothing twice
+    boots = {b for b, _ in seen}
+    assert boots == {1}
+    assert sorted(s for _, s in seen) == list(range(max(s for _, s in seen) + 1))  # nothing lost
+    assert any(d["flags"] & msg.F_BACKLOG for d in r.gw.decoded)

@@ -183,6 +183,50 @@ def test_safe_mode_after_repeated_boot_failures(rig):
     assert node.counts["loop_errors"] == 0  # safe mode runs no sensor code
 
 
+def test_power_cuts_before_a_boot_proved_healthy_are_no_failures(rig):
+    # brown-outs at dusk (a solar node): eight boots in a row cut by the power within minutes,
+    # each reported as power_on. On main every one counted as failed: safe mode from the 4th.
+    r = rig({"safe_after": 3})
+    for _ in range(8):
+        r.run(0.05)  # one cycle, not yet healthy (HEALTHY_MS)
+        r.runner.node.buffer.close()
+        r.runner.node = None  # the power is gone: RAM lost, flash kept; the next boot says power_on
+        r.board.clock.sleep_ms(60000)
+    node = r.run(1)
+    assert node.boot == 9 and node.reset_cause == "power_on" and not node.safe
+    assert not any(d["flags"] & msg.F_SAFE for d in r.gw.decoded)
+    assert node.unhealthy == 0  # healthy now: up 10 min with frames acknowledged
+
+
+def test_safe_mode_tries_normal_mode_again_with_a_backoff(rig):
+    # a sensor driver that crashes the cycle: safe mode; after 6 healthy hours there the node
+    # tries normal mode (it still crashes: safe again), then after 12 more hours, and when the
+    # fault is gone it stays in normal mode. On main safe mode lasted until someone reset it.
+    import firmware.sampler as sampler
+
+    r = rig({"safe_after": 2})
+    orig = sampler.Sampler.sample
+
+    def crash(self):
+        raise RuntimeError("driver bug")
+
+    sampler.Sampler.sample = crash
+    try:
+        r.run(20)
+        retries = [i for i, c in enumerate(r.board.resets) if c == "soft"]
+        safe_boots = sorted({d["boot"] for d in r.gw.decoded if d["flags"] & msg.F_SAFE})
+        tries = [line for line in r.board.logs if "trying normal mode" in line]
+    finally:
+        sampler.Sampler.sample = orig
+    assert len(tries) == 2, tries  # at ~6 h and ~6 + 12 h (+ the failing tries themselves)
+    assert len(safe_boots) >= 3 and retries
+    r.run(30)  # the fault is gone (a new driver, the sensor replaced): the next try sticks
+    node = r.node
+    assert not node.safe and node.unhealthy == 0 and node.safe_tries == 0
+    assert node.reset_cause == "safe_retry"
+    assert any(rec[0] == "l" for rec in r.gw.decoded[-1]["records"])
+
+
 def test_commands_applied_acknowledged_and_replays_ignored(rig):
     r = rig({"interval_s": 300, "heartbeat_s": 300})
     r.run(0.1)
@@ -369,3 +413,19 @@ def test_a_rekeyed_node_names_its_key_version_and_discards_only_what_the_gateway
     assert taken[1]["info"][6] == 3  # the count goes to the gateway after the discards
     assert any("discarded boot 1 seq 2: old key, gateway has v1 (3)" in line for line in board.logs)
     node.buffer.close()
+
+
+def test_health_rides_in_the_boot_frame_and_then_hourly(rig):
+    # SPEC 6.1 info 7-11: buffer use, flash errors, resets by cause, time in safe mode (the
+    # heap only on MicroPython: the CPython sim has none to report)
+    r = rig({"interval_s": 300, "heartbeat_s": 300}, outages=((1800, 3 * 3600),))
+    r.run(4)
+    health = [d for d in r.gw.decoded if msg.I_BUFFER in d["info"]]
+    first = health[0]
+    assert first["seq"] == 0 and first["info"][msg.I_RESETS] == {"power_on": 1}
+    assert first["info"][msg.I_FLASH_ERRORS] == 0 and first["info"][msg.I_SAFE_S] == 0
+    gaps = [b["uptime_ms"] - a["uptime_ms"] for a, b in zip(health, health[1:], strict=False)]
+    assert len(health) >= 4 and max(gaps) <= 3600000 + 300000, gaps
+    # made during the outage, it tells of the frames waiting in flash, bytes included
+    waiting = [d["info"][msg.I_BUFFER] for d in health if d["flags"] & msg.F_BACKLOG]
+    assert waiting and all(frames >= 1 and nbytes >= 50 * frames for frames, nbytes, _torn, _dropped in waiting)

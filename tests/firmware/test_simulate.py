@@ -131,17 +131,23 @@ def test_bad_arguments_get_one_line(keys_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("runtime", ["cpython", "micropython"])
 def test_a_node_in_safe_mode_is_reported_not_a_traceback(receiver, keys_file, tmp_path, capsys, runtime):
-    # One frame per run is one cycle: no boot ever proves healthy (HEALTHY_AFTER cycles), so
-    # from the 4th run on (safe_after 3) the node boots in safe mode, without a sampler. It
-    # still reports (battery only), every frame is acknowledged, and simulate says so.
+    # A node whose last boots failed (the watchdog reset the last of them; safe_after 3) boots
+    # in safe mode, without a sampler; one frame per run never proves a boot healthy, and a
+    # run's start (power_on) is no failure, so it stays there. It still reports (battery
+    # only), every frame is acknowledged, and simulate says so.
+    import json
+
     r = receiver()
+    (tmp_path / "state" / "sim-01").mkdir(parents=True)
+    (tmp_path / "state" / "sim-01" / "state.json").write_text(json.dumps({"boot": 0, "unhealthy": 3,
+                                                                          "note": "watchdog"}))
     outs = []
     for _ in range(5):
         code, out = simulate(capsys, "--frames", 1, "--to", f"udp://127.0.0.1:{r.port}", "--keys", keys_file,
                              "--runtime", runtime, "--state", tmp_path / "state", "--timeout", 30)
         assert code == 0 and "Traceback" not in out.out + out.err, out.out + out.err
         outs.append(out.out)
-    assert ["SAFE MODE" in o for o in outs] == [False, False, False, True, True], outs
+    assert ["SAFE MODE" in o for o in outs] == [True] * 5, outs
     assert "sim-01: boot 5 is in SAFE MODE" in outs[-1]
     assert r.seen[("sim-01", 5)] == {0}
 
