@@ -176,3 +176,37 @@ def test_a_node_fails_over_to_its_fallback_gateway_and_back_nothing_lost_or_doub
     assert max(seen.values()) == 1  # nothing doubled
     seqs = {s for (n, _b, s) in seen}
     assert len(seqs) >= node.seq - node.buffer.live and seqs <= set(range(node.seq))  # nothing ACKed lost
+
+
+def test_relay_config_is_checked_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.gateway.conftest import REPO
+
+    good = (f'[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = ["nats://127.0.0.1:4222"]\n\n'
+            '[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n\n[nodes]\nkeys_file = "keys.toml"\n')
+    write_private(tmp_path / "keys.toml", format_keys(NODES))
+    cases = [(good, 0, "ok (3 node keys, stream CITYNODE on 1 servers"),
+             (good.replace("[relay]", "[gateway]"), 2, "[top level] relay: missing"),
+             (good.replace('[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n', ""), 2, "[top level] mqtt: missing"),
+             (good.replace('"nats://127.0.0.1:4222"', '"nats://x:s3cret@"'), 2, "[nats] servers")]
+    for text, code, says in cases:
+        path = tmp_path / "relay.toml"
+        write_private(path, text)
+        p = subprocess.run([sys.executable, "-m", "tools.cli", "relay", "--config", str(path), "--check-config"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+        out = p.stdout + p.stderr
+        assert p.returncode == code and says in out and "Traceback" not in out and "s3cret" not in out, out
+
+
+def test_deploy_relay_example_is_valid(tmp_path):
+    # deploy/relay.toml must stay a valid relay config (its /etc paths swapped for test files)
+    import tomllib
+
+    from tests.gateway.conftest import REPO
+
+    data = tomllib.loads((REPO / "deploy" / "relay.toml").read_text())
+    data["nodes"]["keys_file"] = str(tmp_path / "keys.toml")
+    s = config.parse(data, tmp_path / "relay.toml", role="relay")
+    assert s.nats.replicas == 3 and len(s.nats.servers) == 3 and s.nats.durable == "relay" and s.ingest == ()
