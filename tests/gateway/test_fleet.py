@@ -184,7 +184,7 @@ def test_relay_config_is_checked_in_one_line(tmp_path):
 
     from tests.gateway.conftest import REPO
 
-    good = (f'[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = ["nats://127.0.0.1:4222"]\n\n'
+    good = ('[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = ["nats://127.0.0.1:4222"]\n\n'
             '[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n\n[nodes]\nkeys_file = "keys.toml"\n')
     write_private(tmp_path / "keys.toml", format_keys(NODES))
     cases = [(good, 0, "ok (3 node keys, stream CITYNODE on 1 servers"),
