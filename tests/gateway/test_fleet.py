@@ -64,7 +64,7 @@ def test_two_gateways_hear_every_frame_the_stream_holds_it_once(tmp_path, cluste
         # both gateways accepted every frame; the stream refused the second copy of each
         both = a.forwarder.stored_already + a.forwarder.duplicates + sum(
             m.stored_already + m.duplicates for m in b.forwarder.members if hasattr(m, "stored_already"))
-        assert both == len(want)
+        assert both >= len(want)  # more when an answer came after ack_timeout_s and the frame was sent again
         # B's MQTT consumers still get everything B accepted, as before
         assert sub.wait(lambda: sub.keys_up() == want, 20)
     finally:
