@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import IngestSettings
-from protocol import compact, message
+from gateway.radio import AddressBook
 from protocol.cbor import FrameError
 
 log = logging.getLogger("citynode.gateway")
@@ -37,7 +37,7 @@ class ChirpStackLink:
         self.name = f"chirpstack {settings.host}:{settings.broker_port} application {settings.application}"
         self.topic = f"application/{settings.application}/device/+/event/up"
         self.counts = {"events": 0, "frames": 0, "bad_event": 0, "downlinks": 0}
-        self._by_addr = ({}, None)  # (address -> [node ids], the keys dict it was built from)
+        self.book = AddressBook(keys)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id or "",
                                   clean_session=True, protocol=mqtt.MQTTv311)
         if settings.username:
@@ -71,16 +71,6 @@ class ChirpStackLink:
         else:
             log.warning("%s: connection refused (%s)", self.name, rc)
 
-    def _nodes_for(self, addr: bytes) -> tuple[list[str] | tuple, dict]:
-        keys = self.keys()
-        table, built = self._by_addr
-        if built is not keys:
-            table = {}
-            for node in keys:
-                table.setdefault(compact.address(node), []).append(node)
-            self._by_addr = (table, keys)
-        return table.get(addr, ()), keys
-
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time()
         self.counts["events"] += 1
@@ -95,34 +85,20 @@ class ChirpStackLink:
             self.reject("payload", self.name, "not a ChirpStack uplink event with base64 data")
             return
         try:
-            a = compact.addr_of(air)
-            if a is None:
-                frames = [air]  # a full message sent as it is
-            else:
-                nodes, keys = self._nodes_for(a)
-                if not nodes:
-                    raise FrameError("unknown", "no node with address %s" % a.hex())
-                frames = [compact.from_air(air, n) for n in nodes]
-                if len(frames) > 1:  # two nodes share an address: the one whose MAC verifies
-                    frames = [f for f in frames if _verifies(f, keys)] or frames[:1]
+            frame = self.book.frame(air)
         except FrameError as e:
             self.reject(e.reason, self.describe(addr), str(e))
             return
         self.counts["frames"] += 1
-        self.submit((frames[0], self, addr, received))
+        self.submit((frame, self, addr, received))
 
     def send(self, addr: tuple | None, msg_bytes: bytes) -> bool:
         # an ACK or command for the node behind devEui, as a ChirpStack downlink (compact when it can be)
         if not self.s.downlink or not addr:
             return False
         try:
-            kid = message.cose.parse(msg_bytes)[0].decode()
-            key = self.keys().get(kid)
-            d = message.decode(msg_bytes, self.keys().get)
-            if d["type"] == "ack" and key is not None:
-                msg_bytes = compact.encode_ack(key, kid, d["boot"], d["seq"], d["cum"])
-            data = compact.to_air(msg_bytes)
-        except (FrameError, UnicodeError):
+            data = self.book.downlink(msg_bytes)
+        except (FrameError, KeyError):
             return False
         topic = f"application/{addr[1]}/device/{addr[0]}/command/down"
         body = {"devEui": addr[0], "confirmed": False, "fPort": self.s.fport,
@@ -133,10 +109,3 @@ class ChirpStackLink:
         self.counts["downlinks"] += 1
         return True
 
-
-def _verifies(frame: bytes, keys: dict) -> bool:
-    try:
-        message.decode(frame, keys.get)
-        return True
-    except FrameError:
-        return False

@@ -17,6 +17,9 @@ import serial
 
 from gateway import osthread
 from protocol import cobs
+from protocol.compact import MODEM
+
+MODEM_BYTE = bytes((MODEM,))
 
 if TYPE_CHECKING:
     from gateway.config import IngestSettings
@@ -121,12 +124,15 @@ class SerialLink:
     BACKOFF_MIN_S = 0.2
     BACKOFF_MAX_S = 5.0
 
-    def __init__(self, port: str, baudrate: int, submit: Submit, reject: Reject) -> None:
+    def __init__(self, port: str, baudrate: int, submit: Submit, reject: Reject,
+                 keys: Callable[[], dict] | None = None) -> None:
         self.port = port
         self.baudrate = baudrate
         self.name = f"serial {port}"
         self.submit = submit
         self.reject = reject
+        self.keys = keys or dict  # keys() -> node -> key: a radio modem's packets name nodes by address
+        self.radio: Any = None  # a LoRa radio modem on this port (gateway/radio.py), once it sent a packet
         self.ser = None
         self.opened = 0  # times the port was (re)opened, for tests and the status page
         self._lock = threading.Lock()
@@ -138,6 +144,8 @@ class SerialLink:
         return self
 
     def describe(self, addr: object) -> str:
+        if isinstance(addr, tuple) and self.radio is not None:
+            return self.radio.describe(addr)
         return self.name
 
     def _open(self) -> serial.Serial:
@@ -190,6 +198,13 @@ class SerialLink:
             now = time.time()
             for kind, value in deframer.feed(data):
                 if kind == "frame":
+                    if value[:1] == MODEM_BYTE:  # a packet from a LoRa radio modem (SPEC.md 13.5)
+                        if self.radio is None:
+                            from gateway.radio import Radio
+
+                            self.radio = Radio(self)
+                        self.radio.received(value, now)
+                        continue
                     self.submit((value, self, None, now))
                 elif kind == "noise":
                     self.reject(value, self.name, "serial noise")
@@ -197,6 +212,11 @@ class SerialLink:
                     log.debug("%s console: %s", self.name, value.decode("ascii", "replace").rstrip())
 
     def send(self, addr: object, message: bytes) -> bool:
+        if isinstance(addr, tuple) and self.radio is not None:
+            body = self.radio.downlink(addr, message)  # compact, behind the modem byte
+            if body is None:
+                return False
+            message = body
         with self._lock:
             ser = self.ser
             if ser is None:
@@ -234,5 +254,5 @@ def open_links(settings_list: Iterable[IngestSettings], submit: Submit, reject: 
                 raise OSError(f"[ingest.{i}] listen {s.listen[0]}:{s.listen[1]}: {e.strerror or e}") from None
         else:
             assert s.port is not None
-            links.append(SerialLink(s.port, s.baudrate, submit, reject))  # opened (and retried) by its thread
+            links.append(SerialLink(s.port, s.baudrate, submit, reject, keys))  # opened (and retried) by its thread
     return links

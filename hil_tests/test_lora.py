@@ -119,3 +119,4 @@ def test_a_packet_crosses_the_air_with_the_drivers_time_on_air(two_boards):
     signal = 14 - path_loss_db(500, 2.7)
     snr_db = signal - noise_floor_dbm(125000)
     assert abs(int(rssi) - signal) <= 1 and abs(int(snr) / 4 - snr_db) <= 0.25, (rssi, snr, signal, snr_db)
+

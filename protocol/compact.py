@@ -251,3 +251,21 @@ def check(p):
         _bad("a compact data frame carries at least one reading")
     m["records"] = records
     return m
+
+
+# ---------------------------------------------------------------- radio modem framing (SPEC.md 13.5)
+
+MODEM = 0x7E  # first byte of a serial frame between a radio modem and its gateway
+
+
+def modem_uplink(air, rssi_dbm, snr_db4):
+    # a packet the modem received -> the body of its serial frame: 7e | rssi | snr x 4 | packet
+    return bytes((MODEM, max(-128, min(127, rssi_dbm)) & 0xFF, max(-128, min(127, snr_db4)) & 0xFF)) + bytes(air)
+
+
+def modem_parse(body):
+    # the body of a modem's serial frame -> (packet, rssi dBm, snr dB), or None if it is no modem frame
+    if len(body) < 4 or body[0] != MODEM:
+        return None
+    r, q = body[1], body[2]
+    return bytes(body[3:]), r - 256 if r > 127 else r, (q - 256 if q > 127 else q) / 4
