@@ -95,7 +95,7 @@ def test_five_minute_interval_at_sf12_holds_within_one_percent(tmp_path):
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     print("duty %.4f frames %d gaps %s link %s air %s" % (duty, len(times), sorted(set(gaps)), node.link.counts,
                                                          air.counts))
-    assert duty <= 0.0075 and len(times) >= 24
+    assert duty <= 0.01 and len(times) >= 24
     assert all(g <= 301000 for g in gaps)  # the interval holds: uptime in whole seconds on the air
     assert node.link.stretch_ms == 0 and not any(12 in d["info"] and d["info"][12][1] for d in gw.decoded)
     assert sorted(d["seq"] for d in gw.decoded) == list(range(node.counts["frames"]))
