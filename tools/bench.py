@@ -1,6 +1,7 @@
 # `citynode bench [protocol|firmware|gateway ...]`: run the benchmark scripts in bench/
 # (each prints its own figures and ratios measured in the same run). They live in the
 # source checkout, not in an installed package.
+import argparse
 import pathlib
 import subprocess
 import sys
@@ -10,17 +11,17 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 ORDER = ("protocol", "firmware", "gateway")
 
 
-def names():
+def names() -> list[str]:
     found = sorted(f.name[:-len("_bench.py")] for f in BENCH.glob("*_bench.py"))
     return [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"benchmarks to run: {', '.join(names())} (default: all)")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     known = names()
     chosen = args.names or known
     unknown = [n for n in chosen if n not in known]

@@ -1,4 +1,5 @@
 # `citynode decode HEX|BASE64|-`: a frame in CBOR diagnostic notation and as readings.
+import argparse
 import base64
 import binascii
 import sys
@@ -7,12 +8,12 @@ from protocol import cbor, cobs, cose, message, senml
 from protocol.cbor import FrameError
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("frame", help="the frame as hex or base64, or - to read it from stdin")
     p.add_argument("--keys", help="keys file; with it the MAC is verified")
 
 
-def diag(obj):
+def diag(obj: object) -> str:
     # CBOR diagnostic notation (RFC 8949 section 8)
     if isinstance(obj, cbor.Tag):
         return f"{obj.tag}({diag(obj.value)})"
@@ -39,7 +40,7 @@ def diag(obj):
     return repr(obj)
 
 
-def parse_input(text):
+def parse_input(text: str) -> bytes:
     # hex (with or without 0x, spaces or colons), base64 (line breaks and spaces allowed: the
     # MQTT "frame" field as pasted) or a serial capture (with 0x00 delimiters, as hex) -> COSE bytes
     text = text.strip()
@@ -67,7 +68,7 @@ def parse_input(text):
     return raw
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.frame == "-" else args.frame
     try:
         raw = parse_input(text)

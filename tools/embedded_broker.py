@@ -5,16 +5,17 @@ import asyncio
 import logging
 import socket
 import threading
+from typing import Self
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 class EmbeddedBroker:
-    def __init__(self, port=None) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self._loop = None
@@ -23,7 +24,7 @@ class EmbeddedBroker:
         self._ready = threading.Event()
         self._error = None
 
-    def start(self, timeout: int = 10):
+    def start(self, timeout: int = 10) -> Self:
         for name in ("amqtt", "transitions"):  # their INFO lines would break the demo's table
             logging.getLogger(name).setLevel(logging.WARNING)
         self._thread = threading.Thread(target=self._run, name="embedded-broker", daemon=True)

@@ -23,12 +23,12 @@ class LoraDriversMissing(Exception):
     pass
 
 
-def vendor_dir():
+def vendor_dir() -> pathlib.Path:
     default = REPO.parent / "shared" / "vendor" / "micropython-lib-lora"
     return pathlib.Path(os.environ.get("CITYNODE_LORA_LIB") or default)
 
 
-def driver_files(chip: str = "sx1262"):
+def driver_files(chip: str = "sx1262") -> list[tuple[str, bytes]]:
     # -> [(board path, .mpy bytes)] for lib/lora/ on the board
     from tools.upload import mpy_cross_binary
 

@@ -3,12 +3,19 @@
 # (flock, which `citynode monitor` and `citynode flash` both take) and, for programs that
 # open a port without a lock (screen, minicom, a gateway, mpremote), the other processes
 # on this machine that hold it open (/proc/<pid>/fd, like fuser(1)).
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tools.cli import CliError
 
+if TYPE_CHECKING:
+    import serial
 
-def holders(port):
+
+def holders(port: str) -> list[tuple[int, str]]:
     # -> [(pid, command name)] of other processes that have `port` open (those we may look at)
     try:
         target = os.path.realpath(port)
@@ -42,7 +49,7 @@ def holders(port):
     return found
 
 
-def _comm(pid):
+def _comm(pid: int | str) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
@@ -55,13 +62,14 @@ def _comm(pid):
     return os.path.basename(argv[0]) if argv else "?"
 
 
-def busy_error(port, who=()):
+def busy_error(port: str, who: Iterable[tuple[int, str]] = ()) -> CliError:
     by = ", ".join(f"{name} (pid {pid})" for pid, name in who) or \
         "another program (citynode monitor, the gateway, mpremote, a terminal)"
     return CliError(f"port {port} is busy: {by} has it open; close that and retry")
 
 
-def open_exclusive(port, baudrate: int = 115200, timeout: float = 0.05, check_holders: bool = True):
+def open_exclusive(port: str, baudrate: int = 115200, timeout: float = 0.05,
+                   check_holders: bool = True) -> serial.Serial:
     # -> an open serial.Serial that no other citynode command can open meanwhile; CliError otherwise
     import serial
 

@@ -2,10 +2,11 @@
 # step otherwise (CI logs, pipes), so long work always shows that it moves.
 import sys
 import time
+from typing import TextIO
 
 
 class Bar:
-    def __init__(self, label, total, unit: str = "", stream=None, width: int = 30) -> None:
+    def __init__(self, label: str, total: int, unit: str = "", stream: TextIO | None = None, width: int = 30) -> None:
         self.label = label
         self.total = max(1, total)
         self.unit = unit
@@ -16,7 +17,7 @@ class Bar:
         self.started = time.monotonic()
         self._last_pct = 0  # off a terminal the first line comes at a quarter
 
-    def update(self, done, note: str = "") -> None:
+    def update(self, done: int, note: str = "") -> None:
         self.done = min(done, self.total)
         pct = self.done * 100 // self.total
         if not self.tty and pct // 25 == self._last_pct // 25 and self.done < self.total:
@@ -34,7 +35,7 @@ class Bar:
     def step(self, n: int = 1, note: str = "") -> None:
         self.update(self.done + n, note)
 
-    def finish(self, note: str = ""):
+    def finish(self, note: str = "") -> float:
         if self.tty or self.done < self.total or note:
             self._last_pct = -100
             self.update(self.total, note)

@@ -7,14 +7,16 @@
 #     when missing, kept across runs); --node-dir then runs `citynode flash` against it
 #     (provision the node with --board rp2).
 # The first line on stdout is "port <path>", for scripts and fixtures.
+import argparse
 import signal
 import sys
 import threading
+from typing import Any
 
 from tools.rig.board import VirtualRig
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", required=True, metavar="DIR", help="host folder that is the board's flash (created)")
     p.add_argument("--node-dir", metavar="DIR", help="provisioned node folder: install the firmware and its config")
     p.add_argument("--board", default="sim", help="pico: the emulated Raspberry Pi Pico (the real MicroPython rp2 "
@@ -31,7 +33,7 @@ def add_arguments(p) -> None:
                    help="pico: the storm's runoff arrives S world seconds after power-on (default: dry weather)")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     import os
 
     if os.path.exists(args.flash) and not os.path.isdir(args.flash):
@@ -61,7 +63,7 @@ def run(args):
     return serve(rig, f"flash is {rig.flash}", args.link)
 
 
-def run_pico(args):
+def run_pico(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
@@ -86,7 +88,7 @@ def run_pico(args):
     return serve(rig, f"flash is {rig.flash_file}", args.link)
 
 
-def serve(rig, where, link: str | None = None) -> int:
+def serve(rig: Any, where: str, link: str | None = None) -> int:
     import os
 
     done = threading.Event()
@@ -110,7 +112,7 @@ def serve(rig, where, link: str | None = None) -> int:
     return 0
 
 
-def wear(rig) -> None:
+def wear(rig: Any) -> None:
     # the emulated Pico's counters since the rig started: flash wear and resets
     if not hasattr(rig, "report") or not rig.running:
         return

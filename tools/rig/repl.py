@@ -4,6 +4,8 @@
 #             prompt, Ctrl-D soft reset (boot.py and main.py run again)
 #   raw:      bytes collect a block; Ctrl-D runs it (OK<out>\x04<err>\x04>) or, with no block,
 #             soft-resets; \x05 A \x01 (raw-paste) is refused with R\x00; Ctrl-B back to ">>> "
+from collections.abc import Callable
+
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 
 # states of the board that the REPL keys move between
@@ -17,8 +19,15 @@ RESETTING = "resetting"  # soft reset from raw mode: fresh interpreter, back to 
 class ReplKeys:
     # needs from the board: self._line (bytearray), self.banner, self.state, _emit(bytes),
     # _command(kind, code), _spawn(mode), _power_on()
+    _line: bytearray
+    banner: bytes
+    state: str
+    _emit: Callable[[bytes], None]
+    _command: Callable[[bytes, bytes], None]
+    _spawn: Callable[[str], None]
+    _power_on: Callable[[], None]
 
-    def _friendly_byte(self, b) -> None:
+    def _friendly_byte(self, b: int) -> None:
         line = self._line
         if b in (13, 10):
             self._emit(b"\r\n")
@@ -50,7 +59,7 @@ class ReplKeys:
             line.append(b)
             self._emit(bytes([b]))
 
-    def _raw_byte(self, b) -> None:
+    def _raw_byte(self, b: int) -> None:
         line = self._line
         if b == 1:  # Ctrl-A: a fresh raw REPL, or the raw-paste request \x05 A \x01
             if bytes(line) == b"\x05A":

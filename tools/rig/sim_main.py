@@ -10,7 +10,7 @@ from firmware.sim.board import Runner, SimBoard, StdioUart
 def main() -> None:
     uart = StdioUart()
 
-    def console(text) -> None:
+    def console(text: str) -> None:
         uart.write((text + "\n").encode())
 
     board = SimBoard(".", clock=Clock(), log=console)
