@@ -207,6 +207,9 @@ class NatsForwarder(AckedRows):
             log.info("nats: connected to %s, stream %s", servers, n.stream)
             try:
                 await self._publish_loop(nc)
+            except Exception:  # noqa: BLE001 - the outbox keeps every row: log, connect again, go on
+                log.exception("nats: unexpected error in the publisher; starting it again in 1 s")
+                await asyncio.sleep(1.0)
             finally:
                 self.connected = False
                 self.inflight = 0
@@ -214,7 +217,6 @@ class NatsForwarder(AckedRows):
                     await nc.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
-            return
 
     async def _sleep(self, s) -> None:
         self._wake.clear()

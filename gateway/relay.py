@@ -40,6 +40,8 @@ FETCH = 256  # messages per pull
 ACK_WAIT_S = 30.0  # the stream redelivers a message not acked this long after delivery
 PRUNE_S = 10.0  # how often stored sequences below the consumer's ack floor are forgotten
 SEEN_TABLE = "CREATE TABLE IF NOT EXISTS relay_seen (stream_seq INTEGER PRIMARY KEY)"
+LATER_S = 60.0  # a frame whose node key the relay lacks comes again after this long
+LATER = "later"
 GATEWAY_ALIVE_HEARTBEATS = 3  # a gateway is shown dead after this many of its heartbeats missed
 
 
@@ -58,8 +60,10 @@ class Relay:
         self.states = {}
         self.seen = set()
         self._deletes = []  # outbox ids PUBACKed, deleted with the next commit
+        self.later = []
         self.fleet = {}  # gateway id -> (time of its last heartbeat, its state)
-        self.counters = {"stored": 0, "redelivered": 0, "duplicates": 0, "rejected": 0, "acked": 0}
+        self.counters = {"stored": 0, "redelivered": 0, "duplicates": 0, "rejected": 0, "acked": 0,
+                         "no_key": 0}
         self.connected = False
         self.web = None
         self.history = None
@@ -127,6 +131,17 @@ class Relay:
         log.info("relay %s stopped; %d frames stored, %d redeliveries ignored", self.s.gateway_id,
                  self.counters["stored"], self.counters["redelivered"])
 
+    def reload_keys(self) -> bool:
+        # SIGHUP: a bad file keeps the old keys; frames that waited for a key come with the next delivery
+        try:
+            keys = load_keys(self.s.keys_file)
+        except ValueError as e:
+            log.error("relay: keys not reloaded, keeping %d old keys: %s", len(self.keys), e)
+            return False
+        self.keys = keys
+        log.info("relay: keys reloaded: %d nodes", len(keys))
+        return True
+
     def _thresholds(self, node):
         st = self.stats.nodes.get(node)
         return st.thresholds if st is not None else None
@@ -172,10 +187,12 @@ class Relay:
             log.info("relay: consuming stream %s as %s", n.stream, n.durable)
             try:
                 await self._consume(js, sub)
+            except Exception:  # noqa: BLE001 - what was not acked comes again; start over
+                log.exception("relay: unexpected error; consuming again in 1 s")
+                await asyncio.sleep(1.0)
             finally:
                 self.connected = False
                 await nc.close()
-            return
 
     async def _consume(self, js, sub) -> None:
         import nats
@@ -194,12 +211,16 @@ class Relay:
                 if not self._process(msgs):
                     await asyncio.sleep(0.5)  # not stored (disk): not acked, redelivered later
                     continue
+                later = set(map(id, self.later))
                 for m in msgs:
                     try:
-                        await m.ack()
+                        if id(m) in later:
+                            await m.nak(delay=LATER_S)
+                        else:
+                            await m.ack()
                     except Exception as e:  # noqa: BLE001 - redelivered and recognised
                         log.debug("relay: ack failed: %r", e)
-                self.counters["acked"] += len(msgs)
+                self.counters["acked"] += len(msgs) - len(later)
             else:
                 self._housekeeping()
             if time.monotonic() - pruned > PRUNE_S:
@@ -228,20 +249,31 @@ class Relay:
     def _process(self, msgs) -> bool:
         # -> True when the batch is stored (then acked), False when the commit failed
         rows, st_rows, seen, frames = [], [], [], []
+        later = self.later = []  # not for now (no key yet): asked to come again (_consume naks them)
         pending = {}
         for msg in msgs:
             q = msg.metadata.sequence.stream
             if q in self.seen:
                 self.counters["redelivered"] += 1
                 continue
-            seen.append(q)
             made = self._frame(msg, pending)
+            if made is LATER:
+                later.append(msg)
+                continue
+            seen.append(q)
             if made is None:
                 continue
             f, up, gaps = made
+            try:
+                made_rows = [r for out in self.outputs for r in out.messages(f)]
+                made_st = [r for out in self.st_outputs for r in out.messages(f)]
+            except Exception as e:  # noqa: BLE001 - one odd frame must not hold up the stream
+                self.counters["rejected"] += 1
+                self.stats.reject("payload", f.node, f.link, f"cannot convert: {e!r}"[:200])
+                made_rows, made_st = [], []
             rows.append(up)
-            rows.extend(r for out in self.outputs for r in out.messages(f))
-            st_rows.extend(r for out in self.st_outputs for r in out.messages(f))
+            rows.extend(made_rows)
+            st_rows.extend(made_st)
             frames.append((f, gaps))
         deletes = self._take_deletes()
         try:
@@ -283,6 +315,14 @@ class Relay:
             f = Frame(node, m, raw, _unix(env["received"]), _unix(env["time"]), env["time_source"],
                       f"nats {env['gateway']}")
         except (FrameError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            if getattr(e, "reason", None) in ("unknown", "mac"):
+                # a gateway had this node's key and verified the frame: the relay's keys file is
+                # behind (a new node, a rotated key). Not dropped: the stream delivers it again
+                self.counters["no_key"] += 1
+                self.stats.rejects_log.warning("no_key", "relay: %s for stream seq %d; update the relay's keys file "
+                                               "(SIGHUP reloads it): the frame comes again in %d s", e,
+                                               msg.metadata.sequence.stream, int(LATER_S))
+                return LATER
             self.counters["rejected"] += 1
             self.stats.reject(getattr(e, "reason", "payload"), None, f"stream seq {msg.metadata.sequence.stream}",
                               str(e)[:200])
@@ -398,15 +438,18 @@ def run(args) -> int:
     logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_logs(settings)
-    stop = threading.Event()
+    stop, hup = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: hup.set())
     try:
         relay = Relay(settings, keys).start()
     except (OSError, sqlite3.Error, ValueError, DataDirInUse) as e:
         print(f"citynode relay: cannot start: {e}", file=sys.stderr)
         return 1
     while not stop.wait(1.0):
-        pass
+        if hup.is_set():
+            hup.clear()
+            relay.reload_keys()
     relay.stop()
     return 0

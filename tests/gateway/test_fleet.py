@@ -210,3 +210,40 @@ def test_deploy_relay_example_is_valid(tmp_path):
     data["nodes"]["keys_file"] = str(tmp_path / "keys.toml")
     s = config.parse(data, tmp_path / "relay.toml", role="relay")
     assert s.nats.replicas == 3 and len(s.nats.servers) == 3 and s.nats.durable == "relay" and s.ingest == ()
+
+
+def test_relay_keeps_frames_of_a_node_it_has_no_key_for_until_it_has(tmp_path, cluster, mosquitto, monkeypatch):
+    # a gateway knows air-03, the relay's keys file not yet: its frames are not dropped but come
+    # again (nak with a delay) until the keys file is updated and reloaded (SIGHUP)
+    from gateway import relay as relay_mod
+    from tests.support.udpnode import UdpNode
+
+    monkeypatch.setattr(relay_mod, "LATER_S", 0.5)
+    a = start(fleet_config(tmp_path / "a", "gw-a", cluster.urls))
+    rdir = tmp_path / "relay"
+    rdir.mkdir()
+    known = {n: k for n, k in NODES.items() if n != "air-03"}
+    write_private(rdir / "keys.toml", format_keys(known))
+    text = (f'[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = [{", ".join(map(repr, cluster.urls))}]\n'
+            f'stream = "CN"\nsubject_prefix = "cn"\n\n[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "cn"\n\n'
+            '[nodes]\nkeys_file = "keys.toml"\n').replace("'", '"')
+    write_private(rdir / "relay.toml", text)
+    relay = relay_mod.Relay(config.load(rdir / "relay.toml", role="relay")).start()
+    sub = Subscriber(mosquitto.port, topic="cn/nodes/+/up")
+    nodes = [UdpNode(n, k, ("127.0.0.1", a.udp_addresses[0][1])) for n, k in NODES.items()]
+    try:
+        assert all(run_nodes(nodes, 20, deadline_s=30))
+        assert sub.wait(lambda: len(sub.ups()) >= 40, 30)
+        assert wait_for(lambda: relay.counters["no_key"] >= 20, 20)
+        assert {j["node"] for j in sub.ups()} == set(known)
+        write_private(rdir / "keys.toml", format_keys(NODES))
+        assert relay.reload_keys()
+        assert sub.wait(lambda: len(sub.ups()) >= 60, 30), relay.counters
+        wait_for(lambda: False, 1.0)
+        assert sorted(sub.keys_up()) == sorted((n, 1, s) for n in NODES for s in range(20)) and len(sub.ups()) == 60
+    finally:
+        sub.close()
+        for n in nodes:
+            n.close()
+        relay.stop()
+        a.stop()
