@@ -21,6 +21,13 @@ from tools.rig.pico import heap_budget, stop_at_boot
 BANNER = rb"citynode (\S+) node (\S+) boot (\d+) reset (\S+)"
 
 
+def rig_only(request):
+    # a real port's behaviour, on a board that boots when its port opens: the emulated Pico
+    needs_real_port(request)
+    if real_board(request):
+        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+
+
 def read_until(ser, pattern, timeout):
     regex = re.compile(pattern)
     seen = b""
@@ -66,9 +73,7 @@ def test_reboot_command_restarts_the_node(request, board_kind, rig, dut, hil_nod
 def test_watchdog_reset_reboots_the_board(request, rig, port, hil_node):
     # Stop the node at boot, arm the hardware watchdog from the REPL and feed it no more:
     # the chip must reset by itself, and the node must say it was the watchdog.
-    needs_real_port(request)
-    if real_board(request):
-        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    rig_only(request)
     fs = stop_at_boot(port)
     try:
         boot = int(fs.exec("import json\nprint(json.load(open('state.json'))['boot'])").decode().strip())
@@ -88,9 +93,7 @@ def test_a_deliberate_reset_is_not_reported_as_the_watchdog(request, rig, port, 
     # machine.reset() on rp2 is a watchdog reboot and the port says WDT_RESET for both
     # (ports/rp2/modmachine.c); a technician's reset (mpremote, citynode flash) must not be
     # counted as the watchdog biting, as test_watchdog_reset_reboots_the_board's must
-    needs_real_port(request)
-    if real_board(request):
-        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    rig_only(request)
     fs = stop_at_boot(port)
     try:
         fs.t.exit_raw_repl()
@@ -139,9 +142,7 @@ print('PING', n, c.ms() - (1 << 30), getattr(c, 'seconds', lambda: -1)(), d.erro
 
 
 def test_uptime_past_the_small_int_boundary_allocates_nothing_around_the_echo(request, rig, port, hil_node):
-    needs_real_port(request)
-    if real_board(request):
-        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    rig_only(request)
     fs = stop_at_boot(port)
     try:
         out = fs.exec(CLOCK_PROBE).decode(errors="replace")
@@ -199,9 +200,7 @@ LARGEST_FREE_MIN = 32 * 1024
 
 
 def test_heap_budget_after_start_and_a_300_frame_backlog(request, rig, port, hil_node):
-    needs_real_port(request)
-    if real_board(request):
-        pytest.skip("needs a board that boots when its port opens (the rig); a real board's node already runs")
+    rig_only(request)
     h = heap_budget(port, backlog=300)
     (free0, used0, largest0), (_free1, used1, largest1) = h["start"], h["backlog"]
     print("heap after start: %d B used, %d B free, largest free block %d B; after a 300-frame backlog: "

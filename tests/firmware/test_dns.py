@@ -3,7 +3,6 @@
 # server on loopback (dnspython parses the node's queries and builds the answers) that answers,
 # answers NXDOMAIN, or never answers; the link on CPython and on the real MicroPython VM.
 import socket
-import threading
 import time
 
 import dns.flags
@@ -15,47 +14,9 @@ import pytest
 from firmware import dns as node_dns
 from firmware.links import UdpLink
 from firmware.sim.world import VirtualClock
+from tests.support.dns import DnsServer
 
 NAME = "gw.city.example"
-
-
-class DnsServer:
-    # answers A queries for NAME with self.ip (None: NXDOMAIN); silent=True: reads and never answers
-    def __init__(self, ip="127.0.0.1", silent=False):
-        self.ip = ip
-        self.silent = silent
-        self.queries = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.addr = self.sock.getsockname()
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while not self._stop:
-            try:
-                data, peer = self.sock.recvfrom(512)
-            except (TimeoutError, OSError):
-                continue
-            self.queries += 1
-            if self.silent:
-                continue
-            q = dns.message.from_wire(data)
-            r = dns.message.make_response(q)
-            if self.ip is None or q.question[0].name.to_text() != NAME + ".":
-                r.set_rcode(dns.rcode.NXDOMAIN)
-            else:
-                # a CNAME first, then the A record: the node must skip what it does not want
-                r.answer.append(dns.rrset.from_text(NAME + ".", 60, "IN", "CNAME", "gw-host.city.example."))
-                r.answer.append(dns.rrset.from_text("gw-host.city.example.", 60, "IN", "A", self.ip))
-            self.sock.sendto(r.to_wire(), peer)
-
-    def close(self):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
 
 
 @pytest.fixture

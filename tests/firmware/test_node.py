@@ -162,20 +162,21 @@ def test_watchdog_resets_a_hung_node(rig):
     assert boots[2]["info"][msg.I_RESET] == "watchdog"
 
 
-def test_safe_mode_after_repeated_boot_failures(rig):
-    r = rig({"safe_after": 2})
+def crash_the_sampler(monkeypatch):
+    # a sensor driver bug: every cycle with sensors fails (monkeypatch.undo() mends it)
     import firmware.sampler as sampler
-
-    orig = sampler.Sampler.sample
 
     def crash(self):
         raise RuntimeError("driver bug")
 
-    sampler.Sampler.sample = crash
-    try:
-        r.run(1)
-    finally:
-        sampler.Sampler.sample = orig
+    monkeypatch.setattr(sampler.Sampler, "sample", crash)
+
+
+def test_safe_mode_after_repeated_boot_failures(rig, monkeypatch):
+    r = rig({"safe_after": 2})
+    crash_the_sampler(monkeypatch)
+    r.run(1)
+    monkeypatch.undo()
     node = r.node
     assert node.safe and node.boot >= 3
     safe = [x for x in r.gw.decoded if x["flags"] & msg.F_SAFE]
@@ -198,26 +199,17 @@ def test_power_cuts_before_a_boot_proved_healthy_are_no_failures(rig):
     assert node.unhealthy == 0  # healthy now: up 10 min with frames acknowledged
 
 
-def test_safe_mode_tries_normal_mode_again_with_a_backoff(rig):
+def test_safe_mode_tries_normal_mode_again_with_a_backoff(rig, monkeypatch):
     # a sensor driver that crashes the cycle: safe mode; after 6 healthy hours there the node
     # tries normal mode (it still crashes: safe again), then after 12 more hours, and when the
     # fault is gone it stays in normal mode. On main safe mode lasted until someone reset it.
-    import firmware.sampler as sampler
-
     r = rig({"safe_after": 2})
-    orig = sampler.Sampler.sample
-
-    def crash(self):
-        raise RuntimeError("driver bug")
-
-    sampler.Sampler.sample = crash
-    try:
-        r.run(20)
-        retries = [i for i, c in enumerate(r.board.resets) if c == "soft"]
-        safe_boots = sorted({d["boot"] for d in r.gw.decoded if d["flags"] & msg.F_SAFE})
-        tries = [line for line in r.board.logs if "trying normal mode" in line]
-    finally:
-        sampler.Sampler.sample = orig
+    crash_the_sampler(monkeypatch)
+    r.run(20)
+    monkeypatch.undo()
+    retries = [i for i, c in enumerate(r.board.resets) if c == "soft"]
+    safe_boots = sorted({d["boot"] for d in r.gw.decoded if d["flags"] & msg.F_SAFE})
+    tries = [line for line in r.board.logs if "trying normal mode" in line]
     assert len(tries) == 2, tries  # at ~6 h and ~6 + 12 h (+ the failing tries themselves)
     assert len(safe_boots) >= 3 and retries
     r.run(30)  # the fault is gone (a new driver, the sensor replaced): the next try sticks
