@@ -56,6 +56,21 @@ def frame_key(topic, payload):
         return None
 
 
+def rssi_of(link):
+    # the RSSI a radio link put in its description ("radio lora rssi -97 snr 7.5", "chirpstack
+    # <devEui> rssi -101 snr 3": gateway/radio.py, gateway/chirpstack.py), else None
+    if not isinstance(link, str):
+        return None
+    words = link.split()
+    for i, w in enumerate(words[:-1]):
+        if w == "rssi":
+            try:
+                return float(words[i + 1])
+            except ValueError:
+                return None
+    return None
+
+
 def stream_config(n):
     # The stream as docs/fleet.md describes it: file storage, R3, one message per frame subject
     # with new ones refused (deduplication for the whole retention), the duplicate window.
@@ -361,7 +376,7 @@ class NatsForwarder(AckedRows):
             state = self.gateway_state_fn()
             if self.states_fn is not None:
                 for node, st in self.states_fn({}):
-                    self._heard[node] = {"last_seen": st.get("last_seen"), "rssi": st.get("rssi"),
+                    self._heard[node] = {"last_seen": st.get("last_seen"), "rssi": rssi_of(st.get("link")),
                                          "link": st.get("link"), "accepted": st.get("accepted")}
             state["heard"] = self._heard
             await nc.publish(f"{self.n.subject_prefix}.gateways.{subject_token(self.s.gateway_id)}",

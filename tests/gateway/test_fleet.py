@@ -247,3 +247,11 @@ def test_relay_keeps_frames_of_a_node_it_has_no_key_for_until_it_has(tmp_path, c
             n.close()
         relay.stop()
         a.stop()
+
+
+def test_the_fleet_heartbeat_reads_rssi_from_a_radio_link():
+    from gateway.natsout import rssi_of
+
+    assert rssi_of("radio lora rssi -97 snr 7.5") == -97.0
+    assert rssi_of("chirpstack 0011223344556677 rssi -101.5 snr 3") == -101.5
+    assert rssi_of("udp 127.0.0.1:40000") is None and rssi_of(None) is None and rssi_of("x rssi None") is None
