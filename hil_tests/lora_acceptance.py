@@ -12,7 +12,7 @@ import time
 import pytest
 
 from hil_tests.conftest import rig_log
-from hil_tests.test_lora import lora_flash, raw_repl  # noqa: F401 - lora_flash is a fixture
+from hil_tests.test_lora import lora_flash, write_files  # noqa: F401 - lora_flash is a fixture
 
 pytestmark = pytest.mark.pico
 
@@ -23,22 +23,12 @@ MODEM_MAIN = "from firmware import modem\nmodem.main()\n"
 def flash_modem(tmp_path, flash):
     # the radio modem's board: micropython-lib's drivers, the firmware's modem and what it
     # imports (compiled as `citynode flash` compiles them), its radio settings and main.py
-    from tools.rig.pico import PicoRig
     from tools.upload import compile_sources, manifest
 
     copy = tmp_path / "modem.bin"
     shutil.copyfile(flash, copy)
-    rig = PicoRig(copy, log=rig_log).start()
-    try:
-        fs = raw_repl(rig.port)
-        files = compile_sources(sorted(set(manifest("rp2")) | {"firmware/modem.py"}))
-        files += [("modem.json", b'{"freq_khz": 868100, "sf": 7}'), ("main.py", MODEM_MAIN.encode())]
-        fs.makedirs([p for p, _ in files])
-        for p, data in files:
-            fs.write(p, data)
-        fs.t.close()
-    finally:
-        rig.stop()
+    files = compile_sources(sorted(set(manifest("rp2")) | {"firmware/modem.py"}))
+    write_files(copy, files + [("modem.json", b'{"freq_khz": 868100, "sf": 7}'), ("main.py", MODEM_MAIN.encode())])
     return copy
 
 

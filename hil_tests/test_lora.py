@@ -29,20 +29,25 @@ def lora_flash(tmp_path_factory):
     # lora-sx126x under /lib/lora (as `mpremote mip install lora-sx126x` leaves them), made once
     skip_without_pico()
     from tools.lora_packages import driver_files
-    from tools.rig.pico import PicoRig
 
     path = tmp_path_factory.mktemp("lora") / "lora-flash.bin"
-    rig = PicoRig(path, log=rig_log).start()
+    write_files(path, driver_files("sx1262"))
+    return path
+
+
+def write_files(flash, files):
+    # files [(board path, bytes)] onto the filesystem of the Pico whose flash file is `flash`
+    from tools.rig.pico import PicoRig
+
+    rig = PicoRig(flash, log=rig_log).start()
     try:
         fs = raw_repl(rig.port)
-        files = driver_files("sx1262")
         fs.makedirs([p for p, _ in files])
         for p, data in files:
             fs.write(p, data)
         fs.t.close()
     finally:
         rig.stop()
-    return path
 
 
 def raw_repl(port):
