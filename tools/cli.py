@@ -6,6 +6,15 @@
 # and one of the exit codes below (docs/technician.md lists them), never a traceback:
 # a subcommand raises CliError (or returns its code after printing its line); this module
 # turns argparse errors, Ctrl-C and anything unexpected into such a line.
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from gateway.keys import Keys
+
 import argparse
 import importlib
 import os
@@ -35,19 +44,19 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 class CliError(Exception):
     # raise CliError("what went wrong; what to do", code) from a subcommand: one line, that code
-    def __init__(self, message, code=EXIT_FAILED) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
 
 
 class Parser(argparse.ArgumentParser):
     # argparse prints the whole usage before its error; one line with a pointer to --help instead
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
-def hostport(text, what: str = "", lowest: int = 1):
+def hostport(text: str, what: str = "", lowest: int = 1) -> tuple[str, int]:
     # "HOST:PORT" -> (host, port) with the port lowest..65535 (0: any free port, for a listener
     # that says where it ended up); ValueError with one line otherwise
     host, sep, port = (text or "").rpartition(":")
@@ -60,7 +69,7 @@ def hostport(text, what: str = "", lowest: int = 1):
     return host, int(port)
 
 
-def hostport_arg(text, lowest: int = 1):
+def hostport_arg(text: str, lowest: int = 1) -> str:
     # argparse type= for HOST:PORT options: the value is kept as given, checked here
     try:
         hostport(text, lowest=lowest)
@@ -69,7 +78,7 @@ def hostport_arg(text, lowest: int = 1):
     return text
 
 
-def load_keys_option(path, prog):
+def load_keys_option(path: str, prog: str) -> Keys | None:
     # The --keys FILE of a technician command: the keys, or None after one line on stderr.
     from gateway.keys import KeysError, load_keys
 
@@ -80,7 +89,7 @@ def load_keys_option(path, prog):
         return None
 
 
-def version():
+def version() -> str:
     try:
         from importlib.metadata import version as dist_version
 
@@ -91,7 +100,7 @@ def version():
         return __version__
 
 
-def build_parser(available):
+def build_parser(available: Mapping[str, ModuleType | None]) -> argparse.ArgumentParser:
     parser = Parser(prog="citynode", description="citynode technician tools")
     parser.add_argument("--version", action="version", version=f"citynode {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -104,7 +113,7 @@ def build_parser(available):
     return parser
 
 
-def _load(name):
+def _load(name: str) -> ModuleType | None:
     module, _ = COMMANDS[name]
     try:
         return importlib.import_module(module)
@@ -114,11 +123,11 @@ def _load(name):
         raise
 
 
-def _say(command, text) -> None:
+def _say(command: str | None, text: str) -> None:
     print(f"citynode{' ' + command if command else ''}: {text}", file=sys.stderr, flush=True)
 
 
-def os_error_text(e):
+def os_error_text(e: OSError) -> str:
     # an OSError as the user should read it: what, and on which file or address
     import socket
 
@@ -128,7 +137,7 @@ def os_error_text(e):
     return f"{e.filename}: {what}" if e.filename else what
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # import only the named subcommand (fast start); all of them for --help
     wanted = [a for a in argv if a in COMMANDS][:1] or list(COMMANDS)

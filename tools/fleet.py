@@ -5,6 +5,7 @@
 import os
 import threading
 import time
+from typing import Any
 
 from firmware import config as node_config
 from firmware.clock import Clock
@@ -16,32 +17,32 @@ FACTOR = 480  # world seconds per wall second: 15 s of demo = 2 h of sewer
 
 class CompressedClock:
     # the firmware clock interface (ms, sleep_ms, set_time, time_s), FACTOR times faster
-    def __init__(self, factor=FACTOR) -> None:
+    def __init__(self, factor: float = FACTOR) -> None:
         self.factor = factor
         self._t0 = time.monotonic()
         self._unix_offset = None
 
-    def ms(self):
+    def ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000 * self.factor)
 
-    def sleep_ms(self, ms) -> None:
+    def sleep_ms(self, ms: int) -> None:
         if ms > 0:
             time.sleep(ms / 1000 / self.factor)
 
-    def set_time(self, unix_s) -> None:
+    def set_time(self, unix_s: int) -> None:
         self._unix_offset = unix_s - self.ms() // 1000
 
-    def time_s(self):
+    def time_s(self) -> int | None:
         return None if self._unix_offset is None else self._unix_offset + self.ms() // 1000
 
 
-def world_for(i):
+def world_for(i: int) -> dict[str, Any]:
     # each shaft gets its own storm: runoff arrives a little later and peaks a little lower downstream
     return {"seed": 11 + i, "rain_start_s": 900 + 420 * i, "rain_rise_s": 2400,
             "rain_peak_mm": max(900, 2700 - 450 * i), "drain_tau_s": 1800}
 
 
-def config_for(node, key, host, port):
+def config_for(node: str, key: bytes, host: str, port: int) -> dict[str, Any]:
     return node_config.validate({
         "node": node, "key": key.hex(), "board": SimBoard.name, "link": {"kind": "udp", "host": host, "port": port},
         "interval_s": 300, "storm_interval_s": 30, "heartbeat_s": 900,
@@ -51,7 +52,8 @@ def config_for(node, key, host, port):
 
 
 class SimNode(threading.Thread):
-    def __init__(self, index, node, key, gateway, flash_dir, factor=FACTOR, stop=None) -> None:
+    def __init__(self, index: int, node: str, key: bytes, gateway: tuple[str, int], flash_dir: str,
+                 factor: float = FACTOR, stop: threading.Event | None = None) -> None:
         super().__init__(name=f"sim-{node}", daemon=True)
         self.node_id = node
         self.cfg = config_for(node, key, gateway[0], gateway[1])
@@ -62,7 +64,7 @@ class SimNode(threading.Thread):
         self.runner = None
         self.error = None
 
-    def make_link(self):
+    def make_link(self) -> Any:
         return udp_link(self.cfg["link"])
 
     def run(self) -> None:

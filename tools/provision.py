@@ -2,10 +2,12 @@
 # config for its board (validated here, on the big machine), and the node's entry in the
 # gateway keys file. An existing key is never replaced without --force: a replaced key
 # locks out a node that is already deployed until it is flashed again.
+import argparse
 import json
 import os
 import secrets
 import sys
+from typing import Any
 
 from gateway.files import write_private
 from gateway.keys import Keys, KeysError, format_keys, load_keys
@@ -21,12 +23,12 @@ CONFIG_NAME = nodeconfig.CONFIG_NAME
 
 
 class ProvisionError(Exception):
-    def __init__(self, message, code=EXIT_FAILED) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", required=True, help="node id (1..32 of A-Z a-z 0-9 - : . _, first a letter or digit)")
     p.add_argument("--board", choices=sorted(nodeconfig.BOARDS), default="esp32", help="target board (esp32)")
     p.add_argument("--link", choices=("uart", "udp"), default=None,
@@ -49,9 +51,10 @@ def add_arguments(p) -> None:
                         "buffered under it as retired and the node discards them, counted")
 
 
-def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=None, wifi_ssid=None,
-              wifi_password: str = "", interval_s=nodeconfig.DEFAULT_INTERVAL_S, force: bool = False,
-              drop_old_key: bool = False, operator_keys_path=None):
+def provision(node: str, out: str, keys_path: str, board: str = "esp32", link: str | None = None,
+              gateway: str | None = None, wifi_ssid: str | None = None,
+              wifi_password: str = "", interval_s: int = nodeconfig.DEFAULT_INTERVAL_S, force: bool = False,
+              drop_old_key: bool = False, operator_keys_path: str | None = None) -> tuple[str, dict[str, Any]]:
     # -> (config path, config dict). Raises ProvisionError with a one-line reason; on any
     # failure nothing is left behind: no node folder, no config, no temporary file, and the
     # keys file as it was.
@@ -149,7 +152,7 @@ def provision(node, out, keys_path, board: str = "esp32", link=None, gateway=Non
     return config_path, config
 
 
-def _read(path):
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -157,7 +160,7 @@ def _read(path):
         return None
 
 
-def _missing_dirs(path):
+def _missing_dirs(path: str) -> list[str]:
     # the folders os.makedirs(path) would create, outermost first
     out = []
     path = os.path.abspath(path)
@@ -170,7 +173,7 @@ def _missing_dirs(path):
     return list(reversed(out))
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     args.operator_keys = args.operator_keys or os.path.join(os.path.dirname(args.keys), "operator-keys.toml")
     try:
         config_path, config = provision(args.node, args.out, args.keys, board=args.board, link=args.link,

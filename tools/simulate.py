@@ -5,6 +5,7 @@
 # Each node's flash (config.json, state.json with the boot counter, buffer.bin) lives in
 # --state DIR/<node>, so every run is a new, higher boot of the same node id, and frames
 # left unacknowledged by an earlier run are delivered (and counted) by the next one.
+import argparse
 import json
 import os
 import pathlib
@@ -13,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
+from typing import Any, TextIO
 
 from firmware.sim.board import SimBoard
 from gateway.keys import KeysError, load_keys
@@ -26,7 +29,7 @@ class SimulateError(Exception):
     pass
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=None,
                    help="number of nodes: the keys file's simulated nodes (ids sim-*) in id order (1)")
     p.add_argument("--node", action="append", metavar="ID",
@@ -47,7 +50,7 @@ def add_arguments(p) -> None:
                    help="operator keys file: the nodes get their command keys and take signed commands")
 
 
-def parse_udp(url):
+def parse_udp(url: str) -> tuple[str, int]:
     rest = url[len("udp://"):] if url.startswith("udp://") else None
     host, sep, port = (rest or "").rpartition(":")
     host = host.strip("[]")
@@ -56,7 +59,7 @@ def parse_udp(url):
     return host, int(port)
 
 
-def prepare(args):
+def prepare(args: argparse.Namespace) -> tuple[str, int, list[tuple[str, bytes, str]]]:
     # -> (host, port, [(node, key, flash_dir)]); writes each node's config.json
     if (args.nodes is not None and args.nodes < 1) or args.frames < 0 or args.window < 1:
         raise SimulateError("--nodes and --window must be at least 1, --frames at least 0")
@@ -96,7 +99,7 @@ def prepare(args):
     return host, port, nodes
 
 
-def chosen_nodes(args, keys):
+def chosen_nodes(args: argparse.Namespace, keys: Collection[str]) -> list[str]:
     # The ids to simulate: --node as given, else the first --nodes ids named sim-*. A simulated
     # node sends under its key, so taking any other id would impersonate a real node.
     if args.node:
@@ -116,7 +119,7 @@ def chosen_nodes(args, keys):
     return simulated[:want]
 
 
-def run_cpython(args, nodes, out):
+def run_cpython(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]], out: TextIO | None) -> list[Any]:
     from firmware import config
     from firmware.clock import Clock
     from firmware.links import UdpLink
@@ -157,7 +160,7 @@ def run_cpython(args, nodes, out):
     return results
 
 
-def _micropython():
+def _micropython() -> str:
     exe = pathlib.Path(sys.executable).parent / "micropython"
     if exe.exists():
         return str(exe)
@@ -169,7 +172,7 @@ def _micropython():
     return found
 
 
-def run_processes(args, nodes, out):
+def run_processes(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]], out: TextIO | None) -> list[Any]:
     exe = _micropython()
     env = dict(os.environ, MICROPYPATH=str(ROOT))
     procs = []
@@ -200,7 +203,7 @@ def run_processes(args, nodes, out):
     return results
 
 
-def run(args, out=None) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         _host, _port, nodes = prepare(args)
