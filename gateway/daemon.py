@@ -334,7 +334,8 @@ class Gateway:
             if fc is not None and fc.last is not None:
                 st["forecast"] = dict(fc.last, projection=fc.projection())
             out.append(st)
-        return {"gateway": gw, "nodes": out}
+        # provisioned (in the keys file) but not heard since this start: the page lists them too
+        return {"gateway": gw, "nodes": out, "unheard": sorted(set(self.keys) - set(nodes))}
 
     def _rate(self, accepted):
         # accepted frames per second, averaged over the last 10 s or more

@@ -15,10 +15,15 @@ const CHART_HEIGHT = 200;
 
 function $(id) { return document.getElementById(id); }
 
+const COLUMNS = ["node", "last seen", "battery", "link", "firmware", "accepted", "rejected", "gaps", "mode",
+                 "health", "overflow ETA"];
+
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
   if (cls) td.className = cls;
+  // its column's name: a narrow screen shows each row as a card of "name: value" lines (style.css)
+  td.dataset.label = COLUMNS[tr.children.length] || "";
   tr.appendChild(td);
   return td;
 }
@@ -33,9 +38,15 @@ function ago(seconds) {
 }
 
 function duration(seconds) {
+  // "30 s", "5 min", "5 min 30 s", "2 h 5 min", "3 d 4 h": no zero-valued leading unit
   if (seconds == null) return "–";
+  seconds = Math.round(seconds);
   const d = Math.floor(seconds / 86400), h = Math.floor(seconds % 86400 / 3600), m = Math.floor(seconds % 3600 / 60);
-  return d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m + "m " + Math.floor(seconds % 60) + "s";
+  const s = seconds % 60;
+  if (d) return d + " d" + (h ? " " + h + " h" : "");
+  if (h) return h + " h" + (m ? " " + m + " min" : "");
+  if (m) return m + " min" + (s ? " " + s + " s" : "");
+  return s + " s";
 }
 
 function bytes(n) {
@@ -84,6 +95,9 @@ function renderNodes(s) {
   const rows = [];
   const nodes = (s.nodes || []).slice().sort((a, b) => String(a.id).localeCompare(String(b.id)));
   $("node-count").textContent = "(" + nodes.length + ")";
+  // nodes in the keys file the gateway has not heard since it started: listed, never heard
+  for (const id of s.unheard || []) nodes.push({ id: id, never_heard: true, accepted: 0 });
+  $("node-count").textContent = "(" + nodes.length + ")";
   for (const n of nodes) {
     const tr = document.createElement("tr");
     const age = n.last_seen ? s.now - n.last_seen : null;
@@ -97,7 +111,7 @@ function renderNodes(s) {
     if (stale) {
       const b = document.createElement("span");
       b.className = "badge stale";
-      b.textContent = "stale";
+      b.textContent = n.never_heard ? "never heard" : "stale";
       idCell.append(" ", b);
     }
     cell(tr, ago(age), "last-seen");
@@ -117,14 +131,29 @@ function renderNodes(s) {
         mode.append(b, " ");
       }
     }
-    if (!mode.textContent) mode.textContent = "normal";
+    if (!mode.textContent) mode.textContent = n.never_heard ? "–" : "normal";
     healthCell(tr, n.health);
     etaCell(tr, n.forecast);
     tr.addEventListener("click", () => select(n.id));
     rows.push(tr);
   }
   tbody.replaceChildren(...rows);
+  scrollHint();
   if (selected == null && nodes.length) select(nodes[0].id);
+}
+
+function scrollHint() {
+  // a table wider than its box scrolls sideways: say so, and which columns are out of sight
+  const box = $("nodes-box");
+  const more = box.scrollWidth - box.clientWidth - box.scrollLeft > 1;
+  const hint = $("scroll-hint");
+  hint.hidden = !more;
+  if (more) {
+    const right = box.getBoundingClientRect().right;
+    const hidden = [...document.querySelectorAll("#nodes thead th")]
+      .filter(th => th.getBoundingClientRect().right > right + 1).map(th => th.textContent);
+    hint.textContent = "scroll sideways for " + hidden.join(", ") + " →";
+  }
 }
 
 function kb(bytes) {
@@ -268,8 +297,9 @@ async function loadHistory() {
   if (selected == null) return;
   const node = selected;
   const res = await fetch("/api/nodes/" + encodeURIComponent(node) + "/history?hours=24");
-  if (!res.ok || node !== selected) return;
-  const hist = await res.json();
+  if ((!res.ok && res.status !== 404) || node !== selected) return;
+  // 404: a node the history has nothing of (never heard): an empty history, said in words below
+  const hist = res.ok ? await res.json() : { t: [], series: {}, storm: [] };
   const info = (lastStatus && lastStatus.nodes || []).find(n => n.id === node);
   for (const c of Object.values(charts)) c.plot.destroy();
   charts = {};
@@ -280,6 +310,15 @@ async function loadHistory() {
   for (const name of names) {
     charts[name] = chartFor(name, hist, info);
     boxes.push(charts[name].box);
+  }
+  if (!names.length) {
+    // nothing to draw: say why instead of an empty grid
+    const p = document.createElement("p");
+    p.className = "empty muted";
+    p.textContent = info ? "No readings from " + node + " in the last 24 h." :
+      node + " has not been heard since the gateway started: no readings yet. Is it powered, in range, and " +
+      "provisioned with this gateway's keys file?";
+    boxes.push(p);
   }
   grid.replaceChildren(...boxes);
   fitCharts();
@@ -310,5 +349,7 @@ async function poll() {
 }
 
 if (resizer) resizer.observe($("chart-grid")); else window.addEventListener("resize", fitCharts);
+window.addEventListener("resize", scrollHint);
+$("nodes-box").addEventListener("scroll", scrollHint);
 poll();
 setInterval(poll, POLL_MS);
