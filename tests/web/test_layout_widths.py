@@ -5,6 +5,7 @@
 # chart of a node that was never heard says so in words, durations read as people write them,
 # and no request fails (the favicon was a 404). Screenshots in test-artifacts/layout-<width>.png.
 import pathlib
+import re
 import time
 
 import pytest
@@ -16,8 +17,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-COLUMNS = ["node", "last seen", "battery", "link", "firmware", "accepted", "rejected", "gaps", "mode", "health",
-           "overflow ETA"]
+INDEX = pathlib.Path(__file__).resolve().parents[2] / "gateway" / "web" / "static" / "index.html"
+COLUMNS = re.findall(r"<th>([^<]*)</th>", INDEX.read_text())  # the nodes table's header
 
 # rectangles of the page's own boxes that must not overlap one another, per group
 BOXES = """(sel) => [...document.querySelectorAll(sel)].filter(e => e.offsetParent !== null).map(e => {

@@ -15,8 +15,8 @@ const CHART_HEIGHT = 200;
 
 function $(id) { return document.getElementById(id); }
 
-const COLUMNS = ["node", "last seen", "battery", "link", "firmware", "accepted", "rejected", "gaps", "mode",
-                 "health", "overflow ETA"];
+// the table's column names, from its header (index.html): a card's line labels on a phone
+const COLUMNS = [...document.querySelectorAll("#nodes thead th")].map(th => th.textContent);
 
 function cell(tr, text, cls) {
   const td = document.createElement("td");
