@@ -89,3 +89,17 @@ def test_demo_fleet_three_gateways_one_copy_of_each_frame(mosquitto):
         assert {j["gateway"] for j in sub.ups()} <= {"gw-1", "gw-2", "gw-3"}
     finally:
         sub.close()
+
+
+@pytest.mark.integration
+def test_demo_over_the_simulated_lora_air_keeps_the_duty_cycle(mosquitto):
+    # --lora: the nodes' LoRa links on the simulated air, the gateway's radio forwarding to the
+    # real gateway; the air counts every packet's airtime and the demo says the worst hour
+    proc = demo("--lora", "--duration", "6", "--nodes", "3", "--mqtt", mosquitto.url, "--web", "off")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    m = SUMMARY.search(proc.stdout.strip().splitlines()[-1])
+    assert m and int(m.group(2)) == 3 and int(m.group(1)) >= 20, proc.stdout[-800:]
+    air = re.search(r"LoRa air: (\d+) packets, (\d+) lost to collisions; worst hour of airtime ([\d.]+) % for a "
+                    r"node, ([\d.]+) % for the gateway", proc.stderr)
+    assert air, proc.stderr[-1500:]
+    assert int(air.group(1)) > int(m.group(1)) and float(air.group(3)) <= 1.0 and float(air.group(4)) <= 1.0

@@ -246,8 +246,12 @@ class SimTime:
     # Discrete-event time for actors in threads (nodes, a gateway): exactly one runs at a
     # time; sleep(ms) hands over to the actor due first. A node's code runs unchanged on it
     # (ActorClock is a board clock), and an hour of air takes seconds.
-    def __init__(self):
+    def __init__(self, pace=None):
+        # pace: virtual seconds per wall second (the demo's compressed time); None: as fast as it goes
         self.now_ms = 0
+        self.pace = pace
+        self.stopping = False  # set: every actor ends at its next wait
+        self._wall0 = time.monotonic()
         self._cond = threading.Condition()
         self._wake = {}  # actor -> (ms, order) while it sleeps
         self._order = 0
@@ -269,6 +273,8 @@ class SimTime:
             try:
                 self._wait_turn(clock)
                 fn(clock)
+            except SystemExit:
+                pass
             except BaseException as e:  # noqa: BLE001 - reported by run()
                 self.errors.append((name, e))
             finally:
@@ -298,6 +304,10 @@ class SimTime:
             return
         actor = min(self._wake, key=lambda a: self._wake[a])
         ms = self._wake.pop(actor)[0]
+        if self.pace and ms > self.now_ms:
+            ahead = self._wall0 + ms / 1000 / self.pace - time.monotonic()
+            if ahead > 0:
+                time.sleep(min(ahead, 1.0))  # keeps pace with the wall (every actor waits anyway)
         self.now_ms = max(self.now_ms, ms)
         self._running = actor
         self._cond.notify_all()
@@ -308,6 +318,8 @@ class SimTime:
                 self._cond.wait()
 
     def sleep(self, actor, ms):
+        if self.stopping:
+            raise SystemExit(0)  # the run is over: the actor's thread ends here
         with self._cond:
             self._wake[actor] = (self.now_ms + max(0, ms), self._order)
             self._order += 1
