@@ -1,7 +1,7 @@
 # Issue 19, acceptance: only the operator commands a node, end to end. The real gateway, a real
 # mosquitto and a `citynode simulate` node (the real firmware): anonymous publishes of each op, a
 # command MACed with the gateway's node key, and replays of genuine signed commands (in the same
-# boot and after a reboot) change nothing; `citynode command --wait` applies each op exactly once
+# boot, after a reboot and after a wiped flash) change nothing; `citynode command --wait` applies each op exactly once
 # and prints the node's result.
 import io
 import json
@@ -110,4 +110,16 @@ def test_only_the_operators_signed_commands_move_a_simulated_node(tmp_path, gate
     st = state(subscriber)
     assert st["interval_s"] == 90 and st["thresholds"] == {"alarm_m": 1.5, "storm_m": 1.0}
     assert st["commands"]["applied"] == 5 and st["reset_cause"] == "command"
+    sim.join(30)
+    # a wiped flash: the node starts again at boot 1 (the boot the commands above were signed for),
+    # the gateway moves it past every boot it has seen (SPEC 6.5), and a replay is for another boot
+    for name in ("state.json", "buffer.bin"):
+        (tmp_path / "sim" / NODE / name).unlink(missing_ok=True)
+    sim = simulate_in_background(60)
+    assert wait_for(lambda: state(subscriber).get("boot") == boot + 2, 20), state(subscriber)
+    pub(json.dumps(last))
+    assert wait_for(lambda: state(subscriber).get("command", {}).get("result") == "other_boot"
+                    and state(subscriber)["boot"] == boot + 2 and state(subscriber)["commands"]["other_boot"] == 2,
+                    20), state(subscriber)
+    assert state(subscriber)["interval_s"] == 60  # the config's again (the wipe), not the replayed 90
     sim.join(30)
