@@ -47,8 +47,18 @@ class StatusCollector:
                                 labels=["node"])
         warning = GaugeMetricFamily("citynode_node_overflow_warning", "1 while an overflow warning is on",
                                     labels=["node"])
+        unverified = CounterMetricFamily("citynode_node_unverified_frames",
+                                         "frames naming a node whose MAC did not verify (anyone can name a node, so "
+                                         "they are not that node's rejects)", labels=["node"])
+        results = CounterMetricFamily("citynode_node_command_results",
+                                      "command results a node reported, by result (applied, bad_signature, "
+                                      "other_boot, replay, out_of_range, ...: SPEC.md 6.7)", labels=["node", "result"])
         for node in status.get("nodes", []):
             nid = str(node.get("id"))
+            if node.get("unverified"):
+                unverified.add_metric([nid], node["unverified"])
+            for result, n in (node.get("commands") or {}).items():
+                results.add_metric([nid, str(result)], n)
             accepted.add_metric([nid], node.get("accepted", 0))
             for reason, n in (node.get("rejected") or {}).items():
                 rejected.add_metric([nid, str(reason)], n)
@@ -71,4 +81,4 @@ class StatusCollector:
         for name, n in sorted((gw.get("counters") or {}).items()):
             if isinstance(n, int | float) and not isinstance(n, bool):
                 counters.add_metric([str(name)], n)
-        yield from (accepted, rejected, gaps, seen, unattributed, eta, warning, counters)
+        yield from (accepted, rejected, gaps, seen, unattributed, eta, warning, counters, unverified, results)

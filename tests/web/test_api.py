@@ -30,7 +30,8 @@ def web(history):
     now = time.time()
     nodes = [
         {"id": "sew-01", "last_seen": now - 5, "battery_v": 3.7, "link": "udp", "firmware": "0.1.0",
-         "accepted": 10, "rejected": {"mac": 1}, "gaps": 2, "storm": True,
+         "accepted": 10, "rejected": {"mac": 1}, "gaps": 2, "storm": True, "unverified": 4,
+         "command": {"cmd_id": 7, "status": 10, "result": "replay"}, "commands": {"applied": 2, "replay": 1},
          "forecast": {"eta_s": 420, "warning": True, "why": "rising"}},
         {"id": HOSTILE, "last_seen": now - 500, "accepted": 1, "rejected": {}, "gaps": 0},
     ]
@@ -101,6 +102,8 @@ def test_metrics(web):
     assert 'citynode_node_overflow_eta_seconds{node="sew-01"} 420.0' in text
     assert 'citynode_node_overflow_warning{node="sew-01"} 1.0' in text
     assert 'citynode_gateway_events_total{name="st_rejected"} 1.0' in text
+    assert 'citynode_node_unverified_frames_total{node="sew-01"} 4.0' in text
+    assert 'citynode_node_command_results_total{node="sew-01",result="replay"} 1.0' in text
 
 
 def test_loopback_by_default_and_token_elsewhere():
