@@ -11,12 +11,10 @@ import time
 import pytest
 
 from tests.web.site import Site
+from tests.web.test_browser import browser  # noqa: F401 - a fixture (Debian's Chromium via Playwright)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is part of .[dev]")
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 INDEX = pathlib.Path(__file__).resolve().parents[2] / "gateway" / "web" / "static" / "index.html"
 COLUMNS = re.findall(r"<th>([^<]*)</th>", INDEX.read_text())  # the nodes table's header
 
@@ -43,18 +41,8 @@ def site(tmp_path_factory):
     s.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not pathlib.Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run does this)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.mark.parametrize("width", [390, 1024, 1400, 1920])
-def test_every_column_in_reach_nothing_overlaps_and_an_empty_chart_says_why(browser, site, width):
+def test_every_column_in_reach_nothing_overlaps_and_an_empty_chart_says_why(browser, site, width):  # noqa: F811
     ctx = browser.new_context(viewport={"width": width, "height": 900})
     pg = ctx.new_page()
     errors, failed = [], []
