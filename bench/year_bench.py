@@ -116,6 +116,15 @@ def main():
     counts = {"dropped": 0, "torn": 0, "flash": 0}
     link_counts = {"moved": 0, "dns": 0}
     made = {}  # boot -> frames the node made in it (its seq when it ended)
+
+    def tally(n):
+        # what a boot leaves when it ends: its buffer's and link's counts, the frames it made
+        for k in counts:
+            counts[k] += n.buffer.counts.get(k, 0)
+        for k in link_counts:
+            link_counts[k] += n.link.counts[k]
+        made[n.boot] = n.seq
+
     try:
         while clock.ms() / 1000 < total_s:
             now_s = clock.ms() / 1000
@@ -146,11 +155,7 @@ def main():
             except (Reset, PowerCut) as e:
                 if isinstance(e, Reset) and e.cause == "watchdog":
                     board.watchdog_bite()
-                for k in counts:
-                    counts[k] += node.buffer.counts.get(k, 0)
-                for k in link_counts:
-                    link_counts[k] += node.link.counts[k]
-                made[node.boot] = node.seq
+                tally(node)
                 node.buffer.close()
                 node.link.close()
                 node = None
@@ -165,11 +170,7 @@ def main():
     finally:
         udp.close()
         dns.close()
-    for k in counts:
-        counts[k] += end.buffer.counts.get(k, 0)
-    for k in link_counts:
-        link_counts[k] += end.link.counts[k]
-    made[end.boot] = end.seq
+    tally(end)
     per_boot = {}
     for d in gwsim.decoded:
         per_boot.setdefault(d["boot"], set()).add(d["seq"])
