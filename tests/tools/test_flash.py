@@ -214,3 +214,24 @@ def test_ctrl_c_during_the_upload_says_so_and_the_next_flash_finishes(tmp_path, 
         rc, out, err = citynode("flash", "--port", rig.port, "--node-dir", str(node_dir))
         assert rc == 0, err
         assert "node rig-1 runs citynode" in out
+
+
+def test_a_lora_node_gets_micropython_libs_drivers_as_mip_installs_them(tmp_path, monkeypatch):
+    # a config with a LoRa link: the bundle holds lora, lora-sync and lora-sx126x under lib/lora/
+    # as .mpy (third-party, from CITYNODE_LORA_LIB or ../shared/vendor, never from this repository)
+    from tools.lora_packages import vendor_dir
+
+    if not (vendor_dir() / "lora-sx126x").is_dir():
+        pytest.skip("micropython-lib's lora drivers not found (CITYNODE_LORA_LIB)")
+    cfg = {"node": "sew-lora", "key": "11" * 16, "board": "rp2", "link": {"kind": "lora"}}
+    paths = {p for p, _ in build_bundle(cfg)}
+    assert {"lib/lora/__init__.mpy", "lib/lora/modem.mpy", "lib/lora/sync_modem.mpy", "lib/lora/sx126x.mpy",
+            "lib/firmware/lora_link.mpy"} <= paths
+    assert not any(p.startswith("lib/lora/") for p in {p for p, _ in build_bundle(dict(cfg, link={"kind": "uart"}))})
+    # without the drivers: one line saying where to get them, exit 1 (it failed), nothing written
+    monkeypatch.setenv("CITYNODE_LORA_LIB", str(tmp_path / "nowhere"))
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "config.json").write_text(json.dumps(cfg))
+    code, _out, err = citynode("flash", "--port", "/dev/null", "--node-dir", str(tmp_path / "node"), "--dry-run")
+    assert code == 1
+    one_clear_line(err, "lora", "CITYNODE_LORA_LIB")
