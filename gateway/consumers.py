@@ -94,7 +94,7 @@ class Availability:
 class HomeAssistant:
     def __init__(self, prefix: str, gateway_id: str, discovery_prefix: str = "homeassistant",
                  availability: bool = False,
-                 expire_s: int = 0) -> None:
+                 expire_s: float = 0) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
         self.discovery_prefix = discovery_prefix

@@ -1,12 +1,17 @@
 # Gateway: the whole daemon as one object, so `citynode gateway` and the demo (which
 # embeds it next to an in-process broker) run the same code:
 #   gw = Gateway(settings).start(); ...; gw.counters(); gw.stop()
+from __future__ import annotations
+
 import fcntl
 import functools
 import logging
 import os
+import pathlib
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway import __version__, nodestate
 from gateway.config import check_mappings, check_private
@@ -20,6 +25,10 @@ from gateway.notify import notify, watchdog_interval_s
 from gateway.outputs import Aggregates, Envelope, SensorThings, iso
 from gateway.pipeline import Pipeline
 from gateway.stats import Stats
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.keys import Keys
 from gateway.store import Store
 
 log = logging.getLogger("citynode.gateway")
@@ -31,7 +40,7 @@ STALE_MIN_S = 10.0
 STALE_UNKNOWN_S = 900.0  # a node that never said its interval: three of the default 300 s
 
 
-def stale_after_s(configured, interval_s):
+def stale_after_s(configured: float | None, interval_s: float | None) -> float:
     # how long a node may stay silent before the status page shows it red
     if configured is not None:
         return float(configured)
@@ -40,7 +49,8 @@ def stale_after_s(configured, interval_s):
     return STALE_UNKNOWN_S
 
 
-def build_outputs(s, keys, thresholds_fn):
+def build_outputs(s: Settings, keys: Keys, thresholds_fn: Callable[[str], dict[str, float] | None]) -> tuple[list[Any],
+                  Any]:
     # The outputs a config asks for, for the gateway's pipeline and the relay (gateway/relay.py):
     # -> (outputs, Forecasts or None). A gateway with [nats] and no [mqtt] makes only the `up`
     # envelope: the relay makes the rest once for the whole city.
@@ -76,7 +86,7 @@ def build_outputs(s, keys, thresholds_fn):
     return outputs, forecasts
 
 
-def close_rest(owner):
+def close_rest(owner: Any) -> None:
     # the last of a stop, for the gateway and the relay: the status page, its history, the
     # outbox, and the data_dir lock
     if owner.web:
@@ -93,7 +103,7 @@ class DataDirInUse(RuntimeError):
     pass
 
 
-def lock_data_dir(data_dir):
+def lock_data_dir(data_dir: pathlib.Path) -> int:
     # One gateway per data_dir: two on one outbox would both publish and delete its rows.
     # flock on data_dir/gateway.lock, held until the process ends (the kernel drops it on a
     # crash or kill -9, so there is never a stale lock); the file says who holds it.
@@ -112,7 +122,7 @@ def lock_data_dir(data_dir):
 
 
 class Gateway:
-    def __init__(self, settings, keys=None) -> None:
+    def __init__(self, settings: Settings, keys: Keys | None = None) -> None:
         self.s = settings
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
         self.stats = Stats()
@@ -130,7 +140,7 @@ class Gateway:
 
     # ------------------------------------------------------------ life cycle
 
-    def start(self):
+    def start(self) -> Self:
         s = self.s
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_data_dir(s.data_dir)
@@ -143,7 +153,7 @@ class Gateway:
             self._lock_fd = None
             raise
 
-    def _start_locked(self):
+    def _start_locked(self) -> Self:
         s = self.s
         # what nodes said before a restart (firmware, board, interval, thresholds...), before the
         # publisher's first retained states and the status page's first snapshot
@@ -201,7 +211,7 @@ class Gateway:
             self._watchdog.start()
         return self
 
-    def _start_web(self):
+    def _start_web(self) -> None:
         from gateway.web.history import History
         from gateway.web.server import StatusWeb
 
@@ -240,7 +250,7 @@ class Gateway:
         log.info("gateway %s stopped; %d messages wait in the outbox; %d frames accepted in %d group commits",
                  self.s.gateway_id, self.pipeline.depth, self.stats.counters["accepted"], self.pipeline.commits)
 
-    def _command(self, topic, payload, retained) -> None:
+    def _command(self, topic: str, payload: bytes, retained: bool) -> None:
         handle_command(topic, payload, retained, self.keys, self.downlink, self.stats)
 
     def reload_keys(self) -> bool:
@@ -256,7 +266,7 @@ class Gateway:
         log.info("keys reloaded: %d nodes", len(keys))
         return True
 
-    def _watchdog_loop(self, interval) -> None:
+    def _watchdog_loop(self, interval: float) -> None:
         # Ping only while data moves: both threads went round their loops recently, and
         # the input queue and the publisher's window are not stuck.
         last_processed, last_pubacks = self.pipeline.processed, self.forwarder.pubacks
@@ -277,14 +287,14 @@ class Gateway:
     # ------------------------------------------------------------ state
 
     @property
-    def udp_addresses(self):
+    def udp_addresses(self) -> list[Any]:
         return [link.address for link in self.links if isinstance(link, UdpLink)]
 
-    def _thresholds(self, node):
+    def _thresholds(self, node: str) -> dict[str, float] | None:
         st = self.stats.nodes.get(node)
         return st.thresholds if st is not None else None
 
-    def alarms(self):
+    def alarms(self) -> list[str]:
         p = self.pipeline
         recent = p.last_failure[0] if time.monotonic() - p.last_failure[1] < ALARM_HOLD_S else None
         out = []
@@ -300,7 +310,7 @@ class Gateway:
             out.append("storage_error")
         return out
 
-    def counters(self):
+    def counters(self) -> dict[str, Any]:
         counters, rejected = self.stats.counters_snapshot()
         counters["rejected"] = rejected
         counters["outbox_depth"] = self.pipeline.depth
@@ -311,12 +321,12 @@ class Gateway:
         counters["mqtt_connects"] = self.forwarder.connects
         return counters
 
-    def gateway_state(self):
+    def gateway_state(self) -> dict[str, Any]:
         # The retained P/gateways/<id>/state payload while online.
         return {"state": "online", "gateway": self.s.gateway_id, "version": __version__, "time": iso(time.time()),
                 "since": iso(self.started or time.time()), "alarms": self.alarms(), "counters": self.counters()}
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         # The status page's snapshot (gateway.web): gateway figures and one entry per node.
         counters, rejected, nodes = self.stats.snapshot()
         counters["forwarded"] = self.forwarder.pubacks  # PUBACKed by the broker (the publisher counts them)
@@ -337,7 +347,7 @@ class Gateway:
         # provisioned (in the keys file) but not heard since this start: the page lists them too
         return {"gateway": gw, "nodes": out, "unheard": sorted(set(self.keys) - set(nodes))}
 
-    def _rate(self, accepted):
+    def _rate(self, accepted: int) -> float:
         # accepted frames per second, averaged over the last 10 s or more
         now = time.monotonic()
         t0, a0 = self._rate_mark

@@ -66,7 +66,8 @@ class Forwarder(AckedRows):
         self._lock = threading.Lock()
         self._acked = []  # outbox ids PUBACKed, not yet handed to the pipeline
         self._just_acked = []  # PUBACKed in this loop_read; handed over under one lock hold
-        self.activity = None  # an Event to set when PUBACKed ids are handed over (gateway/pubproc.py)
+        # an Event to set when PUBACKed ids are handed over (gateway/pubproc.py)
+        self.activity: threading.Event | None = None
         self._skip = set()  # ids PUBACKed and not yet deleted: not resent after a reconnect
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)

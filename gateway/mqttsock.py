@@ -18,15 +18,18 @@
 # _handle_pubackcomp); tests/gateway/test_mqttsock.py runs it against a real mosquitto.
 import socket
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 READ_SIZE = 65536
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class BufferedSocket:
-    def __init__(self, sock) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._in = b""
         self._pos = 0
@@ -34,7 +37,7 @@ class BufferedSocket:
 
     # ------------------------------------------------------------ what paho calls
 
-    def recv(self, n):
+    def recv(self, n: int) -> bytes | bytearray:
         buf, pos = self._in, self._pos
         if pos >= len(buf):
             buf = self.sock.recv(READ_SIZE)  # BlockingIOError / SSLWantReadError reach paho as before
@@ -44,10 +47,10 @@ class BufferedSocket:
         self._pos = pos + n
         return buf[pos:pos + n]
 
-    def buffered(self):
+    def buffered(self) -> int:
         return len(self._in) - self._pos
 
-    def fill(self):
+    def fill(self) -> int:
         # one recv from the socket into an empty buffer: -> bytes read, 0 when none are
         # readable now, -1 when the broker closed the connection
         try:
@@ -59,7 +62,7 @@ class BufferedSocket:
         self._in, self._pos = buf, 0
         return len(buf)
 
-    def take_pubacks(self, hook):
+    def take_pubacks(self, hook: Callable[[int], bool]) -> int:
         # consume the PUBACKs at the head of the buffer that hook(message id) claims; -> how many
         buf, pos = self._in, self._pos
         end = len(buf) - 3
@@ -69,11 +72,11 @@ class BufferedSocket:
         self._pos = pos
         return (pos - start) >> 2
 
-    def send(self, data):
+    def send(self, data: bytes) -> int:
         self._out += data
         return len(data)
 
-    def pending(self):
+    def pending(self) -> int:
         # bytes readable without the socket: ours, and those an ssl socket has decrypted
         n = len(self._in) - self._pos
         if n > 0:
@@ -88,18 +91,18 @@ class BufferedSocket:
             pass
         self.sock.close()
 
-    def setblocking(self, flag) -> None:
+    def setblocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self.sock.fileno()
 
-    def __getattr__(self, name):  # anything else paho may ask a socket (getpeername, ...)
+    def __getattr__(self, name: str) -> Any:  # anything else paho may ask a socket (getpeername, ...)
         return getattr(self.sock, name)
 
     # ------------------------------------------------------------ what the publisher calls
 
-    def want_write(self):
+    def want_write(self) -> bool:
         return bool(self._out)
 
     def flush(self) -> bool:
@@ -118,7 +121,7 @@ class BufferedSocket:
         return True
 
 
-def _remaining_length(n):
+def _remaining_length(n: int) -> bytes:
     # MQTT 3.1.1 section 2.2.3: 7 bits per byte, least significant first
     out = bytearray()
     while True:
@@ -133,13 +136,13 @@ class Client(mqtt.Client):
     # for outbox rows (see above)
     on_outbox_puback = None  # (message id) -> True when it was an outbox publish
 
-    def _create_socket(self):
+    def _create_socket(self) -> Any:
         sock = super()._create_socket()
         if isinstance(sock, socket.socket):  # plain TCP and ssl.SSLSocket (a subclass)
             return BufferedSocket(sock)
         return sock
 
-    def publish_outbox(self, topic, payload, retain: bool = False):
+    def publish_outbox(self, topic: str, payload: bytes, retain: bool = False) -> int | None:
         # -> the message id, or None when there is no connection
         sock = self._sock
         if not isinstance(sock, BufferedSocket):
@@ -158,7 +161,7 @@ class Client(mqtt.Client):
                             mid.to_bytes(2, "big"), payload)))
         return mid
 
-    def read_all(self, max_reads: int = 8):
+    def read_all(self, max_reads: int = 8) -> MQTTErrorCode:
         # Everything readable now (select() said so): -> paho's error code, as loop_read's.
         # PUBACKs of outbox publishes come from the buffer without paho, other packets (and
         # a packet split between two reads) through paho's loop_read, one packet per call.
@@ -178,22 +181,22 @@ class Client(mqtt.Client):
                 continue
             inner = getattr(sock.sock, "pending", None)  # TLS: decrypted bytes wait in the ssl object
             if (short or reads >= max_reads) and not (inner is not None and inner()):
-                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS  # select() says when more comes
+                return MQTTErrorCode.MQTT_ERR_SUCCESS  # select() says when more comes
             reads += 1
             try:
                 got = sock.fill()
             except OSError:
                 got = -1
             if got == 0:
-                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
             if got < 0:
                 return self.loop_read()  # paho reads the end of the connection itself and says so
             short = got < READ_SIZE
 
-    def _handle_pubackcomp(self, cmd):
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         hook = self.on_outbox_puback
         if cmd == "PUBACK" and hook is not None:
             pkt = self._in_packet["packet"]
             if len(pkt) >= 2 and hook((pkt[0] << 8) | pkt[1]):
-                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_pubackcomp(cmd)

@@ -17,6 +17,8 @@
 # starts its resource tracker, a third interpreter for semaphores and shared memory this
 # pipe never uses, and imports the parent's main module again in the child. The first
 # message over the pipe is ("setup", settings, db_path, log level, (gateway state, alarms)).
+from __future__ import annotations
+
 import logging
 import os
 import pickle
@@ -28,8 +30,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 log = logging.getLogger("citynode.gateway")
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 STATUS_S = 0.02  # child: after a PUBACK, wait this long for more before telling the parent
 PARENT_TICK_S = 0.25  # parent: gateway state (alarms) and changed node states this often
@@ -41,15 +49,15 @@ class Channel:
     # Messages over one end of a socketpair: each a pickle after its length (4 bytes). One
     # thread receives; senders hold their own lock. multiprocessing.connection does the same
     # but imports tempfile, shutil, bz2, lzma...: ~0.5 MiB more RSS in each process.
-    def __init__(self, sock) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._rfile = sock.makefile("rb")
 
-    def send(self, msg) -> None:
+    def send(self, msg: object) -> None:
         data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
         self._sock.sendall(_LENGTH.pack(len(data)) + data)
 
-    def recv(self):
+    def recv(self) -> Any:
         head = self._rfile.read(_LENGTH.size)
         if len(head) < _LENGTH.size:
             raise EOFError
@@ -79,7 +87,9 @@ def _child_env():
 
 
 class PublisherProcess:
-    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn) -> None:
+    def __init__(self, *, settings: Settings, db_path: str | os.PathLike[str], states_fn: Callable[..., Any],
+                 on_command: Callable[[str, bytes, bool], object], gateway_state_fn: Callable[[], dict[str, Any]],
+                 alarms_fn: Callable[[], list[str]]) -> None:
         self.s = settings
         self.db_path = str(db_path)
         self.states_fn = states_fn
@@ -104,7 +114,7 @@ class PublisherProcess:
 
     # ------------------------------------------------------------ the pipeline's interface
 
-    def start(self):
+    def start(self) -> Self:
         self._spawn()
         threading.Thread(target=self._tick, name="mqtt-proxy-tick", daemon=True).start()
         return self
@@ -112,12 +122,12 @@ class PublisherProcess:
     def wake(self) -> None:
         self._send(("wake",))
 
-    def take_acked(self):
+    def take_acked(self) -> list[int]:
         with self._lock:
             ids, self._acked = self._acked, []
         return ids
 
-    def deleted(self, ids) -> None:
+    def deleted(self, ids: Iterable[int]) -> None:
         self._send(("deleted", ids))
 
     def stop(self) -> None:
@@ -161,7 +171,7 @@ class PublisherProcess:
         threading.Thread(target=self._receive, args=(parent_end, proc), name="mqtt-proxy-rx", daemon=True).start()
         self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
 
-    def _send(self, msg) -> None:
+    def _send(self, msg: object) -> None:
         with self._send_lock:
             try:
                 if self._conn is not None:
@@ -169,7 +179,7 @@ class PublisherProcess:
             except (OSError, ValueError):
                 pass  # the child is gone; the receiver restarts it
 
-    def _receive(self, conn, proc) -> None:
+    def _receive(self, conn: Channel, proc: Any) -> None:
         while True:
             try:
                 msg = conn.recv()
@@ -219,20 +229,21 @@ class PublisherProcess:
 
 class _ChildHost:
     # What the Forwarder asks its host for, fed from the parent's messages.
-    def __init__(self, conn, send, initial) -> None:
+    def __init__(self, conn: Channel, send: Callable[[object], None],
+                 initial: tuple[dict[str, Any], list[str]]) -> None:
         self.conn = conn
         self.send = send
         self.gw, self.alarm_list = initial
         self.states = {}  # node -> (version, state dict)
         self.version = 0
 
-    def gateway_state(self):
+    def gateway_state(self) -> dict[str, Any]:
         return dict(self.gw)
 
-    def alarms(self):
+    def alarms(self) -> list[str]:
         return self.alarm_list
 
-    def changed_nodes(self, seen):
+    def changed_nodes(self, seen: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
         out = []
         for node, (version, st) in list(self.states.items()):
             if seen.get(node) != version:
@@ -240,7 +251,7 @@ class _ChildHost:
                 out.append((node, st))
         return out
 
-    def command(self, topic, payload, retained) -> None:
+    def command(self, topic: str, payload: bytes, retained: bool) -> None:
         self.send(("command", topic, payload, retained))
 
 
@@ -248,11 +259,11 @@ class _Terminate(Exception):
     pass
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise _Terminate()
 
 
-def child_main(fd) -> None:
+def child_main(fd: int) -> None:
     # Ctrl-C and SIGHUP reach the whole process group: the parent handles them. SIGTERM
     # (systemd signals the whole group; PublisherProcess.stop's terminate()) ends the child
     # cleanly; the parent's outbox keeps whatever it did not get to publish.
@@ -270,7 +281,7 @@ def child_main(fd) -> None:
                         format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
     send_lock = threading.Lock()
 
-    def send(msg) -> None:
+    def send(msg: object) -> None:
         with send_lock:
             conn.send(msg)
 

@@ -12,6 +12,9 @@
 # after the retention, is still known as a duplicate while it is within its node's window.
 # The `up` message is the envelope the first gateway made (byte for byte, with that
 # gateway's id and reception time); the other outputs are made here from the verified frame.
+from __future__ import annotations
+
+import argparse
 import asyncio
 import base64
 import datetime
@@ -21,6 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
@@ -34,6 +38,10 @@ from gateway.store import Store, StoreError
 from protocol import message
 from protocol.cbor import FrameError
 
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.keys import Keys
+
 log = logging.getLogger("citynode.relay")
 
 FETCH = 256  # messages per pull
@@ -45,12 +53,12 @@ LATER = "later"
 GATEWAY_ALIVE_HEARTBEATS = 3  # a gateway is shown dead after this many of its heartbeats missed
 
 
-def _unix(text):
+def _unix(text: str) -> float:
     return datetime.datetime.fromisoformat(text).timestamp()
 
 
 class Relay:
-    def __init__(self, settings, keys=None) -> None:
+    def __init__(self, settings: Settings, keys: Keys | None = None) -> None:
         self.s = settings
         self.n = settings.nats
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
@@ -74,7 +82,7 @@ class Relay:
 
     # ------------------------------------------------------------ life cycle
 
-    def start(self):
+    def start(self) -> Self:
         s = self.s
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_data_dir(s.data_dir)
@@ -142,7 +150,7 @@ class Relay:
         log.info("relay: keys reloaded: %d nodes", len(keys))
         return True
 
-    def _thresholds(self, node):
+    def _thresholds(self, node: str) -> dict[str, float] | None:
         st = self.stats.nodes.get(node)
         return st.thresholds if st is not None else None
 
@@ -194,7 +202,7 @@ class Relay:
                 self.connected = False
                 await nc.close()
 
-    async def _consume(self, js, sub) -> None:
+    async def _consume(self, js: Any, sub: Any) -> None:
         import nats
 
         pruned = time.monotonic()
@@ -227,7 +235,7 @@ class Relay:
                 pruned = time.monotonic()
                 await self._prune(sub)
 
-    async def _prune(self, sub) -> None:
+    async def _prune(self, sub: Any) -> None:
         try:
             floor = (await sub.consumer_info()).ack_floor.stream_seq
         except Exception:  # noqa: BLE001 - later
@@ -237,7 +245,7 @@ class Relay:
             self.store.db.execute("DELETE FROM relay_seen WHERE stream_seq <= ?", (floor,))
             self.seen.difference_update(old)
 
-    async def _heartbeat(self, msg) -> None:
+    async def _heartbeat(self, msg: Any) -> None:
         try:
             state = orjson.loads(msg.data)
             self.fleet[str(state["gateway"])] = (time.time(), state)
@@ -246,7 +254,7 @@ class Relay:
 
     # ------------------------------------------------------------ one batch
 
-    def _process(self, msgs) -> bool:
+    def _process(self, msgs: list[Any]) -> bool:
         # -> True when the batch is stored (then acked), False when the commit failed
         rows, st_rows, seen, frames = [], [], [], []
         later = self.later = []  # not for now (no key yet): asked to come again (_consume naks them)
@@ -303,7 +311,7 @@ class Relay:
             self.st_sender.wake()
         return True
 
-    def _frame(self, msg, pending):
+    def _frame(self, msg: Any, pending: dict[str, Any]) -> tuple[Frame, tuple[str, bytes], int] | str | None:
         # a stream message -> (Frame, its `up` row, gaps), or None (rejected or a duplicate: counted)
         try:
             env = orjson.loads(msg.data)
@@ -365,11 +373,11 @@ class Relay:
 
     # ------------------------------------------------------------ state
 
-    def relay_state(self):
+    def relay_state(self) -> dict[str, Any]:
         return {"state": "online", "gateway": self.s.gateway_id, "role": "relay", "version": __version__,
                 "time": iso(time.time()), "since": iso(self.started or time.time()), "counters": dict(self.counters)}
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         # the status page's snapshot, as the gateway's (gateway/daemon.py): the whole city's nodes
         counters, rejected, nodes = self.stats.snapshot()
         counters.update(self.counters)
@@ -388,7 +396,7 @@ class Relay:
             out.append(st)
         return {"gateway": gw, "nodes": out, "fleet": self.fleet_status()}
 
-    def fleet_status(self):
+    def fleet_status(self) -> dict[str, Any]:
         # gateways alive (by their heartbeats) and, per node, which gateways heard it (with RSSI
         # where the link has one) and which one's copy reached the stream first
         now = time.time()
@@ -416,14 +424,14 @@ class Relay:
 # ------------------------------------------------------------ citynode relay
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", required=True,
                         help="the relay's TOML config: [relay] id, data_dir; [nats]; [mqtt]; [nodes] (docs/fleet.md)")
     parser.add_argument("--check-config", action="store_true", help="validate the config and its keys file, then exit")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from gateway.cli import load, redact_logs
 
     try:
