@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import paho.mqtt.client as mqtt  # noqa: E402
-from gateway_bench import cpu_seconds, up_payload_size  # noqa: E402
+from gateway_bench import cpu_seconds, split, thread_cpu, up_payload_size  # noqa: E402
 
 from gateway.files import write_private  # noqa: E402
 from gateway.keys import format_keys  # noqa: E402
@@ -301,6 +301,7 @@ def gateway_run(work, name, text_fn, keys, per_node, depth_name="outbox.sqlite")
     q = ctx.Queue()
     procs = [ctx.Process(target=_flood, args=(n, k, ("127.0.0.1", port), per_node, q)) for n, k in keys.items()]
     cpu0 = cpu_seconds(p.proc.pid)
+    th0 = thread_cpu(p.proc.pid)
     t0 = time.perf_counter()
     for pr in procs:
         pr.start()
@@ -312,8 +313,9 @@ def gateway_run(work, name, text_fn, keys, per_node, depth_name="outbox.sqlite")
     elapsed = time.perf_counter() - t0
     time.sleep(0.6)  # the deletions of the last acked rows: part of the cost
     cpu = cpu_seconds(p.proc.pid) - cpu0
-    p.stop()
     n = per_node * len(keys)
+    print(f"  {name}: {split(th0, thread_cpu(p.proc.pid), n)} per frame", flush=True)
+    p.stop()
     if not ok:
         raise SystemExit(f"{name}: frames not ACKed; see {p.log}")
     return n / elapsed, cpu / n * 1e6
