@@ -38,7 +38,14 @@ def main():
     _p, cfg = provision("soak-1", str(base / "node"), str(base / "keys.toml"), board="rp2", interval_s=a.interval)
     cfg.update(heartbeat_s=a.interval)
     (base / "node" / "config.json").write_text(json.dumps(cfg))
-    image = flashed_image(base)
+    for attempt in range(3):  # citynode flash on a loaded machine can time out: flash again
+        try:
+            image = flashed_image(base)
+            break
+        except SystemExit as e:
+            print("pico soak: flash attempt %d failed: %s" % (attempt + 1, str(e)[-200:]), flush=True)
+    else:
+        raise SystemExit("pico soak: citynode flash failed three times")
     flash = base / "soak.bin"
     shutil.copyfile(image, flash)
     key = bytes.fromhex(cfg["key"])

@@ -4,6 +4,7 @@
 # Buffers are allocated once per sensor, not per sample.
 
 # quality status values: the protocol's (SPEC.md 6.1), defined once in protocol.message
+from firmware.clock import ticks_diff
 from protocol.message import Q_DEGRADED as DEGRADED  # noqa: F401 - used by the sampler
 from protocol.message import Q_FAULT as FAULT
 from protocol.message import Q_OK as OK
@@ -126,7 +127,7 @@ class Reporter:
         self.last_ms = None
 
     def due(self, value, now_ms):
-        if self.heartbeat_ms is None or self.last_ms is None or now_ms - self.last_ms >= self.heartbeat_ms:
+        if self.heartbeat_ms is None or self.last_ms is None or ticks_diff(now_ms, self.last_ms) >= self.heartbeat_ms:
             return True
         if value is None or self.last_value is None:
             return value is not self.last_value

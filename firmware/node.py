@@ -9,6 +9,7 @@ from array import array
 
 from firmware import filters
 from firmware.buffer import Buffer
+from firmware.clock import ticks_diff
 from firmware.sampler import Sampler, f16
 from firmware.state import State
 from protocol import message as msg
@@ -52,6 +53,10 @@ class Node:
         self.board = board
         self.cfg = cfg
         self.clock = board.clock
+        # ms modulo 2**30 for every interval (firmware/clock.py): small ints however long the
+        # node is up; the full uptime (clock.ms()) only goes into frames. A simulated clock
+        # without ticks() counts plain ms, which ticks_diff takes as well.
+        self._now = getattr(board.clock, "ticks", board.clock.ms)
         self.link_clock = link_clock or board.clock
         self.window = window
         self.retry_ms = retry_ms
@@ -181,13 +186,14 @@ class Node:
         # Returns ms until the next cycle, less what this one took (a fixed cadence). A failing
         # cycle is counted, logged and retried; five in a row reset the board.
         # (One function, not two: every name a device module adds is a qstr, see upload.py.)
-        started = self.clock.ms()
+        started = self._now()
         try:
             self.feed()
             report = report or self.force_report or self.send_info or self.cmd_result is not None
             s = self.sampler
             if s is None:
-                report = report or self.last_report_ms is None or started - self.last_report_ms >= self.interval_ms
+                last = self.last_report_ms
+                report = report or last is None or ticks_diff(started, last) >= self.interval_ms
             else:
                 s.sample()
                 self.feed()
@@ -216,13 +222,15 @@ class Node:
         fit = getattr(self.link, "fit", None)
         if fit is not None:
             wait = fit(wait, self)  # LoRa: stretched to the duty cycle, and its window and resends (lora_link.py)
-        return max(0, wait - (self.clock.ms() - started))
+        return max(0, wait - ticks_diff(self._now(), started))
 
     def _health(self):
         # A boot is healthy once it has completed HEALTHY_AFTER cycles, been up HEALTHY_MS and
         # had a frame acknowledged (or its link is down: an outage is not the node's fault).
         # Normal mode: the failure count is cleared. Safe mode: once healthy for the retry
         # time, the node resets into normal mode; a try that fails doubles the next wait.
+        if not (self.safe or self.unhealthy or self.safe_tries):
+            return  # healthy already
         up = self.clock.ms()
         if self.cycles < HEALTHY_AFTER or up < HEALTHY_MS or not (self.counts["acked"] or self.offline):
             return
@@ -243,7 +251,7 @@ class Node:
         if lvl is not None and (s.level_q is None or s.level_q[2] != filters.FAULT):
             rise = 0
             if self.prev_level is not None:
-                rise = (lvl - self.prev_level) * 60000 // max(1, now - self.prev_ms)
+                rise = (lvl - self.prev_level) * 60000 // max(1, ticks_diff(now, self.prev_ms))
             self.prev_level = lvl
             self.prev_ms = now
             if not self.storm and (lvl >= self.storm_mm or rise >= self.rise_mm_min):
@@ -272,8 +280,9 @@ class Node:
 
     def report(self, cycle_ms=None):
         # Encode one data frame, store it in the buffer, and let transmit() send it
-        now = self.clock.ms()
-        cycle_ms = now if cycle_ms is None else cycle_ms
+        now = self.clock.ms()  # the uptime the frame carries
+        t = self._now()
+        cycle_ms = t if cycle_ms is None else cycle_ms
         battery = self.board.battery_mv()
         s = self.sampler
         if s is None:
@@ -294,8 +303,8 @@ class Node:
                     msg.I_INTERVAL: self.interval_ms // 1000, msg.I_LEVEL_MM: [self.alarm_mm, self.storm_mm]}
             if self.counts["discarded"]:
                 info[6] = self.counts["discarded"]  # SPEC.md 6.1: frames discarded for a retired key
-        if self.send_info or self.health_ms is None or now - self.health_ms >= _HEALTH_MS:
-            info = self._health_info(info or {}, now)
+        if self.send_info or self.health_ms is None or ticks_diff(t, self.health_ms) >= _HEALTH_MS:
+            info = self._health_info(info or {}, t)
         # a LoRa link encodes in the compact profile (SPEC.md 13) and adds info 12, others in full
         encode = getattr(self.link, "encode", msg.encode_data)
         frame = encode(self.key, self.node_id, self.boot, self.seq, now, recs, self.cfg["key_version"],
@@ -320,7 +329,7 @@ class Node:
 
         free = getattr(gc, "mem_free", None)  # MicroPython only: the CPython sim has no heap to report
         if free is not None:
-            if self.largest_ms is None or now - self.largest_ms >= _PROBE_MS:
+            if self.largest_ms is None or ticks_diff(now, self.largest_ms) >= _PROBE_MS:
                 self.largest_ms = now
                 self.largest = _largest_free()
             info[msg.I_HEAP] = [free(), self.largest]
@@ -329,7 +338,7 @@ class Node:
         info[msg.I_BUFFER] = [b.live, b.bytes, c["torn"], c["dropped"]]
         info[msg.I_FLASH_ERRORS] = c["flash"]
         info[msg.I_RESETS] = self.resets
-        info[msg.I_SAFE_S] = now // 1000 if self.safe else 0
+        info[msg.I_SAFE_S] = self.clock.ms() // 1000 if self.safe else 0
         return info
 
     # ------------------------------------------------------------ link
@@ -537,9 +546,9 @@ class Node:
         while ms > 0:
             self.feed()
             if listen:
-                t0 = self.clock.ms()
+                t0 = self._now()
                 self.receive(self.link.poll(min(ms, step)))
-                ms -= max(1, self.clock.ms() - t0)
+                ms -= max(1, ticks_diff(self._now(), t0))
             else:
                 self.board.sleep_ms(min(ms, step), mode == "light")
                 ms -= step

@@ -39,6 +39,14 @@ class VirtualClock:
     def ms(self):
         return self.now_ms
 
+    def ticks(self):
+        # ms modulo 2**30, as a board's clock gives them (firmware/clock.py): the node's
+        # intervals wrap here every 12.4 days of virtual time, as they do on the ports
+        return self.now_ms & 0x3FFFFFFF
+
+    def seconds(self):
+        return self.now_ms // 1000
+
     def sleep_ms(self, ms):
         if ms > 0:
             self.now_ms += int(ms)

@@ -421,3 +421,15 @@ def test_health_rides_in_the_boot_frame_and_then_hourly(rig):
     # made during the outage, it tells of the frames waiting in flash, bytes included
     waiting = [d["info"][msg.I_BUFFER] for d in health if d["flags"] & msg.F_BACKLOG]
     assert waiting and all(frames >= 1 and nbytes >= 50 * frames for frames, nbytes, _torn, _dropped in waiting)
+
+
+def test_the_cadence_holds_across_the_ticks_wrap(rig):
+    # the node times its cycles in ticks (ms modulo 2**30, as the ports give them): 12.4 days
+    # up, they wrap; the 5-minute cadence, the heartbeat and the rise rate go on as before
+    r = rig({"interval_s": 300, "heartbeat_s": 300})
+    r.board.clock.now_ms = (1 << 30) - 30 * 60000  # half an hour before the wrap
+    r.run(1)
+    ups = [d["uptime_ms"] for d in r.gw.decoded]
+    gaps = [b - a for a, b in zip(ups, ups[1:], strict=False)]
+    assert len(ups) >= 12 and ups[-1] > (1 << 30) + 20 * 60000
+    assert all(299000 <= g <= 301000 for g in gaps), gaps
