@@ -92,7 +92,9 @@ def test_sensorthings_observations(tmp_path, mosquitto):
         assert len(obs) == 12
         o = obs[3]
         assert o["result"] == level_m(o["parameters"]["seq"]) and o["parameters"]["node"] == "sew-02"
-        assert set(o) == {"phenomenonTime", "resultTime", "result", "parameters"} and "frame" in o["parameters"]
+        assert set(o) == {"@iot.id", "phenomenonTime", "resultTime", "result", "parameters"}
+        assert "frame" in o["parameters"]
+        assert len({ob["@iot.id"] for ob in obs}) == 12  # one id per (datastream, frame): resends reuse it
         assert sub_all.wait(lambda: len(sub_all.on("/agg")) >= 2)
         agg = sub_all.on("cn/nodes/sew-02/agg")[0][1]
         r = agg["readings"]["l"]
