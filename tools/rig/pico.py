@@ -482,13 +482,14 @@ for _ in range(%d):
     node.report()
     node.feed()
 gc.collect()
-print('HEAP backlog', gc.mem_free(), gc.mem_alloc(), node.buffer.live)
+print('HEAP backlog', gc.mem_free(), gc.mem_alloc(), node.buffer.live, node.boot)
 micropython.mem_info()
 """
 
 
 def heap_budget(port, backlog: int = 300):
-    # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames}
+    # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames,
+    #     "boot": the boot counter the probe's node ran as}
     # in bytes, on the board at `port`
     import re
 
@@ -499,11 +500,12 @@ def heap_budget(port, backlog: int = 300):
         fs.t.close()
     text = (out + err).decode(errors="replace")
     got = re.findall(r"HEAP (start|backlog) (\d+) (\d+).*?max free sz: (\d+)", text, re.S)
-    live = re.search(r"HEAP backlog \d+ \d+ (\d+)", text)
+    live = re.search(r"HEAP backlog \d+ \d+ (\d+) (\d+)", text)
     if len(got) != 2 or not live:
         raise AssertionError("the heap probe printed no figures: %r" % text[-600:])
     figures = {k: (int(free), int(used), int(blocks) * 16) for k, free, used, blocks in got}
     figures["live"] = int(live.group(1))
+    figures["boot"] = int(live.group(2))  # the boot those frames carry
     return figures
 
 
