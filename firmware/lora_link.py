@@ -25,7 +25,7 @@ except ImportError:
 
 _MINUTE_MS = const(60000)
 _HOUR_MIN = const(61)  # the current minute and the 60 before it: every hour ending now lies within
-_TURNAROUND_MS = const(1000)  # the gateway's time to store a frame and start its ACK
+_TURNAROUND_MS = const(3000)  # the gateway's time to store a frame and start its ACK (USB radio modem: ~1 s)
 _FULL_EVERY = const(12)  # every 12th frame carries every reading, changed or not
 
 
