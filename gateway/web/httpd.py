@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
@@ -35,11 +36,11 @@ class Counts:
         self._c = collections.Counter()
         self._lock = threading.Lock()
 
-    def add(self, name, n: int = 1) -> None:
+    def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._c[name] += n
 
-    def snapshot(self):
+    def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._c)
 
@@ -47,12 +48,12 @@ class Counts:
 class _HeadLimit:
     # The handler's rfile while a request head is read: readline() stops at `left` bytes
     # in all (http.client.LineTooLong beyond, which http.server answers with 431).
-    def __init__(self, raw, budget) -> None:
+    def __init__(self, raw: Any, budget: int) -> None:
         self.raw = raw
         self.budget = budget
         self.left = None  # None: no limit (the body)
 
-    def readline(self, limit=-1):
+    def readline(self, limit: int | None = -1) -> bytes:
         if self.left is None:
             return self.raw.readline(limit)
         n = self.left + 1 if limit is None or limit < 0 else min(limit, self.left + 1)
@@ -62,7 +63,7 @@ class _HeadLimit:
             raise http.client.LineTooLong("request head")
         return line
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
 
 
@@ -116,27 +117,27 @@ class _Handler(WSGIRequestHandler):
             while left > 0 and (chunk := self.connection.recv(min(left, 65536))):
                 left -= len(chunk)
 
-    def send_error(self, code, message=None, explain=None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         if code == 431:
             self.server.count("head_too_large")
         super().send_error(code, message, explain)
 
     # No line per request in the journal (a url can carry ?token=), and none for the noise
     # of a scan or a flood: the counts are in /metrics.
-    def log_request(self, code: str = "-", size: str = "-") -> None:
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
-    def log_message(self, format, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def log_error(self, format, *args) -> None:
+    def log_error(self, format: str, *args: Any) -> None:
         pass
 
 
 class BoundedWSGIServer(ThreadedWSGIServer):
-    def __init__(self, host, port, app, *, max_connections: int = 64, header_timeout_s: float = 10.0,
+    def __init__(self, host: str, port: int, app: Any, *, max_connections: int = 64, header_timeout_s: float = 10.0,
                  idle_timeout_s: float = 30.0,
-                 busy_timeout_s: float = 60.0, max_head_bytes: int = 16384, counts=None) -> None:
+                 busy_timeout_s: float = 60.0, max_head_bytes: int = 16384, counts: Counts | None = None) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -158,14 +159,14 @@ class BoundedWSGIServer(ThreadedWSGIServer):
         self._janitor = threading.Thread(target=self._janitor_loop, name="status-web-janitor", daemon=True)
         self._janitor.start()
 
-    def count(self, name, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1) -> None:
         self.counts.add(name, n)
 
-    def connections(self):
+    def connections(self) -> int:
         with self._lock:
             return len(self._conns)
 
-    def mark(self, sock, state, timeout_s) -> bool:
+    def mark(self, sock: socket.socket, state: str, timeout_s: float) -> bool:
         # -> False when the connection was already ended (evicted or past its deadline)
         now = time.monotonic()
         with self._lock:
@@ -174,14 +175,14 @@ class BoundedWSGIServer(ThreadedWSGIServer):
             self._conns[sock] = [state, now, now + timeout_s]
             return True
 
-    def _end(self, sock) -> None:
+    def _end(self, sock: socket.socket) -> None:
         # under self._lock: wake the connection's thread (its recv returns b"") and forget it;
         # the thread closes the socket itself
         del self._conns[sock]
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._conns) >= self.max_connections:
@@ -209,13 +210,13 @@ class BoundedWSGIServer(ThreadedWSGIServer):
         except RuntimeError:  # no thread could be started
             self.shutdown_request(request)
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # an unexpected error on one connection: one line, no traceback on the journal
         self.count("errors")
         log.warning("status page: a request from %s failed", client_address[0] if client_address else "?",
                     exc_info=log.isEnabledFor(logging.DEBUG))
 
-    def shutdown_request(self, request) -> None:
+    def shutdown_request(self, request: Any) -> None:
         with self._lock:
             self._conns.pop(request, None)
         super().shutdown_request(request)

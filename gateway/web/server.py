@@ -5,6 +5,8 @@
 # [web] hosts): a web page elsewhere cannot reach it through DNS rebinding. With a token,
 # a browser trades it once (`/?token=...`) for a session cookie (HttpOnly, SameSite=Strict,
 # 12 h; Secure behind HTTPS); scripts send `Authorization: Bearer <token>`.
+from __future__ import annotations
+
 import collections
 import ipaddress
 import json
@@ -12,14 +14,19 @@ import pathlib
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Self
 
 from flask import Flask, Response, abort, redirect, request, send_from_directory
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.web.httpd import BoundedWSGIServer, Counts
 from gateway.web.metrics import StatusCollector
+
+if TYPE_CHECKING:
+    from gateway.web.history import History
 
 STATIC = pathlib.Path(__file__).parent / "static"
 SESSION_COOKIE = "citynode_session"
@@ -35,7 +42,7 @@ class WebConfigError(ValueError):
     pass
 
 
-def parse_listen(listen, token=None):
+def parse_listen(listen: str, token: str | None = None) -> tuple[str, int]:
     # "127.0.0.1:8080" / "[::1]:8080" / "0.0.0.0:8080" -> (host, port). Refuses a
     # non-loopback address without an access token: the page shows the city's sensor data.
     host, sep, port_s = str(listen).rpartition(":")
@@ -55,7 +62,7 @@ def parse_listen(listen, token=None):
     return host, int(port_s)
 
 
-def host_name(header):
+def host_name(header: str | None) -> str | None:
     # "Host: name:port" / "[::1]:8080" -> "name" (lower case, no trailing dot); None when malformed
     if not header or any(c in header for c in " /\\@?#"):
         return None
@@ -70,7 +77,7 @@ def host_name(header):
     return name.lower().rstrip(".") or None
 
 
-def host_allowed(name, hosts=()) -> bool:
+def host_allowed(name: str | None, hosts: Iterable[str] = ()) -> bool:
     # loopback names and IP literals are safe (DNS rebinding needs a DNS name); other names only
     # when configured ([web] hosts: the name a reverse proxy or the technicians use)
     if name is None:
@@ -90,7 +97,7 @@ class Sessions:
         self._by_id = collections.OrderedDict()  # id -> expiry (time.time)
         self._lock = threading.Lock()
 
-    def new(self):
+    def new(self) -> str:
         sid = secrets.token_urlsafe(32)
         now = time.time()
         with self._lock:
@@ -102,7 +109,7 @@ class Sessions:
             self._by_id[sid] = now + SESSION_S
         return sid
 
-    def valid(self, sid) -> bool:
+    def valid(self, sid: str | None) -> bool:
         if not sid:
             return False
         with self._lock:
@@ -117,11 +124,11 @@ class Sessions:
 
 class WebCollector:
     # the status server's own counts, as citynode_web_events_total{name} and the open connections
-    def __init__(self, counts_fn, connections_fn) -> None:
+    def __init__(self, counts_fn: Callable[[], dict[str, int]], connections_fn: Callable[[], int]) -> None:
         self.counts_fn = counts_fn
         self.connections_fn = connections_fn
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily("citynode_web_events", "the status page server's counts by name (accepted, "
                                      "evicted, refused, timed_out, head_too_large, bad_host, unauthorized, "
                                      "sessions)", labels=["name"])
@@ -132,7 +139,7 @@ class WebCollector:
         yield from (events, conns)
 
 
-def _secure(req):
+def _secure(req: Any) -> bool:
     # served over TLS, or by a reverse proxy on this machine that says so
     if req.scheme == "https":
         return True
@@ -144,7 +151,9 @@ def _secure(req):
     return local and req.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
-def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), counts=None, connections_fn=None):
+def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token: str | None = None,
+               stale_after_s: float | None = None, hosts: Iterable[str] = (), counts: Counts | None = None,
+               connections_fn: Callable[[], int] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     registry = CollectorRegistry()
     registry.register(StatusCollector(status_fn))
@@ -153,7 +162,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
     hosts = frozenset(h.lower().rstrip(".") for h in hosts)
     sessions = Sessions()
 
-    def plain(text, status):
+    def plain(text: str, status: int) -> Response:
         return Response(text + "\n", status, {"Content-Type": "text/plain"})
 
     @app.before_request
@@ -181,7 +190,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
         return plain("access token required: open /?token=<token> once, or send Authorization: Bearer <token>", 401)
 
     @app.after_request
-    def headers(resp):
+    def headers(resp: Response) -> Response:
         resp.headers["Content-Security-Policy"] = CSP
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
@@ -193,7 +202,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
                             secure=_secure(request))
         return resp
 
-    def as_json(obj, status: int = 200):
+    def as_json(obj: object, status: int = 200) -> Response:
         return Response(json.dumps(obj, separators=(",", ":")), status, {"Content-Type": "application/json"})
 
     @app.get("/")
@@ -201,7 +210,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
         return send_from_directory(STATIC, "index.html")
 
     @app.get("/static/<path:name>")
-    def static_file(name):
+    def static_file(name: str) -> Response:
         return send_from_directory(STATIC, name, max_age=3600)
 
     @app.get("/api/status")
@@ -213,7 +222,7 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
         return as_json(status)
 
     @app.get("/api/nodes/<node>/history")
-    def api_history(node):
+    def api_history(node: str) -> Response:
         try:
             hours = float(request.args.get("hours", "24"))
         except ValueError:
@@ -233,25 +242,27 @@ def create_app(status_fn, history, token=None, stale_after_s=None, hosts=(), cou
 
 class StatusWeb:
     # start() serves in a daemon thread; stop() shuts the server down.
-    def __init__(self, *, listen, status_fn, history, token=None, stale_after_s=None, hosts=(), **limits) -> None:
+    def __init__(self, *, listen: str, status_fn: Callable[[], dict[str, Any]], history: History,
+                 token: str | None = None, stale_after_s: float | None = None, hosts: Iterable[str] = (),
+                 **limits: Any) -> None:
         self.host, self.port = parse_listen(listen, token)
         self.limits = limits  # BoundedWSGIServer's: max_connections, header_timeout_s, ...
         self.counts = Counts()  # the server's and the app's, for /metrics
         self.app = create_app(status_fn, history, token=token, stale_after_s=stale_after_s, hosts=hosts,
                               counts=self.counts, connections_fn=self.connections)
         self._server = None
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def connections(self):
+    def connections(self) -> int:
         server = self._server
         return server.connections() if server else 0
 
-    def start(self):
+    def start(self) -> Self:
         self._server = BoundedWSGIServer(self.host, self.port, self.app, counts=self.counts, **self.limits)
         self.port = self._server.port  # port 0 picks a free one
         self._thread = threading.Thread(target=self._server.serve_forever, name="status-web", daemon=True)
@@ -262,5 +273,6 @@ class StatusWeb:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
-            self._thread.join(timeout=5)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
             self._server = None
