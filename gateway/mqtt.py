@@ -13,13 +13,18 @@
 # (a backlog, a full window, a reconnect) is read from the outbox as before. The client,
 # the cursor and the in-flight map are shared under one lock (_io), held by this thread
 # except while it sleeps in select().
+from __future__ import annotations
+
 import json
 import logging
+import os
 import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import paho.mqtt.client as mqtt
 
@@ -27,6 +32,9 @@ from gateway import osthread
 from gateway.mqttsock import Client
 from gateway.outputs import iso, retained
 from gateway.store import AckedRows, Reader
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 log = logging.getLogger("citynode.gateway")
 
@@ -40,12 +48,15 @@ SHORT_SESSION_S = 2.0
 TAKEOVER_AFTER = 3
 
 
-def _dumps(obj):
+def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Forwarder(AckedRows):
-    def __init__(self, *, settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn) -> None:
+    def __init__(self, *, settings: Settings, db_path: str | os.PathLike[str],
+                 states_fn: Callable[[dict[str, int]], list[tuple[str, dict[str, Any]]]],
+                 on_command: Callable[[str, bytes, bool], object], gateway_state_fn: Callable[[], dict[str, Any]],
+                 alarms_fn: Callable[[], list[str]]) -> None:
         self.s = settings
         self.m = settings.mqtt
         self.prefix = settings.mqtt.topic_prefix
@@ -93,7 +104,7 @@ class Forwarder(AckedRows):
         except (BlockingIOError, OSError):
             pass  # already pending: one byte is enough
 
-    def offer(self, first_id, rows) -> None:
+    def offer(self, first_id: int, rows: Sequence[tuple[str, bytes]]) -> None:
         # The pipeline's rows [(topic, payload)] just committed with outbox ids first_id,
         # first_id + 1, ...: published from this (the pipeline's) thread when they follow the
         # cursor and fit the window; otherwise the publisher thread reads them from the outbox.
@@ -114,7 +125,7 @@ class Forwarder(AckedRows):
                 self._dirty = True
         self.wake()
 
-    def start(self):
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -127,13 +138,15 @@ class Forwarder(AckedRows):
 
     # ------------------------------------------------------------ paho callbacks (this thread)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: Any,
+                    properties: object) -> None:
         self._connack = reason_code
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: Any,
+                       properties: object) -> None:
         self._conn_ok = False
 
-    def _on_outbox_puback(self, mid) -> bool:
+    def _on_outbox_puback(self, mid: int) -> bool:
         # Client.publish_outbox's PUBACKs; -> False for paho's own (the retained states)
         oid = self._inflight.pop(mid, None)
         if oid is None:
@@ -153,7 +166,7 @@ class Forwarder(AckedRows):
             if self.activity is not None:
                 self.activity.set()
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.on_command(msg.topic, msg.payload, msg.retain)
 
     # ------------------------------------------------------------ connection
@@ -202,7 +215,7 @@ class Forwarder(AckedRows):
             return None
         return c
 
-    def _log_failure(self, text) -> None:
+    def _log_failure(self, text: str) -> None:
         if text != self._last_error:
             log.warning("mqtt: %s; retrying with backoff", text)
             self._last_error = text
@@ -250,7 +263,7 @@ class Forwarder(AckedRows):
 
     # ------------------------------------------------------------ one connection
 
-    def _publish_alarms(self, c, force: bool = False) -> None:
+    def _publish_alarms(self, c: Client, force: bool = False) -> None:
         alarms = self.alarms_fn()
         if force or alarms != self._alarms:
             self._alarms = alarms
@@ -258,14 +271,14 @@ class Forwarder(AckedRows):
                 log.warning("gateway alarms: %s", ", ".join(alarms))
             c.publish(self.gw_topic, _dumps(self.gateway_state_fn()), qos=1, retain=True)
 
-    def _publish_states(self, c) -> None:
+    def _publish_states(self, c: Client) -> None:
         self._publish_alarms(c, force=True)
         for node, st in self.states_fn(self._state_versions):
             if st["last_seen"] is not None:
                 st = dict(st, last_seen=iso(st["last_seen"]))
             c.publish(f"{self.prefix}/nodes/{node}/state", _dumps(st), qos=1, retain=True)
 
-    def _session(self, c) -> None:
+    def _session(self, c: Client) -> None:
         self._conn_ok = True
         self.connected = True
         self._state_versions = {}
@@ -345,7 +358,7 @@ class Forwarder(AckedRows):
             if not self._stop.is_set() and not self.taken_over:
                 log.warning("mqtt: connection to %s lost; the outbox keeps every frame", self.m.url)
 
-    def _publish_rows(self, c, rows, skip=()) -> bool:
+    def _publish_rows(self, c: Client, rows: Iterable[tuple[int, str, bytes]], skip: Collection[int] = ()) -> bool:
         # Outbox rows [(id, topic, payload)] in id order, QoS 1 on c (caller holds _io); the
         # cursor follows each one published or skipped. -> False when the connection is gone.
         inflight = self._inflight
@@ -359,7 +372,7 @@ class Forwarder(AckedRows):
             self._cursor = oid
         return True
 
-    def _goodbye(self, c) -> None:
+    def _goodbye(self, c: Client) -> None:
         # A clean stop: say offline ourselves (the will is only sent on an unclean loss),
         # give in-flight PUBACKs a moment, then disconnect.
         state = self.gateway_state_fn()
@@ -382,7 +395,7 @@ class Forwarder(AckedRows):
             _flush(c, sock)
 
 
-def _flush(c, sock):
+def _flush(c: Client, sock: Any) -> bool | None:
     # Write what paho queued in the BufferedSocket. -> True when bytes still wait (select
     # for writing), False when all went, None when the connection is lost.
     try:

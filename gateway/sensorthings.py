@@ -9,19 +9,28 @@
 #   mqtt(s)://  QoS 1 publish to v1.1/Datastreams(id)/Observations on FROST's own broker;
 #               deleted on PUBACK (FROST acknowledges before it creates and only logs a
 #               failure, so HTTP is the mode that knows what was created).
+from __future__ import annotations
+
 import base64
 import http.client
 import json
 import logging
+import os
 import sqlite3
 import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import paho.mqtt.client as mqtt
 
 from gateway.store import connect
+
+if TYPE_CHECKING:
+    from gateway.config import SensorThingsServer
+    from gateway.stats import Stats
 
 log = logging.getLogger("citynode.gateway")
 
@@ -29,7 +38,7 @@ BATCH = 100
 RETRY_CODES = (401, 403, 407, 408, 429)  # credentials, proxy, timeouts, rate limits: fixable, not the data's fault
 
 
-def _tls_context(server):
+def _tls_context(server: SensorThingsServer) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=server.ca)  # system CAs when no ca is given
     if server.cert:
         ctx.load_cert_chain(server.cert, server.key)
@@ -37,7 +46,8 @@ def _tls_context(server):
 
 
 class Sender:
-    def __init__(self, server, db_path, stats, gateway_id) -> None:
+    def __init__(self, server: SensorThingsServer, db_path: str | os.PathLike[str], stats: Stats,
+                 gateway_id: str) -> None:
         self.server = server
         self.db_path = db_path
         self.stats = stats
@@ -53,7 +63,7 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
-    def start(self):
+    def start(self) -> Self:
         self._db = connect(self.db_path)
         self._thread.start()
         return self
@@ -65,7 +75,7 @@ class Sender:
         if self._db is not None:
             self._db.close()
 
-    def depth(self):
+    def depth(self) -> int:
         # Observations waiting (any thread: a connection of its own)
         db = connect(self.db_path)
         try:
@@ -73,11 +83,11 @@ class Sender:
         finally:
             db.close()
 
-    def _rows(self, after, limit=BATCH):
+    def _rows(self, after: int, limit: int = BATCH) -> list[tuple[int, str, bytes]]:
         return self._db.execute("SELECT id, path, payload FROM st_outbox WHERE id > ? ORDER BY id LIMIT ?",
                                 (after, limit)).fetchall()
 
-    def _write(self, statements):
+    def _write(self, statements: Iterable[tuple[str, Iterable[Sequence[Any]]]]) -> None:
         # one short transaction beside the pipeline's group commits (SQLite's busy timeout
         # waits); [(sql, rows)]
         db = self._db
@@ -90,7 +100,7 @@ class Sender:
             db.execute("ROLLBACK")
             raise
 
-    def _failed(self, text) -> None:
+    def _failed(self, text: str) -> None:
         s = self.server
         self.backoff = min(max(self.backoff * 2, s.retry_min_s), s.retry_max_s)
         if text != self.last_error:
@@ -179,7 +189,8 @@ class Sender:
         if conn is not None:
             conn.close()
 
-    def _created_before(self, conn, headers, path, payload):
+    def _created_before(self, conn: http.client.HTTPConnection, headers: dict[str, str], path: str,
+                        payload: bytes) -> bool:
         # Is the Observation with this row's @iot.id on the server? (GET <root>/<version>/Observations(id))
         try:
             oid = json.loads(payload).get("@iot.id")
@@ -198,7 +209,7 @@ class Sender:
             return False  # not known: the POST is retried (and asked about again)
         return resp.status == 200
 
-    def _commit(self, done, rejected) -> None:
+    def _commit(self, done: list[tuple[int]], rejected: list[tuple[int, int, str, float]]) -> None:
         # done: [(row id,)] the server has; rejected: [(row id, status, answer, when)] kept aside
         if not done and not rejected:
             return
@@ -215,7 +226,7 @@ class Sender:
 
     # ------------------------------------------------------------ MQTT
 
-    def _mqtt_client(self):
+    def _mqtt_client(self) -> mqtt.Client:
         s = self.server
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                         protocol=mqtt.MQTTv311)
@@ -232,15 +243,15 @@ class Sender:
         inflight = {}  # mid -> row id
         state = {"up": False}
 
-        def on_connect(c, u, flags, rc, props) -> None:
+        def on_connect(c: mqtt.Client, u: object, flags: object, rc: Any, props: object) -> None:
             state["up"] = not rc.is_failure
 
-        def on_disconnect(c, u, flags, rc, props) -> None:
+        def on_disconnect(c: mqtt.Client, u: object, flags: object, rc: Any, props: object) -> None:
             state["up"] = False
 
         early = set()  # PUBACKs that came before publish() returned and its mid was noted
 
-        def on_publish(c, u, mid, rc, props) -> None:
+        def on_publish(c: mqtt.Client, u: object, mid: int, rc: Any, props: object) -> None:
             with lock:
                 row = inflight.pop(mid, None)
                 if row is not None:
