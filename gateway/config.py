@@ -1,6 +1,8 @@
 # gateway.toml -> frozen settings. Every problem becomes one ConfigError line that names
 # the key ("[mqtt] url: ..."), so `citynode gateway` can refuse a bad file with exit 2.
 # Relative paths (data_dir, keys_file, TLS files) are relative to the config file.
+from __future__ import annotations
+
 import dataclasses
 import ipaddress
 import logging
@@ -10,6 +12,8 @@ import re
 import stat
 import tomllib
 import urllib.parse
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
 
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
@@ -162,17 +166,17 @@ class Settings:
 
 class _Table:
     # Reads one TOML table, remembering which keys were used so unknown ones are refused.
-    def __init__(self, data, name) -> None:
+    def __init__(self, data: object, name: str) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"[{name}]: must be a table")
         self.data = data
         self.name = name
         self.used = set()
 
-    def err(self, key, problem):
+    def err(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"[{self.name}] {key}: {problem}")
 
-    def get(self, key, kind, default=None, required: bool = False):
+    def get(self, key: str, kind: Any, default: Any = None, required: bool = False) -> Any:
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -185,13 +189,13 @@ class _Table:
             raise self.err(key, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
         return value
 
-    def number(self, key, default, lo, hi=None, kind=int):
+    def number(self, key: str, default: float, lo: float, hi: float | None = None, kind: type = int) -> Any:
         v = self.get(key, kind, default)
         if v < lo or (hi is not None and v > hi):
             raise self.err(key, f"must be between {lo} and {hi}, got {v}" if hi is not None else f"must be >= {lo}")
         return v
 
-    def finish(self):
+    def finish(self) -> None:
         extra = sorted(set(self.data) - self.used)
         if extra:
             raise self.err(extra[0], "unknown key")
@@ -202,7 +206,7 @@ _KIND_NAMES = {int | str: "an integer or a string",
                dict: "a table"}
 
 
-def parse_hostport(text, where):
+def parse_hostport(text: str, where: Callable[[str], Exception]) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -210,7 +214,7 @@ def parse_hostport(text, where):
     return host, int(port)
 
 
-def _tls_files(t, base):
+def _tls_files(t: _Table, base: pathlib.Path) -> dict[str, str]:
     # [mqtt] and [sensorthings_server]: ca, cert and key, each an existing file -> {key: path}
     files = {}
     for k in ("ca", "cert", "key"):
@@ -223,7 +227,7 @@ def _tls_files(t, base):
     return files
 
 
-def _host_port(t, u, url, default_port):
+def _host_port(t: _Table, u: urllib.parse.SplitResult, url: str, default_port: int) -> int:
     # [mqtt] and [sensorthings_server]: the url's host and port (its scheme's default)
     if not u.hostname:
         raise t.err("url", f"has no host: {url!r}")
@@ -233,7 +237,8 @@ def _host_port(t, u, url, default_port):
         raise t.err("url", f"bad port in {url!r}") from None
 
 
-def _endpoint(t, base, u, tls, plain_hint: str = ""):
+def _endpoint(t: _Table, base: pathlib.Path, u: urllib.parse.SplitResult, tls: bool, plain_hint: str = "") -> dict[str,
+              Any]:
     # [mqtt] and [sensorthings_server]: TLS files and login -> Endpoint fields
     files = _tls_files(t, base)
     if files and not tls:
@@ -248,12 +253,12 @@ def _endpoint(t, base, u, tls, plain_hint: str = ""):
             "key": files.get("key")}
 
 
-def _path(base, value):
+def _path(base: pathlib.Path, value: str) -> pathlib.Path:
     p = pathlib.Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
 
 
-def _mqtt(t, base, gw_id):
+def _mqtt(t: _Table, base: pathlib.Path, gw_id: str) -> MqttSettings:
     url = t.get("url", str, required=True)
     u = urllib.parse.urlsplit(url)
     url = redact_url(url)  # the url is kept for messages and logs only: the password stays in .password
@@ -280,7 +285,7 @@ def _mqtt(t, base, gw_id):
     return m
 
 
-def _nats(t, base):
+def _nats(t: _Table, base: pathlib.Path) -> NatsSettings:
     servers = t.get("servers", list, required=True)
     if not servers or not all(isinstance(x, str) for x in servers):
         raise t.err("servers", "must be a non-empty list of urls (nats://host:4222 or tls://host:4222)")
@@ -327,7 +332,7 @@ def _nats(t, base):
     return n
 
 
-def _ingest(entries, base):
+def _ingest(entries: object, base: pathlib.Path) -> tuple[IngestSettings, ...]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError("[[ingest]]: at least one ingest (kind = \"udp\", \"serial\" or \"chirpstack\") is required")
     out = []
@@ -365,7 +370,7 @@ def _ingest(entries, base):
     return tuple(out)
 
 
-def _sensorthings(entries):
+def _sensorthings(entries: object) -> tuple[StreamMapping, ...]:
     # [[sensorthings]] node (or "*", the default: every node), reading, datastream. Checks that
     # need the keys file (does the node exist?) are in check_mappings.
     from protocol import senml
@@ -405,7 +410,7 @@ def _sensorthings(entries):
     return tuple(out)
 
 
-def check_mappings(settings, keys):
+def check_mappings(settings: Settings, keys: Collection[str]) -> None:
     # The [[sensorthings]] checks that need the keys file: a node must exist, and a node's
     # reading may be mapped once (by its own entry or by a template, not both).
     templates = {m.reading: m for m in settings.sensorthings if m.node == "*"}
@@ -420,7 +425,7 @@ def check_mappings(settings, keys):
                               f"in [{other.where}])")
 
 
-def _sensorthings_server(t, base):
+def _sensorthings_server(t: _Table, base: pathlib.Path) -> SensorThingsServer:
     url = t.get("url", str, required=True)
     u = urllib.parse.urlsplit(url)
     url = redact_url(url)
@@ -450,13 +455,13 @@ def _sensorthings_server(t, base):
 _URL_LOGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@")
 
 
-def redact_url(text):
+def redact_url(text: str) -> str:
     # "mqtt://user:secret@host:1883" -> "mqtt://user:***@host:1883", in a url or in any text
     # (a log line): a password in a url never reaches a message, the log or the journal
     return _URL_LOGIN.sub(r"\1:***@", text)
 
 
-def secrets_of(settings):
+def secrets_of(settings: Settings) -> tuple[str, ...]:
     # the secrets a config holds: passwords and the status page's token
     server, n = settings.sensorthings_server, settings.nats
     found = (settings.mqtt.password if settings.mqtt else None, server.password if server else None,
@@ -467,11 +472,11 @@ def secrets_of(settings):
 class RedactSecrets(logging.Filter):
     # On the gateway's log handler: every record is formatted, url logins masked and each of the
     # config's secrets (4+ characters; shorter ones would mask ordinary words) replaced by ***.
-    def __init__(self, secrets=()) -> None:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if len(s) >= 4)
 
-    def filter(self, record) -> bool:
+    def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         masked = redact_url(text)
         for secret in self.secrets:
@@ -481,10 +486,10 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def private_files(settings):
+def private_files(settings: Settings) -> list[tuple[str, Any]]:
     # -> [(what, path)]: files only the gateway's user may read. The config file counts when
     # it holds a secret (a password or the web token); without one it may stay 0644.
-    files = [("[nodes] keys_file", settings.keys_file)]
+    files: list[tuple[str, Any]] = [("[nodes] keys_file", settings.keys_file)]
     for where, ep in (("[mqtt] key", settings.mqtt), ("[sensorthings_server] key", settings.sensorthings_server)):
         if ep is not None and ep.key:
             files.append((where, ep.key))
@@ -495,14 +500,14 @@ def private_files(settings):
     return files
 
 
-def check_private_files(settings) -> None:
+def check_private_files(settings: Settings) -> None:
     # A keys file, TLS private key or config with a password that group or others may open is
     # refused (ConfigError, exit 2 at start): such a key lets anyone on the box forge frames.
     for what, path in private_files(settings):
         check_private(path, what)
 
 
-def check_private(path, what):
+def check_private(path: str | os.PathLike[str], what: str) -> None:
     # one secret file: ConfigError when group or others may open it
     if os.name != "posix":
         return
@@ -515,7 +520,7 @@ def check_private(path, what):
                           f"run chmod 600 {path} (owned by the gateway's user)")
 
 
-def _is_loopback(host):
+def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -524,7 +529,7 @@ def _is_loopback(host):
         return False
 
 
-def plaintext_warnings(settings):
+def plaintext_warnings(settings: Settings) -> list[str]:
     # -> one line per secret that would cross the network in plain text
     out = []
     for where, ep in (("[mqtt]", settings.mqtt), ("[sensorthings_server]", settings.sensorthings_server)):
@@ -547,7 +552,7 @@ def plaintext_warnings(settings):
     return out
 
 
-def parse(data, path: str = "gateway.toml", role: str = "gateway"):
+def parse(data: Mapping[str, Any], path: str | os.PathLike[str] = "gateway.toml", role: str = "gateway") -> Settings:
     # role "relay": relay.toml (gateway/relay.py): [relay] in place of [gateway], [nats] and
     # [mqtt] both required, no [[ingest]]; every other table as for a gateway
     base = pathlib.Path(path).resolve().parent
@@ -644,7 +649,7 @@ def parse(data, path: str = "gateway.toml", role: str = "gateway"):
                     web_stale_after_s=web_stale, web_hosts=tuple(web_hosts), forecast=forecast, publish=publish)
 
 
-def load(path, role: str = "gateway"):
+def load(path: str | os.PathLike[str], role: str = "gateway") -> Settings:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
