@@ -96,7 +96,7 @@ def node_rate(frames):
             b.step()
             node.receive(link.poll(1))
         wall = time.perf_counter() - t0
-        node.buffer.close()
+        node.uplink.buffer.close()
         link.close()
     acker.stop = True
     acker.join(1)

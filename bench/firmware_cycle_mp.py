@@ -151,7 +151,7 @@ def main(flash, cycles):
     link = LoopbackLink()
     node = Node(board, cfg, link)
     node.start()
-    link.ack = msg.encode_ack(KEY, "n1", node.boot, 0, 0xFFFFFFFF)
+    link.ack = msg.encode_ack(KEY, "n1", node.health.boot, 0, 0xFFFFFFFF)
     proto = [0]
     enc = msg.encode_data
     dec = msg.decode
@@ -192,7 +192,7 @@ def main(flash, cycles):
     gc.collect()
     print("PEAK %d GROWTH %d MEAN %d PROTOCOL %d FRAMES %d SENT %d US_PER_CYCLE %d LIVE %d HEAP_USED %d" % (
         peak, gc.mem_alloc() - base, total // cycles, ptotal // cycles, node.seq, link.sent, us // cycles,
-        node.buffer.live, gc.mem_alloc()))
+        node.uplink.buffer.live, gc.mem_alloc()))
 
 
 main(sys.argv[1], int(sys.argv[2]))

@@ -26,6 +26,7 @@ from firmware.links import UdpLink  # noqa: E402
 from firmware.node import Node, Reset  # noqa: E402
 from firmware.sim.board import PowerCut, SimBoard  # noqa: E402
 from firmware.sim.gateway import SimGateway  # noqa: E402
+from firmware.uplink import Pace  # noqa: E402
 from tests.support.dns import DnsServer  # noqa: E402
 
 KEY = bytes(range(16))
@@ -120,10 +121,10 @@ def main():
     def tally(n):
         # what a boot leaves when it ends: its buffer's and link's counts, the frames it made
         for k in counts:
-            counts[k] += n.buffer.counts.get(k, 0)
+            counts[k] += n.uplink.buffer.counts.get(k, 0)
         for k in link_counts:
-            link_counts[k] += n.link.counts[k]
-        made[n.boot] = n.seq
+            link_counts[k] += n.uplink.link.counts[k]
+        made[n.health.boot] = n.seq
 
     try:
         while clock.ms() / 1000 < total_s:
@@ -133,7 +134,8 @@ def main():
                 dns.ip = "127.0.0.2"
                 moved = True
             if node is None:
-                link = UdpLink("gw.city.example", port, dns=dns.addr, clock=clock)
+                # ACKs come within ms over loopback: a cycle listens 20 ms for them
+                link = UdpLink("gw.city.example", port, dns=dns.addr, clock=clock, pace=Pace(clock, timeout_ms=20))
                 node = Node(board, cfg, link)
                 try:
                     node.start()
@@ -141,7 +143,7 @@ def main():
                     node = None
                     continue
                 boots += 1
-                causes[node.reset_cause] = causes.get(node.reset_cause, 0) + 1
+                causes[node.health.reset_cause] = causes.get(node.health.reset_cause, 0) + 1
             try:
                 if cuts and now_s >= cuts[0]:
                     cuts.pop(0)
@@ -150,22 +152,22 @@ def main():
                         board.cut_after = rnd.randrange(0, 200)  # the next flash write dies half way
                     else:
                         raise PowerCut()
-                wait = node.step(False, 20)  # ACKs come within ms over loopback
+                wait = node.step()
                 node.sleep(wait)
             except (Reset, PowerCut) as e:
                 if isinstance(e, Reset) and e.cause == "watchdog":
                     board.watchdog_bite()
                 tally(node)
-                node.buffer.close()
-                node.link.close()
+                node.uplink.buffer.close()
+                node.uplink.link.close()
                 node = None
                 board.cut_after = None
                 clock.sleep_ms(1000)
         # the end: the gateway is up; drain what waits (bounded)
         for _ in range(200):
-            if node is None or not node.buffer.live:
+            if node is None or not node.uplink.buffer.live:
                 break
-            node.sleep(node.step(False, 20))
+            node.sleep(node.step())
         end = node
     finally:
         udp.close()

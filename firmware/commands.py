@@ -22,12 +22,13 @@ def handle(node, d):
     cmd_id = d["cmd_id"]
     token = d.get("signed")
     f = None
+    h = node.health
     if token is None:
         status = C.UNSIGNED
     else:
         cfg = node.cfg
-        status, f = C.decide(token, node.node_id, cfg.get("command_key_bytes"), node.boot, node.last_cmd_id, cmd_id,
-                             depth_mm(cfg), node.clock.time_s(), cfg.get("time_step_max_s", 3600))
+        status, f = C.decide(token, cfg["node"], cfg.get("command_key_bytes"), h.boot, node.last_cmd_id, cmd_id,
+                             depth_mm(cfg), node.board.clock.time_s(), cfg.get("time_step_max_s", 3600))
         if status == C.REPLAY and f is not None and f["counter"] == node.last_cmd_id:
             node.counts["cmd_ignored"] += 1  # the gateway's resend of the command just applied
             return None
@@ -35,8 +36,7 @@ def handle(node, d):
         _apply(node, f)
     else:
         node.counts["cmd_refused"] += 1
-    node.cmd_result = [cmd_id, status]
-    node.force_report = True
+    node.cmd_result = [cmd_id, status]  # the next frame carries it (the node reports now)
     node.board.log("command %d %s -> %d %s" % (cmd_id, f["op"] if f else "?", status, C.RESULTS[status]))
     return status
 
@@ -45,30 +45,17 @@ def _apply(node, f):
     op = f["op"]
     arg = f["arg"]
     node.last_cmd_id = f["counter"]
-    if op == "interval":
-        node.interval_ms = arg * 1000
-        node.storm_interval_ms = min(node.storm_interval_ms, node.interval_ms)
-    elif op == "thresholds":
-        for k in arg:
-            v = arg[k]
-            if k == "rise_mm_min":
-                node.rise_mm_min = int(v)
-            elif k == "alarm_m":
-                node.alarm_mm = int(v * 1000)
-            else:
-                node.storm_mm = int(v * 1000)
-    elif op == "time":
-        node.clock.set_time(arg)
-    else:
-        node.reboot_pending = True
     kept = None
     if op in ("interval", "thresholds"):
+        node.policy.command(op, arg)
         node.send_info = True
-        kept = {"interval_ms": node.interval_ms, "storm_interval_ms": node.storm_interval_ms,
-                "alarm_mm": node.alarm_mm, "storm_mm": node.storm_mm, "rise_mm_min": node.rise_mm_min,
-                "base": node._config_base()}
+        kept = node.policy.settings(node.cfg)
+    elif op == "time":
+        node.board.clock.set_time(arg)
+    else:
+        node.reboot_pending = True
     # the counter is on flash with the change: a replay after a reset finds it there
     if kept is not None:
-        node.state.save(cmd=node.last_cmd_id, set=kept)
+        node.health.state.save(cmd=node.last_cmd_id, set=kept)
     else:
-        node.state.save(cmd=node.last_cmd_id)
+        node.health.state.save(cmd=node.last_cmd_id)

@@ -3,6 +3,8 @@
 #                            not now, the frame stays due and the link is not down: LoRa's duty
 #                            cycle, firmware/lora_link.py)
 #   poll(timeout_ms) -> list messages that arrived (COSE bytes), waiting at most timeout_ms
+#   pace (optional)   how a simulation drives it (firmware/uplink.py Pace); console (optional):
+#                     the board's own console, listened to while the node sleeps
 # UART frames messages with COBS + CRC (SPEC section 7) and passes console text by;
 # UDP carries one message per datagram. Rejects are counted, never raised. (The sim
 # board's SimLink is in firmware/sim/link.py.)
@@ -59,10 +61,11 @@ class StdioUart:
 
 
 class UartLink:
-    def __init__(self, uart, clock=None):
+    def __init__(self, uart, clock=None, pace=None):
         # uart: machine.UART-like (write, any, readinto)
         self.uart = uart
         self.clock = clock
+        self.pace = pace  # how a simulation drives this link (firmware/uplink.py Pace); None: the field's
         self.deframer = cobs.Deframer()
         self._rx = bytearray(64)
         # A technician still gets in: mpremote and citynode flash send "\r\x03" (Ctrl-C after
@@ -70,7 +73,8 @@ class UartLink:
         # came since the last delimiter and the byte right before it was CR, LF or 0x03; a lone
         # 0x03 (line noise, a glitch after a frame) is data and never drops the node to the
         # REPL. Inside a frame the second byte is always 0xd1 (COSE tag 17): no frame qualifies.
-        self._interruptible = getattr(uart, "console", False)
+        # console: the board's own console (the node listens on it while it sleeps, Node.sleep)
+        self.console = getattr(uart, "console", False)
         self._prefix_clear = True
         self._prev = 0
         self.counts = {"sent": 0, "received": 0, "text": 0, "noise": 0, "error": 0, "short": 0}
@@ -108,7 +112,7 @@ class UartLink:
                 break
             if not n:
                 break
-            if self._interruptible:
+            if self.console:
                 self._check_interrupt(n)
             for ev in self.deframer.feed(self._rx[:n]):
                 if ev[0] == "frame":
@@ -184,7 +188,8 @@ class UdpLink:
     # to the first as well, and its first answer brings the link back. The node's buffer keeps
     # each frame until some gateway ACKs it, and the gateways' stream keeps one copy
     # (docs/fleet.md): a switch loses nothing and doubles nothing.
-    def __init__(self, host, port, sock=None, local_port=0, ready=None, dns=None, clock=None, fallback=()):
+    def __init__(self, host, port, sock=None, local_port=0, ready=None, dns=None, clock=None, fallback=(),
+                 pace=None):
         # ready: callable -> bool, is the network up (a board's Wi-Fi keeper), asked before each send.
         # dns: (ip, port) of the DNS server, or a callable that says it (the server DHCP gave the
         # Wi-Fi), or None: the system's getaddrinfo (CPython, the unix port), bounded by the OS.
@@ -204,6 +209,7 @@ class UdpLink:
         self.ready = ready
         self.dns = dns
         self.clock = clock
+        self.pace = pace  # as UartLink's
         # A gateway given by name is looked up at start, then again, with a backoff, while the
         # lookup fails or the gateway stops answering (its DHCP lease gave it another address)
         self.unanswered = 0

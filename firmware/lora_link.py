@@ -145,7 +145,8 @@ class LoraLink:
         # frame's airtime takes 1/permille of its interval (SF12, 43 bytes: 2.1 s -> 214 s).
         # When the stretch starts or ends the node says so (info 12 in its next frame) and logs it.
         # The node's resend time becomes the link's (slow air, cumulative ACKs).
-        node.retry_ms = max(node.retry_ms, self.retry_ms)
+        pace = node.uplink.pace
+        pace.retry_ms = max(pace.retry_ms, self.retry_ms)
         need = self.frame_air_ms * 1000 // self.duty.permille
         stretch = need if need > wait_ms else 0
         if bool(stretch) != bool(self.stretch_ms):

@@ -11,6 +11,7 @@ from firmware import config as node_config
 from firmware.clock import Clock
 from firmware.links import udp_link
 from firmware.sim.board import Runner, SimBoard
+from firmware.uplink import Pace
 
 FACTOR = 480  # world seconds per wall second: 15 s of demo = 2 h of sewer
 
@@ -70,11 +71,12 @@ class SimNode(threading.Thread):
     def run(self) -> None:
         # the sim board's runner: the node's own loop, rebooted after resets and power cuts
         link = self.make_link()
-        self.runner = Runner(self.board, self.cfg, link, link_clock=Clock())  # resend timers in wall time
+        link.pace = Pace(Clock())  # resend timers in wall time
+        self.runner = Runner(self.board, self.cfg, link)
         try:
             node = self.runner.run(stop=self.stop_event.is_set)
             if node is not None:
-                node.buffer.close()
+                node.uplink.buffer.close()
         except Exception as e:  # noqa: BLE001 - reported by the demo as one line
             self.error = f"{type(e).__name__}: {e}"
         finally:

@@ -147,15 +147,15 @@ def run_cpython(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]], o
                 b.step()
             for key, _ in sel.select(0.005):
                 b = key.data
-                b.node.receive(b.node.link.poll(0))
+                b.node.receive(b.node.uplink.link.poll(0))
     finally:
         results = []
         for b in blasters:
             n = b.node
-            results.append((n.node_id, n.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"],
+            results.append((n.cfg["node"], n.health.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"],
                             b.summary()))
-            n.buffer.close()
-            n.link.close()
+            n.uplink.buffer.close()
+            n.uplink.link.close()
         sel.close()
     return results
 

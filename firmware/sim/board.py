@@ -157,11 +157,10 @@ class Runner:
     # Runs a node on a sim board until a virtual time (or until stop() is true), and on from
     # there in later calls; reboots it like hardware would after a reset, a watchdog bite, a
     # deep sleep or a power cut (a new Node object: RAM is gone, flash stays).
-    def __init__(self, board, cfg, link=None, link_clock=None):
+    def __init__(self, board, cfg, link=None):
         self.board = board
         self.cfg = cfg
         self.link = link
-        self.link_clock = link_clock
         self.node = None
         self.boots = 0
 
@@ -176,10 +175,10 @@ class Runner:
             if self.node is None:
                 if until_ms is not None and board.clock.ms() >= until_ms:
                     break
-                self.node = Node(board, self.cfg, self.link, self.link_clock)
+                self.node = Node(board, self.cfg, self.link)
             node = self.node
             try:
-                if node.wdt is None:
+                if node.health.wdt is None:
                     self.boots += 1
                     node.start()
                 node.run(until_ms=until_ms, stop=stop)
@@ -190,7 +189,7 @@ class Runner:
                 board.clock.sleep_ms(200)  # boot time
             except PowerCut:
                 board.clock.sleep_ms(1000)
-            node.buffer.close()
+            node.uplink.buffer.close()
             self.node = None
         return self.node
 

@@ -10,6 +10,7 @@ class SimLink:
         self._inbox = []
         self.counts = {"sent": 0, "received": 0, "lost": 0}
         self.name = "sim"
+        self.pace = None  # a test may pace it (firmware/uplink.py Pace)
 
     def send(self, message):
         if not self.world.link_up():

@@ -13,10 +13,12 @@ import sys
 
 from firmware import config
 from firmware.clock import Clock
+from firmware.health import HEALTHY_AFTER
 from firmware.links import UartLink, UdpLink
-from firmware.node import HEALTHY_AFTER, Node, Reset
+from firmware.node import Node, Reset
 from firmware.sim.board import Runner, SimBoard, StdioUart
 from firmware.sim.link import SimLink
+from firmware.uplink import Pace
 
 OPTIONS = {"--flash": None, "--hours": "8", "--seed": "1", "--frames": "10", "--rate": None, "--timeout": "30",
            "--window": "16", "--node": None, "--key": None, "--interval": None}
@@ -81,7 +83,8 @@ def storm(opts):
 
     gc.collect()
     print("DONE accepted=%d duplicates=%d rejects=%d boot=%d seq=%d live=%d free=%d" % (
-        gw.accepted, gw.duplicates, len(gw.rejects), node.boot, node.seq, node.buffer.live, gc.mem_free()))
+        gw.accepted, gw.duplicates, len(gw.rejects), node.health.boot, node.seq, node.uplink.buffer.live,
+        gc.mem_free()))
 
 
 def serial(opts):
@@ -95,17 +98,20 @@ def serial(opts):
     cfg = load_config(board, opts, {"kind": "uart"})
     # the world runs on virtual time; waiting for ACKs takes real time (the gateway is real)
     real = Clock()
-    link = UartLink(uart, real)
+    link = UartLink(uart, real, Pace(real))  # resend timers in real time
     console("citynode sim board ready (node %s)" % cfg["node"])
-    node = Runner(board, cfg, link, real).run(int(float(opts["--hours"]) * 3600 * 1000))
+    node = Runner(board, cfg, link).run(int(float(opts["--hours"]) * 3600 * 1000))
     if node is not None:
-        console("sim done: %d frames, %d unacknowledged" % (node.seq, node.buffer.live))
+        console("sim done: %d frames, %d unacknowledged" % (node.seq, node.uplink.buffer.live))
 
 
 def lan_node(board, cfg, link, real, window):
-    # a started node next to its gateway: ACKs come in milliseconds, so it resends sooner
-    # than in the field; resend timers run on `real` while the world runs on the board clock
-    node = Node(board, cfg, link, link_clock=real, window=window, retry_ms=500)
+    # a started node next to its gateway, making a frame every cycle: ACKs come in
+    # milliseconds, so it resends sooner than in the field, and a cycle does not wait for
+    # them (the caller polls the link); resend timers run on `real` while the world runs on
+    # the board clock
+    link.pace = Pace(real, window, 500, 0, True)
+    node = Node(board, cfg, link)
     node.start()
     return node
 
@@ -113,14 +119,14 @@ def lan_node(board, cfg, link, real, window):
 class Blaster:
     # Drives one node for `citynode simulate`: K frames, as many in flight as the node's
     # window allows, optionally at `rate` frames/s. The node's own loop makes them: node.run
-    # with report=True (each cycle samples, reports, sends and counts towards health) and no
-    # ACK wait inside a cycle (the caller polls the link), paused while the window is full or
-    # the rate is ahead; the simulated world moves on by the interval between cycles.
+    # on a link paced by lan_node (each cycle samples, reports, sends and counts towards
+    # health; no ACK wait inside a cycle: the caller polls the link), paused while the window
+    # is full or the rate is ahead; the simulated world moves on by the interval between cycles.
     def __init__(self, node, frames, rate=None, real=None):
         self.node = node
         self.frames = frames
         self.rate = rate
-        self.real = real or node.link_clock
+        self.real = real or node.uplink.pace.clock
         self.base = node.counts["frames"]
         self.reset = None  # the cause, when the node reset (the simulation ends there)
         self.t0 = self.real.ms()
@@ -130,7 +136,7 @@ class Blaster:
         return self.node.counts["frames"] - self.base
 
     def paused(self):
-        if self.made >= self.frames or self.node.buffer.live >= self.node.window:
+        if self.made >= self.frames or self.node.uplink.buffer.live >= self.node.uplink.pace.window:
             return True
         return bool(self.rate) and self.real.ms() < self.t0 + self.made * 1000 / self.rate
 
@@ -138,16 +144,16 @@ class Blaster:
         if self.reset:
             return
         try:
-            self.node.run(stop=self.paused, report=True, timeout_ms=0)
-            self.node.transmit(0)
+            self.node.run(stop=self.paused)
+            self.node.uplink.transmit(self.node.receive)
         except Reset as r:
             self.reset = r.cause
 
     def done(self):
-        return bool(self.reset) or (self.made >= self.frames and self.node.buffer.live == 0)
+        return bool(self.reset) or (self.made >= self.frames and self.node.uplink.buffer.live == 0)
 
     def unacked(self):
-        return max(0, self.frames - self.made) + self.node.buffer.live
+        return max(0, self.frames - self.made) + self.node.uplink.buffer.live
 
     def summary(self):
         # a line for the end of the run when something beyond counting frames happened
@@ -156,19 +162,19 @@ class Blaster:
         if self.reset:
             notes.append("the node reset (%s) after %d frame(s); the simulation stopped there" % (
                 self.reset, self.made))
-        if node.safe:
+        if node.health.safe:
             notes.append("boot %d is in SAFE MODE (boots in a row that never completed %d cycles); frames "
-                         "carry no sensor values" % (node.boot, HEALTHY_AFTER))
+                         "carry no sensor values" % (node.health.boot, HEALTHY_AFTER))
         if node.counts["renumbered"]:
             notes.append("the gateway had seen a higher boot (node state deleted?): moved on to boot %d, "
-                         "%d frame(s) resent under it" % (node.boot, node.counts["renumbered"]))
+                         "%d frame(s) resent under it" % (node.health.boot, node.counts["renumbered"]))
         if not self.done():
-            if not node.link.counts["received"]:
+            if not node.uplink.link.counts["received"]:
                 notes.append("no reply from the gateway: it refuses a node whose key it does not have "
                              "(or another key) without a word; or nothing listens at that address")
-            elif node.rejects:
+            elif node.uplink.rejects:
                 notes.append("replies refused by the node: %s" % ", ".join(
-                    "%s %d" % (k, node.rejects[k]) for k in sorted(node.rejects)))
+                    "%s %d" % (k, node.uplink.rejects[k]) for k in sorted(node.uplink.rejects)))
         return "; ".join(notes) or None
 
 
@@ -190,7 +196,7 @@ def udp(opts):
     if note:
         print("NOTE " + note)
     print("RESULT node=%s boot=%d sent=%d acked=%d unacked=%d resent=%d" % (
-        cfg["node"], node.boot, b.made, node.counts["acked"], b.unacked(), node.counts["resent"]))
+        cfg["node"], node.health.boot, b.made, node.counts["acked"], b.unacked(), node.counts["resent"]))
     return 0 if ok else 1
 
 

@@ -14,11 +14,11 @@ def relay(node, token, boot=None, cmd_id=None):
     # what the gateway does with a signed command: MAC it for the boot it last heard
     if cmd_id is None:
         cmd_id = C.peek(token)[1]["counter"]
-    return msg.encode_signed(KEY, NODE, node.boot if boot is None else boot, cmd_id, token)
+    return msg.encode_signed(KEY, NODE, node.health.boot if boot is None else boot, cmd_id, token)
 
 
 def signed(node, counter, op, arg=None, key=CMD_KEY, to=NODE, boot=None):
-    return C.sign(key, to, node.boot if boot is None else boot, counter, op, arg)
+    return C.sign(key, to, node.health.boot if boot is None else boot, counter, op, arg)
 
 
 def booted(rig, cfg=None):
@@ -28,10 +28,10 @@ def booted(rig, cfg=None):
 
 
 @pytest.mark.parametrize("make, status", [
-    (lambda n: msg.encode_cmd(KEY, NODE, n.boot, 7, "interval", 60), C.UNSIGNED),  # the gateway's own command
+    (lambda n: msg.encode_cmd(KEY, NODE, n.health.boot, 7, "interval", 60), C.UNSIGNED),  # the gateway's own command
     (lambda n: relay(n, signed(n, 7, "interval", 60, key=KEY)), C.BAD_SIGNATURE),  # signed with the gateway's key
     (lambda n: relay(n, signed(n, 7, "interval", 60, to="sew-08")), C.OTHER_NODE),
-    (lambda n: relay(n, signed(n, 7, "interval", 60, boot=n.boot + 1)), C.OTHER_BOOT),
+    (lambda n: relay(n, signed(n, 7, "interval", 60, boot=n.health.boot + 1)), C.OTHER_BOOT),
     (lambda n: relay(n, signed(n, 7, "interval", 86401)), C.OUT_OF_RANGE),
     (lambda n: relay(n, signed(n, 7, "interval", "60")), C.BAD_ARG),
     (lambda n: relay(n, signed(n, 7, "selfdestruct")), C.UNKNOWN_OP),
@@ -44,13 +44,14 @@ def booted(rig, cfg=None):
 ])
 def test_refused_commands_change_nothing_and_say_why(rig, make, status):
     r, node = booted(rig)
-    before = (node.interval_ms, node.alarm_mm, node.storm_mm, node.reboot_pending, node.last_cmd_id)
+    p = node.policy
+    before = (p.interval_ms, p.alarm_mm, p.storm_mm, node.reboot_pending, node.last_cmd_id)
     node.receive([make(node)])
     assert node.cmd_result == [7, status]
-    assert (node.interval_ms, node.alarm_mm, node.storm_mm, node.reboot_pending, node.last_cmd_id) == before
+    assert (p.interval_ms, p.alarm_mm, p.storm_mm, node.reboot_pending, node.last_cmd_id) == before
     assert node.counts["cmd_refused"] == 1
-    # reported in the next data frame
-    node.step(report=True)
+    # reported in the next data frame (a result waiting makes the cycle report)
+    node.step()
     assert any(d["cmd_result"] == [7, status] for d in r.gw.decoded)
 
 
@@ -58,9 +59,9 @@ def test_time_step_beyond_the_configured_limit_is_refused(rig):
     r, node = booted(rig, {"time_step_max_s": 600})
     node.receive([relay(node, signed(node, 1, "time", 1_800_000_000))])  # no time yet: taken
     assert node.cmd_result == [1, C.APPLIED]
-    now = node.clock.time_s()
+    now = node.board.clock.time_s()
     node.receive([relay(node, signed(node, 2, "time", now + 20 * 3600))])  # 20 h ahead
-    assert node.cmd_result == [2, C.TIME_STEP] and node.clock.time_s() - now < 5
+    assert node.cmd_result == [2, C.TIME_STEP] and node.board.clock.time_s() - now < 5
     node.receive([relay(node, signed(node, 3, "time", now + 300))])
     assert node.cmd_result == [3, C.APPLIED]
 
@@ -69,36 +70,36 @@ def test_each_command_once_in_the_same_boot_and_after_a_reset(rig):
     r, node = booted(rig)
     token = signed(node, 5, "interval", 60)
     node.receive([relay(node, token)])
-    assert node.cmd_result == [5, C.APPLIED] and node.interval_ms == 60000
+    assert node.cmd_result == [5, C.APPLIED] and node.policy.interval_ms == 60000
     # the gateway's resend of the same command: counted, not reported, not applied again
     node.cmd_result = None
     node.receive([relay(node, token)])
     assert node.cmd_result is None and node.counts["cmd_ignored"] == 1 and node.last_cmd_id == 5
     # an older command of the same boot, never delivered: refused
     node.receive([relay(node, signed(node, 4, "interval", 120))])
-    assert node.cmd_result == [4, C.REPLAY] and node.interval_ms == 60000
+    assert node.cmd_result == [4, C.REPLAY] and node.policy.interval_ms == 60000
     # after a reset: the same boot's command is refused (the boot moved on)
-    old_boot = node.boot
+    old_boot = node.health.boot
     r.runner.node = None
     r.run(0.05)
     node = r.node
-    assert node.boot == old_boot + 1 and node.last_cmd_id == 5
-    node.receive([relay(node, token, boot=node.boot)])
+    assert node.health.boot == old_boot + 1 and node.last_cmd_id == 5
+    node.receive([relay(node, token, boot=node.health.boot)])
     assert node.cmd_result == [5, C.OTHER_BOOT]
     # a command signed for this boot with an old counter: refused, the counter is on flash
     node.receive([relay(node, signed(node, 3, "interval", 30))])
-    assert node.cmd_result == [3, C.REPLAY] and node.interval_ms == 60000
+    assert node.cmd_result == [3, C.REPLAY] and node.policy.interval_ms == 60000
 
 
 def test_wiped_flash_keeps_the_operators_floor(rig, tmp_path):
     # A wiped node starts at boot 1 with no state. Its new config carries the operator's counter
     # at provisioning (cmd_floor): every command signed before it is refused, even for boot 1.
     r, node = booted(rig, {"cmd_floor": 1000})
-    assert node.boot == 1 and node.last_cmd_id == 1000
+    assert node.health.boot == 1 and node.last_cmd_id == 1000
     node.receive([relay(node, signed(node, 999, "interval", 60))])
-    assert node.cmd_result == [999, C.REPLAY] and node.interval_ms == 300000
+    assert node.cmd_result == [999, C.REPLAY] and node.policy.interval_ms == 300000
     node.receive([relay(node, signed(node, 1001, "interval", 60))])
-    assert node.cmd_result == [1001, C.APPLIED] and node.interval_ms == 60000
+    assert node.cmd_result == [1001, C.APPLIED] and node.policy.interval_ms == 60000
     # wipe the state: the boot starts again, the floor stays
     os.remove(os.path.join(r.board.flash_dir, "state.json"))
     r.runner.node = None
@@ -114,7 +115,7 @@ def test_a_node_without_command_key_takes_no_command(rig):
     r.run(0.05)
     node = r.node
     node.receive([relay(node, signed(node, 1, "interval", 60))])
-    assert node.cmd_result == [1, C.NO_KEY] and node.interval_ms == 300000
+    assert node.cmd_result == [1, C.NO_KEY] and node.policy.interval_ms == 300000
 
 
 def test_command_key_equal_to_the_key_is_a_config_error():

@@ -105,7 +105,7 @@ def boots(board, cfg, link, hours):
             world.sleep_ms(200)  # boot time
         except PowerCut:
             world.sleep_ms(1000)
-        node.buffer.close()
+        node.uplink.buffer.close()
     return node
 
 
@@ -138,10 +138,10 @@ def test_a_wake_goes_on_with_the_boots_uptime_and_storm_state(tmp_path):
 
 def test_rtc_memory_lost_with_the_power_starts_a_new_boot(tmp_path):
     board, gw, node, cfg, link = run_esp32_like(tmp_path, 1)
-    assert node.boot == 1
+    assert node.health.boot == 1
     board.cut_after = 0  # the power goes at the next flash write
     node = boots(board, cfg, link, 1)
-    assert node.boot == 2 and node.seq > 0 and not node.safe
+    assert node.health.boot == 2 and node.seq > 0 and not node.health.safe
     seqs = sorted(d["seq"] for d in gw.decoded if d["boot"] == 2)
     assert seqs == list(range(len(seqs))) and seqs
 

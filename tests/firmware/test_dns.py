@@ -148,5 +148,5 @@ def test_pump_feeds_the_watchdog_between_sends(tmp_path):
     node.start()
     for _ in range(8):
         node.report()
-    assert node.pump() == 8 and link.sent == 8
-    node.feed()  # main: Reset("watchdog"), the hardware would have reset the board mid-pump
+    assert node.uplink.pump() == 8 and link.sent == 8
+    node.health.feed()  # main: Reset("watchdog"), the hardware would have reset the board mid-pump

@@ -97,7 +97,7 @@ def test_usb_console_link_on_the_port_stdout_sends_every_interval(tmp_path):
     assert link.counts["error"] == 0 and link.counts["short"] == 0
     seqs = sorted(d["seq"] for d in gw.decoded)
     assert seqs == list(range(len(seqs))) and len(seqs) >= 2 * 3600 // 300
-    assert gw.duplicates == 0 and node.buffer.live == 0  # every frame ACKed over the same console
+    assert gw.duplicates == 0 and node.uplink.buffer.live == 0  # every frame ACKed over the same console
 
 
 def test_console_with_no_usb_host_counts_short_writes_and_keeps_the_frames(tmp_path):
@@ -105,7 +105,7 @@ def test_console_with_no_usb_host_counts_short_writes_and_keeps_the_frames(tmp_p
     board, link, node = console_node(tmp_path, None, hours=1)
     assert board.resets == [] and node.counts["loop_errors"] == 0
     assert link.counts["short"] >= 1 and link.counts["sent"] == 0
-    assert node.buffer.live == node.counts["frames"] >= 3600 // 300
+    assert node.uplink.buffer.live == node.counts["frames"] >= 3600 // 300
 
 
 class FaultyUart:

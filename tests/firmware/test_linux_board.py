@@ -51,12 +51,12 @@ def test_linux_board_node_over_a_pty(tmp_path):
     finally:
         stop.set()
         t.join(2)
-        node.link.uart.port.close()
+        node.uplink.link.uart.port.close()
         os.close(master)
         os.close(slave)
     assert [d["seq"] for d in got] == [0, 1, 2]
     assert got[0]["info"][msg.I_BOARD] == "linux" and got[0]["records"][0][0] == "status"
-    assert node.buffer.live == 0 and node.counts["acked"] == 3
+    assert node.uplink.buffer.live == 0 and node.counts["acked"] == 3
     assert any("boot 1" in line for line in logs)
 
 

@@ -44,11 +44,11 @@ def run_air(tmp_path, nodes, hours, drain_hours=1.0, sf=12, **world):
             r.run(int(hours * HOUR_MS))
             # the storm is over: no new frames, the backlog drains under the duty cycle
             n = r.node
-            while clock.ms() < until - 60000 and n.buffer.live:
-                n.transmit()
-                n.feed()
+            while clock.ms() < until - 60000 and n.uplink.buffer.live:
+                n.uplink.transmit(n.receive)
+                n.health.feed()
                 clock.sleep_ms(20000)
-                n.feed()
+                n.health.feed()
 
         sim.spawn(node_main, node)
     sim.run()
@@ -65,13 +65,13 @@ def test_storm_hour_at_sf12_stays_within_one_percent_and_loses_nothing(tmp_path)
     duty = air.max_duty(modem.radio)
     gw_duty = air.max_duty(next(x for x in air.radios if x.name == "gw"))
     print("node duty %.4f, gateway duty %.4f, frames %d, air %s, gw %s, link %s" % (
-        duty, gw_duty, node.counts["frames"], air.counts, gwc, node.link.counts))
+        duty, gw_duty, node.counts["frames"], air.counts, gwc, node.uplink.link.counts))
     assert duty <= 0.01 and gw_duty <= 0.01
     assert node.counts["frames"] >= 14  # about one per 214 s while storming
     # every frame exactly once at the gateway, contiguous, and the buffer empty
     seqs = sorted(d["seq"] for d in gw.decoded)
     assert seqs == list(range(node.counts["frames"])) and gw.duplicates >= 0
-    assert node.buffer.live == 0
+    assert node.uplink.buffer.live == 0
     assert any(d["flags"] & msg.F_STORM for d in gw.decoded)
     # the node said it stretched its interval (info 12: airtime used, stretched interval)
     stretched = [d["info"][12] for d in gw.decoded if 12 in d["info"]]
@@ -93,11 +93,11 @@ def test_five_minute_interval_at_sf12_holds_within_one_percent(tmp_path):
     duty = air.max_duty(modem.radio)
     times = [d["uptime_ms"] for d in gw.decoded]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    print("duty %.4f frames %d gaps %s link %s air %s" % (duty, len(times), sorted(set(gaps)), node.link.counts,
+    print("duty %.4f frames %d gaps %s link %s air %s" % (duty, len(times), sorted(set(gaps)), node.uplink.link.counts,
                                                          air.counts))
     assert duty <= 0.01 and len(times) >= 24
     assert all(g <= 301000 for g in gaps)  # the interval holds: uptime in whole seconds on the air
-    assert node.link.stretch_ms == 0 and not any(12 in d["info"] and d["info"][12][1] for d in gw.decoded)
+    assert node.uplink.link.stretch_ms == 0 and not any(12 in d["info"] and d["info"][12][1] for d in gw.decoded)
     assert sorted(d["seq"] for d in gw.decoded) == list(range(node.counts["frames"]))
 
 
@@ -108,10 +108,11 @@ def test_three_nodes_colliding_still_deliver_everything(tmp_path):
     nodes = [((1000.0, 0.0), every5), ((0.0, 1000.0), every5), ((-1000.0, 0.0), every5)]
     air, gw, runners, modems, gwc = run_air(tmp_path, nodes, hours=1.0, drain_hours=1.0)
     print("air", air.counts, "gw", gwc,
-          [(r.node.node_id, r.node.counts["frames"], r.node.buffer.live, r.node.link.counts) for r in runners])
+          [(r.node.cfg["node"], r.node.counts["frames"], r.node.uplink.buffer.live, r.node.uplink.link.counts)
+           for r in runners])
     assert air.counts["lost_collision"] > 0  # they did collide
     for r in runners:
         n = r.node
-        got = sorted(d["seq"] for d in gw.decoded if d["node"] == n.node_id)
-        assert got == list(range(n.counts["frames"])) and n.buffer.live == 0, (n.node_id, got)
+        got = sorted(d["seq"] for d in gw.decoded if d["node"] == n.cfg["node"])
+        assert got == list(range(n.counts["frames"])) and n.uplink.buffer.live == 0, (n.cfg["node"], got)
     assert all(air.max_duty(m.radio) <= 0.01 for m in modems)

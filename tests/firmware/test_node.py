@@ -16,7 +16,7 @@ def test_dry_weather_reports_on_change_and_heartbeat(rig):
     r = rig({"heartbeat_s": 3600, "sensors": {"level": {"delta_mm": 50}}}, dropout_p=0, spike_p=0)
     node = r.run(6)
     seqs = r.seqs(1)
-    assert contiguous(seqs) and node.buffer.live == 0
+    assert contiguous(seqs) and node.uplink.buffer.live == 0
     # every 5 min sampled, reported on a 50 mm change or hourly: far fewer than 72 frames
     assert 6 <= len(seqs) < 30
     first = r.gw.decoded[0]
@@ -73,7 +73,7 @@ def test_six_hour_outage_loses_no_reading_with_512_slots(rig):
     node = r.run(8)
     seqs = r.seqs(1)
     assert contiguous(seqs), "lost frames"
-    assert node.buffer.live == 0 and node.buffer.counts["dropped"] == 0
+    assert node.uplink.buffer.live == 0 and node.uplink.buffer.counts["dropped"] == 0
     during = [x for x in r.gw.decoded if 1800 * 1000 + 10000 < x["uptime_ms"] < (1800 + 6 * 3600) * 1000]
     assert len(during) > 300  # one a minute for six hours, all delivered afterwards
     # frames made once the node noticed the outage (3 sends without an ACK) say "backlog"
@@ -85,10 +85,10 @@ def test_six_hour_outage_loses_no_reading_with_512_slots(rig):
 def test_outage_longer_than_the_buffer_drops_oldest_and_counts(rig):
     r = rig({"buffer_slots": 16, "interval_s": 60, "heartbeat_s": 60}, outages=((600, 600 + 3600),))
     node = r.run(2)
-    assert node.buffer.counts["dropped"] > 0
-    assert node.buffer.live == 0
+    assert node.uplink.buffer.counts["dropped"] > 0
+    assert node.uplink.buffer.live == 0
     seqs = r.seqs(1)
-    assert len(seqs) + node.buffer.counts["dropped"] == node.seq
+    assert len(seqs) + node.uplink.buffer.counts["dropped"] == node.seq
 
 
 def test_missing_bme280_then_plugged_in(rig):
@@ -129,16 +129,16 @@ def test_uart_garbage_and_dead_level_sensor(rig):
 def test_power_cut_in_the_middle_of_a_buffer_write(rig):
     r = rig({"interval_s": 60, "heartbeat_s": 60}, outages=((0, 1800),))
     r.run(0.2)  # frames pile up in the buffer
-    live = r.node.buffer.live
+    live = r.node.uplink.buffer.live
     assert live >= 5
     r.board.cut_after = 60  # the next flash write stops after 60 bytes
     r.run(0.1)
     assert r.board.cut_after is None
     r.run(1)
     node = r.node
-    assert node.boot == 2
-    assert node.buffer.counts["torn"] == 1
-    assert node.buffer.live == 0
+    assert node.health.boot == 2
+    assert node.uplink.buffer.counts["torn"] == 1
+    assert node.uplink.buffer.live == 0
     # the torn slot was detected by its CRC and never sent; everything durable arrived
     assert not r.gw.rejects
     assert contiguous(r.seqs(1)[: live]) and len(r.seqs(1)) >= live
@@ -178,7 +178,7 @@ def test_safe_mode_after_repeated_boot_failures(rig, monkeypatch):
     r.run(1)
     monkeypatch.undo()
     node = r.node
-    assert node.safe and node.boot >= 3
+    assert node.health.safe and node.health.boot >= 3
     safe = [x for x in r.gw.decoded if x["flags"] & msg.F_SAFE]
     assert safe and safe[0]["records"][0][0] == "b"
     assert node.counts["loop_errors"] == 0  # safe mode runs no sensor code
@@ -190,13 +190,13 @@ def test_power_cuts_before_a_boot_proved_healthy_are_no_failures(rig):
     r = rig({"safe_after": 3})
     for _ in range(8):
         r.run(0.05)  # one cycle, not yet healthy (HEALTHY_MS)
-        r.runner.node.buffer.close()
+        r.runner.node.uplink.buffer.close()
         r.runner.node = None  # the power is gone: RAM lost, flash kept; the next boot says power_on
         r.board.clock.sleep_ms(60000)
     node = r.run(1)
-    assert node.boot == 9 and node.reset_cause == "power_on" and not node.safe
+    assert node.health.boot == 9 and node.health.reset_cause == "power_on" and not node.health.safe
     assert not any(d["flags"] & msg.F_SAFE for d in r.gw.decoded)
-    assert node.unhealthy == 0  # healthy now: up 10 min with frames acknowledged
+    assert node.health.unhealthy == 0  # healthy now: up 10 min with frames acknowledged
 
 
 def test_safe_mode_tries_normal_mode_again_with_a_backoff(rig, monkeypatch):
@@ -214,8 +214,8 @@ def test_safe_mode_tries_normal_mode_again_with_a_backoff(rig, monkeypatch):
     assert len(safe_boots) >= 3 and retries
     r.run(30)  # the fault is gone (a new driver, the sensor replaced): the next try sticks
     node = r.node
-    assert not node.safe and node.unhealthy == 0 and node.safe_tries == 0
-    assert node.reset_cause == "safe_retry"
+    assert not node.health.safe and node.health.unhealthy == 0 and node.health.state.data.get("safe_tries", 0) == 0
+    assert node.health.reset_cause == "safe_retry"
     assert any(rec[0] == "l" for rec in r.gw.decoded[-1]["records"])
 
 
@@ -226,7 +226,7 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
                       (NODE, "time", 1_800_000_000), (NODE, "interval", 0)]
     r.run(1)
     node = r.node
-    assert node.interval_ms == 60000 and node.alarm_mm == 100 and node.storm_mm == 50
+    assert node.policy.interval_ms == 60000 and node.policy.alarm_mm == 100 and node.policy.storm_mm == 50
     results = [x["cmd_result"] for x in r.gw.decoded if x["cmd_result"]]
     assert results == [[1, 0], [2, 0], [3, 0], [4, command.OUT_OF_RANGE]]
     # the new thresholds go out in the info of the frame that reports the command
@@ -237,19 +237,20 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
     assert node.counts["cmd_refused"] == 1 and node.last_cmd_id == 3
     # a replayed command, another boot's command, and a command MACed with a wrong key are not applied
     before = node.counts["cmd_ignored"]
-    node.receive([msg.encode_signed(KEY, NODE, node.boot, 2, command.sign(CMD_KEY, NODE, node.boot, 2, "interval", 10)),
-                  msg.encode_signed(KEY, NODE, node.boot + 5, 99, command.sign(CMD_KEY, NODE, node.boot + 5, 99,
-                                                                               "interval", 10)),
-                  msg.encode_cmd(bytes(16), NODE, node.boot, 100, "interval", 10)])
-    assert node.counts["cmd_ignored"] == before + 1 and node.rejects == {"mac": 1}
+    boot = node.health.boot
+    node.receive([msg.encode_signed(KEY, NODE, boot, 2, command.sign(CMD_KEY, NODE, boot, 2, "interval", 10)),
+                  msg.encode_signed(KEY, NODE, boot + 5, 99, command.sign(CMD_KEY, NODE, boot + 5, 99,
+                                                                          "interval", 10)),
+                  msg.encode_cmd(bytes(16), NODE, boot, 100, "interval", 10)])
+    assert node.counts["cmd_ignored"] == before + 1 and node.uplink.rejects == {"mac": 1}
     assert node.cmd_result == [2, command.REPLAY]
-    assert node.interval_ms == 60000
+    assert node.policy.interval_ms == 60000
     # what the gateway set survives a reset
     r.runner.node = None
     r.run(0.1)
-    assert r.node.boot == node.boot + 1
-    assert r.node.interval_ms == 60000 and r.node.alarm_mm == 100 and r.node.storm_mm == 50
-    first = [x for x in r.gw.decoded if x["boot"] == r.node.boot][0]
+    assert r.node.health.boot == node.health.boot + 1
+    assert r.node.policy.interval_ms == 60000 and r.node.policy.alarm_mm == 100 and r.node.policy.storm_mm == 50
+    first = [x for x in r.gw.decoded if x["boot"] == r.node.health.boot][0]
     assert first["info"][msg.I_INTERVAL] == 60
     # a newly flashed config with other values wins over what the gateway set
     from firmware import config
@@ -258,7 +259,7 @@ def test_commands_applied_acknowledged_and_replays_ignored(rig):
                                     "storm_interval_s": 30})
     r.runner.node = None
     r.run(0.1)
-    assert r.node.interval_ms == 600000 and r.node.alarm_mm == 2200
+    assert r.node.policy.interval_ms == 600000 and r.node.policy.alarm_mm == 2200
 
 
 def test_reboot_command_and_boot_counter(rig):
@@ -266,14 +267,14 @@ def test_reboot_command_and_boot_counter(rig):
     r.run(0.1)
     r.gw.commands.append((NODE, "reboot", None))
     r.run(1.5)  # delivered with the reply to the next frame (hourly heartbeat at the latest)
-    assert r.node.boot == 2
+    assert r.node.health.boot == 2
     assert [1, 0] in [x["cmd_result"] for x in r.gw.decoded if x["boot"] == 1]
     info = [x["info"] for x in r.gw.decoded if x["boot"] == 2 and x["info"]]
     assert info[0][msg.I_RESET] == "command"
     # a power cycle later: a fresh rig on the same flash continues counting
     r2 = type(r)(r.board.flash_dir, None)
     r2.run(0.05)
-    assert r2.node.boot == 3
+    assert r2.node.health.boot == 3
 
 
 def test_deep_sleep_keeps_the_boot_and_sequence(rig):
@@ -307,7 +308,7 @@ def test_power_cuts_while_the_boot_counter_is_written_never_reuse_a_sent_boot(ri
     for d in r.gw.decoded:
         per_boot.setdefault(d["boot"], []).append(d["seq"])
     assert all(s == list(range(len(s))) for s in per_boot.values())
-    assert r.node.boot >= 4
+    assert r.node.health.boot >= 4
 
 
 def test_boot_behind_moves_the_counter_and_renumbers_only_the_named_frames(tmp_path):
@@ -337,23 +338,23 @@ def test_boot_behind_moves_the_counter_and_renumbers_only_the_named_frames(tmp_p
 
     cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 60})
     board = SimBoard(str(tmp_path / "flash"))
-    node = Node(board, cfg, SimLink(board.world, board.clock, gateway))
+    node = Node(board, cfg, reporting(SimLink(board.world, board.clock, gateway)))
     node.start()
-    assert node.boot == 1
+    assert node.health.boot == 1
     for _ in range(4):
-        node.sleep(node.step(report=True))
-    assert node.boot == 7 and node.buffer.live == 0
+        node.sleep(node.step())
+    assert node.health.boot == 7 and node.uplink.buffer.live == 0
     first_life = [heard[(1, s)] for s in range(3)]
     assert [(d["boot"], d["seq"]) for d in taken] == [(7, 0), (7, 1), (7, 2), (7, 3)]
-    assert node.counts["renumbered"] == 3 and node.rejects == {"mac": 3}
+    assert node.counts["renumbered"] == 3 and node.uplink.rejects == {"mac": 3}
     for old, new in zip(first_life, taken[:3]):  # the same readings, times and flags
         assert {k: v for k, v in old.items() if k not in ("boot", "seq")} == \
             {k: v for k, v in new.items() if k not in ("boot", "seq")}
-    node.buffer.close()
+    node.uplink.buffer.close()
     again = Node(board, cfg, SimLink(board.world, board.clock, gateway))
     again.start()
-    assert again.boot == 8  # the moved counter was on flash
-    again.buffer.close()
+    assert again.health.boot == 8  # the moved counter was on flash
+    again.uplink.buffer.close()
 
 
 def test_a_rekeyed_node_names_its_key_version_and_discards_only_what_the_gateway_retired(tmp_path):
@@ -377,12 +378,12 @@ def test_a_rekeyed_node_names_its_key_version_and_discards_only_what_the_gateway
 
     cfg = config.validate({"node": NODE, "key": KEY.hex(), "interval_s": 60})
     board = SimBoard(str(tmp_path / "flash"))
-    node = Node(board, cfg, SimLink(board.world, board.clock, silent))
+    node = Node(board, cfg, reporting(SimLink(board.world, board.clock, silent)))
     node.start()
     for _ in range(3):
-        node.sleep(node.step(report=True))
-    assert node.buffer.live == 3
-    node.buffer.close()
+        node.sleep(node.step())
+    assert node.uplink.buffer.live == 3
+    node.uplink.buffer.close()
 
     def gateway(m):
         kv = keyring.frame_key_version(m)
@@ -395,16 +396,16 @@ def test_a_rekeyed_node_names_its_key_version_and_discards_only_what_the_gateway
                 msg.encode_ack(new_key, NODE, d["boot"], d["seq"])]
 
     cfg = config.validate({"node": NODE, "key": new_key.hex(), "key_version": 1, "interval_s": 60})
-    node = Node(board, cfg, SimLink(board.world, board.clock, gateway))
+    node = Node(board, cfg, reporting(SimLink(board.world, board.clock, gateway)))
     node.start()
     for _ in range(3):
-        node.sleep(node.step(report=True))
-    assert node.buffer.live == 0, (node.counts, node.rejects, board.logs)
-    assert node.counts["discarded"] == 3 and node.rejects == {"mac": 3}
+        node.sleep(node.step())
+    assert node.uplink.buffer.live == 0, (node.counts, node.uplink.rejects, board.logs)
+    assert node.counts["discarded"] == 3 and node.uplink.rejects == {"mac": 3}
     assert [(d["boot"], d["seq"]) for d in taken] == [(2, 0), (2, 1), (2, 2)]
     assert taken[1]["info"][6] == 3  # the count goes to the gateway after the discards
     assert any("discarded boot 1 seq 2: old key, gateway has v1 (3)" in line for line in board.logs)
-    node.buffer.close()
+    node.uplink.buffer.close()
 
 
 def test_health_rides_in_the_boot_frame_and_then_hourly(rig):
@@ -433,3 +434,11 @@ def test_the_cadence_holds_across_the_ticks_wrap(rig):
     gaps = [b - a for a, b in zip(ups, ups[1:], strict=False)]
     assert len(ups) >= 12 and ups[-1] > (1 << 30) + 20 * 60000
     assert all(299000 <= g <= 301000 for g in gaps), gaps
+
+
+def reporting(link):
+    # a link paced for a frame every cycle (firmware/uplink.py Pace), on the sim board's clock
+    from firmware.uplink import Pace
+
+    link.pace = Pace(link.clock, report=True)
+    return link

@@ -175,7 +175,7 @@ def test_a_node_fails_over_to_its_fallback_gateway_and_back_nothing_lost_or_doub
     seen = stream_frames(cluster.urls, "CN")
     assert max(seen.values()) == 1  # nothing doubled
     seqs = {s for (n, _b, s) in seen}
-    assert len(seqs) >= node.seq - node.buffer.live and seqs <= set(range(node.seq))  # nothing ACKed lost
+    assert len(seqs) >= node.seq - node.uplink.buffer.live and seqs <= set(range(node.seq))  # nothing ACKed lost
 
 
 def test_relay_config_is_checked_in_one_line(tmp_path, capsys):

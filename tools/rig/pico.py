@@ -480,9 +480,9 @@ print('HEAP start', gc.mem_free(), gc.mem_alloc())
 micropython.mem_info()
 for _ in range(%d):
     node.report()
-    node.feed()
+    node.health.feed()
 gc.collect()
-print('HEAP backlog', gc.mem_free(), gc.mem_alloc(), node.buffer.live, node.boot)
+print('HEAP backlog', gc.mem_free(), gc.mem_alloc(), node.uplink.buffer.live, node.health.boot)
 micropython.mem_info()
 """
 

@@ -1,0 +1,114 @@
+# The node's uplink: every frame goes to the flash buffer before it is sent; the gateway's
+# ACK removes it. Unacknowledged frames are resent oldest first with the exact same bytes,
+# at most `window` in flight. While no ACK comes back (link down) only the oldest frame
+# probes the link each cycle and new frames are marked as backlog, so the gateway dates
+# them from uptime, not from arrival.
+#
+# How a link is driven (its Pace) comes from the link: a device link has none and gets the
+# field's pace on the board clock; a simulation hands its link a `pace` (a real clock for
+# resends while the world runs in virtual time, a wider window, a shorter resend time, no
+# ACK wait inside a cycle, a frame every cycle).
+from array import array
+
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:
+
+    def const(x):  # CPython stand-in for micropython.const
+        return x
+
+
+# An underscored const() is no global and no interned name on the device (see tools/upload.py)
+_WINDOW = const(8)  # frames in flight while the gateway answers
+_RETRY_MS = const(3000)  # resend a frame not acknowledged after this long
+_ACK_WAIT_MS = const(300)  # how long to listen after sending
+_OFFLINE_AFTER = const(3)  # sends in a row without any ACK: the link is down
+_CYCLE_BUDGET = const(40)  # send/listen rounds per cycle for draining a backlog
+
+
+class Pace:
+    # clock: times resends; window: frames in flight; retry_ms: resend after this long without
+    # an ACK; timeout_ms: how long a cycle listens for ACKs at a time (0: only what already
+    # arrived); report: a frame every cycle (a simulation that sends frame after frame)
+    def __init__(self, clock, window=_WINDOW, retry_ms=_RETRY_MS, timeout_ms=_ACK_WAIT_MS, report=False):
+        self.clock = clock
+        self.window = window
+        self.retry_ms = retry_ms
+        self.timeout_ms = timeout_ms
+        self.report = report
+
+
+class Uplink:
+    def __init__(self, link, pace, buffer, counts, log, feed):
+        # counts: the node's counters ("acked", "resent", "rejects" are ours); feed: the watchdog
+        self.link = link
+        self.pace = pace
+        self.buffer = buffer
+        self.counts = counts
+        self.log = log
+        self.feed = feed  # fed between the send/listen rounds of a long backlog
+        # when each slot was last sent, in 64 ms ticks of the pace's clock, + 1, modulo 2**16
+        # (0: not yet). 16 bits are enough to tell "retry_ms ago or longer" and take 1 KB less
+        # heap than ms in 32 (512 slots); a frame unsent for a multiple of 70 min waits once more.
+        self.sent_ms = array("H", bytes(2 * buffer.slots))
+        self.offline = False
+        self.unanswered = 0
+        self.rejects = {}  # what came back and was refused: reason -> count
+        if getattr(link, "feed", 0) is None:
+            link.feed = feed  # LoRa waits seconds on the air: it feeds the watchdog meanwhile
+
+    def put(self, boot, seq, frame):
+        # a new frame: into the buffer, sent by pump(); too big for a slot: sent once, live only
+        slot = self.buffer.put(boot, seq, frame)
+        if slot < 0:
+            self.link.send(frame)
+        else:
+            self.sent_ms[slot] = 0
+
+    def pump(self):
+        # Send what is due from the buffer, oldest first. Returns frames sent.
+        p = self.pace
+        tick = (p.clock.ms() >> 6) + 1
+        retry = p.retry_ms >> 6
+        limit = 1 if self.offline else p.window
+        sent = inflight = 0
+        pos = 0
+        buf = self.buffer
+        while sent + inflight < limit:
+            slot, pos = buf.oldest(pos)
+            if slot < 0:
+                break
+            pos += 1
+            last = self.sent_ms[slot]
+            if last and ((tick - last) & 0xFFFF) < retry:
+                inflight += 1
+                continue
+            self.feed()  # a send may block up to a lookup's bound (links.py): never 8 in a row unfed
+            if self.link.send(buf.frame(slot)) is None:
+                break  # not now (the LoRa duty cycle): it stays due, and the link is not down
+            if last:
+                self.counts["resent"] += 1
+            self.sent_ms[slot] = (tick & 0xFFFF) or 1
+            sent += 1
+            self.unanswered += 1
+            if self.unanswered >= _OFFLINE_AFTER and not self.offline:
+                self.offline = True
+                self.log("link down: no ACK for %d frames" % self.unanswered)
+        return sent
+
+    def transmit(self, receive, timeout_ms=None):
+        # Send and listen until the buffer is empty, the link is quiet, or the budget is spent;
+        # receive(messages) -> how many were good (the node decodes them)
+        if timeout_ms is None:
+            timeout_ms = self.pace.timeout_ms
+        for _ in range(_CYCLE_BUDGET):
+            self.feed()
+            sent = self.pump()
+            if not sent and not self.buffer.live:
+                break
+            got = receive(self.link.poll(timeout_ms))
+            if not got and not sent:
+                break
+            if not got and self.offline:
+                break
+
