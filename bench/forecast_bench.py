@@ -82,8 +82,11 @@ class Warner:
         return None
 
 
-def frame(t, level, q, storm, arrive):
-    m = {"records": [{0: "l", 2: level}], "quality": {0: (0, 0, q)} if q else {}, "flags": 1 if storm else 0,
+def frame(t, level, q, storm, arrive, rain_m=None):
+    recs = [{0: "l", 2: level}]
+    if rain_m is not None:
+        recs.append({0: "rain", 2: rain_m})
+    m = {"records": recs, "quality": {0: (0, 0, q)} if q else {}, "flags": 1 if storm else 0,
          "boot": 1, "seq": 0, "uptime_ms": 0}
     return Frame(NODE, m, b"", arrive, t, "node", "bench")
 
@@ -102,16 +105,18 @@ def run(sc, model, settings, state_dir):
         return model.Forecasts("cn", "gw", settings, world.ALARM_M, **kw)
 
     fo = new()
+    for arrive, t, level, q, storm, rain_m in sc.history:  # the shaft's past: learnt from, not scored
+        fo.messages(frame(t, level, q, storm, arrive, rain_m))
     restarts = list(sc.restarts)
     ours, theirs = [], []
     base = Warner(settings.lead_s)
     good = []
     last_base = None
-    for arrive, t, level, q, storm in sc.readings:
+    for arrive, t, level, q, storm, rain_m in sc.readings:
         if restarts and arrive >= restarts[0][1]:
             restarts.pop(0)
             fo = new()  # the gateway restarted: what its state file kept, nothing more
-        for topic, body in fo.messages(frame(t, level, q, storm, arrive)):
+        for topic, body in fo.messages(frame(t, level, q, storm, arrive, rain_m)):
             if topic.endswith("/event"):
                 if b'"overflow_warning"' in body:
                     ours.append([arrive, None])

@@ -16,8 +16,9 @@
 # under pressure (outflow grows with the square root of the head) and the water backs up
 # into the upstream pipes, so the storage per metre grows and the rise slows (surcharge).
 # The sensor: an ultrasonic level sensor read every 60 s, every 10-15 s while the node's
-# storm mode is on (the node's own rule: level >= 1.2 m or a rise >= 20 mm/min between two
-# readings; off after 3 calm readings), with 5-15 mm noise, false echoes (random heights
+# storm mode is on (the node's own rule: level >= 1.2 m, a rise >= 20 mm/min against the
+# reading a minute before twice in a row, or 2 rain gauge tips within a minute; off after
+# 3 calm readings), with 5-15 mm noise, false echoes (random heights
 # and fixed heights of the shaft's structures, some twice in a row) and dropouts (a
 # reading of quality fault). The link: a frame reaches the gateway 0.2-3 s after its
 # reading; an outage holds the frames back and delivers them late, as a backlog; a
@@ -70,6 +71,30 @@ class Rain:
 
     def start(self):
         return min(s for s, _ in self.events) if self.events else None
+
+    def depth(self, t):
+        # rain fallen until t, mm
+        d = 0.0
+        for start, blocks in self.events:
+            x = (t - start) / 300.0
+            if x <= 0:
+                continue
+            k = int(x)
+            d += sum(blocks[:k]) + (blocks[k] * (x - k) if k < len(blocks) else 0.0)
+        return d
+
+
+class Gauge:
+    # a tipping-bucket rain gauge at the catchment: 0.2 mm per tip, catching 80-120 % of
+    # the catchment's mean rain (a gauge is a point, the rain is not uniform)
+    MM_PER_TIP = 0.2
+
+    def __init__(self, rng, rain):
+        self.rain = rain
+        self.catch = rng.uniform(0.8, 1.2)
+
+    def total_m(self, t):
+        return int(self.rain.depth(t) * self.catch / self.MM_PER_TIP) * self.MM_PER_TIP / 1000
 
 
 class Shaft:
@@ -188,8 +213,9 @@ class Sensor:
         self.dropout_p = rng.uniform(0.005, 0.03)
         self.storm_every = rng.choice((10, 15))
 
-    def readings(self, levels, t0, t_end, outages=(), restarts=(), delay=(0.2, 3.0)):
-        # -> [(arrival_s, t_s, level_m or None, quality, storm)] in arrival order
+    def readings(self, levels, t0, t_end, outages=(), restarts=(), delay=(0.2, 3.0), gauge=None):
+        # -> [(arrival_s, t_s, level_m, quality, storm, rain_m or None)] in arrival order;
+        # rain_m: the gauge's tips since the node started, in m of rain
         rng = self.rng
         out = []
         t = t0 + rng.uniform(0, 60)
@@ -221,10 +247,12 @@ class Sensor:
                 rise = (v - hist[0][1]) * 60 / max(1.0, t - hist[0][0]) if hist and t - hist[0][0] >= 55 else 0.0
                 hist.append((t, v))
                 ups = ups + 1 if rise * 1000 >= RISE_MM_MIN else 0
-                if not storm and (v >= STORM_M or ups >= 2):
+                # a node with a rain gauge also goes to storm mode on 2 tips within a minute
+                wet = gauge is not None and gauge.total_m(t) - gauge.total_m(t - 60) >= 0.0004 - 1e-9
+                if not storm and (v >= STORM_M or ups >= 2 or wet):
                     storm, calm = True, 0
                 elif storm:
-                    calm = calm + 1 if v < STORM_M - 0.1 and rise * 1000 < RISE_MM_MIN / 2 else 0
+                    calm = calm + 1 if v < STORM_M - 0.1 and rise * 1000 < RISE_MM_MIN / 2 and not wet else 0
                     if calm >= 3:
                         storm = False
             arrive = t + rng.uniform(*delay)
@@ -234,7 +262,7 @@ class Sensor:
             for a, b in restarts:
                 if a <= arrive < b:
                     arrive = b + rng.uniform(0.5, 5)
-            out.append((arrive, t, v, q, storm))
+            out.append((arrive, t, v, q, storm, None if gauge is None else round(gauge.total_m(t), 4)))
             t += self.storm_every if storm else 60
         out.sort(key=lambda r: r[0])
         return out
@@ -245,7 +273,7 @@ class Sensor:
 
 class Scenario:
     __slots__ = ("name", "cls", "levels", "t0", "t_end", "readings", "cross", "rain_start", "restarts",
-                 "peak", "shaft", "rain", "scale")
+                 "peak", "shaft", "rain", "scale", "gauge", "history")
 
 
 def _storm(rng, cls, i):
@@ -340,25 +368,39 @@ def storms(n, seed=7):
     for cls, share in CLASSES:
         plan += [cls] * max(1, round(n * share))
     plan = (plan * 2)[:n]
-    out = []
-    for i, cls in enumerate(plan):
-        r = random.Random(rng.random())
-        sc = _storm(r, cls, i)
-        sensor = Sensor(r)
-        outages = []
-        if cls == "outage":
-            ref = sc.cross if sc.cross is not None else sc.rain_start + 1800
-            a = ref - r.uniform(20, 45) * 60  # during the rise; the backlog comes before or after the crossing
-            outages.append((a, a + r.uniform(10, 30) * 60))
-        restarts = []
-        if i % 4 == 1:
-            ref = sc.cross if sc.cross is not None else sc.rain_start + 1800
-            a = ref - r.uniform(2, 25) * 60
-            restarts.append((a, a + r.uniform(10, 120)))
-        sc.restarts = restarts
-        sc.readings = sensor.readings(sc.levels, 0.0, sc.t_end, outages, restarts)
-        out.append(sc)
-    return out
+    return [scenario(cls, i, random.Random(rng.random())) for i, cls in enumerate(plan)]
+
+
+def scenario(cls, i, r):
+    # one storm of class cls, the i-th of its set (restarts, gauges), drawn from r
+    sc = _storm(r, cls, i)
+    sensor = Sensor(r)
+    outages = []
+    if cls == "outage":
+        ref = sc.cross if sc.cross is not None else sc.rain_start + 1800
+        a = ref - r.uniform(20, 45) * 60  # during the rise; the backlog comes before or after the crossing
+        outages.append((a, a + r.uniform(10, 30) * 60))
+    restarts = []
+    if i % 4 == 1:
+        ref = sc.cross if sc.cross is not None else sc.rain_start + 1800
+        a = ref - r.uniform(2, 25) * 60
+        restarts.append((a, a + r.uniform(10, 120)))
+    sc.restarts = restarts
+    # a rain gauge in the catchment of every flash-flood shaft and of every other one
+    # otherwise; a shaft with a gauge has a past: an earlier storm a day before, from
+    # which the forecaster may learn how the shaft answers the gauge's rain
+    sc.gauge = Gauge(r, sc.rain) if cls == "flash flood" or i % 2 == 0 else None
+    sc.history = []
+    if sc.gauge is not None:
+        shower = r.uniform(0.25, 0.7)  # most past rain is lighter than a design storm
+        past = Rain([(3600.0, [b * shower for b in euler2(r.choice((30, 60, 90)), 1)])])
+        levels = sc.shaft.run(past, 6 * 3600.0, scale=sc.scale)
+        gauge = Gauge(r, past)
+        gauge.catch = sc.gauge.catch
+        sc.history = [(a - 86400, t - 86400, v, q, st, rn) for a, t, v, q, st, rn in
+                      sensor.readings(levels, 0.0, 6 * 3600.0, gauge=gauge)]
+    sc.readings = sensor.readings(sc.levels, 0.0, sc.t_end, outages, restarts, gauge=sc.gauge)
+    return sc
 
 
 def dry_weeks(days, nodes, seed=7):
@@ -372,6 +414,7 @@ def dry_weeks(days, nodes, seed=7):
         sensor = Sensor(r, echo_p=r.uniform(0.004, 0.01))
         sc = Scenario()
         sc.name, sc.cls, sc.t0, sc.t_end, sc.shaft, sc.rain = "dry node %d" % n, "dry", 0.0, days * 86400.0, shaft, None
+        sc.gauge, sc.history = None, []
         sc.levels = shaft.run(None, sc.t_end)
         sc.cross, sc.peak, sc.rain_start, sc.scale = crossing(sc.levels, 0.0), max(sc.levels), None, 1.0
         restarts = [(d * 86400 + r.uniform(0, 86400),) * 2 for d in range(days) if r.random() < 0.3]

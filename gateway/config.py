@@ -126,6 +126,9 @@ class ForecastSettings:
     lead_s: float = 900.0  # warn when the alarm level may be reached within this time
     alarm_m: float = 2.2  # until a node reports its own alarm level (the firmware default)
     min_confidence: float = 0.4
+    # shaft node -> the rain gauge nodes of its catchment ("rain" records); a node's own
+    # gauge counts for its own shaft unless it is listed here
+    rain_gauges: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -199,6 +202,17 @@ class _Table:
         extra = sorted(set(self.data) - self.used)
         if extra:
             raise self.err(extra[0], "unknown key")
+
+
+def _rain_gauges(fc):
+    # [forecast] rain_gauges = {"sew-01" = ["rg-01", "sew-02"]}
+    table = fc.get("rain_gauges", dict, {})
+    out = []
+    for shaft, gauges in table.items():
+        if not isinstance(gauges, list) or not gauges or not all(isinstance(g, str) and g for g in gauges):
+            raise fc.err("rain_gauges", f"{shaft}: must be a non-empty list of node ids, got {gauges!r}")
+        out.append((shaft, tuple(gauges)))
+    return tuple(out)
 
 
 _KIND_NAMES = {int | str: "an integer or a string",
@@ -621,7 +635,8 @@ def parse(data: Mapping[str, Any], path: str | os.PathLike[str] = "gateway.toml"
     forecast = ForecastSettings(enabled=fc.get("enabled", bool, True),
                                 lead_s=fc.number("lead_min", 15.0, 1.0, 24 * 60.0, float) * 60,
                                 alarm_m=fc.number("alarm_m", 2.2, 0.01, 100.0, float),
-                                min_confidence=fc.number("min_confidence", 0.4, 0.0, 1.0, float))
+                                min_confidence=fc.number("min_confidence", 0.4, 0.0, 1.0, float),
+                                rain_gauges=_rain_gauges(fc))
     fc.finish()
 
     pb = _Table(top.get("publish", dict, {}), "publish")

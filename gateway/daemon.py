@@ -81,7 +81,7 @@ def build_outputs(s: Settings, keys: Keys, thresholds_fn: Callable[[str], dict[s
     if s.forecast.enabled:
         fs = ForecastTuning(lead_s=s.forecast.lead_s, min_confidence=s.forecast.min_confidence)
         forecasts = Forecasts(prefix, s.gateway_id, fs, s.forecast.alarm_m, thresholds_fn=thresholds_fn,
-                              state_path=str(s.data_dir / "forecast.json"))
+                              state_path=str(s.data_dir / "forecast.json"), rain_gauges=dict(s.forecast.rain_gauges))
         outputs.append(forecasts)
     return outputs, forecasts
 

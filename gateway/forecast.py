@@ -21,14 +21,18 @@
 #    still rising fast is projected with its rate alone: a rise that slows there (a shaft
 #    that surcharges, water backing up into the pipes) is not read as a peak.
 # 5. Earliest plausible crossing (`eta_early_s`, never later than `eta_s`): the rate
-#    raised by its standard error, the rise never taken as slowing.
+#    raised by its standard error, the rise never taken as slowing; and where rain gauges
+#    report for the shaft's catchment, the crossing the shaft's rain model (RainModel,
+#    learned from its past events) expects if the rain goes on as in the last 5 minutes.
 # 6. Warning: `eta_early_s` within the lead time with enough confidence, on two forecasts
-#    in a row (at the alarm level, on one); cleared when no crossing is plausible within
-#    twice the lead time, unless the level is near the alarm and still rising fast. While
-#    a warning is on, `eta_s` is never null: where the central projection peaks below the
-#    alarm, it is the earliest plausible crossing the warning stands on.
+#    in a row (at the alarm level, on one); cleared when no crossing is plausible at all,
+#    or none within twice the lead time on three forecasts in a row, unless the level is
+#    near the alarm and still rising fast. While a warning is on, `eta_s` is never null:
+#    where the central projection peaks below the alarm, it is the earliest plausible
+#    crossing the warning stands on.
 # The state of every node (model, learned shaft figures, warning) is kept in a JSON file
 # in the data_dir, so a restarted gateway carries on where it stopped.
+import bisect
 import json
 import math
 import os
@@ -38,19 +42,21 @@ from gateway.outputs import iso
 
 MAX_POINTS = 240  # readings kept per node at most (40 min at 10 s)
 BAD_QUALITY = (2, 3)  # quality statuses that exclude a reading (protocol.message Q_FAULT, Q_RANGE)
+RAIN = "rain"  # a tipping-bucket rain gauge's record: rain since it started counting, "u": "m"
 STATE_VERSION = 1
 
 
 class Settings:
     __slots__ = ("lead_s", "window_s", "min_confidence", "horizon_s", "interval_s", "caution",
                  "noise_m", "max_rise_mm_min", "jerk", "accel_tau_min", "near_m", "fast_mm_min",
-                 "echo_tol_m", "min_rate_mm_min")
+                 "echo_tol_m", "min_rate_mm_min", "rain_on_min", "raise_over_s", "rearm_s")
 
     def __init__(self, lead_s: float = 900.0, window_s: float = 2400.0, min_confidence: float = 0.4,
                  horizon_s=4 * 3600.0, interval_s: float = 300.0,
                  caution: float = 1.0, noise_m: float = 0.01, max_rise_mm_min: float = 300.0, jerk: float = 3e-4,
                  accel_tau_min: float = 10.0, near_m: float = 0.5, fast_mm_min: float = 10.0,
-                 echo_tol_m: float = 0.03, min_rate_mm_min: float = 2.0) -> None:
+                 echo_tol_m: float = 0.03, min_rate_mm_min: float = 2.0, rain_on_min: int = 10,
+                 raise_over_s: float = 30.0, rearm_s: float = 1800.0) -> None:
         self.lead_s = lead_s  # warn when the alarm is plausible within this many seconds
         self.window_s = window_s  # readings kept (for a late backlog's replay and the inputs)
         self.min_confidence = min_confidence
@@ -65,6 +71,9 @@ class Settings:
         self.fast_mm_min = fast_mm_min  # what rising "fast" means there
         self.echo_tol_m = echo_tol_m  # readings this close to a remembered false echo height
         self.min_rate_mm_min = min_rate_mm_min  # slower rises are "steady"
+        self.rain_on_min = rain_on_min  # the earliest crossing from rain: it rains on this long
+        self.raise_over_s = raise_over_s  # the two forecasts that raise a warning span this much
+        self.rearm_s = rearm_s  # this long after a clear, a warning needs half the lead time
 
 
 class Model:
@@ -106,6 +115,10 @@ class Model:
         self.t = t
 
 
+def _time(p):
+    return p[0]
+
+
 def fit_line(pts):
     # least-squares line through [(t_s, level_m)] -> (level at the last time, rate m/min,
     # largest residual m), None when the times are all the same
@@ -133,10 +146,12 @@ def first_crossing(level, rate, acc, target, s):
     if level >= target:
         return 0.0
     horizon = s.horizon_s / 60
+    if project(level, max(rate, 0.0), max(acc, 0.0), horizon, s) < target:
+        return None  # not even the rise without its slowing gets there
     prev_tau, prev = 0.0, level
     tau = 0.0
     while tau < horizon:
-        tau = min(horizon, tau + (0.5 if tau < 30 else 2.0))
+        tau = min(horizon, tau + (0.5 if tau < 20 else 1.0 if tau < 60 else 5.0))
         lv = project(level, rate, acc, tau, s)
         if lv >= target:
             return prev_tau + (tau - prev_tau) * (target - prev) / (lv - prev)
@@ -145,6 +160,132 @@ def first_crossing(level, rate, acc, target, s):
             return None  # the projected peak is below the target
         prev_tau, prev = tau, lv
     return None
+
+
+LAGS_MIN = (4, 6, 8, 11, 15, 20, 25, 30, 40)  # catchment lags the rain model tries, minutes
+
+
+class RainModel:
+    # How a shaft answers the rain of the gauges in its catchment, learned from its past
+    # events: dh/dt = gain * R(t) - (h - h_dry) / T, with R the gauges' rain (mm/min)
+    # routed through a cascade of 3 linear reservoirs whose response peaks after the
+    # catchment lag L. For every candidate lag, gain and 1/T by least squares of the shaft
+    # model's rate of rise on R and on the level over its dry-weather level, one sample a
+    # minute while water from the rain is in the catchment, older events weighing less
+    # (forgetting 0.2 % a sample); the lag that explains the rise best is the shaft's.
+    # The projection routes the rain already fallen (none assumed to come) through it.
+    __slots__ = ("totals", "minute", "bin_mm", "cas", "sums", "h_dry", "samples", "fit", "last_rain")
+
+    def __init__(self):
+        self.totals = {}  # gauge -> its last counter (m of rain since it started)
+        self.minute = None  # the minute the cascades have reached
+        self.bin_mm = 0.0  # rain of the current minute, mm
+        self.cas = [[0.0, 0.0, 0.0] for _ in LAGS_MIN]  # mm in each reservoir, per lag
+        self.sums = [[0.0] * 6 for _ in LAGS_MIN]  # xx, xz, zz, xy, zy, yy per lag
+        self.h_dry = None  # the shaft's dry-weather level, m
+        self.samples = 0.0  # weighted samples with rain routed to the shaft
+        self.fit = None  # (lag index, gain m per mm, 1/T per min, r2) once calibrated
+        self.last_rain = None  # time of the last tip
+
+    def add(self, gauge, t_s, total_m, n_gauges=1):
+        # a gauge's counter; the difference to its last one is new rain (a smaller one: the
+        # gauge restarted counting). Rain of n gauges counts 1/n each.
+        prev = self.totals.get(gauge)
+        self.totals[gauge] = total_m
+        if prev is None or total_m == prev:
+            return
+        mm = (total_m - prev if total_m > prev else total_m) * 1000 / n_gauges
+        self.bin_mm += mm
+        self.last_rain = t_s
+
+    def step(self, t_s, level, rate):
+        # advance the cascades to t_s minute by minute; learn from (level, rate) when given
+        m = int(t_s // 60)
+        if self.minute is None:
+            self.minute = m
+        if self.h_dry is None or level < self.h_dry:
+            self.h_dry = level
+        elif rate is not None and abs(rate) < 0.002 and self.bin_mm == 0:
+            self.h_dry += (level - self.h_dry) * 0.002  # follows a dry-weather level that rises
+        steps = min(240, m - self.minute)
+        for _ in range(steps):
+            q_in = self.bin_mm / steps if self.bin_mm else 0.0
+            for c, lag in zip(self.cas, LAGS_MIN, strict=True):
+                k = lag / 2.0
+                q = q_in
+                for j in range(3):
+                    out = c[j] / k
+                    c[j] += q - out
+                    q = out
+        if steps > 0:
+            self.bin_mm = 0.0
+            self.minute = m
+            if rate is not None and self.cas[-1][2] + self.cas[-1][1] > 0.05:
+                self._learn(level, rate)
+
+    def _learn(self, level, rate):
+        z = -(level - self.h_dry)
+        for c, sm, lag in zip(self.cas, self.sums, LAGS_MIN, strict=True):
+            x = c[2] / (lag / 2.0)  # the routed rain now, mm/min
+            for i, v in enumerate((x * x, x * z, z * z, x * rate, z * rate, rate * rate)):
+                sm[i] = sm[i] * 0.998 + v
+        self.samples = self.samples * 0.998 + 1
+        best = None
+        for i, sm in enumerate(self.sums):
+            xx, xz, zz, xy, zy, yy = sm
+            det = xx * zz - xz * xz
+            if det <= 1e-12 or yy <= 0:
+                continue
+            g = (xy * zz - zy * xz) / det
+            c = (zy * xx - xy * xz) / det
+            if g <= 0 or c < 0:
+                continue
+            r2 = (g * xy + c * zy) / yy
+            if best is None or r2 > best[3]:
+                best = (i, g, c, r2)
+        self.fit = best if best is not None and self.samples >= 40 else None
+
+    def crossing(self, level, target, rain_mm_min=0.0, rain_min=0, horizon_min=90):
+        # -> minutes until the rain already fallen, and rain_mm_min for rain_min more
+        # minutes, brings the level to target, or None
+        if self.fit is None or self.h_dry is None:
+            return None
+        i, g, c, _ = self.fit
+        k = LAGS_MIN[i] / 2.0
+        cas = list(self.cas[i])
+        if self.bin_mm:
+            cas[0] += self.bin_mm
+        h = level
+        for tau in range(1, horizon_min + 1):
+            q = rain_mm_min if tau <= rain_min else 0.0
+            for j in range(3):
+                out = cas[j] / k
+                cas[j] += q - out
+                q = out
+            h += g * q - c * (h - self.h_dry)
+            if h >= target:
+                return float(tau)
+            if q < 1e-4 and tau > LAGS_MIN[i] * 2:
+                return None
+        return None
+
+    def state(self):
+        return {"totals": self.totals, "minute": self.minute, "bin_mm": self.bin_mm, "cas": self.cas,
+                "sums": self.sums, "h_dry": self.h_dry, "samples": self.samples, "last_rain": self.last_rain}
+
+    @classmethod
+    def from_state(cls, d):
+        r = cls()
+        r.totals = {str(k): float(v) for k, v in d.get("totals", {}).items()}
+        r.minute = d.get("minute")
+        r.bin_mm = float(d.get("bin_mm", 0.0))
+        if len(d.get("cas", ())) == len(LAGS_MIN):
+            r.cas = [[float(v) for v in c] for c in d["cas"]]
+            r.sums = [[float(v) for v in sm] for sm in d["sums"]]
+        r.h_dry = d.get("h_dry")
+        r.samples = float(d.get("samples", 0.0))
+        r.last_rain = d.get("last_rain")
+        return r
 
 
 class NodeForecast:
@@ -157,6 +298,10 @@ class NodeForecast:
         self.storm = False
         self.warning = False
         self._near = 0  # consecutive forecasts with a plausible crossing inside the lead time
+        self._far = 0  # consecutive forecasts, while warned, with none within twice the lead time
+        self._near_t = None  # reading time of the first of the _near forecasts
+        self._far_t = None  # reading time of the first of the _far forecasts
+        self._cleared_t = None  # reading time the last warning was cleared
         self.newest_t = None
         self.last = None  # the last published forecast (the gateway's output keeps it here)
         self.trend = None  # (time, level m, rate m/min, rate change m/min^2) of the last forecast
@@ -167,7 +312,10 @@ class NodeForecast:
         # the filter
         self.model = None
         self.pending = []  # [(t, level)] readings held as a possible jump
+        self._raw = []  # the last 5 readings the model saw, held or not
         self.rejected = 0  # readings taken as false echoes since the last forecast
+        self.rain = None  # RainModel once a gauge reports for this shaft
+        self._rain_log = []  # [(t, mm)] of the last 15 minutes, for the why
         self._jump = 0.0  # how far the first held reading was off the model
         self._done = 0  # how many of self.points the model has seen
         self._replay = False
@@ -208,7 +356,7 @@ class NodeForecast:
         pts = self.points
         if self._replay:
             self._replay = False
-            self.model, self.pending, self._done = None, [], 0
+            self.model, self.pending, self._done, self._raw = None, [], 0, []
         for t, y in pts[self._done:]:
             self._step(t, y)
         self._done = len(pts)
@@ -216,12 +364,28 @@ class NodeForecast:
     def _step(self, t, y) -> None:
         s = self.s
         m = self.model
+        raw = self._raw
+        raw.append((t, y))
+        if len(raw) > 5:
+            del raw[0]
         if m is None:
             self.model = Model(t, y, self.noise)
             return
         x, P = m.predicted(t, s)
         sd = math.sqrt(P[0][0] + self.noise * self.noise)
         gate = max(4 * sd, 5 * self.noise, 0.03)
+        if abs(y - x[0]) > gate and len(raw) == 5:
+            # off the model, but on the line of the readings just before it, which agree
+            # with each other: the model fell behind a change of the rise (not a jump, not
+            # an echo: those stand off their neighbours); it starts again from that line
+            line = fit_line(raw)
+            if line is not None and line[2] <= gate and not self._known_echo(y):
+                if self.pending:
+                    self.pending = []
+                self.model = Model(t, line[0], self.noise)
+                self.model.x[1] = line[1]
+                self.model.P[1][1] = max((gate * 60 / max(30.0, t - raw[0][0])) ** 2, 0.005 ** 2)
+                return
         if abs(y - x[0]) <= gate:
             if self.pending:
                 self._forget_pending()
@@ -244,9 +408,17 @@ class NodeForecast:
             need_s, need_n = 2 * need_s, 4
         span = pend[-1][0] - pend[0][0]
         # the held readings must persist and agree with each other (lie on a line): then
-        # the level really moved, and the model starts again from that line
-        if len(pend) >= need_n and span >= need_s:
-            line = fit_line(pend[-6:])
+        # the level really moved, and the model starts again from that line. A rise that
+        # is continuous (three to six held readings on a line that leaves the model's level
+        # after its last reading) needs no more: a false echo jumps, and comes back flat.
+        line = fit_line(pend[-6:]) if len(pend) >= 3 else None
+        up = pend[-1][1] > m.x[0]
+        continuous = False
+        if line is not None and line[2] <= gate and (line[1] > 0) == up and len(pend) <= 6:
+            back = (line[0] - line[1] * (pend[-1][0] - m.t) / 60 - m.x[0]) * (1 if up else -1)
+            continuous = back <= gate  # the line leaves the model's level after its last reading
+        if continuous or (len(pend) >= need_n and span >= need_s):
+            line = line or fit_line(pend[-6:])
             if line is not None and (line[2] <= gate or span >= need_s + 600):
                 level, rate, _ = line
                 if rate > self.max_rate:
@@ -295,7 +467,7 @@ class NodeForecast:
             out["why"] = "No valid level readings in the last %d minutes." % (s.window_s // 60)
             return self._warn(out, None, None)
         newest = m.t
-        recent = [p for p in self.points if p[0] >= newest - 900]
+        recent = self.points[bisect.bisect_left(self.points, newest - 900, key=_time):]
         n = len(recent)
         age = 0.0 if now_s is None else max(0.0, now_s - newest)
         inputs = {"readings": n, "span_s": round(newest - recent[0][0], 1) if recent else 0.0, "skipped": skipped,
@@ -341,6 +513,21 @@ class NodeForecast:
         early = None if tau_e is None else max(0.0, tau_e * 60 - age)
         if eta is not None and (early is None or early > eta):
             early = eta
+        rain_eta = None
+        if self.rain is not None:
+            self.rain.step(newest, level, rate)
+            # while it rains: the rain fallen, and as much as in the last 5 minutes for
+            # another `rain_on_min` minutes
+            tau_r = None
+            if self._recent_rain(newest) > 0:
+                tau_r = self.rain.crossing(level, self.alarm_m, self._recent_rain(newest, 300) / 5, s.rain_on_min)
+            if tau_r is not None:
+                rain_eta = max(0.0, tau_r * 60 - age)
+                if early is None or rain_eta < early:
+                    early = rain_eta
+                else:
+                    rain_eta = None  # the level's own trend is the earlier one
+            self._rain_inputs(inputs, newest)
         out["eta_s"] = None if eta is None else round(eta)
         out["eta_early_s"] = None if early is None else round(early)
         if eta is not None:
@@ -355,11 +542,18 @@ class NodeForecast:
             why = "%s: the alarm level %.2f m is more than %d h away" % (head, self.alarm_m, s.horizon_s // 3600)
         else:
             why = "%s: no rise towards the alarm level %.2f m" % (head, self.alarm_m)
+        if rain_eta is not None:
+            why += "; the rain at the gauge (%.1f mm in the last 15 min) may bring it to the alarm level in " \
+                   "about %d min if it rains on like this" % (inputs["rain_15min_mm"], round(rain_eta / 60))
         if self.pending:
             why += "; %d reading(s) at %.2f m wait for the next ones to confirm them" % (
                 len(self.pending), self.pending[-1][1])
         out["why"] = why + "."
-        return self._warn(out, early, near_fast)
+        hold = None
+        if self.warning:
+            tau_h = first_crossing(level, rate + 3 * s.caution * sd_rate, max(acc, 0.0), self.alarm_m, s)
+            hold = None if tau_h is None else max(0.0, tau_h * 60 - age)
+        return self._warn(out, early, near_fast, rain_eta, hold)
 
     def projection(self, step_s: float = 60.0, max_s: float = 3600.0):
         # the projected level [[t, level_m], ...] of the last forecast, until it reaches the
@@ -382,16 +576,69 @@ class NodeForecast:
             out.append([t0 + tau, round(min(lv, self.alarm_m), 4)])
         return out
 
-    def _warn(self, out, early, near_fast):
-        # early: the earliest plausible crossing in seconds (0: at the alarm), or None
+    def _rain_inputs(self, inputs, now):
+        r = self.rain
+        inputs["rain_15min_mm"] = round(self._recent_rain(now), 1)
+        if r.fit is not None:
+            inputs["rain_lag_min"] = LAGS_MIN[r.fit[0]]
+            inputs["rain_fit_r2"] = round(r.fit[3], 2)
+
+    def _recent_rain(self, now, span_s=900):
+        return sum(mm for t, mm in self._rain_log if t >= now - span_s)
+
+    def add_rain(self, gauge, t_s, total_m, n_gauges=1):
+        # the counter of a tipping-bucket gauge in this shaft's catchment ("rain", m)
+        if self.rain is None:
+            self.rain = RainModel()
+        before = self.rain.bin_mm
+        self.rain.add(gauge, t_s, total_m, n_gauges)
+        if self.rain.bin_mm > before:
+            self._rain_log.append((t_s, self.rain.bin_mm - before))
+        while self._rain_log and self._rain_log[0][0] < t_s - 900:
+            self._rain_log.pop(0)
+
+    def _warn(self, out, early, near_fast, rain_eta=None, hold=None):
+        # early: the earliest plausible crossing in seconds (0: at the alarm), or None;
+        # rain_eta: when that comes from the rain model (its own confidence: its fit)
         s = self.s
-        near = early is not None and early <= s.lead_s and out["confidence"] >= s.min_confidence
-        self._near = self._near + 1 if near else 0
-        if not self.warning and (self._near >= 2 or early == 0.0):
+        conf = out["confidence"]
+        if rain_eta is not None and self.rain.fit is not None:
+            conf = max(conf, self.rain.fit[3])
+        t = self.model.t if self.model is not None else 0.0
+        # a warning that was cleared in the last half hour comes back only on half the lead
+        # time (a level that hovers under the alarm does not raise it again and again)
+        lead = s.lead_s / 2 if self._cleared_t is not None and t - self._cleared_t < s.rearm_s else s.lead_s
+        near = early is not None and early <= lead and conf >= s.min_confidence
+        if not near:
+            self._near, self._near_t = 0, None
+        else:
+            self._near += 1
+            self._near_t = t if self._near_t is None else self._near_t
+        # raised on two forecasts in a row over at least 30 s of readings (a pump's
+        # short push, read every 10 s, is not a storm), or at once at the alarm level
+        # (a crossing from the rain model needs no span: rain gauges do not echo)
+        span = t - self._near_t >= s.raise_over_s or rain_eta is not None if near else False
+        if not self.warning and ((self._near >= 2 and span) or early == 0.0):
             self.warning = True
             out["raised"] = True
-        elif self.warning and not near_fast and (early is None or early > 2 * s.lead_s):
+        if self.warning and early is None and hold is not None:
+            # a warning holds while a crossing stays plausible at all: the rate raised by
+            # three standard errors (a model that has just turned round is not sure of it)
+            early = hold
+            out["eta_early_s"] = round(hold)
+            out["why"] = out["why"][:-1] + "; the warning holds while the alarm level stays within reach."
+        far = early is None or early > 2 * s.lead_s
+        if self.warning and far:
+            self._far += 1
+            self._far_t = t if self._far_t is None else self._far_t
+        else:
+            self._far, self._far_t = 0, None
+        if self.warning and not near_fast and (early is None or (self._far >= 3 and t - self._far_t >= 120)):
+            # no crossing plausible at all, or none within twice the lead time on 3 forecasts
+            # in a row over 2 minutes of readings
             self.warning = False
+            self._far, self._far_t = 0, None
+            self._cleared_t = t
             out["cleared"] = True
         out["warning"] = self.warning
         if self.warning and out["eta_s"] is None:
@@ -404,7 +651,8 @@ class NodeForecast:
         m = self.model
         return {"alarm_m": self.alarm_m, "points": self.points, "storm": self.storm, "warning": self.warning,
                 "near": self._near, "noise": self.noise, "max_rate": self.max_rate, "echoes": self.echoes,
-                "model": None if m is None else {"t": m.t, "x": m.x, "P": m.P}, "pending": self.pending}
+                "model": None if m is None else {"t": m.t, "x": m.x, "P": m.P}, "pending": self.pending,
+                "rain": None if self.rain is None else self.rain.state()}
 
     @classmethod
     def from_state(cls, d, settings=None):
@@ -417,6 +665,8 @@ class NodeForecast:
         fc.noise = float(d.get("noise", fc.noise))
         fc.max_rate = float(d.get("max_rate", fc.max_rate))
         fc.echoes = [[float(h), int(c)] for h, c in d.get("echoes", [])]
+        if d.get("rain"):
+            fc.rain = RainModel.from_state(d["rain"])
         m = d.get("model")
         if m:
             fc.model = Model(float(m["t"]), 0.0, fc.noise)
@@ -439,8 +689,8 @@ class Forecasts:
     # state_path: the JSON file the forecast state is kept in (written on every warning
     # change and at most every save_every_s otherwise; read at start).
     def __init__(self, prefix, gateway_id, settings=None, alarm_m: float = 2.2, thresholds_fn=None,
-                 min_step_s: float = 10.0,
-                 state_path=None, save_every_s: float = 300.0) -> None:
+                 min_step_s: float = 10.0, state_path=None, save_every_s: float = 300.0,
+                 rain_gauges=None) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
         self.s = settings or Settings()
@@ -449,6 +699,12 @@ class Forecasts:
         self.min_step_s = min_step_s
         self.nodes = {}  # node -> NodeForecast
         self._last = {}  # node -> time of the newest reading its last forecast used
+        # shaft node -> its catchment's gauge nodes; and the other way round
+        self.rain_gauges = {k: tuple(v) for k, v in (rain_gauges or {}).items()}
+        self._shafts_of = {}
+        for shaft, gauges in self.rain_gauges.items():
+            for g in gauges:
+                self._shafts_of.setdefault(g, []).append(shaft)
         self.state_path = state_path
         self.save_every_s = save_every_s
         self._saved = None
@@ -484,9 +740,20 @@ class Forecasts:
             st["last_t"] = self._last.get(node)
             d["nodes"][node] = st
         tmp = "%s.tmp" % self.state_path
+        text = json.dumps(d, separators=(",", ":"))  # dumps: the C encoder (dump streams in Python)
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(d, f, separators=(",", ":"))
+            f.write(text)
         os.replace(tmp, self.state_path)
+
+    def _rain(self, gauge, t, total_m):
+        # a gauge's counter goes to the shafts whose catchment it is in (its own node's
+        # shaft when none is configured for it)
+        shafts = self._shafts_of.get(gauge) or ([] if gauge in self.rain_gauges else [gauge])
+        for shaft in shafts:
+            fc = self.nodes.get(shaft)
+            if fc is None:
+                fc = self.nodes[shaft] = NodeForecast(self.alarm_m, self.s)
+            fc.add_rain(gauge, t, total_m, len(self.rain_gauges.get(shaft, ())) or 1)
 
     def messages(self, f):
         m = f.msg
@@ -494,14 +761,19 @@ class Forecasts:
         found = False
         fc = self.nodes.get(f.node)
         for i, rec in enumerate(recs):
-            if rec.get(0) != "l":
+            name = rec.get(0)
+            if name != "l" and name != RAIN:
                 continue
             v = rec.get(2)
-            if not isinstance(v, int | float) or isinstance(v, bool):
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
                 continue
-            if fc is None:
-                fc = self.nodes[f.node] = NodeForecast(self.alarm_m, self.s)
             q = m["quality"].get(i)
+            if name == RAIN:
+                if rec.get(1, "m") == "m" and not (q and q[2] in BAD_QUALITY):  # rain in m; faulty: left out
+                    self._rain(f.node, f.time_s + (rec.get(6) or 0), float(v))
+                continue
+            if fc is None:  # (a gauge on the node may have made it just now)
+                fc = self.nodes.get(f.node) or self.nodes.setdefault(f.node, NodeForecast(self.alarm_m, self.s))
             fc.add(f.time_s + (rec.get(6) or 0), float(v), q[2] if q else 0, bool(m["flags"] & 1))
             found = True
         if not found or len(fc.points) < 2:
