@@ -204,7 +204,7 @@ class _Table:
             raise self.err(extra[0], "unknown key")
 
 
-def _rain_gauges(fc):
+def _rain_gauges(fc: _Table) -> tuple[tuple[str, tuple[str, ...]], ...]:
     # [forecast] rain_gauges = {"sew-01" = ["rg-01", "sew-02"]}
     table = fc.get("rain_gauges", dict, {})
     out = []
