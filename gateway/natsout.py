@@ -12,16 +12,24 @@
 # long as the stream holds the frame: error 10077, "maximum messages per subject exceeded",
 # which means "stored already" and counts as an ack. The duplicate window answers repeats
 # within minutes cheaply (ack with duplicate=true).
+from __future__ import annotations
+
 import asyncio
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
 from gateway import osthread
 from gateway.config import redact_url
 from gateway.store import AckedRows, Reader
+
+if TYPE_CHECKING:
+    from gateway.config import NatsSettings, Settings
 
 log = logging.getLogger("citynode.gateway")
 
@@ -32,20 +40,20 @@ RETRY_S = (0.2, 5.0)
 CONNECT_TIMEOUT_S = 5.0  # connect / stream set-up retries: first and longest wait
 
 
-def subject_token(node):
+def subject_token(node: str) -> str:
     # a node id may hold "." (protocol/names.py), a subject token may not; "~" is in no node id
     return node.replace(".", "~")
 
 
-def frame_subject(prefix, node, boot, seq) -> str:
+def frame_subject(prefix: str, node: str, boot: int, seq: int) -> str:
     return f"{prefix}.f.{subject_token(node)}.{boot}.{seq}"
 
 
-def msg_id(node, boot, seq) -> str:
+def msg_id(node: str, boot: int, seq: int) -> str:
     return f"{node}/{boot}/{seq}"
 
 
-def frame_key(topic, payload):
+def frame_key(topic: str, payload: bytes) -> tuple[str, int, int] | None:
     # an outbox row -> (node, boot, seq) when it is a frame's `up` envelope, else None
     if not topic.endswith("/up"):
         return None
@@ -56,7 +64,7 @@ def frame_key(topic, payload):
         return None
 
 
-def rssi_of(link):
+def rssi_of(link: str | None) -> float | None:
     # the RSSI a radio link put in its description ("radio lora rssi -97 snr 7.5", "chirpstack
     # <devEui> rssi -101 snr 3": gateway/radio.py, gateway/chirpstack.py), else None
     if not isinstance(link, str):
@@ -71,7 +79,7 @@ def rssi_of(link):
     return None
 
 
-def stream_config(n):
+def stream_config(n: NatsSettings) -> Any:
     # The stream as docs/fleet.md describes it: file storage, R3, one message per frame subject
     # with new ones refused (deduplication for the whole retention), the duplicate window.
     from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -82,7 +90,7 @@ def stream_config(n):
                         duplicate_window=n.duplicate_window_s)
 
 
-def connect_options(n, name, **extra):
+def connect_options(n: NatsSettings, name: str, **extra: Any) -> dict[str, Any]:
     # nats.connect() keywords for [nats]: credentials and TLS, and reconnecting for ever
     opts = {"servers": list(n.servers), "name": name, "allow_reconnect": True, "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5, "connect_timeout": 2}
@@ -103,7 +111,7 @@ def connect_options(n, name, **extra):
     return opts
 
 
-async def ensure_stream(js, n) -> None:
+async def ensure_stream(js: Any, n: NatsSettings) -> None:
     # create the stream if it is missing; an existing one is left as the operator made it
     from nats.js.errors import NotFoundError
 
@@ -115,7 +123,9 @@ async def ensure_stream(js, n) -> None:
 
 
 class NatsForwarder(AckedRows):
-    def __init__(self, *, settings, db_path, states_fn=None, gateway_state_fn=None, **_) -> None:
+    def __init__(self, *, settings: Settings, db_path: str | os.PathLike[str],
+                 states_fn: Callable[..., Any] | None = None,
+                 gateway_state_fn: Callable[[], dict[str, Any]] | None = None, **_: Any) -> None:
         self.s = settings
         self.n = settings.nats
         self.db_path = db_path
@@ -142,7 +152,7 @@ class NatsForwarder(AckedRows):
 
     # ------------------------------------------------------------ the pipeline's interface
 
-    def start(self):
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -154,7 +164,7 @@ class NatsForwarder(AckedRows):
             except RuntimeError:
                 pass  # the loop is closing
 
-    def offer(self, first_id, rows) -> None:
+    def offer(self, first_id: int, rows: Sequence[tuple[str, bytes]]) -> None:
         self.wake()
 
     def stop(self) -> None:
@@ -193,7 +203,7 @@ class NatsForwarder(AckedRows):
             self.connects += 1
             log.info("nats: reconnected to %s", redact_url(nc.connected_url.geturl()) if nc.connected_url else "?")
 
-        async def error(e) -> None:
+        async def error(e: Exception) -> None:
             log.debug("nats: %r", e)
 
         while not self._stop.is_set():
@@ -233,14 +243,14 @@ class NatsForwarder(AckedRows):
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
 
-    async def _sleep(self, s) -> None:
+    async def _sleep(self, s: float) -> None:
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), s)
         except TimeoutError:
             pass
 
-    async def _publish_loop(self, nc) -> None:
+    async def _publish_loop(self, nc: Any) -> None:
         # Publishes carry a reply subject of our own, <inbox>.<outbox id>, and the stream's answers
         # come to one subscription: the ack (or the error) names the row. (nats-py's publish_async
         # never completes its future when the stream answers with an error, as 10077.)
@@ -249,7 +259,7 @@ class NatsForwarder(AckedRows):
         inbox = nc.new_inbox()
         answers = []  # (outbox id, answer bytes, status header)
 
-        async def on_answer(msg) -> None:
+        async def on_answer(msg: Any) -> None:
             try:
                 oid = int(msg.subject.rsplit(".", 1)[1])
             except ValueError:
@@ -344,7 +354,7 @@ class NatsForwarder(AckedRows):
             except Exception:  # noqa: BLE001 - the connection may be gone
                 pass
 
-    def _verdict(self, data, status):
+    def _verdict(self, data: bytes, status: Any) -> bool | int:
         # the stream's answer to one publish -> True when the frame is stored (now or before),
         # IN_PROCESS when another copy is being stored (send again), False on a refusal (send again later)
         if status == "503":
@@ -367,7 +377,7 @@ class NatsForwarder(AckedRows):
         log.warning("nats: the stream refused a frame: %s; it is sent again", err.get("description", err))
         return False
 
-    async def _announce(self, nc) -> None:
+    async def _announce(self, nc: Any) -> None:
         # The fleet heartbeat (core NATS, not the stream): the relay's fleet page shows which
         # gateways are alive and which nodes each one hears, with RSSI where the link has one.
         if self.gateway_state_fn is None:
@@ -388,11 +398,11 @@ class NatsForwarder(AckedRows):
 class Fanout:
     # Two publishers on one outbox ([mqtt] and [nats]): each keeps its own cursor and window;
     # a row is deleted when both have acked it, so neither loses a row the other acked first.
-    def __init__(self, members) -> None:
+    def __init__(self, members: Sequence[Any]) -> None:
         self.members = members
         self._acked = [set() for _ in members]
 
-    def start(self):
+    def start(self) -> Self:
         for m in self.members:
             m.start()
         return self
@@ -405,7 +415,7 @@ class Fanout:
         for m in self.members:
             m.wake()
 
-    def offer(self, first_id, rows) -> None:
+    def offer(self, first_id: int, rows: Sequence[tuple[str, bytes]]) -> None:
         for m in self.members:
             offer = getattr(m, "offer", None)
             if offer is not None:
@@ -413,7 +423,7 @@ class Fanout:
             else:
                 m.wake()
 
-    def take_acked(self):
+    def take_acked(self) -> list[int]:
         for seen, m in zip(self._acked, self.members):
             seen.update(m.take_acked())
         done = set.intersection(*self._acked)
@@ -421,36 +431,36 @@ class Fanout:
             seen.difference_update(done)
         return sorted(done)
 
-    def deleted(self, ids) -> None:
+    def deleted(self, ids: Iterable[int]) -> None:
         for m in self.members:
             m.deleted(ids)
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         return all(m.connected for m in self.members)
 
     @property
-    def connects(self):
+    def connects(self) -> int:
         return sum(m.connects for m in self.members)
 
     @property
-    def inflight(self):
+    def inflight(self) -> int:
         return sum(m.inflight for m in self.members)
 
     @property
-    def pubacks(self):
+    def pubacks(self) -> int:
         return sum(m.pubacks for m in self.members)
 
     @property
-    def heartbeat(self):
+    def heartbeat(self) -> float:
         return min(m.heartbeat for m in self.members)
 
     @property
-    def taken_over(self):
+    def taken_over(self) -> bool:
         return any(getattr(m, "taken_over", False) for m in self.members)
 
 
-def publisher(*, settings, mqtt_publisher, **kw):
+def publisher(*, settings: Settings, mqtt_publisher: Any, **kw: Any) -> Any:
     # the daemon's publisher for its config: MQTT, JetStream, or both on one outbox
     out = []
     if settings.mqtt is not None:
