@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 	.venv-pycose/bin/pip install -q 'pycose==1.1.0' 'cbor2<6'
 	touch $@
 
-# MicroPython API stubs for the firmware type-check (typings/ is not in git; RECIPES.md).
+# MicroPython API stubs for the firmware type-check (typings/ is not in git; docs/architecture.md).
 # Same pins as tests/firmware/test_typecheck.py.
 typings/.installed: $(BIN)/.installed
 	$(BIN)/pip install -q --target typings/esp32 'micropython-esp32-stubs==1.29.0.post1'

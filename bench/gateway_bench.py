@@ -203,8 +203,8 @@ class Subscriber:
 
 def _bare_publisher(port, runs, size, window, out):
     # One paho client driven from one thread by paho's own loop(), unlimited paho
-    # in-flight and our own window of `window` unacknowledged (the fastest plain way,
-    # RECIPES.md). runs: [(rate or None, messages)]. Paced runs sleep in loop() until the
+    # in-flight and our own window of `window` unacknowledged (the fastest plain way
+    # paho offers). runs: [(rate or None, messages)]. Paced runs sleep in loop() until the
     # next message is due (no busy polling). -> [(msg/s to the last PUBACK, CPU-s per msg)]
     acked = [0]
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-ceiling", clean_session=True)

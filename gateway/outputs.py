@@ -83,7 +83,7 @@ class Frame:
 
 
 class Envelope:
-    # P/nodes/<node>/up: the contract payload of ARCHITECTURE.md, plus time_source.
+    # P/nodes/<node>/up: the contract payload (docs/gateway.md, "MQTT topics"), plus time_source.
     def __init__(self, prefix: str, gateway_id: str) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id

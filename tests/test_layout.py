@@ -1,4 +1,4 @@
-# The dependency rule of ARCHITECTURE.md, enforced by reading imports:
+# The dependency rule of docs/architecture.md, enforced by reading imports:
 # protocol imports nothing from the repo; firmware and gateway import protocol only;
 # tools may import all three.
 import ast

@@ -1,5 +1,5 @@
 # The node config that provisioning writes and flashing uploads: built and validated here,
-# on the big machine, so the node only loads a small, checked file (house rule 5).
+# on the big machine, so the node only loads a small, checked file (docs/architecture.md).
 import json
 import os
 import socket

@@ -1,5 +1,5 @@
 # The firmware type-checks against the MicroPython API of each target (pyright with
-# micropython-esp32-stubs / micropython-rp2-stubs as typeshed, RECIPES.md). typings/ is
+# micropython-esp32-stubs / micropython-rp2-stubs as typeshed, docs/architecture.md). typings/ is
 # not in git: `make test` installs the stubs (target typings/.installed), and this test
 # installs them itself when they are missing. Keep the pins here and in the Makefile equal.
 import json

@@ -1,5 +1,5 @@
 # Normal flow through a real mosquitto: UDP frames -> verified -> outbox -> ACK -> MQTT,
-# with the contract payloads of ARCHITECTURE.md.
+# with the contract payloads of docs/gateway.md ("MQTT topics").
 import base64
 import datetime
 import json
