@@ -32,13 +32,20 @@
 #    crossing the warning stands on.
 # The state of every node (model, learned shaft figures, warning) is kept in a JSON file
 # in the data_dir, so a restarted gateway carries on where it stopped.
+from __future__ import annotations
+
 import bisect
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from gateway.outputs import _dumps as dumps
 from gateway.outputs import iso
+
+if TYPE_CHECKING:
+    from gateway.outputs import Frame
 
 MAX_POINTS = 240  # readings kept per node at most (40 min at 10 s)
 BAD_QUALITY = (2, 3)  # quality statuses that exclude a reading (protocol.message Q_FAULT, Q_RANGE)
@@ -52,7 +59,7 @@ class Settings:
                  "echo_tol_m", "min_rate_mm_min", "rain_on_min", "raise_over_s", "rearm_s")
 
     def __init__(self, lead_s: float = 900.0, window_s: float = 2400.0, min_confidence: float = 0.4,
-                 horizon_s=4 * 3600.0, interval_s: float = 300.0,
+                 horizon_s: float = 4 * 3600.0, interval_s: float = 300.0,
                  caution: float = 1.0, noise_m: float = 0.01, max_rise_mm_min: float = 300.0, jerk: float = 3e-4,
                  accel_tau_min: float = 10.0, near_m: float = 0.5, fast_mm_min: float = 10.0,
                  echo_tol_m: float = 0.03, min_rate_mm_min: float = 2.0, rain_on_min: int = 10,
@@ -80,12 +87,12 @@ class Model:
     # Kalman filter over x = [level m, rate m/min, rate change m/min^2]; P its covariance.
     __slots__ = ("t", "x", "P")
 
-    def __init__(self, t, level, noise) -> None:
+    def __init__(self, t: float, level: float, noise: float) -> None:
         self.t = t
         self.x = [level, 0.0, 0.0]
         self.P = [[noise * noise * 4, 0.0, 0.0], [0.0, 0.01 ** 2, 0.0], [0.0, 0.0, 0.002 ** 2]]
 
-    def predicted(self, t, s):
+    def predicted(self, t: float, s: Settings) -> tuple[list[float], list[list[float]]]:
         # -> (x, P) at time t (not stored)
         dt = max(0.0, (t - self.t) / 60.0)
         if dt == 0:
@@ -105,7 +112,7 @@ class Model:
         P2 = [[sum(FP[i][k] * F[j][k] for k in range(3)) + Q[i][j] for j in range(3)] for i in range(3)]
         return x, P2
 
-    def update(self, t, y, noise, s) -> None:
+    def update(self, t: float, y: float, noise: float, s: Settings) -> None:
         x, P = self.predicted(t, s)
         S = P[0][0] + noise * noise
         k = [P[i][0] / S for i in range(3)]
@@ -115,11 +122,11 @@ class Model:
         self.t = t
 
 
-def _time(p):
+def _time(p: Sequence[float]) -> float:
     return p[0]
 
 
-def fit_line(pts):
+def fit_line(pts: Sequence[Sequence[float]]) -> tuple[float, float, float] | None:
     # least-squares line through [(t_s, level_m)] -> (level at the last time, rate m/min,
     # largest residual m), None when the times are all the same
     n = len(pts)
@@ -134,13 +141,13 @@ def fit_line(pts):
     return my - b * mx, b * 60, worst
 
 
-def project(level, rate, acc, tau_min, s):
+def project(level: float, rate: float, acc: float, tau_min: float, s: Settings) -> float:
     # level after tau_min minutes with the rate change decaying over accel_tau_min
     g = s.accel_tau_min * (1 - math.exp(-tau_min / s.accel_tau_min))
     return level + rate * tau_min + acc * s.accel_tau_min * (tau_min - g)
 
 
-def first_crossing(level, rate, acc, target, s):
+def first_crossing(level: float, rate: float, acc: float, target: float, s: Settings) -> float | None:
     # -> minutes until level(tau) first reaches target (0: there already), None: not
     # within the horizon, or the projection peaks below it first
     if level >= target:
@@ -176,7 +183,7 @@ class RainModel:
     # The projection routes the rain already fallen (none assumed to come) through it.
     __slots__ = ("totals", "minute", "bin_mm", "cas", "sums", "h_dry", "samples", "fit", "last_rain")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.totals = {}  # gauge -> its last counter (m of rain since it started)
         self.minute = None  # the minute the cascades have reached
         self.bin_mm = 0.0  # rain of the current minute, mm
@@ -187,7 +194,7 @@ class RainModel:
         self.fit = None  # (lag index, gain m per mm, 1/T per min, r2) once calibrated
         self.last_rain = None  # time of the last tip
 
-    def add(self, gauge, t_s, total_m, n_gauges=1):
+    def add(self, gauge: str, t_s: float, total_m: float, n_gauges: int = 1) -> None:
         # a gauge's counter; the difference to its last one is new rain (a smaller one: the
         # gauge restarted counting). Rain of n gauges counts 1/n each.
         prev = self.totals.get(gauge)
@@ -198,7 +205,7 @@ class RainModel:
         self.bin_mm += mm
         self.last_rain = t_s
 
-    def step(self, t_s, level, rate):
+    def step(self, t_s: float, level: float, rate: float) -> None:
         # advance the cascades to t_s minute by minute; learn from (level, rate) when given
         m = int(t_s // 60)
         if self.minute is None:
@@ -223,7 +230,7 @@ class RainModel:
             if rate is not None and self.cas[-1][2] + self.cas[-1][1] > 0.05:
                 self._learn(level, rate)
 
-    def _learn(self, level, rate):
+    def _learn(self, level: float, rate: float) -> None:
         z = -(level - self.h_dry)
         for c, sm, lag in zip(self.cas, self.sums, LAGS_MIN, strict=True):
             x = c[2] / (lag / 2.0)  # the routed rain now, mm/min
@@ -245,7 +252,8 @@ class RainModel:
                 best = (i, g, c, r2)
         self.fit = best if best is not None and self.samples >= 40 else None
 
-    def crossing(self, level, target, rain_mm_min=0.0, rain_min=0, horizon_min=90):
+    def crossing(self, level: float, target: float, rain_mm_min: float = 0.0, rain_min: float = 0,
+                 horizon_min: int = 90) -> float | None:
         # -> minutes until the rain already fallen, and rain_mm_min for rain_min more
         # minutes, brings the level to target, or None
         if self.fit is None or self.h_dry is None:
@@ -269,12 +277,12 @@ class RainModel:
                 return None
         return None
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         return {"totals": self.totals, "minute": self.minute, "bin_mm": self.bin_mm, "cas": self.cas,
                 "sums": self.sums, "h_dry": self.h_dry, "samples": self.samples, "last_rain": self.last_rain}
 
     @classmethod
-    def from_state(cls, d):
+    def from_state(cls, d: dict[str, Any]) -> RainModel:
         r = cls()
         r.totals = {str(k): float(v) for k, v in d.get("totals", {}).items()}
         r.minute = d.get("minute")
@@ -290,7 +298,7 @@ class RainModel:
 
 class NodeForecast:
     # The forecast state of one node. add() readings, forecast() when something changed.
-    def __init__(self, alarm_m, settings=None) -> None:
+    def __init__(self, alarm_m: float, settings: Settings | None = None) -> None:
         self.alarm_m = alarm_m
         self.s = settings or Settings()
         self.points = []  # [(t_s, level_m)] good-quality readings, time order, within window_s
@@ -322,7 +330,7 @@ class NodeForecast:
 
     # ---- input
 
-    def add(self, t_s, level_m, quality: int = 0, storm=None) -> bool:
+    def add(self, t_s: float, level_m: float, quality: int = 0, storm: bool | None = None) -> bool:
         if storm is not None and (self.newest_t is None or t_s >= self.newest_t):
             self.storm = bool(storm)
         if quality in BAD_QUALITY or level_m is None or not math.isfinite(level_m):
@@ -361,7 +369,7 @@ class NodeForecast:
             self._step(t, y)
         self._done = len(pts)
 
-    def _step(self, t, y) -> None:
+    def _step(self, t: float, y: float) -> None:
         s = self.s
         m = self.model
         raw = self._raw
@@ -445,13 +453,13 @@ class NodeForecast:
             del self.echoes[24:]
         self.pending = []
 
-    def _known_echo(self, y):
+    def _known_echo(self, y: float) -> bool:
         tol = self.s.echo_tol_m
         return any(e[1] >= 3 and abs(e[0] - y) <= tol for e in self.echoes)
 
     # ---- output
 
-    def forecast(self, now_s=None):
+    def forecast(self, now_s: float | None = None) -> dict[str, Any]:
         # -> dict for P/nodes/<node>/forecast; now_s (default: the newest reading's time)
         # shortens the ETA by the time passed since the model's newest reading.
         s = self.s
@@ -555,7 +563,7 @@ class NodeForecast:
             hold = None if tau_h is None else max(0.0, tau_h * 60 - age)
         return self._warn(out, early, near_fast, rain_eta, hold)
 
-    def projection(self, step_s: float = 60.0, max_s: float = 3600.0):
+    def projection(self, step_s: float = 60.0, max_s: float = 3600.0) -> list[Any]:
         # the projected level [[t, level_m], ...] of the last forecast, until it reaches the
         # alarm level, peaks, or max_s (for the status page's level chart); [] without a rise
         if self.trend is None:
@@ -576,17 +584,17 @@ class NodeForecast:
             out.append([t0 + tau, round(min(lv, self.alarm_m), 4)])
         return out
 
-    def _rain_inputs(self, inputs, now):
+    def _rain_inputs(self, inputs: Any, now: float) -> Any:
         r = self.rain
         inputs["rain_15min_mm"] = round(self._recent_rain(now), 1)
         if r.fit is not None:
             inputs["rain_lag_min"] = LAGS_MIN[r.fit[0]]
             inputs["rain_fit_r2"] = round(r.fit[3], 2)
 
-    def _recent_rain(self, now, span_s=900):
+    def _recent_rain(self, now: float, span_s: float = 900) -> float:
         return sum(mm for t, mm in self._rain_log if t >= now - span_s)
 
-    def add_rain(self, gauge, t_s, total_m, n_gauges=1):
+    def add_rain(self, gauge: str, t_s: float, total_m: float, n_gauges: int = 1) -> None:
         # the counter of a tipping-bucket gauge in this shaft's catchment ("rain", m)
         if self.rain is None:
             self.rain = RainModel()
@@ -597,7 +605,9 @@ class NodeForecast:
         while self._rain_log and self._rain_log[0][0] < t_s - 900:
             self._rain_log.pop(0)
 
-    def _warn(self, out, early, near_fast, rain_eta=None, hold=None):
+    def _warn(self, out: dict[str, Any], early: float | None, near_fast: bool | None,
+              rain_eta: float | None = None,
+              hold: Any = None) -> dict[str, Any]:
         # early: the earliest plausible crossing in seconds (0: at the alarm), or None;
         # rain_eta: when that comes from the rain model (its own confidence: its fit)
         s = self.s
@@ -647,7 +657,7 @@ class NodeForecast:
 
     # ---- state that survives a restart
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         m = self.model
         return {"alarm_m": self.alarm_m, "points": self.points, "storm": self.storm, "warning": self.warning,
                 "near": self._near, "noise": self.noise, "max_rate": self.max_rate, "echoes": self.echoes,
@@ -655,7 +665,7 @@ class NodeForecast:
                 "rain": None if self.rain is None else self.rain.state()}
 
     @classmethod
-    def from_state(cls, d, settings=None):
+    def from_state(cls, d: dict[str, Any], settings: Settings | None = None) -> NodeForecast:
         fc = cls(float(d["alarm_m"]), settings)
         fc.points = [(float(t), float(y)) for t, y in d.get("points", [])][-MAX_POINTS:]
         fc.newest_t = fc.points[-1][0] if fc.points else None
@@ -688,9 +698,10 @@ class Forecasts:
     # load test, a node without a clock flooding) costs one forecast, not one per frame.
     # state_path: the JSON file the forecast state is kept in (written on every warning
     # change and at most every save_every_s otherwise; read at start).
-    def __init__(self, prefix, gateway_id, settings=None, alarm_m: float = 2.2, thresholds_fn=None,
-                 min_step_s: float = 10.0, state_path=None, save_every_s: float = 300.0,
-                 rain_gauges=None) -> None:
+    def __init__(self, prefix: str, gateway_id: str, settings: Settings | None = None, alarm_m: float = 2.2,
+                 thresholds_fn: Callable[[str], dict[str, float] | None] | None = None,
+                 min_step_s: float = 10.0, state_path: str | os.PathLike[str] | None = None,
+                 save_every_s: float = 300.0, rain_gauges: Any = None) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id
         self.s = settings or Settings()
@@ -745,7 +756,7 @@ class Forecasts:
             f.write(text)
         os.replace(tmp, self.state_path)
 
-    def _rain(self, gauge, t, total_m):
+    def _rain(self, gauge: str, t: float, total_m: float) -> None:
         # a gauge's counter goes to the shafts whose catchment it is in (its own node's
         # shaft when none is configured for it)
         shafts = self._shafts_of.get(gauge) or ([] if gauge in self.rain_gauges else [gauge])
@@ -755,7 +766,7 @@ class Forecasts:
                 fc = self.nodes[shaft] = NodeForecast(self.alarm_m, self.s)
             fc.add_rain(gauge, t, total_m, len(self.rain_gauges.get(shaft, ())) or 1)
 
-    def messages(self, f):
+    def messages(self, f: Frame) -> list[tuple[str, bytes]]:
         m = f.msg
         recs = m["records"]
         found = False
