@@ -5,11 +5,16 @@
 #      by sha256 computed on the board
 #   4. soft reset and wait for the node's boot banner
 # Every failure a technician can cause is one line and exit 1; --dry-run prints the plan.
+from __future__ import annotations
+
+import argparse
 import contextlib
 import io
 import os
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from tools import nodeconfig
 from tools.progress import Bar
@@ -28,12 +33,12 @@ CONFIG_ERROR = rb"[^\r\n]*(?:config|ConfigError)[^\r\n]*(?:provision|must|not va
 
 class FlashError(Exception):
     # code: the exit code (docs/technician.md): 1 the flash failed, 2 a bad node folder
-    def __init__(self, message, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
     p.add_argument("--image", metavar="BIN", help="MicroPython firmware image: erase the chip and write it first")
     p.add_argument("--chip", choices=sorted(CHIPS), default="esp32", help="board's chip (%(default)s)")
@@ -46,12 +51,12 @@ def add_arguments(p) -> None:
 # ------------------------------------------------------------------ checks
 
 
-def check_port(port):
+def check_port(port: str) -> None:
     if port.startswith(("/", ".")) and not os.path.exists(port):
         raise FlashError(f"no such port {port}: is the board plugged in? (ls /dev/ttyUSB* /dev/ttyACM*)")
 
 
-def probe_port(port):
+def probe_port(port: str) -> None:
     # open it exclusively once, and look for other programs that hold it: "busy" is then
     # said as such, instead of surfacing later as a refused command
     from tools.cli import CliError
@@ -63,7 +68,7 @@ def probe_port(port):
         raise FlashError(str(e)) from None
 
 
-def load_node_config(node_dir):
+def load_node_config(node_dir: str) -> dict[str, Any]:
     if node_dir is None:
         return None
     try:  # checked by tools.nodeconfig and by the firmware's own config validation
@@ -75,7 +80,7 @@ def load_node_config(node_dir):
 # ------------------------------------------------------------------ steps
 
 
-def write_image(port, chip, image, baud):
+def write_image(port: str, chip: str, image: str, baud: int) -> None:
     name, expected, offset = CHIPS[chip]
     if name is None:
         raise FlashError("rp2 boards take MicroPython as a .uf2 file: hold BOOTSEL, plug in, copy it to the "
@@ -112,7 +117,7 @@ def write_image(port, chip, image, baud):
     time.sleep(2)  # MicroPython's first boot makes its filesystem
 
 
-def connect(port, timeout_s):
+def connect(port: str, timeout_s: float) -> BoardFs:
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -137,7 +142,7 @@ PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "linux": "linux", "sim": "linux"}
 RIG_PROBE = "import sys\ntry:\n _r = CITYNODE_RIG\nexcept NameError:\n _r = '-'\nprint(sys.platform, _r)"
 
 
-def check_board(fs, config, port) -> bool:
+def check_board(fs: BoardFs, config: dict[str, Any], port: str) -> bool:
     # the firmware picks its board module from the config: a config for another board would
     # upload fine and then crash on the first Pin. Ask the board what it is before writing.
     # -> True when the port is the virtual rig (tools/rig/agent.py sets CITYNODE_RIG): it
@@ -160,7 +165,7 @@ def check_board(fs, config, port) -> bool:
     return False
 
 
-def upload(fs, files):
+def upload(fs: BoardFs, files: Sequence[tuple[str, bytes]]) -> int:
     paths = [p for p, _ in files]
     before = fs.hashes(paths)
     todo = [(p, d) for (p, d), h in zip(files, before) if h != sha256_hex(d)]
@@ -184,7 +189,7 @@ def upload(fs, files):
     return len(todo)
 
 
-def print_plan(args, files) -> None:
+def print_plan(args: argparse.Namespace, files: Sequence[tuple[str, bytes]]) -> None:
     print("plan (dry run, nothing is written):")
     if args.image:
         name, _, offset = CHIPS[args.chip]
@@ -197,7 +202,7 @@ def print_plan(args, files) -> None:
     print("  soft reset, wait for the boot banner")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     try:
         return flash(args)
     except (FlashError, UploadError) as e:
@@ -210,14 +215,14 @@ def run(args):
         return 130
 
 
-def flash(args) -> int:
+def flash(args: argparse.Namespace) -> int:
     config = load_node_config(args.node_dir)
     if not args.dry_run:
         check_port(args.port)
         probe_port(args.port)
     bars = []
 
-    def compiled(i, n) -> None:
+    def compiled(i: int, n: int) -> None:
         if not bars:
             bars.append(Bar("compile", n, " files"))
         bars[0].update(i)

