@@ -10,7 +10,7 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from gateway import __version__, nodestate
@@ -122,7 +122,7 @@ def lock_data_dir(data_dir: pathlib.Path) -> int:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, keys: Keys | None = None) -> None:
+    def __init__(self, settings: Settings, keys: Mapping[str, bytes] | None = None) -> None:
         self.s = settings
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
         self.stats = Stats()

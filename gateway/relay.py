@@ -24,6 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -40,7 +41,6 @@ from protocol.cbor import FrameError
 
 if TYPE_CHECKING:
     from gateway.config import Settings
-    from gateway.keys import Keys
 
 log = logging.getLogger("citynode.relay")
 
@@ -58,7 +58,7 @@ def _unix(text: str) -> float:
 
 
 class Relay:
-    def __init__(self, settings: Settings, keys: Keys | None = None) -> None:
+    def __init__(self, settings: Settings, keys: Mapping[str, bytes] | None = None) -> None:
         self.s = settings
         self.n = settings.nats
         self.keys = keys if keys is not None else load_keys(settings.keys_file)

@@ -3,6 +3,7 @@
 # to the real gateway, which forwards them to MQTT: an embedded broker (amqtt on
 # 127.0.0.1) unless --mqtt names one. A live table shows what arrives on P/nodes/+/up, and
 # the storm shows as rising wastewater levels. No config files: everything lives in a temp dir.
+import argparse
 import json
 import logging
 import secrets
@@ -12,6 +13,8 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
+from typing import Any
 
 from tools import fleet
 
@@ -23,7 +26,7 @@ BUCKET_S = 0.5
 LEVEL_FULL_M = 2.8  # top of the sparkline (the shaft is ~3 m deep)
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes, 1..20 (%(default)s)")
     p.add_argument("--duration", type=seconds, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
@@ -37,7 +40,7 @@ def add_arguments(p) -> None:
                         "and nodes heard by 2 or 3 gateways each (docs/fleet.md)")
 
 
-def seconds(text):
+def seconds(text: str) -> float:
     import argparse
 
     try:
@@ -49,7 +52,7 @@ def seconds(text):
     return value
 
 
-def web_arg(text):
+def web_arg(text: str) -> str:
     import argparse
     import ipaddress
 
@@ -78,7 +81,7 @@ class Readings:
         self.duplicates = 0
         self.t0 = time.monotonic()
 
-    def add(self, body) -> None:
+    def add(self, body: dict[str, Any]) -> None:
         node = body.get("node")
         if not isinstance(node, str):
             return
@@ -110,12 +113,12 @@ class Readings:
                 st["peak"] = max(st["peak"], values["l"])
             self.frames += 1
 
-    def snapshot(self):
+    def snapshot(self) -> tuple[int, dict[str, dict[str, Any]]]:
         with self.lock:
             return self.frames, {k: dict(v, levels=list(v["levels"])) for k, v in self.nodes.items()}
 
 
-def subscribe(url, readings):
+def subscribe(url: str, readings: Readings) -> Any:
     import paho.mqtt.client as mqtt
 
     u = urllib.parse.urlsplit(url)
@@ -128,11 +131,11 @@ def subscribe(url, readings):
     if u.username:
         client.username_pw_set(u.username, u.password)
 
-    def on_connect(c, _userdata, _flags, reason, _props=None) -> None:
+    def on_connect(c: Any, _userdata: object, _flags: object, reason: Any, _props: object = None) -> None:
         if not reason.is_failure:
             c.subscribe(f"{PREFIX}/nodes/+/up", qos=1)
 
-    def on_message(_c, _userdata, msg) -> None:
+    def on_message(_c: Any, _userdata: object, msg: Any) -> None:
         try:
             readings.add(json.loads(msg.payload))
         except ValueError:
@@ -149,7 +152,7 @@ def subscribe(url, readings):
     return client
 
 
-def spark(levels, chars):
+def spark(levels: Sequence[float], chars: str) -> str:
     out = []
     for v in levels:
         i = int(max(0.0, min(1.0, v / LEVEL_FULL_M)) * (len(chars) - 1) + 0.5)
@@ -157,11 +160,11 @@ def spark(levels, chars):
     return "".join(out)
 
 
-def num(v, decimals, width):
+def num(v: object, decimals: int, width: int) -> str:
     return f"{v:{width}.{decimals}f}" if isinstance(v, int | float) else f"{'-':>{width}}"
 
 
-def table(readings, elapsed, chars):
+def table(readings: Readings, elapsed: float, chars: str) -> list[str]:
     frames, nodes = readings.snapshot()
     world_h = elapsed * fleet.FACTOR / 3600
     lines = [f"citynode demo: {elapsed:5.1f} s ({world_h:4.1f} h of simulated sewer), "
@@ -175,13 +178,13 @@ def table(readings, elapsed, chars):
     return lines
 
 
-def free_udp_port():
+def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def web_listen(wanted):
+def web_listen(wanted: str | None) -> str | None:
     # the asked-for port if it is free, else any free loopback port
     if wanted == "off":
         return None
@@ -194,7 +197,8 @@ def web_listen(wanted):
             return f"{host}:0"
 
 
-def start_gateway(tmp, keys, mqtt_url, web=None):
+def start_gateway(tmp: str, keys: dict[str, bytes], mqtt_url: str,
+                  web: str | None = None) -> tuple[Any, tuple[str, int]]:
     from gateway.config import parse
     from gateway.daemon import Gateway
     from gateway.keys import format_keys
@@ -213,7 +217,7 @@ def start_gateway(tmp, keys, mqtt_url, web=None):
     return Gateway(settings, keys).start(), ("127.0.0.1", port)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 20:
         print("citynode demo: --nodes must be 1..20", file=sys.stderr)
         return 2

@@ -3,6 +3,10 @@
 # (gateway/relay.py) feeding the MQTT broker the demo's table reads, and simulated nodes
 # (the real firmware) each heard by 2 or 3 gateways, as LoRa reaches several roofs: every
 # transmission reaches each of them (AirLink). The relay's fleet page shows who hears whom.
+import threading
+from collections.abc import Sequence
+from typing import Any, Self
+
 from firmware.links import UdpLink
 from tools import fleet
 
@@ -13,11 +17,11 @@ STREAM = "CITYNODE"
 class AirLink(UdpLink):
     # the firmware's UDP link, but each datagram reaches several gateways (the air); the
     # ACK of any of them counts, as on a radio channel
-    def __init__(self, addresses) -> None:
+    def __init__(self, addresses: Sequence[tuple[str, int]]) -> None:
         super().__init__(*addresses[0])
         self.others = [a for a in addresses[1:]]
 
-    def send(self, message):
+    def send(self, message: bytes) -> bool:
         ok = super().send(message)
         for host, port in self.others:
             try:
@@ -28,22 +32,24 @@ class AirLink(UdpLink):
 
 
 class AirNode(fleet.SimNode):
-    def __init__(self, index, node, key, gateways, flash_dir, stop=None) -> None:
+    def __init__(self, index: int, node: str, key: bytes, gateways: Sequence[tuple[str, int]], flash_dir: str,
+                 stop: threading.Event | None = None) -> None:
         super().__init__(index, node, key, gateways[0], flash_dir, stop=stop)
         self.gateways = gateways
 
-    def make_link(self):
+    def make_link(self) -> AirLink:
         return AirLink(self.gateways)
 
 
-def heard_by(i, addresses):
+def heard_by(i: int, addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     # node i: gateways i % 3 and i + 1 % 3; every third node all three
     n = len(addresses)
     return list(addresses) if i % 3 == 0 else [addresses[i % n], addresses[(i + 1) % n]]
 
 
 class Fleet:
-    def __init__(self, tmp, keys, mqtt_url, web=None, prefix: str = "citynode") -> None:
+    def __init__(self, tmp: str, keys: dict[str, bytes], mqtt_url: str, web: str | None = None,
+                 prefix: str = "citynode") -> None:
         self.tmp = tmp
         self.keys = keys
         self.mqtt_url = mqtt_url
@@ -53,7 +59,7 @@ class Fleet:
         self.gateways = []
         self.relay = None
 
-    def start(self):
+    def start(self) -> Self:
         from gateway.config import parse
         from gateway.daemon import Gateway
         from gateway.files import write_private
@@ -81,15 +87,15 @@ class Fleet:
         return self
 
     @property
-    def addresses(self):
+    def addresses(self) -> list[tuple[str, int]]:
         return [gw.udp_addresses[0] for gw in self.gateways]
 
-    def nodes(self, stop):
+    def nodes(self, stop: threading.Event) -> list[AirNode]:
         addrs = [("127.0.0.1", a[1]) for a in self.addresses]
         return [AirNode(i, node, key, heard_by(i, addrs), f"{self.tmp}/nodes", stop=stop)
                 for i, (node, key) in enumerate(sorted(self.keys.items()))]
 
-    def counters(self):
+    def counters(self) -> dict[str, Any]:
         rejected = {}
         for gw in self.gateways:
             for k, v in (gw.counters().get("rejected") or {}).items():

@@ -19,6 +19,8 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
+from typing import BinaryIO, Self
 
 from protocol import cobs
 from tools.rig.repl import EXEC, FRIENDLY, FRIENDLY_EXEC, RAW, RAW_BANNER, RESETTING, ReplKeys
@@ -40,7 +42,7 @@ RUNNING = "running"  # boot.py / main.py run; input is the program's UART
 INTERRUPTING = "interrupting"  # Ctrl-C sent, waiting for the REPL
 
 
-def micropython_binary():
+def micropython_binary() -> str:
     exe = pathlib.Path(sys.executable).parent / "micropython"
     return str(exe) if exe.exists() else "micropython"
 
@@ -103,7 +105,7 @@ class PtyOutput:
             time.sleep(0.01)
         time.sleep(SETTLE_S)
 
-    def _emit(self, data) -> None:
+    def _emit(self, data: bytes) -> None:
         if not self._connected:
             self.dropped += len(data)
             return
@@ -126,7 +128,8 @@ class PtyOutput:
 
 
 class VirtualRig(ReplKeys, PtyOutput):
-    def __init__(self, flash_dir, board: str = "sim", heap: str = "256k", micropython=None, log=None) -> None:
+    def __init__(self, flash_dir: str | os.PathLike[str], board: str = "sim", heap: str = "256k",
+                 micropython: str | None = None, log: Callable[[str], None] | None = None) -> None:
         self.flash = str(pathlib.Path(flash_dir).resolve())
         self.board = board
         self.heap = heap
@@ -153,7 +156,7 @@ class VirtualRig(ReplKeys, PtyOutput):
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self):
+    def start(self) -> Self:
         os.makedirs(self.flash, exist_ok=True)
         self._master, slave = os.openpty()
         tty.setraw(slave)  # no echo, no CR/LF mangling of binary frames before a client sets it
@@ -172,15 +175,15 @@ class VirtualRig(ReplKeys, PtyOutput):
             self._reset_requested = True
         os.write(self._wake_w, b"x")
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------ the interpreter process
 
-    def _spawn(self, mode) -> None:
+    def _spawn(self, mode: str) -> None:
         self._kill()
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([self.flash, self.flash + "/lib", ".frozen"]),
                    RIG_BANNER=self.banner.decode())
@@ -212,14 +215,14 @@ class VirtualRig(ReplKeys, PtyOutput):
             except OSError:
                 pass
 
-    def _to_proc(self, data) -> None:
+    def _to_proc(self, data: bytes) -> None:
         try:
             self._proc.stdin.write(data)
             self._proc.stdin.flush()
         except (OSError, AttributeError):
             pass  # the program ended; its exit is handled by the loop
 
-    def _command(self, kind, code) -> None:
+    def _command(self, kind: bytes, code: bytes) -> None:
         self._to_proc(b"%s %d\n" % (kind, len(code)) + code)
 
     # ------------------------------------------------------------ output to the port
@@ -267,7 +270,7 @@ class VirtualRig(ReplKeys, PtyOutput):
         if data:
             self._input(data)
 
-    def _read_proc(self, f) -> None:
+    def _read_proc(self, f: BinaryIO) -> None:
         try:
             data = os.read(f.fileno(), 65536)
         except BlockingIOError:
@@ -318,7 +321,7 @@ class VirtualRig(ReplKeys, PtyOutput):
         self._spawn("boot")
         self.state = STARTING
 
-    def _control(self, what) -> None:
+    def _control(self, what: str) -> None:
         if what == "running":
             self.state = RUNNING
             self._in_frame = False
@@ -341,7 +344,7 @@ class VirtualRig(ReplKeys, PtyOutput):
 
     # ------------------------------------------------------------ input from the port
 
-    def _input(self, data) -> None:
+    def _input(self, data: bytes) -> None:
         if self.state in (OFF, STARTING):
             self._held += data
             return
@@ -362,7 +365,7 @@ class VirtualRig(ReplKeys, PtyOutput):
             else:
                 self._raw_byte(data[i])
 
-    def _uart_input(self, data):
+    def _uart_input(self, data: bytes) -> bytes:
         # pass bytes to the running program; a Ctrl-C outside a COBS frame interrupts it
         # and the rest is REPL input. -> the bytes left for the REPL
         for i, b in enumerate(data):
@@ -387,7 +390,7 @@ class VirtualRig(ReplKeys, PtyOutput):
             self._proc.send_signal(signal.SIGINT)
 
 
-def _set_speed(fd, speed) -> None:
+def _set_speed(fd: int, speed: int) -> None:
     try:
         attrs = termios.tcgetattr(fd)
         attrs[4] = attrs[5] = speed
