@@ -19,8 +19,10 @@ class Policy:
         self.storm = False
         self.alarm = False
         self.calm_cycles = 0
-        self.prev_level = None
+        self.prev_level = None  # the reference reading of the rise, and its ticks
         self.prev_ms = 0
+        self.ups = 0  # readings in a row rising at least rise_mm_min
+        self.last_ms = None  # ticks of the last reading
 
     def due(self, level_mm, now):
         # one level reading (mm; None: no good one) at `now` (ticks, firmware/clock.py) -> True
@@ -28,12 +30,23 @@ class Policy:
         lvl = level_mm
         due = False
         if lvl is not None:
+            # the rise against a reading at least a minute old (the reference moves on once
+            # it is, unless the level rises): at a 10 s interval the noise between two readings is no rise. Storm
+            # mode on a rise needs two readings in a row when they come less than a minute
+            # apart, or when the rise is a jump (over 10 times the storm rise)
             rise = 0
-            if self.prev_level is not None:
-                rise = (lvl - self.prev_level) * 60000 // max(1, ticks_diff(now, self.prev_ms))
-            self.prev_level = lvl
-            self.prev_ms = now
-            if not self.storm and (lvl >= self.storm_mm or rise >= self.rise_mm_min):
+            short = self.last_ms is not None and ticks_diff(now, self.last_ms) < 60000
+            self.last_ms = now
+            if self.prev_level is None:
+                self.prev_level, self.prev_ms = lvl, now
+            else:
+                dt = ticks_diff(now, self.prev_ms)
+                rise = (lvl - self.prev_level) * 60000 // max(60000, dt)
+                if dt >= 60000 and rise < self.rise_mm_min:  # a rise is measured from before it
+                    self.prev_level, self.prev_ms = lvl, now
+            self.ups = self.ups + 1 if rise >= self.rise_mm_min else 0
+            need = 2 if short or rise > 10 * self.rise_mm_min else 1
+            if not self.storm and (lvl >= self.storm_mm or self.ups >= need):
                 self.storm = True
                 self.calm_cycles = 0
                 self.log("storm mode on: level %d mm, rising %d mm/min" % (lvl, rise))

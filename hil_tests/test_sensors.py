@@ -115,3 +115,36 @@ def test_i2c_scan_and_pins_read_back(pico_world):
         fs.t.close()
     assert "SCAN [118]" in out, out
     assert "PINS 1 0 1 0" in out, out
+
+
+# Storm mode: the node's trigger (firmware/policy.py) on the real rp2 port. In dry weather
+# the noise of the echo between readings 2 s apart is no rise: storm mode stays off.
+DRY = {"spike_p": 0.0, "dropout_p": 0.0, "echo_noise_mm": 4.0}  # dry weather all along
+
+
+def data_frames(rig, node, n, timeout_s=120):
+    # -> the first n verified data frames, each ACKed as a gateway would
+    import serial
+
+    key = {node["node"]: node["key"]}
+    out = []
+    deframer = cobs.Deframer()
+    with serial.Serial(rig.port, 115200, timeout=0.2) as port:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            for kind, body in deframer.feed(port.read(4096)):
+                if kind == "frame":
+                    d = message.decode(body, key.get)
+                    port.write(cobs.encode(message.encode_ack(node["key"], d["node"], d["boot"], d["seq"])))
+                    out.append(d)
+    return out
+
+
+def test_noise_at_a_short_interval_does_not_turn_storm_mode_on(pico_world, hil_node):
+    rig = pico_world(**DRY)
+    got = data_frames(rig, hil_node, 30)  # a minute of readings 2 s apart
+    assert len(got) >= 25, "only %d frames" % len(got)
+    levels = [r[2] for d in got for r in d["records"] if r[0] == "l"]
+    assert max(levels) - min(levels) > 0.002  # the echo noise is there
+    storm = [d["seq"] for d in got if d["flags"] & message.F_STORM]
+    assert not storm, "storm mode in dry weather: frames %s" % storm
