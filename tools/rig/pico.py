@@ -8,6 +8,8 @@
 #
 # The images come from the rig folder: $CITYNODE_RIG_DIR, else ../shared/rig next to the
 # repository (see hil_tests/README.md); their checksums are checked against its SHA256SUMS.
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -19,6 +21,8 @@ import subprocess
 import threading
 import time
 import tty
+from collections.abc import Callable
+from typing import Any, Self
 
 from tools.rig.board import MARK_SPEED, PtyOutput, _set_speed
 
@@ -38,14 +42,14 @@ class RigMissing(Exception):
     pass
 
 
-def rig_dir():
+def rig_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("CITYNODE_RIG_DIR") or REPO.parent / "shared" / "rig")
 
 
 _checked = {}
 
 
-def find_images():
+def find_images() -> tuple[pathlib.Path, pathlib.Path]:
     # -> (image, bootrom) paths, checked against SHA256SUMS; RigMissing names what is missing
     d = rig_dir()
     if str(d) in _checked:
@@ -72,7 +76,7 @@ def find_images():
     return _checked[str(d)]
 
 
-def node_binary():
+def node_binary() -> str:
     exe = shutil.which("node") or shutil.which("nodejs")
     if not exe:
         raise RigMissing("no Node.js: the emulated Pico needs `node` (apt-get install nodejs npm)")
@@ -81,7 +85,7 @@ def node_binary():
     return exe
 
 
-def check():
+def check() -> str | None:
     # -> None when the emulated Pico can run here, else the one-line reason
     try:
         find_images()
@@ -93,29 +97,29 @@ def check():
 
 class EmulatedClock:
     # the world's clock: the board's emulated milliseconds, times `speed` (a storm in minutes)
-    def __init__(self, rig, speed: float = 1.0, start_ms: int = 0) -> None:
+    def __init__(self, rig: PicoRig, speed: float = 1.0, start_ms: int = 0) -> None:
         self.rig = rig
         self.speed = speed
         self.start_ms = start_ms
 
-    def ms(self):
+    def ms(self) -> int:
         return int(self.start_ms + self.rig.emulated_ms * self.speed)
 
-    def sleep_ms(self, ms) -> None:
+    def sleep_ms(self, ms: int) -> None:
         pass
 
 
 class RigClock:
-    def __init__(self, rig) -> None:
+    def __init__(self, rig: PicoRig) -> None:
         self.rig = rig
 
-    def ms(self):
+    def ms(self) -> int:
         return int(self.rig.emulated_ms)
 
 
 class PicoWorld:
     # the simulated world as the board's sensors see it (firmware/sim/world.py)
-    def __init__(self, rig, speed: float = 1.0, **params) -> None:
+    def __init__(self, rig: PicoRig, speed: float = 1.0, **params: Any) -> None:
         from firmware.sim.devices import DATASHEET_CALIB, BME280Sim, LoopAdc, UltrasonicUart, calib_bytes
         from firmware.sim.world import World
 
@@ -127,11 +131,11 @@ class PicoWorld:
         self.loop = LoopAdc(self.world, shunt_ohm=SHUNT_OHM, span_mm=PROBE_SPAN_MM)
         self._buf = bytearray(256)
 
-    def first(self):
+    def first(self) -> dict[str, str]:
         a, b = self.calib
         return {"calib": a.hex(), "calib_h": b.hex()}
 
-    def update(self):
+    def update(self) -> dict[str, Any]:
         from firmware.level import speed_of_sound_mm_s
 
         w = self.world
@@ -150,7 +154,8 @@ class PicoRig(PtyOutput):
     # board is plugged in when the terminal is ready), keeps running while the port is
     # closed (what it prints then is dropped: no USB host reads it), and keeps its flash in
     # `flash_file` across resets, power cuts and runs.
-    def __init__(self, flash_file, world=None, log=None, power_on_open: bool = True) -> None:
+    def __init__(self, flash_file: str | os.PathLike[str], world: dict[str, Any] | None = None,
+                 log: Callable[[str], None] | None = None, power_on_open: bool = True) -> None:
         self.flash_file = str(flash_file)
         self.world_params = dict(world or {})
         self.log = log
@@ -178,7 +183,7 @@ class PicoRig(PtyOutput):
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self):
+    def start(self) -> Self:
         self.image, self.bootrom = find_images()
         self.node = node_binary()
         self._master, slave = os.openpty()
@@ -200,10 +205,10 @@ class PicoRig(PtyOutput):
         super().stop()  # PtyOutput: thread, emulator, pty, wake pipe
         self._sel.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------ what tests and tools call
@@ -219,7 +224,7 @@ class PicoRig(PtyOutput):
         # the power fails half way through the board's next flash page program
         self.control({"cut": "program"})
 
-    def control(self, msg) -> None:
+    def control(self, msg: dict[str, Any]) -> None:
         with self._lock:
             ctl = self._ctl
         if ctl is not None:
@@ -228,13 +233,13 @@ class PicoRig(PtyOutput):
             except OSError:
                 pass
 
-    def report(self, timeout: int = 5):
+    def report(self, timeout: int = 5) -> dict[str, Any]:
         # -> the runner's counters now: erases, programs, program_bytes, watchdog_resets, resets, boots, ms
         n = len(self.events)
         self.control({"report": True})
         return self.wait_event(lambda e: e["ev"] == "report", timeout, start=n)
 
-    def wait_event(self, pred, timeout, start: int = 0):
+    def wait_event(self, pred: Callable[[dict[str, Any]], bool], timeout: float, start: int = 0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -247,7 +252,7 @@ class PicoRig(PtyOutput):
                 self._cond.wait(left)
 
     @property
-    def world(self):
+    def world(self) -> Any:
         # the simulated world the board's sensors see now (firmware/sim/world.py World)
         return self._world.world if self._world is not None else None
 
@@ -257,7 +262,7 @@ class PicoRig(PtyOutput):
 
     # ------------------------------------------------------------ the runner process
 
-    def _request(self, what) -> None:
+    def _request(self, what: str) -> None:
         with self._lock:
             self._requests.append(what)
         self._wake()
@@ -396,7 +401,7 @@ class PicoRig(PtyOutput):
             if line.strip():
                 self._event(json.loads(line))
 
-    def _event(self, e) -> None:
+    def _event(self, e: dict[str, Any]) -> None:
         ev = e.get("ev")
         if "ms" in e:
             self.emulated_ms = e["ms"]
@@ -427,7 +432,7 @@ class PicoRig(PtyOutput):
 # ------------------------------------------------------------ the board's REPL (tests, bench)
 
 
-def stop_at_boot(port, timeout: int = 20):
+def stop_at_boot(port: str, timeout: int = 20) -> Any:
     # Opening the port powers the rig's board on; Ctrl-C every 50 ms stops main.py during its
     # imports, before the node takes the console (micropython.kbd_intr(-1)), as a technician
     # would at a board's boot. -> the raw REPL (tools.upload.BoardFs), with a clean slate.
@@ -487,7 +492,7 @@ micropython.mem_info()
 """
 
 
-def heap_budget(port, backlog: int = 300):
+def heap_budget(port: str, backlog: int = 300) -> dict[str, Any]:
     # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames,
     #     "boot": the boot counter the probe's node ran as}
     # in bytes, on the board at `port`
@@ -509,7 +514,7 @@ def heap_budget(port, backlog: int = 300):
     return figures
 
 
-def free_heap_after_start(port):
+def free_heap_after_start(port: str) -> tuple[Any, Any]:
     # -> (free, used) heap bytes after the node was built and started on the board at `port`
     start = heap_budget(port, backlog=0)["start"]
     return start[0], start[1]
