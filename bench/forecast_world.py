@@ -325,36 +325,30 @@ def _fit_scale(rng, cls, shaft, rain, t_end, t_rain):
 
     if cls == "near miss":
         target = ALARM_M - rng.uniform(0.05, 0.2)
-        lo, hi = 0.05, 20.0
-        for _ in range(18):
-            mid = math.sqrt(lo * hi)
-            if peak(mid)[0] < target:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        return _search(0.05, 20.0, lambda f: peak(f)[0] < target)[0]
     if cls == "flash flood":
-        # the crossing 5-10 min after the rain starts
+        # the crossing 7-10 min after the rain starts
         want = rng.uniform(420, 600)
-        lo, hi = 0.2, 200.0
-        for _ in range(18):
-            mid = math.sqrt(lo * hi)
-            c = peak(mid)[1]
-            if c is None or c - t_rain > want:
-                lo = mid
-            else:
-                hi = mid
-        return hi
+
+        def late(f):
+            c = peak(f)[1]
+            return c is None or c - t_rain > want
+
+        return _search(0.2, 200.0, late)[1]
     # every other class crosses, at 0.1-1.2 m over the alarm at the peak
     want = ALARM_M + rng.uniform(0.1, 1.2)
-    lo, hi = 0.05, 50.0
-    for _ in range(18):
+    return _search(0.05, 50.0, lambda f: peak(f)[0] < want)[1]
+
+
+def _search(lo, hi, too_small, steps=18):
+    # geometric bisection of the area factor: -> (largest too small, smallest big enough)
+    for _ in range(steps):
         mid = math.sqrt(lo * hi)
-        if peak(mid)[0] < want:
+        if too_small(mid):
             lo = mid
         else:
             hi = mid
-    return hi
+    return lo, hi
 
 
 CLASSES = (("design storm", 0.27), ("block rain", 0.18), ("flash flood", 0.12), ("two bursts", 0.12),
