@@ -8,6 +8,8 @@ import json
 import pathlib
 import struct
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from protocol import cbor, cobs, command, compact, cose, keyring, message, senml
 from protocol.cbor import FrameError
@@ -15,7 +17,7 @@ from protocol.cbor import FrameError
 OUT = pathlib.Path(__file__).resolve().parent.parent / "protocol" / "vectors"
 
 
-def key_of(node, size: int = 32):
+def key_of(node: str, size: int = 32) -> bytes:
     # A fixed test key per node: SHA-256 chain of "citynode vector key <node>", cut to size bytes
     out = b""
     block = ("citynode vector key " + node).encode()
@@ -25,16 +27,16 @@ def key_of(node, size: int = 32):
     return out[:size]
 
 
-def f32(x):
+def f32(x: float) -> float:
     return struct.unpack(">f", struct.pack(">f", x))[0]
 
 
-def f16(x):
+def f16(x: float) -> float:
     return struct.unpack(">e", struct.pack(">e", x))[0]
 
 
 def typical_records(t: float = 21.53, h: float = 48.5, p: int = 101325, level: float = 0.412, dist: float = 1.588,
-                    batt: float = 3.71):
+                    batt: float = 3.71) -> list[dict[Any, Any]]:
     # The typical sewer node of SPEC.md section 3: BME280, ultrasonic level, battery.
     # Quantised as the firmware does: t, l, d binary32; h, b binary16; p integer pascals.
     R = senml.record
@@ -44,7 +46,7 @@ def typical_records(t: float = 21.53, h: float = 48.5, p: int = 101325, level: f
 # ---------------------------------------------------------------- JSON form of decoded messages
 
 
-def jsonable(obj):
+def jsonable(obj: object) -> Any:
     # decode() output -> JSON: integer map keys become decimal strings (SPEC.md section 11)
     if isinstance(obj, dict):
         return {str(k) if isinstance(k, int) else k: jsonable(v) for k, v in obj.items()}
@@ -55,14 +57,14 @@ def jsonable(obj):
     return obj
 
 
-def hexs(b):
+def hexs(b: bytes | bytearray) -> str:
     return bytes(b).hex()
 
 
 # ---------------------------------------------------------------- valid vectors
 
 
-def message_vector(name, node, key, frame, **extra):
+def message_vector(name: str, node: str, key: bytes, frame: bytes, **extra: Any) -> dict[str, Any]:
     keys = {node: key}
     m = message.decode(frame, keys.get)
     _, _, payload, _ = cose.parse(frame)
@@ -74,7 +76,7 @@ def message_vector(name, node, key, frame, **extra):
     return v
 
 
-def data_vectors():
+def data_vectors() -> list[dict[str, Any]]:
     out = []
     key = key_of("sew-07")
     recs = typical_records()
@@ -115,7 +117,7 @@ def data_vectors():
     return out
 
 
-def ack_vectors():
+def ack_vectors() -> list[dict[str, Any]]:
     key = key_of("sew-07")
     return [
         message_vector("ACK without cum", "sew-07", key, message.encode_ack(key, "sew-07", 3, 1234)),
@@ -123,7 +125,7 @@ def ack_vectors():
     ]
 
 
-def cmd_vectors():
+def cmd_vectors() -> list[dict[str, Any]]:
     key = key_of("sew-07")
     thresholds = {"alarm_m": f16(1.5), "storm_m": f16(1.25), "rise_mm_min": 20}  # canonical key order
     signed_interval = command.sign(command_key_of("sew-07"), "sew-07", 3, 1767225600, "interval", 60)
@@ -139,12 +141,12 @@ def cmd_vectors():
     ]
 
 
-def command_key_of(node):
+def command_key_of(node: str) -> bytes:
     # the operator's command key of a vector node: another fixed key, never the node's key
     return key_of("command " + node)
 
 
-def signed_vectors():
+def signed_vectors() -> list[dict[str, Any]]:
     # SPEC.md 6.7: signed commands and the node's verdict on each, for a node "sew-07" in
     # boot 3 that last applied counter 1767225600, with a shaft 3000 mm deep, its clock at
     # 1767229200 and a time step limit of 3600 s
@@ -154,7 +156,8 @@ def signed_vectors():
     c = 1767225601
     th = {"alarm_m": f16(2.5), "storm_m": f16(1.5), "rise_mm_min": 30}
 
-    def sign(counter=c, op: str = "interval", arg: int = 60, key=ck, to=node, boot: int = 3):
+    def sign(counter: int = c, op: str = "interval", arg: Any = 60, key: bytes = ck, to: str = node,
+             boot: int = 3) -> bytes:
         return command.sign(key, to, boot, counter, op, arg)
 
     prot = cose.protected_header(node.encode())
@@ -193,7 +196,7 @@ def signed_vectors():
     return out
 
 
-def boot_vectors():
+def boot_vectors() -> list[dict[str, Any]]:
     # SPEC.md 6.5: the gateway refused data frame (boot 1, seq 0); the node moves to boot 8
     # and sends that frame again renumbered (boot 8, seq 0), every other field the same
     key = key_of("sew-07")
@@ -221,23 +224,23 @@ def boot_vectors():
 # ---------------------------------------------------------------- invalid vectors
 
 
-def bhead(n):
+def bhead(n: int) -> bytes:
     return cbor.head(2, n)
 
 
-def envelope(protected, payload, tag, *, outer: bytes = b"\xd1\x84", unprotected: bytes = b"\xa0", prot_head=None,
-             pay_head=None,
-             tag_head: bytes = b"\x48", trailer: bytes = b""):
+def envelope(protected: bytes, payload: bytes, tag: bytes, *, outer: bytes = b"\xd1\x84",
+             unprotected: bytes = b"\xa0", prot_head: bytes | None = None, pay_head: bytes | None = None,
+             tag_head: bytes = b"\x48", trailer: bytes = b"") -> bytes:
     # COSE_Mac0 bytes assembled by hand, so single faults can be placed anywhere
     return b"".join((outer, prot_head or bhead(len(protected)), protected, unprotected,
                      pay_head or bhead(len(payload)), payload, tag_head, tag, trailer))
 
 
-def signed(key, protected, payload, **kw):
+def signed(key: bytes, protected: bytes, payload: bytes, **kw: Any) -> bytes:
     return envelope(protected, payload, cose.mac0_tag(key, protected, payload), **kw)
 
 
-def refused(name, frame, node, key, reason):
+def refused(name: str, frame: bytes, node: str | None, key: bytes, reason: str) -> None:
     # an invalid vector must be refused with its reason by a receiver that knows node's key
     try:
         message.decode(frame, {node: key}.get)
@@ -247,7 +250,7 @@ def refused(name, frame, node, key, reason):
         raise AssertionError("invalid vector %r decodes" % name)
 
 
-def invalid_vectors():
+def invalid_vectors() -> list[dict[str, Any]]:
     node = "sew-07"
     key = key_of(node)
     other = key_of("sew-08")
@@ -256,7 +259,7 @@ def invalid_vectors():
     good = message.encode_data(key, node, 3, 1234, 3600123, typical_records())
     tag = cose.mac0_tag(key, prot, pay)
 
-    def payload_map(**fields):
+    def payload_map(**fields: Any) -> dict[Any, Any]:
         # a data payload map with single fields replaced (None removes one)
         p = {0: 1, 1: 3, 2: 1234, 3: 3600123, 5: typical_records()}
         for k, v in fields.items():
@@ -267,7 +270,7 @@ def invalid_vectors():
                 p[k] = v
         return dict(sorted(p.items()))
 
-    def pm(**fields):
+    def pm(**fields: Any) -> bytes:
         return signed(key, prot, cbor.dumps(payload_map(**fields)))
 
     flipped_tag = bytearray(good)
@@ -280,7 +283,7 @@ def invalid_vectors():
     indefinite_records += b"\xff"
     overlong_seq = pay.replace(b"\x02\x19\x04\xd2", b"\x02\x1a\x00\x00\x04\xd2")
     dup_key = b"\xa6" + pay[1:] + b"\x02\x00"
-    def plus(extra):
+    def plus(extra: bytes) -> bytes:
         # the typical payload with one more pair appended, as raw CBOR (the encoder refuses these)
         return bytes([pay[0] + 1]) + pay[1:] + extra
 
@@ -360,7 +363,7 @@ def invalid_vectors():
 # ---------------------------------------------------------------- compact LoRa profile (SPEC.md 13)
 
 
-def air_vector(name, node, key, frame, **extra):
+def air_vector(name: str, node: str, key: bytes, frame: bytes, **extra: Any) -> dict[str, Any]:
     # a message vector plus its LoRa form: "air" is what goes on the radio, "frame" the full
     # COSE_Mac0 both ends rebuild from it (stored, forwarded, checked by pycose)
     v = message_vector(name, node, key, frame, **extra)
@@ -372,7 +375,7 @@ def air_vector(name, node, key, frame, **extra):
     return v
 
 
-def compact_vectors():
+def compact_vectors() -> list[dict[str, Any]]:
     node = "sew-07"
     key = key_of(node)
     recs = typical_records()
@@ -416,7 +419,7 @@ def compact_vectors():
     flipped[-1] ^= 1
     prot = cose.protected_header(node.encode())
 
-    def air_of(payload, k=key):
+    def air_of(payload: bytes, k: bytes = key) -> bytes:
         return b"".join((b"\x01", compact.address(node), payload, cose.mac0_tag(k, prot, payload)))
 
     typ = cbor.loads(cose.parse(bytes.fromhex(out[0]["frame"]))[2])
@@ -454,7 +457,7 @@ def compact_vectors():
 # ---------------------------------------------------------------- serial streams
 
 
-def frame_of_size(size):
+def frame_of_size(size: int) -> bytes:
     # a valid data frame of exactly `size` bytes (an info text sized to fit)
     key = key_of("sew-07")
     for n in range(size):
@@ -464,7 +467,7 @@ def frame_of_size(size):
     raise AssertionError("no frame of %d bytes" % size)
 
 
-def serial_vectors():
+def serial_vectors() -> list[dict[str, Any]]:
     key = key_of("sew-07")
     f1 = message.encode_data(key, "sew-07", 3, 1, 1000, typical_records())
     f2 = message.encode_data(key, "sew-07", 3, 2, 61000, typical_records(t=21.6))
@@ -501,11 +504,11 @@ def serial_vectors():
 # ---------------------------------------------------------------- files
 
 
-def render(vectors):
+def render(vectors: object) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
 
-def build():
+def build() -> dict[str, Any]:
     return {
         "data.json": data_vectors(),
         "ack.json": ack_vectors(),
@@ -518,7 +521,7 @@ def build():
     }
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true", help="fail if the checked-in vectors differ")
     ap.add_argument("--out", type=pathlib.Path, default=OUT)
