@@ -19,9 +19,13 @@
 #   of other spreading factors pass as LoRa's are quasi-orthogonal).
 # The EU868 duty cycle (ETSI EN 300 220, 1 % in 868.0-868.6 MHz) is counted per radio over
 # every sliding hour: max_duty() is the worst hour's share of airtime.
+from __future__ import annotations
+
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 SNR_LIMIT_DB = {5: -2.5, 6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
 NOISE_FIGURE_DB = 6.0
@@ -29,8 +33,8 @@ CAPTURE_DB = 6.0
 HOUR_S = 3600.0
 
 
-def time_on_air_us(payload_len, sf: int = 7, bw_hz: int = 125000, cr: int = 5, preamble: int = 8, crc: bool = True,
-                   implicit: bool = False, ldro=None):
+def time_on_air_us(payload_len: int, sf: int = 7, bw_hz: int = 125000, cr: int = 5, preamble: int = 8, crc: bool = True,
+                   implicit: bool = False, ldro: bool | None = None) -> int:
     # DS 6.1.4: Tsym = 2^SF / BW; Npayload = 8 + max(ceil((8 PL + 16 CRC - 4 SF + 8 + 20 IH') /
     # (4 (SF - 2 DE))) (CR+4), 0) with IH' = 0 in implicit mode and 20 in explicit mode, and
     # for SF5/SF6 (no +8, but 6.25 preamble symbols more); cr is 5..8 for 4/5..4/8.
@@ -45,16 +49,17 @@ def time_on_air_us(payload_len, sf: int = 7, bw_hz: int = 125000, cr: int = 5, p
     return t_sym_us * n_x4 // 4
 
 
-def noise_floor_dbm(bw_hz):
+def noise_floor_dbm(bw_hz: float) -> float:
     return -174.0 + 10 * math.log10(bw_hz) + NOISE_FIGURE_DB
 
 
-def path_loss_db(d_m, exponent):
+def path_loss_db(d_m: float, exponent: float) -> float:
     return 31.2 + 10 * exponent * math.log10(max(d_m, 1.0))
 
 
 class Radio:
-    def __init__(self, air, name, pos, extra_loss_db, deliver) -> None:
+    def __init__(self, air: Air, name: str, pos: tuple[float, float], extra_loss_db: float,
+                 deliver: Callable[[dict[str, Any]], None] | None) -> None:
         self.air = air
         self.name = name
         self.pos = pos
@@ -68,7 +73,7 @@ class Radio:
         self.sent = []  # (start_s, airtime_s) of each transmission
         self.counts = {"sent": 0, "received": 0, "lost_collision": 0, "lost_snr": 0}
 
-    def listen(self, params) -> None:
+    def listen(self, params: Mapping[str, Any]) -> None:
         # listening again at the very instant it stopped (one receive call after another)
         # keeps the start: a packet already on the air is still heard from its preamble
         now = self.air.clock()
@@ -81,15 +86,15 @@ class Radio:
             self.idle_at = self.air.clock()
         self.listening = None
 
-    def transmit(self, payload, params):
+    def transmit(self, payload: bytes, params: Mapping[str, Any]) -> float:
         return self.air.transmit(self, payload, params)
 
-    def max_duty(self, until=None):
+    def max_duty(self, until: float | None = None) -> float:
         return self.air.max_duty(self, until)
 
 
 class Air:
-    def __init__(self, clock=time.monotonic, exponent: float = 2.7) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, exponent: float = 2.7) -> None:
         self.clock = clock
         self.exponent = exponent
         self.radios = []
@@ -98,13 +103,14 @@ class Air:
         self._lock = threading.RLock()
         self.counts = {"packets": 0, "delivered": 0, "lost_collision": 0, "lost_snr": 0}
 
-    def radio(self, name, pos=(0.0, 0.0), extra_loss_db: float = 0.0, deliver=None):
+    def radio(self, name: str, pos: tuple[float, float] = (0.0, 0.0), extra_loss_db: float = 0.0,
+              deliver: Callable[[dict[str, Any]], None] | None = None) -> Radio:
         r = Radio(self, name, pos, extra_loss_db, deliver)
         with self._lock:
             self.radios.append(r)
         return r
 
-    def transmit(self, radio, payload, params):
+    def transmit(self, radio: Radio, payload: bytes, params: Mapping[str, Any]) -> float:
         # params: freq_hz, sf, bw_hz, cr, preamble, crc, implicit, power_dbm, invert_iq
         now = self.clock()
         air_s = time_on_air_us(len(payload), params["sf"], params["bw_hz"], params.get("cr", 5),
@@ -119,7 +125,7 @@ class Air:
             self.counts["packets"] += 1
         return air_s
 
-    def step(self, now=None):
+    def step(self, now: float | None = None) -> float | None:
         # deliver every transmission that has ended by now; -> seconds to the next end (or None)
         now = self.clock() if now is None else now
         with self._lock:
@@ -135,12 +141,12 @@ class Air:
                 radio.deliver(pkt)
         return None if nxt is None else max(nxt - now, 0.0)
 
-    def _rx_power(self, tx, rx):
+    def _rx_power(self, tx: dict[str, Any], rx: Radio) -> float:
         d = math.dist(tx["radio"].pos, rx.pos)
         loss = path_loss_db(d, self.exponent) + tx["radio"].extra_loss_db + rx.extra_loss_db
         return tx["params"].get("power_dbm", 14) - loss
 
-    def _receptions(self, tx):
+    def _receptions(self, tx: dict[str, Any]) -> list[Any]:
         p = tx["params"]
         out = []
         for rx in self.radios:
@@ -174,7 +180,7 @@ class Air:
                              "start": tx["start"], "end": tx["end"]}))
         return out
 
-    def max_duty(self, radio, until=None):
+    def max_duty(self, radio: Radio, until: float | None = None) -> float:
         # the largest share of airtime radio used in any hour up to `until` (sliding window:
         # the worst hour starts at one of its transmissions)
         until = self.clock() if until is None else until
@@ -206,8 +212,8 @@ class PicoAir:
         self._thread = threading.Thread(target=self._run, name="lora-air", daemon=True)
         self._thread.start()
 
-    def attach(self, rig, name, pos=(0.0, 0.0), extra_loss_db: float = 0.0):
-        def deliver(pkt) -> None:
+    def attach(self, rig: Any, name: str, pos: tuple[float, float] = (0.0, 0.0), extra_loss_db: float = 0.0) -> Radio:
+        def deliver(pkt: dict[str, Any]) -> None:
             rig.control({"lora_rx": {"payload": pkt["payload"].hex(), "rssi_dbm": pkt["rssi_dbm"],
                                      "snr_db": pkt["snr_db"], "signal_rssi_dbm": pkt["signal_rssi_dbm"]}})
 
@@ -215,7 +221,7 @@ class PicoAir:
         rig.listeners.append(lambda e: self._event(radio, e))
         return radio
 
-    def _event(self, radio, e) -> None:
+    def _event(self, radio: Radio, e: dict[str, Any]) -> None:
         ev = e.get("ev")
         if ev == "lora_tx":
             air_s = radio.transmit(bytes.fromhex(e["payload"]), e["params"])
@@ -246,7 +252,7 @@ class SimTime:
     # Discrete-event time for actors in threads (nodes, a gateway): exactly one runs at a
     # time; sleep(ms) hands over to the actor due first. A node's code runs unchanged on it
     # (ActorClock is a board clock), and an hour of air takes seconds.
-    def __init__(self, pace=None):
+    def __init__(self, pace: float | None = None) -> None:
         # pace: virtual seconds per wall second (the demo's compressed time); None: as fast as it goes
         self.now_ms = 0
         self.pace = pace
@@ -259,10 +265,10 @@ class SimTime:
         self._alive = 0
         self.errors = []
 
-    def clock(self):
+    def clock(self) -> float:
         return self.now_ms / 1000.0
 
-    def spawn(self, fn, name):
+    def spawn(self, fn: Callable[[ActorClock], object], name: str) -> ActorClock:
         clock = ActorClock(self, name)
         with self._cond:
             self._alive += 1
@@ -287,7 +293,7 @@ class SimTime:
         clock.thread = t
         return clock
 
-    def run(self, timeout_s=600):
+    def run(self, timeout_s: float = 600) -> None:
         threads = [c.thread for c in list(self._wake)]
         for t in threads:
             t.start()
@@ -312,12 +318,12 @@ class SimTime:
         self._running = actor
         self._cond.notify_all()
 
-    def _wait_turn(self, actor):
+    def _wait_turn(self, actor: ActorClock) -> None:
         with self._cond:
             while self._running is not actor:
                 self._cond.wait()
 
-    def sleep(self, actor, ms):
+    def sleep(self, actor: ActorClock, ms: int) -> None:
         if self.stopping:
             raise SystemExit(0)  # the run is over: the actor's thread ends here
         with self._cond:
@@ -328,7 +334,7 @@ class SimTime:
             while self._running is not actor:
                 self._cond.wait()
 
-    def nudge(self, actor, at_ms):
+    def nudge(self, actor: ActorClock, at_ms: int) -> None:
         # wake a sleeping actor no later than at_ms (a packet ends for its listening radio)
         with self._cond:
             w = self._wake.get(actor)
@@ -338,22 +344,22 @@ class SimTime:
 
 class ActorClock:
     # a board clock (firmware/sim/world.py VirtualClock's interface) on SimTime
-    def __init__(self, sim, name):
+    def __init__(self, sim: SimTime, name: str) -> None:
         self.sim = sim
         self.name = name
         self.thread = None
         self._unix_offset = None
 
-    def ms(self):
+    def ms(self) -> int:
         return self.sim.now_ms
 
-    def sleep_ms(self, ms):
+    def sleep_ms(self, ms: int) -> None:
         self.sim.sleep(self, int(ms))
 
-    def set_time(self, unix_s):
+    def set_time(self, unix_s: int) -> None:
         self._unix_offset = unix_s - self.sim.now_ms // 1000
 
-    def time_s(self):
+    def time_s(self) -> int | None:
         return None if self._unix_offset is None else self._unix_offset + self.sim.now_ms // 1000
 
 
@@ -366,7 +372,8 @@ class RxPacket(bytes):
 class SimModem:
     # micropython-lib's SyncModem API (send, recv, get_time_on_air_us) on a radio of an Air in
     # SimTime: what firmware/lora_link.py drives on a board, for simulations and tests
-    def __init__(self, air, sim, clock, name, pos=(0.0, 0.0), extra_loss_db=0.0, **params):
+    def __init__(self, air: Air, sim: SimTime, clock: ActorClock, name: str, pos: tuple[float, float] = (0.0, 0.0),
+                 extra_loss_db: float = 0.0, **params: Any) -> None:
         self.air = air
         self.sim = sim
         self.clock = clock
@@ -376,11 +383,11 @@ class SimModem:
         self.radio = air.radio(name, pos, extra_loss_db, self.inbox.append)
         self.radio.modem = self
 
-    def get_time_on_air_us(self, n):
+    def get_time_on_air_us(self, n: int) -> int:
         p = self.params
         return time_on_air_us(n, p["sf"], p["bw_hz"], p["cr"], p["preamble"], p["crc"], p["implicit"])
 
-    def send(self, packet):
+    def send(self, packet: bytes) -> int:
         self.radio.idle()
         air_s = self.air.transmit(self.radio, packet, self.params)
         end_ms = self.sim.now_ms + int(math.ceil(air_s * 1000))
@@ -392,7 +399,7 @@ class SimModem:
         self.air.step(self.sim.clock())
         return end_ms
 
-    def recv(self, timeout_ms=None, rx_length=0xFF, rx_packet=None):
+    def recv(self, timeout_ms: int | None = None, rx_length: int = 0xFF, rx_packet: Any = None) -> RxPacket | None:
         deadline = None if timeout_ms is None else self.sim.now_ms + timeout_ms
         self.radio.listen(self.params)
         try:
@@ -415,7 +422,8 @@ class SimModem:
             self.radio.idle()
 
 
-def sim_gateway_actor(modem, keys, gateway, until_ms, permille=10, turnaround_ms=200, counts=None):
+def sim_gateway_actor(modem: SimModem, keys: Mapping[str, bytes], gateway: Any, until_ms: int, permille: int = 10,
+                      turnaround_ms: int = 200, counts: dict[str, int] | None = None) -> Callable[[ActorClock], None]:
     # A gateway's radio in SimTime: every packet it hears goes to `gateway` (firmware/sim/
     # gateway.py SimGateway: message -> replies); its ACKs go back compact, under the
     # gateway's own duty cycle (an ACK the hour has no room for is skipped: the next one is
@@ -431,7 +439,7 @@ def sim_gateway_actor(modem, keys, gateway, until_ms, permille=10, turnaround_ms
     counts = counts if counts is not None else {}
     counts.update(heard=0, acks=0, skipped=0, rejected=0)
 
-    def run(clock):
+    def run(clock: ActorClock) -> None:
         duty = DutyCycle(clock, permille)
         modem.duty = duty
         while clock.ms() < until_ms:
