@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 from flask import Flask, Response, abort, redirect, request, send_from_directory
+from flask.typing import ResponseReturnValue
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -166,7 +167,7 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
         return Response(text + "\n", status, {"Content-Type": "text/plain"})
 
     @app.before_request
-    def check_access():
+    def check_access() -> ResponseReturnValue | None:
         if not host_allowed(host_name(request.headers.get("Host")), hosts):
             counts.add("bad_host")
             return plain("this server does not answer to that Host name; add it to [web] hosts", 400)
@@ -206,7 +207,7 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
         return Response(json.dumps(obj, separators=(",", ":")), status, {"Content-Type": "application/json"})
 
     @app.get("/")
-    def index():
+    def index() -> Response:
         return send_from_directory(STATIC, "index.html")
 
     @app.get("/static/<path:name>")
@@ -214,7 +215,7 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
         return send_from_directory(STATIC, name, max_age=3600)
 
     @app.get("/api/status")
-    def api_status():
+    def api_status() -> Response:
         status = status_fn()
         status["now"] = time.time()
         if stale_after_s is not None:
@@ -234,7 +235,7 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
         return as_json(history.query(node, since_s=hours * 3600))
 
     @app.get("/metrics")
-    def metrics():
+    def metrics() -> Response:
         return Response(generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
