@@ -109,7 +109,9 @@ def hil_node(request, tmp_path_factory):
     # One provisioned test node per session: id, key, config and the gateway keys file.
     base = tmp_path_factory.mktemp("hil")
     _path, cfg = provision(NODE, str(base / "node"), str(base / "keys.toml"), board="sim", interval_s=INTERVAL_S)
-    cfg.update(storm_interval_s=1, heartbeat_s=INTERVAL_S)  # report every cycle, never wait for a change
+    # a frame every cycle (heartbeat_s None, the default), never report-on-change: with a heartbeat of
+    # INTERVAL_S a node put on a 1 s interval by the operator reported only every other cycle
+    cfg.update(storm_interval_s=1, heartbeat_s=None)
     (base / "node" / "config.json").write_text(json.dumps(cfg))
     # the same node for the Pico (board rp2: firmware/boards/rp2.py, the USB console as its link)
     (base / "node-rp2").mkdir()
