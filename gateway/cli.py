@@ -51,8 +51,12 @@ def load(path: str, role: str = "gateway") -> tuple[config.Settings, Keys]:
     return settings, keys
 
 
-def redact_logs(settings: config.Settings) -> None:
-    for handler in logging.getLogger().handlers:  # the journal never sees a password or the web token
+def start_logging(settings: config.Settings, level: str | None) -> None:
+    # the daemon's log lines on stderr (the journal), at --log-level or the config's level;
+    # the journal never sees a password or the web token
+    logging.basicConfig(level=(level or settings.log_level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
         handler.addFilter(config.RedactSecrets(config.secrets_of(settings)))
 
 
@@ -79,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({plural(len(keys), 'node key')}, {plural(len(settings.ingest), 'ingest link')}, "
               f"{', '.join(up)}{st})")
         return 0
-    logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redact_logs(settings)
+    start_logging(settings, args.log_level)
     for line in warnings:
         logging.getLogger("citynode.gateway").warning("%s", line)
     from gateway.daemon import DataDirInUse, Gateway  # after validation: --check-config stays light

@@ -432,7 +432,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.cli import load, redact_logs
+    from gateway.cli import load, start_logging
 
     try:
         settings, keys = load(args.config, "relay")
@@ -443,9 +443,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: ok ({len(keys)} node keys, stream {settings.nats.stream} on "
               f"{len(settings.nats.servers)} servers, mqtt {config.redact_url(settings.mqtt.url)})")
         return 0
-    logging.basicConfig(level=(args.log_level or settings.log_level).upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redact_logs(settings)
+    start_logging(settings, args.log_level)
     stop, hup = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
