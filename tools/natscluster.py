@@ -147,21 +147,34 @@ def stream_frames(urls: Sequence[str], stream: str, timeout: float = 30.0) -> co
     import collections
 
     import nats
+    import nats.js.errors
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     async def read():
         nc = await nats.connect(urls, connect_timeout=2)
         try:
             js = nc.jetstream(timeout=10)
-            total = (await js.stream_info(stream)).state.messages
-            sub = await js.pull_subscribe("", stream=stream, config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60))
-            seen = collections.Counter()
             deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                try:
+                    total = (await js.stream_info(stream)).state.messages
+                    sub = await js.pull_subscribe("", stream=stream, config=ConsumerConfig(
+                        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60))
+                    break
+                except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)  # no stream or consumer leader yet
+            seen = collections.Counter()
             while sum(seen.values()) < total and asyncio.get_running_loop().time() < deadline:
                 try:
                     msgs = await sub.fetch(1000, timeout=2)
                 except nats.errors.TimeoutError:
+                    continue
+                except nats.js.errors.ServiceUnavailableError:
+                    # 503: the consumer has no leader yet (a server of the cluster was restarted
+                    # a moment ago and the replicas are still electing): ask again
+                    await asyncio.sleep(0.5)
                     continue
                 for m in msgs:
                     node, boot, seq = m.headers["Nats-Msg-Id"].rsplit("/", 2)
