@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from gateway import __version__
+from gateway.registry import Output
 from protocol import senml
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def ha_id(*parts: str) -> str:
 
 
 
-class SenmlPack:
+class SenmlPack(Output):
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
@@ -58,7 +59,7 @@ class SenmlPack:
 _LABELS = set(senml.JSON_LABELS.values())
 
 
-class Availability:
+class Availability(Output):
     def __init__(self, prefix: str, after_s: float) -> None:
         self.prefix = prefix
         self.after_s = after_s
@@ -91,7 +92,7 @@ class Availability:
         self.online.clear()
 
 
-class HomeAssistant:
+class HomeAssistant(Output):
     def __init__(self, prefix: str, gateway_id: str, discovery_prefix: str = "homeassistant",
                  availability: bool = False,
                  expire_s: float = 0) -> None:

@@ -4,31 +4,28 @@
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from gateway import __version__, nodestate
-from gateway.config import check_mappings, check_private
-from gateway.consumers import Availability, HomeAssistant, SenmlPack
+from gateway.config import check_private
 from gateway.downlink import Downlink, handle_command
-from gateway.forecast import Forecasts
-from gateway.forecast import Settings as ForecastTuning
 from gateway.ingest import UdpLink, open_links
 from gateway.keys import load_keys
 from gateway.notify import notify, watchdog_interval_s
-from gateway.outputs import Aggregates, Envelope, SensorThings, iso
+from gateway.outputs import iso
 from gateway.pipeline import Pipeline
+from gateway.registry import build as build_outputs
+from gateway.registry import publisher_factory
 from gateway.stats import Stats
 
 if TYPE_CHECKING:
     from gateway.config import Settings
-    from gateway.keys import Keys
 from gateway.store import Store
 
 log = logging.getLogger("citynode.gateway")
@@ -47,43 +44,6 @@ def stale_after_s(configured: float | None, interval_s: float | None) -> float:
     if isinstance(interval_s, int | float) and interval_s > 0:
         return max(STALE_MIN_S, STALE_INTERVALS * float(interval_s))
     return STALE_UNKNOWN_S
-
-
-def build_outputs(s: Settings, keys: Keys, thresholds_fn: Callable[[str], dict[str, float] | None]) -> tuple[list[Any],
-                  Any]:
-    # The outputs a config asks for, for the gateway's pipeline and the relay (gateway/relay.py):
-    # -> (outputs, Forecasts or None). A gateway with [nats] and no [mqtt] makes only the `up`
-    # envelope: the relay makes the rest once for the whole city.
-    prefix = s.mqtt.topic_prefix if s.mqtt is not None else "citynode"
-    outputs = [Envelope(prefix, s.gateway_id)]
-    if s.mqtt is None:
-        return outputs, None
-    server = s.sensorthings_server  # None: Observations go to the [mqtt] broker with the rest
-    if s.sensorthings:
-        check_mappings(s, keys)
-        outputs.append(SensorThings(s.sensorthings, s.gateway_id, version=server.version if server else "v1.1",
-                                    table="sensorthings" if server else None, ids=s.publish.sensorthings_ids))
-        if server is None or server.mode == "mqtt":
-            log.warning("sensorthings: Observations over MQTT: FROST acknowledges before it creates and only logs "
-                        "a failure, so a refused Observation is lost; an http(s):// [sensorthings_server] is "
-                        "what knows (docs/gateway.md, SensorThings)")
-    pb = s.publish
-    if pb.senml:
-        outputs.append(SenmlPack(prefix))
-    if pb.availability:
-        outputs.append(Availability(prefix, pb.availability_after_s))
-    if pb.homeassistant:
-        outputs.append(HomeAssistant(prefix, s.gateway_id, pb.homeassistant_prefix,
-                                     availability=pb.availability, expire_s=pb.availability_after_s))
-    if s.aggregate_window_s:
-        outputs.append(Aggregates(prefix, s.aggregate_window_s))
-    forecasts = None
-    if s.forecast.enabled:
-        fs = ForecastTuning(lead_s=s.forecast.lead_s, min_confidence=s.forecast.min_confidence)
-        forecasts = Forecasts(prefix, s.gateway_id, fs, s.forecast.alarm_m, thresholds_fn=thresholds_fn,
-                              state_path=str(s.data_dir / "forecast.json"), rain_gauges=dict(s.forecast.rain_gauges))
-        outputs.append(forecasts)
-    return outputs, forecasts
 
 
 def close_rest(owner: Any) -> None:
@@ -165,20 +125,10 @@ class Gateway:
         self.store = Store(db_path, s.outbox.max_bytes)
         queued, counters = self.store.downlink()
         self.downlink = Downlink(s.downlink_max_per_node, s.downlink_attempts, queued, counters)
-        outputs, self.forecasts = build_outputs(s, self.keys, self._thresholds)
-        if self.forecasts is not None and self.forecasts.load_error:
-            log.warning("forecast state not restored, starting afresh (%s)", self.forecasts.load_error)
-        # imported when used: with publisher = "process" paho and ssl stay out of this process (RSS)
-        if s.mqtt is not None and s.mqtt.publisher == "process":
-            from gateway.pubproc import PublisherProcess as publisher
-        elif s.mqtt is not None:
-            from gateway.mqtt import Forwarder as publisher
-        else:
-            publisher = None
-        if s.nats is not None:  # the JetStream publisher, alone or beside MQTT (gateway/natsout.py)
-            from gateway.natsout import publisher as fleet_publisher
-
-            publisher = functools.partial(fleet_publisher, mqtt_publisher=publisher)
+        outputs = build_outputs(s, self.keys, self._thresholds)  # gateway/registry.py
+        self.forecasts = outputs.forecasts
+        publisher = publisher_factory(s)  # MQTT (thread or process), JetStream, or both
+        assert publisher is not None  # config.py: [mqtt] or [nats]
         self.forwarder = publisher(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=self._command, gateway_state_fn=self.gateway_state,
                                    alarms_fn=self.alarms)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.outputs import _dumps as dumps
 from gateway.outputs import iso
+from gateway.registry import Output
 
 if TYPE_CHECKING:
     from gateway.outputs import Frame
@@ -687,7 +688,7 @@ class NodeForecast:
         return fc
 
 
-class Forecasts:
+class Forecasts(Output):
     # Gateway output (see gateway/outputs.py): for each frame with a level reading ("l"),
     # the node's forecast, retained at P/nodes/<node>/forecast, and an event at
     # P/nodes/<node>/event when a warning is raised or cleared. Both go through the outbox

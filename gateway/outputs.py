@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
+from gateway.registry import Output
 from protocol import senml
 from protocol.command import RESULTS
 
@@ -82,7 +83,7 @@ class Frame:
         self.link = link  # "udp 127.0.0.1:40000" / "serial /dev/ttyUSB0"
 
 
-class Envelope:
+class Envelope(Output):
     # P/nodes/<node>/up: the contract payload (docs/gateway.md, "MQTT topics"), plus time_source.
     def __init__(self, prefix: str, gateway_id: str) -> None:
         self.prefix = prefix
@@ -153,7 +154,7 @@ def datastream_path(version: str, ds: int | str) -> str:
     return f"{version}/Datastreams({key})/Observations"
 
 
-class SensorThings:
+class SensorThings(Output):
     # OGC SensorThings v1.1 Observations for the [[sensorthings]] mappings: (node, reading) ->
     # Datastream id, or a template (node "*") whose string id has the node filled in.
     # resultQuality carries the reading's quality, parameters the provenance and the flags.
@@ -220,7 +221,7 @@ class SensorThings:
         return out
 
 
-class Aggregates:
+class Aggregates(Output):
     # min/mean/max/count per node and numeric reading over fixed wall-clock windows,
     # published to P/nodes/<node>/agg when the first frame of a later window arrives.
     # The open window lives in memory: a restart loses at most that window's aggregate.

@@ -26,6 +26,7 @@ from protocol import cose, keyring, message
 if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.downlink import Downlink
+    from gateway.registry import OutputSet
     from gateway.stats import Stats
     from gateway.store import Store
     from gateway.web.history import History
@@ -102,15 +103,13 @@ class Inbox:
 
 
 class Pipeline:
-    def __init__(self, *, settings: Settings, keys: Mapping[str, bytes], store: Store, outputs: Iterable[Any],
+    def __init__(self, *, settings: Settings, keys: Mapping[str, bytes], store: Store, outputs: OutputSet,
                  stats: Stats, downlink: Downlink, forwarder: Any, history: History | None = None) -> None:
         self.s = settings
         self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
         self.store = store
-        self.outputs = [o for o in outputs if getattr(o, "table", None) is None]
-        self.st_outputs = [o for o in outputs if getattr(o, "table", None) is not None]  # own outbox table
+        self.outputs = outputs  # gateway/registry.py
         self.st_sender = None  # gateway/sensorthings.py, woken after a commit that gave it rows
-        self.sweepers = [o for o in self.outputs if hasattr(o, "sweep")]  # outputs with rows of their own
         self.stats = stats
         self.downlink = downlink
         self.forwarder = forwarder
@@ -269,7 +268,7 @@ class Pipeline:
         decode = message.decode
         states = self.states
         pending = {}  # node -> SeqState after this batch
-        rows = [r for out in self.sweepers for r in out.sweep(time.time())] if self.sweepers else []
+        rows = self.outputs.sweep(time.time())
         st_rows = []
         frames = []  # (Frame, gaps)
         acks = []  # (node, boot, seq, link, addr, stored_before, fresh: a new frame)
@@ -317,8 +316,7 @@ class Pipeline:
                 continue
             f = Frame(node, m, raw, received, *self.clock.fix(node, m, received), link.describe(addr))
             try:
-                made = [row for out in self.outputs for row in out.messages(f)]
-                st_made = [row for out in self.st_outputs for row in out.messages(f)] if self.st_outputs else ()
+                made, st_made = self.outputs.messages(f)
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up its batch
                 self.stats.reject("payload", node, link.describe(addr), f"cannot convert: {e!r}"[:200])
                 continue
@@ -379,14 +377,14 @@ class Pipeline:
     def _commit_housekeeping(self) -> None:
         deletes = self._take_deletes()
         put, dele, cnt = self.downlink.take_changes()
-        rows = [r for out in self.sweepers for r in out.sweep(time.time())]  # e.g. nodes gone offline
+        rows = self.outputs.sweep(time.time())  # e.g. nodes gone offline
         if not (deletes or put or dele or cnt or rows):
             return
         try:
             first = self.store.commit(rows=rows, deletes=deletes, dl_put=put, dl_del=dele, counters=cnt)
         except StoreError as e:
             self.downlink.restore(put, dele, cnt)
-            self._reset_outputs()
+            self.outputs.reset()
             self._store_failed(e)
             return
         self._deleted(deletes)
@@ -401,14 +399,6 @@ class Pipeline:
             self._offer(first, rows)
         else:
             self.forwarder.wake()
-
-    def _reset_outputs(self) -> None:
-        # outputs that publish a change once (availability, discovery) forget what a failed
-        # commit lost, and say it again
-        for out in self.outputs:
-            reset = getattr(out, "reset", None)
-            if reset is not None:
-                reset()
 
     def _deleted(self, deletes: list[int]) -> None:
         if deletes:
@@ -439,7 +429,9 @@ class Pipeline:
             except StoreError as e:
                 ok = False
                 self.downlink.restore(put, dele, cnt)
-                self._reset_outputs()
+                # outputs that publish a change once (availability, discovery) forget what the
+                # failed commit lost, and say it again
+                self.outputs.reset()
                 self._store_failed(e)
                 for f, _ in frames:
                     self.stats.reject(e.reason, f.node, f.link, "commit failed; not ACKed")

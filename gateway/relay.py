@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, Self
 import orjson
 
 from gateway import __version__, config, dedup, osthread
-from gateway.daemon import DataDirInUse, build_outputs, close_rest, lock_data_dir
+from gateway.daemon import DataDirInUse, close_rest, lock_data_dir
 from gateway.keys import load_keys
 from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream
 from gateway.outputs import Frame, iso
+from gateway.registry import build as build_outputs
 from gateway.stats import Stats
 from gateway.store import Store, StoreError
 from protocol import message
@@ -92,17 +93,16 @@ class Relay:
         self.seen = {r[0] for r in self.store.db.execute("SELECT stream_seq FROM relay_seen")}
         self.states = self.store.seq_states()
         self.depth = self.store.depth()
-        outputs, self.forecasts = build_outputs(s, self.keys, self._thresholds)
-        self.outputs = [o for o in outputs[1:] if getattr(o, "table", None) is None]  # [0]: the envelope
-        self.st_outputs = [o for o in outputs if getattr(o, "table", None) is not None]
-        self.sweepers = [o for o in self.outputs if hasattr(o, "sweep")]
+        # the `up` envelope is the one the first gateway made: forwarded, not made again
+        self.outputs = build_outputs(s, self.keys, self._thresholds, skip=("envelope",))  # gateway/registry.py
+        self.forecasts = self.outputs.forecasts
         from gateway.mqtt import Forwarder
 
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=lambda *a: None, gateway_state_fn=self.relay_state,
                                    alarms_fn=lambda: [])
         self.st_sender = None
-        if s.sensorthings_server and self.st_outputs:
+        if s.sensorthings_server and self.outputs.own:
             from gateway.sensorthings import Sender
 
             self.st_sender = Sender(s.sensorthings_server, db_path, self.stats, s.gateway_id).start()
@@ -273,8 +273,7 @@ class Relay:
                 continue
             f, up, gaps = made
             try:
-                made_rows = [r for out in self.outputs for r in out.messages(f)]
-                made_st = [r for out in self.st_outputs for r in out.messages(f)]
+                made_rows, made_st = self.outputs.messages(f)
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up the stream
                 self.counters["rejected"] += 1
                 self.stats.reject("payload", f.node, f.link, f"cannot convert: {e!r}"[:200])
@@ -357,7 +356,7 @@ class Relay:
 
     def _housekeeping(self) -> None:
         deletes = self._take_deletes()
-        rows = [r for out in self.sweepers for r in out.sweep(time.time())]
+        rows = self.outputs.sweep(time.time())
         if not (deletes or rows):
             return
         try:
