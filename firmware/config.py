@@ -3,6 +3,8 @@
 # Validated on load with one clear reason per fault; the loop only sees checked values.
 import json
 
+from protocol.message import INTERVAL_MAX, THRESHOLD_MAX
+
 CONFIG_NAME = "config.json"
 
 DEFAULTS = {
@@ -28,7 +30,7 @@ DEFAULTS = {
 }
 
 _INTS = {
-    "interval_s": (1, 86400), "storm_interval_s": (1, 86400), "heartbeat_s": (1, 7 * 86400),
+    "interval_s": (1, INTERVAL_MAX), "storm_interval_s": (1, INTERVAL_MAX), "heartbeat_s": (1, 7 * 86400),
     "buffer_slots": (4, 4096), "slot_bytes": (64, 530), "watchdog_ms": (1000, 600000), "safe_after": (1, 100),
     "key_version": (0, 0x7FFFFFFF),
     # optional: the operator's command counter when this config was made (SPEC 6.7), and how
@@ -118,7 +120,7 @@ def validate(raw):
             _int(g, "port", 1, 65535, "config link.fallback")
     th = cfg["thresholds"]
     for k in _THRESHOLDS:
-        _int(th, k, 0, 100000, "config thresholds")
+        _int(th, k, 0, THRESHOLD_MAX, "config thresholds")
     from firmware import sensors as registry  # the sensor kinds are its registries, defined once
 
     slots = {"climate": registry.CLIMATE, "level": registry.LEVEL}  # slot -> the kinds that fit it

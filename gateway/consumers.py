@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from gateway import __version__
+from gateway.labels import TITLES
 from gateway.registry import Output
 from protocol import senml
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 # SenML unit -> (Home Assistant unit, device class)
 HA_UNITS = {"Cel": ("°C", "temperature"), "%RH": ("%", "humidity"), "Pa": ("Pa", "pressure"),
             "m": ("m", "distance"), "V": ("V", "voltage"), "A": ("A", "current"), "dBW": ("dBW", None)}
-TITLES = {"t": "Temperature", "h": "Humidity", "p": "Pressure", "l": "Water level", "d": "Distance to water",
-          "b": "Battery", "i": "Loop current", "r": "Signal strength"}
 _PLAIN = re.compile(r"[A-Za-z0-9-]+")
 _NOT_ID = re.compile(r"[^A-Za-z0-9-]")
 

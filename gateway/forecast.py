@@ -41,15 +41,17 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from gateway.labels import BAD_QUALITY
 from gateway.outputs import _dumps as dumps
 from gateway.outputs import iso
 from gateway.registry import Output
+from protocol import senml
+from protocol.message import F_STORM
 
 if TYPE_CHECKING:
     from gateway.outputs import Frame
 
 MAX_POINTS = 240  # readings kept per node at most (40 min at 10 s)
-BAD_QUALITY = (2, 3)  # quality statuses that exclude a reading (protocol.message Q_FAULT, Q_RANGE)
 RAIN = "rain"  # a tipping-bucket rain gauge's record: rain since it started counting, "u": "m"
 STATE_VERSION = 1
 
@@ -773,20 +775,20 @@ class Forecasts(Output):
         found = False
         fc = self.nodes.get(f.node)
         for i, rec in enumerate(recs):
-            name = rec.get(0)
+            name = rec.get(senml.N)
             if name != "l" and name != RAIN:
                 continue
-            v = rec.get(2)
+            v = rec.get(senml.V)
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
                 continue
             q = m["quality"].get(i)
             if name == RAIN:
-                if rec.get(1, "m") == "m" and not (q and q[2] in BAD_QUALITY):  # rain in m; faulty: left out
-                    self._rain(f.node, f.time_s + (rec.get(6) or 0), float(v))
+                if rec.get(senml.U, "m") == "m" and not (q and q[2] in BAD_QUALITY):  # rain in m; faulty: left out
+                    self._rain(f.node, f.time_s + (rec.get(senml.T) or 0), float(v))
                 continue
             if fc is None:  # (a gauge on the node may have made it just now)
                 fc = self.nodes.get(f.node) or self.nodes.setdefault(f.node, NodeForecast(self.alarm_m, self.s))
-            fc.add(f.time_s + (rec.get(6) or 0), float(v), q[2] if q else 0, bool(m["flags"] & 1))
+            fc.add(f.time_s + (rec.get(senml.T) or 0), float(v), q[2] if q else 0, bool(m["flags"] & F_STORM))
             found = True
         if not found or len(fc.points) < 2:
             return []  # nothing to say yet: no outbox row (it counts against [outbox] max_messages)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
+from gateway.labels import FLAGS, QUALITY
 from gateway.registry import Output
 from protocol import senml
 from protocol.command import RESULTS
@@ -130,10 +131,6 @@ def _value(rec: dict[Any, Any]) -> Any:
         if label in rec:
             return rec[label]
     return None
-
-
-QUALITY = {0: "ok", 1: "degraded", 2: "fault", 3: "range"}  # protocol.message Q_* (SPEC.md section 6.1)
-FLAGS = ((1, "storm"), (2, "alarm"), (4, "safe_mode"), (8, "backlog"))  # protocol.message F_*
 
 
 def observation_id(path: str, node: str, boot: int, seq: int, index: int, integer: bool) -> int | str:

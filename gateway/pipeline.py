@@ -21,7 +21,7 @@ from gateway.conform import RecordCheck
 from gateway.outputs import Frame
 from gateway.store import StoreError
 from gateway.timing import FrameClock
-from protocol import cose, keyring, message
+from protocol import cose, keyring, message, senml
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -520,7 +520,7 @@ class Pipeline:
 def _numbers(records: Iterable[Mapping[Any, Any]]) -> dict[Any, float]:
     out = {}
     for rec in records:
-        v = rec.get(2)
+        v = rec.get(senml.V)
         if isinstance(v, int | float) and not isinstance(v, bool):
-            out[rec.get(0)] = v
+            out[rec.get(senml.N)] = v
     return out

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from gateway.labels import MODE_FLAGS, flag_names
 from protocol import senml
 from protocol.command import RESULTS
 from protocol.message import (
@@ -94,7 +95,7 @@ class NodeState:
             "board": self.board, "interval_s": self.interval_s, "thresholds": self.thresholds, "link": self.link,
             "accepted": self.accepted,
             "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
-            "storm": bool(self.flags & 1), "alarm": bool(self.flags & 2), "safe_mode": bool(self.flags & 4),
+            **flag_names(self.flags, MODE_FLAGS),
             "command": self.command, "discarded": self.discarded, "health": self.health,
             "commands": dict(self.commands), "unverified": self.unverified,
         }

@@ -13,9 +13,10 @@ import collections
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from protocol.message import F_BACKLOG
+
 CLOCK_MIN_S = 946684800  # 2000-01-01
 CLOCK_AHEAD_S = 86400
-F_BACKLOG = 8  # protocol.message.F_BACKLOG
 BOOTS_KEPT = 4  # anchors per node: the current boot and a few before it
 USED_KEPT = 2048  # milliseconds remembered per node (older frames are far apart in time)
 

@@ -4,20 +4,17 @@
 # `citynode command` all call check(), and a result code names each reason once.
 from protocol import cose
 from protocol.cbor import FrameError, dumps, loads
-from protocol.message import OPS
+from protocol.message import INTERVAL_MAX, OPS, THRESHOLD_MAX
 
 OPCMD = 6  # payload type of a signed command; never a link message of its own
 THRESHOLD_KEYS = ("alarm_m", "storm_m", "rise_mm_min")
-INTERVAL_MAX = 86400
-LEVEL_MAX_M = 100  # a threshold above this is out of range even without a configured depth
-RISE_MAX = 100000  # mm/min
 U32 = 0xFFFFFFFF
 
 # result codes: the status in a data frame's cmd_result [cmd_id, status]; RESULTS[code] names it
 APPLIED = 0
 BAD_ARG = 1  # the argument has the wrong type or shape for its op
 UNKNOWN_OP = 2
-OUT_OF_RANGE = 3  # interval outside 1..86400, a negative or too large threshold, time 0
+OUT_OF_RANGE = 3  # interval outside 1..INTERVAL_MAX, a threshold outside 0..THRESHOLD_MAX (mm), time 0
 BEYOND_DEPTH = 4  # a level threshold deeper than the shaft the node is configured for
 TIME_STEP = 5  # the new time is further from the node's clock than its configured limit
 UNSIGNED = 6  # a command without the operator's signature
@@ -57,7 +54,7 @@ def check(op, arg, depth_mm=None, now_s=None, step_s=None):
                 return BAD_ARG
         for k in arg:
             v = arg[k]
-            if v < 0 or v > (RISE_MAX if k == "rise_mm_min" else LEVEL_MAX_M):
+            if v < 0 or (v if k == "rise_mm_min" else v * 1000) > THRESHOLD_MAX:
                 return OUT_OF_RANGE
         for k in arg:
             if k != "rise_mm_min" and depth_mm is not None and arg[k] * 1000 > depth_mm:

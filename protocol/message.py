@@ -22,6 +22,9 @@ CMD = 3
 BOOT = 4  # gateway -> node: that boot is behind; move past min_boot and resend (SPEC 6.5)
 RETIRED = 5  # gateway -> node: that frame's key version is no longer held; discard it (SPEC 6.6)
 OPS = ("interval", "thresholds", "reboot", "time")  # command ops (checked in protocol/command.py)
+# what the operator may set, in a node's config and by command (SPEC 6.7), defined once here
+INTERVAL_MAX = 86400  # s: a reporting interval is 1..INTERVAL_MAX
+THRESHOLD_MAX = 100000  # a level threshold in mm, the storm rise in mm/min: 0..THRESHOLD_MAX
 TYPE_NAMES = {DATA: "data", ACK: "ack", CMD: "cmd", BOOT: "boot", RETIRED: "retired"}
 
 # payload keys

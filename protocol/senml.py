@@ -25,16 +25,17 @@ JSON_LABELS = {
     N: "n", U: "u", V: "v", VS: "vs", VB: "vb", S: "s", T: "t", UT: "ut", VD: "vd",
 }
 
-# name -> (SenML unit, what it is). Units from the SenML units registry (RFC 8428 12.1).
+# name -> (SenML unit, its title in the gateway's outputs). Units from the SenML units
+# registry (RFC 8428 12.1); what each one measures: SPEC.md section 5. The one list of names.
 NAMES = {
-    "t": ("Cel", "air temperature"),
-    "h": ("%RH", "relative humidity"),
-    "p": ("Pa", "barometric pressure"),
-    "l": ("m", "water level above the shaft invert"),
-    "d": ("m", "distance from the level sensor to the water surface"),
-    "b": ("V", "battery voltage"),
-    "i": ("A", "4-20 mA loop current"),
-    "r": ("dBW", "radio signal strength"),
+    "t": ("Cel", "Temperature"),
+    "h": ("%RH", "Humidity"),
+    "p": ("Pa", "Pressure"),
+    "l": ("m", "Water level"),
+    "d": ("m", "Distance to water"),
+    "b": ("V", "Battery"),
+    "i": ("A", "Loop current"),
+    "r": ("dBW", "Signal strength"),
 }
 
 MAX_RECORDS = 32

@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+from protocol.message import F_ALARM, F_STORM
 from tools import fleet
 
 PREFIX = "citynode"
@@ -172,7 +173,7 @@ def table(readings: Readings, elapsed: float, chars: str) -> list[str]:
              f"{'node':8} {'frames':>6} {'seq':>5} {'level m':>8} {'temp C':>7} {'RH %':>5} {'state':7} level trend"]
     for node, st in sorted(nodes.items()):
         flags = st.get("flags") or 0
-        state = "ALARM" if flags & 2 else "storm" if flags & 1 else "normal"
+        state = "ALARM" if flags & F_ALARM else "storm" if flags & F_STORM else "normal"
         lines.append(f"{node:8} {st['frames']:>6} {st.get('seq', ''):>5} {num(st.get('l'), 2, 8)} "
                      f"{num(st.get('t'), 1, 7)} {num(st.get('h'), 0, 5)} {state:7} {spark(st['levels'], chars)}")
     return lines

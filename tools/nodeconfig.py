@@ -8,7 +8,7 @@ from typing import Any
 from firmware import config as device_config
 from firmware.main import BOARDS as DEVICE_BOARDS
 from firmware.sim.board import SimBoard
-from protocol.message import check_node_id
+from protocol.message import INTERVAL_MAX, check_node_id
 from protocol.names import NODE_ID_RULE
 
 CONFIG_NAME = device_config.CONFIG_NAME
@@ -40,8 +40,8 @@ def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gatew
         raise ConfigError(f"board must be one of {', '.join(BOARDS)} (got {board!r})")
     if link not in LINKS:
         raise ConfigError(f"link must be uart or udp (got {link!r})")
-    if not isinstance(interval_s, int) or not 1 <= interval_s <= 86400:
-        raise ConfigError(f"interval must be 1..86400 seconds (got {interval_s!r})")
+    if not isinstance(interval_s, int) or not 1 <= interval_s <= INTERVAL_MAX:
+        raise ConfigError(f"interval must be 1..{INTERVAL_MAX} seconds (got {interval_s!r})")
     link_conf = {"kind": link}
     if link == "udp":
         if not gateway:

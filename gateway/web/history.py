@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Self
 
+from protocol.message import F_STORM
+
 KEEP_S = 24 * 3600
 MAX_ROWS = 200_000  # ~10 MB on disk; the oldest rows go first
 MAX_PENDING = 10_000  # rows waiting for the flusher; beyond this new rows are counted and dropped
@@ -96,7 +98,7 @@ class History:
             if i is None:
                 continue
             series.setdefault(name, [None] * len(times))[i] = value
-            if flags & 1:
+            if flags & F_STORM:
                 storm[i] = 1
         return {"node": node, "t": times, "series": series, "storm": storm}
 

@@ -123,3 +123,32 @@ def test_command_key_equal_to_the_key_is_a_config_error():
 
     with pytest.raises(config.ConfigError, match="command_key"):
         config.validate({"node": NODE, "key": KEY.hex(), "command_key": KEY.hex()})
+
+
+@pytest.mark.parametrize("interval", [0, 1, msg.INTERVAL_MAX, msg.INTERVAL_MAX + 1])
+def test_a_config_and_a_command_take_the_same_intervals(interval):
+    # the range is protocol.message's (issue 20 item 3): the node's config, `citynode provision`
+    # (which runs it) and the command checker accept the same values
+    from firmware import config
+
+    cfg = {"node": NODE, "key": KEY.hex(), "interval_s": interval, "storm_interval_s": 1}
+    try:
+        config.validate(cfg)
+        in_config = True
+    except config.ConfigError:
+        in_config = False
+    assert in_config == (C.check("interval", interval) == C.APPLIED) == (1 <= interval <= 86400)
+
+
+@pytest.mark.parametrize("mm", [0, msg.THRESHOLD_MAX, msg.THRESHOLD_MAX + 1])
+def test_a_config_and_a_command_take_the_same_thresholds(mm):
+    from firmware import config
+
+    th = {"alarm_mm": mm, "storm_mm": 0, "rise_mm_min": mm}
+    try:
+        config.validate({"node": NODE, "key": KEY.hex(), "thresholds": th})
+        in_config = True
+    except config.ConfigError:
+        in_config = False
+    by_command = C.check("thresholds", {"alarm_m": mm / 1000, "rise_mm_min": mm}) == C.APPLIED
+    assert in_config == by_command == (mm <= 100000)
