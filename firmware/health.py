@@ -21,6 +21,15 @@ SAFE_RETRY_MAX_MS = 7 * 86400000  # waiting twice as long after each try that fa
 _HEALTH_MS = const(3600000)  # the node's health rides in a frame at least this often
 _PROBE_MS = const(86400000)  # the largest free heap block is probed at boot and then daily
 
+# What a deep sleep keeps for its wake, by name: boot and unhealthy (ours), the uptime at the
+# wake and the time offset (the clock's), and what Node.sleep adds for its parts (sequence,
+# last command, storm and alarm state, rise reference, last report, link offline, the
+# reporter's last value and ticks, the EMA). A wake that lacks any of them is a new boot.
+# Earlier firmware kept the same values as a list in this order: such a keep (in state.json
+# or RTC memory, left by a node updated while it slept) is read by position.
+WAKE = ("boot", "seq", "cmd", "unhealthy", "uptime_ms", "unix_offset", "storm", "alarm", "calm_cycles",
+        "prev_level", "prev_ms", "last_report_ms", "offline", "report_value", "report_ms", "ema")
+
 
 class Health:
     def __init__(self, board, cfg):
@@ -52,10 +61,10 @@ class Health:
         if wake is not None:
             # same boot, woken from deep sleep: continue its uptime (the node its sequence)
             self.boot = st["boot"]
-            unhealthy = wake[3]
+            unhealthy = wake["unhealthy"]
             resume = getattr(board.clock, "resume", None)
             if resume is not None:
-                resume(wake[4], wake[5])  # before anything times itself on the clock
+                resume(wake["uptime_ms"], wake["unix_offset"])  # before anything times itself on the clock
         else:
             self.boot = st.get("boot", 0) + 1
             # counted until this boot proves healthy; a boot the power cut short (power-on, an
@@ -154,29 +163,35 @@ class Health:
                 w = json.loads(rtc())
             except (TypeError, ValueError, OSError):  # empty or garbled RTC memory
                 w = None
-        if not isinstance(w, list) and st.get("sleeping"):
+        if not isinstance(w, (dict, list)) and st.get("sleeping"):
             w = st.get("wake")
-        if not isinstance(w, list) or len(w) != 16 or w[0] != st.get("boot"):
+        if isinstance(w, list) and len(w) == len(WAKE):
+            w = dict(zip(WAKE, w))  # kept by earlier firmware
+        if not isinstance(w, dict) or w.get("boot") != st.get("boot"):
             return None
+        for name in WAKE:
+            if name not in w:
+                return None
         return w
 
-    def save(self, w):
-        # What the wake needs (a list: names cost device RAM; Node.sleep says what is in
-        # it, w[3] is ours), in the ESP32's RTC memory (kept through deep sleep, lost with
-        # the power), else in state.json. A wake runs one cycle: that cycle, completed
-        # without a failure, proves the boot healthy (a normal boot needs HEALTHY_AFTER).
+    def save(self, keep):
+        # What the wake needs (a dict of the WAKE names: Node.sleep fills in its parts', we add
+        # boot and unhealthy), in the ESP32's RTC memory (kept through deep sleep, lost with
+        # the power), else in state.json. A wake runs one cycle: that cycle, completed without
+        # a failure, proves the boot healthy (a normal boot needs HEALTHY_AFTER).
         rtc = getattr(self.board, "rtc_memory", None)
         if self.errors == 0 and self.cycles >= 1:
             if self.unhealthy and rtc is not None:
                 self.state.save(unhealthy=0)  # on flash once per boot, for the next real reset
             self.unhealthy = 0
-        w[3] = self.unhealthy
+        keep["boot"] = self.boot
+        keep["unhealthy"] = self.unhealthy
         if rtc is not None:
             import json
 
-            rtc(json.dumps(w))
+            rtc(json.dumps(keep))
         else:
-            self.state.save(sleeping=True, unhealthy=self.unhealthy, wake=w)
+            self.state.save(sleeping=True, unhealthy=self.unhealthy, wake=keep)
 
 
 def _largest_free():

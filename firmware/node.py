@@ -63,8 +63,8 @@ class Node:
         cmd = cmd if isinstance(cmd, int) else 0
         if wake is not None:
             # same boot, woken from deep sleep: continue its sequence numbers
-            self.seq = wake[1]
-            self.last_cmd_id = max(wake[2], cmd)
+            self.seq = wake["seq"]
+            self.last_cmd_id = max(wake["cmd"], cmd)
             self.send_info = False
         else:
             # the last command counter applied, and never below the operator's counter when
@@ -74,16 +74,7 @@ class Node:
         if not h.safe:
             self.sampler = Sampler(self.board, self.cfg)
         if wake is not None:
-            # the rest of what the sleep kept: storm and alarm with their hysteresis, the
-            # rise rate, the report and filter state
-            p = self.policy
-            p.storm, p.alarm, p.calm_cycles, p.prev_level, p.prev_ms = wake[6:11]
-            self.last_report_ms, self.uplink.offline = wake[11:13]
-            if self.sampler is not None:
-                rep = self.sampler.reporter
-                rep.last_value, rep.last_ms = wake[13:15]
-                if self.sampler.burst.ema is not None:
-                    self.sampler.burst.ema.value = wake[15]
+            self._resume(wake)
         self.board.log("citynode %s node %s boot %d reset %s%s" % (
             FIRMWARE_VERSION, self.cfg["node"], h.boot, h.reset_cause, " SAFE MODE" if h.safe else ""))
 
@@ -271,19 +262,7 @@ class Node:
         # a backlog the gateway is not answering for waits in flash: a battery node sleeps on
         # and probes once per wake (a drain while the gateway answers stays awake)
         if mode == "deep" and hasattr(board, "deepsleep") and (not up.buffer.live or up.offline):
-            clock = board.clock
-            s = self.sampler
-            rep = s.reporter if s is not None else None
-            ema = s.burst.ema if s is not None else None
-            p = self.policy
-            # boot, seq, last command, unhealthy, uptime at the wake, time offset, storm, alarm,
-            # calm cycles, previous level and its ms, last report ms, offline, the reporter's
-            # last value and ms, the EMA (Health.wake checks it, Node.start spreads it)
-            h.save([h.boot, self.seq, self.last_cmd_id, h.unhealthy, clock.ms() + ms,
-                    getattr(clock, "_unix_offset", None), p.storm, p.alarm, p.calm_cycles, p.prev_level, p.prev_ms,
-                    self.last_report_ms, up.offline,
-                    rep.last_value if rep is not None else None, rep.last_ms if rep is not None else None,
-                    ema.value if ema is not None else None])
+            h.save(self._keep(board.clock.ms() + ms))
             board.deepsleep(ms)
             return
         step = max(1, getattr(h.wdt, "timeout_ms", self.cfg["watchdog_ms"]) // 2)
@@ -303,6 +282,42 @@ class Node:
             else:
                 board.sleep_ms(min(ms, step), mode == "light")
                 ms -= step
+
+    def _keep(self, wake_ms):
+        # What a deep-sleep wake resumes of the node and its parts, by name (health.WAKE;
+        # Health.save adds the boot's own and stores it). wake_ms: the uptime at the wake.
+        p = self.policy
+        keep = {"seq": self.seq, "cmd": self.last_cmd_id, "uptime_ms": wake_ms,
+                "unix_offset": getattr(self.board.clock, "_unix_offset", None),
+                "storm": p.storm, "alarm": p.alarm, "calm_cycles": p.calm_cycles,
+                "prev_level": p.prev_level, "prev_ms": p.prev_ms,
+                "last_report_ms": self.last_report_ms, "offline": self.uplink.offline,
+                "report_value": None, "report_ms": None, "ema": None}
+        s = self.sampler
+        if s is not None:
+            keep["report_value"] = s.reporter.last_value
+            keep["report_ms"] = s.reporter.last_ms
+            if s.burst.ema is not None:
+                keep["ema"] = s.burst.ema.value
+        return keep
+
+    def _resume(self, keep):
+        # the rest of what the sleep kept (see _keep): storm and alarm with their hysteresis,
+        # the rise reference, the last report, the link's state, the report and filter state
+        p = self.policy
+        p.storm = keep["storm"]
+        p.alarm = keep["alarm"]
+        p.calm_cycles = keep["calm_cycles"]
+        p.prev_level = keep["prev_level"]
+        p.prev_ms = keep["prev_ms"]
+        self.last_report_ms = keep["last_report_ms"]
+        self.uplink.offline = keep["offline"]
+        s = self.sampler
+        if s is not None:
+            s.reporter.last_value = keep["report_value"]
+            s.reporter.last_ms = keep["report_ms"]
+            if s.burst.ema is not None:
+                s.burst.ema.value = keep["ema"]
 
     def run(self, until_ms=None, max_cycles=None, stop=None):
         # The main loop: step, then sleep what step says. Returns at until_ms (board clock),

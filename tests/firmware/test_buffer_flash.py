@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from firmware.buffer import Buffer
+from firmware.health import WAKE
 from protocol.cobs import crc16
 from tests.support.lfs import ESP32, RP2, LfsVolume, NorFlash
 
@@ -225,7 +226,7 @@ def save_state(vol):
     st.load()
     # what start() writes at every boot, with a gateway-set interval and a deep-sleep wake kept
     st.save(boot=st.data.get("boot", 0) + 1, unhealthy=1, set={"interval_ms": 60000, "base": [300, 30, 1, 2, 3]},
-            wake=list(range(16)))
+            wake={name: i * 1000003 for i, name in enumerate(WAKE)})
 
 
 def test_esp32_frames_past_the_inline_limit_leave_room_for_the_boot_state():

@@ -2,6 +2,8 @@
 # safe mode), and what a wake needs comes back with it: sequence, uptime (SPEC section 8
 # dates frames by it), time offset, storm and alarm hysteresis, rise rate, report state.
 # The ESP32 keeps it in RTC memory (no flash write per wake); boards without it in state.json.
+import json
+
 from firmware import config
 from firmware.node import Node, Reset
 from firmware.sim.board import PowerCut, SimBoard
@@ -163,3 +165,52 @@ def test_a_gateway_outage_does_not_keep_a_deep_sleeper_awake(rig):
     assert boots == {1}
     assert sorted(s for _, s in seen) == list(range(max(s for _, s in seen) + 1))  # nothing lost
     assert any(d["flags"] & msg.F_BACKLOG for d in r.gw.decoded)
+
+
+# state.json of a node asleep in a storm, as the firmware before named keeps wrote it (the
+# wake as a positional list; made by running that firmware: boot 1, 58 frames sent, storm
+# and alarm on, the wake due at 5,400,000 ms of uptime)
+OLD_STATE = ('{"boot": 1, "unhealthy": 0, "resets": {"power_on": 1}, "sleeping": true, "wake": '
+             '[1, 58, 0, 0, 5400000, null, true, true, 0, 203, 2101400, 5351400, false, 2750, 5351400, null]}')
+
+
+def deep_cfg():
+    return config.validate({"node": NODE, "key": KEY.hex(), "sleep": "deep", "interval_s": 300,
+                            "storm_interval_s": 60, "heartbeat_s": 300})
+
+
+def test_a_wake_kept_as_a_list_by_earlier_firmware_still_resumes(tmp_path):
+    # a node updated while asleep: its next wake goes on with the same boot, sequence,
+    # uptime and storm state, and keeps the next sleep by name
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "state.json").write_text(OLD_STATE)
+    (flash / "_reset_cause").write_text("deepsleep")
+    board = Esp32LikeBoard(str(flash))
+    gw = SimGateway({NODE: KEY})
+    node = Node(board, deep_cfg(), SimLink(board.world, board.world.clock, gw))
+    node.start()
+    assert node.health.boot == 1 and node.health.reset_cause == "deepsleep"
+    assert node.seq == 58 and node.policy.storm and node.policy.alarm and node.policy.prev_level == 203
+    assert node.sampler.reporter.last_value == 2750
+    assert node.step() > 0
+    d = gw.decoded[-1]
+    assert (d["boot"], d["seq"]) == (1, 58) and d["uptime_ms"] >= 5400000 and d["flags"] & msg.F_STORM
+    assert not any("storm mode on" in x for x in board.logs)  # resumed, not detected anew
+    try:
+        node.sleep(60000)
+    except Reset:
+        pass
+    keep = json.loads(board.rtc)
+    assert keep["boot"] == 1 and keep["seq"] == 59 and keep["storm"] is True and keep["uptime_ms"] >= 5460000
+
+
+def test_a_board_without_rtc_memory_keeps_the_wake_by_name_in_state_json(rig):
+    r = rig({"sleep": "deep", "interval_s": 300, "heartbeat_s": 300})
+    r.run(0.5)
+    with open(r.board.path("state.json")) as f:
+        st = json.load(f)
+    keep = st["wake"]
+    assert st["sleeping"] is True and isinstance(keep, dict)
+    assert keep["boot"] == 1 and keep["seq"] == len(r.gw.decoded) and keep["unhealthy"] == 0
+    assert keep["storm"] is False and keep["offline"] is False
