@@ -5,7 +5,7 @@
 # QoS 1 within a window of unacknowledged messages (below paho's 65535 message-id wrap),
 # and handed to the pipeline for deletion on PUBACK. Every connection is a new client,
 # so after a reconnect the backlog is resent from the outbox in order, never from RAM.
-# The client's socket is a mqttsock.BufferedSocket: paho's writes are collected and
+# The client's socket is a paho_adapter.BufferedSocket: paho's writes are collected and
 # flushed once before each select(), its small reads are served from one large recv().
 # Rows the pipeline has just committed are handed over in memory (offer): when they follow
 # the cursor directly, the pipeline thread writes their PUBLISH packets itself, so a frame
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Self
 import paho.mqtt.client as mqtt
 
 from gateway import osthread
-from gateway.mqttsock import Client
 from gateway.outputs import iso, retained
+from gateway.paho_adapter import Client, require
 from gateway.store import AckedRows, Reader
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class Forwarder(AckedRows):
                  states_fn: Callable[[dict[str, int]], list[tuple[str, dict[str, Any]]]],
                  on_command: Callable[[str, bytes, bool], object], gateway_state_fn: Callable[[], dict[str, Any]],
                  alarms_fn: Callable[[], list[str]]) -> None:
+        require()  # a paho whose internals differ is refused here, at start (gateway/paho_adapter.py)
         self.s = settings
         self.m = settings.mqtt
         self.prefix = settings.mqtt.topic_prefix

@@ -277,8 +277,14 @@ def child_main(fd: int) -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
     from gateway.mqtt import Forwarder
+    from gateway.paho_adapter import PahoIncompatible, require
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
+    try:
+        require()
+    except PahoIncompatible as e:  # one line in the log, no traceback; the parent says the child exited
+        logging.getLogger("citynode.gateway").error("%s", e)
+        sys.exit(1)
     send_lock = threading.Lock()
 
     def send(msg: object) -> None:

@@ -1,6 +1,12 @@
-# The publisher's buffered socket: paho's small reads served from one recv, its writes
-# held until flush(); and against a real mosquitto, the gateway's client uses it and
-# every QoS 1 publish is PUBACKed.
+# gateway/paho_adapter.py, the one module that uses paho's internals: the internals are
+# where and as it expects for the installed paho (a paho upgrade fails here, loudly), a
+# paho that differs is refused at the gateway's start with one line; the publisher's
+# buffered socket serves paho's small reads from one recv and holds its writes until
+# flush(); and against a real mosquitto, the gateway's client uses it and every QoS 1
+# publish is PUBACKed.
+import importlib.metadata
+import inspect
+import pathlib
 import select
 import socket
 import time
@@ -8,9 +14,75 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.mqttsock import BufferedSocket, Client
+from gateway import paho_adapter
+from gateway.paho_adapter import BufferedSocket, Client, PahoIncompatible
 
 PUBACK = b"\x40\x02"  # MQTT 3.1.1 section 3.4: fixed header, remaining length 2, packet id
+
+
+def test_the_installed_paho_has_every_internal_the_adapter_uses():
+    # Fails on a paho upgrade that moved any of them: then read paho's new client.py, adapt
+    # gateway/paho_adapter.py (and its METHODS / ATTRIBUTES), and move the pin in pyproject.toml.
+    version = importlib.metadata.version("paho-mqtt")
+    assert paho_adapter.problems() == [], f"paho-mqtt {version}"
+    lo, hi = paho_adapter.SUPPORTED
+    assert lo <= paho_adapter._version(version) < hi
+    pyproject = (pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'"paho-mqtt>={lo[0]}.{lo[1]},<{hi[0]}"' in pyproject  # the pin is what the adapter knows
+    for name, params in paho_adapter.METHODS.items():
+        assert tuple(inspect.signature(getattr(mqtt.Client, name)).parameters) == params, name
+    # and paho's own code still goes through them the way the adapter hooks in
+    src = inspect.getsource(mqtt.Client)
+    assert "sock = self._create_socket()" in src  # connect/reconnect: our socket factory
+    assert "self._sock.recv(" in src and "self._sock.send(" in src  # all I/O on self._sock (BufferedSocket)
+    assert "return self._handle_pubackcomp(" in src  # a PUBACK is handled there (our hook)
+    assert "self._in_packet[\"command\"]" in src and "self._last_bytes_received = time_func()" in src
+
+
+def test_a_paho_that_differs_is_named_in_one_line():
+    class Renamed(mqtt.Client):  # a release that renamed its message id generator
+        _mid_generate = None
+
+        def _handle_pubackcomp(self, cmd, extra):  # and re-shaped the PUBACK handler
+            return None
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self._sock = False
+            del self._in_packet
+
+    found = paho_adapter.problems(Renamed)
+    assert found == ["Client._mid_generate is missing",
+                     "Client._handle_pubackcomp takes ('self', 'cmd', 'extra'), expected ('self', 'cmd')",
+                     "Client._sock is not None before connect()",
+                     "Client._in_packet is not a dict with 'command' and 'packet'"]
+    assert paho_adapter.problems(version="3.0.0") == [
+        "paho-mqtt 3.0.0 is installed; gateway/paho_adapter.py is written for >=2.1,<3.0"]
+    assert paho_adapter.version_problem("2.0.5") and paho_adapter.version_problem("2.1.0") is None
+    assert paho_adapter.version_problem("2.2.0.post1") is None
+
+
+def test_the_gateway_refuses_to_start_on_a_paho_that_differs(tmp_path, monkeypatch):
+    # the installed paho's client with one internal gone, as a release that dropped it
+    from gateway import config
+    from gateway.daemon import Gateway
+    from tests.gateway.conftest import write_config
+
+    s = config.load(write_config(tmp_path, "mqtt://127.0.0.1:9"))
+    monkeypatch.delattr(mqtt.Client, "_mid_generate")
+    paho_adapter.require.cache_clear()
+    try:
+        with pytest.raises(PahoIncompatible) as e:
+            Gateway(s, keys={}).start()
+        assert isinstance(e.value, ValueError)  # gateway/cli.py: "cannot start: ...", no traceback
+        assert str(e.value).startswith("the installed paho-mqtt does not fit gateway/paho_adapter.py: "
+                                       "Client._mid_generate is missing")
+        with pytest.raises(PahoIncompatible):
+            Client(mqtt.CallbackAPIVersion.VERSION2)
+    finally:
+        monkeypatch.undo()
+        paho_adapter.require.cache_clear()
+    paho_adapter.require()  # the real one is fine again
 
 
 def test_reads_are_served_from_one_recv_and_writes_wait_for_flush():

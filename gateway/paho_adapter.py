@@ -1,3 +1,11 @@
+# The one module that knows paho-mqtt's private internals; everything else in the gateway
+# uses paho's public API. What the publisher (gateway/mqtt.py) gets from here:
+#   Client(...)              paho's client, its socket wrapped in a BufferedSocket
+#   Client.publish_outbox    a lean QoS 1 PUBLISH of an outbox row -> message id
+#   Client.on_outbox_puback  (message id) -> True when it was an outbox publish
+#   Client.read_all()        every packet readable now, like loop_read()
+#   require()                refuses (PahoIncompatible, one line) a paho whose internals differ
+#
 # paho 2.x makes four system calls per QoS 1 message: a send() for each PUBLISH, and
 # three recv() calls for each PUBACK (packet type, length, body). Measured in the gateway
 # at saturation that was ~45 us of ~130 us per frame. BufferedSocket sits between paho and
@@ -14,8 +22,19 @@
 # straight from the buffer, any other packet goes through paho's reader (paho's own
 # loop_read takes one packet per call, i.e. a select() and a loop turn per PUBACK: ~50 us
 # per frame at saturation). Everything else (connect, will, subscribe, keepalive, the retained
-# states) stays paho's. It uses paho 2.x internals (_sock, _mid_generate, _in_packet,
-# _handle_pubackcomp); tests/gateway/test_mqttsock.py runs it against a real mosquitto.
+# states) stays paho's.
+#
+# The internals it relies on are listed in INTERNALS and checked by require() before the
+# first client is made: a paho release that renamed or re-shaped one is refused with a line
+# that says which, instead of a publisher that fails in odd ways later. paho-mqtt is pinned
+# to SUPPORTED in pyproject.toml; tests/gateway/test_paho_adapter.py checks the installed
+# version (and how paho's own code uses these internals) and runs the client against a real
+# mosquitto, so an upgrade fails there first.
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
 import socket
 import ssl
 from collections.abc import Callable
@@ -25,6 +44,87 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 READ_SIZE = 65536
+SUPPORTED = ((2, 1), (3, 0))  # paho-mqtt versions: at least the first, below the second (pyproject.toml)
+# paho.mqtt.client.Client's private methods used here: name -> its parameters
+METHODS = {"_create_socket": ("self",), "_mid_generate": ("self",), "_handle_pubackcomp": ("self", "cmd")}
+# and the attributes of a new client: name -> what it must be
+ATTRIBUTES = {"_sock": "None before connect()", "_in_packet": "a dict with 'command' and 'packet'",
+              "_last_bytes_received": "a number (paho's keepalive clock)"}
+INTERNALS = tuple(METHODS) + tuple(ATTRIBUTES) + ("paho.mqtt.client.time_func",)
+
+
+class PahoIncompatible(ValueError):
+    # a ValueError: the daemon's start reports it in one line (`cannot start: ...`, gateway/cli.py)
+    pass
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.split(".")[:2]:
+        digits = "".join(c for c in p if c.isdigit()) if p else ""
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def version_problem(version: str | None = None) -> str | None:
+    # -> why the installed (or the given) paho-mqtt version is not the one this module knows, or None
+    if version is None:
+        try:
+            version = importlib.metadata.version("paho-mqtt")
+        except importlib.metadata.PackageNotFoundError:
+            return "paho-mqtt is not installed"
+    v = _version(version)
+    if not SUPPORTED[0] <= v < SUPPORTED[1]:
+        lo, hi = (".".join(map(str, x)) for x in SUPPORTED)
+        return f"paho-mqtt {version} is installed; gateway/paho_adapter.py is written for >={lo},<{hi}"
+    return None
+
+
+def problems(client_cls: type | None = None, module: Any = None, version: str | None = None) -> list[str]:
+    # -> what is not as this module relies on, for the installed paho (or the given class,
+    # module and version): an empty list when all is in place
+    module = module if module is not None else mqtt
+    cls: Any = client_cls if client_cls is not None else module.Client
+    out = []
+    vp = version_problem(version)
+    if vp:
+        out.append(vp)
+    for name, params in METHODS.items():
+        fn = getattr(cls, name, None)
+        if not callable(fn):
+            out.append(f"Client.{name} is missing")
+            continue
+        try:
+            got = tuple(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            got = None
+        if got != params:
+            out.append(f"Client.{name} takes {got}, expected {params}")
+    try:
+        c = cls(module.CallbackAPIVersion.VERSION2)
+    except Exception as e:  # noqa: BLE001 - any failure is the answer
+        out.append(f"Client(CallbackAPIVersion.VERSION2) fails: {e!r}")
+        return out
+    if getattr(c, "_sock", 0) is not None:
+        out.append(f"Client._sock is not {ATTRIBUTES['_sock']}")
+    packet = getattr(c, "_in_packet", None)
+    if not (isinstance(packet, dict) and "command" in packet and "packet" in packet):
+        out.append(f"Client._in_packet is not {ATTRIBUTES['_in_packet']}")
+    if not isinstance(getattr(c, "_last_bytes_received", None), int | float):
+        out.append(f"Client._last_bytes_received is not {ATTRIBUTES['_last_bytes_received']}")
+    if not callable(getattr(module, "time_func", None)):
+        out.append("paho.mqtt.client.time_func is missing")
+    return out
+
+
+@functools.cache
+def require() -> None:
+    # before the first client: the installed paho is the one this module was written for, or
+    # PahoIncompatible saying what differs (checked once per process)
+    found = problems()
+    if found:
+        raise PahoIncompatible("the installed paho-mqtt does not fit gateway/paho_adapter.py: " + "; ".join(found)
+                               + " (install the version pyproject.toml pins, paho-mqtt>=2.1,<3)")
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -135,6 +235,10 @@ class Client(mqtt.Client):
     # paho's client with its socket wrapped in a BufferedSocket, and a lean QoS 1 publish
     # for outbox rows (see above)
     on_outbox_puback = None  # (message id) -> True when it was an outbox publish
+
+    def __new__(cls, *args: Any, **kw: Any) -> Client:  # noqa: ARG004 - paho's __init__ takes them
+        require()  # before an instance exists: a refused one leaves nothing for paho's __del__
+        return super().__new__(cls)
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
