@@ -2,7 +2,8 @@
 # and tests/firmware/test_micropython.py): the real node, drivers, buffer and protocol on
 # parts that allocate nothing themselves (as machine.I2C/UART in C do on a board), so
 # every byte counted is the firmware's or the protocol's. No simulator code is loaded: this
-# is the device's own footprint, and it runs with the heap capped at 100k.
+# is the device's own code; what a cycle allocates (PEAK) and keeps (GROWTH) are counted in
+# bytes (the board's heap budget is measured on the emulated Pico, hil_tests/test_port.py).
 #   micropython firmware_cycle_mp.py FLASH_DIR CYCLES
 import gc
 import sys

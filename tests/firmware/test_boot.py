@@ -236,8 +236,7 @@ def test_the_guard_runs_on_the_micropython_vm(tmp_path):
         "entry.make_board = make_board\n"
         "entry.main(%r)\n" % str(tmp_path)
     )
-    # from source, compiled on the 64-bit VM: the heap is no board's budget (that is measured on
-    # the emulated Pico, hil_tests/test_port.py), only room to compile and run the guard
-    p = mpvm.run(script, heap="160k")
+    # from source, compiled on the 64-bit VM (tests/support/mpvm.py: the heap is room, no board's budget)
+    p = mpvm.run(script)
     assert "citynode: start failed: MemoryError('memory allocation failed'" in p.stdout, p.stdout
     assert p.stdout.rstrip().endswith("RESET"), p.stdout

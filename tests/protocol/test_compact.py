@@ -119,7 +119,7 @@ def test_vector_file_is_what_make_vectors_writes(tmp_path):
 
 @pytest.mark.micropython
 def test_compact_vectors_on_micropython(tmp_path):
-    # protocol/ as .mpy, heap capped at 100k (tests/support/mpvm.py), as on a LoRa node
+    # protocol/ as .mpy, as on a LoRa node
     assert not mpvm.compile_tree(tmp_path, ("protocol",))
     proc = mpvm.run("tests/protocol/mp_compact.py", path=[tmp_path], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
-# The protocol tests on the real MicroPython VM, heap capped at 100k like an ESP32 without
-# PSRAM: every golden vector, CRC/HMAC/COBS, mutated vectors, and the heap cost of building
-# one frame (tests/protocol/mp_vectors.py does the work; this reads its report).
+# The protocol tests on the real MicroPython VM (heap: tests/support/mpvm.py, room, not a
+# board): every golden vector, CRC/HMAC/COBS, mutated vectors, and the heap cost of building
+# one frame in bytes, the budget this test holds (tests/protocol/mp_vectors.py does the work;
+# this reads its report).
 import re
 
 import pytest
