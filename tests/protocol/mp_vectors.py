@@ -1,5 +1,6 @@
-# The protocol tests on the real MicroPython VM (run by tests/protocol/test_micropython.py). Every golden vector: valid ones decode and verify (portable HMAC:
-# MicroPython has no hmac module) to their "decoded" content and re-encode byte for byte,
+# The protocol tests on the real MicroPython VM (run by tests/protocol/test_micropython.py).
+# Every golden vector: valid ones decode and verify (portable HMAC: MicroPython has no hmac
+# module) to their "decoded" content and re-encode byte for byte,
 # invalid ones are refused with their reason; serial streams deframe to their events; CRC and
 # COBS agree with the vectors; mutated vectors raise nothing but FrameError. Then the heap cost
 # of encoding and MACing one typical frame. `--bench [N]` prints speed and heap figures only.
