@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import pathlib
-import selectors
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import time
 from collections.abc import Collection
 from typing import Any, TextIO
 
-from firmware.sim.board import SimBoard
+from firmware.sim.run import lan_config
 from gateway.keys import KeysError, load_keys
 
 SIM_PREFIX = "sim-"  # ids --nodes N takes: nodes provisioned for simulation only
@@ -86,8 +85,7 @@ def prepare(args: argparse.Namespace) -> tuple[str, int, list[tuple[str, bytes, 
     for node in chosen_nodes(args, keys):
         flash = os.path.join(args.state, node)
         os.makedirs(flash, exist_ok=True)
-        cfg = {"node": node, "key": keys[node].hex(), "board": SimBoard.name, "interval_s": 60, "storm_interval_s": 30,
-               "heartbeat_s": 60, "link": {"kind": "udp", "host": host, "port": port}, "buffer_slots": 512}
+        cfg = lan_config(node, keys[node].hex(), host, port)
         if node in command_keys:
             cfg["command_key"] = command_keys[node].hex()
         path = os.path.join(flash, "config.json")
@@ -120,44 +118,16 @@ def chosen_nodes(args: argparse.Namespace, keys: Collection[str]) -> list[str]:
 
 
 def run_cpython(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]], out: TextIO | None) -> list[Any]:
+    # every node in this process, driven by the simulator's own loop (firmware/sim/run.py drive)
     from firmware import config
-    from firmware.clock import Clock
-    from firmware.links import UdpLink
     from firmware.sim.board import SimBoard
-    from firmware.sim.run import Blaster, lan_node
+    from firmware.sim.run import drive
 
-    real = Clock()
-    sel = selectors.DefaultSelector()
-    blasters = []
+    boards = []
     for i, (_node_id, _key, flash) in enumerate(nodes):
         board = SimBoard(flash, seed=args.seed + i)
-        cfg = config.load(board.path(config.CONFIG_NAME))
-        link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
-        node = lan_node(board, cfg, link, real, args.window)
-        b = Blaster(node, args.frames, args.rate, real)
-        blasters.append(b)
-        sel.register(link.sock, selectors.EVENT_READ, b)
-    deadline = time.monotonic() + args.timeout
-    try:
-        while time.monotonic() < deadline:
-            busy = [b for b in blasters if not b.done()]
-            if not busy:
-                break
-            for b in busy:
-                b.step()
-            for key, _ in sel.select(0.005):
-                b = key.data
-                b.node.receive(b.node.uplink.link.poll(0))
-    finally:
-        results = []
-        for b in blasters:
-            n = b.node
-            results.append((n.cfg["node"], n.health.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"],
-                            b.summary()))
-            n.uplink.buffer.close()
-            n.uplink.link.close()
-        sel.close()
-    return results
+        boards.append((board, config.load(board.path(config.CONFIG_NAME))))
+    return [r[:7] for r in drive(boards, args.frames, args.rate, args.window, int(args.timeout * 1000))]
 
 
 def _micropython() -> str:

@@ -178,26 +178,74 @@ class Blaster:
         return "; ".join(notes) or None
 
 
+def lan_config(node, key_hex, host, port):
+    # the config of a simulated node next to a gateway on UDP (`citynode simulate` writes it)
+    return {"node": node, "key": key_hex, "board": SimBoard.name, "interval_s": 60, "storm_interval_s": 30,
+            "heartbeat_s": 60, "link": {"kind": "udp", "host": host, "port": port}, "buffer_slots": 512}
+
+
+def result(b):
+    # -> (node, boot, frames made, acked, unacked, resent, note or None, reset cause or None)
+    n = b.node
+    return (n.cfg["node"], n.health.boot, b.made, n.counts["acked"], b.unacked(), n.counts["resent"], b.summary(),
+            b.reset)
+
+
+def drive(nodes, frames, rate=None, window=16, timeout_ms=30000):
+    # The one driver loop of the simulated LAN nodes (`sim.run udp` on MicroPython, and
+    # `citynode simulate` with any number of nodes in one CPython process): nodes is
+    # [(board, cfg)], each with a udp link in cfg; every node makes `frames` frames, at most
+    # `window` in flight, at `rate` frames/s (None: as fast as ACKs come). Each turn steps every
+    # node not yet done, then reads the replies of those whose socket is readable (one
+    # select.poll over all of them, at most 5 ms). -> [result(b)] in the order of nodes, once
+    # every frame is ACKed or timeout_ms has passed; the links and buffers are closed.
+    import select
+
+    real = Clock()
+    blasters = []
+    poller = select.poll()
+    by_fd = {}  # CPython's poll() says the file descriptor,
+    by_obj = {}  # MicroPython's the object registered
+    try:
+        for board, cfg in nodes:
+            link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
+            b = Blaster(lan_node(board, cfg, link, real, window), frames, rate, real)
+            blasters.append(b)
+            poller.register(link.sock, select.POLLIN)
+            by_obj[id(link.sock)] = b
+            if hasattr(link.sock, "fileno"):
+                by_fd[link.sock.fileno()] = b
+        deadline = real.ms() + timeout_ms
+        while real.ms() < deadline:
+            busy = [b for b in blasters if not b.done()]
+            if not busy:
+                break
+            for b in busy:
+                b.step()
+            for ev in poller.poll(5):
+                k = ev[0]
+                b = by_fd.get(k) if isinstance(k, int) else by_obj.get(id(k))
+                if b is not None:
+                    b.node.receive(b.node.uplink.link.poll(0))
+        return [result(b) for b in blasters]
+    finally:
+        for b in blasters:
+            b.node.uplink.buffer.close()
+            b.node.uplink.link.close()
+
+
 def udp(opts):
     board = SimBoard(opts["--flash"], seed=int(opts["--seed"]), log=print)
     cfg = load_config(board, opts, None)
     if cfg["link"]["kind"] != "udp":
         raise SystemExit("sim.run udp: the config's link must be udp with host and port")
-    real = Clock()
-    link = UdpLink(cfg["link"]["host"], cfg["link"]["port"])
-    node = lan_node(board, cfg, link, real, int(opts["--window"]))
-    b = Blaster(node, int(opts["--frames"]), float(opts["--rate"]) if opts["--rate"] else None, real)
-    deadline = real.ms() + int(float(opts["--timeout"]) * 1000)
-    while not b.done() and real.ms() < deadline:
-        b.step()
-        node.receive(link.poll(5))
-    ok = b.done() and not b.reset
-    note = b.summary()
+    node, boot, made, acked, unacked, resent, note, reset = drive(
+        [(board, cfg)], int(opts["--frames"]), float(opts["--rate"]) if opts["--rate"] else None,
+        int(opts["--window"]), int(float(opts["--timeout"]) * 1000))[0]
     if note:
         print("NOTE " + note)
-    print("RESULT node=%s boot=%d sent=%d acked=%d unacked=%d resent=%d" % (
-        cfg["node"], node.health.boot, b.made, node.counts["acked"], b.unacked(), node.counts["resent"]))
-    return 0 if ok else 1
+    print("RESULT node=%s boot=%d sent=%d acked=%d unacked=%d resent=%d" % (node, boot, made, acked, unacked, resent))
+    return 1 if unacked or reset else 0
 
 
 def main(argv):
