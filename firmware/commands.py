@@ -18,7 +18,9 @@ def depth_mm(cfg):
 
 
 def handle(node, d):
-    # d: a decoded type 3 message. -> status, or None for a repeat that is only counted
+    # d: a decoded type 3 message, or a LoRa link's compact signed command (cmd_id None: its
+    # counter is inside what the operator signed, SPEC.md 13.6). -> status, or None for a
+    # repeat that is only counted
     cmd_id = d["cmd_id"]
     token = d.get("signed")
     f = None
@@ -36,6 +38,18 @@ def handle(node, d):
         _apply(node, f)
     else:
         node.counts["cmd_refused"] += 1
+    if cmd_id is None:
+        # compact: no gateway MAC around it, anyone on the air can send one. A command whose own
+        # MAC did not verify (f None) is only counted and logged; a verified refusal (replay,
+        # other boot, an argument) waits for the next due frame, so replays cannot make the node
+        # spend its airtime on reports
+        if f is None:
+            node.board.log("compact command refused: %d %s" % (status, C.RESULTS[status]))
+            return status
+        cmd_id = f["counter"]
+        if status != C.APPLIED and node.cmd_result is not None:
+            return status  # a result not yet sent is not overwritten by a refusal anyone could cause
+        node.cmd_quiet = status != C.APPLIED
     node.cmd_result = [cmd_id, status]  # the next frame carries it (the node reports now)
     node.board.log("command %d %s -> %d %s" % (cmd_id, f["op"] if f else "?", status, C.RESULTS[status]))
     return status

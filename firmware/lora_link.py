@@ -26,6 +26,7 @@ except ImportError:
 _MINUTE_MS = const(60000)
 _HOUR_MIN = const(61)  # the current minute and the 60 before it: every hour ending now lies within
 _TURNAROUND_MS = const(3000)  # the gateway's time to store a frame and start its ACK (USB radio modem: ~1 s)
+_FOLLOW_MS = const(1000)  # the gap the gateway's radio may leave between its ACK and a command after it
 _FULL_EVERY = const(12)  # every 12th frame carries every reading, changed or not
 
 
@@ -208,14 +209,26 @@ class LoraLink:
             if pkt is None:
                 continue
             try:
-                out.append(compact.from_air(pkt, self.node))
+                m = compact.from_air(pkt, self.node)
             except FrameError:
                 self.counts["rejected"] += 1  # another node's packet, or noise
                 continue
             self.counts["received"] += 1
             self.rssi = getattr(pkt, "rssi", None)
             self.snr = getattr(pkt, "snr", None)
-            self.listen_until = 0
+            if compact.is_command(m):
+                # the operator's compact signed command (SPEC.md 13.6): MACed with the command key,
+                # which the node checks (firmware/commands.py), not with the key msg.decode uses
+                out.append({"type": "cmd", "boot": None, "cmd_id": None, "signed": m})
+                deadline = self.clock.ms()
+                continue
+            out.append(m)
             self.answered = True
-            deadline = self.clock.ms()  # answered: no need to wait out the window
+            if self.listen_until:
+                # answered: the window stays open for one packet more, the gateway's command that
+                # follows its ACK (up to 51 bytes, right after it), then closes
+                self.listen_until = 0
+                deadline = self.clock.ms() + _FOLLOW_MS + self.air_ms(51)
+            else:
+                deadline = self.clock.ms()
         return out

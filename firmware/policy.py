@@ -100,6 +100,6 @@ class Policy:
             if k == "rise_mm_min":
                 self.rise_mm_min = int(v)
             elif k == "alarm_m":
-                self.alarm_mm = int(v * 1000)
+                self.alarm_mm = int(round(v * 1000))  # 1.001 m is 1001 mm (int() cut it to 1000)
             else:
-                self.storm_mm = int(v * 1000)
+                self.storm_mm = int(round(v * 1000))

@@ -40,11 +40,15 @@ class AddressBook:
         return next((f for f in frames if _verifies(f, keys)), frames[0]) if len(frames) > 1 else frames[0]
 
     def downlink(self, msg: bytes) -> bytes:
-        # the pipeline's ACK or command -> the packet for the air (a compact ACK; others as they are)
+        # the pipeline's ACK or command -> the packet for the air: a compact ACK; the operator's
+        # compact signed command itself, without the relay around it (SPEC.md 13.6: at most 45
+        # bytes, and its MAC is the operator's); others as they are
         keys = self.keys()
         d = message.decode(msg, keys.get)
         if d["type"] == "ack":
             msg = compact.encode_ack(keys[d["node"]], d["node"], d["boot"], d["seq"], d["cum"])
+        elif d["type"] == "cmd" and d.get("signed") and compact.is_command(d["signed"]):
+            msg = d["signed"]
         return compact.to_air(msg)
 
 

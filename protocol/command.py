@@ -57,7 +57,8 @@ def check(op, arg, depth_mm=None, now_s=None, step_s=None):
             if v < 0 or (v if k == "rise_mm_min" else v * 1000) > THRESHOLD_MAX:
                 return OUT_OF_RANGE
         for k in arg:
-            if k != "rise_mm_min" and depth_mm is not None and arg[k] * 1000 > depth_mm:
+            # in whole mm, as the node applies it (firmware/policy.py): 2.999 m is 2999 mm, not 2998.9999
+            if k != "rise_mm_min" and depth_mm is not None and round(arg[k] * 1000) > depth_mm:
                 return BEYOND_DEPTH
         return APPLIED
     if op == "reboot":
@@ -83,6 +84,28 @@ def sign(command_key, node, boot, counter, op, arg=None):
     return cose.sign(command_key, node.encode(), dumps(p))
 
 
+def sign_compact(command_key, node, boot, counter, op, arg=None):
+    # The same command in the compact form for LoRa (SPEC 13.6): the payload a CBOR array
+    # [6, boot, counter, op code, ?arg], thresholds as {1: alarm_mm, 2: storm_mm, 3: rise_mm_min}
+    # in whole units (rounded); at most 45 bytes on the air. FrameError for what it cannot carry.
+    if not _uint(boot) or not _uint(counter) or not counter:
+        raise FrameError("payload", "boot and counter must be unsigned 32-bit integers, counter above 0")
+    if op not in OPS:
+        raise FrameError("payload", "unknown op %r" % (op,))
+    p = [OPCMD, boot, counter, OPS.index(op) + 1]
+    if op == "thresholds" and isinstance(arg, dict):
+        th = {}
+        for k in arg:
+            if k not in THRESHOLD_KEYS or not _number(arg[k]):
+                raise FrameError("payload", "thresholds are alarm_m, storm_m, rise_mm_min: numbers")
+            i = THRESHOLD_KEYS.index(k)
+            th[i + 1] = int(round(arg[k] * (1 if i == 2 else 1000)))
+        arg = th
+    if arg is not None:
+        p.append(arg)
+    return cose.sign(command_key, node.encode(), dumps(p))
+
+
 def peek(token):
     # The fields of a signed command, unverified (the gateway and the CLI, which hold no key or
     # do not need it): -> (node, {"boot", "counter", "op", "arg"}). Raises FrameError.
@@ -95,6 +118,8 @@ def peek(token):
 
 
 def _fields(p):
+    if isinstance(p, list):
+        return _compact_fields(p)
     if not isinstance(p, dict) or p.get(0) != OPCMD:
         raise FrameError("payload", "not a signed command (type 6)")
     boot = p.get(1)
@@ -103,6 +128,27 @@ def _fields(p):
     if not _uint(boot) or not _uint(counter) or not counter or not isinstance(op, str):
         raise FrameError("payload", "a signed command needs boot, counter above 0 and op")
     return {"boot": boot, "counter": counter, "op": op, "arg": p.get(13)}
+
+
+def _compact_fields(p):
+    # [6, boot, counter, op code, ?arg] -> the fields of the same command in full form; an op
+    # code other than 1..4 stays a number (unknown_op), thresholds that are not a map of
+    # 1..3 -> integer become None (bad_arg)
+    if not 4 <= len(p) <= 5 or p[0] != OPCMD or not _uint(p[1]) or not _uint(p[2]) or not p[2] or not _uint(p[3]):
+        raise FrameError("payload", "a compact signed command is [6, boot, counter above 0, op code, ?arg]")
+    code = p[3]
+    op = OPS[code - 1] if 1 <= code <= len(OPS) else code
+    arg = p[4] if len(p) == 5 else None
+    if op == "thresholds":
+        th = {} if isinstance(arg, dict) else None
+        for k in arg if th is not None else ():
+            v = arg[k]
+            if not isinstance(k, int) or not 1 <= k <= 3 or not isinstance(v, int) or isinstance(v, bool):
+                th = None
+                break
+            th[THRESHOLD_KEYS[k - 1]] = v if k == 3 else v / 1000
+        arg = th
+    return {"boot": p[1], "counter": p[2], "op": op, "arg": arg}
 
 
 def decide(token, node, command_key, boot, last, cmd_id=None, depth_mm=None, now_s=None, step_s=None):

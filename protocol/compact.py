@@ -20,6 +20,8 @@ MIN_AIR = 1 + ADDR_LEN + 1 + cose.MAC_LEN
 
 DATA = 1  # payload[0]: compact data frame
 ACK = 2  # payload[0]: compact ACK
+CMD = 6  # payload[0]: an operator's compact signed command (protocol/command.py sign_compact, SPEC 13.6),
+# MACed with the node's command key, never with its key: a receiver's compact.check refuses it (`version`)
 
 # presence-mask bits of a data frame, in the order their values follow the mask
 B_FLAGS = 0
@@ -149,6 +151,16 @@ def _split(air):
         raise FrameError("kid", "key version with a leading zero byte")
     a = 1 + n + ADDR_LEN
     return kv, air[1 + n:a], air[a:-cose.MAC_LEN], air[-cose.MAC_LEN:]
+
+
+def is_command(msg):
+    # whether a (rebuilt) COSE_Mac0 is a compact signed command: its payload an array that starts
+    # with 6. Only a hint for routing: the node verifies it with its command key (firmware/commands.py)
+    try:
+        payload = cose.parse(msg)[2]
+    except FrameError:
+        return False
+    return len(payload) > 1 and payload[0] >> 5 == 4 and payload[1] == CMD
 
 
 def addr_of(air):

@@ -2,7 +2,8 @@
 # operator's command to one node, signed with the node's command key (SPEC.md 6.7) for the
 # node's current boot (read from its retained P/nodes/X/state, or --boot) and a counter above
 # every earlier one (the clock's Unix seconds, or the last counter + 1; kept in the operator
-# keys file before anything is sent). Published to P/nodes/X/down, or printed (--print) for
+# keys file before anything is sent), in the compact form for LoRa (SPEC.md 13.6) when the
+# node's state names a LoRa link or --compact asks. Published to P/nodes/X/down, or printed (--print) for
 # another publisher; --wait shows the node's result when it reports it. Exit codes: 0 applied
 # (or sent/printed without --wait), 1 refused by the node or no result in time or no broker,
 # 2 wrong input (nothing signed), 130 Ctrl-C.
@@ -35,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:password@]host:1883 or mqtts://...")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix P of P/nodes/<node>/down (%(default)s)")
     p.add_argument("--boot", type=int, help="the node's current boot (default: from its retained state on --mqtt)")
+    p.add_argument("--compact", action="store_true",
+                   help="sign the compact form for a LoRa downlink (SPEC.md 13.6; the default for a node whose "
+                        "state says it is heard over LoRa)")
     p.add_argument("--print", action="store_true", help="print the signed command as JSON instead of publishing it")
     p.add_argument("--wait", action="store_true", help="wait for the node's result and show it")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the state or result (%(default)s)")
@@ -70,12 +74,26 @@ def next_counter(last: int, now_s: float | None = None) -> int:
     return max(last + 1, int(time.time() if now_s is None else now_s))
 
 
-def down_payload(command_key: bytes, node: str, boot: int, counter: int, op: str, arg: Any = None) -> str:
+def down_payload(command_key: bytes, node: str, boot: int, counter: int, op: str, arg: Any = None,
+                 compact: bool = False) -> str:
     # the JSON published on P/nodes/<node>/down (README, MQTT topics): the signed command in
-    # "cose" (hex), the rest for people and logs (the gateway and the node read only "cose")
-    token = command.sign(command_key, node, boot, counter, op, arg)
-    return json.dumps({"node": node, "op": op, "arg": arg, "boot": boot, "counter": counter, "cose": token.hex()},
-                      separators=(",", ":"))
+    # "cose" (hex), the rest for people and logs (the gateway and the node read only "cose").
+    # compact: the form for LoRa (SPEC.md 13.6, at most 45 bytes on the air; thresholds in whole
+    # mm and mm/min), with "arg" as the node will read it
+    if compact:
+        token = command.sign_compact(command_key, node, boot, counter, op, arg)
+        arg = command.peek(token)[1]["arg"]
+    else:
+        token = command.sign(command_key, node, boot, counter, op, arg)
+    body = {"node": node, "op": op, "arg": arg, "boot": boot, "counter": counter, "cose": token.hex()}
+    if compact:
+        body["form"] = "compact"
+    return json.dumps(body, separators=(",", ":"))
+
+
+def on_lora(link: object) -> bool:
+    # a node's link as its state names it (gateway/radio.py, gateway/chirpstack.py): heard over LoRa
+    return isinstance(link, str) and (" lora " in f" {link} " or link.startswith("chirpstack "))
 
 
 # ---------------------------------------------------------------- MQTT
@@ -92,6 +110,7 @@ class Broker:
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
             raise CliError(f"--mqtt must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}", EXIT_USAGE)
         self.boot = None
+        self.link = None  # the node's link, as its state names it
         self.results = {}  # cmd_id -> {"cmd_id", "status", "result"} the node reported
         self.cond = threading.Condition()
         self.client = c = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -128,6 +147,8 @@ class Broker:
         with self.cond:
             if isinstance(st.get("boot"), int) and not isinstance(st["boot"], bool):
                 self.boot = st["boot"]
+            if isinstance(st.get("link"), str):
+                self.link = st["link"]
             cmd = st.get("command")
             if isinstance(cmd, dict) and isinstance(cmd.get("cmd_id"), int):
                 self.results[cmd["cmd_id"]] = cmd
@@ -203,14 +224,16 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"command counter of {node} is exhausted; provision a new command key")
         counters[node] = counter
         write_private(args.operator_keys, format_operator_keys(keys, counters))  # before it can be sent
-        payload = down_payload(keys[node], node, boot, counter, args.op, arg)
+        compact = args.compact or (broker is not None and on_lora(broker.link))
+        payload = down_payload(keys[node], node, boot, counter, args.op, arg, compact)
         if args.print:
             print(payload)
             return 0
         assert broker is not None
         broker.publish(base + "/down", payload, args.timeout)
-        print(f"{node}: {args.op} {args.arg or ''} signed for boot {boot} as counter {counter}, sent to {base}/down"
-              .replace("  ", " "), flush=True)
+        form = " (compact, for LoRa)" if compact else ""
+        print(f"{node}: {args.op} {args.arg or ''} signed{form} for boot {boot} as counter {counter}, sent to "
+              f"{base}/down".replace("  ", " "), flush=True)
         if not args.wait:
             return 0
         got = broker.wait(lambda: broker.results.get(counter), args.timeout)

@@ -150,9 +150,7 @@ def signed_vectors() -> list[dict[str, Any]]:
     # SPEC.md 6.7: signed commands and the node's verdict on each, for a node "sew-07" in
     # boot 3 that last applied counter 1767225600, with a shaft 3000 mm deep, its clock at
     # 1767229200 and a time step limit of 3600 s
-    node = "sew-07"
-    ck = command_key_of(node)
-    state = {"node": node, "boot": 3, "last": 1767225600, "depth_mm": 3000, "now_s": 1767229200, "step_s": 3600}
+    node, ck, state = signed_state()
     c = 1767225601
     th = {"alarm_m": f16(2.5), "storm_m": f16(1.5), "rise_mm_min": 30}
 
@@ -183,15 +181,84 @@ def signed_vectors() -> list[dict[str, Any]]:
     ]
     out = []
     for name, token, mac_ok in cases:
-        code, f = command.decide(token, node, ck, state["boot"], state["last"], None, state["depth_mm"],
-                                 state["now_s"], state["step_s"])
-        try:
-            payload = cose.parse(token)[2].hex()
-        except FrameError:
-            payload = None
-        out.append({"name": name, "node": node, "command_key": hexs(ck), "token": hexs(token), "size": len(token),
-                    "payload": payload, "fields": f, "state": state, "result": code,
-                    "result_name": command.RESULTS[code], "mac_ok": mac_ok})
+        out.append(signed_vector(name, node, ck, state, token, mac_ok))
+    assert {v["result"] for v in out} == set(range(len(command.RESULTS))) - {command.UNSIGNED, command.NO_KEY}
+    return out
+
+
+def signed_state() -> tuple[str, bytes, dict[str, Any]]:
+    node = "sew-07"
+    return node, command_key_of(node), {"node": node, "boot": 3, "last": 1767225600, "depth_mm": 3000,
+                                        "now_s": 1767229200, "step_s": 3600}
+
+
+def signed_vector(name: str, node: str, ck: bytes, state: dict[str, Any], token: bytes, mac_ok: bool
+                  ) -> dict[str, Any]:
+    code, f = command.decide(token, node, ck, state["boot"], state["last"], None, state["depth_mm"],
+                             state["now_s"], state["step_s"])
+    try:
+        payload = cose.parse(token)[2].hex()
+    except FrameError:
+        payload = None
+    return {"name": name, "node": node, "command_key": hexs(ck), "token": hexs(token), "size": len(token),
+            "payload": payload, "fields": f, "state": state, "result": code, "result_name": command.RESULTS[code],
+            "mac_ok": mac_ok}
+
+
+def compact_signed_vectors() -> list[dict[str, Any]]:
+    # SPEC.md 13.6: the commands of signed_vectors in the compact form for LoRa (the same node
+    # state), each with its packet on the air ("air", "air_size") and "encoded": whether
+    # command.sign_compact makes the token (the others are built by hand, as a forger or a broken
+    # operator tool would). A file of its own: a device heap loads one file at a time.
+    node, ck, state = signed_state()
+    c = state["last"] + 1
+    prot = cose.protected_header(node.encode())
+
+    def sign(counter: int = c, op: str = "interval", arg: Any = 60, key: bytes = ck, to: str = node,
+             boot: int = 3) -> bytes:
+        return command.sign_compact(key, to, boot, counter, op, arg)
+
+    def raw(p: list[Any]) -> bytes:
+        return signed(ck, prot, cbor.dumps(p))
+
+    u32 = 0xFFFFFFFF
+    cases = [
+        ("compact interval 60", sign(), True, True),
+        ("compact thresholds alarm 2.5 m, storm 1.5 m, rise 30 mm/min",
+         sign(op="thresholds", arg={"alarm_m": 2.5, "storm_m": 1.5, "rise_mm_min": 30}), True, True),
+        ("compact reboot", sign(op="reboot", arg=None), True, True),
+        ("compact time: 30 minutes ahead", sign(op="time", arg=1767231000), True, True),
+        ("compact largest: thresholds at their bounds, largest boot and counter",
+         command.sign_compact(ck, node, u32, u32, "thresholds", {"alarm_m": 100, "storm_m": 100,
+                                                                  "rise_mm_min": 100000}), True, True),
+        ("compact: an older counter", sign(counter=state["last"] - 5), True, True),
+        ("compact: the last command applied again", sign(counter=state["last"]), True, True),
+        ("compact: signed for boot 2", sign(boot=2), True, True),
+        ("compact: signed with the node's uplink key (what a gateway can make)", sign(key=key_of(node)), False, True),
+        ("compact: signed for another node with its command key",
+         sign(to="sew-08", key=command_key_of("sew-08")), False, True),
+        ("compact: interval 86401", sign(arg=86401), True, True),
+        ("compact: alarm 3.5 m in a 3 m shaft", sign(op="thresholds", arg={"alarm_m": 3.5}), True, True),
+        ("compact: time 20 hours ahead", sign(op="time", arg=1767229200 + 72000), True, True),
+        ("compact: unknown op code 9", raw([6, 3, c, 9]), True, False),
+        ("compact: threshold key 4", raw([6, 3, c, 2, {4: 100}]), True, False),
+        ("compact: threshold in metres as a float", raw([6, 3, c, 2, {1: 2.5}]), True, False),
+        ("compact: reboot with an argument", raw([6, 3, c, 3, 1]), True, False),
+        ("compact: op as text", raw([6, 3, c, "interval", 60]), True, False),
+        ("compact: counter 0", raw([6, 3, 0, 1, 60]), True, False),
+        ("compact: one element too many", raw([6, 3, c, 1, 60, 0]), True, False),
+    ]
+    out = []
+    for name, token, mac_ok, encoded in cases:
+        v = signed_vector(name, node, ck, state, token, mac_ok)
+        v["profile"] = "compact"
+        v["encoded"] = encoded
+        air = compact.to_air(token)
+        assert air[0] == compact.PROFILE and compact.from_air(air, cose.parse(token)[0].decode()) == token
+        v["air"] = hexs(air)
+        v["air_size"] = len(air)
+        out.append(v)
+    assert max(v["air_size"] for v in out) <= 51  # LoRaWAN EU868 DR0-2
     assert {v["result"] for v in out} == set(range(len(command.RESULTS))) - {command.UNSIGNED, command.NO_KEY}
     return out
 
@@ -515,6 +582,7 @@ def build() -> dict[str, Any]:
         "cmd.json": cmd_vectors(),
         "boot.json": boot_vectors(),
         "signed.json": signed_vectors(),
+        "signed_compact.json": compact_signed_vectors(),
         "invalid.json": invalid_vectors(),
         "serial.json": serial_vectors(),
         "compact.json": compact_vectors(),

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from protocol import compact, cose, keyring, message, senml
-from protocol.cbor import FrameError
+from protocol.cbor import FrameError, loads
 from tests.protocol import vecs
 from tests.support import mpvm
 from tools import make_vectors
@@ -126,3 +126,52 @@ def test_compact_vectors_on_micropython(tmp_path):
     values = dict(re.findall(r"^(\w+) (\S+)$", proc.stdout, re.M))
     assert "FAIL" not in proc.stdout, proc.stdout
     assert (int(values["valid"]), int(values["invalid"]), values["failures"]) == (len(VALID), len(INVALID), "0")
+
+
+# ---------------------------------------------------------------- compact signed commands (SPEC.md 13.6)
+
+SIGNED_COMPACT = vecs.load_file("signed_compact.json")
+
+
+@pytest.mark.parametrize("v", SIGNED_COMPACT, ids=[v["name"] for v in SIGNED_COMPACT])
+def test_compact_command_packet_rebuilds_its_token(v):
+    air, token = vecs.unhex(v["air"]), vecs.unhex(v["token"])
+    node = cose.parse(token)[0].decode()
+    assert compact.from_air(air, node) == token and compact.to_air(token) == air and len(air) == v["air_size"]
+    assert compact.is_command(token) and air[0] == compact.PROFILE
+    with pytest.raises(FrameError) as e:  # never a link message, even under the key that MACed it
+        message.decode(token, {node: vecs.unhex(v["command_key"])}.get)
+    assert e.value.reason == ("version" if v["mac_ok"] else "mac")
+
+
+def test_every_command_kind_fits_a_lora_downlink_at_its_largest():
+    from protocol import command
+
+    u32 = 0xFFFFFFFF
+    ck = make_vectors.command_key_of("sew-07")
+    for op, arg in (("interval", 86400), ("reboot", None), ("time", u32),
+                    ("thresholds", {"alarm_m": 100, "storm_m": 100, "rise_mm_min": 100000})):
+        token = command.sign_compact(ck, "sew-07", u32, u32, op, arg)
+        full = command.sign(ck, "sew-07", u32, u32, op, arg)
+        assert len(compact.to_air(token)) <= 45 < len(message.encode_signed(ck, "sew-07", u32, u32, full)) - 40
+        # the same command: the node reads the same fields from either form
+        assert command.decide(token, "sew-07", ck, u32, 0) == command.decide(full, "sew-07", ck, u32, 0)
+        assert command.peek(token) == command.peek(full)
+    with open(vecs.FOLDER + "/../SPEC.md") as f:
+        text = f.read()
+    for v in SIGNED_COMPACT:
+        if v["result_name"] == "applied" or v["name"].startswith("compact largest"):
+            assert "| %d bytes |" % v["air_size"] in text.split("### 13.6")[1], v["name"]
+
+
+def test_thresholds_go_in_whole_millimetres_and_are_checked_against_the_depth_in_mm():
+    from protocol import command
+
+    ck = make_vectors.command_key_of("sew-07")
+    token = command.sign_compact(ck, "sew-07", 3, 9, "thresholds", {"alarm_m": 2.999, "rise_mm_min": 12.4})
+    assert loads(cose.parse(token)[2]) == [6, 3, 9, 2, {1: 2999, 3: 12}]
+    # 2999 / 1000 * 1000 is 2999.0000000000005 in binary64: still within a 2999 mm shaft
+    assert command.decide(token, "sew-07", ck, 3, 0, depth_mm=2999)[0] == command.APPLIED
+    assert command.decide(token, "sew-07", ck, 3, 0, depth_mm=2998)[0] == command.BEYOND_DEPTH
+    with pytest.raises(FrameError):
+        command.sign_compact(ck, "sew-07", 3, 9, "thresholds", {"alarm": 1})

@@ -3,7 +3,11 @@
 # With a broker, the gateway and a node: tests/gateway/test_signed_commands.py.
 import json
 import stat
+import threading
+import time
 
+import paho.mqtt.publish as publish
+import paho.mqtt.subscribe as subscribe
 import pytest
 
 from gateway.files import write_private
@@ -72,3 +76,48 @@ def test_no_broker_is_exit_1(ops, capsys):
     assert run(ops, "--op", "reboot", "--mqtt", "mqtt://127.0.0.1:1", "--timeout", "1") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot reach the MQTT broker" in err
+
+
+def test_compact_signs_the_lora_form_that_fits_a_downlink(ops, capsys):
+    # SPEC.md 13.6: --compact (or a node heard over LoRa) signs the form a LoRa downlink carries
+    from protocol import compact
+
+    assert run(ops, "--op", "thresholds", "--arg", '{"alarm_m": 1.0016, "storm_m": 0.9}', "--boot", "3",
+               "--compact", "--print") == 0
+    out = json.loads(capsys.readouterr().out)
+    token = bytes.fromhex(out["cose"])
+    assert out["form"] == "compact" and len(compact.to_air(token)) <= 51
+    code, f = command.decide(token, "sew-07", KEY, 3, 0)
+    # in whole millimetres on the air, and the JSON says what the node will read
+    assert code == command.APPLIED and f["arg"] == out["arg"] == {"alarm_m": 1.002, "storm_m": 0.9}
+
+
+@pytest.mark.parametrize(("link", "lora"), [
+    ("serial /dev/ttyACM0 lora rssi -97 snr -7.5", True), ("chirpstack 0102030405060708 rssi -100 snr -3", True),
+    ("udp 127.0.0.1:40000", False), ("serial /dev/ttyUSB0", False), (None, False)])
+def test_a_node_heard_over_lora_gets_the_compact_form(link, lora):
+    from tools.command import on_lora
+
+    assert on_lora(link) is lora
+
+
+def test_with_a_broker_a_node_heard_over_lora_gets_the_compact_form(ops, mosquitto, capsys):
+    # its retained state names the link: `citynode command` signs the compact form by itself
+    state = {"node": "sew-07", "boot": 9, "link": "serial /dev/ttyACM0 lora rssi -97 snr -7.5"}
+    publish.single("citynode/nodes/sew-07/state", json.dumps(state), qos=1, retain=True, hostname="127.0.0.1",
+                   port=mosquitto.port)
+    got = {}
+
+    def listen():
+        m = subscribe.simple("citynode/nodes/sew-07/down", qos=1, hostname="127.0.0.1", port=mosquitto.port)
+        got["down"] = json.loads(m.payload)
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    time.sleep(0.5)  # subscribed before the command goes out
+    assert run(ops, "--op", "interval", "--arg", "600", "--mqtt", mosquitto.url, "--timeout", "10") == 0
+    assert "(compact, for LoRa) for boot 9" in capsys.readouterr().out
+    t.join(10)
+    token = bytes.fromhex(got["down"]["cose"])
+    assert got["down"]["form"] == "compact"
+    assert command.decide(token, "sew-07", KEY, 9, 0)[0] == command.APPLIED

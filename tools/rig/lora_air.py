@@ -429,10 +429,11 @@ def sim_gateway_actor(modem: SimModem, keys: Mapping[str, bytes], gateway: Any, 
     # gateway's own duty cycle (an ACK the hour has no room for is skipped: the next one is
     # cumulative). -> the actor function for SimTime.spawn.
     from firmware.lora_link import DutyCycle
+    from gateway.radio import AddressBook
     from protocol import compact
-    from protocol import message as msg
     from protocol.cbor import FrameError
 
+    book = AddressBook(lambda: keys)
     by_addr = {}
     for node in keys:
         by_addr.setdefault(compact.address(node), []).append(node)
@@ -458,10 +459,7 @@ def sim_gateway_actor(modem: SimModem, keys: Mapping[str, bytes], gateway: Any, 
                 continue
             clock.sleep_ms(turnaround_ms)
             for r in replies:
-                d = msg.decode(r, keys.get)
-                if d["type"] == "ack":
-                    r = compact.encode_ack(keys[d["node"]], d["node"], d["boot"], d["seq"], d["cum"])
-                air = compact.to_air(r)
+                air = book.downlink(r)  # as gateway/radio.py makes it: compact ACKs and commands
                 t = (modem.get_time_on_air_us(len(air)) + 999) // 1000
                 if not duty.allows(t):
                     counts["skipped"] += 1
