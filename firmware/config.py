@@ -3,6 +3,7 @@
 # Validated on load with one clear reason per fault; the loop only sees checked values.
 import json
 
+from firmware import FirmwareError
 from protocol.message import INTERVAL_MAX, THRESHOLD_MAX
 
 CONFIG_NAME = "config.json"
@@ -40,7 +41,7 @@ _INTS = {
 _THRESHOLDS = ("alarm_mm", "storm_mm", "rise_mm_min", "hysteresis_mm")
 
 
-class ConfigError(ValueError):
+class ConfigError(FirmwareError):
     pass
 
 

@@ -9,7 +9,7 @@
 #
 # The node itself makes the frames (boot, seq, flags, info) and hands what the gateway
 # says to the part it concerns.
-from firmware import filters
+from firmware import FirmwareError, filters
 from firmware.buffer import Buffer
 from firmware.clock import ticks_diff
 from firmware.health import Health
@@ -22,7 +22,7 @@ from protocol.cbor import FrameError
 FIRMWARE_VERSION = "0.1.0"
 
 
-class Reset(Exception):
+class Reset(FirmwareError):
     # raised by a board's reset()/deepsleep() where the hardware would restart (sim, tests)
     def __init__(self, cause):
         super().__init__(cause)

@@ -1,6 +1,7 @@
 # `citynode gateway --config gateway.toml`: run until SIGTERM/SIGINT (SIGHUP reloads the
-# keys file). `citynode gateway --check-config FILE` only validates. A bad config is one
-# line on stderr naming the key, and exit code 2.
+# keys file). `citynode gateway --check-config FILE` only validates. A bad config raises
+# ConfigError (an InputError: one line on stderr naming the key, exit code 2), a gateway that
+# cannot start GatewayError (exit 1); tools/cli.py maps them.
 import argparse
 import logging
 import signal
@@ -10,11 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gateway import config
+from gateway import GatewayError, config
 from gateway.keys import Keys, KeysError, load_keys
-
-EXIT_CONFIG = 2
-EXIT_START = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +26,15 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _fail(text: str, code: int) -> int:
-    print(f"citynode gateway: {text}", file=sys.stderr)
-    return code
-
-
 def load(path: str, role: str = "gateway") -> tuple[config.Settings, Keys]:
     # -> (settings, keys); raises ConfigError with the one line to show (role "relay": relay.toml)
+    try:
+        return _load(path, role)
+    except config.ConfigError as e:
+        raise config.ConfigError(f"config error: {e}") from None
+
+
+def _load(path: str, role: str) -> tuple[config.Settings, Keys]:
     settings = config.load(path, role)
     try:
         config.check_private_files(settings)
@@ -63,11 +63,8 @@ def start_logging(settings: config.Settings, level: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     path = args.check_config or args.config
     if not path:
-        return _fail("give --config FILE (or --check-config FILE)", EXIT_CONFIG)
-    try:
-        settings, keys = load(path)
-    except config.ConfigError as e:
-        return _fail(f"config error: {e}", EXIT_CONFIG)
+        raise config.ConfigError("give --config FILE (or --check-config FILE)")
+    settings, keys = load(path)
     warnings = config.plaintext_warnings(settings)
     if args.check_config:
         for line in warnings:
@@ -86,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     start_logging(settings, args.log_level)
     for line in warnings:
         logging.getLogger("citynode.gateway").warning("%s", line)
-    from gateway.daemon import DataDirInUse, Gateway  # after validation: --check-config stays light
+    from gateway.daemon import Gateway  # after validation: --check-config stays light
 
     gw = Gateway(settings, keys)
     stop = threading.Event()
@@ -104,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, handler(hup))
     try:
         gw.start()
-    except (OSError, sqlite3.Error, ValueError, DataDirInUse) as e:
-        return _fail(f"cannot start: {e}", EXIT_START)
+    except (OSError, sqlite3.Error, ValueError, GatewayError) as e:
+        raise GatewayError(f"cannot start: {e}") from None
     while not stop.is_set():
         wake.wait(5.0)  # a signal handler runs (and sets wake) while this waits: no polling
         wake.clear()

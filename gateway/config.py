@@ -15,11 +15,12 @@ import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
+from gateway import InputError
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     pass
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from gateway import __version__, nodestate
+from gateway import GatewayError, __version__, nodestate
 from gateway.config import check_private
 from gateway.downlink import Downlink, handle_command
 from gateway.ingest import UdpLink, open_links
@@ -59,7 +59,7 @@ def close_rest(owner: Any) -> None:
         owner._lock_fd = None
 
 
-class DataDirInUse(RuntimeError):
+class DataDirInUse(GatewayError, RuntimeError):
     pass
 
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from gateway import InputError
 from protocol import command
 from protocol.cbor import FrameError
 
@@ -26,7 +27,7 @@ log = logging.getLogger("citynode.gateway")
 MAX_PAYLOAD = 2048  # a signed command is at most 512 bytes, 1 KB as hex
 
 
-class CommandError(ValueError):
+class CommandError(InputError):
     pass
 
 

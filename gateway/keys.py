@@ -6,6 +6,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway import InputError
 from protocol import keyring
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
@@ -15,7 +16,7 @@ MAX_KEY = 64
 MAX_KEY_VERSION = 0xFFFFFFFF  # SPEC.md 4.1: 1..4 bytes on the wire
 
 
-class KeysError(ValueError):
+class KeysError(InputError):
     pass
 
 

@@ -43,6 +43,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from gateway import GatewayError
+
 READ_SIZE = 65536
 SUPPORTED = ((2, 1), (3, 0))  # paho-mqtt versions: at least the first, below the second (pyproject.toml)
 # paho.mqtt.client.Client's private methods used here: name -> its parameters
@@ -53,7 +55,7 @@ ATTRIBUTES = {"_sock": "None before connect()", "_in_packet": "a dict with 'comm
 INTERNALS = tuple(METHODS) + tuple(ATTRIBUTES) + ("paho.mqtt.client.time_func",)
 
 
-class PahoIncompatible(ValueError):
+class PahoIncompatible(GatewayError, ValueError):
     # a ValueError: the daemon's start reports it in one line (`cannot start: ...`, gateway/cli.py)
     pass
 

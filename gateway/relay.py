@@ -21,7 +21,6 @@ import datetime
 import logging
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -29,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
-from gateway import __version__, config, dedup, osthread
-from gateway.daemon import DataDirInUse, close_rest, lock_data_dir
+from gateway import GatewayError, __version__, config, dedup, osthread
+from gateway.daemon import close_rest, lock_data_dir
 from gateway.keys import load_keys
 from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream
 from gateway.outputs import Frame, iso
@@ -433,11 +432,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gateway.cli import load, start_logging
 
-    try:
-        settings, keys = load(args.config, "relay")
-    except config.ConfigError as e:
-        print(f"citynode relay: config error: {e}", file=sys.stderr)
-        return 2
+    settings, keys = load(args.config, "relay")  # ConfigError: exit 2 (tools/cli.py)
     if args.check_config:
         print(f"{args.config}: ok ({len(keys)} node keys, stream {settings.nats.stream} on "
               f"{len(settings.nats.servers)} servers, mqtt {config.redact_url(settings.mqtt.url)})")
@@ -449,9 +444,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
     try:
         relay = Relay(settings, keys).start()
-    except (OSError, sqlite3.Error, ValueError, DataDirInUse) as e:
-        print(f"citynode relay: cannot start: {e}", file=sys.stderr)
-        return 1
+    except (OSError, sqlite3.Error, ValueError, GatewayError) as e:
+        raise GatewayError(f"cannot start: {e}") from None
     while not stop.wait(1.0):
         if hup.is_set():
             hup.clear()

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gateway import osthread
+from gateway import GatewayError, osthread
 from gateway.dedup import SeqState
 
 log = logging.getLogger("citynode.gateway")
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS st_rejected (id INTEGER PRIMARY KEY, path TEXT NOT NU
 """
 
 
-class StoreError(Exception):
+class StoreError(GatewayError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason  # "disk_full" or "storage"

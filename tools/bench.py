@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+from tools.cli import UsageError
+
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 # every bench/<name>_bench.py is a benchmark; this order first, then the rest by name
 ORDER = ("protocol", "firmware", "gateway")
@@ -26,14 +28,12 @@ def run(args: argparse.Namespace) -> int:
     chosen = args.names or known
     unknown = [n for n in chosen if n not in known]
     if unknown:
-        print(f"citynode bench: no benchmark {unknown[0]!r}; choose from {', '.join(known)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no benchmark {unknown[0]!r}; choose from {', '.join(known)}")
     status = 0
     for name in chosen:
         script = BENCH / f"{name}_bench.py"
         if not script.exists():
-            print(f"citynode bench: {script} not found (benchmarks run from a source checkout)", file=sys.stderr)
-            return 2
+            raise UsageError(f"{script} not found (benchmarks run from a source checkout)")
         print(f"== {name} ({script.relative_to(BENCH.parent)})", flush=True)
         status = subprocess.call([sys.executable, str(script)]) or status
     return status

@@ -4,8 +4,9 @@
 #
 # Every error a user can cause ends as ONE line on stderr, "citynode <command>: <what>",
 # and one of the exit codes below (docs/technician.md lists them), never a traceback:
-# a subcommand raises CliError (or returns its code after printing its line); this module
-# turns argparse errors, Ctrl-C and anything unexpected into such a line.
+# a subcommand raises its error (CliError or UsageError here, or another package's root error,
+# docs/architecture.md "Errors") and exit_code() below, the one map from errors to codes,
+# picks the code; argparse errors, Ctrl-C and anything unexpected become such a line too.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -43,10 +44,43 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class CliError(Exception):
-    # raise CliError("what went wrong; what to do", code) from a subcommand: one line, that code
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
+    # The tools' root error: raise CliError("what went wrong; what to do") from a subcommand
+    # when the command ran and failed (exit 1)
+    pass
+
+
+class UsageError(CliError):
+    # what was given is wrong: an option, a value, an input file; nothing was changed (exit 2)
+    pass
+
+
+def exit_code(e: BaseException) -> int:
+    # The one map from the error that ended a command to its documented exit code: each
+    # package's root error (protocol FrameError, firmware FirmwareError, gateway GatewayError,
+    # tools CliError) fails with 1, their kinds of wrong input with 2; anything else is a bug.
+    from firmware import FirmwareError
+    from firmware.config import ConfigError as NodeConfigError
+    from gateway import GatewayError, InputError
+    from protocol import FrameError
+
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(e, UsageError | InputError | NodeConfigError):  # a node config, gateway.toml, a keys file
+        return EXIT_USAGE
+    if isinstance(e, CliError | GatewayError | FirmwareError | FrameError | OSError):
+        return EXIT_FAILED
+    return EXIT_BUG
+
+
+def error_line(e: BaseException, code: int) -> str:
+    # what the user reads after "citynode <command>: "
+    if isinstance(e, KeyboardInterrupt):
+        return str(e) or "interrupted (Ctrl-C)"
+    if code == EXIT_BUG:
+        return f"internal error: {type(e).__name__}: {e} (a bug; CITYNODE_DEBUG=1 shows the traceback)"
+    if isinstance(e, OSError):
+        return os_error_text(e)
+    return str(e)
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,15 +112,12 @@ def hostport_arg(text: str, lowest: int = 1) -> str:
     return text
 
 
-def load_keys_option(path: str, prog: str) -> Keys | None:
-    # The --keys FILE of a technician command: the keys, or None after one line on stderr.
-    from gateway.keys import KeysError, load_keys
+def load_keys_option(path: str) -> Keys:
+    # The --keys FILE of a technician command; a missing or broken file raises KeysError
+    # (the gateway's wrong input: exit 2)
+    from gateway.keys import load_keys
 
-    try:
-        return load_keys(path)
-    except KeysError as e:
-        print(f"citynode {prog}: {e}", file=sys.stderr)
-        return None
+    return load_keys(path)
 
 
 def version() -> str:
@@ -154,24 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         command = args.command
         return available[command].run(args) or EXIT_OK
-    except CliError as e:
-        _say(command, str(e))
-        return e.code
-    except KeyboardInterrupt:
-        _say(command, "interrupted (Ctrl-C)")
-        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `citynode monitor ... | head`: the reader went away
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), sys.stdout.fileno())
         return EXIT_FAILED
-    except OSError as e:
-        _say(command, os_error_text(e))
-        return EXIT_FAILED
-    except Exception as e:  # noqa: BLE001 - a bug: still one line, and how to see more
-        if os.environ.get("CITYNODE_DEBUG"):
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - a bug too: still one line, and how to see more
+        code = exit_code(e)
+        if code == EXIT_BUG and os.environ.get("CITYNODE_DEBUG"):
             raise
-        _say(command, f"internal error: {type(e).__name__}: {e} (a bug; CITYNODE_DEBUG=1 shows the traceback)")
-        return EXIT_BUG
+        _say(command, error_line(e, code))
+        return code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import secrets
-import sys
 import threading
 import time
 import urllib.parse
@@ -22,7 +21,7 @@ from gateway.files import write_private
 from gateway.keys import KeysError, parse_keys, read_toml, toml_key
 from protocol import command
 from protocol.message import check_node_id
-from tools.cli import EXIT_FAILED, EXIT_USAGE, CliError
+from tools.cli import EXIT_FAILED, CliError, UsageError
 
 DEFAULT_PREFIX = "citynode"
 
@@ -108,7 +107,7 @@ class Broker:
 
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise CliError(f"--mqtt must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}", EXIT_USAGE)
+            raise UsageError(f"--mqtt must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}")
         self.boot = None
         self.link = None  # the node's link, as its state names it
         self.results = {}  # cmd_id -> {"cmd_id", "status", "result"} the node reported
@@ -187,28 +186,28 @@ def parse_arg(text: str | None) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise CliError(f"--arg {text!r} is not JSON (a number, or an object such as '{{\"alarm_m\": 1.5}}')",
-                       EXIT_USAGE) from None
+        raise UsageError(f"--arg {text!r} is not JSON (a number, or an object such as "
+                         "'{\"alarm_m\": 1.5}')") from None
 
 
 def run(args: argparse.Namespace) -> int:
     node = args.node
     if not check_node_id(node):
-        raise CliError(f"--node {node!r} is not a node id", EXIT_USAGE)
+        raise UsageError(f"--node {node!r} is not a node id")
     arg = parse_arg(args.arg)
     code = command.check(args.op, arg)
     if code:
-        raise CliError(f"--op {args.op} --arg {args.arg}: {command.RESULTS[code]} (nothing was signed)", EXIT_USAGE)
+        raise UsageError(f"--op {args.op} --arg {args.arg}: {command.RESULTS[code]} (nothing was signed)")
     try:
         keys, counters = load_operator_keys(args.operator_keys)
-    except KeysError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+    except KeysError:
+        raise  # the operator keys file is wrong input (exit 2, tools/cli.py)
     if node not in keys:
-        raise CliError(f"{args.operator_keys} has no command key for {node}", EXIT_USAGE)
+        raise UsageError(f"{args.operator_keys} has no command key for {node}")
     if args.boot is not None and not 0 <= args.boot <= command.U32:
-        raise CliError(f"--boot {args.boot} is not 0..{command.U32}", EXIT_USAGE)
+        raise UsageError(f"--boot {args.boot} is not 0..{command.U32}")
     if args.mqtt is None and (not args.print or args.boot is None or args.wait):
-        raise CliError("--mqtt is needed (or --print with --boot, to sign only)", EXIT_USAGE)
+        raise UsageError("--mqtt is needed (or --print with --boot, to sign only)")
     base = f"{args.prefix}/nodes/{node}"
     broker = Broker(args.mqtt, base) if args.mqtt else None
     try:
@@ -238,9 +237,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         got = broker.wait(lambda: broker.results.get(counter), args.timeout)
         if got is None:
-            print(f"citynode command: no result from {node} within {args.timeout:g} s (the gateway sends it when "
-                  "the node is next heard)", file=sys.stderr)
-            return EXIT_FAILED
+            raise CliError(f"no result from {node} within {args.timeout:g} s (the gateway sends it when "
+                           "the node is next heard)")
         print(f"{node}: {got.get('result') or got.get('status')}")
         return 0 if got.get("status") == command.APPLIED else EXIT_FAILED
     finally:

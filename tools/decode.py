@@ -70,38 +70,35 @@ def parse_input(text: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.frame == "-" else args.frame
+    from tools.cli import EXIT_FAILED, CliError, UsageError
+
     try:
         raw = parse_input(text)
     except ValueError as e:
-        print(f"citynode decode: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     print(f"{len(raw)} bytes")
     try:
         obj = cbor.loads(raw)
     except FrameError as e:
-        print(f"citynode decode: not a valid frame: {e}", file=sys.stderr)
-        return 1
+        raise CliError(f"not a valid frame: {e}") from None
     print(diag(obj))
     try:
         kid, _protected, payload, _tag = cose.parse(raw)
         m = message.parse_payload(payload)
     except FrameError as e:
-        print(f"citynode decode: not a valid citynode message: {e}", file=sys.stderr)
-        return 1
+        raise CliError(f"not a valid citynode message: {e}") from None
     node = kid.decode(errors="replace")
     status = 0
     if args.keys:
         from tools.cli import load_keys_option
 
-        keys = load_keys_option(args.keys, "decode")
-        if keys is None:
-            return 2
+        keys = load_keys_option(args.keys)
         try:
             message.decode(raw, getattr(keys, "verifier", keys.get))
             print(f"MAC: ok (key of {node})")
         except FrameError as e:
             print(f"MAC: FAILED ({e})")
-            status = 1
+            status = EXIT_FAILED
     else:
         print("MAC: not checked (give --keys FILE to verify it)")
     head = {k: v for k, v in m.items() if k not in ("records",)}
@@ -115,5 +112,5 @@ def run(args: argparse.Namespace) -> int:
         bad = RecordCheck().check(m["records"])
         if bad:  # valid on the wire, but no SenML a consumer accepts: the gateway refuses it
             print(f"SenML: the gateway refuses this frame (payload): {bad}")
-            status = 1
+            status = EXIT_FAILED
     return status

@@ -18,6 +18,7 @@ from typing import Any
 
 from protocol.message import F_ALARM, F_STORM
 from tools import fleet
+from tools.cli import CliError, UsageError
 
 PREFIX = "citynode"
 SPARK = "▁▂▃▄▅▆▇█"
@@ -220,8 +221,7 @@ def start_gateway(tmp: str, keys: dict[str, bytes], mqtt_url: str,
 
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 20:
-        print("citynode demo: --nodes must be 1..20", file=sys.stderr)
-        return 2
+        raise UsageError("--nodes must be 1..20")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     tty = sys.stdout.isatty()
     chars = SPARK if (sys.stdout.encoding or "").lower().replace("-", "") == "utf8" else SPARK_ASCII
@@ -290,8 +290,7 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         except (OSError, RuntimeError, ValueError) as e:
-            print(f"citynode demo: {e}", file=sys.stderr)
-            return 1
+            raise CliError(str(e)) from None
         finally:
             stop.set()
             for n in nodes:

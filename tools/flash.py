@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tools import nodeconfig
+from tools.cli import CliError
 from tools.progress import Bar
-from tools.upload import BoardFs, UploadError, build_bundle, for_virtual_rig, sha256_hex
+from tools.upload import BoardFs, build_bundle, for_virtual_rig, sha256_hex
 
 # chip -> (esptool name, CHIP_NAME esptool reports, MicroPython image offset)
 CHIPS = {
@@ -31,11 +32,9 @@ BANNER = rb"citynode (\S+) node (\S+) boot (\d+)"
 CONFIG_ERROR = rb"[^\r\n]*(?:config|ConfigError)[^\r\n]*(?:provision|must|not valid)[^\r\n]*"
 
 
-class FlashError(Exception):
-    # code: the exit code (docs/technician.md): 1 the flash failed, 2 a bad node folder
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+class FlashError(CliError):
+    # the flash failed (exit 1); a bad node folder is the node config's ConfigError (exit 2)
+    pass
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,22 +58,16 @@ def check_port(port: str) -> None:
 def probe_port(port: str) -> None:
     # open it exclusively once, and look for other programs that hold it: "busy" is then
     # said as such, instead of surfacing later as a refused command
-    from tools.cli import CliError
     from tools.ports import open_exclusive
 
-    try:
-        open_exclusive(port, 115200).close()
-    except CliError as e:
-        raise FlashError(str(e)) from None
+    open_exclusive(port, 115200).close()  # CliError: no such port, busy (and by whom), no permission
 
 
 def load_node_config(node_dir: str) -> dict[str, Any]:
     if node_dir is None:
         return None
-    try:  # checked by tools.nodeconfig and by the firmware's own config validation
-        return nodeconfig.load(os.path.join(node_dir, nodeconfig.CONFIG_NAME))
-    except nodeconfig.ConfigError as e:
-        raise FlashError(str(e), code=2) from None
+    # checked by tools.nodeconfig and by the firmware's own config validation; ConfigError: exit 2
+    return nodeconfig.load(os.path.join(node_dir, nodeconfig.CONFIG_NAME))
 
 
 # ------------------------------------------------------------------ steps
@@ -205,14 +198,10 @@ def print_plan(args: argparse.Namespace, files: Sequence[tuple[str, bytes]]) -> 
 def run(args: argparse.Namespace) -> int:
     try:
         return flash(args)
-    except (FlashError, UploadError) as e:
-        print(f"citynode flash: {e}", file=sys.stderr)
-        return getattr(e, "code", 1)
     except KeyboardInterrupt:
         # the files written so far are complete (each goes to a temporary name, then renamed)
-        print("citynode flash: interrupted (Ctrl-C); run the same command again to finish (only what "
-              "differs is written)", file=sys.stderr)
-        return 130
+        raise KeyboardInterrupt("interrupted (Ctrl-C); run the same command again to finish (only what "
+                                "differs is written)") from None
 
 
 def flash(args: argparse.Namespace) -> int:

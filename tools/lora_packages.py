@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import tempfile
 
+from tools.cli import CliError
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # chip -> the mip packages a synchronous driver for it needs (each package's manifest.py requires "lora")
@@ -18,7 +20,7 @@ PACKAGES = {
 }
 
 
-class LoraDriversMissing(Exception):
+class LoraDriversMissing(CliError):
     # one line: what is missing and what to do
     pass
 

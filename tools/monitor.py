@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from protocol import cobs, cose, message, senml
 from protocol.cbor import FrameError
-from tools.cli import EXIT_USAGE, CliError, hostport, hostport_arg
+from tools.cli import CliError, UsageError, hostport, hostport_arg
 
 FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F_SAFE, "safe"),
               (message.F_BACKLOG, "backlog"))
@@ -205,8 +205,7 @@ def open_udp(addr: str) -> socket.socket:
     try:
         family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
     except socket.gaierror:
-        raise CliError(f"--udp {addr}: cannot resolve {host!r}; give an address such as 127.0.0.1:5683",
-                       EXIT_USAGE) from None
+        raise UsageError(f"--udp {addr}: cannot resolve {host!r}; give an address such as 127.0.0.1:5683") from None
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.bind(sockaddr)
@@ -236,9 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keys:
         from tools.cli import load_keys_option
 
-        keys = load_keys_option(args.keys, "monitor")
-        if keys is None:
-            return 2
+        keys = load_keys_option(args.keys)
     table = FrameTable(keys, hex_frames=args.hex)
     deadline = time.monotonic() + args.duration if args.duration else None
 
@@ -260,9 +257,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except (OSError, serial.SerialException) as e:
-        detail = getattr(e, "strerror", None) or str(e)
-        print(f"citynode monitor: cannot use {source}: {detail}", file=sys.stderr)
-        return 1
+        raise CliError(f"cannot use {source}: {getattr(e, 'strerror', None) or e}") from None
     finally:
         for line in table.summary():
             print(line)

@@ -21,8 +21,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Self
 
+from tools.cli import CliError
 
-class ClusterError(RuntimeError):
+
+class ClusterError(CliError, RuntimeError):
     pass
 
 

@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 from firmware import config as device_config
+from firmware.config import ConfigError  # one error for a node config that does not pass, the node's own
 from firmware.main import BOARDS as DEVICE_BOARDS
 from firmware.sim.board import SimBoard
 from protocol.message import INTERVAL_MAX, check_node_id
@@ -16,10 +17,6 @@ DEFAULT_INTERVAL_S = 300
 STORM_INTERVAL_S = device_config.DEFAULTS["storm_interval_s"]
 BOARDS = (*DEVICE_BOARDS, SimBoard.name)  # the boards firmware.main starts, and the simulator's
 LINKS = ("uart", "udp")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def parse_hostport(text: str | None, what: str = "--gateway") -> tuple[str, int]:
@@ -69,12 +66,9 @@ def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gatew
 
 def check_with_firmware(config: dict[str, Any], source: str = "node config") -> dict[str, Any]:
     # the node's own validation (firmware/config.py), run here so a bad config never reaches a board
-    from firmware.config import ConfigError as FirmwareConfigError
-    from firmware.config import validate as firmware_validate
-
     try:
-        firmware_validate(dict(config))
-    except FirmwareConfigError as e:
+        device_config.validate(dict(config))
+    except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return config
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import secrets
-import sys
 from typing import Any
 
 from gateway.files import write_private
@@ -14,18 +13,12 @@ from gateway.keys import Keys, KeysError, format_keys, load_keys
 from protocol.message import check_node_id
 from protocol.names import NODE_ID_RULE
 from tools import nodeconfig
-from tools.cli import EXIT_FAILED, EXIT_USAGE
+from tools.cli import CliError, UsageError
 from tools.command import format_operator_keys, load_operator_keys, next_counter
 
 KEY_BYTES = 16  # 128-bit HMAC key, the SPEC's minimum and plenty for HMAC 256/64
 COMMAND_KEY_BYTES = 32  # the operator's command key (SPEC 6.7): the gateway never holds it
 CONFIG_NAME = nodeconfig.CONFIG_NAME
-
-
-class ProvisionError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,49 +48,47 @@ def provision(node: str, out: str, keys_path: str, board: str = "esp32", link: s
               gateway: str | None = None, wifi_ssid: str | None = None,
               wifi_password: str = "", interval_s: int = nodeconfig.DEFAULT_INTERVAL_S, force: bool = False,
               drop_old_key: bool = False, operator_keys_path: str | None = None) -> tuple[str, dict[str, Any]]:
-    # -> (config path, config dict). Raises ProvisionError with a one-line reason; on any
+    # -> (config path, config dict). Raises UsageError, CliError or ConfigError with a one-line reason; on any
     # failure nothing is left behind: no node folder, no config, no temporary file, and the
     # keys file as it was.
     if not check_node_id(node):
-        raise ProvisionError(f"node id {node!r}: must be {NODE_ID_RULE}", EXIT_USAGE)
+        raise UsageError(f"node id {node!r}: must be {NODE_ID_RULE}")
     if drop_old_key and not force:
-        raise ProvisionError("--drop-old-key replaces a key: give --force too", EXIT_USAGE)
+        raise UsageError("--drop-old-key replaces a key: give --force too")
     link = link or ("udp" if gateway else "uart")
     key = secrets.token_bytes(KEY_BYTES)
-    try:  # checked once before the keys file is read, so a bad option names itself first
-        nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
-                         wifi_password=wifi_password, interval_s=interval_s)
-    except nodeconfig.ConfigError as e:
-        raise ProvisionError(str(e), EXIT_USAGE) from None
+    # checked once before the keys file is read, so a bad option names itself first (ConfigError: exit 2)
+    nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
+                     wifi_password=wifi_password, interval_s=interval_s)
     command_key = secrets.token_bytes(COMMAND_KEY_BYTES)
     operator_keys_path = operator_keys_path or os.path.join(os.path.dirname(keys_path), "operator-keys.toml")
     op_keys, counters = {}, {}
     if os.path.abspath(operator_keys_path) == os.path.abspath(keys_path):
-        raise ProvisionError("--operator-keys must not be the gateway keys file: the gateway must not hold command "
-                             "keys", EXIT_USAGE)
+        raise UsageError("--operator-keys must not be the gateway keys file: the gateway must not hold command "
+                         "keys")
     if os.path.exists(operator_keys_path):
         try:
             op_keys, counters = load_operator_keys(operator_keys_path)
         except KeysError as e:
-            raise ProvisionError(f"{e}; fix or move it, then provision again", EXIT_USAGE) from None
+            raise UsageError(f"{e}; fix or move it, then provision again") from None
     # the node takes no command signed before this config (a wiped node flashed again: SPEC 6.7)
     counters[node] = floor = next_counter(counters.get(node, 0)) - 1
 
     keys_dir = os.path.dirname(os.path.abspath(keys_path))
     if not os.path.isdir(keys_dir):
-        raise ProvisionError(f"--keys {keys_path}: folder {keys_dir} does not exist; create it or choose "
-                             "another path", EXIT_USAGE)
+        raise UsageError(f"--keys {keys_path}: folder {keys_dir} does not exist; create it or choose "
+                         "another path")
     if os.path.isdir(keys_path):
-        raise ProvisionError(f"--keys {keys_path} is a folder; give the keys file's path", EXIT_USAGE)
+        raise UsageError(f"--keys {keys_path} is a folder; give the keys file's path")
     keys = Keys()
     if os.path.exists(keys_path):
         try:
             keys = load_keys(keys_path)
         except KeysError as e:
-            raise ProvisionError(f"{e}; fix or move it, then provision again", EXIT_USAGE) from None
+            raise UsageError(f"{e}; fix or move it, then provision again") from None
     if node in keys and not force:
-        raise ProvisionError(f"{keys_path} already has a key for {node}; use --force to replace it "
-                             "(the node must then be flashed again)")
+        raise CliError(f"{keys_path} already has a key for {node}; use --force to replace it "
+                       "(the node must then be flashed again)")
     keys.rotate(node, key, keep_previous=not drop_old_key)
     config = nodeconfig.build(node, key, board=board, link=link, gateway=gateway, wifi_ssid=wifi_ssid,
                               wifi_password=wifi_password, interval_s=interval_s, key_version=keys.version(node))
@@ -105,12 +96,12 @@ def provision(node: str, out: str, keys_path: str, board: str = "esp32", link: s
     config["cmd_floor"] = floor
     config = nodeconfig.check_with_firmware(config)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise ProvisionError(f"--out {out} is a file; give a folder for the node's config", EXIT_USAGE)
+        raise UsageError(f"--out {out} is a file; give a folder for the node's config")
     config_path = os.path.join(out, CONFIG_NAME)
     old_config = None
     if os.path.exists(config_path):
         if not force:
-            raise ProvisionError(f"{config_path} exists; use --force to replace it, or choose another --out")
+            raise CliError(f"{config_path} exists; use --force to replace it, or choose another --out")
         with open(config_path, "rb") as f:
             old_config = f.read()
 
@@ -181,13 +172,9 @@ def run(args: argparse.Namespace) -> int:
                                         wifi_password=args.wifi_password, interval_s=args.interval,
                                         force=args.force, drop_old_key=args.drop_old_key,
                                         operator_keys_path=args.operator_keys)
-    except ProvisionError as e:
-        print(f"citynode provision: {e}", file=sys.stderr)
-        return e.code
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
-        print(f"citynode provision: cannot write{where}: {e.strerror or e}; nothing was changed", file=sys.stderr)
-        return EXIT_FAILED
+        raise CliError(f"cannot write{where}: {e.strerror or e}; nothing was changed") from None
     print(f"provisioned {args.node} ({config['board']}, link {config['link']['kind']})")
     print(f"  node config: {config_path} (mode 0600, holds the key)")
     print(f"  gateway keys: {args.keys} (mode 0600)")

@@ -18,13 +18,14 @@ from typing import Any, TextIO
 
 from firmware.sim.run import lan_config
 from gateway.keys import KeysError, load_keys
+from tools.cli import UsageError
 
 SIM_PREFIX = "sim-"  # ids --nodes N takes: nodes provisioned for simulation only
 DEFAULT_STATE = os.path.join(os.path.expanduser("~"), ".cache", "citynode", "sim")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-class SimulateError(Exception):
+class SimulateError(UsageError):
     pass
 
 
@@ -176,19 +177,14 @@ def run_processes(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]],
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        _host, _port, nodes = prepare(args)
-    except (SimulateError, OSError) as e:
-        print(f"citynode simulate: {e}", file=sys.stderr)
-        return 2
+        _host, _port, nodes = prepare(args)  # SimulateError: wrong input (exit 2)
+    except OSError as e:
+        raise SimulateError(str(e)) from None
     t0 = time.monotonic()
-    try:
-        if args.runtime == "micropython":
-            results = run_processes(args, nodes, out)
-        else:
-            results = run_cpython(args, nodes, out)
-    except SimulateError as e:
-        print(f"citynode simulate: {e}", file=sys.stderr)
-        return 2
+    if args.runtime == "micropython":
+        results = run_processes(args, nodes, out)
+    else:
+        results = run_cpython(args, nodes, out)
     wall = time.monotonic() - t0
     unacked = 0
     sent = 0

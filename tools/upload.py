@@ -21,6 +21,7 @@ from typing import Any
 
 from firmware.main import BOARDS as BOARD_MODULES
 from firmware.sim.board import SimBoard
+from tools.cli import CliError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "firmware")
@@ -40,7 +41,7 @@ except Exception as e:  # never stay at the REPL: log, wait, reset
 SIM_MAIN = ROOT / "tools" / "rig" / "sim_main.py"
 
 
-class UploadError(Exception):
+class UploadError(CliError):
     pass
 
 

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway import InputError
 from gateway.web.httpd import BoundedWSGIServer, Counts
 from gateway.web.metrics import StatusCollector
 
@@ -39,7 +40,7 @@ CSP = (
 )
 
 
-class WebConfigError(ValueError):
+class WebConfigError(InputError):
     pass
 
 

@@ -31,6 +31,14 @@ def signed_down(node, boot, counter, op, arg=None):
     return down_payload(COMMAND_KEYS[node], node, boot, counter, op, arg)
 
 
+def check_config(path):
+    # `citynode gateway --check-config PATH` as a user runs it: its exit code (tools/cli.py
+    # maps the gateway's errors), its line on stderr
+    from tools.cli import main
+
+    return main(["gateway", "--check-config", str(path)])
+
+
 def write_config(directory, broker_url, udp="127.0.0.1:0", extra_top="", serial=(), mqtt_extra="", **sections):
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

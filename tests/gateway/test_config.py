@@ -1,20 +1,18 @@
 # A bad config is refused with exit code 2 and one line naming the key; a good one
 # passes --check-config. Most cases run the CLI in-process; one runs the real command.
-import argparse
 import subprocess
 import sys
 
 import pytest
 
-from gateway import cli, config
-from tests.gateway.conftest import REPO, write_config
+from gateway import config
+from tests.gateway.conftest import REPO, check_config, write_config
 
 GOOD_URL = "mqtt://127.0.0.1:1883"
 
 
 def check(path):
-    args = argparse.Namespace(config=None, check_config=str(path), log_level=None)
-    return cli.run(args)
+    return check_config(path)
 
 
 def test_good_config_checks(tmp_path, capsys):

@@ -250,10 +250,8 @@ def test_gateway_publishes_retained_forecast_and_a_warning_event(gateway_factory
 
 
 def test_forecast_config_section(tmp_path, capsys):
-    import argparse
-
-    from gateway import cli, config
-    from tests.gateway.conftest import write_config
+    from gateway import config
+    from tests.gateway.conftest import check_config, write_config
 
     path = write_config(tmp_path, "mqtt://127.0.0.1:1883", extra_top="")
     text = path.read_text() + "\n[forecast]\nlead_min = 20\nalarm_m = 1.8\n"
@@ -261,8 +259,7 @@ def test_forecast_config_section(tmp_path, capsys):
     s = config.load(path)
     assert s.forecast.lead_s == 1200 and s.forecast.alarm_m == 1.8 and s.forecast.enabled
     path.write_text(text.replace("lead_min = 20", "lead_min = 0"))
-    args = argparse.Namespace(config=None, check_config=str(path), log_level=None)
-    assert cli.run(args) == 2
+    assert check_config(path) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[forecast] lead_min" in err[0]
 

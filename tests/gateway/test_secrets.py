@@ -2,7 +2,6 @@
 # the real gateway's log; a keys file, TLS key or config with a password that group or others
 # may read is refused at start (exit 2, one line); a password over plain mqtt:// or http:// to
 # a host off the box, or a token served on the network without TLS, warns in one line.
-import argparse
 import logging
 import os
 import time
@@ -10,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from gateway import cli, config
-from tests.gateway.conftest import GatewayProcess, write_config
+from gateway import config
+from tests.gateway.conftest import GatewayProcess, check_config, write_config
 from tests.support.broker import free_port
 from tests.support.udpnode import UdpNode
 
@@ -20,7 +19,7 @@ TOKEN = "tok-7d1c5a9e-secret"
 
 
 def check(path):
-    return cli.run(argparse.Namespace(config=None, check_config=str(path), log_level=None))
+    return check_config(path)
 
 
 def with_url(tmp_path, url, **kw):

@@ -1,17 +1,16 @@
 # SensorThings that reaches a FROST server: on its own connection, to a second mosquitto
 # standing in for FROST's embedded broker, or over HTTP to a stand-in that answers as FROST
 # does (tests/support/frost.py: 201, 400, 404; here also 503). Mappings by template.
-import argparse
 import json
 import sqlite3
 
 import pytest
 
-from gateway import cli, config
+from gateway import config
 from gateway.daemon import Gateway
 from gateway.outputs import datastream_path
 from protocol import message, senml
-from tests.gateway.conftest import NODES, Subscriber, write_config
+from tests.gateway.conftest import NODES, Subscriber, check_config, write_config
 from tests.gateway.test_tls import tls_broker  # noqa: F401 - a fixture
 from tests.support.broker import Mosquitto
 from tests.support.frost import Frost
@@ -21,7 +20,7 @@ GOOD_URL = "mqtt://127.0.0.1:1883"
 
 
 def check(path):
-    return cli.run(argparse.Namespace(config=None, check_config=str(path), log_level=None))
+    return check_config(path)
 
 
 def st_config(tmp_path, broker_url, mappings, server=None):

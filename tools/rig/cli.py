@@ -36,28 +36,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from tools.cli import UsageError
+
     if os.path.exists(args.flash) and not os.path.isdir(args.flash):
-        print(f"citynode rig: --flash {args.flash} is a file; give a folder (it is created if missing)",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"--flash {args.flash} is a file; give a folder (it is created if missing)")
     if args.link and os.path.lexists(args.link) and not os.path.islink(args.link):
-        print(f"citynode rig: --link {args.link} exists and is no symlink; give another path", file=sys.stderr)
-        return 2
+        raise UsageError(f"--link {args.link} exists and is no symlink; give another path")
     if args.link and not os.path.isdir(os.path.dirname(os.path.abspath(args.link))):
-        print(f"citynode rig: --link {args.link}: its folder does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"--link {args.link}: its folder does not exist")
     if args.board == "pico":
         return run_pico(args)
     if args.node_dir:
         from tools import nodeconfig
         from tools.upload import UploadError, build_bundle, for_virtual_rig, write_bundle
 
+        config = nodeconfig.load(f"{args.node_dir}/{nodeconfig.CONFIG_NAME}")  # ConfigError: exit 2
         try:
-            config = nodeconfig.load(f"{args.node_dir}/{nodeconfig.CONFIG_NAME}")
             write_bundle(args.flash, for_virtual_rig(build_bundle(config)))
-        except (nodeconfig.ConfigError, UploadError) as e:
-            print(f"citynode rig: {e}", file=sys.stderr)
-            return 2
+        except UploadError as e:  # the node folder's firmware cannot be built (LoRa drivers missing...)
+            raise UsageError(str(e)) from None
     rig = VirtualRig(args.flash, board=args.board, heap=args.heap,
                      log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
     return serve(rig, f"flash is {rig.flash}", args.link)
@@ -67,18 +64,15 @@ def run_pico(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from tools.rig.pico import PicoRig, RigMissing
+    from tools.rig.pico import PicoRig
 
     os.makedirs(args.flash, exist_ok=True)
     world = {"speed": args.world_speed}
     if args.rain_start_s is not None:
         world["rain_start_s"] = args.rain_start_s
-    try:
-        rig = PicoRig(os.path.join(args.flash, "pico-flash.bin"), world=world, power_on_open=not args.node_dir,
-                      log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
-    except RigMissing as e:
-        print(f"citynode rig: {e}", file=sys.stderr)
-        return 2
+    # RigMissing (what this machine lacks): exit 2
+    rig = PicoRig(os.path.join(args.flash, "pico-flash.bin"), world=world, power_on_open=not args.node_dir,
+                  log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
     if args.node_dir:
         proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", rig.port,
                                "--node-dir", args.node_dir, "--timeout", "60"], stdout=sys.stderr)

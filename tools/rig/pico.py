@@ -24,6 +24,7 @@ import tty
 from collections.abc import Callable
 from typing import Any, Self
 
+from tools.cli import UsageError
 from tools.rig.board import MARK_SPEED, PtyOutput, _set_speed
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -37,8 +38,8 @@ PROBE_SPAN_MM = 5000  # level at 20 mA (firmware/drivers/hydrostatic.py default)
 ADC_CHANNEL = 0  # GPIO26, firmware/boards/rp2.py loop_adc
 
 
-class RigMissing(Exception):
-    # what this machine lacks to run the emulated Pico, in one line
+class RigMissing(UsageError):
+    # what this machine lacks to run the emulated Pico, in one line (exit 2)
     pass
 
 
