@@ -63,6 +63,12 @@ class ChirpStackLink:
             return self.name
         return "chirpstack %s rssi %s snr %s" % (addr[0], addr[2], addr[3])
 
+    def reception(self, addr: tuple | None) -> dict[str, float] | None:
+        # the best receiving gateway's RSSI (dBm) and SNR (dB), as ChirpStack reported them
+        if not addr or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in addr[2:4]):
+            return None
+        return {"rssi_dbm": addr[2], "snr_db": addr[3]}
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: Any,
                     props: object = None) -> None:
         if rc == 0:

@@ -148,6 +148,12 @@ class SerialLink:
             return self.radio.describe(addr)
         return self.name
 
+    def reception(self, addr: object) -> dict[str, float] | None:
+        # RSSI and SNR of a frame a radio modem heard (gateway/radio.py), None for plain serial
+        if isinstance(addr, tuple) and self.radio is not None:
+            return self.radio.reception(addr)
+        return None
+
     def _open(self) -> serial.Serial:
         ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.25, write_timeout=0.5)
         with self._lock:

@@ -23,7 +23,7 @@ log = logging.getLogger("citynode.gateway")
 FILE_NAME = "nodes.json"
 FORMAT = 1
 KEPT = ("last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board", "interval_s", "thresholds",
-        "link", "health")
+        "link", "rssi_dbm", "snr_db", "health")
 SAVE_EVERY_S = 5.0
 
 

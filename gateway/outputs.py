@@ -71,10 +71,10 @@ def retained(topic: str) -> bool:
 
 class Frame:
     # One accepted data frame and what the gateway knows about it.
-    __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link")
+    __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link", "radio")
 
     def __init__(self, node: str, msg: dict[str, Any], raw: bytes, received: float, time_s: float, time_source: str,
-                 link: str) -> None:
+                 link: str, radio: dict[str, float] | None = None) -> None:
         self.node = node
         self.msg = msg  # protocol.message.decode() result
         self.raw = raw  # the original COSE_Mac0 bytes
@@ -82,6 +82,7 @@ class Frame:
         self.time_s = time_s  # absolute sampling time, fixed per SPEC section 8
         self.time_source = time_source  # "node" | "received" | "uptime" | "uncertain"
         self.link = link  # "udp 127.0.0.1:40000" / "serial /dev/ttyUSB0"
+        self.radio = radio  # {"rssi_dbm", "snr_db"} of a frame heard over LoRa, else None
 
 
 class Envelope(Output):
@@ -103,6 +104,8 @@ class Envelope(Output):
             body["flags"] = m["flags"]
         if m["quality"]:
             body["quality"] = {str(k): v for k, v in m["quality"].items()}
+        if f.radio:  # the reception of a frame heard over LoRa (radio modem, ChirpStack)
+            body["radio"] = f.radio
         if m["cmd_result"]:  # the result of a command (SPEC 6.7), as in P/nodes/<node>/state
             cmd_id, status = m["cmd_result"]
             body["command"] = {"cmd_id": cmd_id, "status": status,

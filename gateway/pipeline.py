@@ -314,7 +314,9 @@ class Pipeline:
             if refuse:
                 self.stats.reject(refuse, node, link.describe(addr), "frame refused (not ACKed); the node keeps it")
                 continue
-            f = Frame(node, m, raw, received, *self.clock.fix(node, m, received), link.describe(addr))
+            reception = getattr(link, "reception", None)
+            f = Frame(node, m, raw, received, *self.clock.fix(node, m, received), link.describe(addr),
+                      reception(addr) if reception is not None else None)
             try:
                 made, st_made = self.outputs.messages(f)
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up its batch

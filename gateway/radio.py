@@ -64,6 +64,9 @@ class Radio:
         # addr: ("lora", rssi dBm, snr dB) of the packet the frame came in
         return "%s lora rssi %s snr %s" % (self.link.name, addr[1], addr[2])
 
+    def reception(self, addr: tuple) -> dict[str, float]:
+        return {"rssi_dbm": addr[1], "snr_db": addr[2]}
+
     def received(self, body: bytes, now: float) -> None:
         got = compact.modem_parse(body)
         if got is None:

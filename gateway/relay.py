@@ -319,7 +319,7 @@ class Relay:
             if m["type"] != "data" or (env["node"], env["boot"], env["seq"]) != (node, boot, seq):
                 raise FrameError("payload", "the envelope does not match its frame")
             f = Frame(node, m, raw, _unix(env["received"]), _unix(env["time"]), env["time_source"],
-                      f"nats {env['gateway']}")
+                      f"nats {env['gateway']}", _radio(env.get("radio")))
         except (FrameError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             if getattr(e, "reason", None) in ("unknown", "mac"):
                 # a gateway had this node's key and verified the frame: the relay's keys file is
@@ -452,3 +452,11 @@ def run(args: argparse.Namespace) -> int:
             relay.reload_keys()
     relay.stop()
     return 0
+
+
+def _radio(v: object) -> dict[str, float] | None:
+    # the envelope's reception of a LoRa frame, passed on when it has the gateway's shape
+    if isinstance(v, dict) and set(v) == {"rssi_dbm", "snr_db"} and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in v.values()):
+        return v
+    return None

@@ -57,7 +57,8 @@ class RateLimitedLog:
 
 class NodeState:
     __slots__ = ("node", "last_seen", "boot", "seq", "battery_v", "firmware", "reset_cause", "board",
-                 "interval_s", "thresholds", "link", "accepted", "duplicates", "rejected", "gaps", "flags", "command",
+                 "interval_s", "thresholds", "link", "rssi_dbm", "snr_db",
+                 "accepted", "duplicates", "rejected", "gaps", "flags", "command",
                  "discarded", "health", "commands", "unverified",
                  "version")
 
@@ -74,6 +75,9 @@ class NodeState:
         self.interval_s: Any = None
         self.thresholds: dict[str, float] | None = None  # {"alarm_m", "storm_m"} as the node reported them
         self.link: str | None = None
+        # the reception of its last frame when that came over LoRa (None over other links)
+        self.rssi_dbm: float | None = None
+        self.snr_db: float | None = None
         self.accepted = 0
         self.duplicates = 0
         self.rejected: dict[str, int] = {}
@@ -93,7 +97,7 @@ class NodeState:
             "node": self.node, "last_seen": self.last_seen, "boot": self.boot, "seq": self.seq,
             "battery_v": self.battery_v, "firmware": self.firmware, "reset_cause": self.reset_cause,
             "board": self.board, "interval_s": self.interval_s, "thresholds": self.thresholds, "link": self.link,
-            "accepted": self.accepted,
+            "rssi_dbm": self.rssi_dbm, "snr_db": self.snr_db, "accepted": self.accepted,
             "duplicates": self.duplicates, "rejected": dict(self.rejected), "gaps": self.gaps,
             **flag_names(self.flags, MODE_FLAGS),
             "command": self.command, "discarded": self.discarded, "health": self.health,
@@ -168,6 +172,8 @@ class Stats:
         st.last_seen = frame.received
         st.boot, st.seq = m["boot"], m["seq"]
         st.link = frame.link
+        radio = frame.radio or {}
+        st.rssi_dbm, st.snr_db = radio.get("rssi_dbm"), radio.get("snr_db")
         st.accepted += 1
         st.gaps = gaps
         st.flags = m["flags"]

@@ -73,6 +73,9 @@ def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosqui
         assert pack == {"t": 8.25, "h": 97.5, "p": 100900, "l": 0.412, "d": 2.588, "b": 3.6}
         # the reception (the best of the gateways that heard it) is the node's link on the status page
         assert gw.stats.node("sew-01").link == f"chirpstack {DEV_EUI} rssi -117 snr -9.25"
+        st = gw.stats.node("sew-01").as_dict()
+        assert (st["rssi_dbm"], st["snr_db"]) == (-117, -9.25)
+        assert ups[0]["radio"] == {"rssi_dbm": -117, "snr_db": -9.25}
         rejected = gw.counters()["rejected"]
         assert rejected.get("mac") == 1 and rejected.get("unknown") == 1 and rejected.get("payload") == 1, rejected
         # the ACKs went back as ChirpStack downlinks for that device, compact, MACed with the node's key

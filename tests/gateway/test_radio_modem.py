@@ -27,7 +27,13 @@ def test_modem_packets_reach_mqtt_once_and_acks_go_back_compact(tmp_path, gatewa
         assert subscriber.wait(lambda: len(subscriber.ups()) >= 3, 20)
         time.sleep(0.5)
         assert sorted(u["seq"] for u in subscriber.ups()) == [0, 1, 2]  # exactly once
-        assert gw.stats.node("sew-02").link.endswith("lora rssi -97 snr -7.5")
+        st = gw.stats.node("sew-02")
+        assert st.link.endswith("lora rssi -97 snr -7.5")
+        # the reception as fields of their own: node state (MQTT, page) and each frame's envelope
+        assert (st.as_dict()["rssi_dbm"], st.as_dict()["snr_db"]) == (-97, -7.5)
+        assert all(u["radio"] == {"rssi_dbm": -97, "snr_db": -7.5} for u in subscriber.ups())
+        assert subscriber.wait(lambda: any(j.get("rssi_dbm") == -97 and j.get("snr_db") == -7.5
+                                           for t, j in subscriber.on("/state") if t.endswith("sew-02/state")), 10)
         rejected = gw.counters()["rejected"]
         assert rejected.get("mac") == 1 and rejected.get("short") == 1, rejected
         # the ACKs, compact behind the modem byte, MACed with the node's key
@@ -80,6 +86,6 @@ def test_a_compact_signed_command_goes_to_the_modem_as_the_operators_packet(tmp_
         assert air == compact.to_air(token) and len(air) <= 51  # fits LoRaWAN EU868 DR0-2
         status, f = command.decide(compact.from_air(air, "sew-02"), "sew-02", COMMAND_KEYS["sew-02"], 5, 0)
         assert status == command.APPLIED and f["arg"] == {"alarm_m": 100.0, "storm_m": 99.5, "rise_mm_min": 100000}
-        assert gw.counters()["commands_sent"] == 1
+        assert wait_for(lambda: gw.counters()["commands_sent"] == 1, 5)  # counted once written
     finally:
         port.close()

@@ -117,6 +117,9 @@ function renderNodes(s) {
     cell(tr, ago(age), "last-seen");
     cell(tr, n.battery_v == null ? "–" : Number(n.battery_v).toFixed(2) + " V", "num");
     cell(tr, n.link || "–");
+    // the reception of its last frame over LoRa (radio modem or ChirpStack); none over other links
+    cell(tr, n.rssi_dbm == null ? "–" : n.rssi_dbm + " dBm", "num rssi");
+    cell(tr, n.snr_db == null ? "–" : n.snr_db + " dB", "num snr");
     cell(tr, n.firmware || "–");
     cell(tr, String(n.accepted || 0), "num");
     cell(tr, rejectedText(n.rejected), "rejected");
