@@ -213,8 +213,9 @@ def drive(nodes, frames, rate=None, window=16, timeout_ms=30000):
             blasters.append(b)
             poller.register(link.sock, select.POLLIN)
             by_obj[id(link.sock)] = b
-            if hasattr(link.sock, "fileno"):
-                by_fd[link.sock.fileno()] = b
+            fileno = getattr(link.sock, "fileno", None)  # CPython's; MicroPython's socket may lack it
+            if fileno is not None:
+                by_fd[fileno()] = b
         deadline = real.ms() + timeout_ms
         while real.ms() < deadline:
             busy = [b for b in blasters if not b.done()]
