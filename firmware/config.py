@@ -14,7 +14,7 @@ DEFAULTS = {
     # None: a frame every cycle (interval_s, storm_interval_s in storm mode). A number above
     # interval_s: report on change (a level move of delta_mm) and at least this often
     "heartbeat_s": None,
-    "board": None,  # esp32, rp2, linux or sim; absent: the board it runs on (firmware/main.py)
+    "board": None,  # esp32, rp2, linux, rpi or sim; absent: the board it runs on (firmware/main.py)
     "link": {"kind": "uart"},
     "sensors": {
         "climate": {"kind": "bme280", "address": 0x76, "oversample": 1, "iir": 0},

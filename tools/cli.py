@@ -24,6 +24,7 @@ import sys
 COMMANDS = {
     "decode": ("tools.decode", "print a frame in CBOR diagnostic notation and as readings"),
     "gateway": ("gateway.cli", "run the gateway daemon"),
+    "node": ("tools.node", "run the Raspberry Pi node (CPython, under systemd: deploy/citynode-node.service)"),
     "relay": ("gateway.relay", "consume the city's JetStream stream once and feed the MQTT outputs"),
     "simulate": ("tools.simulate", "run simulated nodes with the real firmware code"),
     "provision": ("tools.provision", "make a node key and config, add it to the gateway keys file"),

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tools import nodeconfig
-from tools.cli import CliError
+from tools.cli import CliError, UsageError
 from tools.progress import Bar
 from tools.upload import BoardFs, build_bundle, for_virtual_rig, sha256_hex
 
@@ -67,7 +67,12 @@ def load_node_config(node_dir: str) -> dict[str, Any]:
     if node_dir is None:
         return None
     # checked by tools.nodeconfig and by the firmware's own config validation; ConfigError: exit 2
-    return nodeconfig.load(os.path.join(node_dir, nodeconfig.CONFIG_NAME))
+    config = nodeconfig.load(os.path.join(node_dir, nodeconfig.CONFIG_NAME))
+    if config.get("board") == nodeconfig.PiBoard.name:
+        raise UsageError(f"{node_dir}: a Raspberry Pi node is not flashed: it runs from the citynode package "
+                         "(pip install 'citynode[rpi]', config.json into /var/lib/citynode-node, "
+                         "deploy/citynode-node.service; docs/technician.md)")
+    return config
 
 
 # ------------------------------------------------------------------ steps

@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 from firmware import config as device_config
+from firmware.boards.rpi import Board as PiBoard
 from firmware.config import ConfigError  # one error for a node config that does not pass, the node's own
 from firmware.main import BOARDS as DEVICE_BOARDS
 from firmware.sim.board import SimBoard
@@ -15,7 +16,11 @@ from protocol.names import NODE_ID_RULE
 CONFIG_NAME = device_config.CONFIG_NAME
 DEFAULT_INTERVAL_S = 300
 STORM_INTERVAL_S = device_config.DEFAULTS["storm_interval_s"]
-BOARDS = (*DEVICE_BOARDS, SimBoard.name)  # the boards firmware.main starts, and the simulator's
+# the boards firmware.main starts (flashed), the Raspberry Pi (installed, run by `citynode node`),
+# and the simulator's
+BOARDS = (*DEVICE_BOARDS, PiBoard.name, SimBoard.name)
+# the Raspberry Pi reads its BME280 through adafruit-circuitpython-bme280 (Blinka)
+PI_SENSORS = {"climate": {"kind": "bme280_adafruit", "address": 0x76}}
 LINKS = ("uart", "udp")
 
 
@@ -57,6 +62,8 @@ def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gatew
     elif gateway:
         raise ConfigError("--gateway is for --link udp; a uart node talks to the gateway's serial port")
     config = {"node": node, "key": key.hex(), "board": board, "link": link_conf, "interval_s": interval_s}
+    if board == PiBoard.name:
+        config["sensors"] = {k: dict(v) for k, v in PI_SENSORS.items()}
     if key_version:
         config["key_version"] = key_version  # SPEC.md 4.5: the node names it in its frames
     if interval_s < STORM_INTERVAL_S:  # storm mode never reports slower than normal mode
