@@ -7,14 +7,16 @@ from protocol import command as C
 
 
 def depth_mm(cfg):
-    # the shaft's depth at the level sensor: its mount height (distance sensors) or the
-    # probe's span (hydrostatic); None without a level sensor
-    s = cfg["sensors"].get("level")
-    if not s:
-        return None
-    from firmware.sensors import DISTANCE_KINDS
+    # the shaft's depth at the level sensor, the setting its driver names (DEPTH: a distance
+    # sensor's mount height, a probe's span); None without a level sensor
+    from firmware import sensors
+    from firmware.config import sensor_list
 
-    return s.get("mount_mm", 3000) if s.get("kind") in DISTANCE_KINDS else s.get("span_mm", 5000)
+    for s in sensor_list(cfg):
+        drv = sensors.driver(s["kind"])
+        if drv.CAPS & sensors.LEVEL:
+            return s[drv.DEPTH]
+    return None
 
 
 def handle(node, d):

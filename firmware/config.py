@@ -16,11 +16,10 @@ DEFAULTS = {
     "heartbeat_s": None,
     "board": None,  # esp32, rp2, linux, rpi or sim; absent: the board it runs on (firmware/main.py)
     "link": {"kind": "uart"},
-    "sensors": {
-        "climate": {"kind": "bme280", "address": 0x76, "oversample": 1, "iir": 0},
-        "level": {"kind": "a02yyuw", "mount_mm": 3000, "min_mm": 250, "max_mm": 4500, "samples": 5,
-                  "max_dev_mm": 60, "delta_mm": 10},
-    },
+    # a list of sensor entries ({"kind": ..., its settings}), or the two slots of a map as
+    # here, each merged over this; a sensor's settings and their defaults are its driver's
+    # (firmware/sensors.py)
+    "sensors": {"climate": {"kind": "bme280"}, "level": {"kind": "a02yyuw"}},
     "thresholds": {"alarm_mm": 2200, "storm_mm": 1200, "rise_mm_min": 20, "hysteresis_mm": 100},
     "buffer_slots": 512,
     "slot_bytes": 256,
@@ -122,41 +121,95 @@ def validate(raw):
     th = cfg["thresholds"]
     for k in _THRESHOLDS:
         _int(th, k, 0, THRESHOLD_MAX, "config thresholds")
-    from firmware import sensors as registry  # the sensor kinds are its registries, defined once
-
-    slots = {"climate": registry.CLIMATE, "level": registry.LEVEL}  # slot -> the kinds that fit it
-    sensors = cfg["sensors"]
-    if not isinstance(sensors, dict):
-        raise ConfigError("config: sensors must be a map")
-    for name in sensors:
-        s = sensors[name]
-        if s is None:
-            continue
-        kinds = slots.get(name)
-        if kinds is None:
-            raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(slots)))
-        if not isinstance(s, dict):
-            raise ConfigError("config: sensors.%s must be a map with a kind" % name)
-        if not isinstance(s.get("kind"), str) or s.get("kind") not in kinds:
-            raise ConfigError("config: sensors.%s.kind must be one of %s (got %r)" % (name, ", ".join(kinds),
-                                                                                     s.get("kind")))
-        for k in ("mount_mm", "min_mm", "max_mm", "samples", "max_dev_mm", "delta_mm", "span_mm", "shunt_ohm"):
-            if k in s:
-                _int(s, k, 1 if k in ("samples", "shunt_ohm") else 0, 100000, "config sensors.%s" % name)
-        if "density_kg_m3" in s:
-            _int(s, "density_kg_m3", 500, 2000, "config sensors.%s" % name)
-        if "ref_pa" in s:
-            _int(s, "ref_pa", 50000, 120000, "config sensors.%s" % name)
-        if s.get("samples", 1) > 32:
-            raise ConfigError("config: sensors.%s.samples must be at most 32" % name)
-        a = s.get("ema_alpha")
-        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1):
-            raise ConfigError("config: sensors.%s.ema_alpha must be a number in (0, 1]" % name)
-        c = s.get("clamp_mm")
-        if c is not None and not (isinstance(c, list) and len(c) == 2 and all(isinstance(x, int) for x in c)
-                                  and c[0] < c[1]):
-            raise ConfigError("config: sensors.%s.clamp_mm must be [low, high] in mm" % name)
+    cfg["sensors"] = _sensors(cfg)
     return cfg
+
+
+SLOTS = ("climate", "level")  # the map form's slots, in the order they are read
+
+
+def sensor_list(cfg):
+    # a checked config -> its sensor entries, in order (the map form: climate, then level)
+    s = cfg["sensors"]
+    if isinstance(s, dict):
+        return [s[k] for k in SLOTS if s.get(k)]
+    return s
+
+
+def _sensors(cfg):
+    # -> the sensors, each entry a copy checked against its driver's SETTINGS with their
+    # defaults filled in (in the form given: a list, or the map of slots)
+    from firmware import sensors as S
+
+    given = cfg["sensors"]
+    if isinstance(given, dict):
+        out = {}
+        for name in given:
+            if name not in SLOTS:
+                raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(SLOTS)))
+            out[name] = given[name]
+        todo = [("sensors." + k, k, S.AIR if k == "climate" else S.LEVEL) for k in SLOTS if given.get(k)]
+    elif isinstance(given, list) and len(given) <= 8:
+        out = {}
+        for i in range(len(given)):
+            out[i] = given[i]
+        todo = [("sensors[%d]" % i, i, 0) for i in range(len(given))]
+    else:
+        raise ConfigError("config: sensors must be a list of up to 8 sensors, or a map of slots (%s)"
+                          % ", ".join(SLOTS))
+    seen = 0
+    for where, at, need in todo:
+        s = out[at]
+        if not isinstance(s, dict):
+            raise ConfigError("config: %s must be a map with a kind" % where)
+        s = out[at] = dict(s)
+        kind = s.get("kind")
+        if kind not in S.KINDS:
+            kinds = S.kinds(need) if need else S.KINDS
+            raise ConfigError("config: %s.kind must be one of %s (got %r)" % (where, ", ".join(kinds), kind))
+        try:
+            drv = S.driver(kind)
+        except ImportError:
+            continue  # not on this board: checked where the config was made; the sampler logs it
+        caps = drv.CAPS
+        if caps & need != need:
+            raise ConfigError("config: %s.kind must be one of %s (got %r)" % (where, ", ".join(S.kinds(need)), kind))
+        for c in (S.LEVEL, S.AIR):
+            if caps & c & seen:
+                raise ConfigError("config: %s: a second %s sensor (a node has one)" % (
+                    where, "level" if c == S.LEVEL else "climate"))
+        if caps & S.AWAKE and cfg["sleep"] != "none":
+            raise ConfigError('config: %s: a %s counts while the node waits: set "sleep": "none"' % (where, kind))
+        seen |= caps
+        _settings(s, drv.SETTINGS, "config " + where)
+    return out if isinstance(given, dict) else [out[i] for i in range(len(given))]
+
+
+def _settings(s, schema, where):
+    for k in schema:
+        t, default, lo, hi = schema[k]
+        v = s.get(k)
+        if t in "IFBRS":  # upper case: required
+            if v is None:
+                raise ConfigError("%s: %s is required" % (where, k))
+            t = t.lower()
+        if v is None:
+            if default is not None:
+                s[k] = default
+            elif k not in s:
+                s[k] = None
+            continue
+        if t == "i":
+            _int(s, k, lo, hi, where)
+        elif t == "b" and not isinstance(v, bool):
+            raise ConfigError("%s: %s must be true or false (got %r)" % (where, k, v))
+        elif t == "f" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi):
+            raise ConfigError("%s: %s must be a number in (%s, %s] (got %r)" % (where, k, lo, hi, v))
+        elif t == "r" and not (isinstance(v, list) and len(v) == 2 and all(
+                isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v) and v[0] < v[1]):
+            raise ConfigError("%s: %s must be [low, high], integers %d..%d" % (where, k, lo, hi))
+        elif t == "s" and not isinstance(v, str):
+            raise ConfigError("%s: %s must be text (got %r)" % (where, k, v))
 
 
 def load(path):

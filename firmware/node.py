@@ -304,8 +304,8 @@ class Node:
         if s is not None:
             keep["report_value"] = s.reporter.last_value
             keep["report_ms"] = s.reporter.last_ms
-            if s.burst.ema is not None:
-                keep["ema"] = s.burst.ema.value
+            if s.ema is not None:
+                keep["ema"] = s.ema.value
         return keep
 
     def _resume(self, keep):
@@ -323,8 +323,8 @@ class Node:
         if s is not None:
             s.reporter.last_value = keep["report_value"]
             s.reporter.last_ms = keep["report_ms"]
-            if s.burst.ema is not None:
-                s.burst.ema.value = keep["ema"]
+            if s.ema is not None:
+                s.ema.value = keep["ema"]
 
     def run(self, until_ms=None, max_cycles=None, stop=None):
         # The main loop: step, then sleep what step says. Returns at until_ms (board clock),

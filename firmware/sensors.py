@@ -1,69 +1,69 @@
-# Sensor registry: config kind -> factory(board, settings) -> driver. A new sensor is one
-# driver file and one entry here. Drivers are imported only when configured (RAM).
+# The sensor contract, and the sensor kinds a node config may name. A sensor is one driver
+# module, firmware/drivers/<kind>.py, named by its config kind, with:
+#
+#   SETTINGS  {name: (type, default, low, high)}: every setting it takes, with its default
+#             (the one place that default lives). type: "i" integer low..high, "f" number
+#             in (low, high], "b" true/false, "r" [low, high] of integers in low..high, "s"
+#             text; in upper case: required. A default of None: optional, None unless the
+#             config gives it.
+#             firmware/config.py checks each entry against it and fills the defaults in.
+#   CAPS      what it declares (bits below): LEVEL, it gives the level reading the storm
+#             policy takes (at most one per node; such a driver also names DEPTH, the
+#             setting that bounds the level thresholds); AIR, it gives the air temperature
+#             and pressure that other sensors correct for (read first, at most one); AWAKE,
+#             it counts between readings, so the node must not sleep (config "sleep": "none").
+#   Sensor(board, settings)  made when the node starts, touching no hardware; then
+#       part      None until open() succeeded (the driver of the part itself)
+#       open()    sets the part up from the board (its buses and pins); raises OSError,
+#                 ValueError, ... when it is missing: logged, tried again every 10 minutes
+#       read(ctx, out)  one reading a cycle: its SenML records appended to the list out
+#                 (none allocated for them) -> the quality of its first record
+#                 ([taken, rejected, status]), or None when fine; with no part: the fault
+#                 reading. ctx is the sampler: an AIR sensor sets ctx.temp_c and
+#                 ctx.pressure_pa, the others read them.
+#                 A LEVEL sensor keeps its last good level in `mm` (mm above the invert).
+#
+# A new sensor is its driver module, its kind in KINDS below, and a simulated part in
+# firmware/sim/devices.py (docs/architecture.md). Drivers are imported only when a config
+# names them (RAM); `citynode flash` puts every one of KINDS on a board.
+import struct
+
+LEVEL = 1
+AIR = 2
+AWAKE = 4
+
+KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")
 
 
-def _bme280(board, s):
-    from firmware.drivers.bme280 import BME280
-
-    o = s.get("oversample", 1)
-    return BME280(board.i2c(s), s.get("address", 0x76), oversample_t=o, oversample_p=o, oversample_h=o,
-                  iir=s.get("iir", 0), clock=board.clock)
-
-
-def _uart_ultrasonic(board, s):
-    from firmware.drivers.a02yyuw import A02YYUW
-
-    # the A02YYUW compensates for the air temperature itself (correcting again is ~50 mm off at
-    # 3 m for 10 °C); the JSN-SR04T reports at a fixed speed of sound: per-sensor "compensate"
-    return A02YYUW(board.sensor_uart(s), min_mm=s.get("min_mm", 30), max_mm=s.get("max_mm", 4500),
-                   clock=board.clock, compensate=s.get("compensate", s["kind"] != "a02yyuw"))
+def driver(kind):
+    # config kind -> its driver module; ValueError for a kind that is none of KINDS
+    if kind not in KINDS:
+        raise ValueError("no sensor kind %r" % (kind,))
+    return __import__("firmware.drivers." + kind, None, None, (kind,))
 
 
-def _echo(board, s):
-    from firmware.drivers.hcsr04 import from_config
-
-    return from_config(board, s)
-
-
-def _hydrostatic(board, s):
-    from firmware.drivers.hydrostatic import from_config
-
-    return from_config(board, s)
-
-
-def _bme280_adafruit(board, s):
-    return board.bme280_adafruit(s)  # Linux boards only (Blinka)
-
-
-CLIMATE = {
-    "bme280": _bme280,
-    "bme280_adafruit": _bme280_adafruit,
-}
-LEVEL = {
-    "a02yyuw": _uart_ultrasonic,
-    "jsn_sr04t": _uart_ultrasonic,  # mode 2 speaks the same 0xFF H L SUM frames
-    "hcsr04": _echo,
-    "hydrostatic": _hydrostatic,
-}
-DISTANCE_KINDS = ("a02yyuw", "jsn_sr04t", "hcsr04")  # level = mount_mm - distance
-
-
-def build_climate(board, settings):
-    # -> driver with read() -> (temperature_C, pressure_Pa, humidity_RH), or None with the reason logged
-    try:
-        return CLIMATE[settings["kind"]](board, settings)
-    except (OSError, ValueError, AttributeError, ImportError, KeyError) as e:
-        board.log("sensor %s: %s" % (settings["kind"], e))
-        return None
+def kinds(caps):
+    # -> the kinds whose driver declares all of caps (for a config error's one line)
+    return [k for k in KINDS if driver(k).CAPS & caps == caps]
 
 
 def build(board, settings):
-    # level sensor -> driver with read_mm(speed_mm_s) and reason, or None with the reason logged
-    # (a missing sensor is a fault, not a crash)
-    if settings["kind"] in CLIMATE:
-        return None
+    # a checked entry -> its sensor with the part open, or None with the reason logged (a
+    # missing sensor is a fault, not a crash)
     try:
-        return LEVEL[settings["kind"]](board, settings)
+        s = driver(settings["kind"]).Sensor(board, settings)
+        s.open()
+        return s
     except (OSError, ValueError, AttributeError, ImportError, KeyError) as e:
-        board.log("sensor %s: %s" % (settings["kind"], e))
+        board.log("sensor %s: %s" % (settings.get("kind"), e))
         return None
+
+
+def f32(x):
+    # a reading quantised as SPEC section 3 says: binary32
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def f16(x):
+    # binary16
+    return struct.unpack("e", struct.pack("e", x))[0]

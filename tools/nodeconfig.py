@@ -20,7 +20,7 @@ STORM_INTERVAL_S = device_config.DEFAULTS["storm_interval_s"]
 # and the simulator's
 BOARDS = (*DEVICE_BOARDS, PiBoard.name, SimBoard.name)
 # the Raspberry Pi reads its BME280 through adafruit-circuitpython-bme280 (Blinka)
-PI_SENSORS = {"climate": {"kind": "bme280_adafruit", "address": 0x76}}
+PI_SENSORS = {"climate": {"kind": "bme280_adafruit"}}  # its settings: the driver's defaults
 LINKS = ("uart", "udp")
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from firmware.main import BOARDS as BOARD_MODULES
+from firmware.sensors import KINDS as SENSOR_KINDS
 from firmware.sim.board import SimBoard
 from tools.cli import CliError
 
@@ -72,10 +73,13 @@ def compile_mpy(src: pathlib.Path, out: pathlib.Path) -> None:
 # import through protocol/ and firmware/ (read from the sources, imports inside functions
 # too, so every sensor driver a config may name). So a real board never gets the simulator
 # (firmware/sim/), another board's module, or what only CPython runs.
-ENTRIES = {board: ("firmware.main", module) for board, module in BOARD_MODULES.items()}
-ENTRIES[SimBoard.name] = (SIM_MAIN,)  # the virtual rig: the sim board on the console line
+# firmware/sensors.py imports a sensor's driver by its config kind, so every driver of
+# KINDS goes along (a config may name any of them).
+DRIVERS = tuple("firmware.drivers." + kind for kind in SENSOR_KINDS)
+ENTRIES = {board: ("firmware.main", module, *DRIVERS) for board, module in BOARD_MODULES.items()}
+ENTRIES[SimBoard.name] = (SIM_MAIN, *DRIVERS)  # the virtual rig: the sim board on the console line
 # a config without "board": firmware/main.py detects the board it runs on, so it gets both ports
-ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"])
+ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"], *DRIVERS)
 CPYTHON_ONLY = ("protocol.fast",)  # the gateway's fast readers (MicroPython never imports them)
 
 

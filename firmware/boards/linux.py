@@ -117,7 +117,7 @@ class Board:
         return self._i2c
 
     def bme280_adafruit(self, settings=None):
-        return AdafruitBME280((settings or {}).get("address", 0x76))
+        return AdafruitBME280(settings["address"])  # a checked entry (firmware/drivers/bme280_adafruit.py)
 
     def sensor_uart(self, settings=None):
         return SerialUart((settings or {}).get("port", self.sensor_port), 9600)

@@ -6,6 +6,9 @@
 # Speed of sound: the A02YYUW compensates for temperature itself, so by default its distance
 # is taken as it is; compensate=True rescales a sensor that reports at a fixed 343 m/s
 # (the JSN-SR04T) to the speed of sound of the measured air.
+from firmware import level
+from firmware.sensors import LEVEL
+
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:
@@ -129,3 +132,22 @@ class A02YYUW:
             self.reason = "range"
             return None
         return mm
+
+
+# ---------------------------------------------------------------- the sensor (firmware/sensors.py)
+
+# compensate: rescale to the speed of sound of the measured air (the A02YYUW compensates for
+# the air temperature itself: correcting again is ~50 mm off at 3 m for 10 °C)
+SETTINGS = level.settings(level.FILTER, level.DISTANCE, {"compensate": ("b", False, 0, 0)})
+CAPS = LEVEL
+DEPTH = "mount_mm"
+
+
+class Sensor(level.Level):
+    def open(self):
+        s = self.s
+        self.part = A02YYUW(self.board.sensor_uart(s), min_mm=s["min_mm"], max_mm=s["max_mm"],
+                            clock=self.board.clock, compensate=s["compensate"])
+
+    def start(self, ctx):
+        self.part.flush()  # frames that waited in the FIFO (a sleep) are no reading of now

@@ -3,6 +3,10 @@
 # BST-BME280-DS002 section 4.2.3; the 64-bit pressure variant). Takes a machine.I2C-like
 # bus (readfrom_mem_into, writeto_mem). Raises only in __init__; read() returns None
 # values and counts the reason in self.errors.
+from firmware.sensors import AIR, f16, f32
+from protocol.message import Q_FAULT as FAULT
+from protocol.senml import record
+
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:
@@ -221,3 +225,46 @@ class BME280:
         if raw is None:
             return None, None, None
         return self.compensate(raw[0], raw[1], raw[2])
+
+
+# ---------------------------------------------------------------- the sensor (firmware/sensors.py)
+
+SETTINGS = {"address": ("i", 0x76, 0, 127), "oversample": ("i", 1, 0, 16), "iir": ("i", 0, 0, 16)}
+CAPS = AIR
+
+
+class Sensor:
+    # the climate: one forced conversion a cycle -> t, h, p; a failed one keeps the last good
+    # values with quality "fault" on t. It gives the air to the others (ctx.temp_c, pressure_pa)
+    def __init__(self, board, s):
+        self.board = board
+        self.s = s
+        self.part = None
+        self.t = self.p = self.h = None
+
+    def open(self):
+        s = self.s
+        o = s["oversample"]
+        self.part = BME280(self.board.i2c(s), s["address"], oversample_t=o, oversample_p=o, oversample_h=o,
+                           iir=s["iir"], clock=self.board.clock)
+
+    def read(self, ctx, out):
+        t = p = h = None
+        if self.part is not None:
+            t, p, h = self.part.read()
+        q = None
+        if t is None:
+            q = [1, 1, FAULT]
+        else:
+            self.t = t
+            self.p = p
+            self.h = h
+        ctx.temp_c = self.t
+        ctx.pressure_pa = self.p
+        if self.t is not None:
+            out.append(record("t", f32(round(self.t, 2))))
+            if self.h is not None:
+                out.append(record("h", f16(self.h)))
+            if self.p is not None:
+                out.append(record("p", int(self.p + 0.5)))
+        return q

@@ -11,7 +11,9 @@
 # - Wiring: both modules drive echo at 5 V; an ESP32 or RP2040 pin takes 3.3 V at most,
 #   so echo goes through a divider (1 kohm from echo to the pin, 2 kohm from the pin to GND).
 # time_pulse_us with a timeout, so a missing echo never blocks the loop.
+from firmware import level
 from firmware.clock import ticks_diff
+from firmware.sensors import LEVEL
 
 
 class HCSR04:
@@ -100,8 +102,16 @@ class HCSR04:
         return mm
 
 
-def from_config(board, s):
-    # the sensor registry's factory (firmware/sensors.py)
-    trigger, echo, pulse, sleep_us = board.echo_pins(s)
-    return HCSR04(trigger, echo, min_mm=s.get("min_mm", 20), max_mm=s.get("max_mm", 4000),
-                  timeout_us=s.get("timeout_us", 30000), time_pulse_us=pulse, sleep_us=sleep_us, clock=board.clock)
+# ---------------------------------------------------------------- the sensor (firmware/sensors.py)
+
+SETTINGS = level.settings(level.FILTER, level.DISTANCE, {"timeout_us": ("i", 30000, 1000, 100000)})
+CAPS = LEVEL
+DEPTH = "mount_mm"
+
+
+class Sensor(level.Level):
+    def open(self):
+        s = self.s
+        trigger, echo, pulse, sleep_us = self.board.echo_pins(s)
+        self.part = HCSR04(trigger, echo, min_mm=s["min_mm"], max_mm=s["max_mm"], timeout_us=s["timeout_us"],
+                           time_pulse_us=pulse, sleep_us=sleep_us, clock=self.board.clock)

@@ -15,6 +15,10 @@
 # gauge) probe reads against the reference pressure sealed into it (ref_pa), so the air
 # pressure outside moves its reading by 0.102 mm per Pa: with vented False the driver
 # subtracts (air_pa - ref_pa), air_pa set before each read by the sampler from the BME280.
+from firmware import level
+from firmware.sensors import LEVEL
+
+
 class Hydrostatic:
     def __init__(self, adc, shunt_ohm=150, vref_mv=3300, span_mm=5000, offset_mm=0, density_kg_m3=1000,
                  vented=True, ref_pa=101325, linear_uv=None):
@@ -87,11 +91,31 @@ class Hydrostatic:
         return self.offset_mm + round(column_mm * 1000 / self.density)
 
 
-def from_config(board, s):
-    # the sensor registry's factory (firmware/sensors.py); the board knows its ADC's linear
-    # range and the shunt that keeps 21 mA inside it
-    return Hydrostatic(board.adc(s), shunt_ohm=s.get("shunt_ohm", getattr(board, "LOOP_SHUNT_OHM", 150)),
-                       vref_mv=s.get("vref_mv", 3300), span_mm=s.get("span_mm", 5000),
-                       offset_mm=s.get("offset_mm", 0), density_kg_m3=s.get("density_kg_m3", 1000),
-                       vented=s.get("vented", True), ref_pa=s.get("ref_pa", 101325),
-                       linear_uv=getattr(board, "ADC_LINEAR_UV", None))
+# ---------------------------------------------------------------- the sensor (firmware/sensors.py)
+
+# shunt_ohm: absent, the board's (LOOP_SHUNT_OHM: the shunt that keeps 21 mA inside its ADC's
+# linear range; SHUNT_OHM where the board names none)
+SHUNT_OHM = 150
+SETTINGS = level.settings(level.FILTER, {
+    "span_mm": ("i", 5000, 0, 100000), "offset_mm": ("i", 0, -100000, 100000), "shunt_ohm": ("i", None, 1, 100000),
+    "vref_mv": ("i", 3300, 1000, 5000), "density_kg_m3": ("i", 1000, 500, 2000), "vented": ("b", True, 0, 0),
+    "ref_pa": ("i", 101325, 50000, 120000),
+})
+CAPS = LEVEL
+DEPTH = "span_mm"
+
+
+class Sensor(level.Level):
+    DISTANCE = False  # the probe reads the level itself
+    AUX = ("i", 1000000)  # and the loop current (A)
+
+    def open(self):
+        s = self.s
+        b = self.board
+        self.part = Hydrostatic(b.adc(s), shunt_ohm=s["shunt_ohm"] or getattr(b, "LOOP_SHUNT_OHM", SHUNT_OHM),
+                                vref_mv=s["vref_mv"], span_mm=s["span_mm"], offset_mm=s["offset_mm"],
+                                density_kg_m3=s["density_kg_m3"], vented=s["vented"], ref_pa=s["ref_pa"],
+                                linear_uv=getattr(b, "ADC_LINEAR_UV", None))
+
+    def start(self, ctx):
+        self.part.air_pa = ctx.pressure_pa  # a sealed probe corrects for it (a vented one ignores it)

@@ -97,12 +97,14 @@ class SimBoard:
         e = self.echo
         return e.trigger, e.echo, e.time_pulse_us, e.sleep_us
 
-    def adc(self, settings=None):
-        s = settings or {}
+    def adc(self, settings):
+        # the probe wired as its checked config entry says (firmware/drivers/hydrostatic.py)
+        from firmware.drivers.hydrostatic import SHUNT_OHM
+
         lp = self.loop
-        lp.shunt_ohm = s.get("shunt_ohm", 150)
-        lp.span_mm = s.get("span_mm", 5000)
-        lp.offset_mm = s.get("offset_mm", 0)
+        lp.shunt_ohm = settings["shunt_ohm"] or SHUNT_OHM
+        lp.span_mm = settings["span_mm"]
+        lp.offset_mm = settings["offset_mm"]
         return lp
 
     def battery_mv(self):

@@ -39,6 +39,11 @@ class Esp32Adc:
         return min(65535, int(self._seen_mv() * 65535 / 3900))
 
 
+def entry(sensor):
+    # a sensor entry as the node gets it: checked, its driver's defaults filled in
+    return config.validate({"node": "n", "key": "00" * 16, "sensors": [sensor]})["sensors"][0]
+
+
 def probe(ma, shunt_ohm, **kw):
     adc = Esp32Adc(ma * shunt_ohm)
     return adc, Hydrostatic(adc, shunt_ohm=shunt_ohm, span_mm=5000, linear_uv=(150000, 2450000), **kw)
@@ -85,7 +90,7 @@ def test_esp32_board_defaults_to_the_100_ohm_shunt_and_its_adc_range(monkeypatch
     monkeypatch.delitem(sys.modules, "firmware.boards.mpboard", raising=False)
     from firmware.boards.esp32 import Board
 
-    d = sensors.LEVEL["hydrostatic"](Board(), {"kind": "hydrostatic", "span_mm": 5000})
+    d = sensors.build(Board(), entry({"kind": "hydrostatic", "span_mm": 5000})).part
     assert d.shunt_ohm == 100 and d.linear_uv == (150000, 2450000)
     assert d.read_mm() == 2500
     adcs[0].mv = 21 * 150  # a 150 ohm shunt at 21 mA: 3150 mV
@@ -270,9 +275,9 @@ def test_a02yyuw_distance_is_not_corrected_twice():
     # the A02YYUW compensates for temperature itself: at 30 °C a 3000 mm distance comes as 3000.
     # On main the driver rescaled it again (3053 mm: a level ~50 mm too low)
     speed = level.speed_of_sound_mm_s(30.0)
-    d = sensors.LEVEL["a02yyuw"](UartBoard(StreamingUart(3000)), {"kind": "a02yyuw"})
+    d = sensors.build(UartBoard(StreamingUart(3000)), entry({"kind": "a02yyuw"})).part
     assert d.read_mm(speed) == 3000
     # a sensor set to compensate=True (and the JSN-SR04T by default) is rescaled to the air
     for s in ({"kind": "a02yyuw", "compensate": True}, {"kind": "jsn_sr04t"}):
-        d = sensors.LEVEL[s["kind"]](UartBoard(StreamingUart(3000)), s)
+        d = sensors.build(UartBoard(StreamingUart(3000)), entry(s)).part
         assert d.read_mm(speed) == 3000 * speed // 343000

@@ -117,7 +117,7 @@ def test_uart_garbage_and_dead_level_sensor(rig):
     r = rig({"interval_s": 60, "heartbeat_s": 60})
     r.board.ultrasonic.garbage_p = 0.4
     r.run(0.5)
-    assert r.node.sampler.level.errors["junk"] > 0
+    assert r.node.sampler.level.part.errors["junk"] > 0
     assert all(x["quality"].get(3, [0, 0, 0])[2] != msg.Q_FAULT for x in r.gw.decoded)
     r.board.ultrasonic.connected = False
     n = len(r.gw.decoded)
@@ -155,7 +155,7 @@ def test_watchdog_resets_a_hung_node(rig):
         return real(buf)
 
     r.board.ultrasonic.readinto = hang
-    r.node.sampler.level.flush = lambda: None
+    r.node.sampler.level.part.flush = lambda: None
     r.run(0.5)
     assert "watchdog" in r.board.resets
     boots = {d["boot"]: d for d in r.gw.decoded if d["info"]}
@@ -292,7 +292,7 @@ def test_level_filters_from_config_smooth_and_clamp(rig):
     # 0.2 m with status "out of range"
     assert all(v == pytest.approx(0.2) for v in r.values("l"))
     assert all(x["quality"][3][2] == msg.Q_RANGE for x in r.gw.decoded)
-    assert r.node.sampler.burst.ema.alpha == 0.2
+    assert r.node.sampler.ema.alpha == 0.2
 
 
 def test_power_cuts_while_the_boot_counter_is_written_never_reuse_a_sent_boot(rig):
