@@ -107,6 +107,16 @@ def validate(raw):
         _int(link, "sf", 7, 12, "config link")
         _int(link, "power_dbm", -9, 14, "config link")
         _int(link, "duty_permille", 1, 10, "config link")
+        # the LoRa module and so its chip, whose micropython-lib driver `citynode flash` installs
+        from firmware.lora_radios import PICO_HAT, RADIOS
+
+        # an ESP32 board has its radio on board (which one, the config says); the others take the Pico's HAT
+        radio = link.setdefault("radio", None if cfg["board"] == "esp32" else PICO_HAT)
+        if radio not in RADIOS:
+            raise ConfigError("config: link.radio must name the board's LoRa module: %s" % ", ".join(sorted(RADIOS)))
+        chip = RADIOS[radio]["chip"]
+        if link.setdefault("chip", chip) != chip:
+            raise ConfigError("config: link.chip %r is not the %s's chip (%s)" % (link["chip"], radio, chip))
     if link["kind"] == "udp":
         if not isinstance(link.get("host"), str):
             raise ConfigError("config: link.host must be the gateway's address")

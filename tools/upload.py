@@ -158,10 +158,11 @@ def build_bundle(node_config: dict[str, Any] | None = None,
     link = (node_config or {}).get("link") or {}
     if link.get("kind") == "lora":
         # micropython-lib's LoRa drivers, as `mpremote mip install lora-sx126x` puts them (third-party)
+        from firmware.lora_radios import PICO_HAT, RADIOS
         from tools.lora_packages import LoraDriversMissing, driver_files
 
         try:
-            files += driver_files(link.get("chip", "sx1262"))
+            files += driver_files(RADIOS[link.get("radio") or PICO_HAT]["chip"])  # firmware/lora_radios.py
         except LoraDriversMissing as e:
             raise UploadError(str(e)) from None
     files.append(("main.py", main_source(board).encode()))

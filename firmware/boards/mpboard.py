@@ -91,20 +91,11 @@ class MicroPythonBoard:
         return LoraLink(self.lora_modem(link), cfg["node"], self.clock, link["duty_permille"], self.log)
 
     def lora_modem(self, link):
-        # An SX1262 on the board's LoRa pins (rp2: Waveshare's Pico-LoRa-SX1262 HAT) through
-        # micropython-lib's driver, which `citynode flash` installs under /lib/lora
-        import machine
-        from lora import SX1262  # pyright: ignore[reportMissingImports]
+        # The LoRa module the checked config names (link "radio", firmware/config.py) through
+        # micropython-lib's driver for its chip, which `citynode flash` installs under /lib/lora
+        from firmware import lora_radios as radios
 
-        p = self.pins
-        if "lora_cs" not in p:
-            raise ValueError("board %s has no LoRa pins (lora_sck, lora_cs, ...)" % self.name)
-        spi = machine.SPI(1, baudrate=2000000, sck=machine.Pin(p["lora_sck"]), mosi=machine.Pin(p["lora_mosi"]),
-                          miso=machine.Pin(p["lora_miso"]))
-        return SX1262(spi=spi, cs=machine.Pin(p["lora_cs"]), busy=machine.Pin(p["lora_busy"]),
-                      dio1=machine.Pin(p["lora_dio1"]), reset=machine.Pin(p["lora_reset"]),
-                      lora_cfg={"freq_khz": link["freq_khz"], "sf": link["sf"], "bw": "125", "coding_rate": 5,
-                                "preamble_len": 8, "output_power": link["power_dbm"]})
+        return radios.open_modem(link["radio"], link)
 
     def log(self, text):
         print(text)

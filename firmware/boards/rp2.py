@@ -26,9 +26,7 @@ class Board(MicroPythonBoard):
         "sensor_tx": 8, "sensor_rx": 9,  # UART1
         "trigger": 14, "echo": 15,
         "loop_adc": 26,  # ADC0
-        # Waveshare Pico-LoRa-SX1262 HAT (its wiki's pinout): SPI1, NSS, BUSY, DIO1, NRESET
-        "lora_sck": 10, "lora_mosi": 11, "lora_miso": 12, "lora_cs": 3, "lora_busy": 2, "lora_dio1": 20,
-        "lora_reset": 15,
+        # LoRa: Waveshare's Pico-LoRa-SX1262 HAT, firmware/lora_radios.py
     }
 
     def sensor_uart(self, settings=None):
