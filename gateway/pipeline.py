@@ -26,7 +26,7 @@ from protocol import cose, keyring, message, senml
 if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.downlink import Downlink
-    from gateway.registry import OutputSet
+    from gateway.registry import OutputSet, Publisher
     from gateway.stats import Stats
     from gateway.store import Store
     from gateway.web.history import History
@@ -104,7 +104,7 @@ class Inbox:
 
 class Pipeline:
     def __init__(self, *, settings: Settings, keys: Mapping[str, bytes], store: Store, outputs: OutputSet,
-                 stats: Stats, downlink: Downlink, forwarder: Any, history: History | None = None) -> None:
+                 stats: Stats, downlink: Downlink, forwarder: Publisher, history: History | None = None) -> None:
         self.s = settings
         self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
         self.store = store

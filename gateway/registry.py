@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -193,17 +193,56 @@ def build(s: Settings, keys: Mapping[str, bytes], thresholds_fn: Callable[[str],
                      if e.name not in skipped and (s.mqtt is not None or not e.mqtt_only) and e.wanted(s))
 
 
-def publisher_factory(s: Settings) -> Callable[..., Any] | None:
+class Publisher(Protocol):
+    # The other seam: what sends the outbox's rows, and what the pipeline (gateway/pipeline.py),
+    # the relay and the daemon's watchdog and counters use of it. The MQTT thread publisher
+    # (gateway/mqtt.py Forwarder), the publisher process (gateway/pubproc.py, the same Forwarder
+    # in a child), the JetStream publisher and the fan-out to both (gateway/natsout.py). One
+    # may also take committed rows in memory: offer(first_id, rows) (the pipeline asks getattr).
+    @property
+    def connected(self) -> bool: ...  # to its broker or stream now
+
+    @property
+    def connects(self) -> int: ...  # connections made since the start
+
+    @property
+    def inflight(self) -> int: ...  # rows sent and not yet acknowledged
+
+    @property
+    def pubacks(self) -> int: ...  # rows acknowledged since the start
+
+    @property
+    def heartbeat(self) -> float: ...  # time.monotonic() when its loop last turned (the watchdog)
+
+    @property
+    def taken_over(self) -> bool: ...  # another client took its session (alarm mqtt_client_id_in_use)
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+    def wake(self) -> None: ...  # rows were committed: read the outbox
+
+    def take_acked(self) -> list[int]: ...  # outbox ids acknowledged since the last call
+
+    def deleted(self, ids: Iterable[int]) -> None: ...  # those ids are gone from the outbox
+
+
+def publisher_factory(s: Settings) -> Callable[..., Publisher] | None:
     # The publisher class (or factory) for this config, called with the daemon's keywords
     # (settings, db_path, states_fn, on_command, gateway_state_fn, alarms_fn): the MQTT thread
     # publisher (gateway/mqtt.py), or the publisher process (gateway/pubproc.py, publisher =
     # "process"), and with [nats] the JetStream publisher beside it or alone (gateway/natsout.py).
     # Imported when used: with publisher = "process" paho and ssl stay out of this process (RSS).
-    publisher = None
+    publisher: Callable[..., Publisher] | None = None
     if s.mqtt is not None and s.mqtt.publisher == "process":
-        from gateway.pubproc import PublisherProcess as publisher
+        from gateway.pubproc import PublisherProcess
+
+        publisher = PublisherProcess
     elif s.mqtt is not None:
-        from gateway.mqtt import Forwarder as publisher
+        from gateway.mqtt import Forwarder
+
+        publisher = Forwarder
     if s.nats is not None:
         import functools
 
@@ -211,3 +250,14 @@ def publisher_factory(s: Settings) -> Callable[..., Any] | None:
 
         return functools.partial(fleet_publisher, mqtt_publisher=publisher)
     return publisher
+
+
+if TYPE_CHECKING:
+    def _every_publisher() -> tuple[Callable[..., Publisher], ...]:
+        # never called: the type check (pyright, tests/test_layout.py) holds each publisher class
+        # to the Publisher seam, so one that loses a member fails there, not in a running gateway
+        from gateway.mqtt import Forwarder
+        from gateway.natsout import Fanout, NatsForwarder
+        from gateway.pubproc import PublisherProcess
+
+        return (Forwarder, PublisherProcess, NatsForwarder, Fanout)
