@@ -42,6 +42,7 @@ from gateway.keys import format_keys  # noqa: E402
 from protocol import message, senml  # noqa: E402
 from tests.support.broker import Mosquitto, free_port  # noqa: E402
 from tests.support.udpnode import HeardByMany  # noqa: E402
+from tools import procs  # noqa: E402
 from tools.natscluster import Cluster, stream_frames  # noqa: E402
 
 PREFIX = "cn"
@@ -125,13 +126,7 @@ class Proc:
         self.proc.wait()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc, 30)
 
     def outbox_depth(self, name="outbox.sqlite"):
         try:

@@ -46,6 +46,7 @@ from gateway.outputs import Envelope, Frame  # noqa: E402
 from protocol import message  # noqa: E402
 from tests.support.broker import Mosquitto, free_port  # noqa: E402
 from tests.support.udpnode import UdpNode, make_frame  # noqa: E402
+from tools import procs  # noqa: E402
 
 PREFIX = "bench"
 PACED_RATES = (50, 500, 2000)
@@ -330,12 +331,7 @@ class GatewayRun:
         return rss_bytes(self.pid)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        procs.stop(self.proc, 30)
 
     def commit_stats(self):
         # "... N frames in M group commits" from the log line at stop

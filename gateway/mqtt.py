@@ -58,29 +58,19 @@ class Forwarder(AckedRows):
                  on_command: Callable[[str, bytes, bool], object], gateway_state_fn: Callable[[], dict[str, Any]],
                  alarms_fn: Callable[[], list[str]]) -> None:
         require()  # a paho whose internals differ is refused here, at start (gateway/paho_adapter.py)
-        self.s = settings
+        super().__init__(settings, db_path)  # taken_over: see SHORT_SESSION_S
         self.m = settings.mqtt
         self.prefix = settings.mqtt.topic_prefix
-        self.db_path = db_path
         self.states_fn = states_fn  # (seen versions) -> [(node, state dict)] changed since
         self.on_command = on_command  # (topic, payload bytes, retained) for P/nodes/+/down
         self.gateway_state_fn = gateway_state_fn  # -> dict for the retained online state
         self.alarms_fn = alarms_fn  # -> list of alarm names, cheap; a change republishes the state
         self.gw_topic = f"{self.prefix}/gateways/{settings.gateway_id}/state"
         self.down_topic = f"{self.prefix}/nodes/+/down"
-        self.connected = False
-        self.connects = 0
-        self.taken_over = False  # another client keeps taking our session over (see SHORT_SESSION_S)
-        self.inflight = 0
-        self.heartbeat = time.monotonic()
-        self.pubacks = 0
         self.offered = 0  # outbox rows published straight from offer(), without an outbox read
-        self._lock = threading.Lock()
-        self._acked = []  # outbox ids PUBACKed, not yet handed to the pipeline
         self._just_acked = []  # PUBACKed in this loop_read; handed over under one lock hold
         # an Event to set when PUBACKed ids are handed over (gateway/pubproc.py)
         self.activity: threading.Event | None = None
-        self._skip = set()  # ids PUBACKed and not yet deleted: not resent after a reconnect
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

@@ -126,24 +126,14 @@ class NatsForwarder(AckedRows):
     def __init__(self, *, settings: Settings, db_path: str | os.PathLike[str],
                  states_fn: Callable[..., Any] | None = None,
                  gateway_state_fn: Callable[[], dict[str, Any]] | None = None, **_: Any) -> None:
-        self.s = settings
+        super().__init__(settings, db_path)
         self.n = settings.nats
-        self.db_path = db_path
         self.states_fn = states_fn
         self.gateway_state_fn = gateway_state_fn
-        self.connected = False
-        self.connects = 0
-        self.inflight = 0
-        self.pubacks = 0  # rows acked by the stream (or not for it)
         self.stored_already = 0  # frames the stream had from another gateway or an earlier send
         self.duplicates = 0  # acks with duplicate=true (within the duplicate window)
         self.in_process = 0  # "duplicate message id is in process": another gateway's copy, being stored
         self.resent = 0
-        self.heartbeat = time.monotonic()
-        self.taken_over = False
-        self._lock = threading.Lock()
-        self._acked = []
-        self._skip = set()  # acked, not yet deleted: not sent again after a reset of the cursor
         self._stop = threading.Event()
         self._loop = None
         self._wake = None

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
+from gateway.store import AckedRows
+
 log = logging.getLogger("citynode.gateway")
 
 if TYPE_CHECKING:
@@ -86,25 +88,18 @@ def _child_env():
     return env
 
 
-class PublisherProcess:
+class PublisherProcess(AckedRows):
+    # taken_over: the child's Forwarder.taken_over (the mqtt_client_id_in_use alarm); acked ids
+    # come from the child, and deleted() tells it
     def __init__(self, *, settings: Settings, db_path: str | os.PathLike[str], states_fn: Callable[..., Any],
                  on_command: Callable[[str, bytes, bool], object], gateway_state_fn: Callable[[], dict[str, Any]],
                  alarms_fn: Callable[[], list[str]]) -> None:
-        self.s = settings
-        self.db_path = str(db_path)
+        super().__init__(settings, str(db_path))
         self.states_fn = states_fn
         self.on_command = on_command
         self.gateway_state_fn = gateway_state_fn
         self.alarms_fn = alarms_fn
-        self.connected = False
-        self.connects = 0
-        self.inflight = 0
-        self.pubacks = 0
-        self.taken_over = False  # the child's Forwarder.taken_over: the mqtt_client_id_in_use alarm
-        self.heartbeat = time.monotonic()
         self.restarts = 0
-        self._acked = []
-        self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -121,11 +116,6 @@ class PublisherProcess:
 
     def wake(self) -> None:
         self._send(("wake",))
-
-    def take_acked(self) -> list[int]:
-        with self._lock:
-            ids, self._acked = self._acked, []
-        return ids
 
     def deleted(self, ids: Iterable[int]) -> None:
         self._send(("deleted", ids))

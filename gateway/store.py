@@ -14,11 +14,15 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import GatewayError, osthread
 from gateway.dedup import SeqState
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 log = logging.getLogger("citynode.gateway")
 CHECKPOINT_S = 1.0  # after a commit, the checkpoint thread waits this long for more, then checkpoints
@@ -205,13 +209,23 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 
 class AckedRows:
-    # A publisher's outbox ids its broker (or stream) acknowledged: handed to the pipeline,
-    # which deletes them in its next commit (take_acked), and skipped when the publisher
-    # reads the outbox again until then (deleted() forgets them). The subclass sets
-    # _lock, _acked (list) and _skip (set) in its __init__.
-    _lock: threading.Lock
-    _acked: list[int]
-    _skip: set[int]
+    # What every publisher of the outbox (gateway/registry.py publisher_factory: mqtt.py,
+    # pubproc.py, natsout.py) holds: the state the pipeline and the status page read, and the
+    # outbox ids its broker (or stream) acknowledged: handed to the pipeline, which deletes them
+    # in its next commit (take_acked), and skipped when the publisher reads the outbox again
+    # until then (deleted() forgets them).
+    def __init__(self, settings: Settings, db_path: str | os.PathLike[str]) -> None:
+        self.s = settings
+        self.db_path = db_path
+        self.connected = False
+        self.connects = 0
+        self.inflight = 0
+        self.pubacks = 0  # rows the broker (or stream) acknowledged
+        self.taken_over = False  # another client keeps taking the session over (mqtt_client_id_in_use)
+        self.heartbeat = time.monotonic()
+        self._lock = threading.Lock()
+        self._acked: list[int] = []
+        self._skip: set[int] = set()  # acked, not yet deleted: not sent again after a reconnect
 
     def take_acked(self) -> list[int]:
         with self._lock:

@@ -14,6 +14,7 @@ import pytest
 from hil_tests.conftest import INTERVAL_S, NODE
 from protocol import message
 from tests.support.senml_strict import check_pack
+from tools import procs
 
 PREFIX = "hil"
 
@@ -42,12 +43,7 @@ keys_file = "{hil_node['keys_file']}"
     proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "gateway", "--config", str(conf)],
                             stdout=log, stderr=subprocess.STDOUT)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    procs.stop(proc)
     log.close()
     print("--- gateway log (tail)\n" + (tmp_path / "gateway.log").read_text()[-3000:], file=sys.stderr)
 

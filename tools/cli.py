@@ -9,9 +9,9 @@
 # picks the code; argparse errors, Ctrl-C and anything unexpected become such a line too.
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from gateway.keys import Keys
@@ -111,6 +111,21 @@ def hostport_arg(text: str, lowest: int = 1) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def positive(kind: Callable[[str], Any], below: float | None = None) -> Callable[[str], Any]:
+    # argparse type= for a count or a duration: kind(text) above 0 (and below `below`)
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0 or (below is not None and not value < below):
+            raise argparse.ArgumentTypeError(f"must be more than 0{f' and below {below:g}' if below else ''} "
+                                             f"(got {text})")
+        return value
+
+    return parse
 
 
 def load_keys_option(path: str) -> Keys:

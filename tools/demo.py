@@ -18,7 +18,7 @@ from typing import Any
 
 from protocol.message import F_ALARM, F_STORM
 from tools import fleet
-from tools.cli import CliError, UsageError
+from tools.cli import CliError, UsageError, positive
 
 PREFIX = "citynode"
 SPARK = "▁▂▃▄▅▆▇█"
@@ -30,7 +30,7 @@ LEVEL_FULL_M = 2.8  # top of the sparkline (the shaft is ~3 m deep)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes, 1..20 (%(default)s)")
-    p.add_argument("--duration", type=seconds, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--duration", type=positive(float, 1e9), help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080", type=web_arg,
                    help="the gateway's status page (%(default)s; a free port if that one is taken; 'off' for none)")
@@ -40,18 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fleet", action="store_true",
                    help="a city: a 3-server NATS JetStream cluster, 3 gateways, the relay (its page shows the fleet) "
                         "and nodes heard by 2 or 3 gateways each (docs/fleet.md)")
-
-
-def seconds(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
-    return value
 
 
 def web_arg(text: str) -> str:

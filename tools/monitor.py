@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from protocol import cobs, cose, message, senml
 from protocol.cbor import FrameError
-from tools.cli import CliError, UsageError, hostport, hostport_arg
+from tools.cli import CliError, UsageError, hostport, hostport_arg, positive
 
 FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F_SAFE, "safe"),
               (message.F_BACKLOG, "backlog"))
@@ -30,19 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=positive(float), help="stop after this many seconds")
     p.add_argument("--hex", action="store_true",
                    help="print each frame's bytes as hex under its line (for citynode decode)")
-
-
-def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
-        return value
-
-    return parse
 
 
 class FrameTable:

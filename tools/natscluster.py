@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Self
 
+from tools import procs
 from tools.cli import CliError
 
 
@@ -126,13 +127,7 @@ class Cluster:
 
     def stop(self) -> None:
         for i, p in enumerate(self.procs):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            procs.stop(p)
             self.procs[i] = None
 
     def __enter__(self) -> Self:

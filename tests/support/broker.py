@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+from tools import procs
+
 
 def free_port(kind=socket.SOCK_STREAM):
     with socket.socket(socket.AF_INET, kind) as s:
@@ -62,13 +64,7 @@ class Mosquitto:
         raise RuntimeError("mosquitto did not listen within 10 s")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc, 5)
         self.proc = None
 
     def restart(self, down_s=0.0):

