@@ -19,7 +19,8 @@ ROOTS = {"protocol": protocol.FrameError, "firmware": firmware.FirmwareError, "g
 # not errors: signals that unwind a simulated board, or a fault the sampler counts with the bus's
 SIGNALS = {"PowerCut": "the simulated power cut: a BaseException no `except Exception` in the node may catch",
            "BME280Error": "an OSError: the sampler counts it like any other I2C fault of the bus",
-           "_Terminate": "the publisher process's own stop signal, never raised out of it"}
+           "_Terminate": "the publisher process's own stop signal, never raised out of it",
+           "_Stopped": "citynode node's SIGTERM unwinding the node's loop, caught in its run()"}
 
 
 def _error(module, name, *args):
