@@ -193,19 +193,31 @@ def test_power_cut_during_a_flash_write_loses_no_frame(request, rig, dut, hil_no
 # (board, Wi-Fi keeper, UDP link: ~4 KB) and 16 KB of headroom (a command, a rejoin, a
 # fragmented heap): at most 84 KB in use after start. A backlog lives in flash: the RAM it
 # takes is the per-slot bookkeeping allocated at start, so 300 waiting frames may add 1 KB at
-# most and must leave a free block of 32 KB or more.
+# most and must leave a free block of 32 KB or more. The backlog: 290 frames an outage left
+# (written into the board's flash while it is off, by the firmware's own buffer code on the
+# host, tools/rig/pico_fs.py: making them on the emulated CPU took most of a minute), which
+# the node scans at its start, and 10 more it makes itself.
 USED_MAX = 112 * 1024 - 8 * 1024 - 4 * 1024 - 16 * 1024
 BACKLOG_GROWTH_MAX = 1024
 LARGEST_FREE_MIN = 32 * 1024
+BACKLOG = 300
+MADE_ON_THE_BOARD = 10
 
 
 def test_heap_budget_after_start_and_a_300_frame_backlog(request, rig, port, hil_node):
     rig_only(request)
-    h = heap_budget(port, backlog=300)
+    from tools.rig.pico_fs import preload_backlog
+
+    assert not rig.running  # the board is off until its port opens
+    assert preload_backlog(rig.flash_file, BACKLOG - MADE_ON_THE_BOARD)["live"] == BACKLOG - MADE_ON_THE_BOARD
+    h = heap_budget(port, backlog=MADE_ON_THE_BOARD, preloaded=True)
     (free0, used0, largest0), (_free1, used1, largest1) = h["start"], h["backlog"]
-    print("heap after start: %d B used, %d B free, largest free block %d B; after a 300-frame backlog: "
-          "%d B used, largest free block %d B" % (used0, free0, largest0, used1, largest1))
-    assert h["live"] == 300  # all of them wait in flash
+    used_scan, largest_scan = h["start_backlog"][1:]
+    print("heap after start: %d B used, %d B free, largest free block %d B; started into a %d-frame backlog: "
+          "%d B used, largest %d B; after %d more frames: %d B used, largest free block %d B" % (
+              used0, free0, largest0, BACKLOG - MADE_ON_THE_BOARD, used_scan, largest_scan, MADE_ON_THE_BOARD,
+              used1, largest1))
+    assert h["live"] == BACKLOG  # all of them wait in flash
     assert used0 <= USED_MAX, "%d B in use after start: over the ESP32 budget of %d B" % (used0, USED_MAX)
-    assert used1 - used0 <= BACKLOG_GROWTH_MAX, (used0, used1)
-    assert min(largest0, largest1) >= LARGEST_FREE_MIN, (largest0, largest1)
+    assert max(used_scan, used1) - used0 <= BACKLOG_GROWTH_MAX, (used0, used_scan, used1)
+    assert min(largest0, largest_scan, largest1) >= LARGEST_FREE_MIN, (largest0, largest_scan, largest1)

@@ -468,8 +468,10 @@ def stop_at_boot(port: str, timeout: int = 20) -> Any:
 # on a link to a gateway that is away, so that `backlog` frames wait in flash. Measured after
 # start and after the backlog: free and used heap (gc), and the largest free block
 # (micropython.mem_info's "max free sz", in GC blocks of 16 bytes on a 32-bit port).
+# `hide`: the buffer's folder holds frames the host wrote (tools/rig/pico_fs.py); they are
+# set aside while the node starts (one rename each way), for the figure of an empty start.
 HEAP_PROBE = """
-import gc, micropython
+import gc, micropython, os
 from firmware import config
 from firmware.node import Node
 cfg = config.load('config.json')
@@ -479,12 +481,17 @@ class Away:
         return True
     def poll(self, t):
         return []
+if %(hide)d:
+    os.rename('buffer.bin.d', 'preloaded.d')
 node = Node(Board(), cfg, Away())
 node.start()
 gc.collect()
 print('HEAP start', gc.mem_free(), gc.mem_alloc())
 micropython.mem_info()
-for _ in range(%d):
+if %(hide)d:
+    os.rmdir('buffer.bin.d')
+    os.rename('preloaded.d', 'buffer.bin.d')
+for _ in range(%(backlog)d):
     node.report()
     node.health.feed()
 gc.collect()
@@ -493,17 +500,10 @@ micropython.mem_info()
 """
 
 
-def heap_budget(port: str, backlog: int = 300) -> dict[str, Any]:
-    # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames,
-    #     "boot": the boot counter the probe's node ran as}
-    # in bytes, on the board at `port`
+def _heap_probe(t: Any, backlog: int, hide: bool) -> dict[str, Any]:
     import re
 
-    fs = stop_at_boot(port)
-    try:
-        out, err = fs.t.exec_raw(HEAP_PROBE % backlog, timeout=600)
-    finally:
-        fs.t.close()
+    out, err = t.exec_raw(HEAP_PROBE % {"backlog": backlog, "hide": hide}, timeout=600)
     text = (out + err).decode(errors="replace")
     got = re.findall(r"HEAP (start|backlog) (\d+) (\d+).*?max free sz: (\d+)", text, re.S)
     live = re.search(r"HEAP backlog \d+ \d+ (\d+) (\d+)", text)
@@ -512,6 +512,28 @@ def heap_budget(port: str, backlog: int = 300) -> dict[str, Any]:
     figures = {k: (int(free), int(used), int(blocks) * 16) for k, free, used, blocks in got}
     figures["live"] = int(live.group(1))
     figures["boot"] = int(live.group(2))  # the boot those frames carry
+    return figures
+
+
+def heap_budget(port: str, backlog: int = 300, preloaded: bool = False) -> dict[str, Any]:
+    # -> {"start": (free, used, largest_free), "backlog": (free, used, largest_free), "live": frames,
+    #     "boot": the boot counter the probe's node ran as}
+    # in bytes, on the board at `port`; backlog: frames the node makes. preloaded: the buffer
+    # already holds frames (pico_fs.preload_backlog): "start" is then measured with them set
+    # aside, and after a soft reset (a fresh heap, as at a reboot into an outage; main.py does
+    # not run from the raw REPL) a new node scans them at its start ("start_backlog") and
+    # makes `backlog` more ("backlog")
+    fs = stop_at_boot(port)
+    try:
+        figures = _heap_probe(fs.t, 0 if preloaded else backlog, preloaded)
+        if preloaded:
+            fs.t.enter_raw_repl(soft_reset=True)
+            after = _heap_probe(fs.t, backlog, False)
+            after["start_backlog"] = after.pop("start")
+            after["start"] = figures["start"]
+            figures = after
+    finally:
+        fs.t.close()
     return figures
 
 
