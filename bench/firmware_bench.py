@@ -73,34 +73,24 @@ class Acker(threading.Thread):
 
 
 def node_rate(frames):
-    # one simulated node (firmware Node on the sim board) sending over UDP to an ACKing receiver
+    # one simulated node (firmware Node on the sim board) sending over UDP to an ACKing receiver,
+    # driven by the simulators' own loop (firmware/sim/run.py drive, as citynode simulate)
     from firmware import config
-    from firmware.clock import Clock
-    from firmware.links import UdpLink
     from firmware.sim.board import SimBoard
-    from firmware.sim.run import Blaster, lan_node
+    from firmware.sim.run import drive
 
     acker = Acker()
     acker.start()
     with tempfile.TemporaryDirectory() as d:
         cfg = config.validate({"node": "sew-07", "key": KEY.hex(), "interval_s": 60, "heartbeat_s": 60,
                                "link": {"kind": "udp", "host": "127.0.0.1", "port": acker.port}})
-        real = Clock()
-        board = SimBoard(d)
-        link = UdpLink("127.0.0.1", acker.port)
-        node = lan_node(board, cfg, link, real, 16)
-        b = Blaster(node, frames, real=real)
         t0 = time.perf_counter()
-        deadline = t0 + 120
-        while not b.done() and time.perf_counter() < deadline:
-            b.step()
-            node.receive(link.poll(1))
+        result = drive([(SimBoard(d), cfg)], frames, None, 16, 120000)[0]
         wall = time.perf_counter() - t0
-        node.uplink.buffer.close()
-        link.close()
     acker.stop = True
     acker.join(1)
-    return frames / wall, node.counts["resent"]
+    assert result[4] == 0, result  # every frame acknowledged
+    return frames / wall, result[5]
 
 
 def main():
