@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from gateway.labels import FLAGS
 from protocol import cobs, cose, message, senml
 from protocol.cbor import FrameError
 from tools.cli import CliError, UsageError, hostport, hostport_arg, positive
 
-FLAG_NAMES = ((message.F_STORM, "storm"), (message.F_ALARM, "ALARM"), (message.F_SAFE, "safe"),
-              (message.F_BACKLOG, "backlog"))
+# the envelope's words for the flags (gateway/labels.py), the alarm in capitals to stand out
+FLAG_NAMES = tuple((bit, name.upper() if bit == message.F_ALARM else name) for bit, name in FLAGS)
 IDLE_FLUSH_S = 0.2  # console text without a delimiter is shown after this much quiet
 
 
