@@ -1,7 +1,8 @@
 # LoRa end to end on two emulated Picos (hil_tests/lora_acceptance.py): a node with a LoRa
 # link and a radio modem, each with the emulated SX1262 HAT on the simulated air, the real
 # gateway and mosquitto. Prints the frames that reached MQTT (exactly once), the air's counts
-# and the radios' (packets sent and heard: the ACKs came back over the air). About 4 minutes:
+# and the radios' (packets sent and heard: the ACKs came back over the air), then an operator's
+# compact signed command over the air (`citynode command --wait`: applied). About 3-4 minutes:
 #   .venv/bin/python bench/lora_bench.py
 import pathlib
 import subprocess

@@ -36,8 +36,9 @@ def test_node_and_radio_modem_through_the_real_gateway(board_kind, request, tmp_
     # Acceptance: a node Pico (citynode flash with a LoRa link, simulated level sensor and
     # climate, the emulated SX1262) and a radio-modem Pico on the simulated air, the real
     # gateway (`citynode gateway`, serial ingest on the modem's port) and mosquitto: frames
-    # arrive exactly once, the ACKs come back over the air (the node's buffer drains), and
-    # the reception (RSSI, SNR) is the node's link in the gateway's state.
+    # arrive exactly once, the ACKs come back over the air (the node's buffer drains), the
+    # reception (RSSI, SNR) is in the gateway's state, and an operator's compact command reaches
+    # the node over the air and is applied.
     import paho.mqtt.client as mqtt
 
     from hil_tests.conftest import flash_board
@@ -100,6 +101,17 @@ def test_node_and_radio_modem_through_the_real_gateway(board_kind, request, tmp_
         # ACKs over the air: the modem sent (compact) ACKs and the node heard them
         assert r_modem.counts["sent"] >= 3 and r_node.counts["received"] >= 3
         assert "rssi" in (states.get("last") or {}).get("link", ""), states
+        assert (states["last"].get("rssi_dbm"), states["last"].get("snr_db")) != (None, None), states
+        # the operator's command over the air (SPEC.md 13.6): `citynode command` sees a LoRa node and
+        # signs the compact form; the gateway relays it after the ACK of a fresh frame, the modem
+        # sends the operator's packet, the node applies it and reports it
+        t0 = time.monotonic()
+        cmd = subprocess.run([sys.executable, "-m", "tools.cli", "command", "--node", "sew-lora", "--op", "interval",
+                              "--arg", "7", "--operator-keys", str(tmp_path / "operator-keys.toml"), "--mqtt",
+                              mosquitto.url, "--prefix", "lora", "--wait", "--timeout", "120"],
+                             capture_output=True, text=True, timeout=150)
+        print("command", cmd.returncode, cmd.stdout, cmd.stderr, "%.1f s" % (time.monotonic() - t0))
+        assert cmd.returncode == 0 and "(compact, for LoRa)" in cmd.stdout and "applied" in cmd.stdout, cmd
         assert not air.toa_mismatch
     finally:
         gw.terminate()
