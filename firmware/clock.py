@@ -58,6 +58,11 @@ class Clock:
     def ticks(self):
         return _ticks_add(self._advance(), self._off)
 
+    def irq_ms(self):
+        # ms ticks an interrupt handler may read: no state (ticks() folds the uptime, which
+        # an interrupt in the middle would tear), comparable only with ticks_diff to each other
+        return _ticks_ms()
+
     def seconds(self):
         self._advance()
         return self._s

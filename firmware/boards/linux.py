@@ -125,6 +125,9 @@ class Board:
     def echo_pins(self, settings=None):
         raise ValueError("trigger/echo sensors need a microcontroller's time_pulse_us; use a UART sensor on Linux")
 
+    def gpio(self, settings):
+        raise ValueError("counting pulses needs a microcontroller's pin interrupts; use an ESP32 or Pico node")
+
     def adc(self, settings=None):
         raise ValueError("a Raspberry Pi has no ADC; read the 4-20 mA loop with an ESP32 or Pico node")
 

@@ -38,6 +38,11 @@ class MicroPythonBoard:
             self._i2c = machine.I2C(0, scl=machine.Pin(p["i2c_scl"]), sda=machine.Pin(p["i2c_sda"]), freq=100000)
         return self._i2c
 
+    def gpio(self, settings):
+        # a GPIO input with the pad's pull-up, for a switch to GND (a rain gauge's reed
+        # contact); the sensor sets its interrupt
+        return machine.Pin(settings["pin"], machine.Pin.IN, machine.Pin.PULL_UP)
+
     def echo_pins(self, settings=None):
         p = self.pins
         trigger = machine.Pin(p["trigger"], machine.Pin.OUT)

@@ -72,6 +72,7 @@ class SimBoard:
         self.ultrasonic = UltrasonicUart(self.world, self.clock)
         self.echo = EchoSensor(self.world, self.clock)
         self.loop = LoopAdc(self.world)
+        self.on_pins = {}  # GPIO -> the simulated part on it (gpio())
         self.uplink_link = uplink
         self._log = log
         self.logs = []
@@ -96,6 +97,17 @@ class SimBoard:
     def echo_pins(self, settings=None):
         e = self.echo
         return e.trigger, e.echo, e.time_pulse_us, e.sleep_us
+
+    def gpio(self, settings):
+        # the simulated part a config wires to a GPIO (firmware/sim/devices.py PIN_PARTS, by
+        # its kind), made once per pin
+        from firmware.sim.devices import pin_part
+
+        pin = settings["pin"]
+        part = self.on_pins.get(pin)
+        if part is None:
+            part = self.on_pins[pin] = pin_part(self.world, self.clock, settings)
+        return part
 
     def adc(self, settings):
         # the probe wired as its checked config entry says (firmware/drivers/hydrostatic.py)

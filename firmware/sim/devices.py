@@ -278,6 +278,20 @@ class EchoSensor:
         pass
 
 
+# What a config may wire to a GPIO input (SimBoard.gpio): kind -> the simulated part, made
+# with (world, clock, settings); a part is a machine.Pin-like input: value(), irq(trigger,
+# handler, hard), IRQ_FALLING, and hands its handler the edges that happened since, each at
+# its own time (clock.edge_ms, which VirtualClock.irq_ms then reads)
+PIN_PARTS = {}
+
+
+def pin_part(world, clock, settings):
+    make = PIN_PARTS.get(settings["kind"])
+    if make is None:
+        raise ValueError("nothing simulated for a %s on a GPIO" % settings["kind"])
+    return make(world, clock, settings)
+
+
 class LoopAdc:
     # 4-20 mA hydrostatic probe over a shunt into a 16-bit ADC (read_u16)
     def __init__(self, world, shunt_ohm=150, vref_mv=3300, span_mm=5000, offset_mm=0):
@@ -299,3 +313,4 @@ class LoopAdc:
     def read_u16(self):
         mv = self.current_ua() * self.shunt_ohm / 1000
         return max(0, min(65535, int(mv * 65535 / self.vref_mv + 0.5)))
+

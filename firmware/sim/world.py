@@ -35,6 +35,7 @@ class VirtualClock:
     def __init__(self, start_ms=0):
         self.now_ms = start_ms
         self._unix_offset = None
+        self.edge_ms = None  # the time of the edge a simulated part hands a pin's handler
 
     def ms(self):
         return self.now_ms
@@ -43,6 +44,12 @@ class VirtualClock:
         # ms modulo 2**30, as a board's clock gives them (firmware/clock.py): the node's
         # intervals wrap here every 12.4 days of virtual time, as they do on the ports
         return self.now_ms & 0x3FFFFFFF
+
+    def irq_ms(self):
+        # what an interrupt handler reads (firmware/clock.py Clock.irq_ms): the time of the
+        # edge a simulated part delivers after the fact (it happened between two of the
+        # node's steps), else now
+        return (self.now_ms if self.edge_ms is None else self.edge_ms) & 0x3FFFFFFF
 
     def seconds(self):
         return self.now_ms // 1000
