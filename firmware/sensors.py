@@ -32,7 +32,7 @@ LEVEL = 1
 AIR = 2
 AWAKE = 4
 
-KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic")
+KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic", "tipping_bucket")
 
 
 def driver(kind):

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from gateway.outputs import Frame
 
 MAX_POINTS = 240  # readings kept per node at most (40 min at 10 s)
-RAIN = "rain"  # a tipping-bucket rain gauge's record: rain since it started counting, "u": "m"
+RAIN = "rain"  # a tipping-bucket rain gauge's record: rain since it started counting, in m (SPEC.md 5)
 STATE_VERSION = 1
 
 

@@ -36,6 +36,7 @@ NAMES = {
     "b": ("V", "Battery"),
     "i": ("A", "Loop current"),
     "r": ("dBW", "Signal strength"),
+    "rain": ("m", "Rain"),
 }
 
 MAX_RECORDS = 32

@@ -114,6 +114,13 @@ def data_vectors() -> list[dict[str, Any]]:
     frame = message.encode_data(big, node, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, recs,
                                 flags=message.F_BACKLOG)
     out.append(message_vector("limits: 32 records, 32-character kid, 24-byte key, largest counters", node, big, frame))
+
+    # a shaft node with a tipping-bucket gauge: the rain counted since it started (registered
+    # name "rain", its unit m implied: 61 tips of 0.2 mm)
+    key = key_of("sew-09")
+    recs = [senml.record("l", f32(0.733)), senml.record("rain", f32(61 * 0.2 / 1000)), senml.record("b", f16(3.69))]
+    frame = message.encode_data(key, "sew-09", 2, 57, 1800250, recs)
+    out.append(message_vector("rain gauge node: level and the rain counted since it started", "sew-09", key, frame))
     return out
 
 

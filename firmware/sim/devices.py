@@ -314,3 +314,70 @@ class LoopAdc:
         mv = self.current_ua() * self.shunt_ohm / 1000
         return max(0, min(65535, int(mv * 65535 / self.vref_mv + 0.5)))
 
+
+class TippingBucketSim:
+    # A tipping-bucket rain gauge's reed switch on a GPIO with its pull-up (firmware/drivers/
+    # tipping_bucket.py has the part): a tip each time the world's rain at the surface fills
+    # the bucket (mm_per_tip), the switch closed for CLOSED_MS (the TE525's 135 ms average)
+    # and bouncing at the closing and the opening (edges 0.25 ms apart, settled within
+    # 0.75 ms: on the ms clock, two falling edges in the same ms and one as it opens).
+    # Tips are found in STEP_MS steps of the world; a tip's edges reach the handler when
+    # the node next looks at the pin (value()) or sleeps past them, each at its own time.
+    IRQ_FALLING = 2
+    IRQ_RISING = 1
+    CLOSED_MS = 135
+    STEP_MS = 1000
+
+    def __init__(self, world, clock, settings):
+        self.world = world
+        self.clock = clock
+        self.mm_per_tip = settings["mm_per_tip"]
+        self.handler = None
+        self.tips = 0  # tips the gauge made (what a perfect counter counts)
+        self.bounce = True
+        self._seen_ms = clock.ms()
+        self._closed_until = -1
+
+    def irq(self, trigger=None, handler=None, hard=False):
+        self.handler = handler
+        self._seen_ms = self.clock.ms()  # only what tips from now on
+
+    def _edges(self, t):
+        # the falling edges of one tip at t: the closing and its bounce, then the opening's
+        # bounce (a perfect switch: the closing only)
+        h = self.handler
+        if h is None:
+            return
+        c = self.clock
+        edges = (t, t, t + self.CLOSED_MS) if self.bounce else (t,)
+        for e in edges:
+            c.edge_ms = e
+            h(self)
+        c.edge_ms = None
+
+    def _run(self):
+        now = self.clock.ms()
+        t = self._seen_ms
+        if now <= t:
+            return
+        rain = self.world.rain_fallen_mm
+        per = self.mm_per_tip
+        n0 = int(rain(t / 1000) / per)
+        while t < now:
+            step = min(self.STEP_MS, now - t)
+            n = int(rain((t + step) / 1000) / per)
+            for k in range(n - n0):  # tips in this step, spread over it
+                at = t + step * (k + 1) // (n - n0)
+                self.tips += 1
+                self._closed_until = at + self.CLOSED_MS
+                self._edges(at)
+            n0 = n
+            t += step
+        self._seen_ms = now
+
+    def value(self):
+        self._run()
+        return 0 if self.clock.ms() < self._closed_until else 1
+
+
+PIN_PARTS["tipping_bucket"] = TippingBucketSim

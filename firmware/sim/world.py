@@ -79,6 +79,10 @@ DEFAULTS = {
     "rain_rise_s": 3600,
     "rain_peak_mm": 2700,  # extra depth at the peak (the shaft overflows near mount - blind zone)
     "drain_tau_s": 2400,
+    # the rain at the surface whose runoff that is: it starts rain_lag_s (the catchment's lag)
+    # before the runoff arrives and falls at rain_mm_h for rain_rise_s (a rain gauge sees it)
+    "rain_lag_s": 900,
+    "rain_mm_h": 30.0,
     "echo_noise_mm": 3.0,
     "spike_p": 0.03,  # a multipath echo: half the true distance
     "dropout_p": 0.03,  # no echo at all
@@ -119,6 +123,15 @@ class World:
         if t < rise:
             return peak * (1 - math.cos(math.pi * t / rise)) / 2
         return peak * math.exp(-(t - rise) / self.p["drain_tau_s"])
+
+    def rain_fallen_mm(self, at_s=None):
+        # rain at the surface since virtual time 0 (mm), now or at virtual second at_s: the
+        # block rain behind the event
+        start = self.p["rain_start_s"]
+        if start is None:
+            return 0.0
+        t = (self.t_s() if at_s is None else at_s) - (start - self.p["rain_lag_s"])
+        return max(0.0, min(t, self.p["rain_rise_s"])) * self.p["rain_mm_h"] / 3600
 
     def level_mm(self):
         day = (self.p["day_start_s"] + self.t_s()) % 86400

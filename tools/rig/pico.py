@@ -3,8 +3,9 @@
 # USB (`citynode flash`, `citynode monitor`, mpremote and the gateway's serial ingest open
 # the pty path as they would /dev/ttyACM0). This side owns the pty, powers the board on,
 # cuts its power, and drives its sensors from the simulated world (firmware/sim): BME280
-# raw values on I2C0, A02YYUW frames on UART1 at 9600 baud, the 4-20 mA probe on ADC0 and
-# trigger/echo pulses, all as functions of the world at the board's emulated time.
+# raw values on I2C0, A02YYUW frames on UART1 at 9600 baud, the 4-20 mA probe on ADC0,
+# trigger/echo pulses and a tipping-bucket rain gauge's reed switch on GPIO22, all as
+# functions of the world at the board's emulated time.
 #
 # The images come from the rig folder: $CITYNODE_RIG_DIR, else ../shared/rig next to the
 # repository (see hil_tests/README.md); their checksums are checked against its SHA256SUMS.
@@ -36,6 +37,8 @@ FLASH_BYTES = 2 * 1024 * 1024
 SHUNT_OHM = 150  # the 4-20 mA loop's shunt to GND (hil_tests/README.md wiring)
 PROBE_SPAN_MM = 5000  # level at 20 mA (firmware/drivers/hydrostatic.py default)
 ADC_CHANNEL = 0  # GPIO26, firmware/boards/rp2.py loop_adc
+RAIN_GPIO = 22  # the rain gauge's reed switch to GND (runner.mjs rainGauge; config "pin": 22)
+RAIN_MM_PER_TIP = 0.2  # a Davis rain collector with its metric adapter
 
 
 class RigMissing(UsageError):
@@ -147,6 +150,7 @@ class PicoWorld:
         m["adc"] = [ADC_CHANNEL, self.loop.read_u16() >> 4]  # the RP2040 ADC has 12 bits
         d = w.echo_mm()
         m["echo_us"] = 0 if d is None else int(2 * d * 1e6 / speed_of_sound_mm_s(w.temp_c()))
+        m["rain_tips"] = int(w.rain_fallen_mm() / RAIN_MM_PER_TIP)  # the runner makes each one not yet made
         return m
 
 

@@ -11,6 +11,8 @@
 //        {"uart1": "<hex>"}                  bytes the A02YYUW sends, fed at 9600 baud
 //        {"adc": [ch, raw12]}                 the 4-20 mA shunt voltage on an ADC channel
 //        {"echo_us": n}                       trigger/echo: echo pulse length (0: no echo)
+//        {"rain_tips": n}                     the rain gauge's tips so far: each one not yet made
+//                                             closes its reed switch on GPIO22 (counter "tips")
 //        {"cut": "program"}                   power cut in the middle of the next flash program
 //        {"report": true}                     answer with the counters now
 //        {"lora_rx": {payload, rssi_dbm, snr_db, signal_rssi_dbm}}  a packet the SX1262 HAT receives
@@ -74,10 +76,10 @@ const bootrom = new Uint32Array(new Uint8Array(fs.readFileSync(args.bootrom)).bu
 
 // ------------------------------------------------------------------ control channel
 
-const counters = { erases: 0, programs: 0, program_bytes: 0, watchdog_resets: 0, resets: 0, boots: 0 };
+const counters = { erases: 0, programs: 0, program_bytes: 0, watchdog_resets: 0, resets: 0, boots: 0, tips: 0 };
 let ctl = null;
 let ctlBuf = '';
-const world = { bme280: [519888, 415148, 30000], calib: null, calibH: null, echoUs: 0 };
+const world = { bme280: [519888, 415148, 30000], calib: null, calibH: null, echoUs: 0, rainTips: 0 };
 let cutArmed = null;
 
 let busyCycles = 0; // cycles the core executed (not waiting in WFI/WFE): CPU time
@@ -112,6 +114,10 @@ function control(m) {
   if (m.uart1) sensorUart.push(...Buffer.from(m.uart1, 'hex'));
   if (m.adc) mcu.adc.channelValues[m.adc[0]] = m.adc[1];
   if (m.echo_us !== undefined) world.echoUs = m.echo_us;
+  if (m.rain_tips !== undefined) {
+    world.rainTips = m.rain_tips;
+    if (gauge) gauge.kick();
+  }
   if (m.cut) cutArmed = m.cut;
   if (m.report) send({ ev: 'report' });
   if (m.lora_rx && radio) radio.deliver(m.lora_rx);
@@ -123,6 +129,7 @@ function control(m) {
 let mcu;
 let cdc;
 let radio = null; // the SX1262 of the Pico-LoRa-SX1262 HAT (sx1262.mjs)
+let gauge = null; // the tipping-bucket rain gauge on GPIO22 (rainGauge)
 let msBase = 0; // emulated ms of earlier chips since power on (a reset builds a fresh chip)
 let resetReason = null; // set by the watchdog: rebuild the chip between instructions
 let scratch = null;
@@ -389,6 +396,44 @@ function echoPins(rp2040, wires) {
   });
 }
 
+function rainGauge(rp2040, wires) {
+  // A tipping-bucket rain gauge's reed switch between GPIO22 and GND; the pad's pull-up holds
+  // the pin high (firmware/boards/mpboard.py gpio). Each tip closes the switch for 135 ms,
+  // bouncing at the closing and at the opening: open again 0.25 ms after closing, closed at
+  // 0.5 ms; closed again 0.25 ms after opening, open at 0.5 ms (TE525 data sheet: 135 ms
+  // average closure, bounce settled within 0.75 ms). Tips the world owes come 1 s apart, as
+  // fast as a bucket tips in a cloudburst (0.2 mm at 720 mm/h).
+  const PIN = 22;
+  const EDGES_US = [[0, false], [250, undefined], [500, false], [135000, undefined], [135250, false], [135500, undefined]];
+  const GAP_US = 1000000;
+  let step = -1; // the next edge of the tip under way; -1: none
+  let armed = false;
+  const next = (ns) => {
+    armed = true;
+    alarm.schedule(ns);
+  };
+  const alarm = rp2040.clock.createAlarm(() => {
+    armed = false;
+    if (step < 0) {
+      if (counters.tips >= world.rainTips) return;
+      counters.tips += 1;
+      step = 0;
+    }
+    wires.set(PIN, EDGES_US[step][1]);
+    step += 1;
+    if (step < EDGES_US.length) next((EDGES_US[step][0] - EDGES_US[step - 1][0]) * 1000);
+    else {
+      step = -1;
+      next((GAP_US - EDGES_US[EDGES_US.length - 1][0]) * 1000);
+    }
+  });
+  return {
+    kick() {
+      if (!armed && counters.tips < world.rainTips) next(1000);
+    },
+  };
+}
+
 function build(reason) {
   // gap 8: every reset is a fresh chip with the same flash; WATCHDOG.REASON and SCRATCH0-7
   // survive a watchdog reset on silicon (RP2040 datasheet 4.7.2), a power-on clears them
@@ -429,6 +474,8 @@ function build(reason) {
   const wires = pinLevels(mcu);
   echoPins(mcu, wires);
   radio = sx1262Device(mcu, wires, send);
+  gauge = rainGauge(mcu, wires);
+  gauge.kick();
   uartAlarm = mcu.clock.createAlarm(feedSensorUart);
   uartAlarm.schedule(1041667);
   const tick = mcu.clock.createAlarm(() => {
