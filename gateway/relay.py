@@ -84,6 +84,25 @@ class Relay:
 
     def start(self) -> Self:
         s = self.s
+        self.open()
+        self.st_sender = None
+        if s.sensorthings_server and self.outputs.own:
+            from gateway.sensorthings import Sender
+
+            self.st_sender = Sender(s.sensorthings_server, self.store.path, self.stats, s.gateway_id).start()
+        if s.web_listen:
+            self._start_web()
+        self.started = time.time()
+        self.forwarder.start()
+        self._thread.start()
+        log.info("relay %s: stream %s, consumer %s, %d node keys, %d messages in the outbox", s.gateway_id,
+                 self.n.stream, self.n.durable, len(self.keys), self.depth)
+        return self
+
+    def open(self) -> None:
+        # the data_dir, the outbox and the outputs, without a thread: start() runs the consumer
+        # and the publisher on them (a test drives _process() on an opened relay)
+        s = self.s
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_data_dir(s.data_dir)
         db_path = s.data_dir / "relay.sqlite"
@@ -100,19 +119,6 @@ class Relay:
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=lambda *a: None, gateway_state_fn=self.relay_state,
                                    alarms_fn=lambda: [])
-        self.st_sender = None
-        if s.sensorthings_server and self.outputs.own:
-            from gateway.sensorthings import Sender
-
-            self.st_sender = Sender(s.sensorthings_server, db_path, self.stats, s.gateway_id).start()
-        if s.web_listen:
-            self._start_web()
-        self.started = time.time()
-        self.forwarder.start()
-        self._thread.start()
-        log.info("relay %s: stream %s, consumer %s, %d node keys, %d messages in the outbox", s.gateway_id,
-                 self.n.stream, self.n.durable, len(self.keys), self.depth)
-        return self
 
     def _start_web(self) -> None:
         from gateway.web.history import History
@@ -287,6 +293,9 @@ class Relay:
                                       extra=(("INSERT OR IGNORE INTO relay_seen VALUES (?)", [(q,) for q in seen]),))
         except StoreError as e:
             log.error("relay: commit failed (%s); the batch is not acked and comes again", e)
+            # outputs that publish a change once (availability, discovery) forget what the failed
+            # commit lost, and say it again with the redelivered batch (as gateway/pipeline.py)
+            self.outputs.reset()
             return False  # the PUBACKed rows are deleted with the next commit that works
         self._deletes = []
         self.seen.update(seen)
@@ -362,6 +371,7 @@ class Relay:
             first = self.store.commit(rows=rows, deletes=deletes)
         except StoreError as e:
             log.error("relay: commit failed (%s)", e)
+            self.outputs.reset()
             return
         self._deletes = []
         self.depth += len(rows) - len(deletes)
