@@ -30,6 +30,10 @@ from array import array
 from protocol.cobs import crc16
 
 
+def _nofeed():
+    pass
+
+
 class Buffer:
     def __init__(self, path, slots=512, slot_bytes=256, opener=open, feed=None, fs=None, reserve_blocks=8):
         # path: where the old single-file buffer lived; frames go to the folder path + ".d".
@@ -41,9 +45,10 @@ class Buffer:
         self.max_frame = slot_bytes
         self._open = opener
         self._fs = fs or os
-        self.feed = feed  # or None
-        self._buf = bytearray(slot_bytes + 2)
+        self.feed = feed or _nofeed
+        self._buf = bytearray(slot_bytes + 2)  # a frame and its CRC, as read from flash
         self._mv = memoryview(self._buf)
+        self._crc = bytearray(2)
         self.wc = array("I", bytes(4 * slots))  # write order, 0: empty slot
         self.boot = array("I", bytes(4 * slots))
         self.seq = array("I", bytes(4 * slots))
@@ -71,14 +76,12 @@ class Buffer:
 
     def _write(self, name, frame):
         crc = crc16(frame)
-        b = self._buf  # its last two bytes carry the CRC (a frame is read into it only in _read)
-        n = len(b)
-        b[n - 2] = crc >> 8
-        b[n - 1] = crc & 0xFF
+        self._crc[0] = crc >> 8
+        self._crc[1] = crc & 0xFF
         f = self._open(name, "wb")
         try:
             f.write(frame)
-            f.write(self._mv[n - 2 : n])
+            f.write(self._crc)
         finally:
             f.close()  # littlefs commits the file here, all or nothing
 
@@ -101,24 +104,49 @@ class Buffer:
 
     # ------------------------------------------------------------ start
 
-    def _scan(self):
-        n = 0
-        boot = self.boot
-        seq = self.seq
+    def _entries(self):
+        # -> (name, bytes) of each file in the folder (made if missing); bytes 0 where the
+        # listing has no sizes. MicroPython's ilistdir puts no list of every name on the heap.
         fs = self._fs
         try:
             fs.mkdir(self.dir)
         except OSError:  # exists
             pass
-        # MicroPython's ilistdir puts no list of every name on the heap; no watchdog to feed
-        # yet (the node arms it after this)
-        names = fs.ilistdir(self.dir) if hasattr(fs, "ilistdir") else fs.listdir(self.dir)
+        if hasattr(fs, "ilistdir"):
+            for e in fs.ilistdir(self.dir):  # (name, type, inode[, size])
+                yield e[0], e[3] if len(e) > 3 else 0
+        else:
+            for name in fs.listdir(self.dir):
+                yield name, 0
+
+    def _sort(self, n):
+        # insertion sort of slots 0..n-1 by (boot, seq): littlefs lists names in order, so
+        # this is one pass there
+        boot = self.boot
+        seq = self.seq
         size = self.size
-        for name in names:
-            nbytes = 0
-            if not isinstance(name, str):  # ilistdir: (name, type, inode, size)
-                nbytes = name[3] if len(name) > 3 else 0
-                name = name[0]
+        for i in range(1, n):
+            bi = boot[i]
+            si = seq[i]
+            zi = size[i]
+            j = i - 1
+            while j >= 0 and (boot[j] > bi or (boot[j] == bi and seq[j] > si)):
+                boot[j + 1] = boot[j]
+                seq[j + 1] = seq[j]
+                size[j + 1] = size[j]
+                j -= 1
+            boot[j + 1] = bi
+            seq[j + 1] = si
+            size[j + 1] = zi
+
+    def _scan(self):
+        # the frames on flash into slots 0..n-1, oldest first; no watchdog to feed yet (the
+        # node arms it after this)
+        n = 0
+        boot = self.boot
+        seq = self.seq
+        size = self.size
+        for name, nbytes in self._entries():
             if len(name) != 16:
                 self._remove(self.dir + "/" + name)  # not ours (or a tool's leftover)
                 continue
@@ -136,20 +164,7 @@ class Buffer:
             seq[n] = s
             size[n] = nbytes
             n += 1
-        # insertion sort by (boot, seq): littlefs lists names in order, so one pass there
-        for i in range(1, n):
-            bi = boot[i]
-            si = seq[i]
-            zi = size[i]
-            j = i - 1
-            while j >= 0 and (boot[j] > bi or (boot[j] == bi and seq[j] > si)):
-                boot[j + 1] = boot[j]
-                seq[j + 1] = seq[j]
-                size[j + 1] = size[j]
-                j -= 1
-            boot[j + 1] = bi
-            seq[j + 1] = si
-            size[j + 1] = zi
+        self._sort(n)
         if n and self._read(self._name(boot[n - 1], seq[n - 1])) < 0:
             self._remove(self._name(boot[n - 1], seq[n - 1]))  # the write a power cut tore
             self.counts["torn"] += 1
@@ -194,8 +209,7 @@ class Buffer:
                     return -1
                 # the filesystem is full: older frames make room (littlefs frees a block only
                 # once a whole metadata log of frames is gone)
-                if self.feed:
-                    self.feed()
+                self.feed()
                 self._drop(slot)
         self._wc += 1
         self.wc[i] = self._wc
@@ -226,15 +240,17 @@ class Buffer:
             slot = self.oldest()[0]
             if slot < 0:
                 return  # nothing of ours to give: the rest of the filesystem is full
-            if self.feed:
-                self.feed()
+            self.feed()
             self._drop(slot)
 
-    def _drop(self, i, lost=True):
-        # remove slot i's frame: lost (the ring or the flash was full) or acknowledged
+    def _drop(self, i):
+        # slot i's frame is lost: the ring or the flash was full (counted)
+        self.counts["dropped"] += 1
+        self._forget(i)
+
+    def _forget(self, i):
+        # remove slot i's frame (acknowledged, torn, or dropped) and free its slot
         self._remove(self._name(self.boot[i], self.seq[i]))
-        if lost:
-            self.counts["dropped"] += 1
         self.bytes -= self.size[i]
         self.wc[i] = 0
         self.live -= 1
@@ -246,9 +262,8 @@ class Buffer:
         removed = 0
         for i in range(self.slots):
             if self.wc[i] and self.boot[i] == boot and (self.seq[i] == seq or (cum is not None and self.seq[i] <= cum)):
-                if self.feed:
-                    self.feed()
-                self._drop(i, False)
+                self.feed()
+                self._forget(i)
                 removed += 1
         return removed
 
@@ -270,7 +285,7 @@ class Buffer:
         n = self._read(self._name(self.boot[i], self.seq[i]))
         if n < 0:
             self.counts["torn"] += 1
-            self._drop(i, False)
+            self._forget(i)
             return None
         return bytes(self._mv[0:n])
 
