@@ -4,7 +4,7 @@
 import math
 
 from firmware import filters
-from firmware.sensors import f32
+from firmware.sensors import Base, f32
 from protocol.senml import record
 
 SPEED_0C_MM_S = 331300  # speed of sound in dry air at 0 °C
@@ -49,7 +49,7 @@ def settings(*tables):
     return out
 
 
-class Level:
+class Level(Base):
     # The level sensor of the contract (firmware/sensors.py) over a part with read_mm(speed)
     # and reason: one burst of N samples with the speed of sound of the measured air,
     # filtered into one value with quality [taken, rejected, status]. A driver subclasses it
@@ -60,9 +60,7 @@ class Level:
     AUX = ("d", 1000)
 
     def __init__(self, board, s):
-        self.board = board
-        self.s = s
-        self.part = None
+        super().__init__(board, s)
         clamp = s["clamp_mm"] or (None, None)
         self.burst = filters.Burst(s["samples"], max_dev=s["max_dev_mm"], lo=clamp[0], hi=clamp[1],
                                    ema_alpha=s["ema_alpha"])

@@ -12,7 +12,8 @@
 #             setting that bounds the level thresholds); AIR, it gives the air temperature
 #             and pressure that other sensors correct for (read first, at most one); AWAKE,
 #             it counts between readings, so the node must not sleep (config "sleep": "none").
-#   Sensor(board, settings)  made when the node starts, touching no hardware; then
+#   Sensor(board, settings)  made when the node starts, touching no hardware (Base below
+#             holds board, s and part); then
 #       part      None until open() succeeded (the driver of the part itself)
 #       open()    sets the part up from the board (its buses and pins); raises OSError,
 #                 ValueError, ... when it is missing: logged, tried again every 10 minutes
@@ -33,6 +34,14 @@ AIR = 2
 AWAKE = 4
 
 KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic", "tipping_bucket")
+
+
+class Base:
+    # what every sensor holds: the board, its checked settings, its part once open
+    def __init__(self, board, s):
+        self.board = board
+        self.s = s
+        self.part = None
 
 
 def driver(kind):

@@ -3,7 +3,7 @@
 # BST-BME280-DS002 section 4.2.3; the 64-bit pressure variant). Takes a machine.I2C-like
 # bus (readfrom_mem_into, writeto_mem). Raises only in __init__; read() returns None
 # values and counts the reason in self.errors.
-from firmware.sensors import AIR, f16, f32
+from firmware.sensors import AIR, Base, f16, f32
 from protocol.message import Q_FAULT as FAULT
 from protocol.senml import record
 
@@ -233,13 +233,11 @@ SETTINGS = {"address": ("i", 0x76, 0, 127), "oversample": ("i", 1, 0, 16), "iir"
 CAPS = AIR
 
 
-class Sensor:
+class Sensor(Base):
     # the climate: one forced conversion a cycle -> t, h, p; a failed one keeps the last good
     # values with quality "fault" on t. It gives the air to the others (ctx.temp_c, pressure_pa)
     def __init__(self, board, s):
-        self.board = board
-        self.s = s
-        self.part = None
+        super().__init__(board, s)
         self.t = self.p = self.h = None
 
     def open(self):

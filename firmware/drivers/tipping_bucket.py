@@ -20,7 +20,7 @@
 # magnet) counts nothing: quality fault. Light and deep sleep stop the count, so a node with
 # a gauge does not sleep (CAPS AWAKE: config "sleep": "none").
 from firmware.clock import ticks_diff
-from firmware.sensors import AWAKE, f32
+from firmware.sensors import AWAKE, Base, f32
 from protocol.message import Q_FAULT as FAULT
 from protocol.senml import record
 
@@ -57,11 +57,9 @@ SETTINGS = {"pin": ("I", None, 0, 47), "mm_per_tip": ("f", 0.2, 0, 10), "debounc
 CAPS = AWAKE
 
 
-class Sensor:
+class Sensor(Base):
     def __init__(self, board, s):
-        self.board = board
-        self.s = s
-        self.part = None
+        super().__init__(board, s)
         self.seen = -1  # tips at the last reading that found the switch closed
 
     def open(self):
