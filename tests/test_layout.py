@@ -66,3 +66,13 @@ def test_cpython_side_type_checks():
     assert not errors, "\n".join(f"{pathlib.Path(e['file']).relative_to(ROOT)}:{e['range']['start']['line'] + 1}: "
                                  f"{e['message']}" for e in errors)
     assert report["summary"]["filesAnalyzed"] > 30  # the scope did not shrink to nothing
+
+
+def test_naming_the_sim_board_does_not_load_the_simulator():
+    # the tools that only name the sim board (provisioning, flashing, the bundle's manifest) take
+    # the name from firmware/sim/__init__.py, not from the simulator's modules (board, world)
+    code = ("import sys, tools.upload, tools.nodeconfig, tools.flash, tools.provision; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('firmware.sim.'))))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == []

@@ -9,7 +9,7 @@ from firmware import config as device_config
 from firmware.boards.rpi import Board as PiBoard
 from firmware.config import ConfigError  # one error for a node config that does not pass, the node's own
 from firmware.main import BOARDS as DEVICE_BOARDS
-from firmware.sim.board import SimBoard
+from firmware.sim import BOARD as SIM_BOARD
 from protocol.message import INTERVAL_MAX, check_node_id
 from protocol.names import NODE_ID_RULE
 
@@ -18,7 +18,7 @@ DEFAULT_INTERVAL_S = 300
 STORM_INTERVAL_S = device_config.DEFAULTS["storm_interval_s"]
 # the boards firmware.main starts (flashed), the Raspberry Pi (installed, run by `citynode node`),
 # and the simulator's
-BOARDS = (*DEVICE_BOARDS, PiBoard.name, SimBoard.name)
+BOARDS = (*DEVICE_BOARDS, PiBoard.name, SIM_BOARD)
 # the Raspberry Pi reads its BME280 through adafruit-circuitpython-bme280 (Blinka)
 PI_SENSORS = {"climate": {"kind": "bme280_adafruit"}}  # its settings: the driver's defaults
 LINKS = ("uart", "udp")

@@ -21,7 +21,7 @@ from typing import Any
 
 from firmware.main import BOARDS as BOARD_MODULES
 from firmware.sensors import KINDS as SENSOR_KINDS
-from firmware.sim.board import SimBoard
+from firmware.sim import BOARD as SIM_BOARD
 from tools.cli import CliError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def compile_mpy(src: pathlib.Path, out: pathlib.Path) -> None:
 # KINDS goes along (a config may name any of them).
 DRIVERS = tuple("firmware.drivers." + kind for kind in SENSOR_KINDS)
 ENTRIES = {board: ("firmware.main", module, *DRIVERS) for board, module in BOARD_MODULES.items()}
-ENTRIES[SimBoard.name] = (SIM_MAIN, *DRIVERS)  # the virtual rig: the sim board on the console line
+ENTRIES[SIM_BOARD] = (SIM_MAIN, *DRIVERS)  # the virtual rig: the sim board on the console line
 # a config without "board": firmware/main.py detects the board it runs on, so it gets both ports
 ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"], *DRIVERS)
 CPYTHON_ONLY = ("protocol.fast",)  # the gateway's fast readers (MicroPython never imports them)
@@ -144,7 +144,7 @@ def compile_sources(rels: Sequence[str], progress: Callable[[int, int], None] | 
 def main_source(board: str | None) -> str:
     # the boot entry for a board: firmware.main picks the board from the config and runs the
     # node; the sim board (virtual rig) runs the node on its console line instead
-    if board == SimBoard.name:
+    if board == SIM_BOARD:
         return SIM_MAIN.read_text()
     return DEFAULT_MAIN
 
@@ -153,7 +153,7 @@ def build_bundle(node_config: dict[str, Any] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> list[tuple[str, bytes]]:
     # -> list of (board path, bytes): the board's manifest compiled, its boot entry and the
     # config. node_config: a checked config dict, or None to keep the board's config
-    board = node_config.get("board") if node_config is not None else SimBoard.name
+    board = node_config.get("board") if node_config is not None else SIM_BOARD
     files = compile_sources(manifest(board), progress)
     link = (node_config or {}).get("link") or {}
     if link.get("kind") == "lora":
@@ -176,9 +176,9 @@ def for_virtual_rig(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes
     # the node's config on the sim board (simulated sensors, the console line as its UART),
     # so its boot entry is the sim one, and the sim board's modules come along.
     have = {p for p, _ in files}
-    sim = [rel for rel in manifest(SimBoard.name) if "lib/" + rel[:-3] + ".mpy" not in have]
+    sim = [rel for rel in manifest(SIM_BOARD) if "lib/" + rel[:-3] + ".mpy" not in have]
     return [(p, d) for p, d in files if p != "main.py"] + compile_sources(sim) + [
-        ("main.py", main_source(SimBoard.name).encode())]
+        ("main.py", main_source(SIM_BOARD).encode())]
 
 
 def sha256_hex(data: bytes) -> str:

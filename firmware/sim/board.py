@@ -6,6 +6,7 @@ import os
 
 from firmware.links import StdioUart  # noqa: F401 - the virtual rig imports it from here
 from firmware.node import Reset
+from firmware.sim import BOARD
 from firmware.sim.devices import BME280Sim, EchoSensor, I2CBus, LoopAdc, UltrasonicUart
 from firmware.sim.world import VirtualClock, World
 
@@ -56,7 +57,7 @@ class SimWatchdog:
 
 
 class SimBoard:
-    name = "sim"
+    name = BOARD
 
     def __init__(self, flash_dir, world=None, clock=None, uplink=None, log=None, bme280=True, **world_params):
         self.clock = clock or (world.clock if world else VirtualClock())
