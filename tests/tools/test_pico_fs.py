@@ -9,6 +9,7 @@ import pytest
 from firmware import config
 from firmware.buffer import Buffer
 from protocol import message
+from tests.firmware.test_buffer_flash import contents
 from tools.provision import provision
 from tools.rig import pico_fs
 
@@ -37,17 +38,10 @@ def test_preloaded_frames_are_the_nodes_buffer(tmp_path):
     with pico_fs.mounted(image) as fs:
         buf = Buffer("/buffer.bin", cfg["buffer_slots"], cfg["slot_bytes"], fs.open, fs=fs)
         assert buf.live == 40 and buf.counts["torn"] == 0
-        frames = []
-        pos = 0
-        while True:
-            slot, pos = buf.oldest(pos)
-            if slot < 0:
-                break
-            frames.append((buf.boot[slot], buf.seq[slot], buf.frame(slot)))
-            pos += 1
-    assert [(b, s) for b, s, _ in frames] == [(3, s) for s in range(40)]
-    assert frames[0][2] == b"left by the board"
-    for boot, seq, frame in frames[1:]:
+        frames = contents(buf)  # oldest first
+    assert list(frames) == [(3, s) for s in range(40)]
+    assert frames[(3, 0)] == b"left by the board"
+    for (boot, seq), frame in list(frames.items())[1:]:
         d = message.decode(frame, {"pf-1": cfg["key_bytes"]}.get)  # raises on a bad MAC
         assert (d["boot"], d["seq"]) == (boot, seq) and len(d["records"]) == 6
 
