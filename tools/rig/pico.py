@@ -25,6 +25,7 @@ import tty
 from collections.abc import Callable
 from typing import Any, Self
 
+from firmware.drivers.hydrostatic import SETTINGS as HYDROSTATIC
 from tools.cli import UsageError
 from tools.rig.board import MARK_SPEED, PtyOutput, _set_speed
 
@@ -35,7 +36,7 @@ IMAGE = "RPI_PICO-v1.28.0.uf2"
 BOOTROM = "bootrom-rp2040-b1.bin"
 FLASH_BYTES = 2 * 1024 * 1024
 SHUNT_OHM = 150  # the 4-20 mA loop's shunt to GND (hil_tests/README.md wiring)
-PROBE_SPAN_MM = 5000  # level at 20 mA (firmware/drivers/hydrostatic.py default)
+PROBE_SPAN_MM = HYDROSTATIC["span_mm"][1]  # level at 20 mA: the probe a config's default span says
 ADC_CHANNEL = 0  # GPIO26, firmware/boards/rp2.py loop_adc
 RAIN_GPIO = 22  # the rain gauge's reed switch to GND (runner.mjs rainGauge; config "pin": 22)
 RAIN_MM_PER_TIP = 0.2  # a Davis rain collector with its metric adapter
