@@ -62,8 +62,9 @@ class RisingNode(RawNode):
 
 
 class Site:
-    def __init__(self, tmp, nodes, stale_after_s=4, hostile_firmware=None, rising=()):
-        # hostile_firmware: one of `nodes` that is a RawNode sending HOSTILE_TEXT as its firmware
+    def __init__(self, tmp, nodes, stale_after_s=4, hostile_firmware=None, rising=(), silent=()):
+        # hostile_firmware: one of `nodes` that is a RawNode sending HOSTILE_TEXT as its firmware;
+        # silent: nodes in the keys file that never send (their node is never started)
         self.nodes = nodes
         self.stale_after_s = stale_after_s
         self.broker = Mosquitto(tmp / "mosquitto").start()
@@ -82,6 +83,8 @@ class Site:
         self.stops = {n: threading.Event() for n in nodes}
         self.sims = []
         for i, n in enumerate(nodes):
+            if n in silent:
+                continue
             if n == hostile_firmware or n in rising:
                 kind = RawNode if n == hostile_firmware else RisingNode
                 sim = kind(n, keys[n], ("127.0.0.1", udp), self.stops[n])
