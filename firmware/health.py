@@ -24,11 +24,13 @@ _PROBE_MS = const(86400000)  # the largest free heap block is probed at boot and
 # What a deep sleep keeps for its wake, by name: boot and unhealthy (ours), the uptime at the
 # wake and the time offset (the clock's), and what Node.sleep adds for its parts (sequence,
 # last command, storm and alarm state, rise reference, last report, link offline, the
-# reporter's last value and ticks, the EMA). A wake that lacks any of them is a new boot.
-# Earlier firmware kept the same values as a list in this order: such a keep (in state.json
-# or RTC memory, left by a node updated while it slept) is read by position.
+# reporter's last value and ticks, the EMA, the rising readings in a row and the last
+# reading's ticks). A wake that lacks any of them is a new boot. Earlier firmware kept the
+# first 16 as a list in this order: such a keep (in state.json or RTC memory, left by a node
+# updated while it slept) is read by position, the rise count and last reading as unknown.
 WAKE = ("boot", "seq", "cmd", "unhealthy", "uptime_ms", "unix_offset", "storm", "alarm", "calm_cycles",
-        "prev_level", "prev_ms", "last_report_ms", "offline", "report_value", "report_ms", "ema")
+        "prev_level", "prev_ms", "last_report_ms", "offline", "report_value", "report_ms", "ema",
+        "ups", "last_ms")
 
 
 class Health:
@@ -165,8 +167,10 @@ class Health:
                 w = None
         if not isinstance(w, (dict, list)) and st.get("sleeping"):
             w = st.get("wake")
-        if isinstance(w, list) and len(w) == len(WAKE):
+        if isinstance(w, list) and len(w) == 16:
             w = dict(zip(WAKE, w))  # kept by earlier firmware
+            w["ups"] = 0
+            w["last_ms"] = None
         if not isinstance(w, dict) or w.get("boot") != st.get("boot"):
             return None
         for name in WAKE:

@@ -297,7 +297,7 @@ class Node:
         keep = {"seq": self.seq, "cmd": self.last_cmd_id, "uptime_ms": wake_ms,
                 "unix_offset": getattr(self.board.clock, "_unix_offset", None),
                 "storm": p.storm, "alarm": p.alarm, "calm_cycles": p.calm_cycles,
-                "prev_level": p.prev_level, "prev_ms": p.prev_ms,
+                "prev_level": p.prev_level, "prev_ms": p.prev_ms, "ups": p.ups, "last_ms": p.last_ms,
                 "last_report_ms": self.last_report_ms, "offline": self.uplink.offline,
                 "report_value": None, "report_ms": None, "ema": None}
         s = self.sampler
@@ -310,13 +310,16 @@ class Node:
 
     def _resume(self, keep):
         # the rest of what the sleep kept (see _keep): storm and alarm with their hysteresis,
-        # the rise reference, the last report, the link's state, the report and filter state
+        # the rise reference and the rises in a row, the last report, the link's state, the
+        # report and filter state
         p = self.policy
         p.storm = keep["storm"]
         p.alarm = keep["alarm"]
         p.calm_cycles = keep["calm_cycles"]
         p.prev_level = keep["prev_level"]
         p.prev_ms = keep["prev_ms"]
+        p.ups = keep["ups"]
+        p.last_ms = keep["last_ms"]
         self.last_report_ms = keep["last_report_ms"]
         self.uplink.offline = keep["offline"]
         s = self.sampler

@@ -214,3 +214,35 @@ def test_a_board_without_rtc_memory_keeps_the_wake_by_name_in_state_json(rig):
     assert st["sleeping"] is True and isinstance(keep, dict)
     assert keep["boot"] == 1 and keep["seq"] == len(r.gw.decoded) and keep["unhealthy"] == 0
     assert keep["storm"] is False and keep["offline"] is False
+
+
+def test_the_rise_check_goes_on_across_a_wake(tmp_path):
+    # A deep sleeper on a 30 s interval: a reading 20 mm up within the minute is noise until the
+    # next one rises too (Policy.due: two readings in a row when they come < 60 s apart). Each
+    # wake must keep when the last reading was and how many rose in a row: without them every
+    # wake took its first rise alone for storm mode (a false storm from noise) and never
+    # counted a second one.
+    cfg = config.validate({"node": NODE, "key": KEY.hex(), "sleep": "deep", "interval_s": 30,
+                           "storm_interval_s": 30, "heartbeat_s": 300})
+    board = Esp32LikeBoard(str(tmp_path / "flash"))
+    link = SimLink(board.world, board.world.clock, SimGateway({NODE: KEY}))
+
+    def wake_and_read(level_mm):
+        node = Node(board, cfg, link)
+        node.start()
+        node.policy.due(level_mm, board.clock.ms())
+        return node
+
+    def sleep(node):
+        try:
+            node.sleep(30000)
+        except Reset:
+            pass
+
+    node = wake_and_read(500)  # the first reading: the reference
+    sleep(node)
+    node = wake_and_read(520)  # 20 mm in 30 s: one rise, not yet a storm
+    assert node.health.reset_cause == "deepsleep" and not node.policy.storm and node.policy.ups == 1
+    sleep(node)
+    node = wake_and_read(545)  # a second rise in a row: storm mode
+    assert node.policy.storm and sum("storm mode on" in x for x in board.logs) == 1
