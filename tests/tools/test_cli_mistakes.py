@@ -62,6 +62,16 @@ MISTAKES = [
     (["bench", "nosuch"], 2, "no benchmark 'nosuch'"),
     (["nosuch"], 2, "invalid choice: 'nosuch'"),
     (["monitor"], 2, "one of the arguments --port --udp is required"),
+    # each package's errors through the one map of tools/cli.py (exit_code; tests/tools/test_errors.py)
+    (["gateway"], 2, "give --config FILE"),  # the gateway's ConfigError
+    (["relay", "--config", "{tmp}/missing.toml"], 2, "config error: "),
+    (["monitor", "--udp", "127.0.0.1:15685", "--keys", "{file}"], 2, "not valid TOML"),  # KeysError
+    (["simulate", "--to", "udp://127.0.0.1:15685", "--keys", "{file}"], 2, "not valid TOML"),
+    (["command", "--node", "sew-01", "--op", "interval", "--arg", "0", "--operator-keys", "{tmp}/operator-keys.toml",
+      "--print", "--boot", "1"], 2, "out_of_range (nothing was signed)"),  # the one command checker
+    (["rig", "--flash", "{tmp}/board", "--link", "{tmp}/nodir/x"], 2, "its folder does not exist"),
+    (["demo", "--duration", "1e10"], 2, "must be more than 0 and below"),
+    (["decode", "d18443a10104a0f640"], 1, "not a valid citynode message"),  # protocol's FrameError
 ]
 
 
