@@ -200,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         command = args.command
-        return available[command].run(args) or EXIT_OK
+        module = available[command]
+        assert module is not None  # argparse offers only the commands that loaded (build_parser)
+        return module.run(args) or EXIT_OK
     except BrokenPipeError:  # `citynode monitor ... | head`: the reader went away
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), sys.stdout.fileno())

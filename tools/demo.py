@@ -110,11 +110,12 @@ class Readings:
 
 def subscribe(url: str, readings: Readings) -> Any:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
         raise ValueError(f"--mqtt must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}")
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"citynode-demo-{secrets.token_hex(3)}",
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citynode-demo-{secrets.token_hex(3)}",
                          protocol=mqtt.MQTTv311)
     if u.scheme == "mqtts":
         client.tls_set()
@@ -174,7 +175,7 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def web_listen(wanted: str | None) -> str | None:
+def web_listen(wanted: str) -> str | None:
     # the asked-for port if it is free, else any free loopback port
     if wanted == "off":
         return None
@@ -218,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     nodes = []
     started = time.monotonic()
     readings = Readings()
+    counters: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="citynode-demo-") as tmp:
         try:
             if args.mqtt:
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                 from tools.fleetdemo import Fleet
 
                 city = Fleet(tmp, keys, url, listen).start()
-                gateway, web = city, city.relay.web
+                gateway, web = city, city.relay.web if city.relay is not None else None
                 nodes = city.nodes(stop)
             elif args.lora:
                 from tools.lorademo import LoraCity

@@ -59,8 +59,8 @@ class EmbeddedBroker:
         await self._broker.start()
 
     def stop(self, timeout: int = 10) -> None:
-        if self._loop is None or self._broker is None:
-            return
+        if self._loop is None or self._broker is None or self._thread is None:
+            return  # not started
         fut = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
         try:
             fut.result(timeout)

@@ -154,7 +154,7 @@ def check_board(fs: BoardFs, config: dict[str, Any], port: str) -> bool:
     board = config.get("board")
     if board is None and platform in ("esp32", "rp2"):
         return False  # no board in the config: the firmware runs as the board it finds itself on
-    if PLATFORMS.get(board) != platform:
+    if board is None or PLATFORMS.get(board) != platform:
         fits = [b for b, p in PLATFORMS.items() if p == platform and b != "sim"]
         hint = (f"provision it again with --board {fits[0]} --force" if fits
                 else "this board type is not supported")

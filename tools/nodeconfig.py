@@ -44,7 +44,7 @@ def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gatew
         raise ConfigError(f"link must be uart or udp (got {link!r})")
     if not isinstance(interval_s, int) or not 1 <= interval_s <= INTERVAL_MAX:
         raise ConfigError(f"interval must be 1..{INTERVAL_MAX} seconds (got {interval_s!r})")
-    link_conf = {"kind": link}
+    link_conf: dict[str, Any] = {"kind": link}
     if link == "udp":
         if not gateway:
             raise ConfigError("--link udp needs --gateway HOST:PORT")

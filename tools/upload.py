@@ -76,7 +76,8 @@ def compile_mpy(src: pathlib.Path, out: pathlib.Path) -> None:
 # firmware/sensors.py imports a sensor's driver by its config kind, so every driver of
 # KINDS goes along (a config may name any of them).
 DRIVERS = tuple("firmware.drivers." + kind for kind in SENSOR_KINDS)
-ENTRIES = {board: ("firmware.main", module, *DRIVERS) for board, module in BOARD_MODULES.items()}
+ENTRIES: dict[str | None, tuple[str | pathlib.Path, ...]] = {
+    board: ("firmware.main", module, *DRIVERS) for board, module in BOARD_MODULES.items()}
 ENTRIES[SIM_BOARD] = (SIM_MAIN, *DRIVERS)  # the virtual rig: the sim board on the console line
 # a config without "board": firmware/main.py detects the board it runs on, so it gets both ports
 ENTRIES[None] = ("firmware.main", BOARD_MODULES["esp32"], BOARD_MODULES["rp2"], *DRIVERS)

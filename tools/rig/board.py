@@ -133,7 +133,7 @@ class VirtualRig(ReplKeys, PtyOutput):
         self.banner = ("MicroPython on citynode virtual rig; %s board with unix port\r\n"
                        'Type "help()" for more information.\r\n' % board).encode()
         self.state = OFF
-        self.port = None
+        self.port = ""  # the pty's path, from start() on
         self.boots = 0  # soft and hard boots so far (tests read it)
         self.dropped = 0  # output bytes dropped while no host had the port open
         self._proc = None

@@ -166,7 +166,7 @@ class PicoRig(PtyOutput):
         self.world_params = dict(world or {})
         self.log = log
         self.power_on_open = power_on_open
-        self.port = None
+        self.port = ""  # the pty's path, from start() on
         self.emulated_ms = 0.0
         self.counters = {}
         self.events = []  # control events from the runner, oldest first (boot, power_cut, report)
