@@ -221,12 +221,24 @@ _KIND_NAMES = {int | str: "an integer or a string",
                dict: "a table"}
 
 
-def parse_hostport(text: str, where: Callable[[str], Exception]) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
+def split_hostport(text: object, lowest: int = 0) -> tuple[str, int]:
+    # The one HOST:PORT rule of the gateway (ingest, status page) and of every citynode option:
+    # "host:port" or "[v6]:port", the port lowest..65535 (0: a listener that takes any free one);
+    # ValueError saying what is wrong otherwise
+    host, sep, port = str(text or "").rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise where(f"must be HOST:PORT, got {text!r}")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:5683 (got {text!r})")
+    if not lowest <= int(port) <= 65535:
+        raise ValueError(f"{text}: port {port} is not {lowest}..65535")
     return host, int(port)
+
+
+def parse_hostport(text: str, where: Callable[[str], Exception]) -> tuple[str, int]:
+    try:
+        return split_hostport(text)
+    except ValueError as e:
+        raise where(str(e)) from None
 
 
 def _tls_files(t: _Table, base: pathlib.Path) -> dict[str, str]:

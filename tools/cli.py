@@ -93,15 +93,13 @@ class Parser(argparse.ArgumentParser):
 
 def hostport(text: str, what: str = "", lowest: int = 1) -> tuple[str, int]:
     # "HOST:PORT" -> (host, port) with the port lowest..65535 (0: any free port, for a listener
-    # that says where it ended up); ValueError with one line otherwise
-    host, sep, port = (text or "").rpartition(":")
-    host = host.strip("[]")
-    lead = f"{what} " if what else ""
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"{lead}must be HOST:PORT, e.g. 127.0.0.1:5683 (got {text!r})")
-    if not lowest <= int(port) < 65536:
-        raise ValueError(f"{lead}{text}: port {port} is not {lowest}..65535")
-    return host, int(port)
+    # that says where it ended up); ValueError with one line, naming the option `what`, otherwise
+    from gateway.config import split_hostport  # the one HOST:PORT rule
+
+    try:
+        return split_hostport(text, lowest)
+    except ValueError as e:
+        raise ValueError(f"{what} {e}" if what else str(e)) from None
 
 
 def hostport_arg(text: str, lowest: int = 1) -> str:

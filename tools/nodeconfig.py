@@ -25,11 +25,12 @@ LINKS = ("uart", "udp")
 
 
 def parse_hostport(text: str | None, what: str = "--gateway") -> tuple[str, int]:
-    host, sep, port = (text or "").rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{what} must be HOST:PORT, e.g. 192.168.1.10:5683 (got {text!r})")
-    return host, int(port)
+    from tools.cli import hostport
+
+    try:
+        return hostport(text or "", what)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gateway: str | None = None,

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from firmware.sim.run import lan_config
 from gateway.keys import KeysError, load_keys
-from tools.cli import UsageError
+from tools.cli import UsageError, hostport
 from tools.procs import micropython_binary
 
 SIM_PREFIX = "sim-"  # ids --nodes N takes: nodes provisioned for simulation only
@@ -53,11 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_udp(url: str) -> tuple[str, int]:
     rest = url[len("udp://"):] if url.startswith("udp://") else None
-    host, sep, port = (rest or "").rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SimulateError(f"--to must be udp://HOST:PORT (got {url!r})")
-    return host, int(port)
+    try:
+        return hostport(rest or "")
+    except ValueError:
+        raise SimulateError(f"--to must be udp://HOST:PORT (got {url!r})") from None
 
 
 def prepare(args: argparse.Namespace) -> tuple[str, int, list[tuple[str, bytes, str]]]:

@@ -47,10 +47,12 @@ class WebConfigError(InputError):
 def parse_listen(listen: str, token: str | None = None) -> tuple[str, int]:
     # "127.0.0.1:8080" / "[::1]:8080" / "0.0.0.0:8080" -> (host, port). Refuses a
     # non-loopback address without an access token: the page shows the city's sensor data.
-    host, sep, port_s = str(listen).rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise WebConfigError(f"web.listen: {listen!r} is not HOST:PORT")
+    from gateway.config import split_hostport
+
+    try:
+        host, port = split_hostport(listen)
+    except ValueError:
+        raise WebConfigError(f"web.listen: {listen!r} is not HOST:PORT") from None
     if host == "localhost":
         host = "127.0.0.1"
     try:
@@ -61,7 +63,7 @@ def parse_listen(listen: str, token: str | None = None) -> tuple[str, int]:
         raise WebConfigError(
             f"web.listen: {listen} is not loopback; set web.token to an access token to serve it on the network"
         )
-    return host, int(port_s)
+    return host, port
 
 
 def host_name(header: str | None) -> str | None:

@@ -96,6 +96,8 @@ def test_udp_link_validation(tmp_path, capsys):
     assert provision(tmp_path, "--gateway", "10.0.0.2:5683", "--board", "esp32") == 2
     assert "--wifi-ssid" in capsys.readouterr().err
     assert provision(tmp_path, "--gateway", "10.0.0.2:99999", "--board", "linux") == 2
+    assert "port 99999 is not 1..65535" in capsys.readouterr().err
+    assert provision(tmp_path, "--gateway", "10.0.0.2", "--board", "linux") == 2
     assert "HOST:PORT" in capsys.readouterr().err
     assert provision(tmp_path, "--gateway", "10.0.0.2:5683", "--wifi-ssid", "city", "--board", "rp2") == 0
     link = json.loads((tmp_path / "node" / "config.json").read_text())["link"]
