@@ -188,7 +188,7 @@ def main():
           "link moved %d, dns failures %d" % (boots, causes, gwsim.duplicates, link_counts["moved"],
                                                link_counts["dns"]))
     print("end: safe mode %s, failed boots in a row %d, buffer %d frames, offline %s" % (
-        end.safe, end.unhealthy, end.buffer.live, end.offline))
+        end.health.safe, end.health.unhealthy, end.uplink.buffer.live, end.uplink.offline))
 
 
 if __name__ == "__main__":
