@@ -4,7 +4,7 @@
 import json
 
 from firmware import FirmwareError
-from protocol.message import INTERVAL_MAX, THRESHOLD_MAX
+from protocol.message import INTERVAL_MAX, KEY_MAX, KEY_MIN, THRESHOLD_MAX
 
 CONFIG_NAME = "config.json"
 
@@ -77,8 +77,8 @@ def validate(raw):
         key = bytes.fromhex(cfg.get("key") or "")
     except (TypeError, ValueError):
         raise ConfigError("config: key must be hex")
-    if not 16 <= len(key) <= 64:
-        raise ConfigError("config: key must be 16..64 bytes")
+    if not KEY_MIN <= len(key) <= KEY_MAX:
+        raise ConfigError("config: key must be %d..%d bytes" % (KEY_MIN, KEY_MAX))
     cfg["key_bytes"] = key
     ck = cfg.get("command_key")
     if ck is not None:  # without it the node takes no command
@@ -86,8 +86,8 @@ def validate(raw):
             ck = bytes.fromhex(ck)
         except (TypeError, ValueError):
             ck = key
-        if not 16 <= len(ck) <= 64 or ck == key:
-            raise ConfigError("config: command_key must be 16..64 bytes in hex, not the key")
+        if not KEY_MIN <= len(ck) <= KEY_MAX or ck == key:
+            raise ConfigError("config: command_key must be %d..%d bytes in hex, not the key" % (KEY_MIN, KEY_MAX))
         cfg["command_key_bytes"] = ck
     for k in _INTS:
         if k in cfg and (k != "heartbeat_s" or cfg[k] is not None):

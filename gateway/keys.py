@@ -8,11 +8,9 @@ from typing import Any
 
 from gateway import InputError
 from protocol import keyring
-from protocol.message import check_node_id
+from protocol.message import KEY_MAX, KEY_MIN, check_node_id
 from protocol.names import NODE_ID_RULE
 
-MIN_KEY = 16
-MAX_KEY = 64
 MAX_KEY_VERSION = 0xFFFFFFFF  # SPEC.md 4.1: 1..4 bytes on the wire
 
 
@@ -63,8 +61,8 @@ def _hex_key(source: str, node: str, entry: Mapping[str, Any], name: str) -> byt
         key = bytes.fromhex(entry[name])
     except (ValueError, TypeError):
         raise KeysError(f"{source}: [nodes.{node}] {name} is not hex") from None
-    if not MIN_KEY <= len(key) <= MAX_KEY:
-        raise KeysError(f"{source}: [nodes.{node}] {name} must be {MIN_KEY}..{MAX_KEY} bytes, got {len(key)}")
+    if not KEY_MIN <= len(key) <= KEY_MAX:
+        raise KeysError(f"{source}: [nodes.{node}] {name} must be {KEY_MIN}..{KEY_MAX} bytes, got {len(key)}")
     return key
 
 

@@ -76,6 +76,8 @@ Q_RANGE = 3  # out of the sensor's range (e.g. blind zone)
 MAX_U32 = 0xFFFFFFFF
 MAX_U64 = 0xFFFFFFFFFFFFFFFF
 NODE_ID_MAX = 32
+KEY_MIN = 16  # bytes of a node key or a command key (SPEC.md section 2): the node's config,
+KEY_MAX = 64  # the gateway's keys file and `citynode provision` check it with these
 
 
 def check_node_id(node):

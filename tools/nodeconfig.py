@@ -82,17 +82,10 @@ def check_with_firmware(config: dict[str, Any], source: str = "node config") -> 
 
 
 def validate(config: object, source: str = "node config") -> dict[str, Any]:
-    # A config read back from a file (flash uploads only what passes this)
+    # A config read back from a file: flash uploads only what passes the node's own validation
+    # (its node id, key, command key, ... rules are firmware/config.py's, not repeated here)
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: not a JSON object")
-    try:
-        key = bytes.fromhex(config.get("key", ""))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: key is not hex") from None
-    if not 16 <= len(key) <= 64:
-        raise ConfigError(f"{source}: key must be 16..64 bytes")
-    if not check_node_id(config.get("node")):
-        raise ConfigError(f"{source}: node id missing or invalid")
     return check_with_firmware(config, source)
 
 
