@@ -22,8 +22,8 @@ class Sampler:
             try:
                 drv = sensors.driver(s["kind"])
                 sen = drv.Sensor(board, s)
-            except (ImportError, ValueError, KeyError) as e:
-                board.log("sensor %s: %s" % (s["kind"], e))
+            except (ImportError, ValueError, KeyError) as ex:
+                board.log("sensor %s: %s" % (s["kind"], ex))
                 continue
             e = [sen, drv.CAPS, s["kind"], None]
             if drv.CAPS & sensors.AIR:
