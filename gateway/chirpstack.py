@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,7 +28,7 @@ class ChirpStackLink:
     kind = "chirpstack"
 
     def __init__(self, settings: IngestSettings, submit: Callable[[tuple], Any],
-                 reject: Callable[..., Any], keys: Callable[[], dict]) -> None:
+                 reject: Callable[..., Any], keys: Callable[[], Mapping[str, bytes]]) -> None:
         # keys() -> the gateway's current node -> key dict (replaced on SIGHUP)
         self.s = settings
         self.submit = submit

@@ -107,7 +107,7 @@ class Gateway:
         try:
             return self._start_locked()
         except BaseException:
-            if getattr(self, "persister", None) is not None:
+            if self.persister is not None:
                 self.persister.stop()
             os.close(self._lock_fd)  # a gateway that did not start holds no lock
             self._lock_fd = None
@@ -133,7 +133,7 @@ class Gateway:
                                    on_command=self._command, gateway_state_fn=self.gateway_state,
                                    alarms_fn=self.alarms)
         if s.web_listen:
-            self._start_web()
+            self._start_web(s.web_listen)
         self.pipeline = Pipeline(settings=s, keys=self.keys, store=self.store, outputs=outputs, stats=self.stats,
                                  downlink=self.downlink, forwarder=self.forwarder, history=self.history)
         server = s.sensorthings_server if s.mqtt is not None else None
@@ -161,18 +161,18 @@ class Gateway:
             self._watchdog.start()
         return self
 
-    def _start_web(self) -> None:
+    def _start_web(self, listen: str) -> None:
         from gateway.web.history import History
         from gateway.web.server import StatusWeb
 
         self.history = History(self.s.data_dir / "history.sqlite").start()
         try:
-            self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
+            self.web = StatusWeb(listen=listen, status_fn=self.status, history=self.history,
                                  token=self.s.web_token, stale_after_s=self.s.web_stale_after_s,
                                  hosts=self.s.web_hosts).start()
         except OSError as e:
             self.history.close()
-            raise OSError(e.errno, f"status page: cannot listen on {self.s.web_listen}: {e.strerror}") from None
+            raise OSError(e.errno, f"status page: cannot listen on {listen}: {e.strerror}") from None
         log.info("status page on %s", self.web.url)
 
     def stop(self) -> None:
@@ -191,7 +191,8 @@ class Gateway:
         for link in self.links:
             if isinstance(link, UdpLink):
                 link.close()
-        self.persister.stop()
+        if self.persister is not None:
+            self.persister.stop()
         self.forwarder.stop()
         if self.st_sender:
             self.st_sender.stop()
@@ -261,8 +262,8 @@ class Gateway:
         return out
 
     def counters(self) -> dict[str, Any]:
-        counters, rejected = self.stats.counters_snapshot()
-        counters["rejected"] = rejected
+        counts, rejected = self.stats.counters_snapshot()
+        counters: dict[str, Any] = {**counts, "rejected": rejected}
         counters["outbox_depth"] = self.pipeline.depth
         counters["queue_depth"] = self.pipeline.queue.qsize()
         counters["inflight"] = self.forwarder.inflight

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import serial
@@ -125,7 +125,7 @@ class SerialLink:
     BACKOFF_MAX_S = 5.0
 
     def __init__(self, port: str, baudrate: int, submit: Submit, reject: Reject,
-                 keys: Callable[[], dict] | None = None) -> None:
+                 keys: Callable[[], Mapping[str, bytes]] | None = None) -> None:
         self.port = port
         self.baudrate = baudrate
         self.name = f"serial {port}"
@@ -240,7 +240,7 @@ class SerialLink:
 
 
 def open_links(settings_list: Iterable[IngestSettings], submit: Submit, reject: Reject,
-               keys: Callable[[], dict[str, bytes]] | None = None) -> list[Any]:
+               keys: Callable[[], Mapping[str, bytes]] | None = None) -> list[Any]:
     # keys() -> the current node -> key dict (the ChirpStack ingest maps LoRa addresses to nodes)
     links = []
     for i, s in enumerate(settings_list):

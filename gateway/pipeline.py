@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.downlink import Downlink
     from gateway.registry import OutputSet, Publisher
+    from gateway.sensorthings import Sender
     from gateway.stats import Stats
     from gateway.store import Store
     from gateway.web.history import History
@@ -109,7 +110,7 @@ class Pipeline:
         self.keys = keys  # node -> key; replaced whole on SIGHUP (a dict swap is atomic)
         self.store = store
         self.outputs = outputs  # gateway/registry.py
-        self.st_sender = None  # gateway/sensorthings.py, woken after a commit that gave it rows
+        self.st_sender: Sender | None = None  # gateway/sensorthings.py, woken after a commit that gave it rows
         self.stats = stats
         self.downlink = downlink
         self.forwarder = forwarder

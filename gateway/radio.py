@@ -5,7 +5,7 @@
 # keeps. Compact packets are rebuilt into the COSE_Mac0 of the node their address names and
 # go to the pipeline like any frame; the pipeline's ACKs go back compact.
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from protocol import compact, message
@@ -18,7 +18,7 @@ class AddressBook:
     # LoRa packets name their node by a 4-byte address (SPEC.md 13.1): the COSE_Mac0 a packet
     # stands for, rebuilt for the node with that address (the one whose MAC verifies when two
     # nodes share it). Follows the gateway's keys as SIGHUP replaces them.
-    def __init__(self, keys: Callable[[], dict]) -> None:
+    def __init__(self, keys: Callable[[], Mapping[str, bytes]]) -> None:
         self.keys = keys
         self._by_addr: tuple[dict, object] = ({}, None)
 
@@ -93,7 +93,7 @@ class Radio:
         return bytes((compact.MODEM,)) + air
 
 
-def _verifies(frame: bytes, keys: dict) -> bool:
+def _verifies(frame: bytes, keys: Mapping[str, bytes]) -> bool:
     try:
         message.decode(frame, keys.get)
         return True

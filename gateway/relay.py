@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import datetime
+import enum
 import logging
 import signal
 import sqlite3
@@ -40,7 +41,7 @@ from protocol import message
 from protocol.cbor import FrameError
 
 if TYPE_CHECKING:
-    from gateway.config import Settings
+    from gateway.config import MqttSettings, NatsSettings, Settings
 
 log = logging.getLogger("citynode.relay")
 
@@ -49,8 +50,21 @@ ACK_WAIT_S = 30.0  # the stream redelivers a message not acked this long after d
 PRUNE_S = 10.0  # how often stored sequences below the consumer's ack floor are forgotten
 SEEN_TABLE = "CREATE TABLE IF NOT EXISTS relay_seen (stream_seq INTEGER PRIMARY KEY)"
 LATER_S = 60.0  # a frame whose node key the relay lacks comes again after this long
-LATER = "later"
 GATEWAY_ALIVE_HEARTBEATS = 3  # a gateway is shown dead after this many of its heartbeats missed
+
+
+class _Later(enum.Enum):
+    LATER = "later"  # _frame(): no key for its node yet; the stream delivers it again after LATER_S
+
+
+LATER = _Later.LATER
+
+
+def _sections(s: Settings) -> tuple[NatsSettings, MqttSettings]:
+    # a relay's [nats] and [mqtt]: config.parse(..., role="relay") requires both
+    if s.nats is None or s.mqtt is None:
+        raise ValueError("a relay's settings need [nats] and [mqtt] (a relay.toml, docs/fleet.md)")
+    return s.nats, s.mqtt
 
 
 def _unix(text: str) -> float:
@@ -60,10 +74,10 @@ def _unix(text: str) -> float:
 class Relay:
     def __init__(self, settings: Settings, keys: Mapping[str, bytes] | None = None) -> None:
         self.s = settings
-        self.n = settings.nats
+        self.n, mqtt = _sections(settings)
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
         self.stats = Stats()
-        self.prefix = settings.mqtt.topic_prefix
+        self.prefix = mqtt.topic_prefix
         self.started = None
         self.states = {}
         self.seen = set()
@@ -91,7 +105,7 @@ class Relay:
 
             self.st_sender = Sender(s.sensorthings_server, self.store.path, self.stats, s.gateway_id).start()
         if s.web_listen:
-            self._start_web()
+            self._start_web(s.web_listen)
         self.started = time.time()
         self.forwarder.start()
         self._thread.start()
@@ -120,12 +134,12 @@ class Relay:
                                    on_command=lambda *a: None, gateway_state_fn=self.relay_state,
                                    alarms_fn=lambda: [])
 
-    def _start_web(self) -> None:
+    def _start_web(self, listen: str) -> None:
         from gateway.web.history import History
         from gateway.web.server import StatusWeb
 
         self.history = History(self.s.data_dir / "history.sqlite").start()
-        self.web = StatusWeb(listen=self.s.web_listen, status_fn=self.status, history=self.history,
+        self.web = StatusWeb(listen=listen, status_fn=self.status, history=self.history,
                              token=self.s.web_token, stale_after_s=self.s.web_stale_after_s, hosts=self.s.web_hosts)
         from gateway.web.fleet import add_fleet_page
 
@@ -171,11 +185,13 @@ class Relay:
 
     async def _main(self) -> None:
         import nats
+        import nats.errors
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         n = self.n
         wait = 0.2
         while not self._stop.is_set():
+            nc = None
             try:
                 nc = await asyncio.wait_for(nats.connect(**connect_options(n, f"citynode-relay-{self.s.gateway_id}")),
                                             CONNECT_TIMEOUT_S)
@@ -189,10 +205,11 @@ class Relay:
                 await nc.subscribe(f"{n.subject_prefix}.gateways.*", cb=self._heartbeat)
             except Exception as e:  # noqa: BLE001 - no cluster or leader yet: retry
                 log.warning("relay: cannot consume stream %s yet (%s: %s); retrying", n.stream, type(e).__name__, e)
-                try:
-                    await nc.close()
-                except Exception:  # noqa: BLE001, S110 - not connected
-                    pass
+                if nc is not None:  # connected, but the stream or the consumer is not there yet
+                    try:
+                        await nc.close()
+                    except Exception:  # noqa: BLE001, S110 - closed already
+                        pass
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 5.0)
                 continue
@@ -208,7 +225,7 @@ class Relay:
                 await nc.close()
 
     async def _consume(self, js: Any, sub: Any) -> None:
-        import nats
+        import nats.errors
 
         pruned = time.monotonic()
         while not self._stop.is_set():
@@ -312,13 +329,13 @@ class Relay:
 
             for f, _ in frames:
                 self.history.add(f.node, f.time_s, _numbers(f.msg["records"]), f.msg["flags"])
-        if rows:
+        if first is not None:  # rows were stored, the first of them under this id
             self.forwarder.offer(first, rows)
         if st_rows and self.st_sender is not None:
             self.st_sender.wake()
         return True
 
-    def _frame(self, msg: Any, pending: dict[str, Any]) -> tuple[Frame, tuple[str, bytes], int] | str | None:
+    def _frame(self, msg: Any, pending: dict[str, Any]) -> tuple[Frame, tuple[str, bytes], int] | _Later | None:
         # a stream message -> (Frame, its `up` row, gaps), or None (rejected or a duplicate: counted)
         try:
             env = orjson.loads(msg.data)
@@ -376,7 +393,7 @@ class Relay:
         self._deletes = []
         self.depth += len(rows) - len(deletes)
         self.forwarder.deleted(deletes)
-        if rows:
+        if first is not None:
             self.forwarder.offer(first, rows)
 
     # ------------------------------------------------------------ state
@@ -444,8 +461,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings, keys = load(args.config, "relay")  # ConfigError: exit 2 (tools/cli.py)
     if args.check_config:
-        print(f"{args.config}: ok ({len(keys)} node keys, stream {settings.nats.stream} on "
-              f"{len(settings.nats.servers)} servers, mqtt {config.redact_url(settings.mqtt.url)})")
+        nats, mqtt = _sections(settings)
+        print(f"{args.config}: ok ({len(keys)} node keys, stream {nats.stream} on "
+              f"{len(nats.servers)} servers, mqtt {config.redact_url(mqtt.url)})")
         return 0
     start_logging(settings, args.log_level)
     stop, hup = threading.Event(), threading.Event()

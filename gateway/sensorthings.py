@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.store import connect
 
@@ -58,22 +59,21 @@ class Sender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sensorthings", daemon=True)
-        self._db = None
+        self._db = connect(self.db_path)  # its own connection to the outbox, for its thread; stop() closes it
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> Self:
-        self._db = connect(self.db_path)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
-        if self._db is not None:
-            self._db.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._db.close()
 
     def depth(self) -> int:
         # Observations waiting (any thread: a connection of its own)
@@ -228,7 +228,7 @@ class Sender:
 
     def _mqtt_client(self) -> mqtt.Client:
         s = self.server
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                         protocol=mqtt.MQTTv311)
         c.suppress_exceptions = True
         if s.username is not None:

@@ -60,19 +60,21 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = 0) -> None:
         self.path = str(path)
         self.max_bytes = max_bytes
-        self.db = None
-        self.open()
+        self.db = self._connect()
         self._dirty = threading.Event()  # set by commits; the checkpoint thread sleeps without it
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
         self._checkpointer.start()
 
-    def open(self) -> None:
-        if self.db is not None:
-            try:
-                self.db.close()
-            except sqlite3.Error:
-                pass
+    def reopen(self) -> None:
+        # a fresh connection in place of one an I/O error may have left unusable
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
+        self.db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # the ACK to the node promises the frame is on disk
@@ -87,15 +89,13 @@ class Store:
             page = db.execute("PRAGMA page_size").fetchone()[0]
             db.execute(f"PRAGMA max_page_count={max(16, self.max_bytes // page)}")
         db.executescript(SCHEMA)
-        self.db = db
+        return db
 
     def close(self) -> None:
         self._closing.set()
         self._dirty.set()
         self._checkpointer.join(10)
-        if self.db is not None:
-            self.db.close()  # the last connection checkpoints and removes the WAL
-            self.db = None
+        self.db.close()  # the last connection checkpoints and removes the WAL; closing twice is harmless
 
     def _checkpoint_loop(self) -> None:
         osthread.name("cn-checkpoint")
@@ -195,7 +195,7 @@ class Store:
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
-                self.open()  # the connection may be unusable after an I/O error
+                self.reopen()  # the connection may be unusable after an I/O error
             raise StoreError(_reason(e), str(e)) from None
         self._dirty.set()
         return first
