@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest workers for `make test` (pytest-xdist); the emulated Pico tests keep to one of them (conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: demo venv test check lint typecheck bench clean
 
@@ -47,7 +49,7 @@ typecheck: $(BIN)/.installed
 	$(BIN)/pyright
 
 test: $(BIN)/.installed .venv-pycose/.installed typings/.installed $(PICO_RUNNER) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20
 
 bench: $(BIN)/.installed $(PICO_RUNNER)
 	$(BIN)/citynode bench
