@@ -1,8 +1,8 @@
-# Key rotation on the emulated Pico (issue 23, protocol/SPEC.md 4.5 and 6.6): 50 frames wait in
+# Key rotation on the emulated Pico (issue 23, protocol/SPEC.md 4.5 and 6.6): 24 frames wait in
 # the board's flash under key version 0 (made by the real node with no gateway to answer),
 # the technician runs `provision --force` and `citynode flash`, and the real gateway (serial
 # ingest on the board's port, the keys file provision wrote) forwards to a real mosquitto.
-#   previous key kept (the default): all 50 old frames and the new ones reach MQTT, each once;
+#   previous key kept (the default): all 24 old frames and the new ones reach MQTT, each once;
 #   then 10 more frames wait, and a second re-key with --drop-old-key: the gateway refuses those
 #   as `retired`, the node discards them (counted, reported in its state as `discarded`), and
 #   its new frames are not held up behind them. One board for both (the Pico boots slowly).
@@ -22,7 +22,7 @@ from tools.provision import provision
 
 NODE = "rk-01"
 PREFIX = "rk"
-BACKLOG = 50
+BACKLOG = 24  # three of the node's 8-frame send windows (firmware/uplink.py _WINDOW)
 
 class Watch:
     # every P/nodes/<node>/up (boot, seq) and the node's retained state, from a real mosquitto
@@ -64,7 +64,7 @@ class Watch:
 
 
 @pytest.mark.pico
-def test_rekey_with_50_frames_buffered_strands_nothing(request, tmp_path, mosquitto):
+def test_rekey_with_frames_buffered_strands_nothing(request, tmp_path, mosquitto):
     from tools.rig.pico import PicoRig, heap_budget
 
     kind = request.node.callspec.params.get("board_kind", "pico")
@@ -116,7 +116,7 @@ def test_rekey_with_50_frames_buffered_strands_nothing(request, tmp_path, mosqui
             own = len([u for u in watch.ups if u[0] == made["boot"]])
             assert not watch.state["rejected"] and watch.state.get("discarded", 0) == 0, watch.state
         print(f"rekey, previous key kept: {live} buffered, {len(watch.ups)} frames on MQTT "
-              f"({own} of the 50 under their own numbers)")
+              f"({own} of the {BACKLOG} under their own numbers)")
 
         # 2. a leaked key: --drop-old-key; the 10 frames under it are discarded, counted, and no stall
         made, cfg, before = rekey(10, drop=True)
