@@ -208,7 +208,7 @@ class RainModel:
         self.bin_mm += mm
         self.last_rain = t_s
 
-    def step(self, t_s: float, level: float, rate: float) -> None:
+    def step(self, t_s: float, level: float, rate: float | None) -> None:
         # advance the cascades to t_s minute by minute; learn from (level, rate) when given
         m = int(t_s // 60)
         if self.minute is None:
@@ -231,10 +231,10 @@ class RainModel:
             self.bin_mm = 0.0
             self.minute = m
             if rate is not None and self.cas[-1][2] + self.cas[-1][1] > 0.05:
-                self._learn(level, rate)
+                self._learn(level, rate, self.h_dry)
 
-    def _learn(self, level: float, rate: float) -> None:
-        z = -(level - self.h_dry)
+    def _learn(self, level: float, rate: float, h_dry: float) -> None:
+        z = -(level - h_dry)
         for c, sm, lag in zip(self.cas, self.sums, LAGS_MIN, strict=True):
             x = c[2] / (lag / 2.0)  # the routed rain now, mm/min
             for i, v in enumerate((x * x, x * z, z * z, x * rate, z * rate, rate * rate)):
@@ -526,19 +526,20 @@ class NodeForecast:
             early = eta
         rain_eta = None
         if self.rain is not None:
-            self.rain.step(newest, level, rate)
+            r = self.rain
+            r.step(newest, level, rate)
             # while it rains: the rain fallen, and as much as in the last 5 minutes for
             # another `rain_on_min` minutes
             tau_r = None
             if self._recent_rain(newest) > 0:
-                tau_r = self.rain.crossing(level, self.alarm_m, self._recent_rain(newest, 300) / 5, s.rain_on_min)
+                tau_r = r.crossing(level, self.alarm_m, self._recent_rain(newest, 300) / 5, s.rain_on_min)
             if tau_r is not None:
                 rain_eta = max(0.0, tau_r * 60 - age)
                 if early is None or rain_eta < early:
                     early = rain_eta
                 else:
                     rain_eta = None  # the level's own trend is the earlier one
-            self._rain_inputs(inputs, newest)
+            self._rain_inputs(r, inputs, newest)
         out["eta_s"] = None if eta is None else round(eta)
         out["eta_early_s"] = None if early is None else round(early)
         if eta is not None:
@@ -587,8 +588,7 @@ class NodeForecast:
             out.append([t0 + tau, round(min(lv, self.alarm_m), 4)])
         return out
 
-    def _rain_inputs(self, inputs: Any, now: float) -> Any:
-        r = self.rain
+    def _rain_inputs(self, r: RainModel, inputs: Any, now: float) -> Any:
         inputs["rain_15min_mm"] = round(self._recent_rain(now), 1)
         if r.fit is not None:
             inputs["rain_lag_min"] = LAGS_MIN[r.fit[0]]
@@ -615,22 +615,23 @@ class NodeForecast:
         # rain_eta: when that comes from the rain model (its own confidence: its fit)
         s = self.s
         conf = out["confidence"]
-        if rain_eta is not None and self.rain.fit is not None:
+        if rain_eta is not None and self.rain is not None and self.rain.fit is not None:
             conf = max(conf, self.rain.fit[3])
         t = self.model.t if self.model is not None else 0.0
         # a warning that was cleared in the last half hour comes back only on half the lead
         # time (a level that hovers under the alarm does not raise it again and again)
         lead = s.lead_s / 2 if self._cleared_t is not None and t - self._cleared_t < s.rearm_s else s.lead_s
         near = early is not None and early <= lead and conf >= s.min_confidence
-        if not near:
-            self._near, self._near_t = 0, None
-        else:
-            self._near += 1
-            self._near_t = t if self._near_t is None else self._near_t
         # raised on two forecasts in a row over at least 30 s of readings (a pump's
         # short push, read every 10 s, is not a storm), or at once at the alarm level
         # (a crossing from the rain model needs no span: rain gauges do not echo)
-        span = t - self._near_t >= s.raise_over_s or rain_eta is not None if near else False
+        if not near:
+            self._near, self._near_t = 0, None
+            span = False
+        else:
+            self._near += 1
+            near_t = self._near_t = t if self._near_t is None else self._near_t
+            span = t - near_t >= s.raise_over_s or rain_eta is not None
         if not self.warning and ((self._near >= 2 and span) or early == 0.0):
             self.warning = True
             out["raised"] = True
@@ -641,12 +642,14 @@ class NodeForecast:
             out["eta_early_s"] = round(hold)
             out["why"] = out["why"][:-1] + "; the warning holds while the alarm level stays within reach."
         far = early is None or early > 2 * s.lead_s
+        far_t = None  # since when crossings are far, on this forecast and the ones before it
         if self.warning and far:
             self._far += 1
-            self._far_t = t if self._far_t is None else self._far_t
+            far_t = self._far_t = t if self._far_t is None else self._far_t
         else:
             self._far, self._far_t = 0, None
-        if self.warning and not near_fast and (early is None or (self._far >= 3 and t - self._far_t >= 120)):
+        if self.warning and not near_fast and (early is None or (far_t is not None and self._far >= 3
+                                                                  and t - far_t >= 120)):
             # no crossing plausible at all, or none within twice the lead time on 3 forecasts
             # in a row over 2 minutes of readings
             self.warning = False
@@ -724,11 +727,11 @@ class Forecasts(Output):
         self._saved = None
         self.load_error = None
         if state_path:
-            self._load()
+            self._load(state_path)
 
-    def _load(self):
+    def _load(self, state_path: str | os.PathLike[str]) -> None:
         try:
-            with open(self.state_path, encoding="utf-8") as f:
+            with open(state_path, encoding="utf-8") as f:
                 d = json.load(f)
             if d.get("version") != STATE_VERSION:
                 raise ValueError("version %r" % d.get("version"))
@@ -742,7 +745,7 @@ class Forecasts(Output):
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             # a damaged file: start afresh (the forecasts need a few readings again)
             self.nodes, self._last = {}, {}
-            self.load_error = "%s: %s" % (self.state_path, e)
+            self.load_error = "%s: %s" % (state_path, e)
 
     def save(self) -> None:
         if not self.state_path:
@@ -790,7 +793,7 @@ class Forecasts(Output):
                 fc = self.nodes.get(f.node) or self.nodes.setdefault(f.node, NodeForecast(self.alarm_m, self.s))
             fc.add(f.time_s + (rec.get(senml.T) or 0), float(v), q[2] if q else 0, bool(m["flags"] & F_STORM))
             found = True
-        if not found or len(fc.points) < 2:
+        if fc is None or not found or len(fc.points) < 2:
             return []  # nothing to say yet: no outbox row (it counts against [outbox] max_messages)
         last = self._last.get(f.node)
         if last is not None and fc.newest_t - last < self.min_step_s and fc.newest_t >= last:

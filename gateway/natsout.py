@@ -122,12 +122,20 @@ async def ensure_stream(js: Any, n: NatsSettings) -> None:
         log.info("nats: stream %s created (R%d, file storage, dedup by subject)", n.stream, n.replicas)
 
 
+def nats_settings(s: Settings) -> NatsSettings:
+    # the [nats] of a gateway that publishes to the stream (publisher_factory makes a NatsForwarder
+    # only then) or of the relay that consumes it (config.parse requires it of a relay.toml)
+    if s.nats is None:
+        raise ValueError("the config has no [nats] (docs/fleet.md)")
+    return s.nats
+
+
 class NatsForwarder(AckedRows):
     def __init__(self, *, settings: Settings, db_path: str | os.PathLike[str],
                  states_fn: Callable[..., Any] | None = None,
                  gateway_state_fn: Callable[[], dict[str, Any]] | None = None, **_: Any) -> None:
         super().__init__(settings, db_path)
-        self.n = settings.nats
+        self.n = nats_settings(settings)
         self.states_fn = states_fn
         self.gateway_state_fn = gateway_state_fn
         self.stored_already = 0  # frames the stream had from another gateway or an earlier send
@@ -135,8 +143,8 @@ class NatsForwarder(AckedRows):
         self.in_process = 0  # "duplicate message id is in process": another gateway's copy, being stored
         self.resent = 0
         self._stop = threading.Event()
-        self._loop = None
-        self._wake = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the publisher thread's, while it runs
+        self._wake = asyncio.Event()  # bound to that loop when first waited on
         self._thread = threading.Thread(target=self._run, name="nats", daemon=True)
         self._heard = {}  # node -> {"rssi":..., "last_seen":...} for the heartbeat
 
@@ -147,10 +155,10 @@ class NatsForwarder(AckedRows):
         return self
 
     def wake(self) -> None:
-        loop, ev = self._loop, self._wake
-        if loop is not None and ev is not None:
+        loop = self._loop
+        if loop is not None:
             try:
-                loop.call_soon_threadsafe(ev.set)
+                loop.call_soon_threadsafe(self._wake.set)
             except RuntimeError:
                 pass  # the loop is closing
 
@@ -176,7 +184,6 @@ class NatsForwarder(AckedRows):
         import nats
 
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         n = self.n
         servers = ", ".join(redact_url(u) for u in n.servers)
         wait = RETRY_S[0]
@@ -191,13 +198,15 @@ class NatsForwarder(AckedRows):
         async def reconnected() -> None:
             self.connected = True
             self.connects += 1
-            log.info("nats: reconnected to %s", redact_url(nc.connected_url.geturl()) if nc.connected_url else "?")
+            url = nc.connected_url if nc is not None else None
+            log.info("nats: reconnected to %s", redact_url(url.geturl()) if url else "?")
 
         async def error(e: Exception) -> None:
             log.debug("nats: %r", e)
 
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
+            nc = None
             try:
                 # bounded: nats-py keeps trying a first connection for ever with max_reconnect_attempts=-1,
                 # and a stop must not wait for a cluster that is not there
@@ -210,10 +219,11 @@ class NatsForwarder(AckedRows):
                 if text != last_error:
                     log.warning("nats: cannot reach stream %s on %s (%s); retrying", n.stream, servers, text)
                     last_error = text
-                try:
-                    await nc.close()
-                except Exception:  # noqa: BLE001, S110 - nc may not exist or be half open
-                    pass
+                if nc is not None:
+                    try:
+                        await nc.close()
+                    except Exception:  # noqa: BLE001, S110 - half open
+                        pass
                 await self._sleep(wait)
                 wait = min(wait * 2, RETRY_S[1])
                 continue

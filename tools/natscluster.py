@@ -53,7 +53,7 @@ class Cluster:
         self.name = name
         self.client_ports = [free_port() for _ in range(size)]
         self.route_ports = [free_port() for _ in range(size)]
-        self.procs = [None] * size
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size  # None: that server is down
 
     @property
     def urls(self) -> list[str]:
@@ -82,11 +82,11 @@ class Cluster:
         conf = d / "nats.conf"
         conf.write_text(self._conf(i))
         with open(d / "server.log", "ab") as log:
-            self.procs[i] = subprocess.Popen([server_binary(), "-c", str(conf)], stdout=log, stderr=log,
-                                             start_new_session=True)
+            proc = self.procs[i] = subprocess.Popen([server_binary(), "-c", str(conf)], stdout=log, stderr=log,
+                                                    start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if self.procs[i].poll() is not None:
+            if proc.poll() is not None:
                 raise ClusterError(f"nats-server n{i + 1} exited: {(d / 'server.log').read_text()[-400:]}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.client_ports[i]), 0.2):
                 return
@@ -144,11 +144,12 @@ def stream_frames(urls: Sequence[str], stream: str, timeout: float = 30.0) -> co
     import collections
 
     import nats
+    import nats.errors
     import nats.js.errors
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     async def read():
-        nc = await nats.connect(urls, connect_timeout=2)
+        nc = await nats.connect(list(urls), connect_timeout=2)
         try:
             js = nc.jetstream(timeout=10)
             deadline = asyncio.get_running_loop().time() + timeout
@@ -174,7 +175,7 @@ def stream_frames(urls: Sequence[str], stream: str, timeout: float = 30.0) -> co
                     await asyncio.sleep(0.5)
                     continue
                 for m in msgs:
-                    node, boot, seq = m.headers["Nats-Msg-Id"].rsplit("/", 2)
+                    node, boot, seq = (m.headers or {})["Nats-Msg-Id"].rsplit("/", 2)  # every frame has its id
                     seen[node, int(boot), int(seq)] += 1
             await sub.unsubscribe()
             return seen
