@@ -13,7 +13,10 @@ SUMMARY = re.compile(r"(\d+) frames from (\d+) nodes")
 
 
 def demo(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tools.cli", "demo", *args], capture_output=True, text=True,
+    # the status page on a free port unless the test names one: the default 127.0.0.1:8080 is
+    # taken by whichever demo runs beside this one (make test runs two workers)
+    web = () if "--web" in args else ("--web", "127.0.0.1:0")
+    return subprocess.run([sys.executable, "-m", "tools.cli", "demo", *args, *web], capture_output=True, text=True,
                           timeout=90, env=env)
 
 
