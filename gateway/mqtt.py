@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import osthread
 from gateway.outputs import iso, retained
@@ -34,7 +35,7 @@ from gateway.paho_adapter import Client, require
 from gateway.store import AckedRows, Reader
 
 if TYPE_CHECKING:
-    from gateway.config import Settings
+    from gateway.config import MqttSettings, Settings
 
 log = logging.getLogger("citynode.gateway")
 
@@ -48,6 +49,14 @@ SHORT_SESSION_S = 2.0
 TAKEOVER_AFTER = 3
 
 
+def mqtt_settings(s: Settings) -> MqttSettings:
+    # the [mqtt] of a gateway that publishes to a broker (publisher_factory makes a Forwarder only
+    # then) or of the relay (config.parse requires it of a relay.toml)
+    if s.mqtt is None:
+        raise ValueError("the config has no [mqtt] (docs/gateway.md)")
+    return s.mqtt
+
+
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
@@ -59,8 +68,8 @@ class Forwarder(AckedRows):
                  alarms_fn: Callable[[], list[str]]) -> None:
         require()  # a paho whose internals differ is refused here, at start (gateway/paho_adapter.py)
         super().__init__(settings, db_path)  # taken_over: see SHORT_SESSION_S
-        self.m = settings.mqtt
-        self.prefix = settings.mqtt.topic_prefix
+        self.m = mqtt_settings(settings)
+        self.prefix = self.m.topic_prefix
         self.states_fn = states_fn  # (seen versions) -> [(node, state dict)] changed since
         self.on_command = on_command  # (topic, payload bytes, retained) for P/nodes/+/down
         self.gateway_state_fn = gateway_state_fn  # -> dict for the retained online state
@@ -158,13 +167,13 @@ class Forwarder(AckedRows):
                 self.activity.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.on_command(msg.topic, msg.payload, msg.retain)
+        self.on_command(msg.topic, bytes(msg.payload), msg.retain)
 
     # ------------------------------------------------------------ connection
 
     def _client(self):
-        c = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.m.client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
+        c = Client(CallbackAPIVersion.VERSION2, client_id=self.m.client_id, clean_session=False,
+                   protocol=mqtt.MQTTv311)
         c.suppress_exceptions = True  # a bug in a callback must not kill the loop
         c.max_inflight_messages_set(0)  # our own window (self.m.inflight) bounds it
         c.will_set(self.gw_topic, _dumps({"state": "offline", "gateway": self.s.gateway_id}), qos=1, retain=True)
@@ -311,7 +320,8 @@ class Forwarder(AckedRows):
                 if sock is None or not self._conn_ok:
                     break
                 busy = self._dirty and len(inflight) < window
-                pending = sock.pending() if hasattr(sock, "pending") else 0
+                pending_fn = getattr(sock, "pending", None)  # bytes read and not yet parsed (BufferedSocket, TLS)
+                pending = pending_fn() if pending_fn is not None else 0
                 timeout = 0 if busy or pending else max(0.0, min(1.0, next_state - now))
                 want_write = _flush(c, sock)  # one send for everything paho wrote since the last select
                 if want_write is None:

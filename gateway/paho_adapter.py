@@ -236,7 +236,7 @@ def _remaining_length(n: int) -> bytes:
 class Client(mqtt.Client):
     # paho's client with its socket wrapped in a BufferedSocket, and a lean QoS 1 publish
     # for outbox rows (see above)
-    on_outbox_puback = None  # (message id) -> True when it was an outbox publish
+    on_outbox_puback: Callable[[int], bool] | None = None  # (message id) -> True when it was an outbox publish
 
     def __new__(cls, *args: Any, **kw: Any) -> Client:  # noqa: ARG004 - paho's __init__ takes them
         require()  # before an instance exists: a refused one leaves nothing for paho's __del__

@@ -14,14 +14,17 @@
 # - a request head is at most max_head_bytes (431 beyond), its request line included (414).
 #
 # Counts (accepted, evicted, refused, timed_out, head_too_large, errors) go to self.counts, for /metrics.
+from __future__ import annotations
+
 import collections
 import contextlib
 import http.client
+import io
 import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
@@ -51,7 +54,7 @@ class _HeadLimit:
     def __init__(self, raw: Any, budget: int) -> None:
         self.raw = raw
         self.budget = budget
-        self.left = None  # None: no limit (the body)
+        self.left: int | None = None  # None: no limit (the body)
 
     def readline(self, limit: int | None = -1) -> bytes:
         if self.left is None:
@@ -69,18 +72,27 @@ class _HeadLimit:
 
 class _Handler(WSGIRequestHandler):
     def setup(self) -> None:
-        self.timeout = self.server.header_timeout_s  # every recv and send on this connection
         super().setup()
-        self.rfile = _HeadLimit(self.rfile, self.server.max_head_bytes)
+        server = self.bounded
+        self.connection.settimeout(server.header_timeout_s)  # every recv and send on this connection
+        self._head = _HeadLimit(self.rfile, server.max_head_bytes)
+        self.rfile = cast("io.BufferedIOBase", self._head)  # what it does not bound goes to the real rfile
         self._requests = 0
+
+    @property
+    def bounded(self) -> BoundedWSGIServer:
+        # the server this handler is made for (socketserver types it as any server)
+        server = self.server
+        assert isinstance(server, BoundedWSGIServer)
+        return server
 
     def handle_one_request(self) -> None:
         # http.server's loop body, with the head bounded in size and time
-        server = self.server
+        server = self.bounded
         if self._requests:
             server.mark(self.request, WAITING, server.idle_timeout_s)
         self._requests += 1
-        self.rfile.left = server.max_head_bytes
+        self._head.left = server.max_head_bytes
         try:
             try:
                 self.raw_requestline = self.rfile.readline()
@@ -94,7 +106,7 @@ class _Handler(WSGIRequestHandler):
                 self.close_connection = True
                 return
             ok = self.parse_request()  # 431 (counted below) when the headers overrun the budget
-            self.rfile.left = None
+            self._head.left = None
             if not ok:
                 self._drain()
                 return
@@ -113,13 +125,13 @@ class _Handler(WSGIRequestHandler):
         with contextlib.suppress(OSError):
             self.wfile.flush()
             self.connection.settimeout(0.2)
-            left = 4 * self.server.max_head_bytes
+            left = 4 * self.bounded.max_head_bytes
             while left > 0 and (chunk := self.connection.recv(min(left, 65536))):
                 left -= len(chunk)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         if code == 431:
-            self.server.count("head_too_large")
+            self.bounded.count("head_too_large")
         super().send_error(code, message, explain)
 
     # No line per request in the journal (a url can carry ?token=), and none for the noise
