@@ -30,6 +30,14 @@ _FOLLOW_MS = const(1000)  # the gap the gateway's radio may leave between its AC
 _FULL_EVERY = const(12)  # every 12th frame carries every reading, changed or not
 
 
+def xorshift32(x):
+    # the next state of Marsaglia's xorshift32 (x != 0; never 0 again): the same sequence on
+    # every runtime (random differs between them); the simulated world draws from it too
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    return x ^ ((x << 5) & 0xFFFFFFFF)
+
+
 class DutyCycle:
     def __init__(self, clock, permille=10):
         self.clock = clock
@@ -84,15 +92,7 @@ class LoraLink:
             h = (h * 31 + ord(c)) & 0xFFFFFFFF
         self.rnd = h or 1  # a node's own random sequence (xorshift32, never 0), for the jitter before sends
         for _ in range(16):  # ids that differ in one character start far apart
-            self._next()
-
-    def _next(self):
-        x = self.rnd
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.rnd = x
-        return x
+            self.rnd = xorshift32(self.rnd)
 
     def _wait(self, ms):
         # sleep in slices of at most 1 s, feeding the watchdog (the RP2040's lasts 8.4 s at most)
@@ -177,7 +177,8 @@ class LoraLink:
             # a random wait first, longer after a send nobody answered (a collision): nodes
             # that woke together, or collided, do not transmit in step again (ALOHA backoff)
             # (at most 10 s: a send, its jitter and its window stay well inside the watchdog's 30 s)
-            self._wait(self._next() % (min((2 if self.answered else 8) * t, 10000) + 1))
+            self.rnd = r = xorshift32(self.rnd)
+            self._wait(r % (min((2 if self.answered else 8) * t, 10000) + 1))
             self.answered = False
             self.duty.spend(t)  # counted before it leaves: a failed send may still have gone out
             self.modem.send(air)

@@ -5,18 +5,16 @@
 # MicroPython and a 6-hour storm takes seconds.
 import math
 
+from firmware.lora_link import xorshift32
+
 
 class Rng:
-    # xorshift32: the same sequence on every runtime (random differs between them)
+    # xorshift32 (as the LoRa link's jitter): the same sequence on every runtime
     def __init__(self, seed):
         self.s = (seed * 2654435761 + 1) & 0xFFFFFFFF or 1
 
     def u32(self):
-        s = self.s
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.s = s
+        self.s = s = xorshift32(self.s)
         return s
 
     def uniform(self):
