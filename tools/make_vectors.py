@@ -85,7 +85,7 @@ def data_vectors() -> list[dict[str, Any]]:
     out.append(message_vector("typical 6-reading frame (sewer node: BME280, level, battery)", "sew-07", key, frame,
                               senml_json_size=json_size))
 
-    recs = [
+    recs: list[dict[int, Any]] = [
         senml.record("t", f32(8.25)),
         senml.record("l", f32(1.874)),
         senml.record("i", f32(0.01264)),
@@ -497,6 +497,7 @@ def compact_vectors() -> list[dict[str, Any]]:
         return b"".join((b"\x01", compact.address(node), payload, cose.mac0_tag(k, prot, payload)))
 
     typ = cbor.loads(cose.parse(bytes.fromhex(out[0]["frame"]))[2])
+    assert isinstance(typ, list)  # a compact payload is a CBOR array (SPEC 13.2)
     # (name, air, reason, rebuilt frame's MAC verifies): no "frame" when none can be rebuilt
     cases = [
         ("unknown profile byte 0x06", b"\x06" + good[1:], "version", None),

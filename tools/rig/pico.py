@@ -23,7 +23,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from firmware.drivers.hydrostatic import SETTINGS as HYDROSTATIC
 from tools.cli import UsageError
@@ -144,7 +144,7 @@ class PicoWorld:
         from firmware.level import speed_of_sound_mm_s
 
         w = self.world
-        m = {"bme280": list(self.bme._invert())}
+        m: dict[str, Any] = {"bme280": list(self.bme._invert())}
         n = self.sonar.readinto(self._buf)
         if n:
             m["uart1"] = bytes(self._buf[:n]).hex()
@@ -282,7 +282,7 @@ class PicoRig(PtyOutput):
     def _power_on(self) -> None:
         self._kill()
         ours, theirs = socket.socketpair()
-        self._proc = subprocess.Popen(
+        proc = self._proc = subprocess.Popen(
             [self.node, str(RUNNER), "--image", str(self.image), "--bootrom", str(self.bootrom),
              "--flash", self.flash_file, "--ctl-fd", str(theirs.fileno())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, pass_fds=(theirs.fileno(),))
@@ -293,13 +293,14 @@ class PicoRig(PtyOutput):
             self._ctl_buf = b""
             self.exit_status = None
         self._to_dev.clear()
-        os.set_blocking(self._proc.stdout.fileno(), False)
-        os.set_blocking(self._proc.stdin.fileno(), False)
-        self._sel.register(self._proc.stdout, selectors.EVENT_READ, "dev")
+        dev_in, dev_out = _pipes(proc)
+        os.set_blocking(dev_out.fileno(), False)
+        os.set_blocking(dev_in.fileno(), False)
+        self._sel.register(dev_out, selectors.EVENT_READ, "dev")
         self._sel.register(ours, selectors.EVENT_READ, "ctl")
-        self._world = PicoWorld(self, **self.world_params) if self.world_params is not None else None
-        self.control(self._world.first())
-        self.control(self._world.update())
+        world = self._world = PicoWorld(self, **self.world_params)
+        self.control(world.first())
+        self.control(world.update())
 
     def _kill(self) -> None:
         p, self._proc = self._proc, None
@@ -319,7 +320,7 @@ class PicoRig(PtyOutput):
             p.kill()
         p.wait()
         self.exit_status = p.returncode
-        for f in (p.stdin, p.stdout):
+        for f in _pipes(p):
             try:
                 f.close()
             except OSError:
@@ -370,7 +371,7 @@ class PicoRig(PtyOutput):
     def _flush_dev(self) -> None:
         while self._to_dev and self._proc is not None:
             try:
-                n = os.write(self._proc.stdin.fileno(), self._to_dev[:65536])
+                n = os.write(_pipes(self._proc)[0].fileno(), self._to_dev[:65536])
             except BlockingIOError:
                 return
             except OSError:
@@ -379,8 +380,10 @@ class PicoRig(PtyOutput):
             del self._to_dev[:n]
 
     def _read_dev(self) -> None:
+        if self._proc is None:
+            return  # powered off since select() said it was readable
         try:
-            data = os.read(self._proc.stdout.fileno(), 65536)
+            data = os.read(_pipes(self._proc)[1].fileno(), 65536)
         except BlockingIOError:
             return
         if not data:
@@ -389,15 +392,18 @@ class PicoRig(PtyOutput):
         self._emit(data)
 
     def _read_ctl(self) -> None:
+        ctl = self._ctl
+        if ctl is None:
+            return  # powered off since select() said it was readable
         try:
-            data = self._ctl.recv(65536)
+            data = ctl.recv(65536)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
             try:
-                self._sel.unregister(self._ctl)
+                self._sel.unregister(ctl)
             except (KeyError, ValueError):
                 pass
             return
@@ -438,16 +444,24 @@ class PicoRig(PtyOutput):
 # ------------------------------------------------------------ the board's REPL (tests, bench)
 
 
+def _pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
+    # the runner's stdin and stdout (made with PIPE, so never None)
+    assert proc.stdin is not None and proc.stdout is not None
+    return proc.stdin, proc.stdout
+
+
 def stop_at_boot(port: str, timeout: int = 20) -> Any:
     # Opening the port powers the rig's board on; Ctrl-C every 50 ms stops main.py during its
     # imports, before the node takes the console (micropython.kbd_intr(-1)), as a technician
     # would at a board's boot. -> the raw REPL (tools.upload.BoardFs), with a clean slate.
+    import serial
     from mpremote.transport_serial import SerialTransport
 
     from tools.upload import BoardFs
 
     t = SerialTransport(port, baudrate=115200, timeout=1)
     ser = t.serial
+    assert isinstance(ser, serial.SerialBase)  # the port itself (mpremote puts an intercept there only to mount)
     ser.timeout = 0.05
     seen = b""
     deadline = time.monotonic() + timeout
@@ -514,7 +528,7 @@ def _heap_probe(t: Any, backlog: int, hide: bool) -> dict[str, Any]:
     live = re.search(r"HEAP backlog \d+ \d+ (\d+) (\d+)", text)
     if len(got) != 2 or not live:
         raise AssertionError("the heap probe printed no figures: %r" % text[-600:])
-    figures = {k: (int(free), int(used), int(blocks) * 16) for k, free, used, blocks in got}
+    figures: dict[str, Any] = {k: (int(free), int(used), int(blocks) * 16) for k, free, used, blocks in got}
     figures["live"] = int(live.group(1))
     figures["boot"] = int(live.group(2))  # the boot those frames carry
     return figures
