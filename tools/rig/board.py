@@ -19,7 +19,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from typing import BinaryIO, Self
+from typing import IO, Self
 
 from protocol import cobs
 from tools import procs
@@ -42,14 +42,32 @@ RUNNING = "running"  # boot.py / main.py run; input is the program's UART
 INTERRUPTING = "interrupting"  # Ctrl-C sent, waiting for the REPL
 
 
+def piped(f: IO[bytes] | None) -> IO[bytes]:
+    # a child's stdin, stdout or stderr made with subprocess.PIPE (never None then)
+    assert f is not None
+    return f
+
+
 class PtyOutput:
     # The pty's host side, shared by the rigs. What the board writes: kept while no host has
     # the port open (then dropped and counted), bounded to MAX_PENDING, written without
-    # blocking. Needs self._out (bytearray), self._connected, self._master, self._sel,
-    # self.log and self.dropped.
+    # blocking. What the rig that mixes it in provides:
+    _out: bytearray
+    _connected: bool
+    _master: int  # the pty's host side
+    _sel: selectors.BaseSelector
+    log: Callable[[str], None] | None
+    dropped: int
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    _wake_r: int
+    _wake_w: int
+
+    def _kill(self) -> None:  # ends the device process
+        raise NotImplementedError
+
     def stop(self) -> None:
-        # the rig's thread (woken through the wake pipe), the device process, the pty; needs
-        # self._stop, self._thread, self._kill() and self._wake_r/_wake_w too
+        # the rig's thread (woken through the wake pipe), the device process, the pty
         self._stop.set()
         try:
             os.write(self._wake_w, b"x")
@@ -182,13 +200,13 @@ class VirtualRig(ReplKeys, PtyOutput):
         self._kill()
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([self.flash, self.flash + "/lib", ".frozen"]),
                    RIG_BANNER=self.banner.decode())
-        self._proc = subprocess.Popen(
+        proc = self._proc = subprocess.Popen(
             [self.micropython, "-X", "heapsize=" + self.heap, AGENT, self.flash, self.board, mode],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.flash, env=env)
         self.boots += 1
         self._stderr_buf = b""
         self._open_pipes = 2
-        for f in (self._proc.stdout, self._proc.stderr):
+        for f in (piped(proc.stdout), piped(proc.stderr)):
             os.set_blocking(f.fileno(), False)
             self._sel.register(f, selectors.EVENT_READ, "proc")
 
@@ -196,25 +214,28 @@ class VirtualRig(ReplKeys, PtyOutput):
         p, self._proc = self._proc, None
         if p is None:
             return
-        for f in (p.stdout, p.stderr):
+        for f in (piped(p.stdout), piped(p.stderr)):
             try:
                 self._sel.unregister(f)
-            except (KeyError, ValueError, AttributeError):
+            except (KeyError, ValueError, AttributeError):  # AttributeError: before the loop made _sel
                 pass
         if p.poll() is None:
             p.kill()
         p.wait()
-        for f in (p.stdin, p.stdout, p.stderr):
+        for f in (piped(p.stdin), piped(p.stdout), piped(p.stderr)):
             try:
                 f.close()
             except OSError:
                 pass
 
     def _to_proc(self, data: bytes) -> None:
+        if self._proc is None:
+            return  # the program ended; its exit is handled by the loop
         try:
-            self._proc.stdin.write(data)
-            self._proc.stdin.flush()
-        except (OSError, AttributeError):
+            stdin = piped(self._proc.stdin)
+            stdin.write(data)
+            stdin.flush()
+        except OSError:
             pass  # the program ended; its exit is handled by the loop
 
     def _command(self, kind: bytes, code: bytes) -> None:
@@ -257,15 +278,18 @@ class VirtualRig(ReplKeys, PtyOutput):
                 os.read(self._wake_r, 64)
             elif key.data == "port":
                 self._read_port()
-            elif self._proc is not None and key.fileobj in (self._proc.stdout, self._proc.stderr):
-                self._read_proc(key.fileobj)
+            elif self._proc is not None:
+                proc = self._proc
+                f = next((f for f in (piped(proc.stdout), piped(proc.stderr)) if f is key.fileobj), None)
+                if f is not None:
+                    self._read_proc(proc, f)
 
     def _read_port(self) -> None:
         data = self._read_host()
         if data:
             self._input(data)
 
-    def _read_proc(self, f: BinaryIO) -> None:
+    def _read_proc(self, proc: subprocess.Popen[bytes], f: IO[bytes]) -> None:
         try:
             data = os.read(f.fileno(), 65536)
         except BlockingIOError:
@@ -274,14 +298,14 @@ class VirtualRig(ReplKeys, PtyOutput):
             self._sel.unregister(f)
             self._open_pipes -= 1
             if self._open_pipes == 0:
-                self._proc_exited()
+                self._proc_exited(proc)
             return
-        if f is self._proc.stdout:
+        if f is proc.stdout:
             self._emit(data)
             return
         # The agent writes its output before the control line, but on another pipe:
         # relay what stdout already holds first, or a prompt could overtake the output.
-        self._drain_stdout()
+        self._drain_stdout(proc)
         self._stderr_buf += data
         *lines, self._stderr_buf = self._stderr_buf.split(b"\n")
         for line in lines:
@@ -290,19 +314,19 @@ class VirtualRig(ReplKeys, PtyOutput):
             else:
                 self._emit(line + b"\r\n")  # the interpreter's own complaints, on the console
 
-    def _drain_stdout(self) -> None:
+    def _drain_stdout(self, proc: subprocess.Popen[bytes]) -> None:
         while True:
             try:
-                data = os.read(self._proc.stdout.fileno(), 65536)
+                data = os.read(piped(proc.stdout).fileno(), 65536)
             except (BlockingIOError, ValueError):
                 return
             if not data:
                 return
             self._emit(data)
 
-    def _proc_exited(self) -> None:
-        self._proc.wait()
-        code = self._proc.returncode
+    def _proc_exited(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        code = proc.returncode
         if self.log:
             self.log("interpreter exited with %s in state %s" % (code, self.state))
         if self.state == INTERRUPTING:  # stopped by the Ctrl-C itself: the REPL comes up
@@ -352,7 +376,7 @@ class VirtualRig(ReplKeys, PtyOutput):
                 self._held += data[i:]
                 return
             if self.state == EXEC:
-                if data[i] == 3:
+                if data[i] == 3 and self._proc is not None:
                     self._proc.send_signal(signal.SIGINT)
                 continue  # a raw REPL block reads no input here
             if self.state == FRIENDLY:

@@ -23,11 +23,11 @@ import threading
 import time
 import tty
 from collections.abc import Callable
-from typing import IO, Any, Self
+from typing import Any, Self
 
 from firmware.drivers.hydrostatic import SETTINGS as HYDROSTATIC
 from tools.cli import UsageError
-from tools.rig.board import MARK_SPEED, PtyOutput, _set_speed
+from tools.rig.board import MARK_SPEED, PtyOutput, _set_speed, piped
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUNNER_DIR = pathlib.Path(__file__).with_name("pico")
@@ -293,7 +293,7 @@ class PicoRig(PtyOutput):
             self._ctl_buf = b""
             self.exit_status = None
         self._to_dev.clear()
-        dev_in, dev_out = _pipes(proc)
+        dev_in, dev_out = piped(proc.stdin), piped(proc.stdout)
         os.set_blocking(dev_out.fileno(), False)
         os.set_blocking(dev_in.fileno(), False)
         self._sel.register(dev_out, selectors.EVENT_READ, "dev")
@@ -320,7 +320,7 @@ class PicoRig(PtyOutput):
             p.kill()
         p.wait()
         self.exit_status = p.returncode
-        for f in _pipes(p):
+        for f in (piped(p.stdin), piped(p.stdout)):
             try:
                 f.close()
             except OSError:
@@ -371,7 +371,7 @@ class PicoRig(PtyOutput):
     def _flush_dev(self) -> None:
         while self._to_dev and self._proc is not None:
             try:
-                n = os.write(_pipes(self._proc)[0].fileno(), self._to_dev[:65536])
+                n = os.write(piped(self._proc.stdin).fileno(), self._to_dev[:65536])
             except BlockingIOError:
                 return
             except OSError:
@@ -383,7 +383,7 @@ class PicoRig(PtyOutput):
         if self._proc is None:
             return  # powered off since select() said it was readable
         try:
-            data = os.read(_pipes(self._proc)[1].fileno(), 65536)
+            data = os.read(piped(self._proc.stdout).fileno(), 65536)
         except BlockingIOError:
             return
         if not data:
@@ -442,12 +442,6 @@ class PicoRig(PtyOutput):
 
 
 # ------------------------------------------------------------ the board's REPL (tests, bench)
-
-
-def _pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
-    # the runner's stdin and stdout (made with PIPE, so never None)
-    assert proc.stdin is not None and proc.stdout is not None
-    return proc.stdin, proc.stdout
 
 
 def stop_at_boot(port: str, timeout: int = 20) -> Any:
