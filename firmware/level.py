@@ -22,11 +22,15 @@ def level_from_distance_mm(mount_mm, distance_mm):
     return mount_mm - distance_mm
 
 
-def rise_mm_min(prev_mm, prev_ms, level_mm, now_ms):
-    # Rate of rise in mm per minute between two readings; 0 when there is no history
-    if prev_mm is None or now_ms <= prev_ms:
-        return 0
-    return (level_mm - prev_mm) * 60000 // (now_ms - prev_ms)
+def bounded(part, mm):
+    # A distance part's mm -> mm, or None with part.reason "blind" (nearer than its min_mm:
+    # the blind zone) or "range" (beyond its max_mm), counted in part.errors: no distance
+    r = "blind" if mm < part.min_mm else "range" if mm > part.max_mm else None
+    if r is None:
+        return mm
+    part.errors[r] += 1
+    part.reason = r
+    return None
 
 
 # The settings every level sensor takes (its driver adds its own): N samples a cycle,

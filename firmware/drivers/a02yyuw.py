@@ -123,15 +123,7 @@ class A02YYUW:
         if raw is None:
             return None
         mm = raw * speed_mm_s // self.ref_speed_mm_s if self.compensate else raw
-        if mm < self.min_mm:
-            self.errors["blind"] += 1
-            self.reason = "blind"
-            return None
-        if mm > self.max_mm:
-            self.errors["range"] += 1
-            self.reason = "range"
-            return None
-        return mm
+        return level.bounded(self, mm)
 
 
 # ---------------------------------------------------------------- the sensor (firmware/sensors.py)

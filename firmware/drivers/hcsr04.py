@@ -91,15 +91,7 @@ class HCSR04:
         if t is None:
             return None
         mm = t * speed_mm_s // 2000000
-        if mm < self.min_mm:
-            self.errors["blind"] += 1
-            self.reason = "blind"
-            return None
-        if mm > self.max_mm:
-            self.errors["range"] += 1
-            self.reason = "range"
-            return None
-        return mm
+        return level.bounded(self, mm)
 
 
 # ---------------------------------------------------------------- the sensor (firmware/sensors.py)

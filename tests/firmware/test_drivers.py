@@ -58,6 +58,7 @@ def test_a02yyuw_blind_zone_range_timeout_and_compensation():
     for raw, want in ((20, "blind"), (5000, "range")):
         u.q += frame(raw)
         assert d.read_mm() is None and d.reason == want
+    assert d.errors["blind"] == d.errors["range"] == 1
     u.q += frame(1000)
     assert d.read_mm(level.speed_of_sound_mm_s(0.0)) == 1000  # the A02YYUW compensated already
     d.compensate = True  # a JSN-SR04T: at 0 °C sound is slower than it assumes, the distance is shorter
@@ -109,6 +110,13 @@ def test_hcsr04_echo_timeout_and_range():
     sensor.connected = True
     d.timeout_us = 100  # a long echo beyond the timeout: time_pulse_us says -2
     assert d.read_mm(speed) is None and d.reason == "timeout"
+    d.timeout_us = 30000
+    d.max_mm = 1000  # the water 2 m down: beyond the range, then inside the blind zone
+    assert d.read_mm(speed) is None and d.reason == "range" and d.errors["range"] == 1
+    d.min_mm, d.max_mm = 3000, 4000
+    assert d.read_mm(speed) is None and d.reason == "blind" and d.errors["blind"] == 1
+    d.min_mm = 200
+    assert d.read_mm(speed) == pytest.approx(world.distance_mm(), abs=2) and d.reason is None
 
 
 def test_hydrostatic_namur_classes():
@@ -142,7 +150,6 @@ def test_speed_of_sound():
     assert level.speed_of_sound_mm_s(0.0) == 331300
     assert level.speed_of_sound_mm_s(None) == level.speed_of_sound_mm_s(20.0)
     assert level.level_from_distance_mm(3000, 800) == 2200
-    assert level.rise_mm_min(100, 0, 160, 60000) == 60
 
 
 def test_burst_median_outliers_and_quality():
