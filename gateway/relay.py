@@ -32,7 +32,8 @@ import orjson
 from gateway import GatewayError, __version__, config, dedup, osthread
 from gateway.daemon import close_rest, lock_data_dir
 from gateway.keys import load_keys
-from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream
+from gateway.mqtt import Forwarder, mqtt_settings
+from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream, nats_settings
 from gateway.outputs import Frame, iso
 from gateway.registry import build as build_outputs
 from gateway.stats import Stats
@@ -41,7 +42,7 @@ from protocol import message
 from protocol.cbor import FrameError
 
 if TYPE_CHECKING:
-    from gateway.config import MqttSettings, NatsSettings, Settings
+    from gateway.config import Settings
 
 log = logging.getLogger("citynode.relay")
 
@@ -60,13 +61,6 @@ class _Later(enum.Enum):
 LATER = _Later.LATER
 
 
-def _sections(s: Settings) -> tuple[NatsSettings, MqttSettings]:
-    # a relay's [nats] and [mqtt]: config.parse(..., role="relay") requires both
-    if s.nats is None or s.mqtt is None:
-        raise ValueError("a relay's settings need [nats] and [mqtt] (a relay.toml, docs/fleet.md)")
-    return s.nats, s.mqtt
-
-
 def _unix(text: str) -> float:
     return datetime.datetime.fromisoformat(text).timestamp()
 
@@ -74,10 +68,10 @@ def _unix(text: str) -> float:
 class Relay:
     def __init__(self, settings: Settings, keys: Mapping[str, bytes] | None = None) -> None:
         self.s = settings
-        self.n, mqtt = _sections(settings)
+        self.n = nats_settings(settings)  # config.parse(..., role="relay") requires [nats] and [mqtt]
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
         self.stats = Stats()
-        self.prefix = mqtt.topic_prefix
+        self.prefix = mqtt_settings(settings).topic_prefix
         self.started = None
         self.states = {}
         self.seen = set()
@@ -128,8 +122,6 @@ class Relay:
         # the `up` envelope is the one the first gateway made: forwarded, not made again
         self.outputs = build_outputs(s, self.keys, self._thresholds, skip=("envelope",))  # gateway/registry.py
         self.forecasts = self.outputs.forecasts
-        from gateway.mqtt import Forwarder
-
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=lambda *a: None, gateway_state_fn=self.relay_state,
                                    alarms_fn=lambda: [])
@@ -461,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings, keys = load(args.config, "relay")  # ConfigError: exit 2 (tools/cli.py)
     if args.check_config:
-        nats, mqtt = _sections(settings)
+        nats, mqtt = nats_settings(settings), mqtt_settings(settings)
         print(f"{args.config}: ok ({len(keys)} node keys, stream {nats.stream} on "
               f"{len(nats.servers)} servers, mqtt {config.redact_url(mqtt.url)})")
         return 0
