@@ -64,6 +64,7 @@ class Availability(Output):
         self.after_s = after_s
         self.heard = {}  # node -> latest reception time
         self.online = set()
+        self.unsure = set()  # nodes whose "offline" a failed commit may have lost (reset())
         self.swept = 0.0
 
     def messages(self, f: Frame) -> list[Row]:
@@ -72,6 +73,7 @@ class Availability(Output):
         if f.node in self.online:
             return []
         self.online.add(f.node)
+        self.unsure.discard(f.node)
         return [(f"{self.prefix}/nodes/{f.node}/availability", b"online")]
 
     def sweep(self, now: float) -> list[Row]:
@@ -81,14 +83,19 @@ class Availability(Output):
             return []
         self.swept = now
         out = []
-        for node in [n for n in self.online if now - self.heard[n] > self.after_s]:
+        nodes = self.online | self.unsure if self.unsure else self.online
+        for node in [n for n in nodes if now - self.heard[n] > self.after_s]:
             self.online.discard(node)
+            self.unsure.discard(node)
             out.append((f"{self.prefix}/nodes/{node}/availability", b"offline"))
         return out
 
     def reset(self) -> None:
-        # a failed commit lost what messages() returned: say it again with the next frame
+        # a failed commit lost what messages() or sweep() returned: "online" is said again with
+        # the node's next frame, "offline" with the next sweep that finds it silent (once more
+        # for a node whose "offline" did arrive: the same retained value)
         self.online.clear()
+        self.unsure.update(self.heard)
 
 
 class HomeAssistant(Output):

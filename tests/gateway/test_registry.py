@@ -114,6 +114,25 @@ def test_availability_goes_online_once_and_again_after_a_reset(tmp_path):
     assert [t for t, _ in out.messages(frame())[0] if t.endswith("/availability")] == avail
 
 
+def test_an_offline_lost_with_a_failed_commit_is_said_again(tmp_path):
+    # the sweep's "offline" went into a commit that failed (a full disk): after reset() the next
+    # sweep says it again, else the broker would keep the silent node's retained "online"
+    out = registry.build(settings(tmp_path, publish="availability = true\navailability_after_s = 60\n"),
+                         NODES, lambda n: None)
+    t = 1_777_636_800.0
+    out.messages(frame(t=t))
+    out.messages(frame(node="sew-02", t=t + 100))
+    assert out.sweep(t + 120) == [("cn/nodes/sew-01/availability", b"offline")]
+    out.reset()  # that row was lost
+    assert out.sweep(t + 120.5) == []  # a sweep looks at most once a second
+    assert out.sweep(t + 122) == [("cn/nodes/sew-01/availability", b"offline")]
+    assert out.sweep(t + 124) == []  # said once more, not for ever
+    # sew-02 is heard again: "online" again (reset forgot it was said), and offline after its silence
+    assert [r for r in out.messages(frame(node="sew-02", t=t + 125))[0] if r[0].endswith("/availability")] == [
+        ("cn/nodes/sew-02/availability", b"online")]
+    assert out.sweep(t + 190) == [("cn/nodes/sew-02/availability", b"offline")]
+
+
 def test_docs_list_every_output():
     # docs/gateway.md "Outputs" names each registry entry, so a new one is documented
     text = (REPO / "docs" / "gateway.md").read_text()
