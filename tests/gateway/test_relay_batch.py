@@ -1,6 +1,8 @@
 # One batch of the city relay (gateway/relay.py _process) on an opened relay, without a NATS
 # cluster: the stream messages are real nats-py Msg objects with the reply subject a JetStream
 # delivery carries, their payloads the envelopes a gateway made (gateway/outputs.py Envelope).
+import time
+
 import pytest
 from nats.aio.msg import Msg
 
@@ -68,3 +70,20 @@ def test_a_failed_commit_says_availability_and_discovery_again(relay):
     # and only once: the next frame adds neither
     assert relay._process([delivery(21, seq=21)]) is True
     assert outbox_topics(relay)[len(topics):] == ["cn/nodes/sew-01/up"]
+
+
+def test_an_offline_lost_in_housekeeping_is_said_again(relay):
+    # the relay's idle housekeeping sweeps availability: a node silent for availability_after_s
+    # (its frames are from T0, long ago) goes "offline"; that commit fails (the data dir became
+    # read-only, as an SD card the kernel remounts after I/O errors: SQLite's query_only answers
+    # the same "attempt to write a readonly database"), and the next sweep says it again
+    assert relay._process([delivery(1)]) is True
+    relay.store.db.execute("PRAGMA query_only = ON")
+    relay._housekeeping()
+    relay.store.db.execute("PRAGMA query_only = OFF")
+    availability = "SELECT topic, payload FROM outbox WHERE topic LIKE '%/availability' ORDER BY id"
+    assert relay.store.db.execute(availability).fetchall() == [("cn/nodes/sew-01/availability", b"online")]
+    time.sleep(1.05)  # availability sweeps at most once a second
+    relay._housekeeping()
+    assert relay.store.db.execute(availability).fetchall() == [("cn/nodes/sew-01/availability", b"online"),
+                                                               ("cn/nodes/sew-01/availability", b"offline")]
