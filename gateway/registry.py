@@ -183,7 +183,7 @@ OUTPUTS: tuple[Entry, ...] = (
 def build(s: Settings, keys: Mapping[str, bytes], thresholds_fn: Callable[[str], dict[str, float] | None],
           skip: Iterable[str] = ()) -> OutputSet:
     # The outputs this config asks for, in OUTPUTS order; skip names the ones the caller makes
-    # another way (the relay forwards the envelope the first gateway made, byte for byte).
+    # another way (the relay makes the envelope with the gateway id of the gateway that heard the frame).
     skipped = set(skip)
     unknown = skipped - {e.name for e in OUTPUTS}
     if unknown:

@@ -10,8 +10,11 @@
 # pruned (the stream never delivers those again). The node's (boot, seq) state (the
 # gateway's dedup) is kept too: a frame the stream no longer holds, replayed by a gateway
 # after the retention, is still known as a duplicate while it is within its node's window.
-# The `up` message is the envelope the first gateway made (byte for byte, with that
-# gateway's id and reception time); the other outputs are made here from the verified frame.
+# Each frame is dated here, once for the city (SPEC.md section 8), by one FrameClock fed
+# the first gateway's reception time: a node's frames get unique, ordered times whichever
+# gateway heard each. The `up` message is made from the verified frame as a gateway makes it
+# (gateway/outputs.py Envelope, its `gateway` and `received` those of the first gateway);
+# the other outputs are made here too.
 from __future__ import annotations
 
 import argparse
@@ -34,10 +37,11 @@ from gateway.daemon import close_rest, lock_data_dir
 from gateway.keys import load_keys
 from gateway.mqtt import Forwarder, mqtt_settings
 from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream, nats_settings
-from gateway.outputs import Frame, iso
+from gateway.outputs import Envelope, Frame, iso
 from gateway.registry import build as build_outputs
 from gateway.stats import Stats
 from gateway.store import Store, StoreError
+from gateway.timing import FrameClock
 from protocol import message
 from protocol.cbor import FrameError
 
@@ -119,7 +123,8 @@ class Relay:
         self.seen = {r[0] for r in self.store.db.execute("SELECT stream_seq FROM relay_seen")}
         self.states = self.store.seq_states()
         self.depth = self.store.depth()
-        # the `up` envelope is the one the first gateway made: forwarded, not made again
+        # the city's frame clock, persisted with the commits as a gateway's (gateway/pipeline.py)
+        self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
         self.outputs = build_outputs(s, self.keys, self._thresholds, skip=("envelope",))  # gateway/registry.py
         self.forecasts = self.outputs.forecasts
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
@@ -160,6 +165,9 @@ class Relay:
         self.keys = keys
         log.info("relay: keys reloaded: %d nodes", len(keys))
         return True
+
+    def _clock_ignored(self, node: str, t: object) -> None:
+        self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the relay", node, t)
 
     def _thresholds(self, node: str) -> dict[str, float] | None:
         st = self.stats.nodes.get(node)
@@ -299,12 +307,15 @@ class Relay:
         deletes = self._take_deletes()
         try:
             first = self.store.commit(rows=rows, states=list(pending.items()), deletes=deletes, st_rows=st_rows,
-                                      extra=(("INSERT OR IGNORE INTO relay_seen VALUES (?)", [(q,) for q in seen]),))
+                                      extra=(("INSERT OR IGNORE INTO relay_seen VALUES (?)", [(q,) for q in seen]),),
+                                      clocks=self.clock.saved_of({f.node for f, _ in frames}))
         except StoreError as e:
             log.error("relay: commit failed (%s); the batch is not acked and comes again", e)
             # outputs that publish a change once (availability, discovery) forget what the failed
-            # commit lost, and say it again with the redelivered batch (as gateway/pipeline.py)
+            # commit lost, and say it again with the redelivered batch (as gateway/pipeline.py);
+            # the clock goes back to what is stored, so the redelivered frames get the same times
             self.outputs.reset()
+            self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
             return False  # the PUBACKed rows are deleted with the next commit that works
         self._deletes = []
         self.seen.update(seen)
@@ -336,8 +347,11 @@ class Relay:
             node, boot, seq = m["node"], m["boot"], m["seq"]
             if m["type"] != "data" or (env["node"], env["boot"], env["seq"]) != (node, boot, seq):
                 raise FrameError("payload", "the envelope does not match its frame")
-            f = Frame(node, m, raw, _unix(env["received"]), _unix(env["time"]), env["time_source"],
-                      f"nats {env['gateway']}", _radio(env.get("radio")))
+            gateway = env["gateway"]
+            if not isinstance(gateway, str):
+                raise FrameError("payload", "the envelope's gateway is not a string")
+            received = _unix(env["received"])
+            f = Frame(node, m, raw, received, received, "received", f"nats {gateway}", _radio(env.get("radio")))
         except (FrameError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             if getattr(e, "reason", None) in ("unknown", "mac"):
                 # a gateway had this node's key and verified the frame: the relay's keys file is
@@ -365,7 +379,11 @@ class Relay:
         if verdict == dedup.NEW and (st is None or boot >= st.boot):
             new = pending[node] = dedup.advance(st, boot, seq, raw)
             gaps = new.gaps
-        return f, (f"{self.prefix}/nodes/{node}/up", msg.data), gaps
+        # dated once for the city: the gateways' clocks differ, and one node's frames come
+        # through several of them (the gateway's own `time` is not kept)
+        f.time_s, f.time_source = self.clock.fix(node, m, received)
+        [up] = Envelope(self.prefix, gateway).messages(f)  # as the gateway makes it, naming that gateway
+        return f, up, gaps
 
     def _take_deletes(self):
         self._deletes.extend(self.forwarder.take_acked())

@@ -4,6 +4,9 @@
 # buffered (backlog, resends) get the time they were sampled, not the time they arrived.
 # Frames of an earlier boot that the gateway never heard live have no anchor: they are
 # placed just before the first frame heard of a later boot and marked `uncertain`.
+# A live frame received before the anchor it follows in uptime (reception times from clocks
+# that disagree: a relay's gateways, or a clock stepped back) is dated just after that anchor
+# instead, so a node's live frames never go back in time.
 # No two frames of one node get the same millisecond: a taken one moves to the nearest
 # free millisecond (later for live frames, earlier for the others). The latest time given
 # per node and its live anchor are stored with every commit: after a restart (even kill -9)
@@ -85,6 +88,11 @@ class FrameClock:
             ms, source = min(a[1] + (up - a[0]), now_ms), "uptime"
         elif live and boot >= st.live_boot:
             ms, source = now_ms, "received"  # the newest live frame: the boot's anchor
+            if a is not None and a[2] and now_ms < a[1]:
+                # received before the anchor it follows in uptime: the clocks that gave the two
+                # reception times disagree (a relay's frames come from several gateways, or the
+                # gateway's clock stepped back); just after the anchor, never before it
+                ms = a[1] + 1
             anchors[boot] = [up, ms, True]
             st.live_boot = boot
         else:

@@ -1,8 +1,10 @@
 # One batch of the city relay (gateway/relay.py _process) on an opened relay, without a NATS
 # cluster: the stream messages are real nats-py Msg objects with the reply subject a JetStream
 # delivery carries, their payloads the envelopes a gateway made (gateway/outputs.py Envelope).
+import datetime
 import time
 
+import orjson
 import pytest
 from nats.aio.msg import Msg
 
@@ -10,21 +12,25 @@ from gateway import config
 from gateway.daemon import close_rest
 from gateway.files import write_private
 from gateway.keys import format_keys
-from gateway.outputs import Envelope, Frame
+from gateway.outputs import Envelope, Frame, iso
 from gateway.relay import Relay
 from protocol import message, senml
 from tests.gateway.conftest import NODES
+from tests.support import senml_strict
 from tests.support.broker import free_port
 
 T0 = 1_777_636_800.0
 
 
-def delivery(stream_seq, node="sew-01", seq=1):
-    # one stream message as the relay's pull consumer gets it
+def delivery(stream_seq, node="sew-01", seq=1, gateway="gw-1", received=None, uptime_ms=None):
+    # one stream message as the relay's pull consumer gets it: the envelope `gateway` made of the
+    # frame it received at `received` (and dated then, as its own FrameClock does a live frame)
     key = NODES[node]
-    raw = message.encode_data(key, node, 1, seq, 1000 * seq, [senml.record("l", 0.42)])
-    f = Frame(node, message.decode(raw, NODES.get), raw, T0 + seq, T0 + seq, "received", "udp 127.0.0.1:1")
-    [(_, payload)] = Envelope("cn", "gw-1").messages(f)
+    received = T0 + seq if received is None else received
+    up = 1000 * seq if uptime_ms is None else uptime_ms
+    raw = message.encode_data(key, node, 1, seq, up, [senml.record("l", 0.42), senml.record("b", 3.3)])
+    f = Frame(node, message.decode(raw, NODES.get), raw, received, received, "received", "udp 127.0.0.1:1")
+    [(_, payload)] = Envelope("cn", gateway).messages(f)
     reply = f"$JS.ACK.CN.relay.1.{stream_seq}.{stream_seq}.{int(T0 * 1e9)}.0"
     return Msg(_client=None, subject=f"cn.f.{node}.1.{seq}", reply=reply, data=payload)
 
@@ -87,3 +93,48 @@ def test_an_offline_lost_in_housekeeping_is_said_again(relay):
     relay._housekeeping()
     assert relay.store.db.execute(availability).fetchall() == [("cn/nodes/sew-01/availability", b"online"),
                                                                ("cn/nodes/sew-01/availability", b"offline")]
+
+
+def up_messages(r):
+    return [orjson.loads(p) for (p,) in r.store.db.execute(
+        "SELECT payload FROM outbox WHERE topic LIKE '%/up' ORDER BY id")]
+
+
+@pytest.mark.parametrize("skew_s", [0.1, 0.25])
+def test_the_relay_dates_a_nodes_frames_once_for_the_city(relay, tmp_path, skew_s):
+    # One node heard by two gateways, a frame every 100 ms of uptime. gw-2's clock is skew_s behind
+    # gw-1's: frames of seq 22 and 23 reach the stream first through gw-2, dated by it at the same
+    # millisecond as seq 21 (skew 0.1 s) or before it (0.25 s). Dated by each gateway, the strict
+    # SenML consumer (tests/support/senml_strict.py) finds one (name, time) in two frames (issue 25).
+    # The relay dates every frame with its one clock: distinct, increasing times in the envelope and
+    # its SenML, each envelope still naming the gateway that heard the frame.
+    batch = [delivery(1, seq=21, gateway="gw-1", received=T0, uptime_ms=2100),
+             delivery(2, seq=22, gateway="gw-2", received=T0 + 0.1 - skew_s, uptime_ms=2200),
+             delivery(3, seq=23, gateway="gw-2", received=T0 + 0.2 - skew_s, uptime_ms=2300),
+             delivery(4, seq=24, gateway="gw-1", received=T0 + 0.3, uptime_ms=2400)]
+    assert relay._process(batch[:2]) is True
+    assert relay._process(batch[2:]) is True
+    ups = up_messages(relay)
+    assert [(u["seq"], u["gateway"]) for u in ups] == [(21, "gw-1"), (22, "gw-2"), (23, "gw-2"), (24, "gw-1")]
+    times = [datetime.datetime.fromisoformat(u["time"]).timestamp() for u in ups]
+    assert all(a < b for a, b in zip(times, times[1:])), [u["time"] for u in ups]
+    checker = senml_strict.UpChecker()
+    for u, t in zip(ups, times):
+        checker.check("cn/nodes/sew-01/up", u)
+        resolved = senml_strict.check_pack(u["senml"])[1]
+        assert {round(rt, 3) for _, rt, _ in resolved} == {round(t, 3)}  # the SenML says the envelope's time
+    assert checker.problems == []
+    # the relay's own reception (the first gateway's) is kept; the first frame is its anchor
+    assert ups[0]["time"] == ups[0]["received"] and ups[0]["time_source"] == "received"
+    assert ups[1]["received"] == iso(T0 + 0.1 - skew_s)
+    # the clock is stored with the commits: a restarted relay (the same data_dir) dates after them
+    close_rest(relay)
+    again = Relay(config.load(tmp_path / "relay.toml", role="relay"))
+    again.open()
+    try:
+        assert again._process([delivery(5, seq=25, gateway="gw-2", received=T0 + 0.4 - skew_s,
+                                        uptime_ms=2500)]) is True
+        last = up_messages(again)[-1]
+        assert last["seq"] == 25 and datetime.datetime.fromisoformat(last["time"]).timestamp() > times[-1]
+    finally:
+        close_rest(again)
