@@ -125,6 +125,7 @@ class Relay:
         self.depth = self.store.depth()
         # the city's frame clock, persisted with the commits as a gateway's (gateway/pipeline.py)
         self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
+        self.clock_stale = False  # a commit failed: the clock is read again from the store
         self.outputs = build_outputs(s, self.keys, self._thresholds, skip=("envelope",))  # gateway/registry.py
         self.forecasts = self.outputs.forecasts
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
@@ -281,6 +282,13 @@ class Relay:
         rows, st_rows, seen, frames = [], [], [], []
         later = self.later = []  # not for now (no key yet): asked to come again (_consume naks them)
         pending = {}
+        if self.clock_stale:  # after a failed commit
+            try:
+                self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
+            except sqlite3.Error as e:
+                log.error("relay: cannot read the stored frame clock (%s); the batch comes again", e)
+                return False
+            self.clock_stale = False
         for msg in msgs:
             q = msg.metadata.sequence.stream
             if q in self.seen:
@@ -313,9 +321,10 @@ class Relay:
             log.error("relay: commit failed (%s); the batch is not acked and comes again", e)
             # outputs that publish a change once (availability, discovery) forget what the failed
             # commit lost, and say it again with the redelivered batch (as gateway/pipeline.py);
-            # the clock goes back to what is stored, so the redelivered frames get the same times
+            # the clock goes back to what is stored (read with the next batch), so the redelivered
+            # frames get the same times
             self.outputs.reset()
-            self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
+            self.clock_stale = True
             return False  # the PUBACKed rows are deleted with the next commit that works
         self._deletes = []
         self.seen.update(seen)

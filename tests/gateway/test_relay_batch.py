@@ -73,6 +73,9 @@ def test_a_failed_commit_says_availability_and_discovery_again(relay):
     assert topics.count("cn/nodes/sew-01/up") == 20
     assert topics.count("cn/nodes/sew-01/availability") == 1
     assert [t for t in topics if t.startswith("homeassistant/")], topics
+    # the relay's clock forgot the times the failed commit gave: the batch gets them again
+    assert [(u["time"], u["time_source"]) for u in up_messages(relay)] == [(iso(T0 + q), "received")
+                                                                        for q in range(1, 21)]
     # and only once: the next frame adds neither
     assert relay._process([delivery(21, seq=21)]) is True
     assert outbox_topics(relay)[len(topics):] == ["cn/nodes/sew-01/up"]

@@ -109,6 +109,18 @@ def test_earlier_boots_are_uncertain_and_every_time_is_distinct():
     assert len(set(every)) == len(every)
 
 
+def test_a_live_frame_received_before_its_anchor_never_goes_back_in_time():
+    # reception times from clocks that disagree (the relay's gateways; a clock stepped back):
+    # a live frame newer in uptime than its boot's anchor is dated just after the anchor
+    clock = FrameClock()
+    assert clock.fix("n", msg(2, 0, 10_000), T0) == (T0, "received")
+    assert clock.fix("n", msg(2, 1, 10_100), T0 - 0.15) == (T0 + 0.001, "received")
+    assert clock.fix("n", msg(2, 2, 10_200), T0 - 0.05) == (T0 + 0.002, "received")
+    assert clock.fix("n", msg(2, 3, 10_300), T0 + 0.3) == (T0 + 0.3, "received")  # the clocks agree again
+    # a resend (uptime below the anchor) is still placed by its uptime, before it
+    assert clock.fix("n", msg(2, 2, 10_200), T0 + 1) == (T0 + 0.2, "uptime")
+
+
 def test_a_node_clock_wins_when_plausible():
     warned = []
     clock = FrameClock(warn=lambda node, t: warned.append(t))
