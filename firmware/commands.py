@@ -10,9 +10,8 @@ def depth_mm(cfg):
     # the shaft's depth at the level sensor, the setting its driver names (DEPTH: a distance
     # sensor's mount height, a probe's span); None without a level sensor
     from firmware import sensors
-    from firmware.config import sensor_list
 
-    for s in sensor_list(cfg):
+    for s in sensors.sensor_list(cfg):
         drv = sensors.driver(s["kind"])
         if drv.CAPS & sensors.LEVEL:
             return s[drv.DEPTH]

@@ -135,17 +135,6 @@ def validate(raw):
     return cfg
 
 
-SLOTS = ("climate", "level")  # the map form's slots, in the order they are read
-
-
-def sensor_list(cfg):
-    # a checked config -> its sensor entries, in order (the map form: climate, then level)
-    s = cfg["sensors"]
-    if isinstance(s, dict):
-        return [s[k] for k in SLOTS if s.get(k)]
-    return s
-
-
 def _sensors(cfg):
     # -> the sensors, each entry a copy checked against its driver's SETTINGS with their
     # defaults filled in (in the form given: a list, or the map of slots)
@@ -155,10 +144,10 @@ def _sensors(cfg):
     if isinstance(given, dict):
         out = {}
         for name in given:
-            if name not in SLOTS:
-                raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(SLOTS)))
+            if name not in S.SLOTS:
+                raise ConfigError("config: sensors.%s: no such sensor slot (%s)" % (name, ", ".join(S.SLOTS)))
             out[name] = given[name]
-        todo = [("sensors." + k, k, S.AIR if k == "climate" else S.LEVEL) for k in SLOTS if given.get(k)]
+        todo = [("sensors." + k, k, S.AIR if k == "climate" else S.LEVEL) for k in S.SLOTS if given.get(k)]
     elif isinstance(given, list) and len(given) <= 8:
         out = {}
         for i in range(len(given)):
@@ -166,7 +155,7 @@ def _sensors(cfg):
         todo = [("sensors[%d]" % i, i, 0) for i in range(len(given))]
     else:
         raise ConfigError("config: sensors must be a list of up to 8 sensors, or a map of slots (%s)"
-                          % ", ".join(SLOTS))
+                          % ", ".join(S.SLOTS))
     seen = 0
     for where, at, need in todo:
         s = out[at]

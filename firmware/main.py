@@ -7,7 +7,7 @@
 import sys
 import time
 
-from firmware import config
+from firmware import FirmwareError, load_config
 from firmware.node import Node
 
 BOARDS = {"esp32": "firmware.boards.esp32", "rp2": "firmware.boards.rp2", "linux": "firmware.boards.linux"}
@@ -25,7 +25,9 @@ def guess_board():
 def make_board(name, root=""):
     module = BOARDS.get(name)
     if module is None:
-        raise config.ConfigError("config: board %r has no entry point here (esp32, rp2, linux)" % name)
+        from firmware.config import ConfigError
+
+        raise ConfigError("config: board %r has no entry point here (esp32, rp2, linux)" % name)
     mod = __import__(module, None, None, ["Board"])
     return mod.Board(root) if root else mod.Board()
 
@@ -36,13 +38,12 @@ RESTART_S = 30
 def main(root=""):
     board = node = None
     try:
-        path = (root + "/" if root else "") + config.CONFIG_NAME
         while True:
             try:
-                cfg = config.load(path)
+                cfg = load_config(root)
                 board = make_board(cfg.get("board") or guess_board(), root)
                 break
-            except config.ConfigError as e:
+            except FirmwareError as e:  # config.ConfigError: a config that does not pass, or no such board
                 print("citynode: %s; retrying in 60 s" % e)
                 time.sleep(60)
         node = Node(board, cfg)

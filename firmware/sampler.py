@@ -4,7 +4,7 @@
 # quality; the frame's records are theirs in that order, then the battery. The level reading
 # the storm policy takes is the one the LEVEL sensor gives. A sensor whose part fails to open
 # is tried again now and then.
-from firmware import config, filters, sensors
+from firmware import filters, sensors
 from firmware.sensors import f16, f32  # noqa: F401 - the node quantises its records with them
 from protocol.senml import record
 
@@ -18,7 +18,7 @@ class Sampler:
         # [sensor, its caps, its kind, ms its part was last tried]
         self.sensors = []
         self.level = None  # the sensor that gives the level reading
-        for s in config.sensor_list(cfg):
+        for s in sensors.sensor_list(cfg):
             try:
                 drv = sensors.driver(s["kind"])
                 sen = drv.Sensor(board, s)

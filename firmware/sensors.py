@@ -34,6 +34,7 @@ AIR = 2
 AWAKE = 4
 
 KINDS = ("bme280", "bme280_adafruit", "a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic", "tipping_bucket")
+SLOTS = ("climate", "level")  # a config's map form of sensors: its slots, in the order they are read
 
 
 class Base:
@@ -49,6 +50,15 @@ def driver(kind):
     if kind not in KINDS:
         raise ValueError("no sensor kind %r" % (kind,))
     return __import__("firmware.drivers." + kind, None, None, (kind,))
+
+
+def sensor_list(cfg):
+    # a checked config (firmware/config.py) -> its sensor entries, in order (the map form:
+    # climate, then level)
+    s = cfg["sensors"]
+    if isinstance(s, dict):
+        return [s[k] for k in SLOTS if s.get(k)]
+    return s
 
 
 def kinds(caps):

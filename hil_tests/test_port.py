@@ -191,13 +191,21 @@ def test_power_cut_during_a_flash_write_loses_no_frame(request, rig, dut, hil_no
 # about 112 KB in all once Wi-Fi took its share (firmware/README.md). Out of that the node must
 # leave a cycle's peak (8 KB, tests/firmware/test_micropython.py), the ESP32-only modules
 # (board, Wi-Fi keeper, UDP link: ~4 KB) and 16 KB of headroom (a command, a rejoin, a
-# fragmented heap): at most 84 KB in use after start. A backlog lives in flash: the RAM it
+# fragmented heap): the ESP32's ceiling is 84 KB in use after start. The test holds the node
+# below that, to what it takes (76.4 KB, 78,192 B on the Pico with the hil node's config: a
+# BME280 and an A02YYUW on the USB console) and 3.6 KB more: code that takes more at start must
+# raise USED_MAX here and say why, not creep up to the ceiling unnoticed. What a node loads at
+# start is what its config uses (tests/firmware/test_start_modules.py), and the config checks
+# leave the heap once the config passed. Names count too: the port interns them in qstr pools
+# that double (20, 40, ... 640 names; the node's 705 at start fill six of them), so the
+# 1,261st name takes a seventh pool of 7.5 KB at once. A backlog lives in flash: the RAM it
 # takes is the per-slot bookkeeping allocated at start, so 300 waiting frames may add 1 KB at
 # most and must leave a free block of 32 KB or more. The backlog: 290 frames an outage left
 # (written into the board's flash while it is off, by the firmware's own buffer code on the
 # host, tools/rig/pico_fs.py: making them on the emulated CPU took most of a minute), which
 # the node scans at its start, and 10 more it makes itself.
-USED_MAX = 112 * 1024 - 8 * 1024 - 4 * 1024 - 16 * 1024
+ESP32_CEILING = 112 * 1024 - 8 * 1024 - 4 * 1024 - 16 * 1024
+USED_MAX = min(80 * 1024, ESP32_CEILING)
 BACKLOG_GROWTH_MAX = 1024
 LARGEST_FREE_MIN = 32 * 1024
 BACKLOG = 300
@@ -218,6 +226,6 @@ def test_heap_budget_after_start_and_a_300_frame_backlog(request, rig, port, hil
               used0, free0, largest0, BACKLOG - MADE_ON_THE_BOARD, used_scan, largest_scan, MADE_ON_THE_BOARD,
               used1, largest1))
     assert h["live"] == BACKLOG  # all of them wait in flash
-    assert used0 <= USED_MAX, "%d B in use after start: over the ESP32 budget of %d B" % (used0, USED_MAX)
+    assert used0 <= USED_MAX, "%d B in use after start: over the node's budget of %d B" % (used0, USED_MAX)
     assert max(used_scan, used1) - used0 <= BACKLOG_GROWTH_MAX, (used0, used_scan, used1)
     assert min(largest0, largest_scan, largest1) >= LARGEST_FREE_MIN, (largest0, largest_scan, largest1)

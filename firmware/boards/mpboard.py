@@ -5,7 +5,6 @@ import time
 
 import machine
 
-from firmware.boards.wifi import Wifi
 from firmware.clock import Clock
 
 
@@ -76,6 +75,8 @@ class MicroPythonBoard:
 
         link = cfg["link"]
         if link["kind"] == "udp":
+            from firmware.boards.wifi import Wifi  # a node on the USB console or LoRa does without it
+
             wifi = self.wifi = Wifi(link.get("wifi_ssid"), link.get("wifi_password", ""), self.log, self.clock)
             if not self.LIGHTSLEEP_KEEPS_WIFI:
                 self._light_ok = False

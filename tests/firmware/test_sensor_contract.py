@@ -33,7 +33,7 @@ def test_every_kind_declares_the_contract():
 def test_defaults_come_from_the_driver_and_a_list_equals_the_slots():
     slots = checked({"level": {"kind": "hcsr04", "mount_mm": 2000}})
     listed = checked([{"kind": "bme280"}, {"kind": "hcsr04", "mount_mm": 2000}])
-    assert config.sensor_list(slots) == listed["sensors"]
+    assert sensors.sensor_list(slots) == listed["sensors"]
     bme, echo = listed["sensors"]
     assert bme == {"kind": "bme280", "address": 0x76, "oversample": 1, "iir": 0}
     # the effective defaults of main's config (min 250, max 4500), now the driver's alone

@@ -485,9 +485,9 @@ def stop_at_boot(port: str, timeout: int = 20) -> Any:
 # set aside while the node starts (one rename each way), for the figure of an empty start.
 HEAP_PROBE = """
 import gc, micropython, os
-from firmware import config
+from firmware import load_config
 from firmware.node import Node
-cfg = config.load('config.json')
+cfg = load_config()
 Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
 class Away:
     def send(self, m):
@@ -554,3 +554,125 @@ def free_heap_after_start(port: str) -> tuple[Any, Any]:
     # -> (free, used) heap bytes after the node was built and started on the board at `port`
     start = heap_budget(port, backlog=0)["start"]
     return start[0], start[1]
+
+
+# What each module costs the heap on the board: the node started as the heap probe starts it
+# (which modules that loads, lazy imports included), then after a soft reset (a fresh heap)
+# those modules imported one at a time, each after the ones it imports at its top, and the
+# steps of the start itself, a first cycle, and the link module the probe's stand-in link
+# spares (firmware.links): gc.mem_alloc() after a collection, before and after each, and of
+# that what its names took (micropython.qstr_info: a name pool that fills doubles into a new one).
+IMPORT_PROBE = """
+import gc, micropython
+gc.collect()
+a = gc.mem_alloc()
+def cost(what):
+    global a
+    gc.collect()
+    b = gc.mem_alloc()
+    print('COST', what, b - a)
+    micropython.qstr_info()
+    a = b
+micropython.qstr_info()
+for m in %(modules)r:
+    __import__(m)
+    cost(m)
+from firmware import load_config
+from firmware.node import Node
+cfg = load_config()
+cost('(load_config())')
+Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
+board = Board()
+cost('(Board())')
+class Away:
+    def send(self, m):
+        return True
+    def poll(self, t):
+        return []
+node = Node(board, cfg, Away())
+cost('(Node())')
+node.start()
+cost('(node.start())')
+print('TOTAL', gc.mem_alloc())
+node.step()
+cost('(node.step())')
+import firmware.links
+cost('(firmware.links)')
+"""
+
+MODULES_PROBE = """
+import sys
+from firmware import load_config
+from firmware.node import Node
+cfg = load_config()
+Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
+class Away:
+    def send(self, m):
+        return True
+    def poll(self, t):
+        return []
+Node(Board(), cfg, Away()).start()
+print('MODULES', ' '.join(sorted(k for k in sys.modules)))
+"""
+
+
+def _top_imports(name: str, known: set[str]) -> list[str]:
+    # the modules of `known` that module `name` imports at its top (not in its functions)
+    import ast
+
+    base = REPO / name.replace(".", "/")
+    path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+    out = []
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        out.append(".".join(parts[:i]))  # its packages first
+    todo = list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.append(node.module)
+            out += [node.module + "." + a.name for a in node.names]
+        elif isinstance(node, (ast.If, ast.Try)):
+            todo += node.body + node.orelse + getattr(node, "handlers", []) + getattr(node, "finalbody", [])
+        elif isinstance(node, ast.ExceptHandler):
+            todo += node.body
+    return [m for m in out if m in known and m != name]
+
+
+def import_costs(port: str) -> tuple[list[tuple[str, int, int]], int]:
+    # -> ([(module or start step, bytes it added to the heap, of them for its names)], bytes in
+    # use after start) on the board at `port`, its node's modules in an order where each comes
+    # after what it imports
+    import re
+
+    fs = stop_at_boot(port)
+    try:
+        out, err = fs.t.exec_raw(MODULES_PROBE, timeout=600)
+        m = re.search(r"MODULES (.*)", (out + err).decode(errors="replace"))
+        if not m:
+            raise AssertionError("the module probe printed nothing: %r" % (out + err)[-600:])
+        known = {n for n in m.group(1).split() if n.split(".")[0] in ("firmware", "protocol")}
+        order: list[str] = []
+
+        def visit(n: str, path: tuple[str, ...] = ()) -> None:
+            if n in order or n in path:
+                return
+            for d in _top_imports(n, known):
+                visit(d, path + (n,))
+            order.append(n)
+
+        for n in sorted(known):
+            visit(n)
+        fs.t.enter_raw_repl(soft_reset=True)
+        out, err = fs.t.exec_raw(IMPORT_PROBE % {"modules": order}, timeout=600)
+    finally:
+        fs.t.close()
+    text = (out + err).decode(errors="replace")
+    total = re.search(r"TOTAL (\d+)", text)
+    if not total:
+        raise AssertionError("the import probe printed no figures: %r" % text[-600:])
+    names = [int(n) for n in re.findall(r"n_total_bytes=(\d+)", text)]
+    got = re.findall(r"COST (\S+) (-?\d+)", text)
+    return [(w, int(b), names[i + 1] - names[i]) for i, (w, b) in enumerate(got)], int(total.group(1))
