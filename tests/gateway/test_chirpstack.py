@@ -50,6 +50,15 @@ def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosqui
         link = next(x for x in gw.links if x.kind == "chirpstack")
         assert subscriber.wait(lambda: link.client.is_connected(), 10)
         time.sleep(0.5)  # its subscription is in place
+        # an operator's compact signed command waits for the node (SPEC.md 13.6)
+        from tests.gateway.conftest import COMMAND_KEYS
+        from tools.command import down_payload
+
+        body = down_payload(COMMAND_KEYS["sew-01"], "sew-01", 3, 77, "reboot", compact=True)
+        for _ in range(20):  # until the gateway has subscribed to its down topics
+            pub.publish("cn/nodes/sew-01/down", body, qos=1)
+            if subscriber.wait(lambda: gw.downlink.depth() == 1, 0.5):
+                break
         key = NODES["sew-01"]
         recs = [senml.record("t", 8.25), senml.record("h", 97.5), senml.record("p", 100900),
                 senml.record("l", 0.412), senml.record("d", 2.588), senml.record("b", 3.6)]
@@ -88,6 +97,17 @@ def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosqui
         d = message.decode(ack, NODES.get)
         assert (d["type"], d["boot"], d["seq"]) == ("ack", 3, 1234)
         assert len(base64.b64decode(body["data"])) <= 22
+        # after the ACK of the fresh frame, the operator's compact command itself, as a downlink of its own
+        # (once: the duplicate uplink gets its ACK and nothing else)
+        token = bytes.fromhex(json.loads(down_payload(COMMAND_KEYS["sew-01"], "sew-01", 3, 77, "reboot",
+                                                      compact=True))["cose"])
+
+        def commands():
+            return [b for tp, b in downs if tp == t and base64.b64decode(b["data"]) == compact.to_air(token)]
+
+        assert subscriber.wait(lambda: commands(), 10), downs
+        time.sleep(0.3)
+        assert len(commands()) == 1
     finally:
         pub.loop_stop()
         pub.disconnect()
