@@ -152,3 +152,20 @@ def test_a_config_and_a_command_take_the_same_thresholds(mm):
         in_config = False
     by_command = C.check("thresholds", {"alarm_m": mm / 1000, "rise_mm_min": mm}) == C.APPLIED
     assert in_config == by_command == (mm <= 100000)
+
+
+def test_a_compact_command_works_relayed_on_any_link_and_unverified_ones_stay_quiet(rig):
+    # SPEC.md 13.6: the compact form relayed in a type 3 message (UDP, serial) is taken like the full one
+    r, node = booted(rig)
+    node.receive([relay(node, C.sign_compact(CMD_KEY, NODE, node.health.boot, 9, "thresholds",
+                                             {"alarm_m": 1.25, "rise_mm_min": 40}))])
+    assert node.cmd_result == [9, C.APPLIED] and node.policy.alarm_mm == 1250 and node.policy.rise_mm_min == 40
+    node.step()
+    # as the LoRa link hands it over (no gateway MAC around it): one that does not verify is
+    # counted and logged, never reported; a verified refusal waits for the next due frame
+    forged = C.sign_compact(KEY, NODE, node.health.boot, 10, "reboot")
+    node.receive([{"type": "cmd", "boot": None, "cmd_id": None, "signed": forged}])
+    assert node.cmd_result is None and node.counts["cmd_refused"] == 1 and not node.reboot_pending
+    old = C.sign_compact(CMD_KEY, NODE, node.health.boot, 8, "reboot")
+    node.receive([{"type": "cmd", "boot": None, "cmd_id": None, "signed": old}])
+    assert node.cmd_result == [8, C.REPLAY] and node.cmd_quiet and not node.reboot_pending
