@@ -33,6 +33,16 @@ def flash_modem(tmp_path, flash):
     return copy
 
 
+def gateway_config(tmp_path, broker_url, modem_port):
+    # the gateway's config: the modem's USB console as its serial ingest, topics under lora/
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(f'[gateway]\nid = "gw-lora"\ndata_dir = "{tmp_path / "var"}"\n'
+                    f'[mqtt]\nurl = "{broker_url}"\ntopic_prefix = "lora"\nstate_interval_s = 1\n'
+                    f'[[ingest]]\nkind = "serial"\nport = "{modem_port}"\nbaudrate = 115200\n'
+                    f'[nodes]\nkeys_file = "{tmp_path / "keys.toml"}"\n')
+    return conf
+
+
 def test_node_and_radio_modem_through_the_real_gateway(board_kind, request, tmp_path, mosquitto):
     # Acceptance: a node Pico (citynode flash with a LoRa link, simulated level sensor and
     # climate, the emulated SX1262) and a radio-modem Pico on the simulated air, the real
@@ -64,11 +74,7 @@ def test_node_and_radio_modem_through_the_real_gateway(board_kind, request, tmp_
     modem = PicoRig(modem_flash, log=rig_log, power_on_open=False).start()
     r_node = air.attach(node, "node", (300.0, 0.0))
     r_modem = air.attach(modem, "modem", (0.0, 0.0))
-    conf = tmp_path / "gateway.toml"
-    conf.write_text(f'[gateway]\nid = "gw-lora"\ndata_dir = "{tmp_path / "var"}"\n'
-                    f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "lora"\nstate_interval_s = 1\n'
-                    f'[[ingest]]\nkind = "serial"\nport = "{modem.port}"\nbaudrate = 115200\n'
-                    f'[nodes]\nkeys_file = "{tmp_path / "keys.toml"}"\n')
+    conf = gateway_config(tmp_path, mosquitto.url, modem.port)
     ups, states = [], {}
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lora-sub")
     sub.on_connect = lambda c, *_: c.subscribe("lora/#", qos=1)
@@ -164,11 +170,7 @@ def test_three_nodes_colliding_still_deliver_everything(board_kind, request, tmp
     air = PicoAir()
     modem = PicoRig(modem_flash, log=rig_log, power_on_open=False).start()
     r_modem = air.attach(modem, "modem", (0.0, 0.0))
-    conf = tmp_path / "gateway.toml"
-    conf.write_text(f'[gateway]\nid = "gw-lora"\ndata_dir = "{tmp_path / "var"}"\n'
-                    f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "lora"\nstate_interval_s = 1\n'
-                    f'[[ingest]]\nkind = "serial"\nport = "{modem.port}"\nbaudrate = 115200\n'
-                    f'[nodes]\nkeys_file = "{tmp_path / "keys.toml"}"\n')
+    conf = gateway_config(tmp_path, mosquitto.url, modem.port)
     ups = []
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lora-sub3")
     sub.on_connect = lambda c, *_: c.subscribe("lora/nodes/+/up", qos=1)
