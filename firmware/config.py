@@ -164,15 +164,15 @@ def _sensors(cfg):
         s = out[at] = dict(s)
         kind = s.get("kind")
         if kind not in S.KINDS:
-            kinds = S.kinds(need) if need else S.KINDS
-            raise ConfigError("config: %s.kind must be one of %s (got %r)" % (where, ", ".join(kinds), kind))
+            named = kinds(need) if need else S.KINDS
+            raise ConfigError("config: %s.kind must be one of %s (got %r)" % (where, ", ".join(named), kind))
         try:
             drv = S.driver(kind)
         except ImportError:
             continue  # not on this board: checked where the config was made; the sampler logs it
         caps = drv.CAPS
         if caps & need != need:
-            raise ConfigError("config: %s.kind must be one of %s (got %r)" % (where, ", ".join(S.kinds(need)), kind))
+            raise ConfigError("config: %s.kind must be one of %s (got %r)" % (where, ", ".join(kinds(need)), kind))
         for c in (S.LEVEL, S.AIR):
             if caps & c & seen:
                 raise ConfigError("config: %s: a second %s sensor (a node has one)" % (
@@ -182,6 +182,13 @@ def _sensors(cfg):
         seen |= caps
         _settings(s, drv.SETTINGS, "config " + where)
     return out if isinstance(given, dict) else [out[i] for i in range(len(given))]
+
+
+def kinds(caps):
+    # -> the sensor kinds whose driver declares all of caps (for a config error's one line)
+    from firmware import sensors as S
+
+    return [k for k in S.KINDS if S.driver(k).CAPS & caps == caps]
 
 
 def _settings(s, schema, where):

@@ -61,23 +61,6 @@ def sensor_list(cfg):
     return s
 
 
-def kinds(caps):
-    # -> the kinds whose driver declares all of caps (for a config error's one line)
-    return [k for k in KINDS if driver(k).CAPS & caps == caps]
-
-
-def build(board, settings):
-    # a checked entry -> its sensor with the part open, or None with the reason logged (a
-    # missing sensor is a fault, not a crash)
-    try:
-        s = driver(settings["kind"]).Sensor(board, settings)
-        s.open()
-        return s
-    except (OSError, ValueError, AttributeError, ImportError, KeyError) as e:
-        board.log("sensor %s: %s" % (settings.get("kind"), e))
-        return None
-
-
 def f32(x):
     # a reading quantised as SPEC section 3 says: binary32
     return struct.unpack("f", struct.pack("f", x))[0]

@@ -44,6 +44,13 @@ def entry(sensor):
     return config.validate({"node": "n", "key": "00" * 16, "sensors": [sensor]})["sensors"][0]
 
 
+def opened(board, settings):
+    # the sensor of a checked entry, its part opened from the board as the sampler opens it
+    s = sensors.driver(settings["kind"]).Sensor(board, settings)
+    s.open()
+    return s
+
+
 def probe(ma, shunt_ohm, **kw):
     adc = Esp32Adc(ma * shunt_ohm)
     return adc, Hydrostatic(adc, shunt_ohm=shunt_ohm, span_mm=5000, linear_uv=(150000, 2450000), **kw)
@@ -90,7 +97,7 @@ def test_esp32_board_defaults_to_the_100_ohm_shunt_and_its_adc_range(monkeypatch
     monkeypatch.delitem(sys.modules, "firmware.boards.mpboard", raising=False)
     from firmware.boards.esp32 import Board
 
-    d = sensors.build(Board(), entry({"kind": "hydrostatic", "span_mm": 5000})).part
+    d = opened(Board(), entry({"kind": "hydrostatic", "span_mm": 5000})).part
     assert d.shunt_ohm == 100 and d.linear_uv == (150000, 2450000)
     assert d.read_mm() == 2500
     adcs[0].mv = 21 * 150  # a 150 ohm shunt at 21 mA: 3150 mV
@@ -275,9 +282,9 @@ def test_a02yyuw_distance_is_not_corrected_twice():
     # the A02YYUW compensates for temperature itself: at 30 °C a 3000 mm distance comes as 3000.
     # On main the driver rescaled it again (3053 mm: a level ~50 mm too low)
     speed = level.speed_of_sound_mm_s(30.0)
-    d = sensors.build(UartBoard(StreamingUart(3000)), entry({"kind": "a02yyuw"})).part
+    d = opened(UartBoard(StreamingUart(3000)), entry({"kind": "a02yyuw"})).part
     assert d.read_mm(speed) == 3000
     # a sensor set to compensate=True (and the JSN-SR04T by default) is rescaled to the air
     for s in ({"kind": "a02yyuw", "compensate": True}, {"kind": "jsn_sr04t"}):
-        d = sensors.build(UartBoard(StreamingUart(3000)), entry(s)).part
+        d = opened(UartBoard(StreamingUart(3000)), entry(s)).part
         assert d.read_mm(speed) == 3000 * speed // 343000

@@ -66,7 +66,9 @@ def test_linux_board_refuses_sensors_it_cannot_read(tmp_path):
                            "level": {"kind": "hcsr04"}}})
     logs = []
     board = Board(str(tmp_path), log=logs.append)
-    from firmware import sensors
+    from firmware.sampler import Sampler
 
-    assert sensors.build(board, cfg["sensors"]["level"]) is None
+    s = Sampler(board, cfg)
+    s.sample()  # the part does not open: a fault reading, the reason logged
+    assert s.sensors[0][0].part is None and s.level_q[2] == msg.Q_FAULT
     assert "time_pulse_us" in logs[0]

@@ -24,8 +24,8 @@ def test_every_kind_declares_the_contract():
                 assert lo <= default <= hi, (kind, name)
         if d.CAPS & sensors.LEVEL:
             assert d.DEPTH in d.SETTINGS, kind
-    assert sensors.kinds(sensors.LEVEL) == ["a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic"]
-    assert sensors.kinds(sensors.AIR) == ["bme280", "bme280_adafruit"]
+    assert config.kinds(sensors.LEVEL) == ["a02yyuw", "jsn_sr04t", "hcsr04", "hydrostatic"]
+    assert config.kinds(sensors.AIR) == ["bme280", "bme280_adafruit"]
     with pytest.raises(ValueError):
         sensors.driver("laser")
 

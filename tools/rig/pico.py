@@ -600,18 +600,9 @@ import firmware.links
 cost('(firmware.links)')
 """
 
-MODULES_PROBE = """
+# the modules the node loaded (the heap probe's node, no backlog)
+MODULES_PROBE = HEAP_PROBE % {"backlog": 0, "hide": 0} + """
 import sys
-from firmware import load_config
-from firmware.node import Node
-cfg = load_config()
-Board = __import__('firmware.boards.' + cfg['board'], None, None, ['Board']).Board
-class Away:
-    def send(self, m):
-        return True
-    def poll(self, t):
-        return []
-Node(Board(), cfg, Away()).start()
 print('MODULES', ' '.join(sorted(k for k in sys.modules)))
 """
 
