@@ -52,7 +52,13 @@ def load_operator_keys(path: str | os.PathLike) -> tuple[dict[str, bytes], dict[
     keys = parse_keys(data, str(path))
     counters = {}
     for node, entry in data["nodes"].items():
-        c = entry.get("counter", 0)
+        if "counter" not in entry or "key_version" in entry or "previous_key" in entry:
+            # the gateway's keys file has the same [nodes.<id>] key = tables, but data keys: a
+            # command signed with one is refused by the node (bad_signature) after it was sent
+            raise KeysError(f"{path}: [nodes.{node}] has no command counter: this is a gateway keys file (the "
+                            "nodes' data keys), not the operator keys file `citynode provision` wrote beside it "
+                            "(operator-keys.toml)")
+        c = entry["counter"]
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= command.U32:
             raise KeysError(f"{path}: [nodes.{node}] counter must be an integer 0..{command.U32}")
         counters[node] = c

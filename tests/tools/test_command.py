@@ -44,6 +44,19 @@ def test_print_signs_for_the_boot_with_a_counter_above_every_earlier_one(ops, ca
     assert again > out["counter"] and load_operator_keys(ops)[1]["sew-07"] == again
 
 
+def test_the_gateway_keys_file_is_refused_before_anything_is_signed(tmp_path, capsys):
+    # the same [nodes.<id>] key = tables hold the data keys: a command signed with one would
+    # reach the node and be refused there (bad_signature); refused here, in one line, exit 2
+    from gateway.keys import format_keys
+
+    gw = tmp_path / "gateway-keys.toml"
+    write_private(gw, format_keys({"sew-07": KEY}))
+    assert run(gw, "--op", "interval", "--arg", "60", "--boot", "1", "--print") == 2
+    captured = capsys.readouterr()
+    assert not captured.out and captured.err.count("\n") == 1 and "gateway keys file" in captured.err
+    assert gw.read_text() == format_keys({"sew-07": KEY})  # no counter written into it
+
+
 def test_next_counter_never_goes_back():
     assert next_counter(5, now_s=1000) == 1000
     assert next_counter(2000, now_s=1000) == 2001
