@@ -91,3 +91,9 @@ class Clock:
         if self._unix_offset is None:
             return None
         return self._unix_offset + self.seconds()
+
+
+def clock_or_new(clock):
+    # A part's clock: the one it was given (the board's), or, made without one (a test, the
+    # REPL), a Clock of its own
+    return Clock() if clock is None else clock

@@ -8,6 +8,7 @@
 # UART frames messages with COBS + CRC (SPEC section 7) and passes console text by;
 # UDP carries one message per datagram. Rejects are counted, never raised. (The sim
 # board's SimLink is in firmware/sim/link.py.)
+from firmware.clock import clock_or_new
 from protocol import cobs
 
 try:
@@ -62,9 +63,9 @@ class StdioUart:
 
 class UartLink:
     def __init__(self, uart, clock=None, pace=None):
-        # uart: machine.UART-like (write, any, readinto)
+        # uart: machine.UART-like (write, any, readinto); clock: waits out poll's timeout
         self.uart = uart
-        self.clock = clock
+        self.clock = clock_or_new(clock)
         self.pace = pace  # how a simulation drives this link (firmware/uplink.py Pace); None: the field's
         self.deframer = cobs.Deframer()
         self._rx = bytearray(64)
@@ -151,12 +152,7 @@ class UartLink:
             if out or waited >= timeout_ms:
                 return out
             step = min(10, timeout_ms - waited)
-            if self.clock is not None:
-                self.clock.sleep_ms(step)
-            else:
-                import time
-
-                time.sleep(step / 1000)
+            self.clock.sleep_ms(step)
             waited += step
 
 
@@ -193,13 +189,9 @@ class UdpLink:
         # ready: callable -> bool, is the network up (a board's Wi-Fi keeper), asked before each send.
         # dns: (ip, port) of the DNS server, or a callable that says it (the server DHCP gave the
         # Wi-Fi), or None: the system's getaddrinfo (CPython, the unix port), bounded by the OS.
-        # clock: times the lookups' backoff (ms()); default a Clock.
+        # clock: times the lookups' backoff (ms()).
         import socket
 
-        if clock is None:
-            from firmware.clock import Clock
-
-            clock = Clock()
         self.host = host
         self.port = port
         self.addr = None
@@ -208,7 +200,7 @@ class UdpLink:
                        "switch": 0}
         self.ready = ready
         self.dns = dns
-        self.clock = clock
+        self.clock = clock_or_new(clock)
         self.pace = pace  # as UartLink's
         # A gateway given by name is looked up at start, then again, with a backoff, while the
         # lookup fails or the gateway stops answering (its DHCP lease gave it another address)

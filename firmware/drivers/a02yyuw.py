@@ -7,6 +7,7 @@
 # is taken as it is; compensate=True rescales a sensor that reports at a fixed 343 m/s
 # (the JSN-SR04T) to the speed of sound of the measured air.
 from firmware import level
+from firmware.clock import clock_or_new
 from firmware.sensors import LEVEL
 
 try:
@@ -31,7 +32,7 @@ class A02YYUW:
         self.timeout_ms = timeout_ms
         self.ref_speed_mm_s = ref_speed_mm_s
         self.compensate = compensate
-        self.clock = clock
+        self.clock = clock_or_new(clock)
         self._rx = bytearray(32)
         self._frame = bytearray(4)
         self._fill = 0
@@ -107,12 +108,7 @@ class A02YYUW:
                 self.reason = "timeout"
                 return None
             # frames come every 100 ms: looking every 20 ms costs little and adds little delay
-            if self.clock is not None:
-                self.clock.sleep_ms(20)
-            else:
-                import time
-
-                time.sleep(0.02)
+            self.clock.sleep_ms(20)
             waited += 20
 
     def read_mm(self, speed_mm_s=REF_SPEED_MM_S):

@@ -3,6 +3,7 @@
 # BST-BME280-DS002 section 4.2.3; the 64-bit pressure variant). Takes a machine.I2C-like
 # bus (readfrom_mem_into, writeto_mem). Raises only in __init__; read() returns None
 # values and counts the reason in self.errors.
+from firmware.clock import clock_or_new
 from firmware.sensors import AIR, Base, f16, f32
 from protocol.message import Q_FAULT as FAULT
 from protocol.senml import record
@@ -142,7 +143,7 @@ class BME280:
             raise ValueError("BME280 IIR coefficient must be one of 0, 2, 4, 8, 16")
         self.i2c = i2c
         self.address = address
-        self.clock = clock
+        self.clock = clock_or_new(clock)
         self._b1 = bytearray(1)
         self._data = bytearray(8)
         self.errors = {"bus": 0, "skipped": 0, "timeout": 0, "calibration": 0}
@@ -167,24 +168,16 @@ class BME280:
         self._b1[0] = value
         self.i2c.writeto_mem(self.address, reg, self._b1)
 
-    def _sleep(self, ms):
-        if self.clock is not None:
-            self.clock.sleep_ms(ms)
-        else:
-            import time
-
-            time.sleep(ms / 1000)
-
     def read_raw(self):
         # One forced conversion -> (adc_t, adc_p, adc_h) or None on a bus error/timeout
         try:
             self._write(_REG_CTRL_MEAS, self._ctrl_meas | _MODE_FORCED)
-            self._sleep(self._wait_ms)
+            self.clock.sleep_ms(self._wait_ms)
             for _ in range(5):
                 self.i2c.readfrom_mem_into(self.address, _REG_STATUS, self._b1)
                 if not self._b1[0] & _STATUS_MEASURING:
                     break
-                self._sleep(1)
+                self.clock.sleep_ms(1)
             else:
                 self.errors["timeout"] += 1
                 return None

@@ -12,7 +12,7 @@
 #   so echo goes through a divider (1 kohm from echo to the pin, 2 kohm from the pin to GND).
 # time_pulse_us with a timeout, so a missing echo never blocks the loop.
 from firmware import level
-from firmware.clock import ticks_diff
+from firmware.clock import clock_or_new, ticks_diff
 from firmware.sensors import LEVEL
 
 
@@ -27,10 +27,7 @@ class HCSR04:
 
             time_pulse_us = time_pulse_us or machine.time_pulse_us
             sleep_us = sleep_us or time.sleep_us  # type: ignore[attr-defined]
-        if clock is None:
-            from firmware.clock import Clock
-
-            clock = Clock()
+        clock = clock_or_new(clock)
         self.trigger = trigger
         self.echo = echo
         self.min_mm = min_mm

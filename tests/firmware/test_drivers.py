@@ -79,6 +79,22 @@ def test_a02yyuw_flush_forgets_a_partial_frame():
     assert d.read_mm() == 1500 and d.errors["checksum"] == 0
 
 
+def test_a_part_made_without_a_clock_waits_on_a_clock_of_its_own():
+    # the board hands every part its clock; a part made without one (a test, the REPL) gets a
+    # firmware.clock.Clock, the one default (it was said four times, twice as time.sleep)
+    from firmware.clock import Clock, clock_or_new
+    from firmware.links import UartLink
+
+    vc = VirtualClock()
+    assert clock_or_new(vc) is vc
+    d = A02YYUW(ByteUart(), timeout_ms=60)
+    link = UartLink(ByteUart())
+    assert isinstance(d.clock, Clock) and isinstance(link.clock, Clock)
+    wall = Clock()
+    assert d.read_mm() is None and d.reason == "timeout" and link.poll(40) == []
+    assert wall.ms() >= 100  # both waited in real time
+
+
 def test_ultrasonic_on_sim_world_with_garbage_and_temperature():
     clock = VirtualClock()
     world = World(clock, temp_mean_c=-5.0, temp_swing_c=0.0, spike_p=0, dropout_p=0, echo_noise_mm=0)
