@@ -178,9 +178,10 @@ def test_a_failed_provision_leaves_nothing_behind(tmp_path, capsys):
                      "--keys", str(tmp_path / "k.toml")]) == 0
 
 
-def test_a_keys_write_that_fails_rolls_the_node_folder_back(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("link", [[], ["--link", "lora", "--board", "rp2"]])
+def test_a_keys_write_that_fails_rolls_the_node_folder_back(tmp_path, capsys, monkeypatch, link):
     # the disk fills between the node's config and the keys file: the config and the folders
-    # made for it go, the keys file is untouched, and no temporary file stays
+    # made for it go, the keys file is untouched, and no temporary file stays (a LoRa node alike)
     from gateway import files
     from tools import provision as prov
 
@@ -195,7 +196,8 @@ def test_a_keys_write_that_fails_rolls_the_node_folder_back(tmp_path, capsys, mo
         return real(path, text)
 
     monkeypatch.setattr(prov, "write_private", full_disk_on_keys)
-    assert provision(tmp_path, out="new/sub") == 1
+    capsys.readouterr()
+    assert provision(tmp_path, *link, out="new/sub") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "nothing was changed" in err
     assert not (tmp_path / "new").exists()
