@@ -1,8 +1,9 @@
 # The pipeline thread: input queue -> decode + verify -> dedup -> outputs -> one group
 # commit (frames, dedup states, PUBACKed deletions, downlink changes) -> ACKs -> wake the
 # publisher. Nothing is ACKed before the commit that stored it has returned; a failed
-# commit (disk full, I/O error) ACKs nothing new and leaves the dedup state unchanged,
-# so the nodes resend and nothing acknowledged is ever lost.
+# commit (disk full, I/O error) ACKs nothing new and leaves the dedup state and the frame
+# clock unchanged, so the nodes resend, nothing acknowledged is ever lost, and a resend is
+# dated as though the failed copy never came.
 from __future__ import annotations
 
 import collections
@@ -242,6 +243,7 @@ class Pipeline:
                 else:
                     self._commit_housekeeping()
             except Exception:  # noqa: BLE001 - the loop must survive; nothing unacked is lost
+                self.clock.undo()  # what was not stored gives its times back (nothing once its commit returned)
                 log.exception("pipeline: unexpected error; the batch is not ACKed and will be resent")
 
     # ------------------------------------------------------------ one batch
@@ -431,6 +433,9 @@ class Pipeline:
                                   clocks=self.clock.saved_of(pending))
             except StoreError as e:
                 ok = False
+                # the frames were not stored: the times they were given are given back, so their
+                # resends are dated as though these copies never came (gateway/timing.py)
+                self.clock.undo()
                 self.downlink.restore(put, dele, cnt)
                 # outputs that publish a change once (availability, discovery) forget what the
                 # failed commit lost, and say it again
@@ -442,6 +447,7 @@ class Pipeline:
                 # or a full outbox under a steady stream of resends would never drain.
                 self._commit_housekeeping()
         if ok:
+            self.clock.kept()
             if self.store_error:
                 log.info("outbox: commits work again")
             self.store_error = None

@@ -125,7 +125,6 @@ class Relay:
         self.depth = self.store.depth()
         # the city's frame clock, persisted with the commits as a gateway's (gateway/pipeline.py)
         self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
-        self.clock_stale = False  # a commit failed: the clock is read again from the store
         self.outputs = build_outputs(s, self.keys, self._thresholds, skip=("envelope",))  # gateway/registry.py
         self.forecasts = self.outputs.forecasts
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
@@ -219,6 +218,7 @@ class Relay:
             try:
                 await self._consume(js, sub)
             except Exception:  # noqa: BLE001 - what was not acked comes again; start over
+                self.clock.undo()  # the times of frames not stored are given back (nothing once stored)
                 log.exception("relay: unexpected error; consuming again in 1 s")
                 await asyncio.sleep(1.0)
             finally:
@@ -282,13 +282,6 @@ class Relay:
         rows, st_rows, seen, frames = [], [], [], []
         later = self.later = []  # not for now (no key yet): asked to come again (_consume naks them)
         pending = {}
-        if self.clock_stale:  # after a failed commit
-            try:
-                self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
-            except sqlite3.Error as e:
-                log.error("relay: cannot read the stored frame clock (%s); the batch comes again", e)
-                return False
-            self.clock_stale = False
         for msg in msgs:
             q = msg.metadata.sequence.stream
             if q in self.seen:
@@ -321,11 +314,12 @@ class Relay:
             log.error("relay: commit failed (%s); the batch is not acked and comes again", e)
             # outputs that publish a change once (availability, discovery) forget what the failed
             # commit lost, and say it again with the redelivered batch (as gateway/pipeline.py);
-            # the clock goes back to what is stored (read with the next batch), so the redelivered
-            # frames get the same times
+            # the clock gives back the times of the frames not stored (gateway/timing.py), so the
+            # redelivered frames get the same times
             self.outputs.reset()
-            self.clock_stale = True
+            self.clock.undo()
             return False  # the PUBACKed rows are deleted with the next commit that works
+        self.clock.kept()
         self._deletes = []
         self.seen.update(seen)
         self.states.update(pending)

@@ -12,6 +12,10 @@
 # per node and its live anchor are stored with every commit: after a restart (even kill -9)
 # buffered frames are still dated by uptime, and a frame that would be dated before the
 # latest time given is placed after it instead, marked `uncertain`.
+# The clock goes with the commits: the times given since the last commit are given back
+# when that commit fails (undo), so a frame that was not stored holds no millisecond and
+# moves no anchor, and its resend is dated as though the failed copy never arrived (the
+# gateway's pipeline and the relay; after a restart the stored clock says the same).
 import collections
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -51,6 +55,31 @@ class FrameClock:
         # node -> (latest time_ms given, live anchor (boot, uptime_ms, time_ms) or None), as
         # stored before this start (Store.timebase): a restart keeps dating buffered frames
         self.saved = dict(saved or {})
+        # node -> _Undo: how it was before the frames dated since the last kept() or undo()
+        self._undo: dict[str, _Undo] = {}
+
+    def kept(self) -> None:
+        # the commit of the frames dated since the last kept() or undo() returned: their times stand
+        self._undo.clear()
+
+    def undo(self) -> None:
+        # that commit failed: back to the clock before those frames were dated, exactly
+        for node, u in self._undo.items():
+            st = self.nodes[node]
+            if u.anchors is None:  # first dated in the failed batch
+                del self.nodes[node]
+                if u.saved is not None:
+                    self.saved[node] = u.saved
+                continue
+            used, order = st.used, st.order
+            for ms, old in reversed(u.claims):
+                order.pop()
+                used.discard(ms)
+                if old is not None:
+                    order.appendleft(old)
+                    used.add(old)
+            st.anchors, st.live_boot, st.top, st.run = u.anchors, u.live_boot, u.top, u.run
+        self._undo.clear()
 
     def saved_of(self, nodes: Iterable[str]) -> list[tuple[str, int, int | None, int | None, int | None]]:
         # -> [(node, latest time_ms given, boot, uptime_ms, time_ms)] to store with the commit
@@ -68,12 +97,18 @@ class FrameClock:
     def fix(self, node: str, m: Mapping[str, Any], received: float) -> tuple[float, str]:
         # -> (time in Unix seconds, "node" | "received" | "uptime" | "uncertain")
         st = self.nodes.get(node)
+        undo = self._undo.get(node)
         if st is None:
-            top, anchor = self.saved.pop(node, (-1, None))
+            saved = self.saved.pop(node, None)
+            top, anchor = saved or (-1, None)
             st = self.nodes[node] = _Node(top, anchor)
+            undo = self._undo[node] = _Undo(None, saved)
+        elif undo is None:
+            undo = self._undo[node] = _Undo(st)
+        claims = undo.claims
         t = m["time"]
         if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
-            ms = self._claim(st, t * 1000, False)  # whole seconds: a second frame in one moves 1 ms
+            ms = self._claim(st, t * 1000, False, claims)  # whole seconds: a second frame in one moves 1 ms
             st.top = max(st.top, ms)
             return ms / 1000.0, "node"
         if t is not None and self.warn is not None:
@@ -108,12 +143,12 @@ class FrameClock:
             # before the last time given by the gateway's previous run, whose other times are
             # not known any more: after it, so it cannot take one of them
             ms, source = st.floor + 1, "uncertain"
-        ms = self._claim(st, ms, source != "received" and ms > st.floor + 1)
+        ms = self._claim(st, ms, source != "received" and ms > st.floor + 1, claims)
         if ms > st.top:
             st.top = ms
         return ms / 1000.0, source
 
-    def _claim(self, st: _Node, ms: int, earlier: bool) -> int:
+    def _claim(self, st: _Node, ms: int, earlier: bool, claims: list[tuple[int, int | None]]) -> int:
         # -> the nearest free millisecond from ms: earlier ones first when `earlier`
         used = st.used
         run = st.run
@@ -137,10 +172,27 @@ class FrameClock:
         used.add(ms)
         order = st.order
         order.append(ms)
+        old = None
         if len(order) > USED_KEPT:
             old = order.popleft()
             used.discard(old)
             run = st.run
             if run is not None and run[0] <= old <= run[1]:
                 st.run = (old + 1, run[1]) if old < run[1] else None  # the part after it is still all taken
+        claims.append((ms, old))
         return ms
+
+
+class _Undo:
+    # A node's clock before the frames dated since the last commit: what FrameClock.undo()
+    # puts back. The anchor lists are replaced, never changed in place, so a shallow copy of
+    # the dict keeps them; each millisecond claimed is kept with the one it pushed out.
+    __slots__ = ("anchors", "live_boot", "top", "run", "saved", "claims")
+
+    def __init__(self, st: _Node | None, saved: tuple[int, tuple[int, int, int] | None] | None = None) -> None:
+        self.anchors = dict(st.anchors) if st is not None else None  # None: the node was new
+        self.live_boot = st.live_boot if st is not None else -1
+        self.top = st.top if st is not None else -1
+        self.run = st.run if st is not None else None
+        self.saved = saved  # what the store said of a new node (put back into FrameClock.saved)
+        self.claims: list[tuple[int, int | None]] = []  # (ms claimed, ms it pushed out of `used`)

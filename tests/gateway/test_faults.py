@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.gateway.conftest import NODES, GatewayProcess, write_config
+from gateway.outputs import iso
+from tests.gateway.conftest import NODES, GatewayProcess, wait_for, write_config
 from tests.support.udpnode import UdpNode, run_nodes
 
 pytestmark = pytest.mark.integration
@@ -182,3 +183,58 @@ def test_acceptance_with_citynode_simulate(tmp_path, mosquitto, subscriber, udp_
             sim.kill()
             sim.wait()
         assert gwp.terminate() == 0
+
+
+def test_a_frame_whose_commit_failed_is_dated_as_if_it_came_first_now(gateway_factory, mosquitto, subscriber):
+    # The outbox cannot be written (SQLite's "attempt to write a readonly database", as after the
+    # kernel remounts an SD card read-only: PRAGMA query_only answers the same) while a node
+    # resends two frames three times: the commits fail, nothing is ACKed. Each failed attempt
+    # dated its frame (gateway/timing.py): the clock must forget those times with the commit, or
+    # every failed attempt holds a millisecond and the stored copy moves away from its true time,
+    # one millisecond per failure (SPEC.md 8: a node clock's time; the anchor's reception time).
+    import socket
+
+    from protocol import message, senml
+
+    gw = gateway_factory(forecast="enabled = false")
+    key, node = NODES["sew-01"], "sew-01"
+    t0 = int(time.time()) - 600
+    records = [senml.record("l", 0.5), senml.record("b", 3.7)]
+    # seq 0 and 1 carry the node's clock (whole seconds), seq 2 none (dated at the gateway)
+    frames = [message.encode_data(key, node, 1, 0, 1_000, records, time_s=t0),
+              message.encode_data(key, node, 1, 1, 301_000, records, time_s=t0 + 300),
+              message.encode_data(key, node, 1, 2, 601_000, records)]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+
+    def failed():
+        return gw.counters()["rejected"].get("storage", 0)
+
+    try:
+        sock.sendto(frames[0], gw.udp_addresses[0])
+        assert message.decode(sock.recv(512), NODES.get)["type"] == "ack"
+        # its row PUBACKed and deleted: no other commit comes between the failing ones
+        assert wait_for(lambda: gw.pipeline.depth == 0 and not gw.pipeline.pending_deletes, 15)
+        for want in range(1, 7):  # seq 1, seq 2, three times
+            # read-only again: a failed commit reopens the store's connection (store.py)
+            gw.store.db.execute("PRAGMA query_only = ON")
+            sock.sendto(frames[2 - want % 2], gw.udp_addresses[0])
+            assert wait_for(lambda want=want: failed() == want, 10), gw.counters()
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(512)  # nothing refused was ACKed
+        sock.settimeout(5)
+        for frame in frames[1:]:  # writable again (the last failure reopened the connection)
+            sock.sendto(frame, gw.udp_addresses[0])
+        assert subscriber.wait(lambda: {u["seq"] for u in subscriber.ups()} == {0, 1, 2}, 15)
+    finally:
+        sock.close()
+    assert failed() == 6
+    ups = {u["seq"]: u for u in subscriber.ups()}
+    assert (ups[0]["time"], ups[0]["time_source"]) == (iso(t0), "node")
+    # the node's own clock, to the millisecond: not t0 + 300.003 after three failed attempts
+    assert (ups[1]["time"], ups[1]["time_source"]) == (iso(t0 + 300), "node")
+    # the newest live frame: its own reception time, as when the failed copies never arrived
+    # (not 3 ms before the first failed copy's reception, as a resend placed by uptime)
+    assert (ups[2]["time"], ups[2]["time_source"]) == (ups[2]["received"], "received")

@@ -233,7 +233,7 @@ def test_claims_agree_with_the_plain_walk_and_stay_cheap_in_a_flood():
     for i in range(6000):  # forward and backward claims around a moving point, with eviction
         ms = 1_000_000 + i // 3 + rng.randrange(-40, 40)
         earlier = rng.random() < 0.3
-        assert clock._claim(st, ms, earlier) == _naive_claim(used, order, st.floor, ms, earlier, timing.USED_KEPT)
+        assert clock._claim(st, ms, earlier, []) == _naive_claim(used, order, st.floor, ms, earlier, timing.USED_KEPT)
     # a node far faster than a frame per millisecond: live times run ahead of the clock, and
     # each claim must not walk the whole run of taken milliseconds (it walked up to 2,048)
     clock = FrameClock()
@@ -245,3 +245,60 @@ def test_claims_agree_with_the_plain_walk_and_stay_cheap_in_a_flood():
     times = [clock.fix("f", msg(1, 1 + i, 6 + i), T0 + i / 5000)[0] for i in range(n)]
     assert len(set(times)) == len(times) and times == sorted(times)
     assert _CountingSet.looks < 4 * n, f"{_CountingSet.looks} lookups for {n} frames"
+
+
+def _clock_state(clock):
+    return ({n: (dict(st.anchors), set(st.used), list(st.order), st.floor, st.top, st.live_boot, st.run)
+             for n, st in clock.nodes.items()}, dict(clock.saved))
+
+
+def test_a_failed_commit_gives_its_times_back_exactly():
+    # the pipeline and the relay date a batch, then commit it: undo() after a failed commit must
+    # leave the clock as it was before the batch (every node, its anchors, the milliseconds it
+    # remembers, the stored clock of nodes first seen in it), so the batch comes again with the
+    # same times; kept() after a commit that worked keeps them
+    import random
+
+    from gateway import timing
+    rng = random.Random(11)
+    t0 = int(T0 * 1000)
+    clock = FrameClock(saved={"a": (t0 + 5, (1, 600_000, t0)), "z": (t0, None)})
+    up = {"a": 600_000, "b": 1_000, "c": 50}
+    boot = {"a": 1, "b": 1, "c": 3}
+    now = T0
+
+    def batch(n):
+        nonlocal now
+        out = []
+        for _ in range(n):
+            node = rng.choice("abc")
+            now += rng.choice((0.0, 0.0005, 0.2))
+            r = rng.random()
+            if r < 0.05:
+                boot[node] += 1  # a reboot: a new anchor, old ones pushed out (BOOTS_KEPT)
+                up[node] = 100
+            up[node] += rng.choice((0, 1, 200, 60_000))
+            flags = message.F_BACKLOG if r < 0.3 else 0
+            t = int(now) if r > 0.9 else None  # now and then a node clock
+            b = boot[node] - (1 if r < 0.1 and boot[node] > 1 else 0)  # now and then an earlier boot
+            out.append((node, msg(b, 0, max(0, up[node] - (rng.randrange(5_000) if flags else 0)),
+                                  flags=flags, time_s=t), now))
+        return out
+
+    def date(frames):
+        return [clock.fix(node, m, received) for node, m, received in frames]
+
+    for size in (1, 40, 3, timing.USED_KEPT + 300, 7):  # one batch longer than the clock remembers
+        frames = batch(size)
+        before = _clock_state(clock)
+        first = date(frames)
+        assert _clock_state(clock) != before
+        clock.undo()  # the commit failed
+        assert _clock_state(clock) == before
+        assert date(frames) == first  # redelivered: the same times
+        clock.kept()  # stored
+        clock.undo()  # a later failure gives back nothing that was stored
+        assert _clock_state(clock) != before
+        assert date(frames[:1])[0] != first[0]  # a resend of a stored frame takes another millisecond
+        clock.kept()
+    assert "z" in clock.saved and "a" not in clock.saved
