@@ -34,10 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt", metavar="URL", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080", type=web_arg,
                    help="the gateway's status page (%(default)s; a free port if that one is taken; 'off' for none)")
-    p.add_argument("--lora", action="store_true",
+    # one or the other: a fleet's nodes send over UDP (--lora beside --fleet was once ignored)
+    g = p.add_argument_group("instead of nodes on UDP to one gateway").add_mutually_exclusive_group()
+    g.add_argument("--lora", action="store_true",
                    help="the nodes send over the simulated LoRa air (SF9, 1 %% duty cycle) to the gateway's radio "
                         "(docs/lora.md)")
-    p.add_argument("--fleet", action="store_true",
+    g.add_argument("--fleet", action="store_true",
                    help="a city: a 3-server NATS JetStream cluster, 3 gateways, the relay (its page shows the fleet) "
                         "and nodes heard by 2 or 3 gateways each (docs/fleet.md)")
 

@@ -60,6 +60,13 @@ def test_demo_with_an_unreachable_broker_says_so_in_one_line():
     assert "Traceback" not in proc.stderr
 
 
+def test_lora_and_fleet_together_are_refused_in_one_line():
+    # the fleet's nodes send over UDP: --lora beside --fleet was ignored, the demo ran the fleet
+    proc = demo("--lora", "--fleet", "--duration", "2", "--mqtt", "mqtt://127.0.0.1:1")
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
 def test_a_taken_web_port_is_said_and_duration_replaces_ctrl_c():
     import socket
 
