@@ -23,14 +23,12 @@ REF_SPEED_MM_S = const(343000)  # the sensor converts echo time at about 343 m/s
 
 
 class A02YYUW:
-    def __init__(self, uart, min_mm=30, max_mm=4500, timeout_ms=300, ref_speed_mm_s=REF_SPEED_MM_S, clock=None,
-                 compensate=False):
+    def __init__(self, uart, min_mm=30, max_mm=4500, timeout_ms=300, clock=None, compensate=False):
         # min_mm: blind zone (A02YYUW 30 mm, JSN-SR04T about 200 mm); max_mm: range end
         self.uart = uart
         self.min_mm = min_mm
         self.max_mm = max_mm
         self.timeout_ms = timeout_ms
-        self.ref_speed_mm_s = ref_speed_mm_s
         self.compensate = compensate
         self.clock = clock_or_new(clock)
         self._rx = bytearray(32)
@@ -118,7 +116,7 @@ class A02YYUW:
         raw = self.read_raw_mm()
         if raw is None:
             return None
-        mm = raw * speed_mm_s // self.ref_speed_mm_s if self.compensate else raw
+        mm = raw * speed_mm_s // REF_SPEED_MM_S if self.compensate else raw
         return level.bounded(self, mm)
 
 

@@ -92,7 +92,7 @@ class SimBoard:
         return self.i2c_bus
 
     def sensor_uart(self, settings=None):
-        self.ultrasonic.compensates = (settings or {}).get("kind", "a02yyuw") == "a02yyuw"
+        self.ultrasonic.as_kind((settings or {}).get("kind", "a02yyuw"))
         return self.ultrasonic
 
     def echo_pins(self, settings=None):

@@ -4,6 +4,8 @@
 import struct
 
 from firmware.drivers import bme280 as _b
+from firmware.drivers.a02yyuw import REF_SPEED_MM_S
+from firmware.sensors import driver
 
 ENODEV = 19  # what machine.I2C raises when nobody acknowledges the address
 EIO = 5
@@ -179,22 +181,27 @@ class I2CBus:
 
 
 class UltrasonicUart:
-    # An A02YYUW (or a JSN-SR04T in mode 2): a frame every period_ms into a FIFO of fifo bytes
-    # (older bytes are lost when it overflows, as on a UART nobody reads). garbage_p inserts
-    # noise bytes. compensates: the A02YYUW corrects for the air temperature itself; the
-    # JSN-SR04T converts its echo time at a fixed ref_speed_mm_s.
-    def __init__(self, world, clock, period_ms=100, fifo=128, ref_speed_mm_s=343000, garbage_p=0.0,
-                 compensates=True):
-        self.compensates = compensates
+    # The parts of firmware/drivers/a02yyuw.py (an A02YYUW, a JSN-SR04T in mode 2) as their
+    # drivers know them: a frame every PERIOD_MS into a FIFO of FIFO bytes (older bytes are
+    # lost when it overflows, as on a UART nobody reads); garbage_p inserts noise bytes.
+    PERIOD_MS = 100  # the driver: the sensor "streams 4-byte frames about every 100 ms"
+    FIFO = 128
+
+    def __init__(self, world, clock, garbage_p=0.0, kind="a02yyuw"):
         self.world = world
         self.clock = clock
-        self.period_ms = period_ms
-        self.fifo = fifo
-        self.ref = ref_speed_mm_s
         self.garbage_p = garbage_p
         self.connected = True
+        self.as_kind(kind)
         self._q = bytearray()
-        self._next_ms = clock.ms() + period_ms
+        self._next_ms = clock.ms() + self.PERIOD_MS
+
+    def as_kind(self, kind):
+        # The part a config's sensor kind names. Its driver rescales the distance to the speed
+        # of sound of the measured air by default (compensate) exactly when the part does not
+        # correct for the air itself: the JSN-SR04T converts its echo time at the driver's
+        # REF_SPEED_MM_S, the A02YYUW at the speed of the air it measures.
+        self.compensates = not driver(kind).SETTINGS["compensate"][1]
 
     def _speed(self):
         from firmware.level import speed_of_sound_mm_s
@@ -205,11 +212,12 @@ class UltrasonicUart:
         now = self.clock.ms()
         if now < self._next_ms:
             return
-        if now - self._next_ms > 3 * self.period_ms:  # after a long sleep only the newest frames matter
-            self._next_ms = now - 3 * self.period_ms
+        period = self.PERIOD_MS
+        if now - self._next_ms > 3 * period:  # after a long sleep only the newest frames matter
+            self._next_ms = now - 3 * period
         rng = self.world.rng
         while self._next_ms <= now:
-            self._next_ms += self.period_ms
+            self._next_ms += period
             if not self.connected:
                 continue
             if rng.chance(self.garbage_p):
@@ -218,14 +226,13 @@ class UltrasonicUart:
             d = self.world.echo_mm()
             if d is None:
                 continue
-            # the JSN-SR04T converts its echo time at its fixed reference speed
-            mm = int(d) if self.compensates else int(d * self.ref / self._speed())
+            mm = int(d) if self.compensates else int(d * REF_SPEED_MM_S / self._speed())
             mm = max(0, min(0xFFFF, mm))
             h = mm >> 8
             lo = mm & 0xFF
             self._q.extend(bytes((0xFF, h, lo, (0xFF + h + lo) & 0xFF)))
-        if len(self._q) > self.fifo:
-            self._q = self._q[len(self._q) - self.fifo :]
+        if len(self._q) > self.FIFO:
+            self._q = self._q[len(self._q) - self.FIFO :]
 
     def any(self):
         self._fill()

@@ -98,7 +98,7 @@ def test_a_part_made_without_a_clock_waits_on_a_clock_of_its_own():
 def test_ultrasonic_on_sim_world_with_garbage_and_temperature():
     clock = VirtualClock()
     world = World(clock, temp_mean_c=-5.0, temp_swing_c=0.0, spike_p=0, dropout_p=0, echo_noise_mm=0)
-    uart = UltrasonicUart(world, clock, garbage_p=0.5, compensates=False)  # a JSN-SR04T in mode 2
+    uart = UltrasonicUart(world, clock, garbage_p=0.5, kind="jsn_sr04t")  # converts at 343 m/s
     d = A02YYUW(uart, clock=clock, compensate=True)
     clock.sleep_ms(1000)
     d.flush()
@@ -110,6 +110,22 @@ def test_ultrasonic_on_sim_world_with_garbage_and_temperature():
     d.compensate = False
     uncorrected = d.read_mm(speed)  # taking its 343 m/s at -5 °C overstates the distance by ~2 %
     assert uncorrected - true > 40
+
+
+@pytest.mark.parametrize("kind", ["a02yyuw", "jsn_sr04t"])
+def test_each_simulated_uart_part_read_with_its_drivers_defaults_gives_the_true_distance(kind):
+    # the simulated part takes from its driver whether it corrects for the air itself, and the
+    # speed it converts at otherwise: read as a config of that kind reads it, it is right at -5 °C
+    from firmware.sensors import driver
+
+    clock = VirtualClock()
+    world = World(clock, temp_mean_c=-5.0, temp_swing_c=0.0, spike_p=0, dropout_p=0, echo_noise_mm=0)
+    d = A02YYUW(UltrasonicUart(world, clock, kind=kind), clock=clock,
+                compensate=driver(kind).SETTINGS["compensate"][1])
+    clock.sleep_ms(1000)
+    d.flush()
+    got = d.read_mm(level.speed_of_sound_mm_s(world.temp_c()))
+    assert got is not None and abs(got - world.distance_mm()) <= 2, (got, world.distance_mm())
 
 
 def test_hcsr04_echo_timeout_and_range():
