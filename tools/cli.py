@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
     from gateway.keys import Keys
@@ -21,19 +21,25 @@ import importlib
 import os
 import sys
 
+
+class Command(NamedTuple):
+    module: str  # the subcommand's module: add_arguments(parser) and run(args)
+    summary: str  # its line in citynode --help
+
+
 COMMANDS = {
-    "decode": ("tools.decode", "print a frame in CBOR diagnostic notation and as readings"),
-    "gateway": ("gateway.cli", "run the gateway daemon"),
-    "node": ("tools.node", "run the Raspberry Pi node (CPython, under systemd: deploy/citynode-node.service)"),
-    "relay": ("gateway.relay", "consume the city's JetStream stream once and feed the MQTT outputs"),
-    "simulate": ("tools.simulate", "run simulated nodes with the real firmware code"),
-    "provision": ("tools.provision", "make a node key and config, add it to the gateway keys file"),
-    "command": ("tools.command", "sign a command for a node with the operator keys and send it"),
-    "flash": ("tools.flash", "flash MicroPython and upload the firmware to a board"),
-    "monitor": ("tools.monitor", "decode frames and console lines from a port or UDP live"),
-    "demo": ("tools.demo", "simulated nodes, gateway and an embedded broker in one command"),
-    "bench": ("tools.bench", "run the benchmarks"),
-    "rig": ("tools.rig.cli", "a virtual board on a pty (the HIL tests' virtual rig)"),
+    "decode": Command("tools.decode", "print a frame in CBOR diagnostic notation and as readings"),
+    "gateway": Command("gateway.cli", "run the gateway daemon"),
+    "node": Command("tools.node", "run the Raspberry Pi node (CPython, under systemd: deploy/citynode-node.service)"),
+    "relay": Command("gateway.relay", "consume the city's JetStream stream once and feed the MQTT outputs"),
+    "simulate": Command("tools.simulate", "run simulated nodes with the real firmware code"),
+    "provision": Command("tools.provision", "make a node key and config, add it to the gateway keys file"),
+    "command": Command("tools.command", "sign a command for a node with the operator keys and send it"),
+    "flash": Command("tools.flash", "flash MicroPython and upload the firmware to a board"),
+    "monitor": Command("tools.monitor", "decode frames and console lines from a port or UDP live"),
+    "demo": Command("tools.demo", "simulated nodes, gateway and an embedded broker in one command"),
+    "bench": Command("tools.bench", "run the benchmarks"),
+    "rig": Command("tools.rig.cli", "a virtual board on a pty (the HIL tests' virtual rig)"),
 }
 
 # exit codes (docs/technician.md, "Exit codes")
@@ -149,17 +155,17 @@ def build_parser(available: Mapping[str, ModuleType | None]) -> argparse.Argumen
     parser = Parser(prog="citynode", description="citynode technician tools")
     parser.add_argument("--version", action="version", version=f"citynode {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_module, help_text) in COMMANDS.items():
+    for name, command in COMMANDS.items():
         mod = available.get(name)
         if mod is None:
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=command.summary, description=command.summary)
         mod.add_arguments(p)
     return parser
 
 
 def _load(name: str) -> ModuleType | None:
-    module, _ = COMMANDS[name]
+    module = COMMANDS[name].module
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
