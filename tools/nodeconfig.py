@@ -10,7 +10,7 @@ from typing import Any
 from firmware import config as device_config
 from firmware.boards.rpi import Board as PiBoard
 from firmware.config import ConfigError  # one error for a node config that does not pass, the node's own
-from firmware.lora_radios import PICO_HAT, RADIOS
+from firmware.lora_radios import PICO_HAT
 from firmware.main import BOARDS as DEVICE_BOARDS
 from firmware.sim import BOARD as SIM_BOARD
 from protocol.message import INTERVAL_MAX, check_node_id
@@ -36,8 +36,9 @@ SF_RANGE = (7, 12)  # the spreading factors the node's link uses (SF12 reaches f
 DEFAULT_SF = 12
 # the boards whose firmware drives a LoRa module (firmware/boards/mpboard.py), and the modules of
 # firmware/lora_radios.py each carries: a Pico Waveshare's HAT, an ESP32 board its own on board
-LORA_RADIOS = {"rp2": (PICO_HAT,), "esp32": tuple(sorted(set(RADIOS) - {PICO_HAT}))}
-# the options of a LoRa link (build(lora=...)): a value given to any of them means --link lora
+# (a module added there is offered once it is named here: tests/tools/test_provision_lora.py)
+LORA_RADIOS = {"rp2": (PICO_HAT,), "esp32": ("heltec-lora32-v3", "lilygo-t3-v1.6.1")}
+# the options of a LoRa link (build(lora=...)), each refused without --link lora
 LORA_OPTIONS = ("region", "sf", "freq", "power", "duty_cycle", "radio")
 TYPICAL_FRAME_BYTES = 43  # the typical level + climate frame on the air (protocol/SPEC.md 13.4)
 
