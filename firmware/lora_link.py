@@ -69,6 +69,11 @@ class LoraLink:
     # wait for their own ACK: the gateway's ACKs are cumulative, and it leaves some out when
     # its own hour is short of airtime, so an unanswered frame is resent only after 10 minutes.
     retry_ms = 600000
+    # A lost ACK is ordinary here (the gateway's radio busy or out of airtime, a collision, a
+    # fade): the link is down only when a whole window of frames (firmware/uplink.py) went
+    # unanswered, not after three; and while down the first probe waits only what the duty
+    # cycle asks between two frames (probe_ms, set in encode), doubling up to retry_ms.
+    offline_after = 8
     feed = None  # the node's watchdog feed (set by the node): waits on the air take seconds
 
     def __init__(self, modem, node, clock, permille=10, log=None):
@@ -83,6 +88,7 @@ class LoraLink:
         self.rssi = self.snr = None  # of the last packet received
         self.listen_until = 0
         self.frame_air_ms = 0  # airtime of the last frame encoded without info
+        self.probe_ms = 0  # a usual frame's airtime / the duty cycle: the uplink's first wait between probes
         self.stretch_ms = 0  # the reporting interval fit() last stretched to (0: none)
         self.last_vals = {}  # reading name -> the value last sent
         self.n = 0
@@ -138,7 +144,8 @@ class LoraLink:
         for r in keep:
             self.last_vals[r.get(0)] = r.get(2)
         if not kw.get("info"):
-            self.frame_air_ms = self.air_ms(len(compact.to_air(frame)))  # a usual frame's airtime, for fit()
+            self.frame_air_ms = t = self.air_ms(len(compact.to_air(frame)))  # a usual frame's airtime, for fit()
+            self.probe_ms = t * 1000 // self.duty.permille
         return frame
 
     def fit(self, wait_ms, node):

@@ -4,6 +4,12 @@
 # probes the link each cycle and new frames are marked as backlog, so the gateway dates
 # them from uptime, not from arrival.
 #
+# A link may say how it is taken for down and probed (LoRa, firmware/lora_link.py, where a lost
+# ACK is ordinary): `offline_after`, the sends in a row without any ACK that make it down
+# (default 3), and `probe_ms`, the first wait between probes while down, doubled after each
+# unanswered probe up to the resend time (default: the resend time from the start). Any ACK
+# brings the link up and the whole window back at once (node.py receive).
+#
 # How a link is driven (its Pace) comes from the link: a device link has none and gets the
 # field's pace on the board clock; a simulation hands its link a `pace` (a real clock for
 # resends while the world runs in virtual time, a wider window, a shorter resend time, no
@@ -53,6 +59,7 @@ class Uplink:
         self.sent_ms = array("H", bytes(2 * buffer.slots))
         self.offline = False
         self.unanswered = 0
+        self.probe_ms = 0  # while down: the wait between probes (see the top)
         self.rejects = {}  # what came back and was refused: reason -> count
         if getattr(link, "feed", 0) is None:
             link.feed = feed  # LoRa waits seconds on the air: it feeds the watchdog meanwhile
@@ -70,7 +77,10 @@ class Uplink:
         p = self.pace
         tick = (p.clock.ms() >> 6) + 1
         retry = p.retry_ms >> 6
-        limit = 1 if self.offline else p.window
+        limit = p.window
+        if self.offline:
+            limit = 1
+            retry = min(self.probe_ms or p.retry_ms, p.retry_ms) >> 6
         sent = inflight = 0
         pos = 0
         buf = self.buffer
@@ -91,8 +101,12 @@ class Uplink:
             self.sent_ms[slot] = (tick & 0xFFFF) or 1
             sent += 1
             self.unanswered += 1
-            if self.unanswered >= _OFFLINE_AFTER and not self.offline:
+            link = self.link
+            if self.offline:
+                self.probe_ms = min(2 * self.probe_ms, p.retry_ms)  # unanswered so far: the next waits longer
+            elif self.unanswered >= getattr(link, "offline_after", _OFFLINE_AFTER):
                 self.offline = True
+                self.probe_ms = getattr(link, "probe_ms", 0) or p.retry_ms
                 self.log("link down: no ACK for %d frames" % self.unanswered)
         return sent
 

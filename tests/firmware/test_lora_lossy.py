@@ -1,0 +1,115 @@
+# A LoRa link that works but loses downlinks (the gateway's ACKs): on LoRa an ACK is lost far
+# more often than a frame on Wi-Fi (the gateway's radio busy, its own duty cycle, collisions,
+# fading at SF12), so three lost in a row are ordinary. Such a link must keep the frames
+# flowing at what the duty cycle allows; only a link that answers nothing at all (the gateway
+# down) may slow the node to probes, and the first ACK after it must drain the backlog at once.
+# The firmware's own Node on sim boards in virtual time on the simulated air
+# (tools/rig/lora_air.py), as in test_lora_link.py; a seeded loss on the node's receiver.
+import random
+
+from firmware import config
+from firmware.lora_link import LoraLink
+from firmware.sim.board import Runner, SimBoard
+from firmware.sim.gateway import SimGateway
+from tools.rig.lora_air import Air, SimModem, SimTime, sim_gateway_actor
+
+HOUR_MS = 3600 * 1000
+
+
+def run_lossy(tmp_path, hours, loss, outage=None, sf=12, seed=7, interval_s=300):
+    # One node 1.5 km out at `sf`, a frame every interval_s for `hours`; the node's radio misses
+    # `loss` of the packets that reach it (a seeded draw per packet); outage (start_ms, end_ms):
+    # the gateway's radio hears nothing then (the gateway is down). -> (first reception ms by
+    # seq, creation ms by seq, the node, the air, the node's radio)
+    sim = SimTime()
+    air = Air(sim.clock)
+    node_id, key = "sew-01", bytes([1]) * 16
+    got = {}  # seq -> sim ms when the gateway first had it
+    gw = SimGateway({node_id: key})
+
+    def gateway(message):
+        replies = gw(message)
+        for d in gw.decoded:
+            got.setdefault(d["seq"], sim.now_ms)
+        return replies
+
+    until = int(hours * HOUR_MS)
+    gw_modem = SimModem(air, sim, None, "gw", (0.0, 0.0), sf=sf)
+    gw_modem.clock = sim.spawn(lambda c: actor(c), "gw")
+    actor = sim_gateway_actor(gw_modem, {node_id: key}, gateway, until)
+    if outage is not None:
+        hear = gw_modem.radio.deliver
+        gw_modem.radio.deliver = lambda pkt: None if outage[0] <= sim.now_ms < outage[1] else hear(pkt)
+    rnd = random.Random(seed)
+    heard = []  # sim ms of every packet the node's radio took
+    out = {"heard": heard}
+    cfg = config.validate({"node": node_id, "key": key.hex(), "interval_s": interval_s, "storm_interval_s": 60,
+                           "heartbeat_s": interval_s})
+
+    def node_main(clock):
+        board = SimBoard(str(tmp_path / node_id), clock=clock, seed=1)
+        modem = SimModem(air, sim, clock, node_id, (1500.0, 0.0), extra_loss_db=20, sf=sf)
+        take = modem.radio.deliver
+
+        def deliver(pkt):
+            if rnd.random() >= loss:
+                heard.append(sim.now_ms)
+                take(pkt)
+
+        modem.radio.deliver = deliver
+        out["radio"] = modem.radio
+        r = Runner(board, cfg, LoraLink(modem, node_id, clock))
+        out["node"] = r
+        r.run(until)
+
+    sim.spawn(node_main, node_id)
+    sim.run()
+    made = {d["seq"]: d["uptime_ms"] for d in gw.decoded}
+    out["got"], out["made"] = got, made
+    out["node"], out["air"] = out["node"].node, air
+    return out
+
+
+def latencies(got, made):
+    # seconds from a frame's sampling (its uptime, whole seconds on the air) to its first reception
+    return [(got[s] - made[s]) / 1000 for s in sorted(got)]
+
+
+def test_a_lossy_downlink_keeps_frames_flowing(tmp_path):
+    # 30 % of the ACKs lost for 6 hours, the uplink fine: every frame must reach the gateway
+    # about when it is made, not after the 10-minute probes of a link taken for down
+    r = run_lossy(tmp_path, hours=6.0, loss=0.3)
+    got, made, node, air, radio = r["got"], r["made"], r["node"], r["air"], r["radio"]
+    lat = latencies(got, made)
+    late = [x for x in lat if x > 60]
+    print("frames %d, latency s: max %.0f, over 60 s %d, link %s, uplink resent %d, duty %.4f" % (
+        len(lat), max(lat), len(late), node.uplink.link.counts, node.counts["resent"], air.max_duty(radio)))
+    assert len(got) == node.counts["frames"] >= 70
+    assert air.max_duty(radio) <= 0.01
+    assert max(lat) <= 60, sorted(lat)[-8:]
+
+
+def test_the_backlog_drains_at_once_when_the_gateway_comes_back(tmp_path):
+    # the gateway is down for an hour, then back, with 30 % of its ACKs lost. At SF10 a frame
+    # takes 0.5 s of air: the duty cycle (36 s an hour, ETSI EN 300 220) would carry the backlog
+    # of 12 frames in one go. While nothing answers the node probes, backing off to one probe
+    # in 10 minutes; from the first ACK it hears the whole backlog must go out at once, a lost
+    # ACK in the middle of it not taking the link for down again.
+    down, up = 1 * HOUR_MS, 2 * HOUR_MS
+    for seed in (1, 2, 7):
+        (tmp_path / str(seed)).mkdir()
+        r = run_lossy(tmp_path / str(seed), hours=3.0, loss=0.3, outage=(down, up), seed=seed, sf=10)
+        got, made, node, air, radio = r["got"], r["made"], r["node"], r["air"], r["radio"]
+        backlog = [s for s in made if down <= made[s] < up]
+        answered = min(t for t in r["heard"] if t >= up)  # the node hears the gateway again
+        drained = max(got[s] for s in backlog)
+        later = max(got[s] - made[s] for s in made if made[s] >= up)
+        print("seed %d: backlog %d frames, first ACK %.0f s after the outage, all at the gateway %.0f s after "
+              "it; frames after the outage at most %.0f s late; link %s, duty %.4f" % (
+                  seed, len(backlog), (answered - up) / 1000, (drained - answered) / 1000, later / 1000,
+                  node.uplink.link.counts, air.max_duty(radio)))
+        assert len(backlog) >= 11 and sorted(got) == list(range(node.counts["frames"]))
+        assert answered - up <= 600000 + 60000  # probes while down: at most 10 minutes apart
+        assert drained - answered <= 120000, (seed, (drained - answered) / 1000)
+        assert later <= answered - up + 120000, (seed, later / 1000)  # nor do the frames made after it wait
+        assert air.max_duty(radio) <= 0.01
