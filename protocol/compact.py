@@ -20,6 +20,8 @@ MIN_AIR = 1 + ADDR_LEN + 1 + cose.MAC_LEN
 
 DATA = 1  # payload[0]: compact data frame
 ACK = 2  # payload[0]: compact ACK
+DATA_X = 8  # payload[0]: compact data frame with a reading of bit 12 and up (rain), which DATA cannot
+# carry: a receiver that predates it refuses it with `version` instead of misreading it (SPEC 13.2)
 CMD = 6  # payload[0]: an operator's compact signed command (protocol/command.py sign_compact, SPEC 13.6),
 # MACed with the node's command key, never with its key: a receiver's compact.check refuses it (`version`)
 
@@ -29,12 +31,14 @@ B_TIME = 1
 B_QUALITY = 9
 B_INFO = 10
 B_CMD_RESULT = 11
-MASK_ALL = 0xFFF
+MASK_ALL = 0xFFF  # the bits of a DATA frame
+_BITS_X = 13  # the bits of a DATA_X frame (0-12)
 
 # readings: name -> (mask bit, scale). On the air round(value * scale) as an integer:
-# t in 0.01 degC, h in 0.5 %RH, p in Pa, l and d in mm, b in mV, i in uA.
+# t in 0.01 degC, h in 0.5 %RH, p in Pa, l and d in mm, b in mV, i in uA, rain in 0.01 mm
+# (tips of 0.1 and 0.2 mm exact, of 0.01 in (0.254 mm) within 0.005 mm; 3 bytes up to 655 mm).
 READINGS = {"t": (2, 100), "h": (3, 2), "p": (4, 1), "l": (5, 1000), "d": (6, 1000), "b": (7, 1000),
-            "i": (8, 1000000)}
+            "i": (8, 1000000), "rain": (12, 100000)}
 _SIGNED = "tld"  # the others are unsigned
 _BY_BIT = {}
 for _n in READINGS:
@@ -91,8 +95,8 @@ def data_payload(boot, seq, uptime_ms, records, time_s=None, quality=None, flags
     if cmd_result is not None:
         vals[B_CMD_RESULT] = cmd_result
     mask = 0
-    out = [DATA, boot, seq, uptime_ms // 1000, 0]
-    for bit in range(12):
+    out = [DATA_X if 12 in vals else DATA, boot, seq, uptime_ms // 1000, 0]
+    for bit in range(_BITS_X):
         if bit in vals:
             mask |= 1 << bit
             out.append(vals[bit])
@@ -201,13 +205,15 @@ def check(p):
             _bad("a compact ACK is [2, boot, seq, ?cum]")
         return {"type": "ack", "boot": _uint(p[1], _MAX_U32, "boot"), "seq": _uint(p[2], _MAX_U32, "seq"),
                 "cum": _uint(p[3], _MAX_U32, "cum") if len(p) == 4 else None}
-    if t != DATA:
+    if t != DATA and t != DATA_X:
         raise FrameError("version", "unknown compact message %r" % (t,))
     if len(p) < 6:
-        _bad("a compact data frame is [1, boot, seq, uptime_s, mask, 1*values]")
-    mask = _uint(p[4], MASK_ALL, "mask")
+        _bad("a compact data frame is [%d, boot, seq, uptime_s, mask, 1*values]" % t)
+    mask = _uint(p[4], MASK_ALL if t == DATA else (1 << _BITS_X) - 1, "mask")
+    if t == DATA_X and not mask >> 12:
+        _bad("a compact data frame of type 8 carries a reading of bit 12 or up")  # else it is type 1
     n = 0
-    for bit in range(12):
+    for bit in range(_BITS_X):
         if mask >> bit & 1:
             n += 1
     if len(p) != 5 + n:
@@ -218,7 +224,7 @@ def check(p):
     records = []
     record_at = {}  # mask bit -> record index
     pos = 5
-    for bit in range(12):
+    for bit in range(_BITS_X):
         if not mask >> bit & 1:
             continue
         v = p[pos]

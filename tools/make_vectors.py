@@ -488,6 +488,11 @@ def compact_vectors() -> list[dict[str, Any]]:
     out.append(air_vector("compact ACK without cum", node, key, compact.encode_ack(key, node, 3, 1234)))
     out.append(air_vector("full message on the air: a command", node, key,
                           message.encode_cmd(key, node, 3, 18, "interval", 300)))
+    # a shaft with a tipping-bucket gauge (the readings of data.json's rain gauge vector): rain
+    # has mask bit 12, which a type 1 frame cannot carry, so the frame is type 8 (SPEC 13.2)
+    rain = [senml.record("l", f32(0.733)), senml.record("rain", f32(61 * 0.2 / 1000)), senml.record("b", f16(3.69))]
+    out.append(air_vector("compact rain gauge: level, rain since start, battery (type 8)", node, key,
+                          compact.encode_data(key, node, 3, 1237, 3780123, rain)))
     good = compact.to_air(out[0]["frame"] and bytes.fromhex(out[0]["frame"]))
     flipped = bytearray(good)
     flipped[-1] ^= 1
@@ -513,6 +518,10 @@ def compact_vectors() -> list[dict[str, Any]]:
         ("humidity negative", air_of(cbor.dumps(typ[:6] + [-1] + typ[7:])), "payload", True),
         ("no reading", air_of(cbor.dumps([1, 3, 1234, 3600, 0])), "payload", True),
         ("unknown compact message type 7", air_of(cbor.dumps([7, 3, 1234])), "version", True),
+        ("type 8 without a reading of bit 12 (a type 1 frame in disguise)",
+         air_of(cbor.dumps([8] + typ[1:])), "payload", True),
+        ("type 8: unknown mask bit 13", air_of(cbor.dumps([8] + typ[1:4] + [typ[4] | 3 << 12] + typ[5:] + [1, 0])),
+         "payload", True),
     ]
     for name, air, reason, mac_ok in cases:
         v = {"name": name, "valid": False, "node": node, "key": hexs(key), "air": hexs(air), "reason": reason}

@@ -116,3 +116,29 @@ def test_three_nodes_colliding_still_deliver_everything(tmp_path):
         got = sorted(d["seq"] for d in gw.decoded if d["node"] == n.cfg["node"])
         assert got == list(range(n.counts["frames"])) and n.uplink.buffer.live == 0, (n.cfg["node"], got)
     assert all(air.max_duty(m.radio) <= 0.01 for m in modems)
+
+
+def test_a_rain_gauge_nodes_frames_go_compact():
+    # the tipping bucket's `rain` has a compact form (SPEC 13.2, type 8): a gauge node's frame
+    # on LoRa is a compact packet, not the full frame it was (73 bytes for l, rain, b)
+    from firmware.sensors import f16, f32
+    from protocol import compact, cose, senml
+    from protocol.cbor import loads
+
+    sim = SimTime()
+    node, key = keyed(9)
+    link = LoraLink(SimModem(Air(sim.clock), sim, None, node, sf=12), node, None)
+    recs = [senml.record("l", f32(0.733)), senml.record("rain", f32(61 * 0.2 / 1000)), senml.record("b", f16(3.69))]
+    sizes = []
+    for seq, rain_tips in ((0, 61), (1, 61), (2, 64)):
+        recs[1] = senml.record("rain", f32(rain_tips * 0.2 / 1000))
+        frame = link.encode(key, node, 1, seq, 1000 * seq, list(recs))
+        air = compact.to_air(frame)
+        sizes.append(len(air))
+        assert air[0] == compact.PROFILE
+        d = msg.decode(frame, {node: key}.get)
+        want = [["l", "b", "rain"], ["l"], ["l", "rain"]][seq]  # unchanged readings left out
+        assert [r[0] for r in d["records"]] == want
+    assert loads(cose.parse(frame)[2])[0] == compact.DATA_X  # rain in it: type 8
+    print("rain gauge frames on the air:", sizes)
+    assert max(sizes) <= 34

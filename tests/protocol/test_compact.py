@@ -175,3 +175,65 @@ def test_thresholds_go_in_whole_millimetres_and_are_checked_against_the_depth_in
     assert command.decide(token, "sew-07", ck, 3, 0, depth_mm=2998)[0] == command.BEYOND_DEPTH
     with pytest.raises(FrameError):
         command.sign_compact(ck, "sew-07", 3, 9, "thresholds", {"alarm": 1})
+
+
+# ---------------------------------------------------------------- rain (SPEC.md 13.2, type 8)
+
+OLD_PROFILE = "59513f1"  # the last commit whose compact profile had no rain (types 1 and 2 only)
+
+
+def test_rain_goes_compact_in_a_type_8_frame_and_others_stay_type_1():
+    v = named("compact rain gauge")
+    payload = loads(cose.parse(vecs.unhex(v["frame"]))[2])
+    assert payload[0] == compact.DATA_X == 8 and payload[4] == 1 << 5 | 1 << 7 | 1 << 12
+    assert payload[-1] == 1220  # 61 tips of 0.2 mm in 0.01 mm: exact
+    assert v["decoded"]["records"][-1] == {"0": "rain", "2": 0.0122}  # in mask order: l, b, rain
+    full = next(x for x in vecs.load_file("data.json") if x["name"].startswith("rain gauge"))
+    assert [r["0"] for r in full["decoded"]["records"]] == ["l", "rain", "b"]
+    assert v["air_size"] * 2 < full["size"]  # 34 bytes; the full frame of the same readings 73
+    for t in VALID:  # every other frame keeps the type an older receiver reads
+        p = loads(cose.parse(vecs.unhex(t["frame"]))[2]) if t["profile"] == "compact" else None
+        if p is not None and p[0] in (compact.DATA, compact.DATA_X):
+            assert (p[0] == compact.DATA_X) == (t is v), t["name"]
+    with open(vecs.FOLDER + "/../SPEC.md") as f:
+        sizes = f.read().split("### 13.4")[1].split("###")[0]
+    assert re.search(r"\| rain gauge[^\n]*\| %d bytes \|" % v["air_size"], sizes), "SPEC 13.4 names the rain frame"
+
+
+def test_the_rain_of_a_tipping_bucket_survives_the_air_exactly():
+    # whole tips of 0.1, 0.2 and 0.254 mm as the gauge driver reports them (f32 metres): on the
+    # air in 0.01 mm, the tips of 0.1 and 0.2 mm exactly, of 0.01 in to the nearest 0.01 mm
+    from firmware.sensors import f32
+
+    key = make_vectors.key_of("sew-07")
+    for mm, tips, within in ((0.2, 61, 0), (0.1, 12345, 0), (0.2, 0, 0), (0.254, 999, 0.005), (0.254, 7, 0.005)):
+        rec = senml.record("rain", f32(tips * mm / 1000))
+        frame = compact.encode_data(key, "sew-07", 1, 2, 3000, [rec])
+        p = loads(cose.parse(frame)[2])
+        assert p[5] == round(tips * mm * 100)
+        got = message.decode(frame, {"sew-07": key}.get)["records"][0]
+        assert got[0] == "rain" and abs(got[2] * 1000 - tips * mm) <= within + 1e-9, (mm, tips, got)
+
+
+def test_a_receiver_without_rain_refuses_a_rain_frame_with_version_not_misreading_it():
+    # SPEC 13.2: a receiver finds type 8 unknown and refuses it, counted, with `version`; the
+    # profile's code as it was before rain (from the repository's history) is that receiver
+    import subprocess
+    import types
+
+    root = pathlib.Path(vecs.FOLDER).parent.parent
+    try:
+        src = subprocess.run(["git", "show", OLD_PROFILE + ":protocol/compact.py"], cwd=root, capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("no git history here to take the old receiver from")
+    old = types.ModuleType("old_compact")
+    exec(compile(src, "old compact.py", "exec"), old.__dict__)  # noqa: S102 - our own code at that commit
+    assert not hasattr(old, "DATA_X")
+    v = named("compact rain gauge")
+    with pytest.raises(FrameError) as e:
+        old.check(loads(cose.parse(vecs.unhex(v["frame"]))[2]))
+    assert e.value.reason == "version"
+    typical = named("compact typical: level")  # what it read before, it reads as ever
+    assert old.check(loads(cose.parse(vecs.unhex(typical["frame"]))[2]))["records"] == \
+        compact.check(loads(cose.parse(vecs.unhex(typical["frame"]))[2]))["records"]
