@@ -66,6 +66,10 @@ def test_cpython_side_type_checks():
     assert not errors, "\n".join(f"{pathlib.Path(e['file']).relative_to(ROOT)}:{e['range']['start']['line'] + 1}: "
                                  f"{e['message']}" for e in errors)
     assert report["summary"]["filesAnalyzed"] > 30  # the scope did not shrink to nothing
+    # ... and leaves no module out: only caches and node_modules are excluded
+    config = json.loads("".join(line for line in (ROOT / "pyrightconfig.json").read_text().splitlines(True)
+                                if not line.lstrip().startswith("//")))
+    assert [x for x in config["exclude"] if not x.startswith("**/")] == []
 
 
 def test_naming_the_sim_board_does_not_load_the_simulator():

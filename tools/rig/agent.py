@@ -23,6 +23,9 @@ BANNER = os.getenv("RIG_BANNER") or "MicroPython\r\n"
 
 _os = os
 _open = open
+# MicroPython's own (the CPython stubs pyright checks against lack them)
+_ilistdir = getattr(os, "ilistdir")  # noqa: B009
+_print_exception = getattr(sys, "print_exception")  # noqa: B009
 _cwd = ["/"]
 
 
@@ -71,7 +74,7 @@ class JailedOs:
     def ilistdir(self, path: str = ""):
         # the unix port gives (name, type, inode); a board adds the size, which mpremote shows
         base = _host(path or ".")
-        for entry in _os.ilistdir(base):
+        for entry in _ilistdir(base):
             size = 0
             if entry[1] == 0x8000:
                 size = _os.stat(base + "/" + entry[0])[6]
@@ -105,12 +108,13 @@ def jailed_open(path, *args, **kw):
 
 
 jail = JailedOs()
-sys.modules["os"] = jail
-sys.modules["uos"] = jail
+# every later `import os` gets the jail (MicroPython's sys.modules takes any object, its stub a module)
+sys.modules["os"] = jail  # pyright: ignore[reportArgumentType]
+sys.modules["uos"] = jail  # pyright: ignore[reportArgumentType]
 builtins.open = jailed_open  # firmware modules that open files get the jail too
 # how `citynode flash` tells the virtual rig (which runs any node config on its sim board)
-# from a board that runs the MicroPython unix port
-builtins.CITYNODE_RIG = BOARD
+# from a board that runs the MicroPython unix port: a builtin of the rig's own
+setattr(builtins, "CITYNODE_RIG", BOARD)  # noqa: B010
 
 
 def fresh_globals():
@@ -161,13 +165,13 @@ def serve_one(g) -> bool:
             out.write("\x04\x04")
         except BaseException as e:  # noqa: B036 - the REPL reports everything, KeyboardInterrupt too
             out.write("\x04")
-            sys.print_exception(e, out)
+            _print_exception(e, out)
             out.write("\x04")
     else:
         try:
             exec(compile(code, "<stdin>", "single"), g)
         except BaseException as e:  # noqa: B036
-            sys.print_exception(e, out)
+            _print_exception(e, out)
     _control("idle")
     return True
 
@@ -182,7 +186,7 @@ def main() -> None:
                 out = "no main.py on the flash\r\n"
                 sys.stdout.write(out)
         except BaseException as e:  # noqa: B036 - like a board: print it, then the REPL
-            sys.print_exception(e)
+            _print_exception(e)
         sys.stdout.write(BANNER)
         _control("repl")
     elif MODE == "repl":

@@ -25,7 +25,10 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firmware.lora_link import DutyCycle
 
 SNR_LIMIT_DB = {5: -2.5, 6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
 NOISE_FIGURE_DB = 6.0
@@ -71,6 +74,7 @@ class Radio:
         self.last_params = None
         self.busy_until = 0.0  # transmitting until then (half duplex)
         self.sent = []  # (start_s, airtime_s) of each transmission
+        self.modem: SimModem | None = None  # the simulated modem on it, if any (SimModem)
         self.counts = {"sent": 0, "received": 0, "lost_collision": 0, "lost_snr": 0}
 
     def listen(self, params: Mapping[str, Any]) -> None:
@@ -347,7 +351,7 @@ class ActorClock:
     def __init__(self, sim: SimTime, name: str) -> None:
         self.sim = sim
         self.name = name
-        self.thread = None
+        self.thread: threading.Thread | None = None  # SimTime.spawn's, started by SimTime.run
         self._unix_offset = None
 
     def ms(self) -> int:
@@ -365,8 +369,8 @@ class ActorClock:
 
 class RxPacket(bytes):
     # what micropython-lib's recv() returns: the payload, with rssi (dBm) and snr (dB x 4)
-    rssi = None
-    snr = None
+    rssi: int | None = None
+    snr: int | None = None
 
 
 class SimModem:
@@ -377,11 +381,13 @@ class SimModem:
         self.air = air
         self.sim = sim
         self.clock = clock
-        self.params = dict({"freq_hz": 868100000, "sf": 12, "bw_hz": 125000, "cr": 5, "preamble": 8, "crc": True,
-                            "implicit": False, "power_dbm": 14, "invert_iq": False}, **params)
+        self.params: dict[str, Any] = dict({"freq_hz": 868100000, "sf": 12, "bw_hz": 125000, "cr": 5, "preamble": 8,
+                                            "crc": True, "implicit": False, "power_dbm": 14, "invert_iq": False},
+                                           **params)
         self.inbox = []
         self.radio = air.radio(name, pos, extra_loss_db, self.inbox.append)
         self.radio.modem = self
+        self.duty: DutyCycle | None = None  # a gateway's radio: its duty cycle (sim_gateway_actor)
 
     def get_time_on_air_us(self, n: int) -> int:
         p = self.params
@@ -392,7 +398,7 @@ class SimModem:
         air_s = self.air.transmit(self.radio, packet, self.params)
         end_ms = self.sim.now_ms + int(math.ceil(air_s * 1000))
         for r in self.air.radios:
-            m = getattr(r, "modem", None)
+            m = r.modem
             if m is not None and r.listening is not None and r is not self.radio:
                 self.sim.nudge(m.clock, end_ms)
         self.clock.sleep_ms(end_ms - self.sim.now_ms)
