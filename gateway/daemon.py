@@ -59,6 +59,13 @@ def close_rest(owner: Any) -> None:
         owner._lock_fd = None
 
 
+def _publishers(forwarder: Any) -> list[Any]:
+    # the publishers behind the daemon's one (gateway/natsout.py Fanout holds MQTT's and JetStream's)
+    if forwarder is None:
+        return []
+    return list(getattr(forwarder, "members", None) or [forwarder])
+
+
 class DataDirInUse(GatewayError, RuntimeError):
     pass
 
@@ -107,6 +114,10 @@ class Gateway:
         try:
             return self._start_locked()
         except BaseException:
+            for p in _publishers(getattr(self, "forwarder", None)):
+                abandon = getattr(p, "abandon", None)  # the publisher process made at construction
+                if abandon is not None:
+                    abandon()
             if self.persister is not None:
                 self.persister.stop()
             os.close(self._lock_fd)  # a gateway that did not start holds no lock
@@ -255,6 +266,8 @@ class Gateway:
             out.append("outbox_filling")
         if getattr(self.forwarder, "taken_over", False):
             out.append("mqtt_client_id_in_use")  # a second gateway with this id (gateway/mqtt.py)
+        if any(getattr(f, "failed", False) for f in _publishers(self.forwarder)):
+            out.append("publisher_failed")  # the publisher process kept exiting at start (gateway/pubproc.py)
         if recent == "disk_full" or p.store_error == "disk_full":
             out.append("disk_full")
         elif recent == "storage" or p.store_error:
@@ -270,7 +283,15 @@ class Gateway:
         counters["forwarded"] = self.forwarder.pubacks
         counters["downlink_queued"] = self.downlink.depth()
         counters["mqtt_connects"] = self.forwarder.connects
+        counters.update(self._publisher_counts())
         return counters
+
+    def _publisher_counts(self) -> dict[str, int]:
+        # the publisher process's restarts and exits at start (gateway/pubproc.py); none for the thread
+        for f in _publishers(self.forwarder):
+            if hasattr(f, "start_failures"):
+                return {"publisher_restarts": f.restarts, "publisher_start_failures": f.start_failures}
+        return {}
 
     def gateway_state(self) -> dict[str, Any]:
         # The retained P/gateways/<id>/state payload while online.
@@ -281,6 +302,7 @@ class Gateway:
         # The status page's snapshot (gateway.web): gateway figures and one entry per node.
         counters, rejected, nodes = self.stats.snapshot()
         counters["forwarded"] = self.forwarder.pubacks  # PUBACKed by the broker (the publisher counts them)
+        counters.update(self._publisher_counts())
         p = self.pipeline
         gw = {"id": self.s.gateway_id, "version": __version__, "uptime_s": time.time() - (self.started or time.time()),
               "broker_connected": self.forwarder.connected, "outbox_depth": p.depth,

@@ -10,6 +10,12 @@
 # taken_over, heartbeat age), ("stopped",).
 # The outbox stays the only queue: a child that dies loses nothing; it is restarted and
 # resends from the outbox. A parent that dies (kill -9) closes the pipe and the child exits.
+# A child first checks the installed paho (gateway/paho_adapter.py require) and says so,
+# ("hello", None) or ("hello", the one line of what differs): the gateway waits for that
+# before it starts, and refuses to start on a paho that differs, as with the thread
+# publisher. A child that exits before it is up (its first "status") is restarted after a
+# backoff (1 s doubling); after START_FAILURES_MAX such exits in a row it is not restarted:
+# the alarm publisher_failed, counted (publisher_start_failures), one log line what to do.
 #
 # The child is `python -P -m gateway.pubproc FD`, started with subprocess: a new interpreter
 # (no fork of a threaded parent) that imports only what the Forwarder needs, from the same
@@ -34,6 +40,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
+from gateway import GatewayError
 from gateway.store import AckedRows
 
 log = logging.getLogger("citynode.gateway")
@@ -43,7 +50,9 @@ if TYPE_CHECKING:
 
 STATUS_S = 0.02  # child: after a PUBACK, wait this long for more before telling the parent
 PARENT_TICK_S = 0.25  # parent: gateway state (alarms) and changed node states this often
-RESTART_S = 1.0
+RESTART_S = 1.0  # before a restart; doubled for each exit at start in a row
+START_S = 30.0  # a new child must have checked paho (its hello) within this
+START_FAILURES_MAX = 5  # exits at start in a row before the child is no longer restarted
 _LENGTH = struct.Struct(">I")
 
 
@@ -100,19 +109,33 @@ class PublisherProcess(AckedRows):
         self.gateway_state_fn = gateway_state_fn
         self.alarms_fn = alarms_fn
         self.restarts = 0
+        self.start_failures = 0  # children that exited before they were up (paho refused, a crash at start)
+        self.failed = False  # START_FAILURES_MAX of them in a row: not restarted (alarm publisher_failed)
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # no child runs any more (after stop(), or given up)
         self._versions = {}
-        self._conn = None
-        self._proc = None
+        # the first child, now: a paho that differs is refused here, before the gateway opens
+        # its ports (GatewayError, one line; the thread publisher's Forwarder refuses here too)
+        self._conn, self._proc = self._launch()
+        self._started = False
 
     # ------------------------------------------------------------ the pipeline's interface
 
     def start(self) -> Self:
-        self._spawn()
+        self._started = True
+        self._setup(self._conn, self._proc)
+        threading.Thread(target=self._supervise, args=(self._conn, self._proc), name="mqtt-proxy-rx",
+                         daemon=True).start()
         threading.Thread(target=self._tick, name="mqtt-proxy-tick", daemon=True).start()
         return self
+
+    def abandon(self) -> None:
+        # the gateway did not start after all (a port taken): the child made in __init__ goes
+        if not self._started:
+            self._started = True
+            self._conn.close()  # it reads EOF where it waits for its setup, and exits
+            _reap(self._proc)
 
     def wake(self) -> None:
         self._send(("wake",))
@@ -121,24 +144,21 @@ class PublisherProcess(AckedRows):
         self._send(("deleted", ids))
 
     def stop(self) -> None:
+        if not self._started:
+            self.abandon()
+            return
         self._stopping.set()
         self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
         self._send(("stop",))
         self._stopped.wait(15)
-        if self._proc is not None:
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+        _reap(self._proc, 5)
 
     # ------------------------------------------------------------ parent side
 
-    def _spawn(self):
+    def _launch(self) -> tuple[Channel, subprocess.Popen[bytes]]:
+        # A new child that has checked the installed paho: -> its channel and process. Raises
+        # GatewayError with one line: what paho lacks (the child's words), or that the child
+        # exited or kept silent before it said.
         parent_sock, child_sock = socket.socketpair()  # both ends non-inheritable (PEP 446)
         fd = child_sock.fileno()
         env = _child_env()
@@ -151,14 +171,30 @@ class PublisherProcess(AckedRows):
             raise
         finally:
             child_sock.close()
-        parent_end = Channel(parent_sock)
-        self._conn, self._proc = parent_end, proc
+        conn = Channel(parent_sock)
+        parent_sock.settimeout(START_S)
+        try:
+            _, problem = conn.recv()  # ("hello", None | what differs)
+        except (EOFError, OSError) as e:
+            conn.close()
+            code = _reap(proc)
+            why = (f"did not start within {START_S:.0f} s" if isinstance(e, TimeoutError)
+                   else f"exited at start (code {code})")
+            raise GatewayError(f"the mqtt publisher process {why}") from None
+        parent_sock.settimeout(None)
+        if problem is not None:  # it exits
+            conn.close()
+            _reap(proc)
+            raise GatewayError(problem)
+        return conn, proc
+
+    def _setup(self, conn: Channel, proc: subprocess.Popen[bytes]) -> None:
+        self._conn, self._proc = conn, proc
         self._versions = {}  # a new child publishes every node state once
         level = logging.getLogger().getEffectiveLevel()
         # the child's first "online" must already carry time and counters (the contract)
         initial = (self.gateway_state_fn(), self.alarms_fn())
         self._send(("setup", self.s, self.db_path, level, initial))
-        threading.Thread(target=self._receive, args=(parent_end, proc), name="mqtt-proxy-rx", daemon=True).start()
         self._send(("gw", self.gateway_state_fn(), self.alarms_fn()))
 
     def _send(self, msg: object) -> None:
@@ -169,7 +205,52 @@ class PublisherProcess(AckedRows):
             except (OSError, ValueError):
                 pass  # the child is gone; the receiver restarts it
 
-    def _receive(self, conn: Channel, proc: Any) -> None:
+    def _supervise(self, conn: Channel, proc: subprocess.Popen[bytes]) -> None:
+        # the child's messages until it is gone, then the next child, until stop() (or given up)
+        in_row = 0  # children in a row that exited before they were up
+        try:
+            while True:
+                end = self._receive(conn)
+                if end == "stopped" or self._stopping.is_set():
+                    return
+                code = _reap(proc, 1)
+                if end == "up":
+                    in_row = 0
+                    log.error("mqtt publisher process exited (code %s); restarting it, the outbox keeps every frame",
+                              code)
+                else:
+                    in_row += 1
+                    self.start_failures += 1
+                    log.error("mqtt publisher process exited at start (code %s), %d in a row", code, in_row)
+                while True:
+                    if in_row >= START_FAILURES_MAX:
+                        self.failed = True
+                        log.error("mqtt publisher process: exited at start %d times in a row; not restarting it "
+                                  "(alarm publisher_failed). Frames are still stored and ACKed and wait in the outbox: "
+                                  "fix the cause in the lines above and restart the gateway", in_row)
+                        return
+                    if self._stopping.wait(RESTART_S * 2 ** max(0, in_row - 1)):
+                        return
+                    self.restarts += 1
+                    try:
+                        conn, proc = self._launch()
+                        break
+                    except (GatewayError, OSError) as e:
+                        in_row += 1
+                        self.start_failures += 1
+                        log.error("mqtt publisher process: %s; %d in a row", e, in_row)
+                if self._stopping.is_set():
+                    conn.close()  # too late: it exits where it waits for its setup
+                    _reap(proc)
+                    return
+                self._setup(conn, proc)
+        finally:
+            self._stopped.set()
+
+    def _receive(self, conn: Channel) -> str:
+        # -> "stopped" (the child said goodbye), "up" (it went away after it was up), or
+        # "start" (it went away before its first status)
+        up = False
         while True:
             try:
                 msg = conn.recv()
@@ -182,29 +263,17 @@ class PublisherProcess(AckedRows):
             elif kind == "status":
                 self.connected, self.connects, self.inflight, self.pubacks, self.taken_over, age = msg[1:]
                 self.heartbeat = time.monotonic() - age
+                up = True
             elif kind == "command":
                 self.on_command(*msg[1:])
             elif kind == "stopped":
-                self._stopped.set()
-                return
+                return "stopped"
         with self._send_lock:
             conn.close()
         self.connected = False
         self.inflight = 0
         self.taken_over = False  # a new child finds out again (three short sessions)
-        if self._stopping.is_set():
-            self._stopped.set()
-            return
-        try:
-            proc.wait(1)
-        except subprocess.TimeoutExpired:
-            pass
-        log.error("mqtt publisher process exited (code %s); restarting it, the outbox keeps every frame",
-                  proc.returncode)
-        time.sleep(RESTART_S)
-        if not self._stopping.is_set():
-            self.restarts += 1
-            self._spawn()
+        return "up" if up else "start"
 
     def _tick(self) -> None:
         while not self._stopping.wait(PARENT_TICK_S):
@@ -212,6 +281,19 @@ class PublisherProcess(AckedRows):
             changed = [(node, st) for node, st in self.states_fn(self._versions)]
             if changed:
                 self._send(("states", changed))
+
+
+def _reap(proc: subprocess.Popen[bytes], wait_s: float = 5.0) -> int | None:
+    # -> the exit code of a child that is going away; one that does not is terminated, then killed
+    try:
+        return proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 # ---------------------------------------------------------------- child side
@@ -260,21 +342,24 @@ def child_main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     conn = Channel(socket.socket(fileno=fd))
+    from gateway.paho_adapter import PahoIncompatible, require
     try:
+        require()
+        problem = None
+    except PahoIncompatible as e:  # the parent says it, in one line: refused at start, or logged
+        problem = str(e)
+    try:
+        conn.send(("hello", problem))
+        if problem is not None:
+            sys.exit(1)
         _, settings, db_path, log_level, initial = conn.recv()  # ("setup", ...)
     except (EOFError, OSError):
         return  # the parent went away before it said what to do
     signal.signal(signal.SIGTERM, _terminate)
 
     from gateway.mqtt import Forwarder
-    from gateway.paho_adapter import PahoIncompatible, require
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
-    try:
-        require()
-    except PahoIncompatible as e:  # one line in the log, no traceback; the parent says the child exited
-        logging.getLogger("citynode.gateway").error("%s", e)
-        sys.exit(1)
     send_lock = threading.Lock()
 
     def send(msg: object) -> None:

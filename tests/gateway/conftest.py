@@ -177,7 +177,7 @@ class GatewayProcess:
         self.log = pathlib.Path(config_path).parent / "gateway.log"
 
     def start(self, wait_port=None):
-        env = dict(os.environ, PYTHONPATH=str(REPO), **(self.env or {}))
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(self.env or {})}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "gateway", "--config",
                                           str(self.config_path)], cwd=REPO, env=env, stdout=log, stderr=log)
