@@ -61,6 +61,7 @@ class Store:
         self.path = str(path)
         self.max_bytes = max_bytes
         self.db = self._connect()
+        self._lost = False  # the connection was closed and a new one could not be opened: retried first
         self._dirty = threading.Event()  # set by commits; the checkpoint thread sleeps without it
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
@@ -164,6 +165,12 @@ class Store:
         # extra: [(sql, [params])] of the caller's own tables (the relay's stored stream sequences).
         # All or nothing; raises StoreError (disk full, I/O) after rolling back. -> the outbox id
         # of the first row (the others follow it), None without rows.
+        if self._lost:
+            try:
+                self.db = self._connect()
+            except sqlite3.Error as e:
+                raise StoreError(_reason(e), f"cannot open the outbox again: {e}") from None
+            self._lost = False
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -195,7 +202,10 @@ class Store:
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
-                self.reopen()  # the connection may be unusable after an I/O error
+                try:
+                    self.reopen()  # the connection may be unusable after an I/O error
+                except sqlite3.Error:  # and the file cannot be opened now (its disk gone): the next commit tries
+                    self._lost = True
             raise StoreError(_reason(e), str(e)) from None
         self._dirty.set()
         return first

@@ -238,3 +238,46 @@ def test_a_frame_whose_commit_failed_is_dated_as_if_it_came_first_now(gateway_fa
     # the newest live frame: its own reception time, as when the failed copies never arrived
     # (not 3 ms before the first failed copy's reception, as a resend placed by uptime)
     assert (ups[2]["time"], ups[2]["time_source"]) == (ups[2]["received"], "received")
+
+
+def test_an_outbox_that_cannot_be_reopened_is_a_counted_refusal(gateway_factory, mosquitto, subscriber, caplog):
+    # A commit fails and the store's connection is reopened; the reopen fails too (the data_dir's
+    # disk went away: a USB disk unplugged, here its directory moved). The frame is refused like
+    # any failed commit (counted, alarm, not ACKed; no traceback), and once the disk is back the
+    # next commit opens the outbox again and the resend is stored.
+    import os
+    import socket
+
+    from protocol import message, senml
+
+    gw = gateway_factory(forecast="enabled = false")
+    key, node = NODES["sew-01"], "sew-01"
+    records = [senml.record("l", 0.5), senml.record("b", 3.7)]
+    frames = [message.encode_data(key, node, 1, seq, 1_000 + seq, records) for seq in (0, 1)]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    data_dir = gw.s.data_dir
+    try:
+        sock.sendto(frames[0], gw.udp_addresses[0])
+        assert message.decode(sock.recv(512), NODES.get)["type"] == "ack"
+        assert wait_for(lambda: gw.pipeline.depth == 0 and not gw.pipeline.pending_deletes, 15)
+        gw.store.db.execute("PRAGMA query_only = ON")  # this connection fails (SQLITE_READONLY)...
+        os.rename(data_dir, f"{data_dir}.gone")  # ...and a new one cannot be opened
+        try:
+            sock.sendto(frames[1], gw.udp_addresses[0])
+            assert wait_for(lambda: gw.counters()["rejected"].get("storage") == 1, 10), gw.counters()
+            assert "storage_error" in gw.alarms()
+        finally:
+            os.rename(f"{data_dir}.gone", data_dir)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(512)  # not ACKed
+        sock.settimeout(5)
+        sock.sendto(frames[1], gw.udp_addresses[0])
+        assert message.decode(sock.recv(512), NODES.get)["seq"] == 1
+        assert subscriber.wait(lambda: {u["seq"] for u in subscriber.ups()} == {0, 1}, 15)
+    finally:
+        sock.close()
+    assert gw.counters()["rejected"] == {"storage": 1}
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
