@@ -56,19 +56,32 @@ class History:
             self._pending.extend(rows)
 
     def flush(self) -> None:
+        # sqlite3.Error (a full disk) after rolling back: the rows stay pending, up to the bound
         with self._lock:
             rows, self._pending = self._pending, []
         with self._db_lock:
-            if rows:
-                self._db.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?)", rows)
-            self._db.execute("DELETE FROM reading WHERE ts < ?", (time.time() - self.keep_s,))
-            (count,) = self._db.execute("SELECT COUNT(*) FROM reading").fetchone()
-            if count > self.max_rows:
-                self._db.execute(
-                    "DELETE FROM reading WHERE rowid IN (SELECT rowid FROM reading ORDER BY ts LIMIT ?)",
-                    (count - self.max_rows,),
-                )
-            self._db.commit()
+            try:
+                if rows:
+                    self._db.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("DELETE FROM reading WHERE ts < ?", (time.time() - self.keep_s,))
+                (count,) = self._db.execute("SELECT COUNT(*) FROM reading").fetchone()
+                if count > self.max_rows:
+                    self._db.execute(
+                        "DELETE FROM reading WHERE rowid IN (SELECT rowid FROM reading ORDER BY ts LIMIT ?)",
+                        (count - self.max_rows,),
+                    )
+                self._db.commit()
+            except sqlite3.Error:
+                self._db.rollback()
+                with self._lock:
+                    keep = rows + self._pending  # oldest first; beyond the bound the newest go, as in add()
+                    self.dropped += max(0, len(keep) - MAX_PENDING)
+                    self._pending = keep[:MAX_PENDING]
+                raise
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):
@@ -79,7 +92,10 @@ class History:
 
     def query(self, node: str, since_s: float = KEEP_S) -> dict[str, Any]:
         # -> {"t": [...], "series": {name: [...]}, "storm": [...]} aligned on t, oldest first
-        self.flush()
+        try:
+            self.flush()
+        except sqlite3.Error:
+            pass  # a full disk: what is stored is shown; the rest waits for room
         with self._db_lock:
             rows = self._db.execute(
                 "SELECT ts, name, value, flags FROM reading WHERE node = ? AND ts >= ? ORDER BY ts",
@@ -112,5 +128,7 @@ class History:
             self._thread.join(timeout=5)
         try:
             self.flush()
+        except sqlite3.Error:
+            self.dropped += self.pending()  # a full disk at the stop: the charts lose these, nothing else
         finally:
             self._db.close()

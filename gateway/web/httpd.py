@@ -13,7 +13,11 @@
 #   read and write also times out after header_timeout_s.
 # - a request head is at most max_head_bytes (431 beyond), its request line included (414).
 #
-# Counts (accepted, evicted, refused, timed_out, head_too_large, errors) go to self.counts, for /metrics.
+# - a request head it cannot parse gets 400 (505 for an HTTP version it does not speak), with
+#   a status line, and is counted (bad_request).
+#
+# Counts (accepted, evicted, refused, timed_out, head_too_large, bad_request, errors) go to
+# self.counts, for /metrics.
 from __future__ import annotations
 
 import collections
@@ -130,8 +134,16 @@ class _Handler(WSGIRequestHandler):
                 left -= len(chunk)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's answers to a request head it cannot parse (400, 505, 431; 414 above)
         if code == 431:
             self.bounded.count("head_too_large")
+        elif code != 414:
+            self.bounded.count("bad_request")
+        if self.request_version == "HTTP/0.9":
+            # what could not be parsed is answered with a status line: http.server took it for an
+            # HTTP/0.9 request (which this server does not serve) and sent only an HTML body, which
+            # an HTTP/1.x client (curl: "Received HTTP/0.9 when not allowed") cannot read
+            self.request_version = "HTTP/1.0"
         super().send_error(code, message, explain)
 
     # No line per request in the journal (a url can carry ?token=), and none for the noise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import json
+import math
 import pathlib
 import secrets
 import threading
@@ -134,13 +135,21 @@ class WebCollector:
 
     def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily("citynode_web_events", "the status page server's counts by name (accepted, "
-                                     "evicted, refused, timed_out, head_too_large, bad_host, unauthorized, "
-                                     "sessions)", labels=["name"])
+                                     "evicted, refused, timed_out, head_too_large, bad_request, bad_host, "
+                                     "unauthorized, sessions, history_dropped)", labels=["name"])
         for name, n in sorted(self.counts_fn().items()):
             events.add_metric([name], n)
         conns = GaugeMetricFamily("citynode_web_connections", "open connections to the status page server")
         conns.add_metric([], self.connections_fn())
         yield from (events, conns)
+
+
+def _web_counts(counts: Counts, history: History) -> dict[str, int]:
+    # the server's counts, and the chart readings the history could not keep (a full disk for long)
+    out = counts.snapshot()
+    if history.dropped:
+        out["history_dropped"] = history.dropped
+    return out
 
 
 def _secure(req: Any) -> bool:
@@ -162,7 +171,7 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
     registry = CollectorRegistry()
     registry.register(StatusCollector(status_fn))
     counts = counts if counts is not None else Counts()
-    registry.register(WebCollector(counts.snapshot, connections_fn or (lambda: 0)))
+    registry.register(WebCollector(lambda: _web_counts(counts, history), connections_fn or (lambda: 0)))
     hosts = frozenset(h.lower().rstrip(".") for h in hosts)
     sessions = Sessions()
 
@@ -175,6 +184,7 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
             counts.add("bad_host")
             return plain("this server does not answer to that Host name; add it to [web] hosts", 400)
         if request.method not in ("GET", "HEAD"):
+            counts.add("bad_request")
             abort(405)
         if not token:
             return None
@@ -230,6 +240,9 @@ def create_app(status_fn: Callable[[], dict[str, Any]], history: History, token:
         try:
             hours = float(request.args.get("hours", "24"))
         except ValueError:
+            hours = math.nan
+        if not math.isfinite(hours):  # nan passed float() and every comparison: an empty answer
+            counts.add("bad_request")
             return as_json({"error": "hours must be a number"}, 400)
         hours = min(max(hours, 0.01), 24.0)
         known = {n.get("id") for n in status_fn().get("nodes", [])}
