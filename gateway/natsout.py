@@ -395,6 +395,11 @@ class NatsForwarder(AckedRows):
             log.debug("nats: heartbeat not sent: %r", e)
 
 
+def _fold(fold: Callable[[Iterable[Any]], Any], name: str) -> Any:
+    # a Fanout property: fold (all, any, sum, min) over that property of every member
+    return property(lambda self: fold(getattr(m, name) for m in self.members))
+
+
 class Fanout:
     # Two publishers on one outbox ([mqtt] and [nats]): each keeps its own cursor and window;
     # a row is deleted when both have acked it, so neither loses a row the other acked first.
@@ -435,29 +440,13 @@ class Fanout:
         for m in self.members:
             m.deleted(ids)
 
-    @property
-    def connected(self) -> bool:
-        return all(m.connected for m in self.members)
-
-    @property
-    def connects(self) -> int:
-        return sum(m.connects for m in self.members)
-
-    @property
-    def inflight(self) -> int:
-        return sum(m.inflight for m in self.members)
-
-    @property
-    def pubacks(self) -> int:
-        return sum(m.pubacks for m in self.members)
-
-    @property
-    def heartbeat(self) -> float:
-        return min(m.heartbeat for m in self.members)
-
-    @property
-    def taken_over(self) -> bool:
-        return any(getattr(m, "taken_over", False) for m in self.members)
+    # The Publisher protocol's state (gateway/registry.py), each a fold over the members'.
+    connected = _fold(all, "connected")  # both connected
+    connects = _fold(sum, "connects")
+    inflight = _fold(sum, "inflight")
+    pubacks = _fold(sum, "pubacks")
+    heartbeat = _fold(min, "heartbeat")  # the older loop's turn: the watchdog sees the stalled one
+    taken_over = _fold(any, "taken_over")
 
 
 def publisher(*, settings: Settings, mqtt_publisher: Any, **kw: Any) -> Any:
