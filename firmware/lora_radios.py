@@ -1,7 +1,8 @@
-# LoRa radio modules: which chip, and how the board wires it, one entry per module. A node's
-# config names its module (link "radio"; firmware/config.py checks the name and puts the chip
-# beside it, so `citynode flash` installs micropython-lib's driver for that chip: lora-sx126x
-# or lora-sx127x). Pins as the vendors document them:
+# LoRa radio modules: which board carries it, which chip, and how the board wires it, one entry
+# per module. A node's config names its module (link "radio"; firmware/config.py checks that it
+# is one of its board's and puts the chip beside it, so `citynode flash` installs
+# micropython-lib's driver for that chip: lora-sx126x or lora-sx127x; a board no module names
+# has no LoRa link). Pins as the vendors document them:
 # - "pico-lora-sx1262": Waveshare Pico-LoRa-SX1262 HAT on a Raspberry Pi Pico, Waveshare wiki
 #   "Pico-LoRa-SX1262" pinout: SPI1 SCK GP10, MOSI GP11, MISO GP12, NSS GP3, BUSY GP2, DIO1 GP20,
 #   RESET GP15.
@@ -13,14 +14,14 @@
 #   utilities.h (T3_V1_6): SCK GPIO5, MISO GPIO19, MOSI GPIO27, NSS GPIO18, RESET GPIO23, DIO0
 #   GPIO26, DIO1 GPIO33; the antenna is on the SX1276's PA_BOOST pin.
 RADIOS = {
-    "pico-lora-sx1262": {"chip": "sx1262", "spi": 1, "sck": 10, "mosi": 11, "miso": 12, "cs": 3, "busy": 2,
-                         "dio1": 20, "reset": 15},
-    "heltec-lora32-v3": {"chip": "sx1262", "spi": 1, "sck": 9, "mosi": 10, "miso": 11, "cs": 8, "busy": 13,
-                         "dio1": 14, "reset": 12, "tcxo_mv": 1800},
-    "lilygo-t3-v1.6.1": {"chip": "sx1276", "spi": 1, "sck": 5, "mosi": 27, "miso": 19, "cs": 18, "dio0": 26,
-                         "dio1": 33, "reset": 23, "tx_ant": "PA_BOOST"},
+    "pico-lora-sx1262": {"board": "rp2", "chip": "sx1262", "spi": 1, "sck": 10, "mosi": 11, "miso": 12, "cs": 3,
+                         "busy": 2, "dio1": 20, "reset": 15},
+    "heltec-lora32-v3": {"board": "esp32", "chip": "sx1262", "spi": 1, "sck": 9, "mosi": 10, "miso": 11, "cs": 8,
+                         "busy": 13, "dio1": 14, "reset": 12, "tcxo_mv": 1800},
+    "lilygo-t3-v1.6.1": {"board": "esp32", "chip": "sx1276", "spi": 1, "sck": 5, "mosi": 27, "miso": 19, "cs": 18,
+                         "dio0": 26, "dio1": 33, "reset": 23, "tx_ant": "PA_BOOST"},
 }
-PICO_HAT = "pico-lora-sx1262"  # the module of a config that names none (but on an ESP32)
+PICO_HAT = "pico-lora-sx1262"  # the module of a config checked away from a board (the gateway's modem)
 
 
 def _sx126x(r, spi, pin, lora_cfg):
