@@ -5,17 +5,18 @@ class FirmwareError(Exception):
     pass
 
 
-def load_config(root=""):
+def load_config(root="", board=None):
     # -> the node's config from flash, checked (firmware/config.py; its ConfigError says why
-    # not). A board checks it once, at start, so config.py leaves the heap again after (about
-    # 6 KB of its code and tables; the drivers it read SETTINGS from stay: the sensors use
-    # them). On CPython it stays (no heap to win; a second import would be a second ConfigError).
+    # not) for the board it names, else for `board`, the one it runs on. A board checks it once,
+    # at start, so config.py leaves the heap again after (about 6 KB of its code and tables; the
+    # drivers it read SETTINGS from stay: the sensors use them). On CPython it stays (no heap to
+    # win; a second import would be a second ConfigError).
     import sys
 
     from firmware import config
 
     try:
-        return config.load((root + "/" if root else "") + config.CONFIG_NAME)
+        return config.load((root + "/" if root else "") + config.CONFIG_NAME, board)
     finally:
         if sys.implementation.name == "micropython":
             del sys.modules["firmware.config"]

@@ -63,11 +63,14 @@ def _int(cfg, key, lo, hi, where="config"):
     return v
 
 
-def validate(raw):
+def validate(raw, board=None):
     # raw dict (as read from flash) -> complete, checked config dict. Raises ConfigError.
+    # board: the board it runs on, for a config that names none (firmware/main.py, citynode node)
     if not isinstance(raw, dict):
         raise ConfigError("config: not a JSON object")
     cfg = _merge(DEFAULTS, raw)
+    if cfg["board"] is None:
+        cfg["board"] = board
     node = cfg.get("node")
     from protocol.message import check_node_id
 
@@ -110,10 +113,17 @@ def validate(raw):
         # the LoRa module and so its chip, whose micropython-lib driver `citynode flash` installs
         from firmware.lora_radios import PICO_HAT, RADIOS
 
-        # an ESP32 board has its radio on board (which one, the config says); the others take the Pico's HAT
-        radio = link.setdefault("radio", None if cfg["board"] == "esp32" else PICO_HAT)
-        if radio not in RADIOS:
-            raise ConfigError("config: link.radio must name the board's LoRa module: %s" % ", ".join(sorted(RADIOS)))
+        # one of the board's modules (each names its board), the board's only one by default; a
+        # config checked away from a board (the gateway's radio modem) may name any, the Pico's HAT by default
+        board = cfg["board"]
+        fits = [r for r in RADIOS if board is None or RADIOS[r]["board"] == board]
+        if not fits:
+            raise ConfigError("config: board %s has no LoRa radio; link.kind must be uart or udp (LoRa boards: %s)"
+                              % (board, ", ".join(sorted(set(RADIOS[r]["board"] for r in RADIOS)))))
+        radio = link.setdefault("radio", PICO_HAT if board is None else fits[0] if len(fits) == 1 else None)
+        if radio not in fits:
+            raise ConfigError("config: link.radio must name the board's LoRa module: %s (got %r)"
+                              % (", ".join(fits), radio))
         chip = RADIOS[radio]["chip"]
         if link.setdefault("chip", chip) != chip:
             raise ConfigError("config: link.chip %r is not the %s's chip (%s)" % (link["chip"], radio, chip))
@@ -218,7 +228,7 @@ def _settings(s, schema, where):
             raise ConfigError("%s: %s must be text (got %r)" % (where, k, v))
 
 
-def load(path):
+def load(path, board=None):
     try:
         with open(path) as f:
             raw = json.load(f)
@@ -226,7 +236,7 @@ def load(path):
         raise ConfigError("%s: no config on flash; provision the node" % path)
     except ValueError:
         raise ConfigError("%s: config is not valid JSON" % path)
-    return validate(raw)
+    return validate(raw, board)
 
 
 def save(path, raw):

@@ -40,8 +40,8 @@ def main(root=""):
     try:
         while True:
             try:
-                cfg = load_config(root)
-                board = make_board(cfg.get("board") or guess_board(), root)
+                cfg = load_config(root, guess_board())  # a config that names no board: the one it runs on
+                board = make_board(cfg["board"], root)
                 break
             except FirmwareError as e:  # config.ConfigError: a config that does not pass, or no such board
                 print("citynode: %s; retrying in 60 s" % e)

@@ -50,7 +50,7 @@ class LoraCity:
 
     def _node(self, clock: ActorClock, i: int, node: str, key: bytes, tmp: str) -> None:
         cfg = node_config.validate({
-            "node": node, "key": key.hex(), "board": SimBoard.name,
+            "node": node, "key": key.hex(),  # no board: the sim board's radio is the simulated air's
             "link": {"kind": "lora", "sf": SF}, "interval_s": 300, "storm_interval_s": 30, "heartbeat_s": 900,
             "watchdog_ms": 600000})
         flash = os.path.join(tmp, "nodes")

@@ -53,10 +53,10 @@ def load(folder: str) -> dict[str, Any]:
         raise UsageError(f"{path} is mode {mode:04o}, open to group or others; run chmod 600 {path} (owned by the "
                        "node's user)")
     try:
-        cfg = config.load(path)
+        cfg = config.load(path, BOARD)  # a config that names no board: the Pi's
     except config.ConfigError as e:
         raise UsageError(f"{path}: {str(e).removeprefix(path + ': ')}") from None
-    board = cfg.get("board") or BOARD
+    board = cfg["board"]
     if board != BOARD:
         hint = ("provision the Raspberry Pi with --board rpi" if board == "linux"
                 else "that board runs MicroPython: citynode flash puts the node on it")

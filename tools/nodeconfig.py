@@ -10,7 +10,7 @@ from typing import Any
 from firmware import config as device_config
 from firmware.boards.rpi import Board as PiBoard
 from firmware.config import ConfigError  # one error for a node config that does not pass, the node's own
-from firmware.lora_radios import PICO_HAT
+from firmware.lora_radios import RADIOS
 from firmware.main import BOARDS as DEVICE_BOARDS
 from firmware.sim import BOARD as SIM_BOARD
 from protocol.message import INTERVAL_MAX, check_node_id
@@ -35,9 +35,11 @@ REGIONS = {"eu868": {"band_khz": (868000, 868600), "freq_khz": 868100, "power_db
 SF_RANGE = (7, 12)  # the spreading factors the node's link uses (SF12 reaches farthest, SF7 takes the least air)
 DEFAULT_SF = 12
 # the boards whose firmware drives a LoRa module (firmware/boards/mpboard.py), and the modules of
-# firmware/lora_radios.py each carries: a Pico Waveshare's HAT, an ESP32 board its own on board
-# (a module added there is offered once it is named here: tests/tools/test_provision_lora.py)
-LORA_RADIOS = {"rp2": (PICO_HAT,), "esp32": ("heltec-lora32-v3", "lilygo-t3-v1.6.1")}
+# firmware/lora_radios.py each carries (each module names its board there): a Pico Waveshare's
+# HAT, an ESP32 board its own on board
+LORA_RADIOS: dict[str, tuple[str, ...]] = {}
+for _module, _radio in RADIOS.items():
+    LORA_RADIOS[_radio["board"]] = (*LORA_RADIOS.get(_radio["board"], ()), _module)
 # the options of a LoRa link (build(lora=...)), each refused without --link lora
 LORA_OPTIONS = ("region", "sf", "freq", "power", "duty_cycle", "radio")
 TYPICAL_FRAME_BYTES = 43  # the typical level + climate frame on the air (protocol/SPEC.md 13.4)

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--duty-cycle", metavar="PERCENT",
                    help=f"airtime limit in %% of any hour ({rules['duty_permille'] / 10:g})")
     g.add_argument("--radio", help="the LoRa module: %s (rp2: the first; esp32: give the board's own)"
-                   % ", ".join(m for board in ("rp2", "esp32") for m in nodeconfig.LORA_RADIOS[board]))
+                   % ", ".join(m for mods in nodeconfig.LORA_RADIOS.values() for m in mods))
 
     g = p.add_argument_group("keys", "the node's key goes to its config and to the gateway keys file (copy that one "
                                      "to the gateway); its command key to the operator keys file, which stays with "

@@ -119,3 +119,57 @@ def test_every_module_names_a_chip_flash_has_a_driver_for():
     from tools.lora_packages import PACKAGES
 
     assert all(r["chip"] in PACKAGES for r in RADIOS.values())
+
+
+@pytest.mark.parametrize(("board", "link", "says"), [
+    ("rp2", {"radio": "heltec-lora32-v3"}, "link.radio must name the board's LoRa module: pico-lora-sx1262 (got"),
+    ("esp32", {"radio": "pico-lora-sx1262"}, "heltec-lora32-v3, lilygo-t3-v1.6.1 (got 'pico-lora-sx1262')"),
+    ("linux", {}, "board linux has no LoRa radio; link.kind must be uart or udp (LoRa boards: esp32, rp2)"),
+    ("rpi", {}, "board rpi has no LoRa radio"),
+    ("sim", {}, "board sim has no LoRa radio"),
+])
+def test_a_lora_link_needs_a_module_of_the_board_it_runs_on(board, link, says):
+    # a hand-written config: on main a Pico took the Heltec's pins, and the linux and rpi boards ran a
+    # UART link at /dev/ttyUSB0 instead, without a word
+    with pytest.raises(config.ConfigError) as e:
+        lora_cfg(board, **link)
+    assert says in str(e.value) and "\n" not in str(e.value), str(e.value)
+    # a config that names no board is checked for the board it runs on (firmware/main.py, citynode node)
+    raw = {"node": "sew-lora", "key": KEY, "link": dict(link, kind="lora")}
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(raw, board)
+    assert says in str(e.value)
+
+
+def test_the_board_a_config_names_is_the_one_it_is_checked_for():
+    raw = {"node": "sew-lora", "key": KEY, "link": {"kind": "lora"}}
+    assert config.validate(dict(raw, board="rp2"), "linux")["board"] == "rp2"
+    assert config.validate(raw, "rp2")["link"]["radio"] == "pico-lora-sx1262"
+    # checked away from any board (the gateway's radio modem, firmware/modem.py): the Pico's HAT
+    assert config.validate(raw)["board"] is None and config.validate(raw)["link"]["radio"] == "pico-lora-sx1262"
+
+
+# firmware/main.py on the unix port (board linux): its config error path, the one line and the retry,
+# its 60 s wait cut short (time.sleep is the only call of the fake that is not the port's own)
+MAIN_ON_THE_UNIX_PORT = """
+import sys
+import time as real_time
+class Time:
+    def __getattr__(self, name):
+        return getattr(real_time, name)
+    def sleep(self, s):
+        print('SLEPT', s)
+        raise SystemExit(0)
+sys.modules['time'] = Time()
+from firmware import main
+main.main(%r)
+"""
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("named", [{"board": "linux"}, {}])
+def test_the_unix_port_node_refuses_a_lora_link_in_one_line(tmp_path, named):
+    (tmp_path / "config.json").write_text(json.dumps(dict(named, node="sew-1", key=KEY, link={"kind": "lora"})))
+    out = mpvm.run(MAIN_ON_THE_UNIX_PORT % str(tmp_path)).stdout.splitlines()
+    assert out == ["citynode: config: board linux has no LoRa radio; link.kind must be uart or udp (LoRa boards: "
+                   "esp32, rp2); retrying in 60 s", "SLEPT 60"], out

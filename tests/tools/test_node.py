@@ -76,6 +76,24 @@ def test_check_config_says_ok_or_one_line_with_exit_2(tmp_path, capsys):
     assert "no node config" in capsys.readouterr().err
 
 
+def test_a_lora_link_is_refused_in_one_line_at_check_and_at_start(tmp_path, capsys):
+    # a Pi has no LoRa radio (firmware/lora_radios.py names none for it): on main a hand-written
+    # "kind": "lora" passed the check ("ok ... link lora /dev/ttyUSB0") and the node ran a UART
+    # link at /dev/ttyUSB0 instead
+    folder = provision(tmp_path)
+    capsys.readouterr()
+    cfg = json.loads((folder / "config.json").read_text())
+    for named in (cfg, {k: v for k, v in cfg.items() if k != "board"}):  # no board: the one it runs on
+        (folder / "config.json").write_text(json.dumps(dict(named, link={"kind": "lora"})))
+        for extra in (["--check-config"], ["--cycles", "1"]):
+            code = cli.main(["node", "--dir", str(folder), *extra])
+            out, err = capsys.readouterr()
+            err = err.strip().splitlines()
+            assert code == 2 and len(err) == 1 and not out, (extra, out, err)
+            assert "config.json: config: board rpi has no LoRa radio; link.kind must be uart or udp" in err[0], err
+    assert not (folder / "state.json").exists()  # no boot was counted
+
+
 @pytest.mark.integration
 def test_the_pi_node_runs_under_systemd_and_its_frames_reach_the_gateway(tmp_path, mosquitto):
     port = free_port(socket.SOCK_DGRAM)
