@@ -25,6 +25,7 @@ BOARDS = (*DEVICE_BOARDS, PiBoard.name, SIM_BOARD)
 # the Raspberry Pi reads its BME280 through adafruit-circuitpython-bme280 (Blinka)
 PI_SENSORS = {"climate": {"kind": "bme280_adafruit"}}  # its settings: the driver's defaults
 LINKS = ("uart", "udp", "lora")
+WIFI_BOARDS = ("esp32", "rp2")  # the boards whose node joins Wi-Fi itself for a udp link (firmware/boards/wifi.py)
 # LoRa (docs/lora.md). A region's rules for a node's radio: EU868's g1 sub-band, 868.0-868.6 MHz,
 # 1 % of any hour, 25 mW ERP (14 dBm; ETSI EN 300 220), which the firmware keeps
 # (firmware/config.py, firmware/lora_link.py; tests/tools/test_provision_lora.py holds the two
@@ -148,17 +149,22 @@ def build(node: str, key: bytes, board: str = "esp32", link: str = "uart", gatew
             raise ConfigError(f"--gateway {gateway}: cannot resolve {host!r}; give the gateway's IP address "
                               "or a name this machine resolves") from None
         link_conf.update(host=host, port=port)
-        if board in ("esp32", "rp2"):
+        if board in WIFI_BOARDS:
             if not wifi_ssid:
                 raise ConfigError(f"--link udp on {board} needs --wifi-ssid (the node joins Wi-Fi itself)")
             link_conf.update(wifi_ssid=wifi_ssid, wifi_password=wifi_password or "")
-    elif link == "lora":
-        for option, given in (("--gateway", gateway), ("--wifi-ssid", wifi_ssid), ("--wifi-password", wifi_password)):
-            if given is not None:
-                raise ConfigError(f"{option} is for --link udp; a LoRa node is heard by the gateway's radio")
+    # an option the node would not use is refused, not dropped without a word
+    why = {"uart": "a uart node talks to the gateway's serial port",
+           "lora": "a LoRa node is heard by the gateway's radio"}.get(
+        link, f"board {board} sends over the network of the machine it runs on")
+    wifi = link == "udp" and board in WIFI_BOARDS
+    for option, given, used in (("--gateway", gateway, link == "udp"), ("--wifi-ssid", wifi_ssid, wifi),
+                                ("--wifi-password", wifi_password, wifi)):
+        if given is not None and not used:
+            on = "" if option == "--gateway" else f" on {' or '.join(WIFI_BOARDS)}"
+            raise ConfigError(f"{option} is for --link udp{on}; {why}")
+    if link == "lora":
         link_conf = lora_link(board, **lora)
-    elif gateway:
-        raise ConfigError("--gateway is for --link udp; a uart node talks to the gateway's serial port")
     config = {"node": node, "key": key.hex(), "board": board, "link": link_conf, "interval_s": interval_s}
     if board == PiBoard.name:
         config["sensors"] = {k: dict(v) for k, v in PI_SENSORS.items()}

@@ -105,6 +105,22 @@ def test_udp_link_validation(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.toml", "node", "operator-keys.toml"]  # no temp file
 
 
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--link", "uart", "--wifi-ssid", "city"], "--wifi-ssid is for --link udp on esp32 or rp2; a uart node talks"),
+    (["--wifi-password", "secret"], "--wifi-password is for --link udp on esp32 or rp2; a uart node talks"),
+    (["--board", "rpi", "--gateway", "10.0.0.2:5683", "--wifi-ssid", "city"],
+     "--wifi-ssid is for --link udp on esp32 or rp2; board rpi sends over the network of the machine it runs on"),
+    (["--board", "linux", "--link", "uart", "--gateway", "10.0.0.2:5683"], "--gateway is for --link udp; a uart"),
+])
+def test_wifi_options_a_node_would_not_use_are_refused(tmp_path, capsys, extra, words):
+    # on main a uart node (or a Pi on its own network) was provisioned without a word and the
+    # Wi-Fi settings were dropped: exit 2, one line, nothing written, and never the password
+    assert provision(tmp_path, *extra) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "secret" not in err, err
+    assert not (tmp_path / "node").exists() and not (tmp_path / "keys.toml").exists()
+
+
 def test_bad_node_id_and_broken_keys_file(tmp_path, capsys):
     for node in ("a/b", "Sew(8)", "_probe", "sew@07", "temp 1"):  # the last three were accepted once
         assert provision(tmp_path, node=node) == 2
