@@ -83,12 +83,18 @@ class ChirpStackLink:
         try:
             ev = json.loads(msg.payload)
             air = base64.b64decode(ev["data"], validate=True)
-            rx = max(ev.get("rxInfo") or [{}], key=lambda r: r.get("rssi", -999))  # the best gateway's reception
-            addr = ((ev.get("deviceInfo") or {}).get("devEui") or msg.topic.split("/")[3], msg.topic.split("/")[1],
-                    rx.get("rssi"), rx.get("snr"))
+            rx = max(ev.get("rxInfo") or [{}], key=_rssi_of)  # the best reception
+            dev_eui = (ev.get("deviceInfo") or {}).get("devEui") or msg.topic.split("/")[3]
+            # the address names the downlink topic, and the pipeline groups ACKs by it (hashable):
+            # an EUI-64, and numbers or nothing for the reception
+            addr = (dev_eui, msg.topic.split("/")[1], _number(rx.get("rssi")), _number(rx.get("snr")))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             self.counts["bad_event"] += 1
             self.reject("payload", self.name, "not a ChirpStack uplink event with base64 data")
+            return
+        if not _is_eui64(dev_eui):
+            self.counts["bad_event"] += 1
+            self.reject("payload", self.name, f"devEui {str(dev_eui)[:40]!r} is not an EUI-64 (16 hex digits)")
             return
         try:
             frame = self.book.frame(air)
@@ -115,3 +121,19 @@ class ChirpStackLink:
         self.counts["downlinks"] += 1
         return True
 
+
+
+def _rssi_of(rx: Mapping[str, Any]) -> float:
+    # the order of the gateways that heard an uplink: the strongest first; one without a number last
+    v = _number(rx.get("rssi"))
+    return -999.0 if v is None else v
+
+
+def _number(v: object) -> int | float | None:
+    # a reception field (rssi dBm, snr dB) as ChirpStack sends it, a number; None for anything else
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _is_eui64(v: object) -> bool:
+    # ChirpStack names a device by its EUI-64: 16 hex digits (protobuf JSON: a string)
+    return isinstance(v, str) and len(v) == 16 and all(c in "0123456789abcdefABCDEF" for c in v)

@@ -112,3 +112,63 @@ def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosqui
         pub.loop_stop()
         pub.disconnect()
         gw.stop()
+
+
+def test_an_uplink_event_with_odd_fields_is_refused_or_read_without_them(tmp_path, mosquitto, subscriber, caplog):
+    # Whoever may publish on ChirpStack's broker can send events of any shape. A devEui that is no
+    # EUI-64 (it names the downlink topic: "+" or "#" there make paho raise, "/" another topic) is
+    # refused, counted; an rssi or snr that is no number is left out (it made the event's address
+    # unhashable, and the pipeline lost the ACKs of the whole batch with a traceback). Good
+    # uplinks around them are forwarded and ACKed.
+    path = write_config(tmp_path / "gw", mosquitto.url)
+    with open(path, "a") as f:
+        f.write(f'\n[[ingest]]\nkind = "chirpstack"\nurl = "{mosquitto.url}"\napplication = "+"\ndownlink = true\n')
+    gw = Gateway(config.load(path)).start()
+    downs = []
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chirpstack-sim")
+    pub.on_message = lambda c, u, m: downs.append((m.topic, json.loads(m.payload)))
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.subscribe(f"application/{APP}/device/+/command/down", qos=1)
+    pub.loop_start()
+    try:
+        link = next(x for x in gw.links if x.kind == "chirpstack")
+        assert subscriber.wait(lambda: link.client.is_connected(), 10)
+        time.sleep(0.5)  # its subscription is in place
+        key = NODES["sew-01"]
+
+        def air(seq):
+            return compact.to_air(compact.encode_data(key, "sew-01", 3, seq, 1000 + seq, [senml.record("l", 0.4)]))
+
+        def heard_once(event, **rx):
+            # the event as one ChirpStack gateway heard it, its reception fields as given
+            ev = json.loads(event)
+            ev["rxInfo"] = ev["rxInfo"][1:]
+            ev["rxInfo"][0].update(rx)
+            return json.dumps(ev)
+
+        topic = f"application/{APP}/device/{DEV_EUI}/event/up"
+        pub.publish(topic, uplink_event(air(1), dev_eui="+"), qos=1)
+        pub.publish(topic, uplink_event(air(2), dev_eui="0004a30b/0530"), qos=1)
+        pub.publish(topic, heard_once(uplink_event(air(3)), rssi=[-117]), qos=1)  # an unhashable rssi
+        pub.publish(topic, heard_once(uplink_event(air(4)), snr={"db": 1}), qos=1)
+        pub.publish(topic, uplink_event(air(5)), qos=1)
+        assert subscriber.wait(lambda: {u["seq"] for u in subscriber.ups()} == {3, 4, 5}, 20), subscriber.ups()
+        acked = {3, 4, 5}
+
+        def acks():
+            from protocol import message
+
+            return {message.decode(compact.from_air(base64.b64decode(b["data"]), "sew-01"), NODES.get)["seq"]
+                    for _, b in downs}
+
+        assert subscriber.wait(lambda: acks() == acked, 10), acks()
+        assert {t for t, _ in downs} == {f"application/{APP}/device/{DEV_EUI}/command/down"}
+        assert gw.counters()["rejected"] == {"payload": 2}
+        ups = {u["seq"]: u for u in subscriber.ups()}
+        assert "radio" not in ups[3] and "radio" not in ups[4] and ups[5]["radio"] == {"rssi_dbm": -117,
+                                                                                      "snr_db": -9.25}
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        gw.stop()
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
