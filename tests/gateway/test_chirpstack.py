@@ -3,6 +3,7 @@
 # FRMPayload, rxInfo with rssi and snr) carrying compact citynode frames; our MAC is verified
 # on top of LoRaWAN's; a repeated event is forwarded once; ACKs go back as downlinks.
 import base64
+import contextlib
 import json
 import time
 
@@ -35,7 +36,10 @@ def uplink_event(air, dev_eui=DEV_EUI, rssi=-117, snr=-9.25):
     })
 
 
-def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosquitto, subscriber):
+@contextlib.contextmanager
+def chirpstack_gateway(tmp_path, mosquitto, subscriber):
+    # the gateway with a ChirpStack ingest on the test's broker, and ChirpStack's side: a client
+    # that publishes uplink events and collects the downlinks (topic, JSON) the gateway sends
     path = write_config(tmp_path / "gw", mosquitto.url)
     with open(path, "a") as f:
         f.write(f'\n[[ingest]]\nkind = "chirpstack"\nurl = "{mosquitto.url}"\napplication = "+"\ndownlink = true\n')
@@ -50,6 +54,15 @@ def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosqui
         link = next(x for x in gw.links if x.kind == "chirpstack")
         assert subscriber.wait(lambda: link.client.is_connected(), 10)
         time.sleep(0.5)  # its subscription is in place
+        yield gw, pub, downs
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        gw.stop()
+
+
+def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosquitto, subscriber):
+    with chirpstack_gateway(tmp_path, mosquitto, subscriber) as (gw, pub, downs):
         # an operator's compact signed command waits for the node (SPEC.md 13.6)
         from tests.gateway.conftest import COMMAND_KEYS
         from tools.command import down_payload
@@ -108,10 +121,6 @@ def test_chirpstack_uplinks_reach_mqtt_once_verified_end_to_end(tmp_path, mosqui
         assert subscriber.wait(lambda: commands(), 10), downs
         time.sleep(0.3)
         assert len(commands()) == 1
-    finally:
-        pub.loop_stop()
-        pub.disconnect()
-        gw.stop()
 
 
 def test_an_uplink_event_with_odd_fields_is_refused_or_read_without_them(tmp_path, mosquitto, subscriber, caplog):
@@ -120,20 +129,7 @@ def test_an_uplink_event_with_odd_fields_is_refused_or_read_without_them(tmp_pat
     # refused, counted; an rssi or snr that is no number is left out (it made the event's address
     # unhashable, and the pipeline lost the ACKs of the whole batch with a traceback). Good
     # uplinks around them are forwarded and ACKed.
-    path = write_config(tmp_path / "gw", mosquitto.url)
-    with open(path, "a") as f:
-        f.write(f'\n[[ingest]]\nkind = "chirpstack"\nurl = "{mosquitto.url}"\napplication = "+"\ndownlink = true\n')
-    gw = Gateway(config.load(path)).start()
-    downs = []
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chirpstack-sim")
-    pub.on_message = lambda c, u, m: downs.append((m.topic, json.loads(m.payload)))
-    pub.connect("127.0.0.1", mosquitto.port)
-    pub.subscribe(f"application/{APP}/device/+/command/down", qos=1)
-    pub.loop_start()
-    try:
-        link = next(x for x in gw.links if x.kind == "chirpstack")
-        assert subscriber.wait(lambda: link.client.is_connected(), 10)
-        time.sleep(0.5)  # its subscription is in place
+    with chirpstack_gateway(tmp_path, mosquitto, subscriber) as (gw, pub, downs):
         key = NODES["sew-01"]
 
         def air(seq):
@@ -153,7 +149,6 @@ def test_an_uplink_event_with_odd_fields_is_refused_or_read_without_them(tmp_pat
         pub.publish(topic, heard_once(uplink_event(air(4)), snr={"db": 1}), qos=1)
         pub.publish(topic, uplink_event(air(5)), qos=1)
         assert subscriber.wait(lambda: {u["seq"] for u in subscriber.ups()} == {3, 4, 5}, 20), subscriber.ups()
-        acked = {3, 4, 5}
 
         def acks():
             from protocol import message
@@ -161,14 +156,10 @@ def test_an_uplink_event_with_odd_fields_is_refused_or_read_without_them(tmp_pat
             return {message.decode(compact.from_air(base64.b64decode(b["data"]), "sew-01"), NODES.get)["seq"]
                     for _, b in downs}
 
-        assert subscriber.wait(lambda: acks() == acked, 10), acks()
+        assert subscriber.wait(lambda: acks() == {3, 4, 5}, 10), acks()
         assert {t for t, _ in downs} == {f"application/{APP}/device/{DEV_EUI}/command/down"}
         assert gw.counters()["rejected"] == {"payload": 2}
         ups = {u["seq"]: u for u in subscriber.ups()}
         assert "radio" not in ups[3] and "radio" not in ups[4] and ups[5]["radio"] == {"rssi_dbm": -117,
                                                                                       "snr_db": -9.25}
-    finally:
-        pub.loop_stop()
-        pub.disconnect()
-        gw.stop()
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
