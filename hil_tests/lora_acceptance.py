@@ -61,9 +61,9 @@ def test_node_and_radio_modem_through_the_real_gateway(board_kind, request, tmp_
     if board_kind != "pico":
         pytest.skip("the LoRa HAT is on the emulated Pico")
     flash = request.getfixturevalue("lora_flash")
-    _, cfg = provision("sew-lora", str(tmp_path / "node"), str(tmp_path / "keys.toml"), board="rp2", interval_s=5)
-    cfg.update(link={"kind": "lora", "freq_khz": 868100, "sf": 7, "power_dbm": 14}, storm_interval_s=5)
-    (tmp_path / "node" / "config.json").write_text(json.dumps(cfg))
+    # SF7 at 868.1 MHz, the modem's; a frame every 5 s (storm mode no slower: provision keeps it)
+    _, cfg = provision("sew-lora", str(tmp_path / "node"), str(tmp_path / "keys.toml"), board="rp2", interval_s=5,
+                       link="lora", lora={"sf": 7})
     modem_flash = flash_modem(tmp_path, flash)
     node_flash = tmp_path / "node.bin"
     shutil.copyfile(flash, node_flash)
@@ -151,9 +151,9 @@ def test_three_nodes_colliding_still_deliver_everything(board_kind, request, tmp
     sf, names = 8, ("sew-a", "sew-b", "sew-c")
     flashes, keys = [], {}
     for i, name in enumerate(names):
-        # a frame every 30 s: about half of the 1 % an SF8 frame allows, room for resends
-        _, cfg = provision(name, str(tmp_path / name), str(tmp_path / "keys.toml"), board="rp2", interval_s=30)
-        cfg.update(link={"kind": "lora", "freq_khz": 868100, "sf": sf, "power_dbm": 14}, storm_interval_s=30)
+        # a frame every 30 s (in storm mode too): about half of the 1 % an SF8 frame allows, room for resends
+        _, cfg = provision(name, str(tmp_path / name), str(tmp_path / "keys.toml"), board="rp2", interval_s=30,
+                           link="lora", lora={"sf": sf})
         keys[name] = bytes.fromhex(cfg["key"])
         image = tmp_path / f"{name}.bin"
         if i == 0:  # the firmware once, then each node's own config on a copy
