@@ -4,6 +4,13 @@
 # (protocol/compact.py, SPEC.md 13); ACKs and commands come back in the receive window after
 # each send, as in LoRaWAN class A.
 #
+# A receive window need only reach the start of the packet it waits for: the radio keeps
+# receiving a packet whose preamble and header it heard before its timeout (SX1261/2 datasheet
+# 13.1.7: the timer stops on the header; the SX127x's symbol timeout likewise ends only without
+# a preamble). So a window lasts until the latest start of its packet plus the airtime of an
+# empty packet (preamble, sync word, header: 664 ms at SF12), as LoRaWAN class A's RX1 is a
+# few symbols from a known delay, not a whole packet long.
+#
 # Airtime is law: EU868 868.0-868.6 MHz allows a device 1 % of any hour (ETSI EN 300 220).
 # DutyCycle counts the airtime of every packet in one-minute buckets over the last 61
 # minutes (a minute counts whole until all of it has left the hour, so the count is never
@@ -194,8 +201,9 @@ class LoraLink:
             self.last_error = e
             return False
         self.counts["sent"] += 1
-        # the receive window: the gateway's ACK (about 22 bytes) after its turnaround
-        self.listen_until = self.clock.ms() + _TURNAROUND_MS + 2 * self.air_ms(24)
+        # the receive window: the gateway's ACK starts within its turnaround, or after one more
+        # ACK (22 bytes) its radio may be sending another node first
+        self.listen_until = self.clock.ms() + _TURNAROUND_MS + self.air_ms(22) + self.air_ms(0)
         return True
 
     def poll(self, timeout_ms):
@@ -234,9 +242,9 @@ class LoraLink:
             self.answered = True
             if self.listen_until:
                 # answered: the window stays open for one packet more, the gateway's command that
-                # follows its ACK (up to 51 bytes, right after it), then closes
+                # follows its ACK (starting within _FOLLOW_MS of it), then closes
                 self.listen_until = 0
-                deadline = self.clock.ms() + _FOLLOW_MS + self.air_ms(51)
+                deadline = self.clock.ms() + _FOLLOW_MS + self.air_ms(0)
             else:
                 deadline = self.clock.ms()
         return out

@@ -14,8 +14,9 @@ NODE, KEY, CKEY = "sew-01", bytes([1]) * 16, bytes([0xC1]) * 32
 MIN_MS = 60000
 
 
-def run(tmp_path, tokens, minutes, sf=10):
-    # tokens: signed commands queued at the gateway in order, one relayed per fresh frame
+def run(tmp_path, tokens, minutes, sf=10, gap_ms=0):
+    # tokens: signed commands queued at the gateway in order, one relayed per fresh frame;
+    # gap_ms: the gateway's radio sends the command that long after the ACK
     sim = SimTime()
     air = Air(sim.clock)
     gw = SimGateway({NODE: KEY})
@@ -25,7 +26,7 @@ def run(tmp_path, tokens, minutes, sf=10):
     gw_modem = SimModem(air, sim, gw_clock, "gw", (0.0, 0.0), sf=sf)
     real_send = gw_modem.send
     gw_modem.send = lambda pkt: sent.append(bytes(pkt)) or real_send(pkt)
-    actor = sim_gateway_actor(gw_modem, {NODE: KEY}, gw, minutes * MIN_MS)
+    actor = sim_gateway_actor(gw_modem, {NODE: KEY}, gw, minutes * MIN_MS, gap_ms=gap_ms)
     cfg = config.validate({"node": NODE, "key": KEY.hex(), "command_key": CKEY.hex(), "interval_s": 300,
                            "heartbeat_s": 300, "link": {"kind": "lora", "sf": sf}})
     out = {}
@@ -73,3 +74,13 @@ def test_forged_and_replayed_compact_commands_are_refused(tmp_path):
     assert node.policy.alarm_mm == 1001 and node.policy.interval_ms == 300000 and node.last_cmd_id == 2002
     assert node.counts["cmd_refused"] == 3
     assert any("compact command refused: 7 bad_signature" in line for line in node.board.logs)
+
+
+def test_a_command_that_starts_late_in_the_window_after_the_ack_is_heard_whole(tmp_path):
+    # the node listens after an ACK only until a command could have started (1 s) and its header
+    # arrived (664 ms at SF12, lora_link.py), not through a whole packet: a command the gateway's
+    # radio starts 900 ms after its ACK ends 2.4 s after it and is still received to its end
+    # (SX1261/2 DS 13.1.7, modelled by tools/rig/lora_air.py)
+    token = command.sign_compact(CKEY, NODE, 1, 1000, "interval", 120)
+    gw, node, sent, _ = run(tmp_path, [token], 20, sf=12, gap_ms=900)
+    assert results(gw) == [[1000, command.APPLIED]] and node.policy.interval_ms == 120000

@@ -142,3 +142,17 @@ def test_a_rain_gauge_nodes_frames_go_compact():
     assert loads(cose.parse(frame)[2])[0] == compact.DATA_X  # rain in it: type 8
     print("rain gauge frames on the air:", sizes)
     assert max(sizes) <= 34
+
+
+def test_the_receive_window_reaches_the_start_of_the_answer_not_its_end(tmp_path):
+    # SF12, a frame every 5 minutes: after each packet the radio listens until the ACK (the
+    # gateway's 200 ms here and 1.48 s of air), then only until a command could have started and
+    # its header arrived (1 s + 664 ms), not through a whole 51-byte packet (3.3 s): 3.2 s per
+    # packet, 5.0 s before. Nothing lost.
+    air, gw, (r,), (modem,), _ = run_air(tmp_path, [((1500.0, 0.0), {"heartbeat_s": 300})], hours=1.0,
+                                         drain_hours=0.1)
+    sent = r.node.uplink.link.counts["sent"]
+    print("radio on per packet: tx %d ms, rx %d ms (%d packets)" % (
+        modem.on_ms["tx"] / sent, modem.on_ms["rx"] / sent, sent))
+    assert sorted(d["seq"] for d in gw.decoded) == list(range(r.node.counts["frames"])) and sent >= 12
+    assert modem.on_ms["rx"] / sent <= 200 + 1483 + 1000 + 664 + 150

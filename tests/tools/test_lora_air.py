@@ -153,3 +153,36 @@ def test_duty_cycle_is_the_worst_sliding_hour():
         clock.t = 5400 + i * 3
         node.transmit(b"x" * 43, params(12))
     assert node.max_duty(until=2 * HOUR_S) == pytest.approx((5 + 10) * toa / HOUR_S)
+
+
+def test_a_receive_runs_on_for_a_packet_whose_header_came_before_its_timeout():
+    # SX1261/2 DS 13.1.7: the RX timer stops on the header; a SimModem recv(timeout) whose
+    # timeout falls inside a packet gets it when the preamble and header were in time, not before
+    from tools.rig.lora_air import SimModem, SimTime, header_time_us
+
+    head_ms = header_time_us(12) / 1000  # 8 preamble + 4.25 + 8 symbols of 32.768 ms: 663.6 ms
+    assert round(head_ms, 1) == 663.6 and header_time_us(12) < time_on_air_us(0, 12) + 1
+    for start_ms, heard in ((300, True), (400, False)):
+        sim = SimTime()
+        air = Air(sim.clock)
+        out = {}
+
+        def rx(clock, out=out, air=air, sim=sim):
+            m = SimModem(air, sim, clock, "rx", (100.0, 0.0), sf=12)
+            out["pkt"] = m.recv(timeout_ms=1000)  # the header of a packet sent at 300 ms is in at 964 ms
+            out["at"] = sim.now_ms
+            out["on"] = m.on_ms["rx"]
+
+        def tx(clock, start_ms=start_ms, air=air, sim=sim):
+            m = SimModem(air, sim, clock, "tx", (0.0, 0.0), sf=12)
+            clock.sleep_ms(start_ms)
+            m.send(b"c" * 24)  # 1.48 s at SF12: ends long after the timeout
+
+        sim.spawn(rx, "rx")
+        sim.spawn(tx, "tx")
+        sim.run()
+        end_ms = start_ms + time_on_air_us(24, 12) / 1000
+        if heard:
+            assert out["pkt"] == b"c" * 24 and end_ms <= out["at"] <= end_ms + 2
+        else:
+            assert out["pkt"] is None and out["at"] == 1000 == out["on"]

@@ -17,6 +17,10 @@
 # - a collision: packets on one frequency and spreading factor that overlap in time are both
 #   lost, unless one is at least 6 dB stronger than every other (the capture effect; packets
 #   of other spreading factors pass as LoRa's are quasi-orthogonal).
+# - a receive with a timeout (SetRx, DS 13.1.5) goes on past its timeout for a packet whose
+#   header the radio detected before it: the timer stops on the header (DS 13.1.7,
+#   SetStopRxTimerOnPreambleDetect, false by default), so a receive window only has to reach the
+#   start of a packet, its preamble and header (header_time_us), not its end.
 # The EU868 duty cycle (ETSI EN 300 220, 1 % in 868.0-868.6 MHz) is counted per radio over
 # every sliding hour: max_duty() is the worst hour's share of airtime.
 from __future__ import annotations
@@ -52,6 +56,18 @@ def time_on_air_us(payload_len: int, sf: int = 7, bw_hz: int = 125000, cr: int =
     return t_sym_us * n_x4 // 4
 
 
+def header_time_us(sf: int = 7, bw_hz: int = 125000, preamble: int = 8) -> int:
+    # from a packet's start until a receiver has its header: the preamble, the sync word's 4.25
+    # symbols, and the first 8 symbols of the payload part, which carry the explicit header (DS 6.1.4)
+    return (1000000 * (1 << sf) // bw_hz) * (4 * preamble + 17 + 32) // 4
+
+
+def same_channel(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    # a receiver with params a demodulates a packet sent with params b
+    return (a.get("freq_hz"), a.get("sf"), a.get("bw_hz"), bool(a.get("invert_iq"))) == (
+        b.get("freq_hz"), b.get("sf"), b.get("bw_hz"), bool(b.get("invert_iq")))
+
+
 def noise_floor_dbm(bw_hz: float) -> float:
     return -174.0 + 10 * math.log10(bw_hz) + NOISE_FIGURE_DB
 
@@ -75,6 +91,7 @@ class Radio:
         self.busy_until = 0.0  # transmitting until then (half duplex)
         self.sent = []  # (start_s, airtime_s) of each transmission
         self.modem: SimModem | None = None  # the simulated modem on it, if any (SimModem)
+        self.rig: Any = None  # the emulated Pico it is on, if any (PicoAir.attach)
         self.counts = {"sent": 0, "received": 0, "lost_collision": 0, "lost_snr": 0}
 
     def listen(self, params: Mapping[str, Any]) -> None:
@@ -159,8 +176,7 @@ class Air:
                 continue  # not listening from the start of the preamble
             if rx.busy_until > tx["start"] and any(s <= tx["end"] and s + a > tx["start"] for s, a in rx.sent):
                 continue  # half duplex: it was transmitting meanwhile
-            if (lp.get("freq_hz"), lp.get("sf"), lp.get("bw_hz"), bool(lp.get("invert_iq"))) != (
-                    p.get("freq_hz"), p.get("sf"), p.get("bw_hz"), bool(p.get("invert_iq"))):
+            if not same_channel(lp, p):
                 continue
             signal = self._rx_power(tx, rx)
             noise = noise_floor_dbm(p["bw_hz"])
@@ -183,6 +199,21 @@ class Air:
                              "signal_rssi_dbm": round(signal, 1), "from": tx["radio"].name,
                              "start": tx["start"], "end": tx["end"]}))
         return out
+
+    def arriving(self, rx: Radio, now: float) -> float | None:
+        # the end of a packet rx, listening, has the header of by now and that has not ended (a
+        # receive with a timeout runs on to it: DS 13.1.7), else None
+        lp = rx.listening
+        if lp is None:
+            return None
+        with self._lock:
+            for tx in self.flying:
+                p = tx["params"]
+                head = header_time_us(p["sf"], p["bw_hz"], p.get("preamble", 8)) / 1e6
+                if (tx["radio"] is not rx and rx.since <= tx["start"] and tx["start"] + head <= now < tx["end"]
+                        and same_channel(lp, p)):
+                    return tx["end"]
+        return None
 
     def max_duty(self, radio: Radio, until: float | None = None) -> float:
         # the largest share of airtime radio used in any hour up to `until` (sliding window:
@@ -222,6 +253,7 @@ class PicoAir:
                                      "snr_db": pkt["snr_db"], "signal_rssi_dbm": pkt["signal_rssi_dbm"]}})
 
         radio = self.air.radio(name, pos, extra_loss_db, deliver)
+        radio.rig = rig
         rig.listeners.append(lambda e: self._event(radio, e))
         return radio
 
@@ -231,6 +263,11 @@ class PicoAir:
             air_s = radio.transmit(bytes.fromhex(e["payload"]), e["params"])
             if abs(air_s * 1e6 - e["toa_us"]) > 1:
                 self.toa_mismatch.append((radio.name, e["toa_us"], air_s * 1e6))
+            p = e["params"]
+            for r in self.air.radios:  # a receiver in RX has the header after header_us (sx1262.mjs)
+                if r is not radio and r.rig is not None and r.listening is not None and same_channel(r.listening, p):
+                    r.rig.control({"lora_header": {"header_us": header_time_us(p["sf"], p["bw_hz"], p["preamble"]),
+                                                   "end_us": int(air_s * 1e6)}})
             self._wake.set()
         elif ev == "lora_rx_on":
             radio.listen(e["params"])
@@ -388,6 +425,7 @@ class SimModem:
         self.radio = air.radio(name, pos, extra_loss_db, self.inbox.append)
         self.radio.modem = self
         self.duty: DutyCycle | None = None  # a gateway's radio: its duty cycle (sim_gateway_actor)
+        self.on_ms = {"tx": 0, "rx": 0}  # the radio's time transmitting and receiving
 
     def get_time_on_air_us(self, n: int) -> int:
         p = self.params
@@ -401,6 +439,7 @@ class SimModem:
             m = r.modem
             if m is not None and r.listening is not None and r is not self.radio:
                 self.sim.nudge(m.clock, end_ms)
+        self.on_ms["tx"] += end_ms - self.sim.now_ms
         self.clock.sleep_ms(end_ms - self.sim.now_ms)
         self.air.step(self.sim.clock())
         return end_ms
@@ -408,6 +447,7 @@ class SimModem:
     def recv(self, timeout_ms: int | None = None, rx_length: int = 0xFF, rx_packet: Any = None) -> RxPacket | None:
         deadline = None if timeout_ms is None else self.sim.now_ms + timeout_ms
         self.radio.listen(self.params)
+        t0 = self.sim.now_ms
         try:
             while True:
                 self.air.step(self.sim.clock())
@@ -418,22 +458,28 @@ class SimModem:
                     pkt.snr = int(round(got["snr_db"] * 4))
                     return pkt
                 if deadline is not None and self.sim.now_ms >= deadline:
-                    return None
+                    end = self.air.arriving(self.radio, self.sim.clock())
+                    if end is None:
+                        return None
+                    deadline = int(math.ceil(end * 1000)) + 1  # its header came in time: received to its end
                 nxt = self.air.step(self.sim.clock())
                 wait = 60000 if deadline is None else deadline - self.sim.now_ms
                 if nxt is not None:
                     wait = min(wait, int(math.ceil(nxt * 1000)) + 1)
                 self.clock.sleep_ms(max(1, wait))
         finally:
+            self.on_ms["rx"] += self.sim.now_ms - t0
             self.radio.idle()
 
 
 def sim_gateway_actor(modem: SimModem, keys: Mapping[str, bytes], gateway: Any, until_ms: int, permille: int = 10,
-                      turnaround_ms: int = 200, counts: dict[str, int] | None = None) -> Callable[[ActorClock], None]:
+                      turnaround_ms: int = 200, counts: dict[str, int] | None = None,
+                      gap_ms: int = 0) -> Callable[[ActorClock], None]:
     # A gateway's radio in SimTime: every packet it hears goes to `gateway` (firmware/sim/
     # gateway.py SimGateway: message -> replies); its ACKs go back compact, under the
     # gateway's own duty cycle (an ACK the hour has no room for is skipped: the next one is
-    # cumulative). -> the actor function for SimTime.spawn.
+    # cumulative); gap_ms between one reply and the next (a command after its ACK).
+    # -> the actor function for SimTime.spawn.
     from firmware.lora_link import DutyCycle
     from gateway.radio import AddressBook
     from protocol import compact
@@ -464,7 +510,9 @@ def sim_gateway_actor(modem: SimModem, keys: Mapping[str, bytes], gateway: Any, 
                 counts["rejected"] += 1
                 continue
             clock.sleep_ms(turnaround_ms)
-            for r in replies:
+            for i, r in enumerate(replies):
+                if i and gap_ms:
+                    clock.sleep_ms(gap_ms)
                 air = book.downlink(r)  # as gateway/radio.py makes it: compact ACKs and commands
                 t = (modem.get_time_on_air_us(len(air)) + 999) // 1000
                 if not duty.allows(t):

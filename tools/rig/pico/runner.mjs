@@ -16,6 +16,7 @@
 //        {"cut": "program"}                   power cut in the middle of the next flash program
 //        {"report": true}                     answer with the counters now
 //        {"lora_rx": {payload, rssi_dbm, snr_db, signal_rssi_dbm}}  a packet the SX1262 HAT receives
+//        {"lora_header": {header_us, end_us}}  a packet starts on the air for it (its header after header_us)
 //   out: {"ev": "tick", "ms": emulated ms since power on, "busy_ms": of them executing,
 //         ...counters}  every 100 emulated ms
 //        {"ev": "boot", "reason": "power_on"|"watchdog"|"reset", ...counters}
@@ -121,6 +122,7 @@ function control(m) {
   if (m.cut) cutArmed = m.cut;
   if (m.report) send({ ev: 'report' });
   if (m.lora_rx && radio) radio.deliver(m.lora_rx);
+  if (m.lora_header && radio) radio.heard(m.lora_header);
   wake();
 }
 

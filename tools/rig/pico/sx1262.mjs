@@ -14,7 +14,11 @@
 //     WriteBuffer, ReadBuffer, GetRxBufferStatus DS 13.5.2);
 //   - SetTx ends with TxDone after the packet's time on air (DS 6.1.4) and the fallback to
 //     STDBY_RC (DS 13.1.4); SetRx (DS 13.1.5) with timeout 0 (single), 0xFFFFFF (continuous)
-//     or n x 15.625 us (Timeout IRQ);
+//     or n x 15.625 us (Timeout IRQ); the timer stops when the header of a packet is detected
+//     (DS 13.1.7, SetStopRxTimerOnPreambleDetect false, the default): the air says when one
+//     starts ({"lora_header": {header_us, end_us}}), and a packet whose header came before the
+//     timeout is received to its end (a packet the air then loses ends in Timeout a second after
+//     it, where the chip would flag a header or CRC error: either way the driver has no packet);
 //   - GetPacketStatus (DS 13.5.3): RssiPkt = -2 x RSSI dBm, SnrPkt = 4 x SNR dB (signed),
 //     SignalRssiPkt = -2 x signal RSSI dBm.
 // Packets leave through the control channel ({"ev": "lora_tx"}) into the simulated air of
@@ -95,6 +99,15 @@ export function sx1262Device(mcu, wires, send) {
     setMode(STDBY_RC);
     flag(IRQ_TIMEOUT);
   });
+  let rxTimed = false; // the running receive has a timeout (single mode with one)
+  let rxTail = 0; // after a header: ns from it to the packet's end
+  const header = clock.createAlarm(() => {
+    if (st.mode !== RX || !rxTimed) return;
+    // the timer stopped: the packet's end (deliver) comes first; a Timeout only if the air lost
+    // it, a second after its end (the air's wall clock and this clock drift apart under load)
+    const left = rxTimeout.scheduled ? rxTimeout.nanos - clock.nanos : 0;
+    rxTimeout.schedule(Math.max(left, rxTail + 1e9));
+  });
 
   function params() {
     return {
@@ -143,6 +156,7 @@ export function sx1262Device(mcu, wires, send) {
     st.mode = mode;
     if (was === RX && mode !== RX) {
       rxTimeout.cancel();
+      header.cancel();
       send({ ev: 'lora_idle' });
     }
     updateBusy();
@@ -174,7 +188,9 @@ export function sx1262Device(mcu, wires, send) {
   function startRx(timeout) {
     setMode(RX);
     st.rxContinuous = timeout === 0xffffff;
-    if (timeout && !st.rxContinuous) rxTimeout.schedule(timeout * 15625);
+    rxTimed = !!timeout && !st.rxContinuous;
+    header.cancel();
+    if (rxTimed) rxTimeout.schedule(timeout * 15625);
     send({ ev: 'lora_rx_on', params: params() });
   }
 
@@ -347,6 +363,12 @@ export function sx1262Device(mcu, wires, send) {
 
   return {
     counters,
+    heard(h) {
+      // a packet starts on the air for this radio: its header is here after header_us
+      if (st.mode !== RX) return;
+      rxTail = (h.end_us - h.header_us) * 1000;
+      header.schedule(h.header_us * 1000);
+    },
     deliver(pkt) {
       // a packet that reached this radio in the air: only a radio in RX takes it (DS 13.1.5)
       const data = Buffer.from(pkt.payload, 'hex');
