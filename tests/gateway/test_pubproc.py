@@ -128,3 +128,30 @@ def test_a_child_that_keeps_dying_at_start_is_not_restarted_for_ever(gateway_fac
     assert node.run(20, deadline_s=10)  # ingest and ACKs never depended on it
     ups = gw.store.db.execute("SELECT COUNT(*) FROM outbox WHERE topic = 'cn/nodes/sew-02/up'").fetchone()[0]
     assert ups == 20 and not subscriber.on("sew-02/up")  # stored, waiting for the next start
+
+
+@pytest.mark.integration
+def test_a_gateway_that_cannot_start_leaves_no_publisher_process(tmp_path, mosquitto):
+    # the publisher process is made before the ports are opened (it checks paho first): when a
+    # port is taken after all, the gateway refuses to start and its child goes too
+    import socket
+
+    from gateway import config
+    from gateway.daemon import Gateway
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{taken.getsockname()[1]}",
+                            mqtt_extra='publisher = "process"')
+        gw = Gateway(config.load(path))
+        with pytest.raises(OSError, match="listen 127.0.0.1"):
+            gw.start()
+    finally:
+        taken.close()
+
+    def publishers():
+        return [k for k in children(os.getpid()) if alive(k) and "gateway.pubproc" in cmdline(k)]
+
+    assert wait_for(lambda: not publishers(), 10), [cmdline(k) for k in publishers()]
+    assert gw.forwarder._proc.returncode is not None  # and it was reaped
