@@ -113,3 +113,7 @@ def test_the_backlog_drains_at_once_when_the_gateway_comes_back(tmp_path):
         assert drained - answered <= 120000, (seed, (drained - answered) / 1000)
         assert later <= answered - up + 120000, (seed, later / 1000)  # nor do the frames made after it wait
         assert air.max_duty(radio) <= 0.01
+        # the dead hour: a whole window unanswered, then probes backing off to one in 10 minutes
+        sends = [t for t, _ in radio.sent if down <= t * 1000 < up]
+        print("  sent while the gateway was down: %d, at %s s" % (len(sends), [round(t) for t in sends]))
+        assert len(sends) <= 13 and sends[-1] - sends[-2] >= 590 and sends[-2] - sends[-3] >= 590
