@@ -244,13 +244,15 @@ class PicoAir:
         self.toa_mismatch = []  # (rig name, the model's airtime, the air's) when they differ
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._send = threading.Lock()  # the air thread and the rigs' event threads both write to rigs
         self._thread = threading.Thread(target=self._run, name="lora-air", daemon=True)
         self._thread.start()
 
     def attach(self, rig: Any, name: str, pos: tuple[float, float] = (0.0, 0.0), extra_loss_db: float = 0.0) -> Radio:
         def deliver(pkt: dict[str, Any]) -> None:
-            rig.control({"lora_rx": {"payload": pkt["payload"].hex(), "rssi_dbm": pkt["rssi_dbm"],
-                                     "snr_db": pkt["snr_db"], "signal_rssi_dbm": pkt["signal_rssi_dbm"]}})
+            with self._send:
+                rig.control({"lora_rx": {"payload": pkt["payload"].hex(), "rssi_dbm": pkt["rssi_dbm"],
+                                         "snr_db": pkt["snr_db"], "signal_rssi_dbm": pkt["signal_rssi_dbm"]}})
 
         radio = self.air.radio(name, pos, extra_loss_db, deliver)
         radio.rig = rig
@@ -266,8 +268,9 @@ class PicoAir:
             p = e["params"]
             for r in self.air.radios:  # a receiver in RX has the header after header_us (sx1262.mjs)
                 if r is not radio and r.rig is not None and r.listening is not None and same_channel(r.listening, p):
-                    r.rig.control({"lora_header": {"header_us": header_time_us(p["sf"], p["bw_hz"], p["preamble"]),
-                                                   "end_us": int(air_s * 1e6)}})
+                    with self._send:
+                        r.rig.control({"lora_header": {"header_us": header_time_us(p["sf"], p["bw_hz"], p["preamble"]),
+                                                       "end_us": int(air_s * 1e6)}})
             self._wake.set()
         elif ev == "lora_rx_on":
             radio.listen(e["params"])
