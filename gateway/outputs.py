@@ -87,6 +87,9 @@ class Frame:
 
 class Envelope(Output):
     # P/nodes/<node>/up: the contract payload (docs/gateway.md, "MQTT topics"), plus time_source.
+    # Required: the frame's own record; a frame without it is refused, not stored without it.
+    required = True
+
     def __init__(self, prefix: str, gateway_id: str) -> None:
         self.prefix = prefix
         self.gateway_id = gateway_id

@@ -5,7 +5,7 @@
 # as durable as the `up` envelope. Both build their outputs here, from the config:
 #
 #   outputs = build(settings, keys, thresholds_fn)     # an OutputSet, in registry order
-#   rows, own_rows = outputs.messages(frame)           # per accepted frame
+#   rows, own_rows = outputs.messages(frame, failed)   # per accepted frame
 #   rows = outputs.sweep(time.time())                  # per batch and while idle
 #   outputs.reset()                                    # after a failed commit
 #
@@ -30,10 +30,15 @@ log = logging.getLogger("citynode.gateway")
 
 class Output:
     # What every output implements: messages(). The rest has defaults:
-    #   table   None: its rows go to the outbox the MQTT publisher reads; a name: to that
-    #           outbox table, read by its own sender (SensorThings over HTTP, sensorthings.py)
-    #   sweep   rows of its own, not caused by a frame (availability "offline" after a silence)
-    #   reset   a failed commit lost what messages() returned: say it again with the next frame
+    #   name     its OUTPUTS entry's (build() sets it), for the log and the counters
+    #   required a frame it cannot convert is refused whole (the `up` envelope: the frame's
+    #            own record); any other output that raises loses its rows of that frame only
+    #   table    None: its rows go to the outbox the MQTT publisher reads; a name: to that
+    #            outbox table, read by its own sender (SensorThings over HTTP, sensorthings.py)
+    #   sweep    rows of its own, not caused by a frame (availability "offline" after a silence)
+    #   reset    a failed commit lost what messages() returned: say it again with the next frame
+    name: str = ""
+    required: bool = False
     table: str | None = None
 
     def messages(self, f: Frame) -> list[Row]:
@@ -59,11 +64,22 @@ class OutputSet:
         self.sweepers = [o for o in self.main if _overrides(o, "sweep")]
         self._resetters = [o for o in self.all if _overrides(o, "reset")]
 
-    def messages(self, f: Frame) -> tuple[list[Row], list[Row]]:
-        # -> (rows for the MQTT outbox, rows for the outputs' own tables); raises what an
-        # output raises on a frame it cannot convert (the caller rejects that frame alone)
-        rows = [row for out in self.main for row in out.messages(f)]
-        own = [row for out in self.own for row in out.messages(f)] if self.own else []
+    def messages(self, f: Frame, failed: Failed | None = None) -> tuple[list[Row], list[Row]]:
+        # -> (rows for the MQTT outbox, rows for the outputs' own tables). An output that raises
+        # on this frame: without `failed` (the relay) messages() raises it, the caller rejects
+        # the frame; with it, failed(output, frame, error) is told and the other outputs' rows
+        # are returned, unless a required output raised (raised then: the frame is refused).
+        rows: list[Row] = []
+        own: list[Row] = []
+        for out in self.all:
+            try:
+                made = out.messages(f)
+            except Exception as e:
+                if failed is None or out.required:
+                    raise
+                failed(out, f, e)
+                continue
+            (rows if out.table is None else own).extend(made)
         return rows, own
 
     def sweep(self, now: float) -> list[Row]:
@@ -82,6 +98,10 @@ class OutputSet:
         from gateway.forecast import Forecasts
 
         return self.get(Forecasts)
+
+
+# told of an output that raised on a frame: (the output, the frame, what it raised)
+Failed = Callable[[Output, "Frame", Exception], object]
 
 
 @dataclass(frozen=True)
@@ -189,8 +209,13 @@ def build(s: Settings, keys: Mapping[str, bytes], thresholds_fn: Callable[[str],
     if unknown:
         raise ValueError(f"no such output: {', '.join(sorted(unknown))}")
     c = Context(s, keys, thresholds_fn)
-    return OutputSet(e.make(c) for e in OUTPUTS
-                     if e.name not in skipped and (s.mqtt is not None or not e.mqtt_only) and e.wanted(s))
+    made = []
+    for e in OUTPUTS:
+        if e.name not in skipped and (s.mqtt is not None or not e.mqtt_only) and e.wanted(s):
+            out = e.make(c)
+            out.name = e.name
+            made.append(out)
+    return OutputSet(made)
 
 
 class Publisher(Protocol):

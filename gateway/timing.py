@@ -15,7 +15,9 @@
 # The clock goes with the commits: the times given since the last commit are given back
 # when that commit fails (undo), so a frame that was not stored holds no millisecond and
 # moves no anchor, and its resend is dated as though the failed copy never arrived (the
-# gateway's pipeline and the relay; after a restart the stored clock says the same).
+# gateway's pipeline and the relay; after a restart the stored clock says the same). One
+# frame dated and then not stored after all (an output it needs could not be made) gives
+# its time back alone (give_back), the rest of its batch keeps theirs.
 import collections
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -57,10 +59,30 @@ class FrameClock:
         self.saved = dict(saved or {})
         # node -> _Undo: how it was before the frames dated since the last kept() or undo()
         self._undo: dict[str, _Undo] = {}
+        # the frame dated last: (node, its node new then, anchors, live_boot, top, run before it)
+        self._last: tuple[str, bool, dict[int, list[Any]], int, int, tuple[int, int] | None] | None = None
 
     def kept(self) -> None:
         # the commit of the frames dated since the last kept() or undo() returned: their times stand
         self._undo.clear()
+        self._last = None
+
+    def give_back(self) -> None:
+        # the frame dated last is not stored after all: back to the clock before it, exactly,
+        # the frames dated before it in its batch keep their times (undo() still gives them back)
+        last, self._last = self._last, None
+        if last is None:
+            return
+        node, new, anchors, live_boot, top, run = last
+        u = self._undo[node]
+        if new:  # it was the node's first frame since the clock was made or its state last stored
+            del self.nodes[node], self._undo[node]
+            if u.saved is not None:
+                self.saved[node] = u.saved
+            return
+        st = self.nodes[node]
+        _unclaim(st, [u.claims.pop()])
+        st.anchors, st.live_boot, st.top, st.run = anchors, live_boot, top, run
 
     def undo(self) -> None:
         # that commit failed: back to the clock before those frames were dated, exactly
@@ -71,15 +93,10 @@ class FrameClock:
                 if u.saved is not None:
                     self.saved[node] = u.saved
                 continue
-            used, order = st.used, st.order
-            for ms, old in reversed(u.claims):
-                order.pop()
-                used.discard(ms)
-                if old is not None:
-                    order.appendleft(old)
-                    used.add(old)
+            _unclaim(st, u.claims)
             st.anchors, st.live_boot, st.top, st.run = u.anchors, u.live_boot, u.top, u.run
         self._undo.clear()
+        self._last = None
 
     def saved_of(self, nodes: Iterable[str]) -> list[tuple[str, int, int | None, int | None, int | None]]:
         # -> [(node, latest time_ms given, boot, uptime_ms, time_ms)] to store with the commit
@@ -103,8 +120,12 @@ class FrameClock:
             top, anchor = saved or (-1, None)
             st = self.nodes[node] = _Node(top, anchor)
             undo = self._undo[node] = _Undo(None, saved)
-        elif undo is None:
-            undo = self._undo[node] = _Undo(st)
+            self._last = (node, True, st.anchors, -1, -1, None)
+        else:
+            if undo is None:
+                undo = self._undo[node] = _Undo(st)
+            # the anchor lists are replaced, never changed in place: a shallow copy keeps them
+            self._last = (node, False, dict(st.anchors), st.live_boot, st.top, st.run)
         claims = undo.claims
         t = m["time"]
         if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
@@ -181,6 +202,17 @@ class FrameClock:
                 st.run = (old + 1, run[1]) if old < run[1] else None  # the part after it is still all taken
         claims.append((ms, old))
         return ms
+
+
+def _unclaim(st: _Node, claims: list[tuple[int, int | None]]) -> None:
+    # the milliseconds claimed, newest first, are free again; those they pushed out are back
+    used, order = st.used, st.order
+    for ms, old in reversed(claims):
+        order.pop()
+        used.discard(ms)
+        if old is not None:
+            order.appendleft(old)
+            used.add(old)
 
 
 class _Undo:

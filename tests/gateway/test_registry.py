@@ -105,6 +105,38 @@ def test_sweep_and_reset_reach_only_the_outputs_that_have_them():
         registry.Output().messages(frame())
 
 
+def test_an_output_that_raises_loses_its_rows_of_that_frame_only(tmp_path):
+    # with `failed` (the gateway's pipeline) the other outputs' rows come back and the failure is
+    # told, naming the output; without it (the relay) or from a required output (the envelope) it
+    # is raised, and the caller refuses the frame
+    class Broken(registry.Output):
+        def messages(self, f):
+            raise OverflowError("too far")
+
+    class Own(registry.Output):
+        table = "elsewhere"
+
+        def messages(self, f):
+            return [("c", b"3")]
+
+    out = registry.build(settings(tmp_path, publish="senml = true\n", forecast="enabled = false"), NODES,
+                         lambda n: None)
+    assert [(o.name, o.required) for o in out.all] == [("envelope", True), ("senml", False)]
+    broken = Broken()
+    broken.name = "broken"
+    out = registry.OutputSet([*out.all[:1], broken, Own(), *out.all[1:]])
+    told = []
+    rows, own = out.messages(frame(), lambda o, f, e: told.append((o.name, f.node, repr(e))))
+    assert [t for t, _ in rows] == ["cn/nodes/sew-01/up", "cn/nodes/sew-01/senml"] and own == [("c", b"3")]
+    assert told == [("broken", "sew-01", "OverflowError('too far')")]
+    with pytest.raises(OverflowError):
+        out.messages(frame())
+    out.all[0].messages = broken.messages  # the envelope itself
+    with pytest.raises(OverflowError):
+        out.messages(frame(), lambda o, f, e: told.append(o.name))
+    assert len(told) == 1
+
+
 def test_availability_goes_online_once_and_again_after_a_reset(tmp_path):
     out = registry.build(settings(tmp_path, publish="availability = true\n"), NODES, lambda n: None)
     avail = [t for t, _ in out.messages(frame())[0] if t.endswith("/availability")]

@@ -252,44 +252,55 @@ def _clock_state(clock):
              for n, st in clock.nodes.items()}, dict(clock.saved))
 
 
-def test_a_failed_commit_gives_its_times_back_exactly():
-    # the pipeline and the relay date a batch, then commit it: undo() after a failed commit must
-    # leave the clock as it was before the batch (every node, its anchors, the milliseconds it
-    # remembers, the stored clock of nodes first seen in it), so the batch comes again with the
-    # same times; kept() after a commit that worked keeps them
-    import random
+class _Frames:
+    # frames of three nodes as a pipeline's batches bring them: live and buffered, reboots,
+    # an earlier boot now and then, a node clock now and then, several in one millisecond
+    def __init__(self, seed):
+        import random
 
-    from gateway import timing
-    rng = random.Random(11)
-    t0 = int(T0 * 1000)
-    clock = FrameClock(saved={"a": (t0 + 5, (1, 600_000, t0)), "z": (t0, None)})
-    up = {"a": 600_000, "b": 1_000, "c": 50}
-    boot = {"a": 1, "b": 1, "c": 3}
-    now = T0
+        self.rng = random.Random(seed)
+        self.up = {"a": 600_000, "b": 1_000, "c": 50}
+        self.boot = {"a": 1, "b": 1, "c": 3}
+        self.now = T0
 
-    def batch(n):
-        nonlocal now
+    def batch(self, n):
+        rng, up, boot = self.rng, self.up, self.boot
         out = []
         for _ in range(n):
             node = rng.choice("abc")
-            now += rng.choice((0.0, 0.0005, 0.2))
+            self.now += rng.choice((0.0, 0.0005, 0.2))
             r = rng.random()
             if r < 0.05:
                 boot[node] += 1  # a reboot: a new anchor, old ones pushed out (BOOTS_KEPT)
                 up[node] = 100
             up[node] += rng.choice((0, 1, 200, 60_000))
             flags = message.F_BACKLOG if r < 0.3 else 0
-            t = int(now) if r > 0.9 else None  # now and then a node clock
+            t = int(self.now) if r > 0.9 else None  # now and then a node clock
             b = boot[node] - (1 if r < 0.1 and boot[node] > 1 else 0)  # now and then an earlier boot
             out.append((node, msg(b, 0, max(0, up[node] - (rng.randrange(5_000) if flags else 0)),
-                                  flags=flags, time_s=t), now))
+                                  flags=flags, time_s=t), self.now))
         return out
+
+
+def _saved_clock():
+    t0 = int(T0 * 1000)
+    return FrameClock(saved={"a": (t0 + 5, (1, 600_000, t0)), "z": (t0, None)})
+
+
+def test_a_failed_commit_gives_its_times_back_exactly():
+    # the pipeline and the relay date a batch, then commit it: undo() after a failed commit must
+    # leave the clock as it was before the batch (every node, its anchors, the milliseconds it
+    # remembers, the stored clock of nodes first seen in it), so the batch comes again with the
+    # same times; kept() after a commit that worked keeps them
+    from gateway import timing
+    clock = _saved_clock()
+    gen = _Frames(11)
 
     def date(frames):
         return [clock.fix(node, m, received) for node, m, received in frames]
 
     for size in (1, 40, 3, timing.USED_KEPT + 300, 7):  # one batch longer than the clock remembers
-        frames = batch(size)
+        frames = gen.batch(size)
         before = _clock_state(clock)
         first = date(frames)
         assert _clock_state(clock) != before
@@ -302,3 +313,38 @@ def test_a_failed_commit_gives_its_times_back_exactly():
         assert date(frames[:1])[0] != first[0]  # a resend of a stored frame takes another millisecond
         clock.kept()
     assert "z" in clock.saved and "a" not in clock.saved
+
+
+def test_a_frame_not_stored_gives_its_time_back_alone():
+    # the pipeline dates a frame, then its outputs: when the envelope cannot be made the frame is
+    # refused (gateway/registry.py), and give_back() must leave the clock as though that frame had
+    # never come, while the rest of its batch keeps its times (and undo() still gives them back)
+    from gateway import timing
+    clock, plain = _saved_clock(), _saved_clock()  # plain dates only the frames that are kept
+    gen = _Frames(12)
+    rng = gen.rng
+    given_back = 0
+    for size in (1, 40, 3, timing.USED_KEPT + 300, 7):
+        frames = gen.batch(size)
+        before = _clock_state(clock)
+        times, kept = [], []
+        for node, m, received in frames:
+            t = clock.fix(node, m, received)
+            if rng.random() < 0.3:
+                clock.give_back()
+                clock.give_back()  # once only: the frame before it stays dated
+                given_back += 1
+            else:
+                times.append(t)
+                kept.append((node, m, received))
+        if size == 40:
+            clock.undo()  # the batch's commit failed: nothing of it stands
+            assert _clock_state(clock) == before
+            continue
+        assert times == [plain.fix(node, m, received) for node, m, received in kept]
+        assert _clock_state(clock) == _clock_state(plain)
+        clock.kept()
+        plain.kept()
+        clock.give_back()  # nothing after kept()
+        assert _clock_state(clock) == _clock_state(plain)
+    assert given_back > 500
