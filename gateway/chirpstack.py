@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import IngestSettings
+from gateway.pipeline import one_line
 from gateway.radio import AddressBook
 from protocol.cbor import FrameError
 
@@ -40,6 +41,10 @@ class ChirpStackLink:
         self.book = AddressBook(keys)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id or "",
                                   clean_session=True, protocol=mqtt.MQTTv311)
+        # paho 2.x re-raises what a callback raises, and that ends the network loop (the link
+        # reads nothing more); _on_message refuses such an event itself, this keeps the loop for
+        # any other callback (as gateway/mqtt.py)
+        self.client.suppress_exceptions = True
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
@@ -78,6 +83,15 @@ class ChirpStackLink:
             log.warning("%s: connection refused (%s)", self.name, rc)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._event(msg)
+        except Exception as e:  # noqa: BLE001 - one event must not end the link (paho would re-raise it)
+            # what no check of an event's shape foresaw (JSON nested deeper than the reader goes:
+            # RecursionError): that event refused, counted, one line; the link reads on
+            self.counts["bad_event"] += 1
+            self.reject("payload", self.name, f"cannot read the event: {one_line(e)}")
+
+    def _event(self, msg: mqtt.MQTTMessage) -> None:
         received = time.time()
         self.counts["events"] += 1
         try:

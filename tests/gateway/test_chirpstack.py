@@ -163,3 +163,25 @@ def test_an_uplink_event_with_odd_fields_is_refused_or_read_without_them(tmp_pat
         assert "radio" not in ups[3] and "radio" not in ups[4] and ups[5]["radio"] == {"rssi_dbm": -117,
                                                                                       "snr_db": -9.25}
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+def test_an_event_that_breaks_the_reader_is_refused_and_the_link_stays_up(tmp_path, mosquitto, subscriber, caplog):
+    # 100,000 opening brackets are 100 kB of JSON nested deeper than Python's json reader goes: it
+    # raises RecursionError, which no check of an event's shape catches. paho 2.x re-raises an
+    # exception from on_message unless suppress_exceptions is set (Client._handle_on_message), and
+    # that ends the link's network loop: every later uplink was lost, without a word in the
+    # gateway's log. It is one refused event now (payload, counted, one line) and the link reads on.
+    with chirpstack_gateway(tmp_path, mosquitto, subscriber) as (gw, pub, downs):
+        link = next(x for x in gw.links if x.kind == "chirpstack")
+        key = NODES["sew-01"]
+        topic = f"application/{APP}/device/{DEV_EUI}/event/up"
+        pub.publish(topic, b"[" * 100_000, qos=1)
+        air = compact.to_air(compact.encode_data(key, "sew-01", 3, 9, 9000, [senml.record("l", 0.4)]))
+        pub.publish(topic, uplink_event(air), qos=1)
+        assert subscriber.wait(lambda: {u["seq"] for u in subscriber.ups()} == {9}, 15), gw.counters()
+        assert subscriber.wait(lambda: len(downs) == 1, 10)  # its ACK went back as a downlink
+        assert gw.counters()["rejected"] == {"payload": 1}
+        assert link.counts["bad_event"] == 1 and link.client.is_connected()
+    said = [r.getMessage() for r in caplog.records if "RecursionError" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
