@@ -2,7 +2,6 @@
 # pyserial, the BME280 through our driver or adafruit-circuitpython-bme280 (Blinka),
 # flash = a data folder, the watchdog = /dev/watchdog when the node may use it, a reset
 # = exit and let systemd (Restart=always) start the node again.
-import os
 import sys
 import time
 
@@ -106,7 +105,8 @@ class Board:
         self._log = log
 
     def path(self, name):
-        return os.path.join(self.root, name)
+        # no os.path: the MicroPython unix port (board linux) has none
+        return self.root.rstrip("/") + "/" + name if self.root else name
 
     def open(self, path, mode="r"):
         return open(path, mode)
@@ -160,4 +160,5 @@ class Board:
         if self._log is not None:
             self._log(text)
         else:
-            print(text, flush=True)
+            print(text)  # no flush= on the MicroPython unix port (board linux)
+            sys.stdout.flush()  # under systemd stdout is a pipe: one line as it happens
