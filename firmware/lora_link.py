@@ -65,6 +65,18 @@ class DutyCycle:
     def allows(self, air_ms):
         return self.used_ms() + air_ms <= self.budget_ms
 
+    def leaves(self, air_ms, hourly_ms, reserve_ms):
+        # whether air_ms now leaves room, in every hour from now on, for hourly_ms of reports spread
+        # evenly over it and one more of reserve_ms: at each minute to come the oldest minutes have
+        # left the hour while the reports came
+        used = self.used_ms() + air_ms + reserve_ms
+        m = self.minute
+        for k in range(_HOUR_MIN):
+            if used + hourly_ms * k // 60 > self.budget_ms:
+                return False
+            used -= self.minutes[(m + 1 + k) % _HOUR_MIN]
+        return True
+
     def spend(self, air_ms):
         self.used_ms()
         self.minutes[self.minute % _HOUR_MIN] += air_ms
@@ -81,6 +93,10 @@ class LoraLink:
     # unanswered, not after three; and while down the first probe waits only what the duty
     # cycle asks between two frames (probe_ms, set in encode), doubling up to retry_ms.
     offline_after = 8
+    # The duty cycle leaves little airtime beside the reports (SF12, a frame every 5 minutes:
+    # 72 % of the hour), so a backlog takes hours to drain: the newest frame not yet sent goes
+    # before it (firmware/uplink.py), the backlog oldest first with the airtime left.
+    fresh_first = True
     feed = None  # the node's watchdog feed (set by the node): waits on the air take seconds
 
     def __init__(self, modem, node, clock, permille=10, log=None):
@@ -95,8 +111,10 @@ class LoraLink:
         self.rssi = self.snr = None  # of the last packet received
         self.listen_until = 0
         self.frame_air_ms = 0  # airtime of the last frame encoded without info
+        self.reserve_ms = 0  # a full frame's airtime: a backlog send leaves it beside the reports (send)
         self.probe_ms = 0  # a usual frame's airtime / the duty cycle: the uplink's first wait between probes
         self.stretch_ms = 0  # the reporting interval fit() last stretched to (0: none)
+        self.cycle_ms = self.fit_ms = 0  # the node's reporting interval as fit() last returned it, and when
         self.last_vals = {}  # reading name -> the value last sent
         self.n = 0
         self.answered = True  # the last send's window brought an answer
@@ -153,6 +171,8 @@ class LoraLink:
         if not kw.get("info"):
             self.frame_air_ms = t = self.air_ms(len(compact.to_air(frame)))  # a usual frame's airtime, for fit()
             self.probe_ms = t * 1000 // self.duty.permille
+            if full or t > self.reserve_ms:
+                self.reserve_ms = t  # a full frame's airtime, or a larger one's since
         return frame
 
     def fit(self, wait_ms, node):
@@ -169,7 +189,9 @@ class LoraLink:
             node.board.log("duty cycle: interval %d s%s" % (max(wait_ms, need) // 1000,
                                                              " (stretched)" if stretch else ""))
         self.stretch_ms = stretch
-        return max(wait_ms, need)
+        self.cycle_ms = c = max(wait_ms, need)
+        self.fit_ms = self.clock.ms()
+        return c
 
     def health(self):
         # info key 12 (SPEC.md 6.1): [airtime ms used in the last hour, the stretched interval s or 0]
@@ -177,15 +199,22 @@ class LoraLink:
 
     # ------------------------------------------------------------ the link interface
 
-    def send(self, message):
+    def send(self, message, backlog=False):
         # -> True sent, False failed, None not now: the hour has no airtime left for it (the
-        # frame stays due in the node's buffer; the link is not down)
+        # frame stays due in the node's buffer; the link is not down). backlog: not the newest
+        # frame (firmware/uplink.py): it goes only if every hour to come keeps room for the
+        # node's reports (one per cycle of the last frame's airtime, and a full frame's more), so
+        # that they go when they are made instead of waiting for the hour to free
         if self.clock.ms() < self.listen_until:
             return None  # the last packet's receive window is still open
         try:
             air = compact.to_air(message)
             t = self.air_ms(len(air))
-            if not self.duty.allows(t):
+            c = self.cycle_ms
+            if c and self.clock.ms() - self.fit_ms > 2 * c:
+                c = 0  # the node's loop has stopped (fit() not called for two cycles): no reports to come
+            if not (self.duty.leaves(t, self.frame_air_ms * 3600000 // c if c else 0, self.reserve_ms)
+                    if backlog else self.duty.allows(t)):
                 self.counts["deferred"] += 1
                 return None
             # a random wait first, longer after a send nobody answered (a collision): nodes

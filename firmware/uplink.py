@@ -10,6 +10,14 @@
 # unanswered probe up to the resend time (default: the resend time from the start). Any ACK
 # brings the link up and the whole window back at once (node.py receive).
 #
+# A link whose duty cycle leaves little airtime beside the reports (`fresh_first`: LoRa) has
+# the newest frame not yet sent go before the backlog, so a fresh reading never waits behind
+# hours of history: of the frames put while the link is up (and the newest put while it was
+# down) the newest unsent one first, then the rest oldest first, the link's send(frame, True)
+# deciding whether the airtime of the reports to come allows a backlog frame now. Only while
+# every buffered frame is of the newest frame's boot and within the gateway's seq window of it:
+# a gateway refuses a frame of a boot below one it has stored (SPEC.md 10).
+#
 # How a link is driven (its Pace) comes from the link: a device link has none and gets the
 # field's pace on the board clock; a simulation hands its link a `pace` (a real clock for
 # resends while the world runs in virtual time, a wider window, a shorter resend time, no
@@ -30,6 +38,7 @@ _RETRY_MS = const(3000)  # resend a frame not acknowledged after this long
 _ACK_WAIT_MS = const(300)  # how long to listen after sending
 _OFFLINE_AFTER = const(3)  # sends in a row without any ACK: the link is down
 _CYCLE_BUDGET = const(40)  # send/listen rounds per cycle for draining a backlog
+_SEQ_WINDOW = const(1024)  # seqs a gateway takes below the highest it stored (SPEC.md 10)
 
 
 class Pace:
@@ -60,6 +69,9 @@ class Uplink:
         self.offline = False
         self.unanswered = 0
         self.probe_ms = 0  # while down: the wait between probes (see the top)
+        # write counts (buffer.wc) of the newest frame put, and of the newest frame of the backlog:
+        # a fresh_first link sends the frames put after it newest first (see the top)
+        self.top = self.back = max(buffer.wc)
         self.rejects = {}  # what came back and was refused: reason -> count
         if getattr(link, "feed", 0) is None:
             link.feed = feed  # LoRa waits seconds on the air: it feeds the watchdog meanwhile
@@ -71,9 +83,13 @@ class Uplink:
             self.link.send(frame)
         else:
             self.sent_ms[slot] = 0
+            self.top = w = self.buffer.wc[slot]
+            if self.offline:
+                self.back = w - 1  # made while the link is down: backlog once a newer one is made
 
     def pump(self):
-        # Send what is due from the buffer, oldest first. Returns frames sent.
+        # Send what is due from the buffer, oldest first (a fresh_first link: the newest unsent
+        # frame before them, see the top). Returns frames sent.
         p = self.pace
         tick = (p.clock.ms() >> 6) + 1
         retry = p.retry_ms >> 6
@@ -81,27 +97,52 @@ class Uplink:
         if self.offline:
             limit = 1
             retry = min(self.probe_ms or p.retry_ms, p.retry_ms) >> 6
-        sent = inflight = 0
-        pos = 0
+        sent = inflight = pos = 0
         buf = self.buffer
+        fresh = -1
+        link = self.link
+        first = getattr(link, "fresh_first", 0)
+        if first and not self.offline:
+            # the newest frame not yet sent of those made since the backlog (see the top) goes
+            # first; when all of them are sent, they go oldest first with the rest
+            w = self.top
+            slot = buf.next
+            while w > self.back and self.top - w < buf.slots:
+                slot = (slot - 1) % buf.slots
+                if buf.wc[slot] == w and not self.sent_ms[slot]:
+                    fresh = slot
+                    break
+                w -= 1
+            else:
+                self.back = self.top
+            # only while every frame in the buffer is of its boot and within the gateway's seq
+            # window of it, so that the older ones are still taken after it (SPEC.md 10)
+            old = buf.oldest()[0]
+            if fresh >= 0 and (buf.boot[old] != buf.boot[fresh] or buf.seq[fresh] - buf.seq[old] >= _SEQ_WINDOW):
+                fresh = -1
+        nxt = fresh
         while sent + inflight < limit:
-            slot, pos = buf.oldest(pos)
+            slot, nxt = nxt, -1
             if slot < 0:
-                break
-            pos += 1
+                slot, pos = buf.oldest(pos)
+                if slot < 0:
+                    break
+                pos += 1
+                if slot == fresh:
+                    continue  # sent first
             last = self.sent_ms[slot]
             if last and ((tick - last) & 0xFFFF) < retry:
                 inflight += 1
                 continue
             self.feed()  # a send may block up to a lookup's bound (links.py): never 8 in a row unfed
-            if self.link.send(buf.frame(slot)) is None:
+            if (link.send(buf.frame(slot), True) if fresh != slot and first and not self.offline
+                    else link.send(buf.frame(slot))) is None:
                 break  # not now (the LoRa duty cycle): it stays due, and the link is not down
             if last:
                 self.counts["resent"] += 1
             self.sent_ms[slot] = (tick & 0xFFFF) or 1
             sent += 1
             self.unanswered += 1
-            link = self.link
             if self.offline:
                 self.probe_ms = min(2 * self.probe_ms, p.retry_ms)  # unanswered so far: the next waits longer
             elif self.unanswered >= getattr(link, "offline_after", _OFFLINE_AFTER):
