@@ -11,3 +11,10 @@ class GatewayError(Exception):
 class InputError(GatewayError, ValueError):
     # what the gateway was given is wrong: its config, a keys file, a command for a node (exit 2)
     pass
+
+
+class InstallError(GatewayError):
+    # the installed software does not fit this release (a dependency of a version it was not
+    # written for): exit 78 (EX_CONFIG), which its systemd units do not restart on; installing
+    # what pyproject.toml pins fixes it, a restart never does
+    pass

@@ -1,7 +1,9 @@
 # `citynode gateway --config gateway.toml`: run until SIGTERM/SIGINT (SIGHUP reloads the
 # keys file). `citynode gateway --check-config FILE` only validates. A bad config raises
 # ConfigError (an InputError: one line on stderr naming the key, exit code 2), a gateway that
-# cannot start GatewayError (exit 1); tools/cli.py maps them.
+# cannot start GatewayError (exit 1), or InstallError when the installed software does not fit
+# (a paho-mqtt the adapter was not written for: exit 78, which the systemd unit does not
+# restart on); tools/cli.py maps them.
 import argparse
 import logging
 import signal
@@ -11,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gateway import GatewayError, config
+from gateway import GatewayError, InstallError, config
 from gateway.keys import Keys, KeysError, load_keys
 
 
@@ -49,6 +51,12 @@ def _load(path: str, role: str) -> tuple[config.Settings, Keys]:
     except config.ConfigError as e:
         raise config.ConfigError(f"{path}: {e}") from None
     return settings, keys
+
+
+def cannot_start(e: Exception) -> GatewayError:
+    # the one line of a gateway or relay whose start failed: exit 1 (systemd restarts it: a port
+    # still taken, a disk not mounted yet), or exit 78 for an install that does not fit
+    return (InstallError if isinstance(e, InstallError) else GatewayError)(f"cannot start: {e}")
 
 
 def start_logging(settings: config.Settings, level: str | None) -> None:
@@ -102,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         gw.start()
     except (OSError, sqlite3.Error, ValueError, GatewayError) as e:
-        raise GatewayError(f"cannot start: {e}") from None
+        raise cannot_start(e) from None
     while not stop.is_set():
         wake.wait(5.0)  # a signal handler runs (and sets wake) while this waits: no polling
         wake.clear()

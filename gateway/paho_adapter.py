@@ -43,7 +43,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from gateway import GatewayError
+from gateway import InstallError
 
 READ_SIZE = 65536
 SUPPORTED = ((2, 1), (3, 0))  # paho-mqtt versions: at least the first, below the second (pyproject.toml)
@@ -55,8 +55,8 @@ ATTRIBUTES = {"_sock": "None before connect()", "_in_packet": "a dict with 'comm
 INTERNALS = tuple(METHODS) + tuple(ATTRIBUTES) + ("paho.mqtt.client.time_func",)
 
 
-class PahoIncompatible(GatewayError, ValueError):
-    # a ValueError: the daemon's start reports it in one line (`cannot start: ...`, gateway/cli.py)
+class PahoIncompatible(InstallError, ValueError):
+    # the daemon's start reports it in one line (`cannot start: ...`, gateway/cli.py), exit 78
     pass
 
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
-from gateway import GatewayError
+from gateway import GatewayError, InstallError
 from gateway.store import AckedRows
 
 log = logging.getLogger("citynode.gateway")
@@ -116,7 +116,7 @@ class PublisherProcess(AckedRows):
         self._stopped = threading.Event()  # no child runs any more (after stop(), or given up)
         self._versions = {}
         # the first child, now: a paho that differs is refused here, before the gateway opens
-        # its ports (GatewayError, one line; the thread publisher's Forwarder refuses here too)
+        # its ports (InstallError, one line, exit 78; the thread publisher's Forwarder refuses here too)
         self._conn, self._proc = self._launch()
         self._started = False
 
@@ -185,7 +185,7 @@ class PublisherProcess(AckedRows):
         if problem is not None:  # it exits
             conn.close()
             _reap(proc)
-            raise GatewayError(problem)
+            raise InstallError(problem)  # as the thread publisher's PahoIncompatible: no restart fixes it
         return conn, proc
 
     def _setup(self, conn: Channel, proc: subprocess.Popen[bytes]) -> None:

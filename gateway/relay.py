@@ -470,7 +470,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.cli import load, start_logging
+    from gateway.cli import cannot_start, load, start_logging
 
     settings, keys = load(args.config, "relay")  # ConfigError: exit 2 (tools/cli.py)
     if args.check_config:
@@ -486,7 +486,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         relay = Relay(settings, keys).start()
     except (OSError, sqlite3.Error, ValueError, GatewayError) as e:
-        raise GatewayError(f"cannot start: {e}") from None
+        raise cannot_start(e) from None  # exit 1, or 78 for an install that does not fit
     while not stop.wait(1.0):
         if hup.is_set():
             hup.clear()

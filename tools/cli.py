@@ -47,6 +47,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and failed: port, board, network, a file it could not write, a refusal
 EXIT_USAGE = 2  # what was given is wrong: an option, a value, an input file (nothing was changed)
 EXIT_BUG = 70  # an unexpected error inside citynode (EX_SOFTWARE); CITYNODE_DEBUG=1 shows the traceback
+EXIT_INSTALL = 78  # the installed software does not fit (EX_CONFIG): a restart never fixes it (systemd units)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
@@ -64,16 +65,19 @@ class UsageError(CliError):
 def exit_code(e: BaseException) -> int:
     # The one map from the error that ended a command to its documented exit code: each
     # package's root error (protocol FrameError, firmware FirmwareError, gateway GatewayError,
-    # tools CliError) fails with 1, their kinds of wrong input with 2; anything else is a bug.
+    # tools CliError) fails with 1, their kinds of wrong input with 2, an install that does not
+    # fit (gateway InstallError) with 78; anything else is a bug.
     from firmware import FirmwareError
     from firmware.config import ConfigError as NodeConfigError
-    from gateway import GatewayError, InputError
+    from gateway import GatewayError, InputError, InstallError
     from protocol import FrameError
 
     if isinstance(e, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(e, UsageError | InputError | NodeConfigError):  # a node config, gateway.toml, a keys file
         return EXIT_USAGE
+    if isinstance(e, InstallError):  # a paho-mqtt the adapter was not written for
+        return EXIT_INSTALL
     if isinstance(e, CliError | GatewayError | FirmwareError | FrameError | OSError):
         return EXIT_FAILED
     return EXIT_BUG

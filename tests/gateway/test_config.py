@@ -118,3 +118,31 @@ def test_a_relative_serial_port_is_relative_to_the_config_file(tmp_path):
                                                                           "rfc2217://127.0.0.1:7000"])
     ports = [i.port for i in config.load(path).ingest if i.kind == "serial"]
     assert ports == [str(tmp_path / "gw" / ".." / "lab" / "board"), "/dev/ttyUSB0", "rfc2217://127.0.0.1:7000"]
+
+
+@pytest.mark.parametrize("name", ["citynode-gateway.service", "citynode-relay.service"])
+def test_the_unit_does_not_restart_what_no_restart_fixes(tmp_path, name):
+    # systemd restarts the daemon after every exit but the codes its unit lists: a config error
+    # (2) and an install that does not fit (78, gateway InstallError: a paho-mqtt the adapter was
+    # not written for), both checked by the main process itself. RestartPreventExitStatus holds
+    # for the main process's exit only (systemd's service_shall_restart reads main_exec_status):
+    # an ExecStartPre check that fails is restarted every RestartSec for ever.
+    import pathlib
+    import shutil
+
+    from tests.tools.test_node import unit
+    from tools.cli import EXIT_INSTALL, EXIT_USAGE  # tests/tools/test_errors.py: which errors they are
+
+    path = REPO / "deploy" / name
+    s = unit(path)["Service"]
+    assert s["RestartPreventExitStatus"].split() == [str(EXIT_USAGE), str(EXIT_INSTALL)] == ["2", "78"]
+    assert s["Restart"] == "always"
+    assert "ExecStartPre" not in s
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return  # the parse above is the check on a machine without systemd
+    exe = pathlib.Path(sys.executable).parent / "citynode"  # verify needs ExecStart's binary to exist
+    copy = tmp_path / name
+    copy.write_text(path.read_text().replace("/opt/citynode/.venv/bin/citynode", str(exe)))
+    p = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and not p.stderr.strip(), p.stderr

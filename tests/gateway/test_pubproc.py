@@ -67,13 +67,16 @@ def incompatible_paho(directory, marker=None):
 
 
 @pytest.mark.integration
-def test_process_mode_refuses_to_start_on_a_paho_that_differs(tmp_path, mosquitto, udp_port):
-    # as with publisher = "thread": one line, exit 1 (docs/gateway.md), and no child left behind;
-    # not a child that exits and is restarted every second for ever
+@pytest.mark.parametrize("publisher", ["thread", "process"])
+def test_a_gateway_refuses_to_start_on_a_paho_that_differs_with_exit_78(tmp_path, mosquitto, udp_port, publisher):
+    # with either publisher: one line and exit 78 (EX_CONFIG, docs/technician.md), which the
+    # systemd unit does not restart on (RestartPreventExitStatus): a paho the adapter was not
+    # written for stays so however often it is restarted (with exit 1 systemd restarted it every
+    # 2 s for ever); and no child left behind, not a child restarted every second for ever
     from tests.gateway.conftest import REPO
 
     path = write_config(tmp_path / "gw", mosquitto.url, udp=f"127.0.0.1:{udp_port}",
-                        mqtt_extra='publisher = "process"')
+                        mqtt_extra=f'publisher = "{publisher}"')
     shim = incompatible_paho(tmp_path / "shim")
     gwp = GatewayProcess(path, env={"PYTHONPATH": os.pathsep.join([shim, str(REPO)])}).start()
     try:
@@ -83,7 +86,7 @@ def test_process_mode_refuses_to_start_on_a_paho_that_differs(tmp_path, mosquitt
         gwp.terminate()
         raise AssertionError(f"still running with {len(kids)} child(ren): {gwp.log.read_text()[-1500:]}") from None
     out = gwp.log.read_text()
-    assert code == 1, out
+    assert code == 78, out
     lines = out.strip().splitlines()
     assert lines[-1] == ("citynode gateway: cannot start: the installed paho-mqtt does not fit "
                          "gateway/paho_adapter.py: Client._mid_generate is missing (install the version "

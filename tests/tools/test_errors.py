@@ -1,6 +1,6 @@
 # Errors (issue 20 item 4): one root error per package, every error class under it, and one
 # map in tools/cli.py from those roots and their kinds of wrong input to the exit codes of
-# docs/technician.md (1 failed, 2 wrong input, 130 Ctrl-C, 70 a bug). The commands' own
+# docs/technician.md (1 failed, 2 wrong input, 130 Ctrl-C, 70 a bug, 78 an install that does not fit). The commands' own
 # mistakes are in test_cli_mistakes.py; this is the map itself, and the classes it relies on.
 import ast
 import importlib
@@ -46,6 +46,8 @@ def _error(module, name, *args):
     ("gateway.downlink", "CommandError", ("not JSON",), 2),
     ("gateway.store", "StoreError", ("full", "disk full"), 1),
     ("gateway.daemon", "DataDirInUse", ("data_dir is in use",), 1),
+    ("gateway", "InstallError", ("an install that does not fit",), 78),
+    ("gateway.paho_adapter", "PahoIncompatible", ("the installed paho-mqtt does not fit ...",), 78),
     ("protocol", "FrameError", ("mac",), 1),
     ("builtins", "OSError", (2, "No such file or directory"), 1),
     ("builtins", "KeyboardInterrupt", (), 130),
