@@ -4,7 +4,8 @@
 # How a forecast is made:
 # 1. Input. Readings with a fault or out-of-range quality are left out and counted; the
 #    rest are kept in time order whatever order they arrive in (a backlog after a link
-#    outage arrives late: the shaft model is then replayed over the kept readings).
+#    outage arrives late: the shaft model is then replayed over the kept readings); one older
+#    than the window kept (a LoRa backlog sent after newer frames) is left out, no replay.
 # 2. Robust filter. Each reading is checked against what the shaft model expects at its
 #    time (its innovation, against the model's own uncertainty and the shaft's noise).
 #    One that is off is held, not used: a jump must persist, and the bigger the jump the
@@ -184,10 +185,11 @@ class RainModel:
     # minute while water from the rain is in the catchment, older events weighing less
     # (forgetting 0.2 % a sample); the lag that explains the rise best is the shaft's.
     # The projection routes the rain already fallen (none assumed to come) through it.
-    __slots__ = ("totals", "minute", "bin_mm", "cas", "sums", "h_dry", "samples", "fit", "last_rain")
+    __slots__ = ("totals", "at", "minute", "bin_mm", "cas", "sums", "h_dry", "samples", "fit", "last_rain")
 
     def __init__(self) -> None:
         self.totals = {}  # gauge -> its last counter (m of rain since it started)
+        self.at = {}  # gauge -> the time of that counter
         self.minute = None  # the minute the cascades have reached
         self.bin_mm = 0.0  # rain of the current minute, mm
         self.cas = [[0.0, 0.0, 0.0] for _ in LAGS_MIN]  # mm in each reservoir, per lag
@@ -197,16 +199,24 @@ class RainModel:
         self.fit = None  # (lag index, gain m per mm, 1/T per min, r2) once calibrated
         self.last_rain = None  # time of the last tip
 
-    def add(self, gauge: str, t_s: float, total_m: float, n_gauges: int = 1) -> None:
+    def add(self, gauge: str, t_s: float, total_m: float, n_gauges: int = 1) -> float | None:
         # a gauge's counter; the difference to its last one is new rain (a smaller one: the
-        # gauge restarted counting). Rain of n gauges counts 1/n each.
+        # gauge restarted counting). Rain of n gauges counts 1/n each. A counter older than the
+        # last one taken (frames out of order: a LoRa node sends its newest frame before its
+        # backlog) is no new rain, and no restart: its rain is in the newer one's difference.
+        # -> the time since which the new rain fell (the counter before), None: none
+        at = self.at.get(gauge)
+        if at is not None and t_s <= at:
+            return None
+        self.at[gauge] = t_s
         prev = self.totals.get(gauge)
         self.totals[gauge] = total_m
         if prev is None or total_m == prev:
-            return
+            return None
         mm = (total_m - prev if total_m > prev else total_m) * 1000 / n_gauges
         self.bin_mm += mm
         self.last_rain = t_s
+        return t_s if at is None else at
 
     def step(self, t_s: float, level: float, rate: float | None) -> None:
         # advance the cascades to t_s minute by minute; learn from (level, rate) when given
@@ -281,13 +291,14 @@ class RainModel:
         return None
 
     def state(self) -> dict[str, Any]:
-        return {"totals": self.totals, "minute": self.minute, "bin_mm": self.bin_mm, "cas": self.cas,
+        return {"totals": self.totals, "at": self.at, "minute": self.minute, "bin_mm": self.bin_mm, "cas": self.cas,
                 "sums": self.sums, "h_dry": self.h_dry, "samples": self.samples, "last_rain": self.last_rain}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> RainModel:
         r = cls()
         r.totals = {str(k): float(v) for k, v in d.get("totals", {}).items()}
+        r.at = {str(k): float(v) for k, v in d.get("at", {}).items()}  # (not in states from before it)
         r.minute = d.get("minute")
         r.bin_mm = float(d.get("bin_mm", 0.0))
         if len(d.get("cas", ())) == len(LAGS_MIN):
@@ -326,7 +337,7 @@ class NodeForecast:
         self._raw = []  # the last 5 readings the model saw, held or not
         self.rejected = 0  # readings taken as false echoes since the last forecast
         self.rain = None  # RainModel once a gauge reports for this shaft
-        self._rain_log = []  # [(t, mm)] of the last 15 minutes, for the why
+        self._rain_log = []  # [(since, t, mm)]: rain that fell from since to t, of the last 15 minutes
         self._jump = 0.0  # how far the first held reading was off the model
         self._done = 0  # how many of self.points the model has seen
         self._replay = False
@@ -340,6 +351,11 @@ class NodeForecast:
             self.skipped += 1
             return False
         pts = self.points
+        if pts and t_s < pts[-1][0] - self.s.window_s:
+            # older than the readings kept (a backlog drained after newer readings, as a LoRa
+            # node sends it): history for the store, nothing for the forecast, whose model must
+            # not be replayed for it (a replay starts again from the readings kept, rate unknown)
+            return False
         if not pts or t_s > pts[-1][0]:
             pts.append((t_s, level_m))
         else:
@@ -595,17 +611,21 @@ class NodeForecast:
             inputs["rain_fit_r2"] = round(r.fit[3], 2)
 
     def _recent_rain(self, now: float, span_s: float = 900) -> float:
-        return sum(mm for t, mm in self._rain_log if t >= now - span_s)
+        # the rain of the last span_s: the part of each counter's rain that fell in it, taken as
+        # falling evenly since the counter before (after an outage the first counter holds all
+        # of its rain: not as fallen in the last minutes, which the rain model carries on)
+        lo = now - span_s
+        return sum(mm if t0 >= lo or t <= t0 else mm * (t - lo) / (t - t0) for t0, t, mm in self._rain_log if t >= lo)
 
     def add_rain(self, gauge: str, t_s: float, total_m: float, n_gauges: int = 1) -> None:
         # the counter of a tipping-bucket gauge in this shaft's catchment ("rain", m)
         if self.rain is None:
             self.rain = RainModel()
         before = self.rain.bin_mm
-        self.rain.add(gauge, t_s, total_m, n_gauges)
-        if self.rain.bin_mm > before:
-            self._rain_log.append((t_s, self.rain.bin_mm - before))
-        while self._rain_log and self._rain_log[0][0] < t_s - 900:
+        since = self.rain.add(gauge, t_s, total_m, n_gauges)
+        if since is not None and self.rain.bin_mm > before:
+            self._rain_log.append((since, t_s, self.rain.bin_mm - before))
+        while self._rain_log and self._rain_log[0][1] < t_s - 900:
             self._rain_log.pop(0)
 
     def _warn(self, out: dict[str, Any], early: float | None, near_fast: bool | None,

@@ -2,6 +2,7 @@
 # clean storm, a noisy one, a data gap with a late backlog, a falling level and a sensor
 # fault. The storm is the simulated world's hydrograph (firmware sim world: a raised-cosine
 # rise, then an exponential drain) written out here so the truth is exact.
+import json
 import math
 import random
 import tempfile
@@ -526,3 +527,33 @@ def test_forecast_config_rain_gauges(tmp_path):
     path.write_text(base + '\n[forecast]\nrain_gauges = {"sew-01" = []}\n')
     with pytest.raises(config.ConfigError, match="rain_gauges"):
         config.load(path)
+
+
+def test_a_rain_counter_older_than_the_last_one_is_no_new_rain_and_an_outage_s_rain_is_spread():
+    # A LoRa node sends its newest frame before its backlog (SPEC 13.3): a gauge's counter can
+    # arrive after a newer one. Smaller than that one, it read as a gauge that started counting
+    # again: its whole count taken as new rain for the rain model. And the first counter after
+    # an outage holds all of the outage's rain: as fallen in the last minutes, "if it rains on
+    # like this" made an hour's rain a cloudburst.
+    fc = NodeForecast(ALARM)
+    for t in range(0, 1500, 300):  # 0.5 mm every 5 minutes, the level steady
+        fc.add(t, 0.3)
+        fc.add_rain("rg", t, 0.0005 * (t // 300))
+        fc.forecast()
+    fc.add(5040, 0.3)  # the level of the first frames after an hour's outage
+    fc.add(5100, 0.3)
+    fc.add_rain("rg", 5100, 0.0005 * 17)  # 6.5 mm since the last counter, 65 minutes before
+    binned = fc.rain.bin_mm
+    f = fc.forecast()
+    assert f["inputs"]["rain_15min_mm"] == 1.5, f["inputs"]  # the 15 minutes' share, not 6.5 mm
+    assert abs(binned - 6.5) < 1e-9  # all of it fell: the rain model gets it all
+    for t in range(1500, 5100, 300):  # the backlog, older counters
+        fc.add(t, 0.3)
+        fc.add_rain("rg", t, 0.0005 * (t // 300))
+    assert fc.rain.bin_mm == 0.0 and fc.rain.totals["rg"] == 0.0005 * 17  # none of it new rain
+    assert fc.forecast()["inputs"]["rain_15min_mm"] == 1.5
+    # and after a restart from the state file the same
+    st = json.loads(json.dumps(fc.state()))
+    again = NodeForecast.from_state(st)
+    again.add_rain("rg", 4800, 0.0005 * 16)
+    assert again.rain.bin_mm == 0.0
