@@ -94,6 +94,35 @@ def test_a_lora_link_is_refused_in_one_line_at_check_and_at_start(tmp_path, caps
     assert not (folder / "state.json").exists()  # no boot was counted
 
 
+def test_a_bad_config_exits_2_before_ready_under_systemd(tmp_path):
+    # what systemd sees of a config typo (deploy/citynode-node.service has no ExecStartPre, so
+    # the main process must say it): one line, exit 2, which RestartPreventExitStatus does not
+    # restart, and no READY=1 over the sd_notify socket, no boot counted
+    folder = provision(tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(cfg, interval_s="ten")))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.2)
+    try:
+        env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="2000000")
+        p = subprocess.run(node_cmd(folder), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        said = []
+        try:
+            while True:
+                said.append(notify.recv(256).decode())
+        except TimeoutError:
+            pass
+    finally:
+        notify.close()
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "config.json" in err[0], (p.returncode, err)
+    unit_said = unit(UNIT)["Service"]
+    assert str(p.returncode) in unit_said["RestartPreventExitStatus"].split()
+    assert not any("READY=1" in s for s in said), said
+    assert not (folder / "state.json").exists()
+
+
 @pytest.mark.integration
 def test_the_pi_node_runs_under_systemd_and_its_frames_reach_the_gateway(tmp_path, mosquitto):
     port = free_port(socket.SOCK_DGRAM)
@@ -184,7 +213,10 @@ def test_the_unit_file_verifies_and_is_hardened_like_the_gateways(tmp_path):
     s = node["Service"]
     assert s["Type"] == "notify" and int(s["WatchdogSec"]) >= 30 and s["RestartPreventExitStatus"] == "2"
     assert s["ExecStart"] == "/opt/citynode/.venv/bin/citynode node --dir /var/lib/citynode-node"
-    assert s["ExecStartPre"].endswith("citynode node --dir /var/lib/citynode-node --check-config")
+    # no ExecStartPre check: RestartPreventExitStatus holds for the main process's exit only (a
+    # failed ExecStartPre was restarted every RestartSec for ever); the node itself exits 2
+    # before READY=1 (test_a_bad_config_exits_2_before_ready_under_systemd)
+    assert "ExecStartPre" not in s and "2" in s["RestartPreventExitStatus"].split()
     assert s["Restart"] == "always" and s["User"] == "citynode" and s["StateDirectory"] == "citynode-node"
     hardening = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "ProtectKernelTunables",
                  "ProtectControlGroups", "RestrictAddressFamilies")
