@@ -148,3 +148,49 @@ def test_fresh_frames_go_before_the_backlog_at_sf12(tmp_path):
         assert max(fresh) <= 60, sorted(fresh)[-5:]  # seconds, not an hour
         assert sorted(backlog, key=got.get) == backlog  # the backlog oldest first
         assert air.max_duty(radio) <= 0.01
+
+
+def test_the_newest_goes_first_only_where_the_gateway_still_takes_the_older_ones(tmp_path):
+    # A gateway refuses a frame of a boot below one it has stored, and one more than 1024 seqs
+    # below the highest (SPEC 10): the newest frame goes first only while every buffered frame is
+    # of its boot and within that window of it; otherwise oldest first, as on every other link.
+    # The firmware's Buffer and Uplink; the link a stand-in that takes every frame (no radio
+    # here), with the LoRa link's fresh_first.
+    from firmware.buffer import Buffer
+    from firmware.uplink import Pace, Uplink
+
+    class Clock:
+        def ms(self):
+            return 1000
+
+    class Air:
+        fresh_first = True
+        offline_after = 8  # as LoraLink's
+
+        def __init__(self):
+            self.sent = []
+
+        def send(self, frame, backlog=False):
+            self.sent.append((frame, backlog))
+            return True
+
+    def sends(frames, window=8):
+        # frames: (boot, seq) put in this order, the link up -> the (boot, seq) sent, in order
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        air = Air()
+        up = Uplink(air, Pace(Clock(), window=window), Buffer(str(d / "buffer.bin"), slots=16), {"resent": 0},
+                    lambda *a: None, lambda: None)
+        for boot, seq in frames:
+            up.put(boot, seq, b"%d.%d" % (boot, seq))
+        up.pump()
+        return [tuple(int(x) for x in f.split(b".")) + (b,) for f, b in air.sent]
+
+    # one boot: the newest first, then the rest oldest first, as backlog
+    assert sends([(1, s) for s in range(5)]) == [(1, 4, False), (1, 0, True), (1, 1, True), (1, 2, True),
+                                                 (1, 3, True)]
+    # the node booted while frames of the boot before were still unacknowledged: oldest first
+    assert [f[:2] for f in sends([(1, 7), (1, 8), (2, 0), (2, 1)])] == [(1, 7), (1, 8), (2, 0), (2, 1)]
+    # the newest 1024 seqs or more above the oldest: oldest first
+    assert [f[:2] for f in sends([(1, 5), (1, 1029)])] == [(1, 5), (1, 1029)]
+    assert [f[:2] for f in sends([(1, 5), (1, 1028)])] == [(1, 1028), (1, 5)]
