@@ -137,9 +137,12 @@ def rig_log(m):
 
 
 def flash_board(port, node_dir, timeout=180):
-    # `citynode flash` as a technician runs it -> (exit status, stdout, stderr)
+    # `citynode flash` as a technician runs it -> (exit status, stdout, stderr); --timeout as
+    # for a slow board (docs/technician.md): the emulated Pico on a loaded core
+    from tools.rig.pico import REPL_WAIT_S
+
     proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", port, "--node-dir", str(node_dir),
-                           "--timeout", "60"], capture_output=True, text=True, timeout=timeout)
+                           "--timeout", str(REPL_WAIT_S)], capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -1,11 +1,10 @@
 # Provision a new node and flash it with `citynode flash`: the upload is verified by sha256
 # on the board, the board reboots into the new firmware and sends frames under the new key.
 import re
-import subprocess
-import sys
 
 import serial
 
+from hil_tests.conftest import flash_board
 from protocol import cobs, message
 from tools.provision import provision
 
@@ -14,13 +13,12 @@ def test_provision_flash_and_reboot_into_the_new_firmware(request, board_kind, b
     board = "rp2" if board_kind == "pico" else "sim"
     cfg_path, cfg = provision("hil-new", str(tmp_path / "node"), str(tmp_path / "keys.toml"), board=board,
                               interval_s=2)
-    proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", blank_rig.port,
-                           "--node-dir", str(tmp_path / "node")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "sha256 ok" in proc.stderr
+    code, out, err = flash_board(blank_rig.port, tmp_path / "node")
+    assert code == 0, err[-2000:]
+    assert "sha256 ok" in err
     m = re.search(r"(\d+) files written, (\d+) verified by sha256; node hil-new runs citynode \S+, boot (\d+)",
-                  proc.stdout)
-    assert m and int(m.group(1)) == int(m.group(2)) > 10, proc.stdout
+                  out)
+    assert m and int(m.group(1)) == int(m.group(2)) > 10, out
     if board_kind == "pico":
         # the files went into LittleFS on the chip's NOR flash through the boot ROM's erase and
         # program routines (one soft reset, no power cycle)

@@ -54,9 +54,10 @@ def raw_repl(port):
     # a board with no main.py sits at its REPL: mpremote's raw REPL straight away
     from mpremote.transport_serial import SerialTransport
 
+    from tools.rig.pico import REPL_WAIT_S
     from tools.upload import BoardFs
 
-    fs = BoardFs(SerialTransport(port, baudrate=115200))
+    fs = BoardFs(SerialTransport(port, baudrate=115200), wait_s=REPL_WAIT_S)
     assert fs.enter(30), "no raw REPL on the emulated Pico"
     return fs
 

@@ -43,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chip", choices=sorted(CHIPS), default="esp32", help="board's chip (%(default)s)")
     p.add_argument("--node-dir", metavar="DIR", help="provisioned node folder (config.json from citynode provision)")
     p.add_argument("--baud", type=int, default=460800, help="baud rate for writing the image (%(default)s)")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the REPL and the boot banner")
+    p.add_argument("--timeout", type=float, default=20.0,
+                   help="seconds to wait for the REPL, the boot banner, and a board silent inside one command "
+                        "(at least 10; %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and touch nothing")
 
 
@@ -125,7 +127,7 @@ def connect(port: str, timeout_s: float) -> BoardFs:
         t = SerialTransport(port, baudrate=115200, timeout=1)
     except TransportError:
         raise FlashError(f"cannot open {port} (busy, or unplugged just now)") from None
-    fs = BoardFs(t)
+    fs = BoardFs(t, wait_s=timeout_s)  # a board busy for longer inside one command: --timeout
     if not fs.enter(timeout_s):
         t.close()
         raise FlashError(f"no MicroPython REPL answered on {port}: is MicroPython on the board? "

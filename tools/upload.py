@@ -203,7 +203,8 @@ def _h(p):
         h.update(m[:n])
     f.close()
     return binascii.hexlify(h.digest()).decode()
-print(repr([_h(p) for p in %r]))
+for _p in %r:
+    print(repr(_h(_p)))
 """
 
 
@@ -223,13 +224,18 @@ elif sys.platform == 'esp32':
 """
 
 
-_EXEC_WAIT_S = 10  # how long a board may stay silent inside one raw-REPL command
+EXEC_WAIT_S = 10.0  # how long a board may stay silent inside one raw-REPL command, at least
 
 
 class BoardFs:
-    # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport)
-    def __init__(self, transport: Any) -> None:
+    # The board's filesystem through the raw REPL (mpremote.transport_serial.SerialTransport).
+    # wait_s: how long the board may stay silent inside one command (and between the raw-paste
+    # answers): a board on a hub, or an emulated Pico on a loaded host, runs a command for
+    # seconds (a sha256 of every file, a LittleFS close and rename) where a Pico takes tens of
+    # milliseconds; `citynode flash --timeout` sets it (never below EXEC_WAIT_S).
+    def __init__(self, transport: Any, wait_s: float = EXEC_WAIT_S) -> None:
         self.t = transport
+        self.wait_s = max(EXEC_WAIT_S, wait_s)
 
     def enter(self, timeout_s: float) -> bool:
         # The raw REPL, over a running node: its Ctrl-C (mpremote sends one per attempt) stops
@@ -257,20 +263,27 @@ class BoardFs:
 
         # mpremote reads the raw-paste answers (R\x01, each window grant) with the port's read
         # timeout: 1 s gave up on a board busy for longer (a hub, an emulated Pico on a loaded
-        # host) with "unexpected read during raw paste: b''". A board gets _EXEC_WAIT_S here.
+        # host) with "unexpected read during raw paste: b''"; and its exec() waits 10 s for the
+        # command's output ("timeout waiting for first EOF reception"). A board gets wait_s for both.
         ser = self.t.serial
-        quick, ser.timeout = ser.timeout, _EXEC_WAIT_S
+        quick, ser.timeout = ser.timeout, self.wait_s
         try:
-            return self.t.exec(code)
+            out, err = self.t.exec_raw(code, timeout=self.wait_s)
+            if err:
+                detail = err.decode(errors="replace").strip().splitlines()
+                raise UploadError(f"the board refused a command: {detail[-1] if detail else err!r}")
+            return out
         except TransportError as e:
             detail = str(e.args[-1] if e.args else e).strip().splitlines()
             raise UploadError(f"the board refused a command: {detail[-1] if detail else e}") from None
         finally:
             ser.timeout = quick
 
-    def hashes(self, paths: Iterable[str]) -> dict[str, str | None]:
+    def hashes(self, paths: Iterable[str]) -> list[str | None]:
+        # -> each path's sha256 (hex) on the board, None where it has no such file; one line
+        # per file as the board hashes it, so the board is silent for one file at most
         out = self.exec(_HASH_CODE % (list(paths),))
-        return ast.literal_eval(out.decode().strip())
+        return [ast.literal_eval(line) for line in out.decode().split()]
 
     def makedirs(self, paths: Iterable[str]) -> None:
         dirs = sorted({os.path.dirname(p) for p in paths if "/" in p}, key=lambda d: d.count("/"))

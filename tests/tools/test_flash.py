@@ -216,6 +216,43 @@ def test_ctrl_c_during_the_upload_says_so_and_the_next_flash_finishes(tmp_path, 
         assert "node rig-1 runs citynode" in out
 
 
+@pytest.mark.micropython
+def test_a_board_silent_longer_than_10_s_inside_a_command_is_waited_for_up_to_timeout(tmp_path, node_dir):
+    # An emulated Pico on a loaded host once took more than mpremote's 10 s to hash every file
+    # ("the board refused a command: timeout waiting for first EOF reception"). The board here
+    # is stopped (SIGSTOP: it gets no CPU, as on a loaded host) for 11 s as the flash has
+    # uploaded: its --timeout of 40 s bounds the silence, and the flash finishes.
+    import signal
+    import time
+
+    from tools.upload import for_virtual_rig, write_bundle
+
+    flash = tmp_path / "flash"
+    cfg = json.loads((node_dir / "config.json").read_text())
+    write_bundle(str(flash), for_virtual_rig(build_bundle(cfg)))  # flashed before: a re-flash only hashes
+    with VirtualRig(flash) as rig:
+        proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "flash", "--port", rig.port, "--node-dir",
+                                 str(node_dir), "--timeout", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        seen = b""
+        deadline = time.monotonic() + 120
+        while b"uploading " not in seen and time.monotonic() < deadline:  # the board hashes again next
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+        board = rig._proc
+        assert board is not None and b"uploading 0 of " in seen, seen
+        board.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(11)
+        finally:
+            board.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+        err = (seen + err).decode()
+        assert proc.returncode == 0, err
+        assert "node rig-1 runs citynode" in out.decode() and "refused" not in err
+
+
 def test_a_lora_node_gets_micropython_libs_drivers_as_mip_installs_them(tmp_path, monkeypatch):
     # a config with a LoRa link: the bundle holds lora, lora-sync and lora-sx126x under lib/lora/
     # as .mpy (third-party, from CITYNODE_LORA_LIB or ../shared/vendor, never from this repository)

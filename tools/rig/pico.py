@@ -40,6 +40,10 @@ PROBE_SPAN_MM = HYDROSTATIC["span_mm"][1]  # level at 20 mA: the probe a config'
 ADC_CHANNEL = 0  # GPIO26, firmware/boards/rp2.py loop_adc
 RAIN_GPIO = 22  # the rain gauge's reed switch to GND (runner.mjs rainGauge; config "pin": 22)
 RAIN_MM_PER_TIP = 0.2  # a Davis rain collector with its metric adapter
+# How long the emulated Pico may stay silent inside one raw-REPL command (tools.upload.BoardFs
+# wait_s; hil_tests pass it to citynode flash as --timeout): it runs a command in about 1.5 s
+# that a Pico runs in tens of ms (a sha256 of 40 files), and ten times slower on a loaded core
+REPL_WAIT_S = 60
 
 
 class RigMissing(UsageError):
@@ -466,7 +470,7 @@ def stop_at_boot(port: str, timeout: int = 20) -> Any:
     if not seen.endswith(b">>> "):
         t.close()
         raise AssertionError("the board never stopped at its REPL; it said %r" % seen[-600:])
-    fs = BoardFs(t)
+    fs = BoardFs(t, wait_s=REPL_WAIT_S)
     if not fs.enter(10):
         t.close()
         raise AssertionError("no raw REPL after Ctrl-C; the board said %r" % seen[-600:])
