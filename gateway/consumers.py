@@ -12,10 +12,9 @@ import hashlib
 import re
 from typing import TYPE_CHECKING
 
-import orjson
-
 from gateway import __version__
 from gateway.labels import TITLES
+from gateway.outputs import _dumps as dumps  # every output's one JSON writer (-2**64, bytes, NaN)
 from gateway.registry import Output
 from protocol import senml
 
@@ -52,7 +51,7 @@ class SenmlPack(Output):
         for rec in pack:  # only registered labels: text-labelled extensions stay in the envelope's ext
             for k in [k for k in rec if k not in _LABELS]:
                 del rec[k]
-        return [(f"{self.prefix}/nodes/{f.node}/senml", orjson.dumps(pack))]
+        return [(f"{self.prefix}/nodes/{f.node}/senml", dumps(pack))]
 
 
 _LABELS = set(senml.JSON_LABELS.values())
@@ -141,7 +140,7 @@ class HomeAssistant(Output):
             "device": {"identifiers": [uid], "name": f"citynode gateway {self.gateway_id}",
                        "manufacturer": "citynode", "model": "gateway", "sw_version": __version__},
         }
-        return (f"{self.discovery_prefix}/binary_sensor/{uid}/config", orjson.dumps(cfg))
+        return (f"{self.discovery_prefix}/binary_sensor/{uid}/config", dumps(cfg))
 
     def _config(self, node: str, name: str, unit: str | None) -> Row:
         uid = ha_id(self.gateway_id, node, name)
@@ -169,4 +168,4 @@ class HomeAssistant(Output):
             cfg["device_class"] = ha[1]
         if self.expire_s:
             cfg["expire_after"] = int(self.expire_s)
-        return (f"{self.discovery_prefix}/sensor/{uid}/config", orjson.dumps(cfg))
+        return (f"{self.discovery_prefix}/sensor/{uid}/config", dumps(cfg))

@@ -283,13 +283,26 @@ def test_an_outbox_that_cannot_be_reopened_is_a_counted_refusal(gateway_factory,
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
 
 
-def test_an_output_that_cannot_convert_a_frame_loses_its_rows_only(gateway_factory, mosquitto, subscriber, caplog):
-    # A reading of -2**64 (CBOR's lowest negative integer, SPEC.md 5 allows any number) is more
-    # than orjson writes: the SenML pack output raises on it (gateway/consumers.py). The frame is
-    # still the node's data: it is stored, dated, published as `up` and ACKed; only the SenML
-    # pack of that frame is left out, counted (output_failures) and logged in one line. The frames
-    # around it in the batch go out whole. Before, the frame was refused (not ACKed, resent for
-    # ever, each copy holding a millisecond of the node's clock).
+def test_an_output_that_cannot_convert_a_frame_loses_its_rows_only(gateway_factory, mosquitto, subscriber, caplog,
+                                                                   monkeypatch):
+    # The frame is still the node's data when one output cannot convert it: it is stored, dated,
+    # published as `up` and ACKed; only that output's rows of that frame are left out, counted
+    # (output_failures) and logged in one line. The frames around it in the batch go out whole.
+    # Before, the frame was refused (not ACKed, resent for ever, each copy holding a millisecond
+    # of the node's clock). No reading makes an output raise any more, so the fault is injected:
+    # the SenML pack raises on seq 2. A reading of -2**64 (CBOR's lowest negative integer, SPEC.md
+    # 5 allows any number; more than orjson writes) is the real case that did, and now reaches
+    # every output: every output writes its JSON through gateway/outputs.py _dumps.
+    from gateway.consumers import SenmlPack
+
+    made = SenmlPack.messages
+
+    def faulty(self, f):
+        if f.msg["seq"] == 2:
+            raise ValueError("injected: this output cannot convert seq 2")
+        return made(self, f)
+
+    monkeypatch.setattr(SenmlPack, "messages", faulty)
     import socket
 
     from protocol import message, senml
@@ -320,7 +333,9 @@ def test_an_output_that_cannot_convert_a_frame_loses_its_rows_only(gateway_facto
     assert [(ups[s]["time"], ups[s]["time_source"]) for s in (0, 1, 2)] == [
         (iso(t0 + ms / 1000), "node") for ms in (0, 1, 2)]
     assert ups[1]["senml"][1]["v"] == -2**64
-    assert [j[0]["bn"] for _, j in subscriber.on("/senml")] == ["sew-01:", "sew-01:"]
+    packs = [j for _, j in subscriber.on("/senml")]
+    assert [j[0]["bn"] for j in packs] == ["sew-01:", "sew-01:"]
+    assert [j[1]["v"] for j in packs] == [3.7, -2**64]  # seq 0 and 1; seq 2's was left out
     c = gw.counters()
     assert (c["accepted"], c["rejected"], c["output_failures"]) == (3, {}, 1), c
     said = [r.getMessage() for r in caplog.records if "senml" in r.getMessage() and "sew-01" in r.getMessage()]
