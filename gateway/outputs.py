@@ -71,10 +71,10 @@ def retained(topic: str) -> bool:
 
 class Frame:
     # One accepted data frame and what the gateway knows about it.
-    __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link", "radio")
+    __slots__ = ("node", "msg", "raw", "received", "time_s", "time_source", "link", "radio", "gateway")
 
     def __init__(self, node: str, msg: dict[str, Any], raw: bytes, received: float, time_s: float, time_source: str,
-                 link: str, radio: dict[str, float] | None = None) -> None:
+                 link: str, radio: dict[str, float] | None = None, gateway: str | None = None) -> None:
         self.node = node
         self.msg = msg  # protocol.message.decode() result
         self.raw = raw  # the original COSE_Mac0 bytes
@@ -83,6 +83,7 @@ class Frame:
         self.time_source = time_source  # "node" | "received" | "uptime" | "uncertain"
         self.link = link  # "udp 127.0.0.1:40000" / "serial /dev/ttyUSB0"
         self.radio = radio  # {"rssi_dbm", "snr_db"} of a frame heard over LoRa, else None
+        self.gateway = gateway  # the gateway that heard it, at the relay (its `up` names that one); else None
 
 
 class Envelope(Output):
@@ -99,7 +100,7 @@ class Envelope(Output):
         body = {
             "node": f.node, "boot": m["boot"], "seq": m["seq"],
             "time": iso(f.time_s), "time_source": f.time_source, "received": iso(f.received),
-            "gateway": self.gateway_id, "uptime_ms": m["uptime_ms"],
+            "gateway": f.gateway or self.gateway_id, "uptime_ms": m["uptime_ms"],
             "senml": senml.to_json(m["records"], base_name=f.node + ":", base_time=round(f.time_s, 3)),
             "frame": base64.b64encode(f.raw).decode(),
         }

@@ -20,6 +20,7 @@ from gateway import dedup, osthread
 from gateway.acks import encode_ack
 from gateway.conform import RecordCheck
 from gateway.outputs import Frame
+from gateway.registry import one_line
 from gateway.store import StoreError
 from gateway.timing import FrameClock
 from protocol import cose, keyring, message, senml
@@ -27,7 +28,7 @@ from protocol import cose, keyring, message, senml
 if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.downlink import Downlink
-    from gateway.registry import Output, OutputSet, Publisher
+    from gateway.registry import OutputSet, Publisher
     from gateway.sensorthings import Sender
     from gateway.stats import Stats
     from gateway.store import Store
@@ -321,8 +322,8 @@ class Pipeline:
             f = Frame(node, m, raw, received, *self.clock.fix(node, m, received), link.describe(addr),
                       reception(addr) if reception is not None else None)
             try:
-                # an output that cannot convert it loses its rows of this frame only (_output_failed)
-                made, st_made = self.outputs.messages(f, self._output_failed)
+                # an output that cannot convert it loses its rows of this frame only (counted)
+                made, st_made = self.outputs.messages(f, self.stats)
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up its batch
                 # its envelope cannot be made: refused, not ACKed (the node keeps it), and its
                 # time given back, so its resend is dated as though this copy never came
@@ -340,15 +341,6 @@ class Pipeline:
             key = keys.get(node)
             if key is not None and link.send(addr, message.encode_boot(key, node, boot, seq, least)):
                 self.stats.count("boot_replies")
-
-    def _output_failed(self, out: Output, f: Frame, e: Exception) -> None:
-        # An output (not the envelope) raised on a stored frame: its rows of that frame are left
-        # out, counted, and said in one line (an output's error names no key: it sees only the
-        # verified frame). The frame is still stored, published as `up` and ACKed.
-        self.stats.count("output_failures")
-        self.stats.rejects_log.warning(f"output {out.name}", "output %s: no rows for %s boot %d seq %d from %s "
-                                       "(the frame is stored and ACKed): %s", out.name or type(out).__name__,
-                                       f.node, f.msg["boot"], f.msg["seq"], f.link, one_line(e))
 
     def _reject_frame(self, reason: str, raw: bytes, link: Any, addr: Any, detail: str) -> None:
         node = None
@@ -537,12 +529,6 @@ class Pipeline:
         for counter, token in send:
             if key is not None and link.send(addr, message.encode_signed(key, node, boot, counter, token)):
                 self.stats.count("commands_sent")
-
-
-def one_line(e: BaseException) -> str:
-    # an exception as one short log line: its type and the start of its text (the pipeline's
-    # output failures, the ChirpStack link's unreadable events)
-    return " ".join(f"{type(e).__name__}: {e}".split())[:160]
 
 
 def _numbers(records: Iterable[Mapping[Any, Any]]) -> dict[Any, float]:

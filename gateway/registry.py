@@ -5,7 +5,7 @@
 # as durable as the `up` envelope. Both build their outputs here, from the config:
 #
 #   outputs = build(settings, keys, thresholds_fn)     # an OutputSet, in registry order
-#   rows, own_rows = outputs.messages(frame, failed)   # per accepted frame
+#   rows, own_rows = outputs.messages(frame, stats)    # per accepted frame
 #   rows = outputs.sweep(time.time())                  # per batch and while idle
 #   outputs.reset()                                    # after a failed commit
 #
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.forecast import Forecasts
     from gateway.outputs import Frame, Row
+    from gateway.stats import Stats
 
 log = logging.getLogger("citynode.gateway")
 
@@ -64,20 +65,21 @@ class OutputSet:
         self.sweepers = [o for o in self.main if _overrides(o, "sweep")]
         self._resetters = [o for o in self.all if _overrides(o, "reset")]
 
-    def messages(self, f: Frame, failed: Failed | None = None) -> tuple[list[Row], list[Row]]:
-        # -> (rows for the MQTT outbox, rows for the outputs' own tables). An output that raises
-        # on this frame: without `failed` (the relay) messages() raises it, the caller rejects
-        # the frame; with it, failed(output, frame, error) is told and the other outputs' rows
-        # are returned, unless a required output raised (raised then: the frame is refused).
+    def messages(self, f: Frame, stats: Stats | None = None) -> tuple[list[Row], list[Row]]:
+        # -> (rows for the MQTT outbox, rows for the outputs' own tables). The one place, for the
+        # gateway's pipeline and the relay, that runs a frame's outputs: one that raises on this
+        # frame loses its rows of it only, counted in `stats` (output_failures) and said in one
+        # line naming it; the others' rows are returned. A required output (the envelope) that
+        # raises, or any without `stats`, raises it: the caller refuses the frame.
         rows: list[Row] = []
         own: list[Row] = []
         for out in self.all:
             try:
                 made = out.messages(f)
             except Exception as e:
-                if failed is None or out.required:
+                if stats is None or out.required:
                     raise
-                failed(out, f, e)
+                _failed(stats, out, f, e)
                 continue
             (rows if out.table is None else own).extend(made)
         return rows, own
@@ -100,8 +102,20 @@ class OutputSet:
         return self.get(Forecasts)
 
 
-# told of an output that raised on a frame: (the output, the frame, what it raised)
-Failed = Callable[[Output, "Frame", Exception], object]
+def _failed(stats: Stats, out: Output, f: Frame, e: Exception) -> None:
+    # An output (not the envelope) raised on a frame that is stored all the same: its rows of
+    # that frame are left out, counted, and said in one line (rate-limited per output; an
+    # output's error names no key: it sees only the verified frame)
+    stats.count("output_failures")
+    stats.rejects_log.warning(f"output {out.name}", "output %s: no rows for %s boot %d seq %d from %s (the frame "
+                              "is stored with the other outputs' rows): %s", out.name or type(out).__name__,
+                              f.node, f.msg["boot"], f.msg["seq"], f.link, one_line(e))
+
+
+def one_line(e: BaseException) -> str:
+    # an exception as one short log line: its type and the start of its text (outputs' failures,
+    # frames refused for their envelope, the ChirpStack link's unreadable events)
+    return " ".join(f"{type(e).__name__}: {e}".split())[:160]
 
 
 @dataclass(frozen=True)

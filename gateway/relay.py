@@ -14,7 +14,10 @@
 # the first gateway's reception time: a node's frames get unique, ordered times whichever
 # gateway heard each. The `up` message is made from the verified frame as a gateway makes it
 # (gateway/outputs.py Envelope, its `gateway` and `received` those of the first gateway);
-# the other outputs are made here too.
+# the other outputs are made here too, by the gateway's own code (gateway/registry.py
+# OutputSet.messages): an output that cannot convert a frame loses its rows of that frame
+# only (counted output_failures); a frame whose envelope cannot be made is refused (payload,
+# counted, one line) and acked: the stream does not deliver it again.
 from __future__ import annotations
 
 import argparse
@@ -37,8 +40,9 @@ from gateway.daemon import close_rest, lock_data_dir
 from gateway.keys import load_keys
 from gateway.mqtt import Forwarder, mqtt_settings
 from gateway.natsout import CONNECT_TIMEOUT_S, connect_options, ensure_stream, nats_settings
-from gateway.outputs import Envelope, Frame, iso
+from gateway.outputs import Frame, iso
 from gateway.registry import build as build_outputs
+from gateway.registry import one_line
 from gateway.stats import Stats
 from gateway.store import Store, StoreError
 from gateway.timing import FrameClock
@@ -75,7 +79,6 @@ class Relay:
         self.n = nats_settings(settings)  # config.parse(..., role="relay") requires [nats] and [mqtt]
         self.keys = keys if keys is not None else load_keys(settings.keys_file)
         self.stats = Stats()
-        self.prefix = mqtt_settings(settings).topic_prefix
         self.started = None
         self.states = {}
         self.seen = set()
@@ -125,7 +128,7 @@ class Relay:
         self.depth = self.store.depth()
         # the city's frame clock, persisted with the commits as a gateway's (gateway/pipeline.py)
         self.clock = FrameClock(warn=self._clock_ignored, saved=self.store.timebase())
-        self.outputs = build_outputs(s, self.keys, self._thresholds, skip=("envelope",))  # gateway/registry.py
+        self.outputs = build_outputs(s, self.keys, self._thresholds)  # gateway/registry.py, the envelope first
         self.forecasts = self.outputs.forecasts
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=lambda *a: None, gateway_state_fn=self.relay_state,
@@ -294,14 +297,22 @@ class Relay:
             seen.append(q)
             if made is None:
                 continue
-            f, up, gaps = made
+            f, new, gaps = made
             try:
-                made_rows, made_st = self.outputs.messages(f)
+                # as the gateway's pipeline: an output that cannot convert it loses its rows of
+                # this frame only (counted output_failures, one line)
+                made_rows, made_st = self.outputs.messages(f, self.stats)
             except Exception as e:  # noqa: BLE001 - one odd frame must not hold up the stream
+                # not even its envelope: refused (payload, counted, one line) and acked with its
+                # batch, so the stream does not deliver it again; its time goes back to the clock
+                # and its node's state does not move (nothing of it is stored)
+                self.clock.give_back()
                 self.counters["rejected"] += 1
-                self.stats.reject("payload", f.node, f.link, f"cannot convert: {e!r}"[:200])
-                made_rows, made_st = [], []
-            rows.append(up)
+                self.stats.reject("payload", f.node, f"{f.link} stream seq {q}",
+                                  f"cannot convert: {one_line(e)}; acked, not stored")
+                continue
+            if new is not None:
+                pending[f.node] = new
             rows.extend(made_rows)
             st_rows.extend(made_st)
             frames.append((f, gaps))
@@ -341,8 +352,9 @@ class Relay:
             self.st_sender.wake()
         return True
 
-    def _frame(self, msg: Any, pending: dict[str, Any]) -> tuple[Frame, tuple[str, bytes], int] | _Later | None:
-        # a stream message -> (Frame, its `up` row, gaps), or None (rejected or a duplicate: counted)
+    def _frame(self, msg: Any, pending: dict[str, Any]) -> tuple[Frame, dedup.SeqState | None, int] | _Later | None:
+        # a stream message -> (Frame, its node's state once it is stored or None, gaps), or None
+        # (rejected or a duplicate: counted)
         try:
             env = orjson.loads(msg.data)
             raw = base64.b64decode(env["frame"], validate=True)
@@ -354,7 +366,8 @@ class Relay:
             if not isinstance(gateway, str):
                 raise FrameError("payload", "the envelope's gateway is not a string")
             received = _unix(env["received"])
-            f = Frame(node, m, raw, received, received, "received", f"nats {gateway}", _radio(env.get("radio")))
+            f = Frame(node, m, raw, received, received, "received", f"nats {gateway}", _radio(env.get("radio")),
+                      gateway=gateway)
         except (FrameError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             if getattr(e, "reason", None) in ("unknown", "mac"):
                 # a gateway had this node's key and verified the frame: the relay's keys file is
@@ -377,16 +390,16 @@ class Relay:
             self.stats.reject(verdict, node, f.link, f"boot {boot} seq {seq}")
             return None
         gaps = st.gaps if st is not None else 0
+        new = None
         # NEW, or older than the window (REPLAY): the stream holds one message per frame, so an old
         # unseen seq is a late frame (a gateway's long outage), not a copy; the state moves only forward
         if verdict == dedup.NEW and (st is None or boot >= st.boot):
-            new = pending[node] = dedup.advance(st, boot, seq, raw)
+            new = dedup.advance(st, boot, seq, raw)
             gaps = new.gaps
         # dated once for the city: the gateways' clocks differ, and one node's frames come
         # through several of them (the gateway's own `time` is not kept)
         f.time_s, f.time_source = self.clock.fix(node, m, received)
-        [up] = Envelope(self.prefix, gateway).messages(f)  # as the gateway makes it, naming that gateway
-        return f, up, gaps
+        return f, new, gaps
 
     def _take_deletes(self):
         self._deletes.extend(self.forwarder.take_acked())

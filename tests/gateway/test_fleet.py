@@ -246,6 +246,70 @@ def test_relay_keeps_frames_of_a_node_it_has_no_key_for_until_it_has(tmp_path, c
         a.stop()
 
 
+def test_the_relay_acks_a_frame_it_cannot_make_an_envelope_of_and_the_stream_flows_on(tmp_path, cluster,
+                                                                                     mosquitto):
+    # A frame on the stream whose `up` envelope the relay cannot make (tests/gateway/
+    # test_relay_batch.py unconvertible_envelope: a signed frame a gateway of another release
+    # took) between two good ones, on a real JetStream cluster: the relay refuses it (counted,
+    # payload), acks it, and the frames after it reach MQTT; the stream does not deliver it
+    # again (nothing pending, nothing redelivered). Before, the envelope was made outside any
+    # try: the batch raised, was never acked and came again every second for ever, and no
+    # frame after it reached MQTT.
+    import asyncio
+
+    import nats
+
+    from gateway.natsout import frame_subject, msg_id
+    from gateway.outputs import Envelope, Frame
+    from gateway.relay import Relay
+    from protocol import message, senml
+    from tests.gateway.test_relay_batch import unconvertible_envelope
+
+    rdir = tmp_path / "relay"
+    rdir.mkdir()
+    write_private(rdir / "keys.toml", format_keys(NODES))
+    text = (f'[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = [{", ".join(map(repr, cluster.urls))}]\n'
+            f'stream = "CN"\nsubject_prefix = "cn"\n\n[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "cn"\n\n'
+            '[nodes]\nkeys_file = "keys.toml"\n').replace("'", '"')
+    write_private(rdir / "relay.toml", text)
+    relay = Relay(config.load(rdir / "relay.toml", role="relay")).start()
+    sub = Subscriber(mosquitto.port, topic="cn/nodes/+/up")
+    node, key, now = "sew-01", NODES["sew-01"], time.time()
+
+    def envelope(seq):
+        raw = message.encode_data(key, node, 1, seq, 1000 * seq, [senml.record("l", 0.42)])
+        f = Frame(node, message.decode(raw, NODES.get), raw, now + seq, now + seq, "received", "udp 127.0.0.1:1")
+        return Envelope("cn", "gw-a").messages(f)[0][1]
+
+    async def publish_and_look():
+        nc = await nats.connect(servers=cluster.urls)
+        try:
+            js = nc.jetstream(timeout=10)
+            for seq in (1, 2, 3):
+                data = unconvertible_envelope(node, seq, "gw-a", now + seq) if seq == 2 else envelope(seq)
+                await js.publish(frame_subject("cn", node, 1, seq), data, stream="CN",
+                                 headers={"Nats-Msg-Id": msg_id(node, 1, seq)})
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and relay.counters["acked"] < 3:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)  # a message not acked would be redelivered (at once after a failure)
+            return await js.consumer_info("CN", relay.n.durable)
+        finally:
+            await nc.close()
+
+    try:
+        assert wait_for(lambda: relay.connected, 20)
+        info = asyncio.run(publish_and_look())
+        assert sub.wait(lambda: {u["seq"] for u in sub.ups()} == {1, 3}, 10), (sub.ups(), relay.counters)
+        assert (info.num_ack_pending, info.num_redelivered, info.ack_floor.stream_seq) == (0, 0, 3), info
+        c = relay.counters
+        assert (c["stored"], c["rejected"], c["acked"], c["redelivered"]) == (2, 1, 3, 0), c
+        assert relay.stats.rejected == {"payload": 1} and relay.error is None
+    finally:
+        sub.close()
+        relay.stop()
+
+
 def test_the_fleet_heartbeat_reads_rssi_from_a_radio_link():
     from gateway.natsout import rssi_of
 

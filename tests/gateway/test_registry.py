@@ -1,5 +1,6 @@
 # The outputs' seam (gateway/registry.py): which outputs a config makes, in which order, and
 # what the pipeline and the relay may rely on (grouping by own table, sweep, reset).
+import logging
 import pathlib
 import re
 
@@ -105,10 +106,11 @@ def test_sweep_and_reset_reach_only_the_outputs_that_have_them():
         registry.Output().messages(frame())
 
 
-def test_an_output_that_raises_loses_its_rows_of_that_frame_only(tmp_path):
-    # with `failed` (the gateway's pipeline) the other outputs' rows come back and the failure is
-    # told, naming the output; without it (the relay) or from a required output (the envelope) it
-    # is raised, and the caller refuses the frame
+def test_an_output_that_raises_loses_its_rows_of_that_frame_only(tmp_path, caplog):
+    # with the daemon's Stats (the gateway's pipeline and the relay) the other outputs' rows come
+    # back and the failure is counted (output_failures) and logged, naming the output; without it,
+    # or from a required output (the envelope), it is raised, and the caller refuses the frame
+    from gateway.stats import Stats
     class Broken(registry.Output):
         def messages(self, f):
             raise OverflowError("too far")
@@ -125,16 +127,19 @@ def test_an_output_that_raises_loses_its_rows_of_that_frame_only(tmp_path):
     broken = Broken()
     broken.name = "broken"
     out = registry.OutputSet([*out.all[:1], broken, Own(), *out.all[1:]])
-    told = []
-    rows, own = out.messages(frame(), lambda o, f, e: told.append((o.name, f.node, repr(e))))
+    stats = Stats()
+    with caplog.at_level(logging.WARNING):
+        rows, own = out.messages(frame(), stats)
     assert [t for t, _ in rows] == ["cn/nodes/sew-01/up", "cn/nodes/sew-01/senml"] and own == [("c", b"3")]
-    assert told == [("broken", "sew-01", "OverflowError('too far')")]
+    assert stats.counters["output_failures"] == 1
+    said = [r.getMessage() for r in caplog.records if "output broken" in r.getMessage()]
+    assert len(said) == 1 and "sew-01" in said[0] and "OverflowError: too far" in said[0], said
     with pytest.raises(OverflowError):
         out.messages(frame())
     out.all[0].messages = broken.messages  # the envelope itself
     with pytest.raises(OverflowError):
-        out.messages(frame(), lambda o, f, e: told.append(o.name))
-    assert len(told) == 1
+        out.messages(frame(), stats)
+    assert stats.counters["output_failures"] == 1
 
 
 def test_availability_goes_online_once_and_again_after_a_reset(tmp_path):
