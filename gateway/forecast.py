@@ -4,7 +4,8 @@
 # How a forecast is made:
 # 1. Input. Readings with a fault or out-of-range quality are left out and counted; the
 #    rest are kept in time order whatever order they arrive in (a backlog after a link
-#    outage arrives late: the shaft model is then replayed over the kept readings); one older
+#    outage arrives late: the shaft model is then replayed over the kept readings, from its
+#    state after the last reading before the late one when that is one of the last SNAPS); one older
 #    than the window kept (a LoRa backlog sent after newer frames) is left out, no replay.
 # 2. Robust filter. Each reading is checked against what the shaft model expects at its
 #    time (its innovation, against the model's own uncertainty and the shaft's noise).
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from gateway.outputs import Frame
 
 MAX_POINTS = 240  # readings kept per node at most (40 min at 10 s)
+SNAPS = 8  # filter states kept, after each of the last readings, for a late reading's replay
 RAIN = "rain"  # a tipping-bucket rain gauge's record: rain since it started counting, in m (SPEC.md 5)
 STATE_VERSION = 1
 
@@ -341,6 +343,8 @@ class NodeForecast:
         self._jump = 0.0  # how far the first held reading was off the model
         self._done = 0  # how many of self.points the model has seen
         self._replay = False
+        self._late = math.inf  # the oldest time a reading came in before newer ones since the model ran
+        self._snaps = []  # [(t, (model t, x, P, pending, raw, jump))] after each of the last SNAPS readings
 
     # ---- input
 
@@ -369,6 +373,7 @@ class NodeForecast:
             else:
                 pts.insert(i, (t_s, level_m))
             self._replay = True  # the model has to see the readings in time order
+            self._late = min(self._late, t_s)
         newest = pts[-1][0]
         self.newest_t = newest
         cut = max(0, len(pts) - MAX_POINTS)
@@ -381,11 +386,29 @@ class NodeForecast:
 
     def _run_model(self) -> None:
         pts = self.points
+        snaps = self._snaps
         if self._replay:
+            # from the state after the last reading before the late one, else from the start
             self._replay = False
-            self.model, self.pending, self._done, self._raw = None, [], 0, []
+            late, self._late = self._late, math.inf
+            while snaps and snaps[-1][0] >= late:
+                snaps.pop()
+            if snaps:
+                t, (mt, x, P, pend, raw, self._jump) = snaps[-1]
+                self.model = Model(mt, 0.0, self.noise) if mt is not None else None
+                if self.model is not None:
+                    self.model.x, self.model.P = list(x), [row[:] for row in P]
+                self.pending, self._raw = list(pend), list(raw)
+                self._done = bisect.bisect_right(pts, t, key=_time)
+            else:
+                self.model, self.pending, self._done, self._raw = None, [], 0, []
         for t, y in pts[self._done:]:
             self._step(t, y)
+            m = self.model
+            snaps.append((t, (None, None, None, tuple(self.pending), tuple(self._raw), self._jump) if m is None
+                          else (m.t, m.x, m.P, tuple(self.pending), tuple(self._raw), self._jump)))
+            if len(snaps) > SNAPS:
+                del snaps[0]
         self._done = len(pts)
 
     def _step(self, t: float, y: float) -> None:
