@@ -1,6 +1,7 @@
 # Zero loss under faults: the broker restarted or down for a while, the gateway killed
 # with SIGKILL mid-stream (nodes retransmit what is not ACKed), a full disk.
 import datetime
+import logging
 import threading
 import time
 
@@ -397,3 +398,39 @@ def test_a_frame_whose_envelope_cannot_be_made_is_refused_and_gives_its_time_bac
     assert [ups[s]["time"] for s in (0, 2, 1)] == [iso(t0), iso(t0 + 0.001), iso(t0 + 0.002)]
     c = gw.counters()
     assert (c["accepted"], c["rejected"]) == (3, {"payload": 1}), c
+
+
+def test_a_record_time_offset_no_time_can_carry_is_refused_at_ingest(gateway_factory, caplog):
+    # SPEC.md 5 allows any finite time offset `t`; one of 1e300 s put the record's time where no
+    # time format reaches: the SensorThings output's ISO 8601 phenomenonTime overflowed (counted
+    # as an output failure: the frame stored, its Observations lost). RFC 8428 4.5.3 reads a time
+    # of 2^28 s or more as absolute, so an offset of that size either way is no relative SenML
+    # time: the frame is refused at ingest (payload, counted, one line; not ACKed, the
+    # node keeps it), as a bad unit is (gateway/conform.py). Offsets inside the bound pass.
+    import socket
+
+    from protocol import message, senml
+
+    st = 'node = "sew-01"\nreading = "l"\ndatastream = 5\n'  # Observations over MQTT
+    gw = gateway_factory(forecast="enabled = false", **{"[sensorthings]": st})
+    key, node = NODES["sew-01"], "sew-01"
+    t0 = int(time.time()) - 600
+    offsets = (-60.0, 1e300, -1e300, 2**28, 2**28 - 1, -(2**28 - 1))
+    frames = [message.encode_data(key, node, 1, seq, 1_000 + seq, [{**senml.record("l", 0.5), senml.T: dt},
+                                                                     senml.record("b", 3.6)], time_s=t0)
+              for seq, dt in enumerate(offsets)]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        with caplog.at_level(logging.WARNING):
+            for frame in frames:
+                sock.sendto(frame, gw.udp_addresses[0])
+            assert wait_for(lambda: gw.counters()["received"] == len(frames) and gw.pipeline.depth == 0, 15)
+    finally:
+        sock.close()
+    c = gw.counters()
+    assert (c["accepted"], c["rejected"], c.get("output_failures", 0)) == (3, {"payload": 3}, 0), c
+    said = [r.getMessage() for r in caplog.records if "RFC 8428 4.5.3" in r.getMessage()]
+    assert len(said) == 1 and "sew-01" in said[0] and "\n" not in said[0], said  # at most one per 10 s
+    node_state = {n["id"]: n for n in gw.status()["nodes"]}[node]
+    assert node_state["rejected"] == {"payload": 3}, node_state
