@@ -32,7 +32,7 @@ class RecordCheck:
             name = rec.get(_N)
             unit = rec.get(_U)
             dt = rec.get(_T)
-            if dt is not None and not -T_MAX_S < dt < T_MAX_S:  # finite already (protocol/senml.py)
+            if isinstance(dt, int | float) and not -T_MAX_S < dt < T_MAX_S:  # a finite number (protocol/senml.py)
                 return (f"record {name!r} time offset t = {dt!r} s is no relative SenML time (RFC 8428 4.5.3: "
                         "under 2^28 s either way)")
             if (name, unit) in ok:
