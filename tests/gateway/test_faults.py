@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.outputs import iso
-from tests.gateway.conftest import NODES, GatewayProcess, wait_for, write_config
+from tests.gateway.conftest import NODES, GatewayProcess, senml_fails_on, wait_for, write_config
 from tests.support.udpnode import UdpNode, run_nodes
 
 pytestmark = pytest.mark.integration
@@ -294,16 +294,7 @@ def test_an_output_that_cannot_convert_a_frame_loses_its_rows_only(gateway_facto
     # the SenML pack raises on seq 2. A reading of -2**64 (CBOR's lowest negative integer, SPEC.md
     # 5 allows any number; more than orjson writes) is the real case that did, and now reaches
     # every output: every output writes its JSON through gateway/outputs.py _dumps.
-    from gateway.consumers import SenmlPack
-
-    made = SenmlPack.messages
-
-    def faulty(self, f):
-        if f.msg["seq"] == 2:
-            raise ValueError("injected: this output cannot convert seq 2")
-        return made(self, f)
-
-    monkeypatch.setattr(SenmlPack, "messages", faulty)
+    senml_fails_on(monkeypatch, 2)
     import socket
 
     from protocol import message, senml

@@ -17,7 +17,7 @@ from gateway.keys import format_keys
 from gateway.outputs import Envelope, Frame, iso
 from gateway.relay import Relay
 from protocol import message, senml
-from tests.gateway.conftest import NODES
+from tests.gateway.conftest import NODES, senml_fails_on
 from tests.support import senml_strict
 from tests.support.broker import free_port
 
@@ -182,17 +182,9 @@ def test_a_frame_loses_only_the_output_that_cannot_convert_it_or_is_refused_and_
     # its node's state not moved. Before, the envelope was made outside any try: the batch raised,
     # was not acked and came again every second for ever, holding up every frame after it.
     from gateway import dedup
-    from gateway.consumers import SenmlPack
 
     relay = relay_senml
-    made = SenmlPack.messages
-
-    def faulty(self, f):
-        if f.msg["seq"] == 3:
-            raise ValueError("injected: cannot convert seq 3")
-        return made(self, f)
-
-    monkeypatch.setattr(SenmlPack, "messages", faulty)
+    senml_fails_on(monkeypatch, 3)
     batch = [delivery(1, seq=1), unconvertible(2, seq=2), delivery(3, seq=3), delivery(4, seq=4)]
     with caplog.at_level(logging.WARNING):
         assert relay._process(batch) is True
