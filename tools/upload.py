@@ -255,8 +255,24 @@ class BoardFs:
             except TransportError:
                 if left <= 5.0:
                     return False
+        if not self._in_step():
+            return False
         self.exec(_QUIET_WATCHDOG)
         return True
+
+    def _in_step(self) -> bool:
+        # A board slower than one attempt (5 s: booting, a node busy, an emulated Pico on a
+        # loaded host) answers the earlier attempts' Ctrl-C and Ctrl-A after this one's: a
+        # second "raw REPL; CTRL-B to exit" would then be read as the answer to the first
+        # command ("could not exec command (response: b'ra')"). The board answers in order, so
+        # a marker command, read up to its output, leaves nothing stale behind it.
+        import secrets
+
+        marker = secrets.token_hex(4)
+        # the plain raw REPL answers OK, the output, \x04, the errors, \x04
+        self.t.serial.write(b"print('sync', '%s', end='')\x04" % marker.encode())
+        end = b"sync %s\x04\x04" % marker.encode()  # the prompt (">") that follows is the next command's
+        return self.t.read_until(1, end, timeout=self.wait_s).endswith(end)
 
     def exec(self, code: str) -> bytes:
         from mpremote.transport import TransportError

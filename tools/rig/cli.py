@@ -64,7 +64,7 @@ def run_pico(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from tools.rig.pico import PicoRig
+    from tools.rig.pico import REPL_WAIT_S, PicoRig
 
     os.makedirs(args.flash, exist_ok=True)
     world = {"speed": args.world_speed}
@@ -75,7 +75,7 @@ def run_pico(args: argparse.Namespace) -> int:
                   log=lambda m: print("rig: " + m, file=sys.stderr, flush=True)).start()
     if args.node_dir:
         proc = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--port", rig.port,
-                               "--node-dir", args.node_dir, "--timeout", "60"], stdout=sys.stderr)
+                               "--node-dir", args.node_dir, "--timeout", str(REPL_WAIT_S)], stdout=sys.stderr)
         if proc.returncode != 0:
             rig.stop()
             return proc.returncode
