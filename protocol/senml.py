@@ -150,6 +150,9 @@ def check_records(records, error):
             if isinstance(k, str):
                 if k.endswith("_"):
                     error("must-understand label %r not supported" % k)
+                if k in JSON_LABELS.values():  # scanned: 15 labels, and only for a text label
+                    error("record %r: text label %r is a SenML label's name, not an extension (RFC 8428 6)"
+                          % (name, k))
                 continue
             if k == V:
                 if not _finite(v):

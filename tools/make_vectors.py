@@ -419,6 +419,8 @@ def invalid_vectors() -> list[dict[str, Any]]:
         ("record with two values", pm(k5=[{0: "t", 2: 1, 3: "x"}]), "payload", True),
         ("NaN reading", pm(k5=[{0: "t", 2: float("nan")}]), "payload", True),
         ("base name label -2 in a record", pm(k5=[{-2: "x:", 0: "t", 2: 1}]), "payload", True),
+        ("text label 'n' in a record: a SenML label's name as an extension", pm(k5=[{0: "t", 2: 1, "n": "h"}]),
+         "payload", True),
         ("quality for a record that does not exist", pm(k6={6: [1, 0, 0]}), "payload", True),
         ("cmd with an unknown op", signed(key, prot, cbor.dumps({0: 3, 1: 3, 11: 1, 12: "selfdestruct"})),
          "payload", True),

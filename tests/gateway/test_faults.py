@@ -425,3 +425,32 @@ def test_a_record_time_offset_no_time_can_carry_is_refused_at_ingest(gateway_fac
     assert len(said) == 1 and "sew-01" in said[0] and "\n" not in said[0], said  # at most one per 10 s
     node_state = {n["id"]: n for n in gw.status()["nodes"]}[node]
     assert node_state["rejected"] == {"payload": 3}, node_state
+
+
+def test_a_text_label_named_as_a_senml_label_is_refused_at_ingest(gateway_factory, caplog):
+    # A record's extension field labelled "n" (a SenML label's name, SPEC.md 5): with a list in it
+    # the up envelope raised TypeError (the frame refused with a bare "TypeError" line, the node
+    # resending it until it dropped it); with text in it the SenML pack lost the record's name.
+    # Now the frame is refused as payload, counted, in one line naming the label; others flow.
+    import socket
+
+    from protocol import message
+
+    gw = gateway_factory(forecast="enabled = false")
+    key, node = NODES["sew-01"], "sew-01"
+    recs = ([{0: "l", 2: 0.5, "n": ["x"]}], [{0: "l", 2: 0.5, "n": "h"}], [{0: "l", 2: 0.5, "note": "ok"}])
+    frames = [message.encode_data(key, node, 1, seq, 1_000 + seq, r) for seq, r in enumerate(recs)]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        with caplog.at_level(logging.INFO):
+            for frame in frames:
+                sock.sendto(frame, gw.udp_addresses[0])
+            assert wait_for(lambda: gw.counters()["received"] == len(frames) and gw.pipeline.depth == 0, 15)
+    finally:
+        sock.close()
+    c = gw.counters()
+    assert (c["accepted"], c["rejected"], c.get("output_failures", 0)) == (1, {"payload": 2}, 0), c
+    said = [r.getMessage() for r in caplog.records if "text label 'n'" in r.getMessage()]
+    assert said and all("\n" not in s for s in said), said  # one line (at most one per 10 s)
+    assert not [r for r in caplog.records if "TypeError" in r.getMessage()]

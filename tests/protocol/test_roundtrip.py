@@ -122,3 +122,20 @@ def test_a_known_node_id_is_still_checked_once_and_a_bad_one_always():
             message.decode(bad, lambda n: key)
         assert e.value.reason == "kid"
     assert "sew/01" not in message._ids_ok
+
+
+def test_a_text_label_with_a_senml_labels_name_is_refused_not_relabelled():
+    # An extension field (a text label, SPEC.md 5) named as a SenML label ("n", "v", "bn", ...)
+    # would be that label twice in SenML JSON: to_json raised TypeError for a list under "n" and,
+    # for a text "n", overwrote the record's name (the gateway then popped it into "ext": the pack
+    # lost the name). The one record check refuses the frame (payload, one line naming the label).
+    key, node = b"k" * 16, "sew-07"
+    for label in senml.JSON_LABELS.values():
+        for value in ("h", ["x"], 7):
+            frame = message.encode_data(key, node, 1, 2, 3, [{0: "t", 2: 1.5, label: value}])
+            with pytest.raises(FrameError) as e:
+                message.decode(frame, lambda n: key)
+            assert e.value.reason == "payload" and repr(label) in str(e.value) and "\n" not in str(e.value)
+    for label in ("N", "nn", "vx", "bn2", "q"):  # extensions that are no SenML label pass, the name kept
+        m = message.decode(message.encode_data(key, node, 1, 2, 3, [{0: "t", 2: 1.5, label: ["x"]}]), lambda n: key)
+        assert senml.to_json(m["records"])[0]["n"] == "t"
