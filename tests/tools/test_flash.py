@@ -1,9 +1,12 @@
 # citynode flash: uploads to the virtual rig, verifies by sha256 and reboots it; every
 # failure a technician can cause is one line and a non-zero exit, never a traceback.
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import serial
@@ -188,30 +191,59 @@ def test_each_board_gets_its_device_manifest(tmp_path, board):
         assert all(other not in p for p in boards for other in {"esp32", "rp2", "linux"} - {board})
 
 
+@contextlib.contextmanager
+def rig_process(flash, node_dir=None):
+    # the virtual rig in a process group of its own (python -m tools.rig: the rig and its
+    # interpreter), to stop and continue as a whole: a board starved of CPU -> (process, port)
+    args = [sys.executable, "-m", "tools.rig", "--flash", str(flash)]
+    args += ["--node-dir", str(node_dir)] if node_dir else []
+    board = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield board, board.stdout.readline().decode().split()[-1]  # "port /dev/pts/N"
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def stopped(board):
+    os.killpg(board.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(board.pid, signal.SIGCONT)
+
+
+def read_until(proc, marker, seen=b"", timeout=120):
+    # the command's stderr until marker -> all of it so far
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 @pytest.mark.micropython
 def test_ctrl_c_during_the_upload_says_so_and_the_next_flash_finishes(tmp_path, node_dir):
     # Ctrl-C while files go over the raw REPL: one line, exit 130 (it once ended in "the board
     # refused a command ... b'R\x00'"); the board is left usable and the same command finishes.
-    import signal
-    import time
-
-    with VirtualRig(tmp_path / "flash") as rig:
-        proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "flash", "--port", rig.port, "--node-dir",
+    # The board is stopped from the upload's first progress line until the Ctrl-C has ended
+    # the flash: the Ctrl-C comes during the upload however slowly this host runs the test.
+    with rig_process(tmp_path / "flash") as (board, port):
+        proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "flash", "--port", port, "--node-dir",
                                  str(node_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        seen = b""
-        deadline = time.monotonic() + 120
-        while b"upload " not in seen and time.monotonic() < deadline:  # readiness: the upload has begun
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
+        seen = read_until(proc, b"upload ")  # readiness: the upload has begun
+        with stopped(board):
+            assert b"upload " in seen and b"verify" not in seen, seen
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
         err = (seen + err).decode()
         assert proc.returncode == 130, err
         assert err.strip().splitlines()[-1].startswith("citynode flash: interrupted (Ctrl-C)"), err
         assert "refused" not in err and "Traceback" not in err
-        rc, out, err = citynode("flash", "--port", rig.port, "--node-dir", str(node_dir))
+        rc, out, err = citynode("flash", "--port", port, "--node-dir", str(node_dir))
         assert rc == 0, err
         assert "node rig-1 runs citynode" in out
 
@@ -219,58 +251,34 @@ def test_ctrl_c_during_the_upload_says_so_and_the_next_flash_finishes(tmp_path, 
 @pytest.mark.micropython
 def test_a_slow_board_is_flashed(tmp_path, node_dir):
     # A board on a loaded host (the emulated Pico in CI) is slow in two ways that once failed a
-    # flash. The board (the rig and its interpreter, in their own process group) is stopped
-    # (SIGSTOP: no CPU at all) twice: for 7 s as the flash connects: it then answers two
-    # attempts' Ctrl-C and Ctrl-A at once, and the second "raw REPL; CTRL-B to exit" was read
-    # as the first command's answer ("could not exec command"); and for 11 s as it has
-    # uploaded: mpremote's 10 s for a command's output ("timeout waiting for first EOF
-    # reception"; hashing 43 files takes an emulated Pico 1.5 s unloaded). --timeout 40 bounds both.
-    import signal
-    import time
-
-    board = subprocess.Popen([sys.executable, "-m", "tools.rig", "--flash", str(tmp_path / "flash"), "--node-dir",
-                              str(node_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-    proc = None
-    try:
-        port = board.stdout.readline().decode().split()[-1]  # "port /dev/pts/N", the firmware on its flash
+    # flash. The board is stopped (SIGSTOP: no CPU at all) twice: for 7 s as the flash
+    # connects: it then answers two attempts' Ctrl-C and Ctrl-A at once, and the second "raw
+    # REPL; CTRL-B to exit" was read as the first command's answer ("could not exec command");
+    # and for 11 s as it has uploaded: mpremote's 10 s for a command's output ("timeout waiting
+    # for first EOF reception"; hashing 43 files takes an emulated Pico 1.5 s unloaded).
+    # --timeout 40 bounds both.
+    with rig_process(tmp_path / "flash", node_dir) as (board, port):
         with serial.Serial(port, 115200, timeout=0.2) as s:  # power on: the node runs
             seen, deadline = b"", time.monotonic() + 60
             while b"citynode " not in seen and time.monotonic() < deadline:
                 seen += s.read(4096)
             assert b"citynode " in seen, seen
-        os.killpg(board.pid, signal.SIGSTOP)
+        proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "flash", "--port", port, "--node-dir",
+                                 str(node_dir), "--timeout", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "flash", "--port", port, "--node-dir",
-                                     str(node_dir), "--timeout", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            seen = b""
-            while b"100%" not in seen and time.monotonic() < deadline:  # compiled (the first bar): it connects next
-                chunk = os.read(proc.stderr.fileno(), 4096)
-                if not chunk:
-                    break
-                seen += chunk
-            time.sleep(7)  # past one attempt (5 s) to enter the raw REPL
+            with stopped(board):
+                seen = read_until(proc, b"100%")  # compiled (the first bar): it connects next
+                time.sleep(7)  # past one attempt (5 s) to enter the raw REPL
+            seen = read_until(proc, b"uploading ", seen)  # the board hashes again next
+            assert b"uploading 0 of " in seen, seen  # flashed before: a re-flash only hashes
+            with stopped(board):
+                time.sleep(11)
+            out, err = proc.communicate(timeout=120)
         finally:
-            os.killpg(board.pid, signal.SIGCONT)
-        while b"uploading " not in seen and time.monotonic() < deadline:  # the board hashes again next
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
-        assert b"uploading 0 of " in seen, seen  # flashed before: a re-flash only hashes
-        os.killpg(board.pid, signal.SIGSTOP)
-        try:
-            time.sleep(11)
-        finally:
-            os.killpg(board.pid, signal.SIGCONT)
-        out, err = proc.communicate(timeout=120)
+            proc.kill()
         err = (seen + err).decode()
         assert proc.returncode == 0, err
         assert "node rig-1 runs citynode" in out.decode() and "refused" not in err
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-        board.terminate()
-        board.wait(timeout=30)
 
 
 def test_a_lora_node_gets_micropython_libs_drivers_as_mip_installs_them(tmp_path, monkeypatch):
