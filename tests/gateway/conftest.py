@@ -143,14 +143,20 @@ def senml_fails_on(monkeypatch, seq):
     # seq (no reading the protocol takes makes an output raise today: tests of the rule inject it)
     from gateway.consumers import SenmlPack
 
-    made = SenmlPack.messages
+    output_fails_on(monkeypatch, SenmlPack, seq)
+
+
+def output_fails_on(monkeypatch, output, seq):
+    # output (an Output class: gateway/outputs.py Envelope, gateway/consumers.py SenmlPack ...)
+    # raises on the frames of that seq it is asked to convert from now on
+    made = output.messages
 
     def faulty(self, f):
         if f.msg["seq"] == seq:
             raise ValueError(f"injected: cannot convert seq {seq}")
         return made(self, f)
 
-    monkeypatch.setattr(SenmlPack, "messages", faulty)
+    monkeypatch.setattr(output, "messages", faulty)
 
 
 def wait_for(cond, timeout=30.0):

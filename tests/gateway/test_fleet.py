@@ -10,7 +10,7 @@ from gateway import config
 from gateway.daemon import Gateway
 from gateway.files import write_private
 from gateway.keys import format_keys
-from tests.gateway.conftest import NODES, Subscriber, wait_for
+from tests.gateway.conftest import NODES, Subscriber, output_fails_on, wait_for
 from tests.support.broker import free_port
 from tests.support.udpnode import HeardByMany, run_nodes
 from tools.natscluster import Cluster, stream_frames
@@ -247,10 +247,10 @@ def test_relay_keeps_frames_of_a_node_it_has_no_key_for_until_it_has(tmp_path, c
 
 
 def test_the_relay_acks_a_frame_it_cannot_make_an_envelope_of_and_the_stream_flows_on(tmp_path, cluster,
-                                                                                     mosquitto):
-    # A frame on the stream whose `up` envelope the relay cannot make (tests/gateway/
-    # test_relay_batch.py unconvertible_envelope: a signed frame a gateway of another release
-    # took) between two good ones, on a real JetStream cluster: the relay refuses it (counted,
+                                                                                     mosquitto, monkeypatch):
+    # A frame on the stream whose `up` envelope the relay cannot make (injected by monkeypatch,
+    # tests/gateway/conftest.py output_fails_on: no frame the protocol takes makes it raise now)
+    # between two good ones, on a real JetStream cluster: the relay refuses it (counted,
     # payload), acks it, and the frames after it reach MQTT; the stream does not deliver it
     # again (nothing pending, nothing redelivered). Before, the envelope was made outside any
     # try: the batch raised, was never acked and came again every second for ever, and no
@@ -263,7 +263,6 @@ def test_the_relay_acks_a_frame_it_cannot_make_an_envelope_of_and_the_stream_flo
     from gateway.outputs import Envelope, Frame
     from gateway.relay import Relay
     from protocol import message, senml
-    from tests.gateway.test_relay_batch import unconvertible_envelope
 
     rdir = tmp_path / "relay"
     rdir.mkdir()
@@ -281,13 +280,15 @@ def test_the_relay_acks_a_frame_it_cannot_make_an_envelope_of_and_the_stream_flo
         f = Frame(node, message.decode(raw, NODES.get), raw, now + seq, now + seq, "received", "udp 127.0.0.1:1")
         return Envelope("cn", "gw-a").messages(f)[0][1]
 
+    data = {seq: envelope(seq) for seq in (1, 2, 3)}  # as the gateway made them
+    output_fails_on(monkeypatch, Envelope, 2)  # and the relay cannot make seq 2's
+
     async def publish_and_look():
         nc = await nats.connect(servers=cluster.urls)
         try:
             js = nc.jetstream(timeout=10)
             for seq in (1, 2, 3):
-                data = unconvertible_envelope(node, seq, "gw-a", now + seq) if seq == 2 else envelope(seq)
-                await js.publish(frame_subject("cn", node, 1, seq), data, stream="CN",
+                await js.publish(frame_subject("cn", node, 1, seq), data[seq], stream="CN",
                                  headers={"Nats-Msg-Id": msg_id(node, 1, seq)})
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and relay.counters["acked"] < 3:

@@ -1,7 +1,6 @@
 # One batch of the city relay (gateway/relay.py _process) on an opened relay, without a NATS
 # cluster: the stream messages are real nats-py Msg objects with the reply subject a JetStream
 # delivery carries, their payloads the envelopes a gateway made (gateway/outputs.py Envelope).
-import base64
 import datetime
 import logging
 import time
@@ -17,7 +16,7 @@ from gateway.keys import format_keys
 from gateway.outputs import Envelope, Frame, iso
 from gateway.relay import Relay
 from protocol import message, senml
-from tests.gateway.conftest import NODES, senml_fails_on
+from tests.gateway.conftest import NODES, output_fails_on, senml_fails_on
 from tests.support import senml_strict
 from tests.support.broker import free_port
 
@@ -35,24 +34,6 @@ def delivery(stream_seq, node="sew-01", seq=1, gateway="gw-1", received=None, up
     [(_, payload)] = Envelope("cn", gateway).messages(f)
     reply = f"$JS.ACK.CN.relay.1.{stream_seq}.{stream_seq}.{int(T0 * 1e9)}.0"
     return Msg(_client=None, subject=f"cn.f.{node}.1.{seq}", reply=reply, data=payload)
-
-
-def unconvertible(stream_seq, node="sew-01", seq=1, gateway="gw-1"):
-    # a stream message whose frame no envelope can be made of: a validly signed frame whose
-    # record holds the text label "n" (an extension, SPEC.md 5 takes any text label) with a list,
-    # on which the SenML JSON conversion raises (protocol/senml.py to_json looks its unit up by
-    # that "n"). A gateway of this release refuses such a frame (payload), so the envelope is
-    # written here by hand, as another release's gateway would have sent it
-    reply = f"$JS.ACK.CN.relay.1.{stream_seq}.{stream_seq}.{int(T0 * 1e9)}.0"
-    return Msg(_client=None, subject=f"cn.f.{node}.1.{seq}", reply=reply,
-               data=unconvertible_envelope(node, seq, gateway, T0 + seq))
-
-
-def unconvertible_envelope(node, seq, gateway, received):
-    key = NODES[node]
-    raw = message.encode_data(key, node, 1, seq, 1000 * seq, [senml.record("l", 0.42), {0: "b", 2: 3.3, "n": [1]}])
-    return orjson.dumps({"node": node, "boot": 1, "seq": seq, "gateway": gateway, "received": iso(received),
-                         "frame": base64.b64encode(raw).decode()})
 
 
 @pytest.fixture
@@ -177,15 +158,18 @@ def test_a_frame_loses_only_the_output_that_cannot_convert_it_or_is_refused_and_
     # The relay runs a frame's outputs through the gateway pipeline's one place
     # (gateway/registry.py OutputSet.messages). An output that raises loses its rows of that
     # frame only, counted output_failures (injected: the SenML pack raises on seq 3; no reading
-    # makes an output raise now). A frame with no envelope at all (seq 2) is refused: counted
+    # makes an output raise now). A frame with no envelope at all (seq 2, injected: no frame the
+    # protocol takes makes the envelope raise since the record check refuses a text label "n") is refused: counted
     # (rejected, payload), one line, acked with its batch (the stream does not deliver it again),
     # its node's state not moved. Before, the envelope was made outside any try: the batch raised,
     # was not acked and came again every second for ever, holding up every frame after it.
     from gateway import dedup
 
     relay = relay_senml
+    batch = [delivery(1, seq=1), delivery(2, seq=2), delivery(3, seq=3), delivery(4, seq=4)]
+    again = delivery(2, seq=2)
     senml_fails_on(monkeypatch, 3)
-    batch = [delivery(1, seq=1), unconvertible(2, seq=2), delivery(3, seq=3), delivery(4, seq=4)]
+    output_fails_on(monkeypatch, Envelope, 2)
     with caplog.at_level(logging.WARNING):
         assert relay._process(batch) is True
     assert [(u["seq"], u["gateway"]) for u in up_messages(relay)] == [(1, "gw-1"), (3, "gw-1"), (4, "gw-1")]
@@ -194,13 +178,13 @@ def test_a_frame_loses_only_the_output_that_cannot_convert_it_or_is_refused_and_
     assert (counters["stored"], counters["rejected"], counters["output_failures"]) == (3, 1, 1), counters
     assert relay.stats.rejected == {"payload": 1}
     said = [r.getMessage() for r in caplog.records if "stream seq 2" in r.getMessage()]
-    assert len(said) == 1 and "cannot convert: TypeError" in said[0] and "acked" in said[0], said
+    assert len(said) == 1 and "cannot convert: ValueError: injected" in said[0] and "acked" in said[0], said
     said = [r.getMessage() for r in caplog.records if "output senml" in r.getMessage()]
     assert len(said) == 1 and "seq 3" in said[0], said
     assert not [r for r in caplog.records if r.exc_info]
     # acked (_consume acks all but the frames waiting for a key) and known: a redelivery adds nothing
     assert relay.later == [] and 2 in relay.seen
-    assert relay._process([unconvertible(2, seq=2)]) is True and relay.counters["redelivered"] == 1
+    assert relay._process([again]) is True and relay.counters["redelivered"] == 1
     # nothing of seq 2 was stored: its node's state says seq 2 was never seen
     assert dedup.classify(relay.states["sew-01"], 1, 2) == dedup.NEW
     assert dedup.classify(relay.states["sew-01"], 1, 3) == dedup.DUP
