@@ -17,7 +17,11 @@
 # the other outputs are made here too, by the gateway's own code (gateway/registry.py
 # OutputSet.messages): an output that cannot convert a frame loses its rows of that frame
 # only (counted output_failures); a frame whose envelope cannot be made is refused (payload,
-# counted, one line) and acked: the stream does not deliver it again.
+# counted, one line) and acked: the stream does not deliver it again. A batch that raises
+# anything else (a bug one message trips) is taken again one message at a time, so the others
+# are stored and acked; the message that raises alone is offered again 1 s later, and after
+# POISON_TRIES failures in a row it is terminated (JetStream AckTerm: never delivered again),
+# counted (rejected payload, and poison) and said in one line: it cannot hold up the city's stream.
 from __future__ import annotations
 
 import argparse
@@ -60,6 +64,8 @@ PRUNE_S = 10.0  # how often stored sequences below the consumer's ack floor are 
 SEEN_TABLE = "CREATE TABLE IF NOT EXISTS relay_seen (stream_seq INTEGER PRIMARY KEY)"
 LATER_S = 60.0  # a frame whose node key the relay lacks comes again after this long
 GATEWAY_ALIVE_HEARTBEATS = 3  # a gateway is shown dead after this many of its heartbeats missed
+POISON_TRIES = 3  # a message that makes the relay raise this many times in a row, alone, is terminated
+POISON_RETRY_S = 1.0  # it comes again after this long between those tries
 
 
 class _Later(enum.Enum):
@@ -86,7 +92,8 @@ class Relay:
         self.later = []
         self.fleet = {}  # gateway id -> (time of its last heartbeat, its state)
         self.counters = {"stored": 0, "redelivered": 0, "duplicates": 0, "rejected": 0, "acked": 0,
-                         "no_key": 0}
+                         "no_key": 0, "poison": 0}
+        self.failures: dict[int, int] = {}  # stream seq -> times in a row its message alone raised
         self.connected = False
         self.web = None
         self.history = None
@@ -242,24 +249,69 @@ class Relay:
                 await asyncio.sleep(0.2)
                 continue
             if msgs:
-                if not self._process(msgs):
+                if not await self._take(msgs):
                     await asyncio.sleep(0.5)  # not stored (disk): not acked, redelivered later
                     continue
-                later = set(map(id, self.later))
-                for m in msgs:
-                    try:
-                        if id(m) in later:
-                            await m.nak(delay=LATER_S)
-                        else:
-                            await m.ack()
-                    except Exception as e:  # noqa: BLE001 - redelivered and recognised
-                        log.debug("relay: ack failed: %r", e)
-                self.counters["acked"] += len(msgs) - len(later)
             else:
                 self._housekeeping()
             if time.monotonic() - pruned > PRUNE_S:
                 pruned = time.monotonic()
                 await self._prune(sub)
+
+    async def _take(self, msgs: list[Any]) -> bool:
+        # a batch processed and acked -> False when it is not stored (disk: it comes again)
+        try:
+            if not self._process(msgs):
+                return False
+        except Exception as e:  # noqa: BLE001 - one poison message must not hold up the stream
+            # nothing of the batch is stored (or all of it, when the error came after the commit:
+            # then its messages are known and acked below); the times it took go back to the clock
+            self.outputs.reset()
+            self.clock.undo()
+            if len(msgs) == 1:
+                await self._poison(msgs[0], e)
+                return True
+            log.debug("relay: a batch of %d raised; taking it one message at a time", len(msgs), exc_info=True)
+            for m in msgs:
+                if not await self._take([m]):
+                    return False
+            return True
+        later = set(map(id, self.later))
+        for m in msgs:
+            try:
+                if id(m) in later:
+                    await m.nak(delay=LATER_S)
+                else:
+                    await m.ack()
+            except Exception as e:  # noqa: BLE001 - redelivered and recognised
+                log.debug("relay: ack failed: %r", e)
+        self.counters["acked"] += len(msgs) - len(later)
+        if self.failures:  # a message that failed before and went through now starts afresh
+            for m in msgs:
+                self.failures.pop(m.metadata.sequence.stream, None)
+        return True
+
+    async def _poison(self, msg: Any, e: Exception) -> None:
+        # one message whose processing raised: offered again POISON_RETRY_S later, and terminated
+        # (not delivered again) after POISON_TRIES failures in a row, as a counted rejection
+        q = msg.metadata.sequence.stream
+        tries = self.failures.pop(q, 0) + 1
+        log.debug("relay: stream seq %d raised (try %d of %d)", q, tries, POISON_TRIES, exc_info=True)
+        try:
+            if tries < POISON_TRIES:
+                if len(self.failures) < 4 * FETCH:  # bounded: a failure not remembered is tried afresh
+                    self.failures[q] = tries
+                self.stats.rejects_log.warning("poison", "relay: stream seq %d: %s (try %d of %d); again in %g s",
+                                               q, one_line(e), tries, POISON_TRIES, POISON_RETRY_S)
+                await msg.nak(delay=POISON_RETRY_S)
+                return
+            self.counters["rejected"] += 1
+            self.counters["poison"] += 1
+            self.stats.reject("payload", None, f"stream seq {q}",
+                              f"the relay failed on it {tries} times in a row: {one_line(e)}; terminated, not stored")
+            await msg.term()
+        except Exception as err:  # noqa: BLE001 - not answered: the stream delivers it again after ACK_WAIT_S
+            log.debug("relay: nak/term failed: %r", err)
 
     async def _prune(self, sub: Any) -> None:
         try:

@@ -246,6 +246,61 @@ def test_relay_keeps_frames_of_a_node_it_has_no_key_for_until_it_has(tmp_path, c
         a.stop()
 
 
+def city_relay(tmp_path, cluster, mosquitto):
+    # a relay on the cluster and an MQTT subscriber of its up messages
+    from gateway.relay import Relay
+
+    rdir = tmp_path / "relay"
+    rdir.mkdir()
+    write_private(rdir / "keys.toml", format_keys(NODES))
+    text = (f'[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = [{", ".join(map(repr, cluster.urls))}]\n'
+            f'stream = "CN"\nsubject_prefix = "cn"\n\n[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "cn"\n\n'
+            '[nodes]\nkeys_file = "keys.toml"\n').replace("'", '"')
+    write_private(rdir / "relay.toml", text)
+    return Relay(config.load(rdir / "relay.toml", role="relay")).start(), Subscriber(mosquitto.port,
+                                                                                    topic="cn/nodes/+/up")
+
+
+def up_envelopes(node, seqs, now):
+    # stream seq -> the up envelope a gateway made of node's frame of that seq (gateway/outputs.py)
+    from gateway.outputs import Envelope, Frame
+    from protocol import message, senml
+
+    out = {}
+    for seq in seqs:
+        raw = message.encode_data(NODES[node], node, 1, seq, 1000 * seq, [senml.record("l", 0.42)])
+        f = Frame(node, message.decode(raw, NODES.get), raw, now + seq, now + seq, "received", "udp 127.0.0.1:1")
+        out[seq] = Envelope("cn", "gw-a").messages(f)[0][1]
+    return out
+
+
+def publish_and_look(cluster, relay, node, data, settled):
+    # publishes data {seq: envelope} as gateways do, waits until settled() (at most 15 s) and 2 s
+    # more (a message not acked would be redelivered), -> the relay's consumer info
+    import asyncio
+
+    import nats
+
+    from gateway.natsout import frame_subject, msg_id
+
+    async def run():
+        nc = await nats.connect(servers=cluster.urls)
+        try:
+            js = nc.jetstream(timeout=10)
+            for seq, body in data.items():
+                await js.publish(frame_subject("cn", node, 1, seq), body, stream="CN",
+                                 headers={"Nats-Msg-Id": msg_id(node, 1, seq)})
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not settled():
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)
+            return await js.consumer_info("CN", relay.n.durable)
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
 def test_the_relay_acks_a_frame_it_cannot_make_an_envelope_of_and_the_stream_flows_on(tmp_path, cluster,
                                                                                      mosquitto, monkeypatch):
     # A frame on the stream whose `up` envelope the relay cannot make (injected by monkeypatch,
@@ -255,57 +310,66 @@ def test_the_relay_acks_a_frame_it_cannot_make_an_envelope_of_and_the_stream_flo
     # again (nothing pending, nothing redelivered). Before, the envelope was made outside any
     # try: the batch raised, was never acked and came again every second for ever, and no
     # frame after it reached MQTT.
-    import asyncio
+    from gateway.outputs import Envelope
 
-    import nats
-
-    from gateway.natsout import frame_subject, msg_id
-    from gateway.outputs import Envelope, Frame
-    from gateway.relay import Relay
-    from protocol import message, senml
-
-    rdir = tmp_path / "relay"
-    rdir.mkdir()
-    write_private(rdir / "keys.toml", format_keys(NODES))
-    text = (f'[relay]\nid = "relay-1"\ndata_dir = "var"\n\n[nats]\nservers = [{", ".join(map(repr, cluster.urls))}]\n'
-            f'stream = "CN"\nsubject_prefix = "cn"\n\n[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "cn"\n\n'
-            '[nodes]\nkeys_file = "keys.toml"\n').replace("'", '"')
-    write_private(rdir / "relay.toml", text)
-    relay = Relay(config.load(rdir / "relay.toml", role="relay")).start()
-    sub = Subscriber(mosquitto.port, topic="cn/nodes/+/up")
-    node, key, now = "sew-01", NODES["sew-01"], time.time()
-
-    def envelope(seq):
-        raw = message.encode_data(key, node, 1, seq, 1000 * seq, [senml.record("l", 0.42)])
-        f = Frame(node, message.decode(raw, NODES.get), raw, now + seq, now + seq, "received", "udp 127.0.0.1:1")
-        return Envelope("cn", "gw-a").messages(f)[0][1]
-
-    data = {seq: envelope(seq) for seq in (1, 2, 3)}  # as the gateway made them
+    node, now = "sew-01", time.time()
+    data = up_envelopes(node, (1, 2, 3), now)  # as the gateway made them
     output_fails_on(monkeypatch, Envelope, 2)  # and the relay cannot make seq 2's
-
-    async def publish_and_look():
-        nc = await nats.connect(servers=cluster.urls)
-        try:
-            js = nc.jetstream(timeout=10)
-            for seq in (1, 2, 3):
-                await js.publish(frame_subject("cn", node, 1, seq), data[seq], stream="CN",
-                                 headers={"Nats-Msg-Id": msg_id(node, 1, seq)})
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and relay.counters["acked"] < 3:
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(2.0)  # a message not acked would be redelivered (at once after a failure)
-            return await js.consumer_info("CN", relay.n.durable)
-        finally:
-            await nc.close()
-
+    relay, sub = city_relay(tmp_path, cluster, mosquitto)
     try:
         assert wait_for(lambda: relay.connected, 20)
-        info = asyncio.run(publish_and_look())
+        info = publish_and_look(cluster, relay, node, data, lambda: relay.counters["acked"] >= 3)
         assert sub.wait(lambda: {u["seq"] for u in sub.ups()} == {1, 3}, 10), (sub.ups(), relay.counters)
         assert (info.num_ack_pending, info.num_redelivered, info.ack_floor.stream_seq) == (0, 0, 3), info
         c = relay.counters
         assert (c["stored"], c["rejected"], c["acked"], c["redelivered"]) == (2, 1, 3, 0), c
         assert relay.stats.rejected == {"payload": 1} and relay.error is None
+    finally:
+        sub.close()
+        relay.stop()
+
+
+def test_a_message_the_relay_fails_on_is_terminated_after_its_tries_and_the_stream_flows_on(tmp_path, cluster,
+                                                                                           mosquitto, monkeypatch,
+                                                                                           caplog):
+    # A bug one stream message trips (injected by monkeypatch: the relay's frame clock raises on
+    # seq 2; any exception out of gateway/relay.py _process but a failed commit) between good
+    # ones, on a real JetStream cluster. The batch is taken again one message at a time: 1, 3 and
+    # 4 are stored, acked and reach MQTT; seq 2 alone raises, comes again 1 s later, and after
+    # POISON_TRIES failures in a row is terminated (JetStream AckTerm: not delivered again),
+    # counted (rejected payload, poison) in one line, no traceback. Before, _main's catch-all
+    # took the whole batch again for ever: none of its frames was stored.
+    import logging
+
+    from gateway import relay as relay_module
+    from gateway.timing import FrameClock
+
+    fix = FrameClock.fix
+
+    def buggy(self, node, m, received):
+        if m["seq"] == 2:
+            raise RuntimeError("injected: a bug seq 2 trips")
+        return fix(self, node, m, received)
+
+    monkeypatch.setattr(FrameClock, "fix", buggy)
+    node, now = "sew-01", time.time()
+    relay, sub = city_relay(tmp_path, cluster, mosquitto)
+    try:
+        assert wait_for(lambda: relay.connected, 20)
+        with caplog.at_level(logging.INFO):
+            info = publish_and_look(cluster, relay, node, up_envelopes(node, (1, 2, 3, 4), now),
+                                    lambda: relay.counters.get("poison", 0) >= 1)
+        assert sub.wait(lambda: {u["seq"] for u in sub.ups()} == {1, 3, 4}, 10), (sub.ups(), relay.counters)
+        assert (info.num_ack_pending, info.num_redelivered, info.ack_floor.stream_seq) == (0, 0, 4), info
+        c = relay.counters
+        assert (c["stored"], c["rejected"], c["poison"], c["acked"]) == (3, 1, 1, 3), c
+        assert relay.stats.rejected == {"payload": 1} and relay.error is None and relay.failures == {}
+        said = [r.getMessage() for r in caplog.records if "stream seq 2" in r.getMessage()]
+        tries = relay_module.POISON_TRIES
+        assert f"(try 1 of {tries}); again in 1 s" in said[0], said  # the next tries: at most a line per 10 s
+        assert f"failed on it {tries} times in a row: RuntimeError: injected" in said[-1], said
+        assert "terminated" in said[-1] and all("\n" not in x for x in said), said
+        assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
     finally:
         sub.close()
         relay.stop()
