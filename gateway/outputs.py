@@ -29,7 +29,10 @@ _iso_second = (None, "")  # the last second formatted: most frames share it
 
 
 def iso(t: float) -> str:
-    # Unix seconds -> ISO 8601 UTC with milliseconds ("2026-05-01T12:00:00.250Z")
+    # Unix seconds -> ISO 8601 UTC with milliseconds ("2026-05-01T12:00:00.250Z"). Four-digit
+    # years only: the times given reach it so (gateway/timing.py dates no frame before 1970 nor
+    # more than a day after its reception, a gateway's clock or, at the relay, one from 2000 on:
+    # SPEC.md 8; a record's offset is under 2^28 s, SPEC.md 5)
     global _iso_second
     s, ms = divmod(int(round(t * 1000)), 1000)
     cached = _iso_second

@@ -49,7 +49,7 @@ from gateway.registry import build as build_outputs
 from gateway.registry import one_line
 from gateway.stats import Stats
 from gateway.store import Store, StoreError
-from gateway.timing import FrameClock
+from gateway.timing import CLOCK_AHEAD_S, CLOCK_MIN_S, FrameClock
 from protocol import message
 from protocol.cbor import FrameError
 
@@ -92,7 +92,7 @@ class Relay:
         self.later = []
         self.fleet = {}  # gateway id -> (time of its last heartbeat, its state)
         self.counters = {"stored": 0, "redelivered": 0, "duplicates": 0, "rejected": 0, "acked": 0,
-                         "no_key": 0, "poison": 0}
+                         "no_key": 0, "poison": 0, "gateway_clock": 0}
         self.failures: dict[int, int] = {}  # stream seq -> times in a row its message alone raised
         self.connected = False
         self.web = None
@@ -178,6 +178,19 @@ class Relay:
 
     def _clock_ignored(self, node: str, t: object) -> None:
         self.stats.rejects_log.warning("clock", "node %s clock says %d: ignored, time fixed at the relay", node, t)
+
+    def _received_ignored(self, gateway: str, msg: Any, said: object, stored: float) -> float:
+        # a gateway's reception time no clock gives (before 2000, or more than a day after the
+        # stream stored the frame: its clock is wrong, or it is no gateway of this release). Taken,
+        # it would date the frame where ISO 8601 does not reach (year 0 or 10000) and, as the
+        # anchor of its node's boot, every later frame of that boot after it (SPEC.md section 8):
+        # the frame is dated by the stream's time instead, counted, one line
+        self.counters["gateway_clock"] += 1
+        self.stats.rejects_log.warning("gateway_clock", "relay: gateway %s says it received stream seq %d at %s: "
+                                       "no plausible time (after 2000, at most a day after the stream stored it); "
+                                       "dated by the stream's time", gateway, msg.metadata.sequence.stream,
+                                       repr(said)[:40])
+        return stored
 
     def _thresholds(self, node: str) -> dict[str, float] | None:
         st = self.stats.nodes.get(node)
@@ -418,6 +431,9 @@ class Relay:
             if not isinstance(gateway, str):
                 raise FrameError("payload", "the envelope's gateway is not a string")
             received = _unix(env["received"])
+            stored = msg.metadata.timestamp.timestamp()  # when the stream stored it (the NATS server's clock)
+            if not CLOCK_MIN_S <= received <= stored + CLOCK_AHEAD_S:
+                received = self._received_ignored(gateway, msg, env["received"], stored)
             f = Frame(node, m, raw, received, received, "received", f"nats {gateway}", _radio(env.get("radio")),
                       gateway=gateway)
         except (FrameError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:

@@ -188,3 +188,37 @@ def test_a_frame_loses_only_the_output_that_cannot_convert_it_or_is_refused_and_
     # nothing of seq 2 was stored: its node's state says seq 2 was never seen
     assert dedup.classify(relay.states["sew-01"], 1, 2) == dedup.NEW
     assert dedup.classify(relay.states["sew-01"], 1, 3) == dedup.DUP
+
+
+def test_a_gateways_reception_time_no_clock_gives_is_replaced_by_the_streams(relay, caplog):
+    # The relay dates frames from the `received` of the gateway's envelope (SPEC.md section 8),
+    # which the MAC does not cover. Times that parse but no clock gives reached the ISO 8601
+    # writer (gateway/outputs.py iso) as "0-12-31T10:00:00.000Z" (year 1 at +14:00) or
+    # "10000-01-01T13:59:59.999Z" (year 9999 at -14:00), and the year-10000 one anchored the
+    # node's boot, so its later frames were dated there too. One before 2000 or more than a day
+    # after the stream stored the message is replaced by the stream's time: counted, one line.
+    import re
+
+    said = {1: "0001-01-01T00:00:00+14:00", 2: "9999-12-31T23:59:59.999-14:00", 3: "1999-12-31T23:59:59Z",
+            4: iso(T0 + 86_400 + 10)}  # the stream stored each at T0 (delivery's reply subject)
+    batch = []
+    for seq in range(1, 6):
+        m = delivery(seq, seq=seq, received=T0 + seq)
+        if seq in said:
+            env = orjson.loads(m.data)
+            env["received"] = said[seq]
+            m.data = orjson.dumps(env)
+        batch.append(m)
+    with caplog.at_level(logging.WARNING):
+        assert relay._process(batch) is True
+    ups = up_messages(relay)
+    assert [u["seq"] for u in ups] == [1, 2, 3, 4, 5]
+    for u in ups:
+        for field in ("time", "received"):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", u[field]), u
+            assert T0 <= datetime.datetime.fromisoformat(u[field]).timestamp() <= T0 + 5, u
+    assert [u["received"] for u in ups] == [iso(T0)] * 4 + [iso(T0 + 5)]
+    assert ups[-1]["time"] == iso(T0 + 5) and ups[-1]["time_source"] == "received"  # not dated after year 9999
+    assert relay.counters["gateway_clock"] == 4 and relay.counters["stored"] == 5
+    lines = [r.getMessage() for r in caplog.records if "no plausible time" in r.getMessage()]
+    assert len(lines) == 1 and "stream seq 1" in lines[0] and "\n" not in lines[0], lines  # one per 10 s
