@@ -18,10 +18,14 @@
 # OutputSet.messages): an output that cannot convert a frame loses its rows of that frame
 # only (counted output_failures); a frame whose envelope cannot be made is refused (payload,
 # counted, one line) and acked: the stream does not deliver it again. A batch that raises
-# anything else (a bug one message trips) is taken again one message at a time, so the others
-# are stored and acked; the message that raises alone is offered again 1 s later, and after
-# POISON_TRIES failures in a row it is terminated (JetStream AckTerm: never delivered again),
-# counted (rejected payload, and poison) and said in one line: it cannot hold up the city's stream.
+# anything else is taken again one message at a time, so the others are stored and acked. A
+# message that raises there is poison (a bug it alone trips) only while other messages are
+# stored: it is offered again 1 s later, and after POISON_TRIES failures with others stored
+# between each two it is terminated (JetStream AckTerm: never delivered again), counted
+# (rejected payload, and poison), one line. A message failing again with nothing stored since
+# is systemic (a bug every message trips, a resource the relay lacks): nothing is terminated;
+# the relay is stuck (alarm relay_stuck, one line per change), holds the stream (NAK, the
+# delay growing to HOLD_MAX_S) and goes on by itself once it stores again: nothing is lost.
 from __future__ import annotations
 
 import argparse
@@ -64,8 +68,9 @@ PRUNE_S = 10.0  # how often stored sequences below the consumer's ack floor are 
 SEEN_TABLE = "CREATE TABLE IF NOT EXISTS relay_seen (stream_seq INTEGER PRIMARY KEY)"
 LATER_S = 60.0  # a frame whose node key the relay lacks comes again after this long
 GATEWAY_ALIVE_HEARTBEATS = 3  # a gateway is shown dead after this many of its heartbeats missed
-POISON_TRIES = 3  # a message that makes the relay raise this many times in a row, alone, is terminated
+POISON_TRIES = 3  # a message that makes the relay raise this many times, while others are stored, is terminated
 POISON_RETRY_S = 1.0  # it comes again after this long between those tries
+HOLD_MAX_S = 30.0  # stuck (every message raises): a message comes again after as long as it is stuck, at most this
 
 
 class _Later(enum.Enum):
@@ -92,8 +97,11 @@ class Relay:
         self.later = []
         self.fleet = {}  # gateway id -> (time of its last heartbeat, its state)
         self.counters = {"stored": 0, "redelivered": 0, "duplicates": 0, "rejected": 0, "acked": 0,
-                         "no_key": 0, "poison": 0, "gateway_clock": 0}
-        self.failures: dict[int, int] = {}  # stream seq -> times in a row its message alone raised
+                         "no_key": 0, "poison": 0, "gateway_clock": 0, "held": 0}
+        # stream seq -> (its failures backed by others stored, self.processed when its last batch began)
+        self.failures: dict[int, tuple[int, int]] = {}
+        self.processed = 0  # frames stored since the start: a failure is poison only while this grows
+        self.stuck_since: float | None = None  # monotonic time the relay got stuck (relay_stuck), or None
         self.connected = False
         self.web = None
         self.history = None
@@ -139,7 +147,7 @@ class Relay:
         self.forecasts = self.outputs.forecasts
         self.forwarder = Forwarder(settings=s, db_path=db_path, states_fn=self.stats.changed_nodes,
                                    on_command=lambda *a: None, gateway_state_fn=self.relay_state,
-                                   alarms_fn=lambda: [])
+                                   alarms_fn=self.alarms)
 
     def _start_web(self, listen: str) -> None:
         from gateway.web.history import History
@@ -273,6 +281,15 @@ class Relay:
 
     async def _take(self, msgs: list[Any]) -> bool:
         # a batch processed and acked -> False when it is not stored (disk: it comes again)
+        start = self.processed
+        failed: list[tuple[Any, Exception]] = []
+        try:
+            return await self._take_some(msgs, failed)
+        finally:
+            for m, e in failed:  # judged once the whole batch was tried: its successes back them
+                await self._failed(m, e, start)
+
+    async def _take_some(self, msgs: list[Any], failed: list[tuple[Any, Exception]]) -> bool:
         try:
             if not self._process(msgs):
                 return False
@@ -282,11 +299,11 @@ class Relay:
             self.outputs.reset()
             self.clock.undo()
             if len(msgs) == 1:
-                await self._poison(msgs[0], e)
+                failed.append((msgs[0], e))
                 return True
             log.debug("relay: a batch of %d raised; taking it one message at a time", len(msgs), exc_info=True)
             for m in msgs:
-                if not await self._take([m]):
+                if not await self._take_some([m], failed):
                     return False
             return True
         later = set(map(id, self.later))
@@ -304,27 +321,48 @@ class Relay:
                 self.failures.pop(m.metadata.sequence.stream, None)
         return True
 
-    async def _poison(self, msg: Any, e: Exception) -> None:
-        # one message whose processing raised: offered again POISON_RETRY_S later, and terminated
-        # (not delivered again) after POISON_TRIES failures in a row, as a counted rejection
+    async def _failed(self, msg: Any, e: Exception, start: int) -> None:
+        # one message whose processing raised, alone. It is poison only when other messages are
+        # stored between its failures (the first gap: from the start of the batch it first failed
+        # in): it comes again POISON_RETRY_S later and is terminated (not delivered again) at
+        # POISON_TRIES failures so backed, a counted rejection. A failure again with nothing
+        # stored since the previous one is systemic: the relay is stuck and holds the messages
+        # (NAK), longer the longer it is stuck (at most HOLD_MAX_S), until it stores one again
         q = msg.metadata.sequence.stream
-        tries = self.failures.pop(q, 0) + 1
-        log.debug("relay: stream seq %d raised (try %d of %d)", q, tries, POISON_TRIES, exc_info=True)
+        tries, mark = self.failures.pop(q, (0, start))
+        backed = tries == 0 or self.processed > mark  # the first failure: nothing to compare with yet
+        tries = tries + 1 if backed else 1
+        log.debug("relay: stream seq %d raised (%d of %d)", q, tries, POISON_TRIES, exc_info=True)
         try:
-            if tries < POISON_TRIES:
-                if len(self.failures) < 4 * FETCH:  # bounded: a failure not remembered is tried afresh
-                    self.failures[q] = tries
+            if backed and tries >= POISON_TRIES:
+                self.counters["rejected"] += 1
+                self.counters["poison"] += 1
+                self.stats.reject("payload", None, f"stream seq {q}",
+                                  f"the relay failed on it {tries} times while it stored others: {one_line(e)}; "
+                                  "terminated, not stored")
+                await msg.term()
+                return
+            if len(self.failures) < 4 * FETCH:  # bounded: a failure not remembered is judged afresh
+                self.failures[q] = (tries, start)
+            now = time.monotonic()
+            if not backed and self.stuck_since is None:
+                self.stuck_since = now
+                log.error("relay: stuck: stream seq %d fails again (%s) and no message was stored since; "
+                          "the stream is held, nothing terminated, each message tried again within %g s",
+                          q, one_line(e), HOLD_MAX_S)
+            if self.stuck_since is not None:
+                self.counters["held"] += 1
+                delay = min(HOLD_MAX_S, max(POISON_RETRY_S, now - self.stuck_since))
+            else:
                 self.stats.rejects_log.warning("poison", "relay: stream seq %d: %s (try %d of %d); again in %g s",
                                                q, one_line(e), tries, POISON_TRIES, POISON_RETRY_S)
-                await msg.nak(delay=POISON_RETRY_S)
-                return
-            self.counters["rejected"] += 1
-            self.counters["poison"] += 1
-            self.stats.reject("payload", None, f"stream seq {q}",
-                              f"the relay failed on it {tries} times in a row: {one_line(e)}; terminated, not stored")
-            await msg.term()
+                delay = POISON_RETRY_S
+            await msg.nak(delay=delay)
         except Exception as err:  # noqa: BLE001 - not answered: the stream delivers it again after ACK_WAIT_S
             log.debug("relay: nak/term failed: %r", err)
+
+    def alarms(self) -> list[str]:
+        return ["relay_stuck"] if self.stuck_since is not None else []
 
     async def _prune(self, sub: Any) -> None:
         try:
@@ -402,6 +440,12 @@ class Relay:
         self.depth += len(rows) - len(deletes)
         self.forwarder.deleted(deletes)
         self.counters["stored"] += len(frames)
+        if frames:
+            self.processed += len(frames)
+            if self.stuck_since is not None:
+                log.warning("relay: no longer stuck: messages stored again after %.0f s; the held ones come again",
+                            time.monotonic() - self.stuck_since)
+                self.stuck_since = None
         with self.stats.lock:
             self.stats.counters["accepted"] += len(frames)
             for f, gaps in frames:
@@ -494,7 +538,8 @@ class Relay:
 
     def relay_state(self) -> dict[str, Any]:
         return {"state": "online", "gateway": self.s.gateway_id, "role": "relay", "version": __version__,
-                "time": iso(time.time()), "since": iso(self.started or time.time()), "counters": dict(self.counters)}
+                "time": iso(time.time()), "since": iso(self.started or time.time()), "alarms": self.alarms(),
+                "counters": dict(self.counters)}
 
     def status(self) -> dict[str, Any]:
         # the status page's snapshot, as the gateway's (gateway/daemon.py): the whole city's nodes
@@ -505,7 +550,7 @@ class Relay:
               "broker_connected": self.forwarder.connected, "stream_connected": self.connected,
               "outbox_depth": self.depth, "frames_per_s": 0.0, "disk_free_bytes": None, "rejected": rejected,
               "rejected_unattributed": self.stats.unattributed_snapshot(),
-              "alarms": [] if self.connected else ["stream_disconnected"], "counters": counters}
+              "alarms": self.alarms() + ([] if self.connected else ["stream_disconnected"]), "counters": counters}
         out = []
         for node, st in sorted(nodes.items()):
             st["id"] = node
