@@ -171,7 +171,7 @@ def test_the_gateway_forecast_takes_the_nodes_rain(rig, tmp_path):
         fo.messages(Frame("sew-07", d, b"", d["uptime_ms"] / 1000 + 1, d["uptime_ms"] / 1000, "uptime", "test"))
     model = fo.nodes["sew-07"].rain
     assert model is not None and model.totals["sew-07"] == pytest.approx(r.values("rain")[-1])
-    assert sum(mm for _t, mm in fo.nodes["sew-07"]._rain_log) > 0
+    assert sum(mm for _t0, _t, mm in fo.nodes["sew-07"]._rain_log) > 0
 
 
 def test_over_lora_a_frame_with_rain_goes_in_the_full_format():
