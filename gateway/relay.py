@@ -16,9 +16,8 @@
 # (gateway/outputs.py Envelope, its `gateway` and `received` those of the first gateway);
 # the other outputs are made here too, by the gateway's own code (gateway/registry.py
 # OutputSet.messages): an output that cannot convert a frame loses its rows of that frame
-# only (counted output_failures); a frame whose envelope cannot be made is refused (payload,
-# counted, one line) and acked: the stream does not deliver it again. A batch that raises
-# anything else is taken again one message at a time, so the others are stored and acked. A
+# only (counted output_failures). A batch that raises (a frame whose `up` envelope cannot be
+# made, any other fault) is taken again one message at a time, so the others are stored and acked. A
 # message that raises there is poison (a bug it alone trips) only while other messages are
 # stored: it is offered again 1 s later, and after POISON_TRIES failures with others stored
 # between each two it is terminated (JetStream AckTerm: never delivered again), counted
@@ -401,19 +400,10 @@ class Relay:
             if made is None:
                 continue
             f, new, gaps = made
-            try:
-                # as the gateway's pipeline: an output that cannot convert it loses its rows of
-                # this frame only (counted output_failures, one line)
-                made_rows, made_st = self.outputs.messages(f, self.stats)
-            except Exception as e:  # noqa: BLE001 - one odd frame must not hold up the stream
-                # not even its envelope: refused (payload, counted, one line) and acked with its
-                # batch, so the stream does not deliver it again; its time goes back to the clock
-                # and its node's state does not move (nothing of it is stored)
-                self.clock.give_back()
-                self.counters["rejected"] += 1
-                self.stats.reject("payload", f.node, f"{f.link} stream seq {q}",
-                                  f"cannot convert: {one_line(e)}; acked, not stored")
-                continue
+            # as the gateway's pipeline: an output that cannot convert it loses its rows of this
+            # frame only (counted output_failures, one line). Not even its envelope: it raises, as
+            # any other fault of this frame, and _take judges it (poison, or the relay is stuck)
+            made_rows, made_st = self.outputs.messages(f, self.stats)
             if new is not None:
                 pending[f.node] = new
             rows.extend(made_rows)
