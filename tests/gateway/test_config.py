@@ -134,6 +134,8 @@ def test_the_unit_does_not_restart_what_no_restart_fixes(tmp_path, name):
     from tools.cli import EXIT_INSTALL, EXIT_USAGE  # tests/tools/test_errors.py: which errors they are
 
     path = REPO / "deploy" / name
+    # and what a restart may fix is retried for as long as it takes: no start limit leaves it failed
+    assert unit(path)["Unit"]["StartLimitIntervalSec"] == "0"
     s = unit(path)["Service"]
     assert s["RestartPreventExitStatus"].split() == [str(EXIT_USAGE), str(EXIT_INSTALL)] == ["2", "78"]
     assert s["Restart"] == "always"

@@ -217,6 +217,7 @@ def test_the_unit_file_verifies_and_is_hardened_like_the_gateways(tmp_path):
     # failed ExecStartPre was restarted every RestartSec for ever); the node itself exits 2
     # before READY=1 (test_a_bad_config_exits_2_before_ready_under_systemd)
     assert "ExecStartPre" not in s and "2" in s["RestartPreventExitStatus"].split()
+    assert node["Unit"]["StartLimitIntervalSec"] == "0"  # a failed start is retried, never left failed
     assert s["Restart"] == "always" and s["User"] == "citynode" and s["StateDirectory"] == "citynode-node"
     hardening = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "ProtectKernelTunables",
                  "ProtectControlGroups", "RestrictAddressFamilies")
