@@ -59,8 +59,8 @@ class FrameClock:
         self.saved = dict(saved or {})
         # node -> _Undo: how it was before the frames dated since the last kept() or undo()
         self._undo: dict[str, _Undo] = {}
-        # the frame dated last: (node, its node new then, anchors, live_boot, top, run before it)
-        self._last: tuple[str, bool, dict[int, list[Any]], int, int, tuple[int, int] | None] | None = None
+        # the frame dated last: (node, its node's _state before it; None: the node was new then)
+        self._last: tuple[str, _State | None] | None = None
 
     def kept(self) -> None:
         # the commit of the frames dated since the last kept() or undo() returned: their times stand
@@ -73,30 +73,33 @@ class FrameClock:
         last, self._last = self._last, None
         if last is None:
             return
-        node, new, anchors, live_boot, top, run = last
+        node, before = last
         u = self._undo[node]
-        if new:  # it was the node's first frame since the clock was made or its state last stored
-            del self.nodes[node], self._undo[node]
-            if u.saved is not None:
-                self.saved[node] = u.saved
+        if before is None:  # it was the node's first frame since the clock was made or its state last stored
+            self._forget(node, u)
+            del self._undo[node]
             return
         st = self.nodes[node]
         _unclaim(st, [u.claims.pop()])
-        st.anchors, st.live_boot, st.top, st.run = anchors, live_boot, top, run
+        _restore(st, before)
 
     def undo(self) -> None:
         # that commit failed: back to the clock before those frames were dated, exactly
         for node, u in self._undo.items():
-            st = self.nodes[node]
-            if u.anchors is None:  # first dated in the failed batch
-                del self.nodes[node]
-                if u.saved is not None:
-                    self.saved[node] = u.saved
+            if u.state is None:  # first dated in the failed batch
+                self._forget(node, u)
                 continue
+            st = self.nodes[node]
             _unclaim(st, u.claims)
-            st.anchors, st.live_boot, st.top, st.run = u.anchors, u.live_boot, u.top, u.run
+            _restore(st, u.state)
         self._undo.clear()
         self._last = None
+
+    def _forget(self, node: str, u: "_Undo") -> None:
+        # a node first dated since the last commit is as it was: unknown, or what the store said
+        del self.nodes[node]
+        if u.saved is not None:
+            self.saved[node] = u.saved
 
     def saved_of(self, nodes: Iterable[str]) -> list[tuple[str, int, int | None, int | None, int | None]]:
         # -> [(node, latest time_ms given, boot, uptime_ms, time_ms)] to store with the commit
@@ -120,12 +123,12 @@ class FrameClock:
             top, anchor = saved or (-1, None)
             st = self.nodes[node] = _Node(top, anchor)
             undo = self._undo[node] = _Undo(None, saved)
-            self._last = (node, True, st.anchors, -1, -1, None)
+            self._last = (node, None)
         else:
+            before = _state(st)
             if undo is None:
-                undo = self._undo[node] = _Undo(st)
-            # the anchor lists are replaced, never changed in place: a shallow copy keeps them
-            self._last = (node, False, dict(st.anchors), st.live_boot, st.top, st.run)
+                undo = self._undo[node] = _Undo(before)
+            self._last = (node, before)
         claims = undo.claims
         t = m["time"]
         if t is not None and CLOCK_MIN_S <= t <= received + CLOCK_AHEAD_S:
@@ -215,16 +218,25 @@ def _unclaim(st: _Node, claims: list[tuple[int, int | None]]) -> None:
             used.add(old)
 
 
+# A node's clock but for the milliseconds it has claimed: (anchors, live_boot, top, run). The
+# anchor lists are replaced, never changed in place, so a shallow copy of the dict keeps them.
+_State = tuple[dict[int, list[Any]], int, int, "tuple[int, int] | None"]
+
+
+def _state(st: _Node) -> _State:
+    return dict(st.anchors), st.live_boot, st.top, st.run
+
+
+def _restore(st: _Node, state: _State) -> None:
+    st.anchors, st.live_boot, st.top, st.run = state
+
+
 class _Undo:
     # A node's clock before the frames dated since the last commit: what FrameClock.undo()
-    # puts back. The anchor lists are replaced, never changed in place, so a shallow copy of
-    # the dict keeps them; each millisecond claimed is kept with the one it pushed out.
-    __slots__ = ("anchors", "live_boot", "top", "run", "saved", "claims")
+    # puts back, with each millisecond claimed since and the one it pushed out.
+    __slots__ = ("state", "saved", "claims")
 
-    def __init__(self, st: _Node | None, saved: tuple[int, tuple[int, int, int] | None] | None = None) -> None:
-        self.anchors = dict(st.anchors) if st is not None else None  # None: the node was new
-        self.live_boot = st.live_boot if st is not None else -1
-        self.top = st.top if st is not None else -1
-        self.run = st.run if st is not None else None
+    def __init__(self, state: _State | None, saved: tuple[int, tuple[int, int, int] | None] | None = None) -> None:
+        self.state = state  # None: the node was new
         self.saved = saved  # what the store said of a new node (put back into FrameClock.saved)
         self.claims: list[tuple[int, int | None]] = []  # (ms claimed, ms it pushed out of `used`)
